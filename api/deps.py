@@ -1,0 +1,184 @@
+"""Request dependencies: the unit of work, the permission gate, typed principals.
+
+Invariants:
+- The unit of work owns the transaction and commits *before* the response is sent
+  (`Depends(..., scope="function")`): with FastAPI's default scope the commit would run after a
+  200 had already gone out, so a failed audit commit would still have leaked the data.
+- On any error it rolls back, then writes the request's refusal events again (or one event with
+  the error's outcome if none was written) and commits them: refused attempts stay on record.
+- A route gated by an audited permission that finishes without writing an audit event fails
+  (500, rolled back): a forgotten audit call cannot silently pass.
+- Every route declares `require(permission)` or `public`; `check_routes` refuses to start an
+  app with a route that declares neither (fail closed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.security import OAuth2PasswordBearer
+
+from registry import errors as e
+from registry.context import ServiceContext
+from registry.runtime import Runtime
+from registry.users.service import principal_from_claims
+from security import tokens
+from security.access.permissions import AUDITED, Permission
+from security.access.principal import AccessContext, PurposeRejected, resolve_purpose
+from security.audit import trail as audit
+from security.audit.trail import AuditTrail
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+_OUTCOME = [
+    (e.Unauthenticated, audit.UNAUTHENTICATED), (e.Forbidden, audit.DENIED), (e.TooManyAttempts, audit.DENIED),
+    (e.NotFound, audit.NOT_FOUND), (e.InvalidInput, audit.INVALID), (RequestValidationError, audit.INVALID),
+    (e.Conflict, audit.CONFLICT), (e.PreconditionFailed, audit.CONFLICT), (e.PreconditionRequired, audit.CONFLICT),
+]
+_RESOURCE = {"patient": "Patient", "immunization": "Immunization", "audit": "AuditEvent", "user": "User", "auth": "User"}
+
+
+class AuditMissing(RuntimeError):
+    """A route that must audit finished without writing its event."""
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@dataclass
+class UnitOfWork:
+    session: object
+    trail: AuditTrail | None = None
+    action: str | None = None
+
+
+def _outcome(exc: BaseException) -> str:
+    for cls, outcome in _OUTCOME:
+        if isinstance(exc, cls):
+            return outcome
+    return audit.ERROR
+
+
+def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
+    session = runtime(request).sessions()
+    uow = UnitOfWork(session)
+    try:
+        yield uow
+        if uow.action and (uow.trail is None or uow.trail.recorded == 0):
+            raise AuditMissing(f"route for {uow.action} wrote no audit event")
+        session.commit()
+    except BaseException as exc:
+        session.rollback()
+        if uow.trail is not None and uow.action:
+            try:
+                if uow.trail.replay_refusals(session) == 0:
+                    uow.trail.record(session, uow.action, _outcome(exc), resource_type=_RESOURCE.get(uow.action.split(".")[0], "Patient"),
+                                     detail={"reason": type(exc).__name__})
+                session.commit()
+            except Exception:
+                session.rollback()
+                raise exc from None
+        raise
+    finally:
+        session.close()
+
+
+UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
+
+
+def require(permission: Permission, *, action: str | None = None):
+    """Gate a route: a valid token, a role holding `permission`, an allowed purpose of use.
+
+    Returns the `ServiceContext` the route passes to the service. `action` names the audit
+    action for refusals at the gate (defaults to the permission's audited action)."""
+    audit_action = action or AUDITED.get(permission)
+
+    async def gate(
+        request: Request,
+        uow: UoW,
+        token: Annotated[str | None, Depends(oauth2)],
+        purpose: Annotated[str | None, Header(alias="X-Purpose-Of-Use", max_length=16)] = None,
+        break_glass: Annotated[str | None, Header(alias="X-Break-Glass-Reason", min_length=10, max_length=500)] = None,
+    ) -> ServiceContext:
+        rt = runtime(request)
+        rid, client = request.state.request_id, client_address(request)
+        uow.trail = AuditTrail(AccessContext(None, None, rid, client))
+        uow.action = audit_action
+        if not token:
+            raise e.Unauthenticated("a bearer token is required")
+        try:
+            principal = principal_from_claims(tokens.verify(rt.tokens, token))
+        except (tokens.InvalidToken, KeyError, ValueError):
+            raise e.Unauthenticated("the token is invalid or expired") from None
+        uow.trail.context = AccessContext(principal, purpose, rid, client, break_glass)
+        try:
+            resolved = resolve_purpose(principal.role, purpose, break_glass)
+        except PurposeRejected as exc:
+            raise e.InvalidInput(str(exc), field="X-Purpose-Of-Use") from None
+        uow.trail.context = AccessContext(principal, resolved, rid, client, break_glass)
+        if not principal.can(permission):
+            raise e.Forbidden("your role does not allow this")
+        if break_glass and not principal.can(Permission.PATIENT_BREAK_GLASS):
+            raise e.Forbidden("your role cannot use break-glass access")
+        return ServiceContext(uow.session, rt, uow.trail)
+
+    gate.__nhr_permission__ = permission
+    return gate
+
+
+def public() -> None:
+    """Marks a route as deliberately open to anyone (health checks, login, the API docs)."""
+
+
+public.__nhr_public__ = True
+
+
+def declared_access(route: APIRoute) -> str | None:
+    """'public', the permission value, or None if the route declares neither."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        call = dep.call
+        if getattr(call, "__nhr_public__", False):
+            return "public"
+        if getattr(call, "__nhr_permission__", None):
+            return str(call.__nhr_permission__)
+        stack.extend(dep.dependencies)
+    return None
+
+
+def iter_api_routes(routes):
+    """Every APIRoute, descending into included routers (FastAPI >= 0.160 keeps them as lazy
+    `_IncludedRouter` objects with `original_router`) and mounts."""
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        elif getattr(r, "original_router", None) is not None:
+            yield from iter_api_routes(r.original_router.routes)
+        elif getattr(r, "routes", None):
+            yield from iter_api_routes(r.routes)
+
+
+def check_routes(routes) -> None:
+    missing = [f"{sorted(r.methods)} {r.path}" for r in iter_api_routes(routes) if declared_access(r) is None]
+    if missing:
+        raise RuntimeError(f"routes without a declared permission or public marker: {missing}")
+
+
+Public = Depends(public)
+
+
+def new_request_id(header: str | None) -> str:
+    if header and 8 <= len(header) <= 64 and header.replace("-", "").isalnum():
+        return header
+    return uuid.uuid4().hex

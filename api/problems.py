@@ -1,0 +1,123 @@
+"""RFC 9457 problem+json for every error, mapped from domain errors in this one place.
+
+Invariants:
+- A problem names the field that is wrong (`errors[].field` and a JSON `pointer`) and the
+  rule it broke; it never echoes the submitted value, never includes a stack trace, and
+  unexpected errors are logged by class and location only (a message may carry data).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry import errors as e
+from security.crypto.errors import DecryptionError, KeyUnavailable
+
+log = logging.getLogger("nhr.api")
+MEDIA_TYPE = "application/problem+json"
+
+STATUS = {
+    e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
+    e.Forbidden: (403, "forbidden", "Not allowed"),
+    e.NotFound: (404, "not-found", "Not found"),
+    e.Conflict: (409, "conflict", "Conflict"),
+    e.PreconditionFailed: (412, "precondition-failed", "Precondition failed"),
+    e.InvalidInput: (422, "invalid-input", "Invalid input"),
+    e.PreconditionRequired: (428, "precondition-required", "Precondition required"),
+    e.TooManyAttempts: (429, "too-many-attempts", "Too many attempts"),
+    e.ServiceUnavailable: (503, "unavailable", "Service unavailable"),
+}
+
+
+def problem(status: int, slug: str, title: str, detail: str | None, request: Request, *, errors: list | None = None,
+            headers: dict | None = None) -> JSONResponse:
+    body = {"type": f"urn:nhr:problem:{slug}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.url.path
+    rid = getattr(request.state, "request_id", None)
+    if rid:
+        body["request_id"] = rid
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _field_error(location: tuple) -> dict:
+    where, *path = location if location else ("body",)
+    path = [str(p) for p in path]
+    if where == "body":
+        return {"field": ".".join(path) or "body", "pointer": "#/" + "/".join(path), "in": "body"}
+    return {"field": ".".join(path) or where, "in": where}
+
+
+async def _domain(request: Request, exc: e.DomainError) -> JSONResponse:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            status, slug, title = STATUS[cls]
+            break
+    else:  # pragma: no cover - every DomainError subclass is mapped
+        status, slug, title = 400, "bad-request", "Bad request"
+    errors = None
+    if exc.field:
+        loc = "header" if exc.field[:1].isupper() else "body"
+        errors = [{"field": exc.field, **({"pointer": "#/" + exc.field.replace(".", "/")} if loc == "body" else {}),
+                   "in": loc, "detail": exc.message}]
+    headers = {}
+    if isinstance(exc, e.Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, e.TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)
+    return problem(status, slug, title, exc.message, request, errors=errors, headers=headers or None)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        errors.append({**_field_error(tuple(err.get("loc", ()))), "detail": msg})
+    fields = ", ".join(x["field"] for x in errors)
+    return problem(422, "invalid-input", "Invalid input", f"invalid value for: {fields}", request, errors=errors)
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthenticated"}.get(exc.status_code, "http-error")
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem(exc.status_code, slug, detail or "HTTP error", detail, request, headers=getattr(exc, "headers", None))
+
+
+def _where(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    last = tb[-1] if tb else None
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else "?"
+
+
+async def _decryption(request: Request, exc: DecryptionError) -> JSONResponse:
+    log.error("integrity failure %s at %s request_id=%s", type(exc).__name__, _where(exc), getattr(request.state, "request_id", "-"))
+    return problem(500, "integrity-failure", "Stored data failed an integrity check", "the record could not be decrypted; "
+                   "this has been logged for the operators", request)
+
+
+async def _keys(request: Request, exc: KeyUnavailable) -> JSONResponse:
+    log.error("key unavailable at %s request_id=%s", _where(exc), getattr(request.state, "request_id", "-"))
+    return problem(503, "keys-unavailable", "Service unavailable", "encryption keys are not available", request)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled %s at %s request_id=%s", type(exc).__name__, _where(exc), getattr(request.state, "request_id", "-"))
+    return problem(500, "internal-error", "Internal error", "the request failed; nothing was changed", request)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(e.DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(DecryptionError, _decryption)
+    app.add_exception_handler(KeyUnavailable, _keys)
+    app.add_exception_handler(Exception, _unexpected)

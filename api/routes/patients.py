@@ -1,0 +1,65 @@
+"""Patient routes: HTTP only. Scope, audit and encryption happen in registry/patients/service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import require
+from registry.context import ServiceContext
+from registry.patients import service
+from registry.patients.schemas import PatientCreate, PatientPage, PatientUpdate, PatientView
+from security.access.permissions import Permission as P
+
+router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
+
+
+class IdentifierSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"system": "bform", "value": "35202-7654321-2"}]})
+    system: Literal["nhr", "bform", "cnic"] = Field(description="nhr = the registry's health ID; cnic also finds children by their guardian's CNIC")
+    value: str = Field(min_length=1, max_length=32)
+
+
+def _limit(request: Request, limit: int | None) -> int:
+    s = request.app.state.runtime.settings
+    return s.page_size_default if limit is None else limit
+
+
+@router.post("", status_code=201, response_model=PatientView, summary="Register a patient")
+def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))], response: Response):
+    view = service.register(ctx, body)
+    response.headers["ETag"] = service.etag(view.version)
+    response.headers["Location"] = f"/api/v1/patients/{view.id}"
+    return view
+
+
+@router.get("", response_model=PatientPage, summary="List patients in your capture scope")
+def list_patients(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_LIST))],
+                  cursor: Annotated[str | None, Query(max_length=200)] = None,
+                  limit: Annotated[int | None, Query(ge=1, le=100)] = None):
+    page = service.list_patients(ctx, cursor, _limit(request, limit))
+    return PatientPage(items=page.items, next_cursor=page.next_cursor)
+
+
+@router.post("/search", response_model=list[PatientView], summary="Find a patient by an exact identifier (search scope)",
+             description="POST so that the identifier never appears in a URL or an access log.")
+def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+    return service.search(ctx, body.system, body.value)
+
+
+@router.get("/{patient_id}", response_model=PatientView, summary="Read a patient (capture scope, or break-glass)")
+def read(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))], response: Response):
+    view = service.read(ctx, patient_id)
+    response.headers["ETag"] = service.etag(view.version)
+    return view
+
+
+@router.patch("/{patient_id}", response_model=PatientView, summary="Update a patient (needs If-Match)")
+def update(patient_id: uuid.UUID, body: PatientUpdate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_UPDATE))],
+           response: Response, if_match: Annotated[str | None, Header(alias="If-Match", max_length=64)] = None):
+    view = service.update(ctx, patient_id, if_match, body)
+    response.headers["ETag"] = service.etag(view.version)
+    return view

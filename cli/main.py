@@ -1,0 +1,201 @@
+"""The `nhr` command line: init, serve, demo, db, users, keys.
+
+Commands that change accounts are audited like API calls, with the operator recorded as
+`system:cli` (there is no exemption for administrators).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import sys
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from registry import bootstrap
+from registry.runtime import Runtime
+from registry.settings import get_settings
+from security.access.permissions import Role
+
+app = typer.Typer(help="NHR — National Health Registry", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema (Alembic migrations)", no_args_is_help=True)
+users_app = typer.Typer(help="Staff accounts", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+DEMO_USERS = [
+    ("clinic.lahore", "Vaccinator, EPI Centre Shadman (Lahore, Punjab)", Role.CLINIC_WORKER, "F-LAH-02"),
+    ("clinic.karachi", "Vaccinator, EPI Centre North Nazimabad (Karachi, Sindh)", Role.CLINIC_WORKER, "F-KRC-02"),
+    ("official.lahore", "District Health Officer, Lahore", Role.HEALTH_OFFICIAL, "PK-PB-LAH"),
+    ("official.punjab", "Provincial EPI Manager, Punjab", Role.HEALTH_OFFICIAL, "PK-PB"),
+    ("auditor.national", "National data protection auditor", Role.AUDITOR, "PK"),
+    ("admin.national", "National registry administrator", Role.ADMIN, "PK"),
+]
+
+
+def _runtime() -> Runtime:
+    return Runtime.build(get_settings())
+
+
+def _cli_trail():
+    from security.access.principal import AccessContext
+    from security.audit.trail import AuditTrail
+
+    return AuditTrail(AccessContext(None, "HSYSADMIN", f"cli-{uuid.uuid4().hex[:12]}", f"cli:{getpass.getuser()}"))
+
+
+def _create_user(rt: Runtime, username: str, display: str, role: Role, scope: str, password: str):
+    from registry.users.schemas import UserCreate
+    from registry.users.service import create_user
+    from security.audit import trail as audit
+
+    with rt.sessions.begin() as s:
+        view = create_user(s, rt, UserCreate(username=username, display_name=display, password=password, role=role, scope_code=scope))
+        _cli_trail().record(s, "user.create", audit.SUCCESS, resource_type="User", resource_id=view.id,
+                            detail={"role": view.role, "scope_code": view.scope_code, "via": "cli"})
+    return view
+
+
+@app.command()
+def init():
+    """Create the database schema, the key directory and keys, and load the jurisdiction hierarchy."""
+    rt = _runtime()
+    result = bootstrap.init(rt)
+    console.print(f"[green]ready[/]: {rt.settings.database_url}  keys in {rt.settings.key_dir}")
+    console.print(result)
+
+
+@app.command()
+def serve(host: str = typer.Option(None), port: int = typer.Option(None), workers: int = typer.Option(None)):
+    """Run the API with uvicorn (the access log is NHR's own: route templates, never ids or queries)."""
+    import logging
+
+    import uvicorn
+
+    s = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run("api.main:app", host=host or s.host, port=port or s.port, workers=workers or s.workers,
+                access_log=False, proxy_headers=False, log_level="info")
+
+
+@app.command()
+def demo(patients: int = typer.Option(3000, help="synthetic patients to load on first run"),
+         serve_api: bool = typer.Option(True, "--serve/--no-serve", help="start the API afterwards")):
+    """Set up the embedded database with demo data (first run only), print the logins, and serve."""
+    from registry.demo.generator import generate
+
+    rt = _runtime()
+    if rt.settings.env == "production":
+        console.print("[red]refusing to load demo data in production[/]")
+        raise typer.Exit(2)
+    bootstrap.init(rt)
+    logins_file = Path(rt.settings.key_dir) / "demo-logins.json"
+    logins = json.loads(logins_file.read_text()) if logins_file.exists() else {}
+    for username, display, role, scope in DEMO_USERS:
+        if username not in logins:
+            password = secrets.token_urlsafe(15)
+            _create_user(rt, username, display, role, scope, password)
+            logins[username] = {"password": password, "role": role.value, "scope": scope, "who": display}
+            fd = os.open(logins_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(logins, f, indent=1)
+    if bootstrap.patient_count(rt) == 0 and patients > 0:
+        with console.status(f"generating {patients} synthetic patients and their doses (encrypted)..."):
+            with rt.sessions.begin() as s:
+                n, d = generate(rt, s, patients=patients)
+        console.print(f"loaded {n} synthetic patients and {d} doses")
+    url = f"http://{rt.settings.host}:{rt.settings.port}"
+    console.print("[bold]Demo logins[/] (generated on first run, kept in the key directory):", soft_wrap=True)
+    for username, info in logins.items():
+        console.print(f"  {username:<18} {info['password']:<22} {info['role']:<16} {info['scope']:<10} {info['who']}",
+                      soft_wrap=True, highlight=False)
+    console.print(f"API: [bold]{url}[/]   docs: {url}/docs   health: {url}/healthz", soft_wrap=True)
+    if serve_api:
+        serve(None, None, None)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")):
+    """Apply migrations up to REVISION (default head)."""
+    bootstrap.upgrade(get_settings().database_url, revision)
+    console.print(f"upgraded to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="target revision, e.g. base or -1")):
+    """Revert migrations down to REVISION."""
+    bootstrap.downgrade(get_settings().database_url, revision)
+    console.print(f"downgraded to {revision}")
+
+
+@db_app.command("check")
+def db_check():
+    """Fail if the models and the migrated schema differ."""
+    bootstrap.check(get_settings().database_url)
+    console.print("no drift")
+
+
+@users_app.command("create")
+def users_create(username: str = typer.Option(...), role: Role = typer.Option(...),
+                 scope: str = typer.Option(..., help="facility code (clinic_worker) or jurisdiction code"),
+                 display_name: str = typer.Option(None),
+                 password_stdin: bool = typer.Option(False, help="read the password from standard input")):
+    """Create a staff account. The password is prompted for (or read from stdin), never an argument."""
+    from registry.errors import DomainError
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    rt = _runtime()
+    rt.load_keys()
+    try:
+        view = _create_user(rt, username, display_name or username, role, scope, password)
+    except DomainError as exc:
+        console.print(f"[red]refused[/]: {exc.field}: {exc.message}")
+        raise typer.Exit(1)
+    console.print(f"created {view.username} ({view.role} at {view.scope_level} {view.scope_code})")
+
+
+@users_app.command("list")
+def users_list():
+    """List staff accounts."""
+    from registry.users.service import list_users
+
+    rt = _runtime()
+    with rt.sessions() as s:
+        users = list_users(s)
+    table = Table()
+    for col in ("username", "role", "scope", "active", "created"):
+        table.add_column(col)
+    for u in users:
+        table.add_row(u.username, u.role, f"{u.scope_level}:{u.scope_code}", str(u.active), u.created_at.strftime("%Y-%m-%d"))
+    console.print(table)
+
+
+@keys_app.command("init")
+def keys_init():
+    """Create missing keys for every province (the only way keys are created in production)."""
+    rt = _runtime()
+    rt.keyring.create_missing = True
+    rt.load_keys()
+    console.print(f"keys ready for: {', '.join(sorted(rt.keys.custodians()))}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(custodian: str = typer.Option(..., help="province code, e.g. PK-PB")):
+    """Add a new field-key version for a custodian; new writes use it, old data stays readable."""
+    rt = _runtime()
+    with rt.engine.begin() as conn:
+        version = rt.keys.rotate(conn, custodian)
+    console.print(f"{custodian}: field key v{version} is now active (re-encryption of old rows is a later step)")
+
+
+if __name__ == "__main__":
+    app()

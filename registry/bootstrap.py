@@ -1,0 +1,61 @@
+"""Setting a database up: migrations, reference data, keys. Used by the CLI and the tests alike,
+so the tests exercise the very commands an operator runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import func, select
+
+import migrations
+from registry.database import normalise_url
+from registry.facilities import repository as facilities
+from registry.jurisdictions import repository as jurisdictions
+from registry.patients.models import Patient
+from registry.runtime import Runtime
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def check(url: str) -> None:
+    """Raises if the models and the migrated schema differ (`alembic check`)."""
+    command.check(alembic_config(url))
+
+
+def load_reference_data(rt: Runtime, *, jurisdiction_file: Path | None = None, facility_file: Path | None = None) -> tuple[int, int]:
+    with rt.sessions.begin() as s:
+        j = jurisdictions.load(s, jurisdictions.read_csv(jurisdiction_file))
+        f = facilities.load(s, facilities.read_csv(facility_file))
+    rt.jurisdictions.refresh()
+    return j, f
+
+
+def init(rt: Runtime) -> dict:
+    """Idempotent: migrate, load the default hierarchy and facilities, create missing keys."""
+    upgrade(rt.settings.database_url)
+    j, f = load_reference_data(rt)
+    rt.load_keys()
+    return {"jurisdictions_added": j, "facilities_added": f, "custodians": sorted(rt.keys.custodians())}
+
+
+def patient_count(rt: Runtime) -> int:
+    with rt.sessions() as s:
+        return s.execute(select(func.count()).select_from(Patient)).scalar_one()

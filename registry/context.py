@@ -1,0 +1,32 @@
+"""What a service call needs: the transaction, the process's keys, and the request's audit trail.
+
+Services never commit: the unit of work that created the session does (api/deps.py, or the
+CLI), so that the data and its audit event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from registry.runtime import Runtime
+from security.access.principal import AccessContext, Principal
+from security.audit.trail import AuditTrail
+
+
+@dataclass
+class ServiceContext:
+    session: Session
+    runtime: Runtime
+    trail: AuditTrail
+
+    @property
+    def access(self) -> AccessContext:
+        return self.trail.context
+
+    @property
+    def principal(self) -> Principal:
+        p = self.trail.context.principal
+        assert p is not None, "services run only for an authenticated principal"
+        return p

@@ -1,0 +1,60 @@
+"""Domain errors. `api/problems.py` maps each to an HTTP status in one place.
+
+    DomainError
+    ├── NotFound             the record does not exist *or is outside the caller's scope*
+    ├── Forbidden            the caller's role may not do this at all (no existence leak)
+    ├── Conflict             duplicates an existing record (e.g. same B-form number)
+    ├── PreconditionFailed   If-Match does not match the current version
+    ├── PreconditionRequired an update without If-Match
+    ├── InvalidInput         domain validation failed; names the field
+    └── ServiceUnavailable   a dependency (keys, database) is not available
+
+Messages are shown to clients: they name fields and rules, never patient data.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(DomainError):
+    pass
+
+
+class Forbidden(DomainError):
+    pass
+
+
+class Conflict(DomainError):
+    pass
+
+
+class PreconditionFailed(DomainError):
+    pass
+
+
+class PreconditionRequired(DomainError):
+    pass
+
+
+class InvalidInput(DomainError):
+    pass
+
+
+class ServiceUnavailable(DomainError):
+    pass
+
+
+class Unauthenticated(DomainError):
+    pass
+
+
+class TooManyAttempts(DomainError):
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,44 @@
+"""Immunization records (doses given).
+
+Invariants:
+- A dose is never deleted. A mistake is fixed by voiding (status `entered-in-error`) or by
+  correcting (the old row becomes `superseded` and points to its replacement through the new
+  row's `supersedes_id`); both carry a reason, encrypted because staff write it freely.
+- `province`/`district` are the patient's residence at the time the dose was recorded, kept in
+  clear for coverage reports that never decrypt anything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from security.orm import Base
+
+STATUSES = ("completed", "entered-in-error", "superseded")
+
+
+class Immunization(Base):
+    __tablename__ = "immunizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    custodian: Mapped[str] = mapped_column(String(32))
+    province: Mapped[str] = mapped_column(String(32))
+    district: Mapped[str] = mapped_column(String(32))
+    facility: Mapped[str] = mapped_column(ForeignKey("facilities.code"), index=True)
+    vaccine: Mapped[str] = mapped_column(String(16))
+    dose_number: Mapped[int] = mapped_column(Integer)
+    date_given: Mapped[date] = mapped_column(Date)
+    lot_number: Mapped[str | None] = mapped_column(String(40))
+    performer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    status: Mapped[str] = mapped_column(String(20), default="completed")
+    status_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    supersedes_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("immunizations.id"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "district", "vaccine", "dose_number", "date_given"),)

@@ -1,0 +1,35 @@
+"""Immunization queries. Callers reach doses only through a patient they may reach
+(registry/patients/service.reachable), so scope is enforced on the patient first."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from registry.immunizations.models import Immunization
+
+DOSES = Immunization.__table__
+
+
+def insert_dose(session: Session, row: dict) -> None:
+    session.execute(insert(DOSES), [row])
+
+
+def for_patient(session: Session, patient_id: uuid.UUID) -> list[Row]:
+    q = select(DOSES).where(DOSES.c.patient_id == patient_id).order_by(DOSES.c.date_given, DOSES.c.vaccine, DOSES.c.dose_number)
+    return list(session.execute(q).all())
+
+
+def get(session: Session, dose_id: uuid.UUID) -> Row | None:
+    return session.execute(select(DOSES).where(DOSES.c.id == dose_id)).first()
+
+
+def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, status: str, reason_ct: bytes) -> bool:
+    res = session.execute(
+        update(DOSES).where(DOSES.c.id == dose_id, DOSES.c.version == expected_version, DOSES.c.status == "completed")
+        .values(status=status, status_reason_ct=reason_ct, version=expected_version + 1)
+    )
+    return res.rowcount == 1

@@ -1,0 +1,159 @@
+"""Dose use cases. Each writes exactly one audit event.
+
+Reach: recording and listing doses works for patients in the caller's capture scope *or*
+search scope (a visiting child, found by exact identifier, is vaccinated where it shows up);
+outside capture scope the event is flagged `outside_capture_scope`. Amending (correct, void)
+is only for the facility that recorded the dose: no clinic changes another's records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from registry.context import ServiceContext
+from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
+from registry.immunizations import repository as repo
+from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
+from registry.immunizations.vaccines import VACCINES, first_dose
+from registry.patients.repository import Access
+from registry.patients.service import parse_if_match, reachable
+from security.audit import trail as audit
+from security.audit.trail import PatientRef
+
+TABLE = "immunizations"
+_REACH = (Access.CAPTURE, Access.SEARCH)
+
+
+def _reason_ct(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, reason: str) -> bytes:
+    return ctx.runtime.cipher.encrypt(reason, table=TABLE, column="status_reason_ct", row_id=dose_id, custodian=custodian)
+
+
+def to_view(ctx: ServiceContext, row) -> DoseView:
+    reason = ctx.runtime.cipher.decrypt(row.status_reason_ct, table=TABLE, column="status_reason_ct", row_id=row.id, custodian=row.custodian)
+    recorded = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC)
+    return DoseView.model_construct(
+        id=row.id, patient_id=row.patient_id, vaccine=row.vaccine, dose_number=row.dose_number, date_given=row.date_given,
+        lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id, status=row.status,
+        status_reason=reason, supersedes_id=row.supersedes_id, recorded_at=recorded, version=row.version,
+    )
+
+
+def _validate(vaccine: str, dose_number: int, date_given, birth_date) -> None:
+    spec = VACCINES[vaccine]
+    if not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
+        raise InvalidInput(f"dose number for {vaccine} must be between {first_dose(vaccine)} and {spec['max_dose']}", field="dose_number")
+    if date_given < birth_date:
+        raise InvalidInput("date given is before the patient's birth date", field="date_given")
+
+
+def _facility_or_refuse(ctx: ServiceContext, action: str, patient) -> str:
+    facility = ctx.principal.facility
+    if facility is None:
+        ctx.trail.record(ctx.session, action, audit.DENIED, resource_type="Immunization", patient=patient,
+                         detail={"reason": "not bound to a facility"})
+        raise Forbidden("only staff bound to a facility can record or amend doses")
+    return facility
+
+
+def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> DoseView:
+    action = "immunization.create"
+    prow, outside = reachable(ctx, patient_id, action, allow=_REACH)
+    pref = PatientRef(prow.id, prow.province, prow.district)
+    facility = _facility_or_refuse(ctx, action, pref)
+    try:
+        _validate(data.vaccine, data.dose_number, data.date_given, prow.birth_date)
+    except InvalidInput as exc:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", patient=pref, detail={"field": exc.field})
+        raise
+    dose_id = data.id or uuid.uuid4()
+    if data.id is not None and repo.get(ctx.session, dose_id) is not None:
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
+        raise Conflict("a dose with this id already exists", field="id")
+    row = {
+        "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
+        "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
+        "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": ctx.principal.user_id,
+        "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
+    }
+    repo.insert_dose(ctx.session, row)
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
+                     outside_capture_scope=outside, detail={"vaccine": data.vaccine, "dose_number": data.dose_number})
+    return to_view(ctx, _Obj(row))
+
+
+class _Obj:
+    def __init__(self, d: dict) -> None:
+        self.__dict__.update(d)
+
+
+def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseView]:
+    action = "immunization.list"
+    prow, outside = reachable(ctx, patient_id, action, allow=_REACH)
+    views = [to_view(ctx, r) for r in repo.for_patient(ctx.session, patient_id)]
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization",
+                     patient=PatientRef(prow.id, prow.province, prow.district), outside_capture_scope=outside,
+                     detail={"count": len(views)})
+    return views
+
+
+def _amendable(ctx: ServiceContext, dose_id: uuid.UUID, action: str, if_match: str | None):
+    dose = repo.get(ctx.session, dose_id)
+    if dose is None:
+        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type="Immunization", resource_id=dose_id)
+        raise NotFound("immunization not found")
+    prow, _ = reachable(ctx, dose.patient_id, action, allow=_REACH)
+    pref = PatientRef(prow.id, prow.province, prow.district)
+    facility = _facility_or_refuse(ctx, action, pref)
+    if dose.facility != facility:
+        ctx.trail.record(ctx.session, action, audit.DENIED, resource_type="Immunization", resource_id=dose_id, patient=pref,
+                         detail={"reason": "recorded by another facility"})
+        raise Forbidden("only the facility that recorded a dose can correct or void it")
+    try:
+        expected = parse_if_match(if_match)
+        if expected != dose.version or dose.status != "completed":
+            raise PreconditionFailed("the dose has changed since it was read (or is already amended)", field="If-Match")
+    except (PreconditionFailed, PreconditionRequired):
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
+        raise
+    return dose, prow, pref, expected
+
+
+def void(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: DoseVoid) -> DoseView:
+    action = "immunization.void"
+    dose, _, pref, expected = _amendable(ctx, dose_id, action, if_match)
+    if not repo.set_status(ctx.session, dose_id, expected, "entered-in-error", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
+        raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref)
+    return to_view(ctx, repo.get(ctx.session, dose_id))
+
+
+def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: DoseCorrection) -> DoseView:
+    action = "immunization.correct"
+    dose, prow, pref, expected = _amendable(ctx, dose_id, action, if_match)
+    vaccine = data.vaccine or dose.vaccine
+    dose_number = data.dose_number if data.dose_number is not None else dose.dose_number
+    date_given = data.date_given or dose.date_given
+    try:
+        _validate(vaccine, dose_number, date_given, prow.birth_date)
+    except InvalidInput as exc:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", resource_id=dose_id, patient=pref,
+                         detail={"field": exc.field})
+        raise
+    if not repo.set_status(ctx.session, dose_id, expected, "superseded", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
+        raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
+    new_id = uuid.uuid4()
+    row = {
+        "id": new_id, "version": 1, "patient_id": dose.patient_id, "custodian": dose.custodian, "province": dose.province,
+        "district": dose.district, "facility": dose.facility, "vaccine": vaccine, "dose_number": dose_number,
+        "date_given": date_given, "lot_number": data.lot_number if data.lot_number is not None else dose.lot_number,
+        "performer_id": dose.performer_id, "status": "completed",
+        "status_reason_ct": _reason_ct(ctx, dose.custodian, new_id, data.reason), "supersedes_id": dose_id,
+        "recorded_at": datetime.now(UTC),
+    }
+    repo.insert_dose(ctx.session, row)
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
+                     detail={"replacement": str(new_id), "fields": sorted(data.model_dump(exclude_unset=True, exclude={"reason"}))})
+    return to_view(ctx, _Obj(row))

@@ -1,0 +1,103 @@
+"""Patient queries. Every read takes the acting principal; scope is part of the query.
+
+Hot paths are single Core statements (no ORM unit-of-work per row): read by id is one SELECT,
+search is one SELECT joining the blind index, register is two INSERTs.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from registry import pagination, scoping
+from registry.patients.models import Patient, PatientIdentifierIndex
+from security.access.principal import Principal
+
+PATIENTS = Patient.__table__
+INDEX = PatientIdentifierIndex.__table__
+
+
+class Access(enum.Enum):
+    CAPTURE = "capture"
+    SEARCH = "search"  # only findable by exact identifier
+    NONE = "none"
+
+
+def access_to(principal: Principal, row: Row) -> Access:
+    where = {"province": row.province, "district": row.district, "facility": row.home_facility}
+    if scoping.in_capture(principal, **where):
+        return Access.CAPTURE
+    if scoping.in_search(principal, **where):
+        return Access.SEARCH
+    return Access.NONE
+
+
+def get(session: Session, principal: Principal, patient_id: uuid.UUID) -> tuple[Row | None, Access]:
+    """The row (or None) and how far `principal` may reach it; the caller decides what to do."""
+    row = session.execute(select(PATIENTS).where(PATIENTS.c.id == patient_id)).first()
+    return row, (access_to(principal, row) if row is not None else Access.NONE)
+
+
+def insert_patient(session: Session, row: dict, index_rows: list[dict]) -> None:
+    session.execute(insert(PATIENTS), [row])
+    if index_rows:
+        session.execute(insert(INDEX), index_rows)
+
+
+def candidates(session: Session, system: str, by_custodian: dict[str, int]) -> list[tuple[Row, str]]:
+    """Rows whose blind index matches, with the matched column. *Not confirmed*: the caller
+    decrypts that column and compares, because a 26-bit index value is shared by design."""
+    if not by_custodian:
+        return []
+    q = (
+        select(PATIENTS, INDEX.c.column.label("matched_column"), INDEX.c.custodian.label("idx_custodian"),
+               INDEX.c.bidx.label("idx_bidx"))
+        .join(INDEX, INDEX.c.patient_id == PATIENTS.c.id)
+        .where(INDEX.c.system == system, INDEX.c.bidx.in_(sorted(set(by_custodian.values()))))
+    )
+    return [(r, r.matched_column) for r in session.execute(q).all() if by_custodian.get(r.idx_custodian) == r.idx_bidx]
+
+
+def list_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
+    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
+    if cursor:
+        ts, rid = pagination.decode(cursor)
+        q = q.where(or_(PATIENTS.c.created_at < ts, and_(PATIENTS.c.created_at == ts, PATIENTS.c.id < rid)))
+    rows = session.execute(q.order_by(PATIENTS.c.created_at.desc(), PATIENTS.c.id.desc()).limit(limit + 1)).all()
+    next_cursor = pagination.encode(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def update_if_version(session: Session, patient_id: uuid.UUID, expected_version: int, values: dict, now: datetime) -> bool:
+    res = session.execute(
+        update(PATIENTS)
+        .where(PATIENTS.c.id == patient_id, PATIENTS.c.version == expected_version)
+        .values(**values, version=expected_version + 1, updated_at=now)
+    )
+    return res.rowcount == 1
+
+
+def replace_index(session: Session, patient_id: uuid.UUID, columns: list[str], rows: list[dict]) -> None:
+    session.execute(delete(INDEX).where(INDEX.c.patient_id == patient_id, INDEX.c.column.in_(columns)))
+    if rows:
+        session.execute(insert(INDEX), rows)
+
+
+def lock_identifier(session: Session, keyring, system: str, normalised: str) -> None:
+    """Serialise concurrent registrations of the same identifier (PostgreSQL advisory lock, held
+    to the end of the transaction). The lock id is a keyed hash, so pg_locks shows no identifier.
+    SQLite needs nothing: its writers are already serialised by BEGIN IMMEDIATE."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    import hashlib
+    import hmac
+
+    from sqlalchemy import text
+
+    digest = hmac.new(keyring.secret("lock-key"), f"{system}\x00{normalised}".encode(), hashlib.sha256).digest()
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest[:8], "big", signed=True)})

@@ -1,0 +1,143 @@
+"""Patient input and output shapes. Validators explain the rule, never echo the value."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from registry import identifiers
+from registry.patients.models import GUARDIAN_RELATIONSHIPS, SEXES
+
+_PHONE = re.compile(r"^(\+92|0092|0)3\d{2}-?\d{7}$")
+_Text = Field(min_length=1, max_length=100)
+
+
+def _nadra(v: str | None) -> str | None:
+    if v is None:
+        return None
+    return identifiers.format_nadra(identifiers.normalise(identifiers.CNIC_SYSTEM, v))
+
+
+def _phone(v: str | None) -> str | None:
+    if v is None:
+        return None
+    compact = v.replace(" ", "")
+    if not _PHONE.match(compact):
+        raise ValueError("must be a Pakistani mobile number such as 0300-1234567 or +923001234567")
+    digits = re.sub(r"\D", "", compact)
+    return "+92" + digits[-10:]
+
+
+def _birth_date(v: date) -> date:
+    if v > date.today():
+        raise ValueError("birth date cannot be in the future")
+    if v.year < date.today().year - 120:
+        raise ValueError("birth date is more than 120 years ago")
+    return v
+
+
+class Guardian(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=100)
+    relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}")
+    cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"])
+
+    _cnic = field_validator("cnic")(_nadra)
+
+    @field_validator("relationship")
+    @classmethod
+    def _relationship(cls, v: str | None) -> str | None:
+        if v is not None and v not in GUARDIAN_RELATIONSHIPS:
+            raise ValueError(f"must be one of {', '.join(GUARDIAN_RELATIONSHIPS)}")
+        return v
+
+
+class PatientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "given_name": "Ayesha", "family_name": "Khan", "sex": "female", "birth_date": "2026-09-01",
+        "bform": "35202-7654321-2", "guardian": {"name": "Sana Khan", "relationship": "mother", "cnic": "35202-1234567-1"},
+        "phone": "0300-1234567", "address": "House 12, Street 4, Shadman",
+    }]})
+
+    id: uuid.UUID | None = Field(None, description="client-generated UUID, for records created offline")
+    given_name: str = _Text
+    family_name: str | None = Field(None, min_length=1, max_length=100)
+    sex: str = Field(description=f"one of {', '.join(SEXES)}")
+    birth_date: date
+    bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X")
+    cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X")
+    guardian: Guardian | None = None
+    phone: str | None = None
+    address: str | None = Field(None, max_length=300, description="address below district level (encrypted)")
+    district: str | None = Field(None, description="district of residence; defaults to the facility's district")
+
+    _ids = field_validator("bform", "cnic")(_nadra)
+    _ph = field_validator("phone")(_phone)
+    _bd = field_validator("birth_date")(_birth_date)
+
+    @field_validator("sex")
+    @classmethod
+    def _sex(cls, v: str) -> str:
+        if v not in SEXES:
+            raise ValueError(f"must be one of {', '.join(SEXES)}")
+        return v
+
+
+class PatientUpdate(BaseModel):
+    """Partial update: only the fields present are changed; `null` clears an optional field."""
+
+    model_config = ConfigDict(extra="forbid")
+    given_name: str | None = Field(None, min_length=1, max_length=100)
+    family_name: str | None = Field(None, min_length=1, max_length=100)
+    sex: str | None = None
+    birth_date: date | None = None
+    bform: str | None = None
+    cnic: str | None = None
+    guardian: Guardian | None = None
+    phone: str | None = None
+    address: str | None = Field(None, max_length=300)
+    district: str | None = None
+
+    _ids = field_validator("bform", "cnic")(_nadra)
+    _ph = field_validator("phone")(_phone)
+
+    @field_validator("birth_date")
+    @classmethod
+    def _bd(cls, v: date | None) -> date | None:
+        return None if v is None else _birth_date(v)
+
+    @field_validator("sex")
+    @classmethod
+    def _sex(cls, v: str | None) -> str | None:
+        if v is not None and v not in SEXES:
+            raise ValueError(f"must be one of {', '.join(SEXES)}")
+        return v
+
+
+class PatientView(BaseModel):
+    id: uuid.UUID
+    health_id: str
+    given_name: str
+    family_name: str | None
+    sex: str
+    birth_date: date
+    bform: str | None
+    cnic: str | None
+    guardian: Guardian | None
+    phone: str | None
+    address: str | None
+    province: str
+    district: str
+    home_facility: str
+    custodian: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PatientPage(BaseModel):
+    items: list[PatientView]
+    next_cursor: str | None

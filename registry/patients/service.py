@@ -1,0 +1,242 @@
+"""Patient use cases. Each writes exactly one audit event, whatever the outcome.
+
+Scope rules (see security/access/principal.py):
+- read, list, update: capture scope; an emergency read outside it needs break-glass.
+- search by exact identifier: search scope (national for clinic workers).
+- A patient outside the caller's reach is reported as not found (404), never as forbidden,
+  and the refusal is audited as `denied` so auditors see the attempt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from registry import identifiers
+from registry.context import ServiceContext
+from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
+from registry.pagination import Page
+from registry.patients import codec
+from registry.patients import repository as repo
+from registry.patients.repository import Access
+from registry.patients.schemas import PatientCreate, PatientUpdate, PatientView
+from security.access.permissions import Permission
+from security.audit import trail as audit
+from security.audit.trail import PatientRef
+
+NOT_FOUND = "patient not found"
+_LABEL = {"bform": "B-form number", "cnic": "CNIC", "health_id": "health ID"}
+
+
+def _ref(row) -> PatientRef:
+    return PatientRef(row.id, row.province, row.district)
+
+
+def parse_if_match(value: str | None) -> int:
+    if value is None:
+        raise PreconditionRequired("this update needs an If-Match header with the record's ETag", field="If-Match")
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise PreconditionFailed("If-Match is not an ETag of this record", field="If-Match")
+    return int(tag)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...]):
+    """Fetch a patient the caller may reach, or audit the refusal and raise NotFound.
+
+    Break-glass (with the permission and a stated reason) reaches any patient for reading.
+    Returns (row, outside_capture_scope)."""
+    row, access = repo.get(ctx.session, ctx.principal, patient_id)
+    if row is None:
+        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_id=patient_id)
+        raise NotFound(NOT_FOUND)
+    if access in allow:
+        return row, access is not Access.CAPTURE
+    if ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS) and action.endswith((".read", ".list")):
+        return row, True
+    ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
+    raise NotFound(NOT_FOUND)
+
+
+def _confirmed(ctx: ServiceContext, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
+    rt = ctx.runtime
+    found = {}
+    for row, column in repo.candidates(ctx.session, system, rt.indexer.for_all_custodians(system, normalised)):
+        if row.id == exclude:
+            continue
+        value = codec.decrypt_column(rt.cipher, row, column)
+        if value is not None and identifiers.normalise(system, value) == normalised:
+            found[row.id] = row
+    return list(found.values())
+
+
+def _check_unique(ctx: ServiceContext, plain: dict, action: str, exclude: uuid.UUID | None = None) -> None:
+    """The patient's own identifiers (not the guardian's) must not belong to another patient."""
+    for column in ("bform", "cnic"):
+        value = plain.get(column)
+        if not value:
+            continue
+        system = codec.INDEXED[column]
+        norm = identifiers.normalise(system, value)
+        repo.lock_identifier(ctx.session, ctx.runtime.keyring, system, norm)
+        if _confirmed(ctx, system, norm, exclude):
+            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=exclude,
+                             detail={"identifier_system": system, "reason": "duplicate"})
+            raise Conflict(f"a patient with this {_LABEL[column]} is already registered; find it by identifier search",
+                           field=column)
+
+
+def _new_health_id(ctx: ServiceContext) -> str:
+    for _ in range(8):
+        hid = identifiers.new_health_id()
+        if not _confirmed(ctx, identifiers.HEALTH_ID_SYSTEM, identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, hid)):
+            return hid
+    raise RuntimeError("could not allocate a unique health ID")  # pragma: no cover - 1e11 id space
+
+
+def _flatten(data: dict) -> dict:
+    """Input fields -> the plaintext of each encrypted column (guardian split into three)."""
+    plain = {k: data[k] for k in ("given_name", "family_name", "phone", "address", "bform", "cnic") if k in data}
+    if "guardian" in data:
+        g = data["guardian"] or {}
+        plain["guardian_name"] = g.get("name")
+        plain["guardian_cnic"] = g.get("cnic")
+    return plain
+
+
+def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
+    node = ctx.runtime.jurisdictions.get(district) if district else None
+    if node is None or node.level != "district":
+        raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
+    return node.province, node.code
+
+
+def register(ctx: ServiceContext, data: PatientCreate) -> PatientView:
+    p = ctx.principal
+    action = "patient.create"
+    if p.facility is None:
+        ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "not bound to a facility"})
+        raise Forbidden("only staff bound to a facility can register patients")
+    try:
+        province, district = _residence(ctx, data.district or p.scope.district)
+    except InvalidInput:
+        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"field": "district"})
+        raise
+    custodian = p.scope.province
+    patient_id = data.id or uuid.uuid4()
+    raw = data.model_dump()
+    plain = _flatten(raw)
+    _check_unique(ctx, plain, action)
+    if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
+        raise Conflict("a patient with this id already exists", field="id")
+    plain["health_id"] = _new_health_id(ctx)
+    now = datetime.now(UTC)
+    row = {
+        "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
+        "home_facility": p.facility, "sex": data.sex, "birth_date": data.birth_date,
+        "guardian_relationship": data.guardian.relationship if data.guardian else None,
+        "created_at": now, "updated_at": now, "created_by": p.user_id,
+        **codec.encrypt_fields(ctx.runtime.cipher, custodian, patient_id, {c: plain.get(c) for c in codec.ENCRYPTED}),
+    }
+    repo.insert_patient(ctx.session, row, codec.index_rows(ctx.runtime.indexer, custodian, patient_id, plain))
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id,
+                     patient=PatientRef(patient_id, province, district))
+    return codec.to_view(ctx.runtime.cipher, _RowView(row))
+
+
+class _RowView:
+    """Attribute access over a dict, so a just-inserted row decrypts like a fetched one."""
+
+    def __init__(self, d: dict) -> None:
+        self.__dict__.update(d)
+
+
+def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
+    action = "patient.read"
+    row, outside = reachable(ctx, patient_id, action, allow=(Access.CAPTURE,))
+    view = codec.to_view(ctx.runtime.cipher, row)
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id, patient=_ref(row), outside_capture_scope=outside)
+    return view
+
+
+def search(ctx: ServiceContext, system: str, value: str) -> list[PatientView]:
+    action = "patient.search"
+    try:
+        norm = identifiers.normalise(system, value)
+    except ValueError as exc:
+        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"identifier_system": system if system in identifiers.SYSTEMS else None})
+        raise InvalidInput(str(exc), field="value" if system in identifiers.SYSTEMS else "system") from None
+    confirmed = _confirmed(ctx, system, norm)
+    visible = [(r, repo.access_to(ctx.principal, r)) for r in confirmed]
+    visible = [(r, a) for r, a in visible if a is not Access.NONE]
+    views = [codec.to_view(ctx.runtime.cipher, r) for r, _ in visible]
+    outcome = audit.SUCCESS if visible or not confirmed else audit.DENIED
+    ctx.trail.record(
+        ctx.session, action, outcome,
+        patient=_ref(confirmed[0]) if len(confirmed) == 1 else None,
+        subjects=[r.id for r in confirmed],
+        outside_capture_scope=any(a is Access.SEARCH for _, a in visible),
+        detail={"identifier_system": system, "matches": len(visible), "outside_search_scope": len(confirmed) - len(visible)},
+    )
+    return views
+
+
+def list_patients(ctx: ServiceContext, cursor: str | None, limit: int) -> Page[PatientView]:
+    action = "patient.list"
+    try:
+        rows, next_cursor = repo.list_in_capture(ctx.session, ctx.principal, cursor=cursor, limit=limit)
+    except InvalidInput:
+        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"field": "cursor"})
+        raise
+    views = [codec.to_view(ctx.runtime.cipher, r) for r in rows]
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, subjects=[r.id for r in rows], detail={"count": len(rows)})
+    return Page(views, next_cursor)
+
+
+def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, changes: PatientUpdate) -> PatientView:
+    action = "patient.update"
+    row, _ = reachable(ctx, patient_id, action, allow=(Access.CAPTURE,))
+    try:
+        expected = parse_if_match(if_match)
+        if expected != row.version:
+            raise PreconditionFailed("the record has changed since it was read; fetch it again", field="If-Match")
+    except (PreconditionFailed, PreconditionRequired):
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row), detail={"reason": "precondition"})
+        raise
+    data = changes.model_dump(exclude_unset=True)
+    if "given_name" in data and data["given_name"] is None:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_id=patient_id, patient=_ref(row))
+        raise InvalidInput("given_name cannot be removed", field="given_name")
+    plain = _flatten(data)
+    _check_unique(ctx, plain, action, exclude=patient_id)
+    values: dict = {}
+    for key in ("sex", "birth_date"):
+        if data.get(key) is not None:
+            values[key] = data[key]
+    if "district" in data and data["district"] is not None:
+        try:
+            values["province"], values["district"] = _residence(ctx, data["district"])
+        except InvalidInput:
+            ctx.trail.record(ctx.session, action, audit.INVALID, resource_id=patient_id, patient=_ref(row), detail={"field": "district"})
+            raise
+    if "guardian" in data:
+        values["guardian_relationship"] = (data["guardian"] or {}).get("relationship")
+    values.update(codec.encrypt_fields(ctx.runtime.cipher, row.custodian, patient_id, plain))
+    now = datetime.now(UTC)
+    if not repo.update_if_version(ctx.session, patient_id, expected, values, now):
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row), detail={"reason": "concurrent update"})
+        raise PreconditionFailed("the record has changed since it was read; fetch it again", field="If-Match")
+    changed_index = [c for c in codec.INDEXED if c in plain]
+    if changed_index:
+        repo.replace_index(ctx.session, patient_id, changed_index,
+                           codec.index_rows(ctx.runtime.indexer, row.custodian, patient_id, {c: plain[c] for c in changed_index}))
+    new_row, _ = repo.get(ctx.session, ctx.principal, patient_id)
+    view = codec.to_view(ctx.runtime.cipher, new_row)
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id, patient=_ref(new_row),
+                     detail={"fields": sorted(data)})
+    return view

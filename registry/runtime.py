@@ -1,0 +1,83 @@
+"""Per-process objects that hold keys and cached reference data, built once at start-up.
+
+Everything here is safe to share between threads and holds no state that must be shared
+between processes: keys are reloaded from the keyring and the database, and reference data
+(jurisdictions) is a read-through cache refreshed on a miss.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.database import make_engine, make_session_factory
+from registry.jurisdictions.models import Jurisdiction
+from registry.settings import Settings
+from security.crypto.blind_index import BlindIndexer
+from security.crypto.data_keys import DataKeyStore
+from security.crypto.fields import FieldCipher
+from security.crypto.keyring import FileKeyring
+from security.passwords import PasswordHasher
+from security.tokens import TokenConfig
+
+
+@dataclass
+class JurisdictionCache:
+    factory: sessionmaker[Session]
+    _nodes: dict[str, Jurisdiction] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, code: str) -> Jurisdiction | None:
+        node = self._nodes.get(code)
+        if node is None:
+            self.refresh()
+            node = self._nodes.get(code)
+        return node
+
+    def refresh(self) -> None:
+        with self.factory() as s:
+            nodes = {j.code: j for j in s.scalars(select(Jurisdiction))}
+            s.expunge_all()
+        with self._lock:
+            self._nodes = nodes
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keyring: FileKeyring
+    keys: DataKeyStore
+    cipher: FieldCipher
+    indexer: BlindIndexer
+    hasher: PasswordHasher
+    tokens: TokenConfig
+    jurisdictions: JurisdictionCache
+
+    @classmethod
+    def build(cls, settings: Settings, engine: Engine | None = None) -> Runtime:
+        engine = engine or make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+        keyring = FileKeyring(settings.key_dir, create_missing=settings.create_missing_keys)
+        keys = DataKeyStore(keyring)
+        tokens = TokenConfig(keyring.secret("token-signing"), settings.token_issuer, settings.token_audience, settings.token_ttl_seconds)
+        return cls(
+            settings=settings, engine=engine, sessions=sessions, keyring=keyring, keys=keys,
+            cipher=FieldCipher(keys), indexer=BlindIndexer(keys),
+            hasher=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost),
+            tokens=tokens, jurisdictions=JurisdictionCache(sessions),
+        )
+
+    def load_keys(self) -> None:
+        """Load wrapped data keys; create missing ones for every province (idempotent)."""
+        with self.engine.begin() as conn:
+            provinces = [r[0] for r in conn.execute(select(Jurisdiction.code).where(Jurisdiction.level == "province"))]
+            if self.keyring.create_missing:
+                self.keys.ensure(conn, provinces)
+            else:
+                self.keys.load(conn)

@@ -1,0 +1,70 @@
+"""Configuration from the environment (prefix `NHR_`) or a `.env` file.
+
+Invariants:
+- In `development` and `test`, everything has a safe local default: an SQLite file and a keyring
+  directory under `./var`, with keys generated on first use.
+- In `production`, nothing secret or environment-specific has a default: the database URL and
+  the key directory must be given explicitly, and keys are never generated implicitly (`nhr
+  keys init` creates them), so a wrong mount fails at start instead of starting a new custody.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NHR_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///var/nhr.sqlite3"
+    key_dir: Path = Path("var/keyring")
+    country: str = "PK"
+
+    token_ttl_seconds: int = Field(900, ge=60, le=3600)
+    token_issuer: str = "nhr"
+    token_audience: str = "nhr-api"
+
+    password_min_length: int = Field(15, ge=8)
+    breached_passwords_file: str | None = None
+    argon2_memory_kib: int = Field(19456, ge=1024)
+    argon2_time_cost: int = Field(2, ge=1)
+
+    login_window_seconds: int = 900
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_client: int = 30
+
+    page_size_default: int = 20
+    page_size_max: int = 100
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    @model_validator(mode="after")
+    def _production_requires_explicit_values(self) -> Settings:
+        if self.env == "production":
+            missing = [name for name in ("database_url", "key_dir") if name not in self.model_fields_set]
+            if missing:
+                raise ValueError(f"in production these must be set explicitly: {', '.join('NHR_' + m.upper() for m in missing)}")
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("production runs on PostgreSQL, not SQLite")
+        return self
+
+    @property
+    def create_missing_keys(self) -> bool:
+        return self.env != "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

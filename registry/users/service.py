@@ -1,0 +1,132 @@
+"""Staff accounts: creation with the password policy, listing, and login.
+
+Invariants:
+- A role is bound to a scope level it allows (security/access/permissions.ROLE_SCOPE_LEVELS);
+  a clinic worker is always bound to exactly one facility.
+- Login is throttled per account and per client before the password is checked; an unknown
+  username costs one hash like a known one; every attempt is audited (`auth.login`).
+- Login is the only place a password hash is computed: tokens carry the principal afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from registry.facilities.models import Facility
+from registry.runtime import Runtime
+from registry.users.models import User
+from registry.users.schemas import TokenResponse, UserCreate, UserView
+from security import throttle, tokens
+from security.access.permissions import ROLE_SCOPE_LEVELS
+from security.access.principal import AccessContext, Principal, Scope
+from security.audit import trail as audit
+from security.audit.trail import AuditTrail
+from security.passwords import PasswordRejected, check_policy
+
+
+def scope_of(user: User) -> Scope:
+    return Scope(user.scope_level, user.scope_code, user.province, user.district)
+
+
+def principal_of(user: User) -> Principal:
+    return Principal.build(user.id, user.username, user.role, scope_of(user))
+
+
+def _resolve_scope(session: Session, rt: Runtime, role: str, code: str) -> tuple[str, str | None, str | None, str | None]:
+    """-> (level, province, district, facility) or InvalidInput on scope_code."""
+    allowed = ROLE_SCOPE_LEVELS.get(role, frozenset())
+    facility = session.get(Facility, code)
+    if facility is not None:
+        level, province, district = "facility", facility.province, facility.district
+    else:
+        node = rt.jurisdictions.get(code)
+        if node is None:
+            raise InvalidInput("no facility or jurisdiction has this code", field="scope_code")
+        level = "national" if node.level == "country" else node.level
+        province, district = node.province, node.district
+    if level not in allowed:
+        raise InvalidInput(f"role {role} must be bound to a {' or '.join(sorted(allowed))}", field="scope_code")
+    return level, province, district, (code if level == "facility" else None)
+
+
+def create_user(session: Session, rt: Runtime, data: UserCreate, *, within: Scope | None = None) -> UserView:
+    """`within`: the creating administrator's scope; a provincial administrator creates
+    accounts in its own province only."""
+    level, province, district, facility = _resolve_scope(session, rt, data.role.value, data.scope_code)
+    if within is not None and within.level != "national" and (level == "national" or province != within.province):
+        raise InvalidInput("this scope is outside your jurisdiction", field="scope_code")
+    try:
+        check_policy(data.password, username=data.username, min_length=rt.settings.password_min_length,
+                     breached_file=rt.settings.breached_passwords_file)
+    except PasswordRejected as exc:
+        raise InvalidInput(str(exc), field="password") from None
+    user = User(
+        id=uuid.uuid4(), username=data.username, display_name=data.display_name, password_hash=rt.hasher.hash(data.password),
+        role=data.role.value, scope_level=level, scope_code=data.scope_code, facility_code=facility,
+        province=province, district=district, active=True, created_at=datetime.now(UTC),
+    )
+    session.add(user)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict("this username is taken", field="username") from None
+    return view(user)
+
+
+def view(user: User) -> UserView:
+    created = user.created_at if user.created_at.tzinfo else user.created_at.replace(tzinfo=UTC)
+    return UserView(id=user.id, username=user.username, display_name=user.display_name, role=user.role,
+                    scope_level=user.scope_level, scope_code=user.scope_code, active=user.active, created_at=created)
+
+
+def list_users(session: Session, *, province: str | None = None) -> list[UserView]:
+    q = select(User).order_by(User.username)
+    if province:
+        q = q.where(User.province == province)
+    return [view(u) for u in session.scalars(q)]
+
+
+def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> TokenResponse:
+    s = rt.settings
+    window = timedelta(seconds=s.login_window_seconds)
+    account_key, client_key = throttle.throttle_key("account", username), throttle.throttle_key("client", client)
+    if (throttle.failures_since(session, account_key, window) >= s.login_max_failures_per_account
+            or throttle.failures_since(session, client_key, window) >= s.login_max_failures_per_client):
+        trail.record(session, "auth.login", audit.DENIED, resource_type="User", detail={"reason": "throttled"})
+        raise TooManyAttempts("too many failed logins; try again later", retry_after=s.login_window_seconds)
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None or not user.active:
+        rt.hasher.verify_dummy(password)
+        ok = False
+    else:
+        ok = rt.hasher.verify(password, user.password_hash)
+    if not ok:
+        # The failure count must outlive this request's rollback: it commits on its own.
+        with rt.sessions.begin() as own:
+            throttle.record_failure(own, [account_key, client_key])
+        trail.record(session, "auth.login", audit.UNAUTHENTICATED, resource_type="User",
+                     resource_id=user.id if user else None, detail={"reason": "bad credentials"})
+        raise Unauthenticated("incorrect username or password")
+    if rt.hasher.needs_rehash(user.password_hash):
+        user.password_hash = rt.hasher.hash(password)
+    throttle.clear(session, account_key)
+    principal = principal_of(user)
+    trail.context = AccessContext(principal, trail.context.purpose, trail.context.request_id, trail.context.client_address)
+    trail.record(session, "auth.login", audit.SUCCESS, resource_type="User", resource_id=user.id)
+    token, ttl = tokens.issue(rt.tokens, str(user.id), {
+        "name": user.username, "role": user.role, "scope_level": user.scope_level, "scope_code": user.scope_code,
+        "prov": user.province, "dist": user.district,
+    })
+    return TokenResponse(access_token=token, expires_in=ttl, role=user.role, scope_level=user.scope_level, scope_code=user.scope_code)
+
+
+def principal_from_claims(claims: dict) -> Principal:
+    return Principal.build(uuid.UUID(claims["sub"]), claims["name"], claims["role"],
+                           Scope(claims["scope_level"], claims["scope_code"], claims.get("prov"), claims.get("dist")))

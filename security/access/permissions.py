@@ -1,0 +1,89 @@
+"""Permissions are data: each role maps to a set of permissions and allowed purposes of use.
+
+Invariants:
+- A role that is not in `ROLE_PERMISSIONS` has no permission at all (fail closed).
+- No role other than `clinic_worker` and `health_official` may read clinical data; the
+  administrator manages users and facilities but reads no patient, and the auditor reads the
+  audit log but no clinical record.
+- Purposes of use are HL7 v3 PurposeOfUse codes; a request may only state one its role allows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    PATIENT_CREATE = "patient:create"
+    PATIENT_READ = "patient:read"
+    PATIENT_UPDATE = "patient:update"
+    PATIENT_LIST = "patient:list"
+    PATIENT_SEARCH = "patient:search"
+    PATIENT_BREAK_GLASS = "patient:break-glass"
+    IMMUNIZATION_RECORD = "immunization:record"
+    IMMUNIZATION_READ = "immunization:read"
+    IMMUNIZATION_AMEND = "immunization:amend"
+    AUDIT_READ = "audit:read"
+    USER_MANAGE = "user:manage"
+    USER_READ = "user:read"
+    FACILITY_READ = "facility:read"
+    JURISDICTION_READ = "jurisdiction:read"
+
+
+class Role(StrEnum):
+    CLINIC_WORKER = "clinic_worker"
+    HEALTH_OFFICIAL = "health_official"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+P = Permission
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    Role.CLINIC_WORKER: frozenset({
+        P.PATIENT_CREATE, P.PATIENT_READ, P.PATIENT_UPDATE, P.PATIENT_LIST, P.PATIENT_SEARCH,
+        P.PATIENT_BREAK_GLASS, P.IMMUNIZATION_RECORD, P.IMMUNIZATION_READ, P.IMMUNIZATION_AMEND,
+        P.FACILITY_READ, P.JURISDICTION_READ,
+    }),
+    Role.HEALTH_OFFICIAL: frozenset({
+        P.PATIENT_READ, P.PATIENT_LIST, P.PATIENT_SEARCH, P.PATIENT_BREAK_GLASS, P.IMMUNIZATION_READ,
+        P.FACILITY_READ, P.JURISDICTION_READ,
+    }),
+    Role.AUDITOR: frozenset({P.AUDIT_READ, P.FACILITY_READ, P.JURISDICTION_READ, P.USER_READ}),
+    Role.ADMIN: frozenset({P.USER_MANAGE, P.USER_READ, P.FACILITY_READ, P.JURISDICTION_READ}),
+}
+
+# HL7 v3 PurposeOfUse: the first one listed is the role's default.
+ROLE_PURPOSES: dict[str, tuple[str, ...]] = {
+    Role.CLINIC_WORKER: ("TREAT", "ETREAT", "CAREMGT", "PATRQT"),
+    Role.HEALTH_OFFICIAL: ("PUBHLTH", "HOPERAT", "ETREAT", "HQUALIMP"),
+    Role.AUDITOR: ("HCOMPL", "HOPERAT", "LEGAL"),
+    Role.ADMIN: ("HSYSADMIN", "HOPERAT"),
+}
+EMERGENCY_PURPOSE = "ETREAT"
+
+# The scope level each role may be bound to.
+ROLE_SCOPE_LEVELS: dict[str, frozenset[str]] = {
+    Role.CLINIC_WORKER: frozenset({"facility"}),
+    Role.HEALTH_OFFICIAL: frozenset({"district", "province", "national"}),
+    Role.AUDITOR: frozenset({"district", "province", "national"}),
+    Role.ADMIN: frozenset({"province", "national"}),
+}
+
+
+def permissions_of(role: str) -> frozenset[Permission]:
+    return ROLE_PERMISSIONS.get(role, frozenset())
+
+# Permissions whose use touches patient data or accounts: every request gated by one of these
+# writes exactly one audit event (the action named here is used for refusals at the gate).
+AUDITED: dict[Permission, str] = {
+    P.PATIENT_CREATE: "patient.create",
+    P.PATIENT_READ: "patient.read",
+    P.PATIENT_UPDATE: "patient.update",
+    P.PATIENT_LIST: "patient.list",
+    P.PATIENT_SEARCH: "patient.search",
+    P.IMMUNIZATION_RECORD: "immunization.create",
+    P.IMMUNIZATION_READ: "immunization.list",
+    P.IMMUNIZATION_AMEND: "immunization.amend",
+    P.AUDIT_READ: "audit.query",
+    P.USER_MANAGE: "user.manage",
+}

@@ -1,0 +1,64 @@
+"""Audit event tables.
+
+Invariants:
+- One row per request that touches patient data (or an account), refused or not; rows are only
+  ever inserted. Tamper evidence (append-only triggers, Merkle sealing) builds on this table:
+  every column needed to rebuild an event's canonical form is here, nothing is derived later.
+- No clinical data and no direct identifier of a patient is stored here: patients appear by
+  their opaque row id; `detail` holds only non-identifying facts (counts, identifier *system*,
+  field names changed), never values.
+- `patient_province`/`patient_district` are copied from the patient at access time so auditors
+  can be scoped to their jurisdiction without joining clinical tables.
+- A request touching several patients (a list, a search) writes one event and one
+  `audit_event_subjects` row per patient, so "who saw this child" also finds list views.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from security.orm import Base
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    actor_username: Mapped[str | None] = mapped_column(String(64))
+    actor_role: Mapped[str | None] = mapped_column(String(32))
+    actor_scope_level: Mapped[str | None] = mapped_column(String(16))
+    actor_scope_code: Mapped[str | None] = mapped_column(String(32))
+    actor_province: Mapped[str | None] = mapped_column(String(32))
+    actor_district: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(48), index=True)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    patient_province: Mapped[str | None] = mapped_column(String(32))
+    patient_district: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))
+    purpose_of_use: Mapped[str | None] = mapped_column(String(16))
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
+    break_glass_reason: Mapped[str | None] = mapped_column(String(500))
+    outside_capture_scope: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index(None, "patient_province", "patient_district", "occurred_at"),
+        Index(None, "actor_province", "occurred_at"),
+    )
+
+
+class AuditEventSubjectRow(Base):
+    __tablename__ = "audit_event_subjects"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audit_events.id"), primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, index=True)

@@ -1,0 +1,113 @@
+"""The per-request audit trail: every access to patient data writes its event in the data's own
+transaction (DESIGN invariant 4).
+
+Invariants:
+- `record` inserts immediately, through the caller's connection, so the event commits or rolls
+  back with the data: an access whose event cannot be written is not answered, and a change whose
+  event cannot be written is not made.
+- Refusals (denied, not found, invalid, unauthenticated) must survive the rollback of the request
+  that was refused: the unit of work calls `replay_refusals` after rolling back, which inserts
+  them again in a fresh transaction. Successful events are never replayed: if the transaction
+  failed, the access did not happen.
+- There is no exemption: system and admin actors are recorded like anyone else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Iterable
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from security.access.principal import AccessContext
+from security.audit.models import AuditEventRow, AuditEventSubjectRow
+
+SUCCESS = "success"
+DENIED = "denied"
+NOT_FOUND = "not_found"
+INVALID = "invalid"
+CONFLICT = "conflict"
+UNAUTHENTICATED = "unauthenticated"
+ERROR = "error"
+OUTCOMES = (SUCCESS, DENIED, NOT_FOUND, INVALID, CONFLICT, UNAUTHENTICATED, ERROR)
+
+_EVENTS = AuditEventRow.__table__
+_SUBJECTS = AuditEventSubjectRow.__table__
+
+
+@dataclass(slots=True)
+class PatientRef:
+    """What the audit needs to know of a patient: its id and where it belongs."""
+
+    id: uuid.UUID
+    province: str | None = None
+    district: str | None = None
+
+
+@dataclass
+class AuditTrail:
+    context: AccessContext
+    _refusals: list[tuple[dict, list[dict]]] = field(default_factory=list)
+    recorded: int = 0
+
+    def record(
+        self,
+        session: Session,
+        action: str,
+        outcome: str,
+        *,
+        resource_type: str = "Patient",
+        resource_id: object | None = None,
+        patient: PatientRef | None = None,
+        subjects: Iterable[uuid.UUID] = (),
+        outside_capture_scope: bool = False,
+        detail: dict | None = None,
+    ) -> uuid.UUID:
+        assert outcome in OUTCOMES, outcome
+        ctx = self.context
+        p = ctx.principal
+        event_id = uuid.uuid4()
+        row = {
+            "id": event_id,
+            "occurred_at": datetime.now(UTC),
+            "request_id": ctx.request_id,
+            "client_address": ctx.client_address,
+            "actor_user_id": p.user_id if p else None,
+            "actor_username": p.username if p else None,
+            "actor_role": p.role if p else None,
+            "actor_scope_level": p.scope.level if p else None,
+            "actor_scope_code": p.scope.code if p else None,
+            "actor_province": p.scope.province if p else None,
+            "actor_district": p.scope.district if p else None,
+            "action": action,
+            "resource_type": resource_type,
+            "resource_id": str(resource_id) if resource_id is not None else None,
+            "patient_id": patient.id if patient else None,
+            "patient_province": patient.province if patient else None,
+            "patient_district": patient.district if patient else None,
+            "outcome": outcome,
+            "purpose_of_use": ctx.purpose,
+            "break_glass": ctx.break_glass,
+            "break_glass_reason": ctx.break_glass_reason,
+            "outside_capture_scope": outside_capture_scope,
+            "detail": detail or {},
+        }
+        subject_rows = [{"event_id": event_id, "patient_id": s} for s in dict.fromkeys(subjects)]
+        session.execute(insert(_EVENTS), [row])
+        if subject_rows:
+            session.execute(insert(_SUBJECTS), subject_rows)
+        if outcome != SUCCESS:
+            self._refusals.append((row, subject_rows))
+        self.recorded += 1
+        return event_id
+
+    def replay_refusals(self, session: Session) -> int:
+        """After a rollback: write the refusals again so the attempt stays on record."""
+        for row, subject_rows in self._refusals:
+            session.execute(insert(_EVENTS), [row])
+            if subject_rows:
+                session.execute(insert(_SUBJECTS), subject_rows)
+        return len(self._refusals)

@@ -1,0 +1,42 @@
+"""Blind indexes: find a row by an exact identifier without decrypting the table.
+
+index = first BITS bits of HMAC-SHA256(custodian's index key, system || 0x00 || normalised value)
+
+Choice of BITS (CipherSweet's rule): coincidences C = R / 2^BITS should satisfy 2 <= C < sqrt(R)
+at the design size R = 250 million values per identifier system. BITS = 26 gives
+C = 250e6 / 67.1e6 ~ 3.7: an attacker holding the database cannot confirm that two rows share an
+identifier (each index value is shared by ~4 unrelated people at design size), and a lookup
+decrypts a handful of candidates to confirm. Smaller deployments have fewer coincidences; that
+is why candidates are always confirmed by decryption, never trusted.
+
+Each custodian has its own index key, so a national lookup computes one index value per
+custodian and matches (custodian, value) pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from security.crypto.data_keys import DataKeyStore
+
+BITS = 26
+DESIGN_SIZE = 250_000_000
+
+
+def expected_coincidences(records: int = DESIGN_SIZE, bits: int = BITS) -> float:
+    return records / 2**bits
+
+
+class BlindIndexer:
+    def __init__(self, keys: DataKeyStore) -> None:
+        self.keys = keys
+
+    def compute(self, custodian: str, system: str, normalised: str) -> int:
+        key = self.keys.active(custodian, "index")
+        digest = hmac.new(key.raw, system.encode() + b"\x00" + normalised.encode(), hashlib.sha256).digest()
+        return int.from_bytes(digest[:4], "big") >> (32 - BITS)
+
+    def for_all_custodians(self, system: str, normalised: str) -> dict[str, int]:
+        """One index value per custodian whose keys this process holds."""
+        return {c: self.compute(c, system, normalised) for c in sorted(self.keys.custodians())}

@@ -1,0 +1,131 @@
+"""Versioned data keys, wrapped by their custodian's KEK and stored in the database.
+
+Invariants:
+- Two purposes per custodian: `field` keys (AES-256-GCM for encrypted columns) and `index`
+  keys (HMAC-SHA256 for blind indexes). A key is never used for the other purpose.
+- Only the wrapped form is stored; unwrapped keys live in this process's memory only.
+- Exactly one version per (custodian, purpose) is active for new writes; older versions stay
+  readable forever, so rotation (adding a version) never fails a read.
+- Unwrapped keys and their AESGCM objects are cached per process: the hot path does no KDF,
+  no unwrap and no allocation of cipher objects.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Boolean, DateTime, Integer, LargeBinary, String, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapped, mapped_column
+
+from security.crypto.errors import KeyUnavailable
+from security.crypto.keyring import FileKeyring
+from security.orm import Base
+
+PURPOSES = ("field", "index")
+
+
+class DataKeyRow(Base):
+    __tablename__ = "data_keys"
+
+    custodian: Mapped[str] = mapped_column(String(32), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(8), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    custodian: str
+    purpose: str
+    version: int
+    raw: bytes
+    aead: AESGCM | None
+
+
+def _label(purpose: str, version: int) -> str:
+    return f"{purpose}/v{version}"
+
+
+class DataKeyStore:
+    """Process-wide cache of unwrapped data keys, refreshed from the database on a miss."""
+
+    def __init__(self, keyring: FileKeyring) -> None:
+        self.keyring = keyring
+        self._keys: dict[tuple[str, str, int], DataKey] = {}
+        self._active: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def load(self, conn: Connection) -> None:
+        rows = conn.execute(select(DataKeyRow.__table__)).all()
+        with self._lock:
+            for r in rows:
+                ident = (r.custodian, r.purpose, r.version)
+                if ident not in self._keys:
+                    raw = self.keyring.unwrap(r.custodian, _label(r.purpose, r.version), r.wrapped_key)
+                    aead = AESGCM(raw) if r.purpose == "field" else None
+                    self._keys[ident] = DataKey(r.custodian, r.purpose, r.version, raw, aead)
+                if r.active:
+                    self._active[(r.custodian, r.purpose)] = r.version
+
+    def ensure(self, conn: Connection, custodians: list[str]) -> None:
+        """Create version 1 of each missing key; safe to run concurrently and repeatedly."""
+        self.load(conn)
+        for custodian in custodians:
+            for purpose in PURPOSES:
+                if (custodian, purpose) not in self._active:
+                    self._insert_version(conn, custodian, purpose, 1)
+        self.load(conn)
+
+    def rotate(self, conn: Connection, custodian: str, purpose: str = "field") -> int:
+        """Add and activate a new version; old versions stay readable."""
+        self.load(conn)
+        current = self._active.get((custodian, purpose), 0)
+        conn.execute(
+            update(DataKeyRow.__table__)
+            .where(DataKeyRow.custodian == custodian, DataKeyRow.purpose == purpose)
+            .values(active=False)
+        )
+        self._insert_version(conn, custodian, purpose, current + 1)
+        with self._lock:
+            self._active.pop((custodian, purpose), None)
+        self.load(conn)
+        return current + 1
+
+    def _insert_version(self, conn: Connection, custodian: str, purpose: str, version: int) -> None:
+        raw = secrets.token_bytes(32)
+        wrapped = self.keyring.wrap(custodian, _label(purpose, version), raw)
+        with conn.begin_nested():
+            try:
+                conn.execute(
+                    insert(DataKeyRow.__table__).values(
+                        custodian=custodian, purpose=purpose, version=version,
+                        wrapped_key=wrapped, active=True, created_at=datetime.now(UTC),
+                    )
+                )
+            except Exception:  # another worker won the race; its key is the one to use
+                pass
+
+    def get(self, custodian: str, purpose: str, version: int) -> DataKey:
+        key = self._keys.get((custodian, purpose, version))
+        if key is None:
+            raise KeyUnavailable(f"{purpose} key v{version} of {custodian} is not loaded")
+        return key
+
+    def active(self, custodian: str, purpose: str) -> DataKey:
+        version = self._active.get((custodian, purpose))
+        if version is None:
+            raise KeyUnavailable(f"no active {purpose} key for {custodian}")
+        return self._keys[(custodian, purpose, version)]
+
+    def versions(self, custodian: str, purpose: str) -> list[DataKey]:
+        return [k for (c, p, _), k in self._keys.items() if c == custodian and p == purpose]
+
+    def custodians(self) -> set[str]:
+        return {c for c, _ in self._active}

@@ -1,0 +1,92 @@
+"""Key-encryption keys (KEKs): one per custodian province, kept outside the database.
+
+Invariants:
+- A KEK never enters the database. The default backend is a directory of 32-byte random keys
+  (mode 0600), generated on first use in development; `create_missing=False` (production)
+  refuses to invent a key, so a mis-mounted key directory fails loudly instead of silently
+  starting a new, empty custody.
+- The KEK only wraps data keys (see `data_keys.py`); it never encrypts a field directly.
+- A PKCS#11 HSM is the production path: it would implement the same two methods (`wrap`,
+  `unwrap`) without ever exporting the KEK.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from security.crypto.errors import DecryptionError, KeyUnavailable
+
+_CUSTODIAN = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,8})*$")
+_WRAP_AAD = b"nhr/kek-wrap/v1|"
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 atomically; never overwrite an existing key."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+class FileKeyring:
+    """KEKs and small secrets in a directory: `kek/<custodian>.key`, `secrets/<name>.key`."""
+
+    def __init__(self, directory: Path, *, create_missing: bool) -> None:
+        self.directory = Path(directory)
+        self.create_missing = create_missing
+        self._keks: dict[str, AESGCM] = {}
+        self._secrets: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _load_or_create(self, path: Path, what: str) -> bytes:
+        try:
+            return base64.b64decode(path.read_bytes().strip(), validate=True)
+        except FileNotFoundError:
+            if not self.create_missing:
+                raise KeyUnavailable(f"{what} is missing from the keyring") from None
+        try:
+            _write_secret(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        except FileExistsError:  # another process created it first: use theirs
+            pass
+        return base64.b64decode(path.read_bytes().strip(), validate=True)
+
+    def _kek(self, custodian: str) -> AESGCM:
+        kek = self._keks.get(custodian)
+        if kek is None:
+            if not _CUSTODIAN.match(custodian):
+                raise KeyUnavailable("custodian code is not valid")
+            with self._lock:
+                raw = self._load_or_create(self.directory / "kek" / f"{custodian}.key", f"KEK of {custodian}")
+                kek = self._keks.setdefault(custodian, AESGCM(raw))
+        return kek
+
+    def wrap(self, custodian: str, label: str, key: bytes) -> bytes:
+        """Encrypt a data key under the custodian's KEK; `label` is bound as associated data."""
+        nonce = secrets.token_bytes(12)
+        return nonce + self._kek(custodian).encrypt(nonce, key, _WRAP_AAD + f"{custodian}|{label}".encode())
+
+    def unwrap(self, custodian: str, label: str, wrapped: bytes) -> bytes:
+        try:
+            return self._kek(custodian).decrypt(wrapped[:12], wrapped[12:], _WRAP_AAD + f"{custodian}|{label}".encode())
+        except KeyUnavailable:
+            raise
+        except Exception:
+            raise DecryptionError(f"data key {label} of {custodian} does not unwrap under its KEK") from None
+
+    def secret(self, name: str) -> bytes:
+        """A named 32-byte secret (e.g. the token signing key), generated on first use in development."""
+        value = self._secrets.get(name)
+        if value is None:
+            with self._lock:
+                value = self._secrets.setdefault(name, self._load_or_create(self.directory / "secrets" / f"{name}.key", f"secret {name}"))
+        return value
+
+    def readable(self) -> bool:
+        return self.directory.is_dir() and os.access(self.directory, os.R_OK)

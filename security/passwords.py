@@ -1,0 +1,71 @@
+"""Password hashing (argon2id) and the password policy (NIST SP 800-63B-4).
+
+Invariants:
+- Hashes are argon2id at OWASP's parameters (19 MiB, t=2, p=1) unless settings say otherwise;
+  `needs_rehash` lets login upgrade old hashes transparently.
+- The policy is length over composition: at least `min_length` characters (15 for a password
+  that is the only factor), at most 128, no composition rules; refused if it is a known common
+  or breached password, or contains the username or the service name.
+- Verification of an unknown user still spends one hash (`verify_dummy`) so that timing does
+  not reveal which usernames exist.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from passlib.hash import argon2
+
+MAX_LENGTH = 128
+
+
+class PasswordRejected(ValueError):
+    """The password breaks the policy; the message says why, never echoing the password."""
+
+
+class PasswordHasher:
+    def __init__(self, memory_kib: int = 19456, time_cost: int = 2, parallelism: int = 1) -> None:
+        self._hasher = argon2.using(type="ID", memory_cost=memory_kib, rounds=time_cost, parallelism=parallelism)
+        self._dummy = self._hasher.hash("dummy password for timing equalisation")
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, password: str, hashed: str) -> bool:
+        try:
+            return self._hasher.verify(password, hashed)
+        except (ValueError, TypeError):
+            return False
+
+    def needs_rehash(self, hashed: str) -> bool:
+        return self._hasher.needs_update(hashed)
+
+    def verify_dummy(self, password: str) -> None:
+        self._hasher.verify(password, self._dummy)
+
+
+@lru_cache(maxsize=4)
+def _blocklist(extra_file: str | None) -> frozenset[str]:
+    words = resources.files("security").joinpath("data/common-passwords.txt").read_text().split()
+    if extra_file:
+        words += Path(extra_file).read_text(errors="ignore").split()
+    return frozenset(w.strip().lower() for w in words if w.strip())
+
+
+def check_policy(password: str, *, username: str, min_length: int, breached_file: str | None = None) -> None:
+    if len(password) < min_length:
+        raise PasswordRejected(f"password must be at least {min_length} characters")
+    if len(password) > MAX_LENGTH:
+        raise PasswordRejected(f"password must be at most {MAX_LENGTH} characters")
+    lowered = password.lower()
+    if lowered in _blocklist(breached_file):
+        raise PasswordRejected("password is a commonly used or breached password")
+    if username and username.lower() in lowered:
+        raise PasswordRejected("password must not contain the username")
+    if len(set(lowered)) < 4:
+        raise PasswordRejected("password is too repetitive")
+    for context in ("nhr", "registry", "password"):
+        if lowered.replace(context, "") == "" or lowered.startswith(context * 2):
+            raise PasswordRejected("password is made of the service name or common words")
