@@ -44,8 +44,12 @@ def _nadra(rng: random.Random) -> str:
     return f"{d[:5]}-{d[5:12]}-{d[12]}"
 
 
-def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: date | None = None) -> tuple[int, int]:
-    """Insert `patients` synthetic children across the demo facilities; returns (patients, doses)."""
+def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: date | None = None,
+             plaintexts: list[dict] | None = None) -> tuple[int, int]:
+    """Insert `patients` synthetic children across the demo facilities; returns (patients, doses).
+
+    `plaintexts`, if given, receives each patient's clear values, so tests can prove that none
+    of them reaches the database file."""
     from registry.identifiers import new_health_id
 
     rng = random.Random(seed)
@@ -69,6 +73,8 @@ def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: da
             "address": f"{rng.choice(names['streets'])}, {rng.choice(names['localities'])}",
             "health_id": new_health_id(), "bform": _nadra(rng) if rng.random() < 0.6 else None, "cnic": None,
         }
+        if plaintexts is not None:
+            plaintexts.append(dict(plain))
         created = now - timedelta(seconds=patients - n)
         p_rows.append({
             "id": pid, "version": 1, "custodian": f.province, "province": f.province, "district": f.district,

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""One entry point for a fresh machine with Python 3.11+ and nothing else.
+
+    python3 dev.py demo      # install into .venv, set up SQLite + keyring + demo data, serve on localhost
+    python3 dev.py test      # install into .venv (with test extras), run the whole test suite
+
+Extra arguments are passed on: `python3 dev.py test -k audit -x`, `python3 dev.py demo --patients 500`.
+The virtual environment is reinstalled only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+
+
+def ensure_env(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"NHR needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    stamp = VENV / f".installed-{extras or 'base'}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not (BIN / "python").exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    target = f".[{extras}]" if extras else "."
+    print(f"installing NHR ({target}) into .venv ...", flush=True)
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target],
+                   cwd=ROOT, check=True)
+    stamp.write_text(digest)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test", "nhr"}:
+        print(__doc__)
+        return 2
+    what, rest = sys.argv[1], sys.argv[2:]
+    os.chdir(ROOT)
+    if what == "test":
+        ensure_env("test")
+        return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
+    ensure_env("")
+    if what == "demo":
+        return subprocess.call([str(BIN / "nhr"), "demo", *rest])
+    return subprocess.call([str(BIN / "nhr"), *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The issue's user story end to end: register, record, cross-province refusal, search scope,
+district official, auditor."""
+
+from conftest import audit_events
+
+
+def test_story(world, runtime):
+    c = world.client
+    child = world.register("clinic_a")
+    pid = child["id"]
+    assert len(child["health_id"]) == 14
+    r = c.post(f"/api/v1/patients/{pid}/immunizations", json={"vaccine": "BCG", "dose_number": 1, "date_given": "2026-06-02"},
+               headers=world.h("clinic_a"))
+    assert r.status_code == 201, r.json()
+    r = c.get(f"/api/v1/patients/{pid}/immunizations", headers=world.h("clinic_a"))
+    assert [d["vaccine"] for d in r.json()] == ["BCG"]
+
+    # another province: 404 by id, absent from lists, found by exact B-form (search scope)
+    assert c.get(f"/api/v1/patients/{pid}", headers=world.h("clinic_c")).status_code == 404
+    listed = c.get("/api/v1/patients?limit=100", headers=world.h("clinic_c")).json()["items"]
+    assert pid not in {p["id"] for p in listed}
+    found = c.post("/api/v1/patients/search", json={"system": "bform", "value": child["bform"]}, headers=world.h("clinic_c"))
+    assert [p["id"] for p in found.json()] == [pid]
+    found = c.post("/api/v1/patients/search", json={"system": "nhr", "value": child["health_id"]}, headers=world.h("clinic_c"))
+    assert [p["id"] for p in found.json()] == [pid]
+
+    # district official reads it
+    assert c.get(f"/api/v1/patients/{pid}", headers=world.h("official_district")).status_code == 200
+
+    # the auditor sees all of it
+    r = c.get(f"/api/v1/audit/events?patient_id={pid}&limit=500", headers=world.h("auditor"))
+    assert r.status_code == 200, r.json()
+    seen = {(e["action"], e["outcome"], e["actor_username"]) for e in r.json()["items"]}
+    u = world.users
+    assert ("patient.create", "success", u["clinic_a"]) in seen
+    assert ("immunization.create", "success", u["clinic_a"]) in seen
+    assert ("patient.read", "denied", u["clinic_c"]) in seen
+    assert ("patient.search", "success", u["clinic_c"]) in seen
+    assert ("patient.read", "success", u["official_district"]) in seen
+    listing = [e for e in audit_events(runtime, action="patient.list", actor_username=u["clinic_c"])]
+    assert listing and all(e.outcome == "success" for e in listing)
+    for e in r.json()["items"]:
+        assert e["request_id"] and e["occurred_at"] and e["purpose_of_use"]
