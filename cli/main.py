@@ -67,8 +67,12 @@ def _create_user(rt: Runtime, username: str, display: str, role: Role, scope: st
 
 @app.command()
 def init():
-    """Create the database schema, the key directory and keys, and load the jurisdiction hierarchy."""
+    """Create the database schema, the key directory and keys, and load the jurisdiction hierarchy.
+
+    This is the explicit provisioning step, so it creates missing keys even in production (where
+    the API itself never does)."""
     rt = _runtime()
+    rt.keyring.create_missing = True
     result = bootstrap.init(rt)
     console.print(f"[green]ready[/]: {rt.settings.database_url}  keys in {rt.settings.key_dir}")
     console.print(result)
