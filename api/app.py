@@ -1,28 +1,17 @@
-"""The FastAPI application: routes, problem+json, request ids, metrics, and the route check.
-
-No request is logged with its body, query string or headers: the access log records method,
-route *template* (never the concrete path with ids), status, duration and request id.
-"""
+"""The FastAPI application: routes, problem+json, request context, and the route check."""
 
 from __future__ import annotations
 
-import logging
-import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from prometheus_client import Counter, Histogram
+from fastapi import FastAPI
 
 from api import problems
-from api.deps import check_routes, new_request_id
+from api.deps import check_routes
+from api.middleware import RequestContextMiddleware
 from api.routes import audit, auth, health, immunizations, patients, reference
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
-
-log = logging.getLogger("nhr.access")
-REQUESTS = Counter("nhr_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("nhr_http_request_seconds", "HTTP request latency", ["method", "route"])
-
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -45,19 +34,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(module.router)
     check_routes(app.routes)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):
-        request.state.request_id = new_request_id(request.headers.get("x-request-id"))
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - start
-        REQUESTS.labels(request.method, template, response.status_code).inc()
-        LATENCY.labels(request.method, template).observe(elapsed)
-        response.headers["X-Request-ID"] = request.state.request_id
-        response.headers["Cache-Control"] = "no-store"
-        log.info("%s %s %s %.1fms rid=%s", request.method, template, response.status_code, elapsed * 1000, request.state.request_id)
-        return response
-
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -109,15 +109,10 @@ async def _keys(request: Request, exc: KeyUnavailable) -> JSONResponse:
     return problem(503, "keys-unavailable", "Service unavailable", "encryption keys are not available", request)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled %s at %s request_id=%s", type(exc).__name__, _where(exc), getattr(request.state, "request_id", "-"))
-    return problem(500, "internal-error", "Internal error", "the request failed; nothing was changed", request)
-
-
 def install(app: FastAPI) -> None:
     app.add_exception_handler(e.DomainError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DecryptionError, _decryption)
     app.add_exception_handler(KeyUnavailable, _keys)
-    app.add_exception_handler(Exception, _unexpected)
+    # Other exceptions are answered by api/middleware.py, which logs class and location only.
