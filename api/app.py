@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,6 +13,14 @@ from api.middleware import RequestContextMiddleware
 from api.routes import audit, auth, health, immunizations, patients, reference
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
+
+# FastAPI >= 0.160 ships native OpenTelemetry that records validation failures *with the submitted
+# values* and exception messages, exported whenever an OTel provider or FASTAPI_OTEL_AUTO_CONFIGURE
+# is configured in the environment. That would carry patient data out (invariant 8): it is off.
+_NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                 "auto_configure": False, "exclude": lambda scope: True}
+_TELEMETRY_KW = {"telemetry": _NO_TELEMETRY} if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -24,7 +33,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         yield
 
     app = FastAPI(
-        title="NHR — National Health Registry", version="0.1.0", lifespan=lifespan,
+        title="NHR — National Health Registry", version="0.1.0", lifespan=lifespan, **_TELEMETRY_KW,
         description="Patient and vaccination registry with field encryption, jurisdiction-scoped access and an audit "
                     "event for every access. Errors are RFC 9457 `application/problem+json`.",
     )

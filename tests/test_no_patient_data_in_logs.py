@@ -58,3 +58,15 @@ def test_an_unexpected_crash_logs_class_and_place_only(runtime, caplog):
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert secret not in logged
     assert "unhandled ValueError" in logged
+
+
+def test_framework_telemetry_is_off_even_when_the_environment_asks(monkeypatch, runtime):
+    """FastAPI's native OpenTelemetry would record validation inputs; an operator's OTel
+    environment must not switch it on for NHR."""
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    app = create_app(runtime.settings, runtime)
+    native = getattr(app, "_native_telemetry", None)
+    if native is None:
+        return  # this FastAPI has no native telemetry at all
+    assert not native.enabled()
+    assert native.config["logs"] is False and native.config["auto_configure"] is False
