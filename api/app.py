@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI):
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = Runtime.build(settings)
-        app.state.runtime.load_keys()
+        app.state.runtime.warm()
         yield
 
     app = FastAPI(

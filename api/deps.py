@@ -31,7 +31,7 @@ from security import tokens
 from security.access.permissions import AUDITED, Permission
 from security.access.principal import AccessContext, PurposeRejected, resolve_purpose
 from security.audit import trail as audit
-from security.audit.trail import AuditTrail
+from security.audit.trail import AuditTrail, PatientRef
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -60,6 +60,7 @@ class UnitOfWork:
     session: object
     trail: AuditTrail | None = None
     action: str | None = None
+    subject: dict | None = None  # path ids of the record the request was about, for refusals at the gate
 
 
 def _outcome(exc: BaseException) -> str:
@@ -67,6 +68,28 @@ def _outcome(exc: BaseException) -> str:
         if isinstance(exc, cls):
             return outcome
     return audit.ERROR
+
+
+def _record_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
+    """One event for a request refused or failed before its service wrote one."""
+    subject = uow.subject or {}
+    patient = None
+    if "patient_id" in subject:
+        try:
+            patient = PatientRef(uuid.UUID(str(subject["patient_id"])))
+        except ValueError:
+            patient = None
+    resource_id = subject.get("dose_id") or (patient.id if patient else None)
+    uow.trail.record(session, uow.action, _outcome(exc), resource_type=_RESOURCE.get(uow.action.split(".")[0], "Patient"),
+                     resource_id=resource_id if isinstance(resource_id, uuid.UUID) else _uuid_or_none(resource_id),
+                     patient=patient, detail={"reason": type(exc).__name__})
+
+
+def _uuid_or_none(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
@@ -82,8 +105,7 @@ def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
         if uow.trail is not None and uow.action:
             try:
                 if uow.trail.replay_refusals(session) == 0:
-                    uow.trail.record(session, uow.action, _outcome(exc), resource_type=_RESOURCE.get(uow.action.split(".")[0], "Patient"),
-                                     detail={"reason": type(exc).__name__})
+                    _record_failure(session, uow, exc)
                 session.commit()
             except Exception:
                 session.rollback()
@@ -107,28 +129,35 @@ def require(permission: Permission, *, action: str | None = None):
         request: Request,
         uow: UoW,
         token: Annotated[str | None, Depends(oauth2)],
-        purpose: Annotated[str | None, Header(alias="X-Purpose-Of-Use", max_length=16)] = None,
-        break_glass: Annotated[str | None, Header(alias="X-Break-Glass-Reason", min_length=10, max_length=500)] = None,
+        purpose: Annotated[str | None, Header(alias="X-Purpose-Of-Use")] = None,
+        break_glass: Annotated[str | None, Header(alias="X-Break-Glass-Reason")] = None,
     ) -> ServiceContext:
+        # Headers are validated here, after the trail exists, so that a malformed one is an
+        # audited refusal rather than a 422 raised before anyone is watching.
         rt = runtime(request)
         rid, client = request.state.request_id, client_address(request)
         uow.trail = AuditTrail(AccessContext(None, None, rid, client))
         uow.action = audit_action
+        uow.subject = {k: v for k, v in request.path_params.items() if k in ("patient_id", "dose_id")}
         if not token:
             raise e.Unauthenticated("a bearer token is required")
         try:
             principal = principal_from_claims(tokens.verify(rt.tokens, token))
         except (tokens.InvalidToken, KeyError, ValueError):
             raise e.Unauthenticated("the token is invalid or expired") from None
-        uow.trail.context = AccessContext(principal, purpose, rid, client, break_glass)
+        # The purpose is recorded only once it is valid (an unchecked header could be anything).
+        reason = break_glass.strip()[:500] if break_glass is not None else None
+        uow.trail.context = AccessContext(principal, None, rid, client, reason)
+        if reason is not None and len(reason) < 10:
+            raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
         try:
-            resolved = resolve_purpose(principal.role, purpose, break_glass)
+            resolved = resolve_purpose(principal.role, purpose, reason)
         except PurposeRejected as exc:
             raise e.InvalidInput(str(exc), field="X-Purpose-Of-Use") from None
-        uow.trail.context = AccessContext(principal, resolved, rid, client, break_glass)
+        uow.trail.context = AccessContext(principal, resolved, rid, client, reason)
         if not principal.can(permission):
             raise e.Forbidden("your role does not allow this")
-        if break_glass and not principal.can(Permission.PATIENT_BREAK_GLASS):
+        if reason and not principal.can(Permission.PATIENT_BREAK_GLASS):
             raise e.Forbidden("your role cannot use break-glass access")
         return ServiceContext(uow.session, rt, uow.trail)
 

@@ -40,7 +40,9 @@ def problem(status: int, slug: str, title: str, detail: str | None, request: Req
     body = {"type": f"urn:nhr:problem:{slug}", "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    body["instance"] = request.url.path
+    route = request.scope.get("route")
+    if route is not None:  # the route *template*: the concrete path may carry what the caller typed
+        body["instance"] = route.path
     rid = getattr(request.state, "request_id", None)
     if rid:
         body["request_id"] = rid
@@ -81,6 +83,9 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     errors = []
     for err in exc.errors():
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":  # its location is a character offset, not a field
+            errors.append({"field": "body", "pointer": "#", "in": "body", "detail": "the body is not valid JSON"})
+            continue
         errors.append({**_field_error(tuple(err.get("loc", ()))), "detail": msg})
     fields = ", ".join(x["field"] for x in errors)
     return problem(422, "invalid-input", "Invalid input", f"invalid value for: {fields}", request, errors=errors)

@@ -31,17 +31,25 @@ class JurisdictionCache:
     _nodes: dict[str, Jurisdiction] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, code: str) -> Jurisdiction | None:
+    def get(self, code: str, session: Session) -> Jurisdiction | None:
+        """On a miss, reload through the caller's session: a second connection would deadlock
+        against the caller's own write transaction on SQLite (BEGIN IMMEDIATE)."""
         node = self._nodes.get(code)
         if node is None:
-            self.refresh()
+            self.refresh(session)
             node = self._nodes.get(code)
         return node
 
-    def refresh(self) -> None:
-        with self.factory() as s:
-            nodes = {j.code: j for j in s.scalars(select(Jurisdiction))}
-            s.expunge_all()
+    def refresh(self, session: Session | None = None) -> None:
+        if session is None:
+            with self.factory() as s:
+                self._load(s)
+        else:
+            self._load(session)
+
+    def _load(self, session: Session) -> None:
+        rows = session.execute(select(Jurisdiction.__table__)).all()
+        nodes = {r.code: Jurisdiction(**r._mapping) for r in rows}
         with self._lock:
             self._nodes = nodes
 
@@ -72,6 +80,11 @@ class Runtime:
             hasher=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost),
             tokens=tokens, jurisdictions=JurisdictionCache(sessions),
         )
+
+    def warm(self) -> None:
+        """Load keys and reference data before the first request."""
+        self.load_keys()
+        self.jurisdictions.refresh()
 
     def load_keys(self) -> None:
         """Load wrapped data keys; create missing ones for every province (idempotent)."""

@@ -109,7 +109,7 @@ def _flatten(data: dict) -> dict:
 
 
 def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
-    node = ctx.runtime.jurisdictions.get(district) if district else None
+    node = ctx.runtime.jurisdictions.get(district, ctx.session) if district else None
     if node is None or node.level != "district":
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
     return node.province, node.code

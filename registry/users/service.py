@@ -45,7 +45,7 @@ def _resolve_scope(session: Session, rt: Runtime, role: str, code: str) -> tuple
     if facility is not None:
         level, province, district = "facility", facility.province, facility.district
     else:
-        node = rt.jurisdictions.get(code)
+        node = rt.jurisdictions.get(code, session)
         if node is None:
             raise InvalidInput("no facility or jurisdiction has this code", field="scope_code")
         level = "national" if node.level == "country" else node.level
