@@ -72,7 +72,12 @@ class Runtime:
         engine = engine or make_engine(settings.database_url)
         sessions = make_session_factory(engine)
         keyring = FileKeyring(settings.key_dir, create_missing=settings.create_missing_keys)
-        keys = DataKeyStore(keyring)
+
+        def reload_keys(load) -> None:
+            with engine.connect() as conn:
+                load(conn.execution_options(isolation_level="AUTOCOMMIT"))
+
+        keys = DataKeyStore(keyring, reload_keys)
         tokens = TokenConfig(keyring.secret("token-signing"), settings.token_issuer, settings.token_audience, settings.token_ttl_seconds)
         return cls(
             settings=settings, engine=engine, sessions=sessions, keyring=keyring, keys=keys,

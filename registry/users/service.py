@@ -99,7 +99,8 @@ def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, passw
     account_key, client_key = throttle.throttle_key("account", username), throttle.throttle_key("client", client)
     if (throttle.failures_since(session, account_key, window) >= s.login_max_failures_per_account
             or throttle.failures_since(session, client_key, window) >= s.login_max_failures_per_client):
-        trail.record(session, "auth.login", audit.DENIED, resource_type="User", detail={"reason": "throttled"})
+        trail.record(session, "auth.login", audit.DENIED, resource_type="User",
+                     detail={"reason": "throttled", "account_key": account_key[:16]})
         raise TooManyAttempts("too many failed logins; try again later", retry_after=s.login_window_seconds)
     user = session.scalars(select(User).where(User.username == username)).first()
     if user is None or not user.active:
@@ -108,11 +109,10 @@ def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, passw
     else:
         ok = rt.hasher.verify(password, user.password_hash)
     if not ok:
-        # The failure count must outlive this request's rollback: it commits on its own.
-        with rt.sessions.begin() as own:
-            throttle.record_failure(own, [account_key, client_key])
+        # The failure count must outlive this request's rollback, like the refusal event itself.
+        trail.keep_on_refusal(lambda s: throttle.record_failure(s, [account_key, client_key]))
         trail.record(session, "auth.login", audit.UNAUTHENTICATED, resource_type="User",
-                     resource_id=user.id if user else None, detail={"reason": "bad credentials"})
+                     resource_id=user.id if user else None, detail={"reason": "bad credentials", "account_key": account_key[:16]})
         raise Unauthenticated("incorrect username or password")
     if rt.hasher.needs_rehash(user.password_hash):
         user.password_hash = rt.hasher.hash(password)

@@ -7,8 +7,10 @@ Invariants:
   event cannot be written is not made.
 - Refusals (denied, not found, invalid, unauthenticated) must survive the rollback of the request
   that was refused: the unit of work calls `replay_refusals` after rolling back, which inserts
-  them again in a fresh transaction. Successful events are never replayed: if the transaction
-  failed, the access did not happen.
+  them again in a fresh transaction, with any bookkeeping registered by `keep_on_refusal`
+  (login-failure counts). Successful events are never replayed: if the transaction failed, the
+  access did not happen. Using the request's own connection for this matters on SQLite, where
+  a second writer would wait on the request's own lock.
 - There is no exemption: system and admin actors are recorded like anyone else.
 """
 
@@ -51,7 +53,12 @@ class PatientRef:
 class AuditTrail:
     context: AccessContext
     _refusals: list[tuple[dict, list[dict]]] = field(default_factory=list)
+    _effects: list = field(default_factory=list)
     recorded: int = 0
+
+    def keep_on_refusal(self, effect) -> None:
+        """`effect(session)` runs again with the refusals after a rollback."""
+        self._effects.append(effect)
 
     def record(
         self,
@@ -110,4 +117,6 @@ class AuditTrail:
             session.execute(insert(_EVENTS), [row])
             if subject_rows:
                 session.execute(insert(_SUBJECTS), subject_rows)
+        for effect in self._effects:
+            effect(session)
         return len(self._refusals)

@@ -8,12 +8,17 @@ Invariants:
   readable forever, so rotation (adding a version) never fails a read.
 - Unwrapped keys and their AESGCM objects are cached per process: the hot path does no KDF,
   no unwrap and no allocation of cipher objects.
+- A version this process has not seen (rotated by another process or host) is fetched from
+  the database on the miss, at most once a second per missing key, so a rotation elsewhere
+  never fails a read here.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -56,11 +61,24 @@ def _label(purpose: str, version: int) -> str:
 class DataKeyStore:
     """Process-wide cache of unwrapped data keys, refreshed from the database on a miss."""
 
-    def __init__(self, keyring: FileKeyring) -> None:
+    def __init__(self, keyring: FileKeyring, reload: Callable[[Callable[[Connection], None]], None] | None = None) -> None:
+        """`reload(fn)` must call `fn` with a connection that can read `data_keys` outside the
+        caller's transaction (Runtime provides an autocommit connection)."""
         self.keyring = keyring
+        self._reload = reload
         self._keys: dict[tuple[str, str, int], DataKey] = {}
         self._active: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._last_miss: dict[tuple, float] = {}
+
+    def _refresh_on_miss(self, ident: tuple) -> None:
+        if self._reload is None:
+            return
+        now = time.monotonic()
+        if now - self._last_miss.get(ident, 0.0) < 1.0:
+            return
+        self._last_miss[ident] = now
+        self._reload(self.load)
 
     def load(self, conn: Connection) -> None:
         rows = conn.execute(select(DataKeyRow.__table__)).all()
@@ -115,11 +133,17 @@ class DataKeyStore:
     def get(self, custodian: str, purpose: str, version: int) -> DataKey:
         key = self._keys.get((custodian, purpose, version))
         if key is None:
+            self._refresh_on_miss((custodian, purpose, version))
+            key = self._keys.get((custodian, purpose, version))
+        if key is None:
             raise KeyUnavailable(f"{purpose} key v{version} of {custodian} is not loaded")
         return key
 
     def active(self, custodian: str, purpose: str) -> DataKey:
         version = self._active.get((custodian, purpose))
+        if version is None:
+            self._refresh_on_miss((custodian, purpose))
+            version = self._active.get((custodian, purpose))
         if version is None:
             raise KeyUnavailable(f"no active {purpose} key for {custodian}")
         return self._keys[(custodian, purpose, version)]

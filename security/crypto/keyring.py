@@ -41,6 +41,8 @@ class FileKeyring:
     def __init__(self, directory: Path, *, create_missing: bool) -> None:
         self.directory = Path(directory)
         self.create_missing = create_missing
+        if create_missing:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._keks: dict[str, AESGCM] = {}
         self._secrets: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -51,6 +53,7 @@ class FileKeyring:
         except FileNotFoundError:
             if not self.create_missing:
                 raise KeyUnavailable(f"{what} is missing from the keyring") from None
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             _write_secret(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
         except FileExistsError:  # another process created it first: use theirs
