@@ -60,25 +60,23 @@ class AuditTrail:
         """`effect(session)` runs again with the refusals after a rollback."""
         self._effects.append(effect)
 
-    def record(
+    def build(
         self,
-        session: Session,
         action: str,
         outcome: str,
         *,
         resource_type: str = "Patient",
         resource_id: object | None = None,
         patient: PatientRef | None = None,
-        subjects: Iterable[uuid.UUID] = (),
         outside_capture_scope: bool = False,
         detail: dict | None = None,
-    ) -> uuid.UUID:
+    ) -> dict:
+        """The event row, not yet written (for statements that insert it themselves)."""
         assert outcome in OUTCOMES, outcome
         ctx = self.context
         p = ctx.principal
-        event_id = uuid.uuid4()
-        row = {
-            "id": event_id,
+        return {
+            "id": uuid.uuid4(),
             "occurred_at": datetime.now(UTC),
             "request_id": ctx.request_id,
             "client_address": ctx.client_address,
@@ -102,14 +100,34 @@ class AuditTrail:
             "outside_capture_scope": outside_capture_scope,
             "detail": detail or {},
         }
-        subject_rows = [{"event_id": event_id, "patient_id": s} for s in dict.fromkeys(subjects)]
+
+    def written(self, row: dict, subject_rows: list[dict] | None = None) -> None:
+        """Bookkeeping for an event that has been inserted (by `record` or by a combined statement)."""
+        if row["outcome"] != SUCCESS:
+            self._refusals.append((row, subject_rows or []))
+        self.recorded += 1
+
+    def record(
+        self,
+        session: Session,
+        action: str,
+        outcome: str,
+        *,
+        resource_type: str = "Patient",
+        resource_id: object | None = None,
+        patient: PatientRef | None = None,
+        subjects: Iterable[uuid.UUID] = (),
+        outside_capture_scope: bool = False,
+        detail: dict | None = None,
+    ) -> uuid.UUID:
+        row = self.build(action, outcome, resource_type=resource_type, resource_id=resource_id, patient=patient,
+                         outside_capture_scope=outside_capture_scope, detail=detail)
+        subject_rows = [{"event_id": row["id"], "patient_id": s} for s in dict.fromkeys(subjects)]
         session.execute(insert(_EVENTS), [row])
         if subject_rows:
             session.execute(insert(_SUBJECTS), subject_rows)
-        if outcome != SUCCESS:
-            self._refusals.append((row, subject_rows))
-        self.recorded += 1
-        return event_id
+        self.written(row, subject_rows)
+        return row["id"]
 
     def replay_refusals(self, session: Session) -> int:
         """After a rollback: write the refusals again so the attempt stays on record."""

@@ -1,0 +1,84 @@
+"""Reading a patient and writing its audit event in one database round trip (PostgreSQL).
+
+The hottest path of the registry. DESIGN section 6: one round trip per request matters more
+than anything else. On PostgreSQL a single statement selects the patient, decides the outcome
+from the same scope clause every other query uses (`registry/scoping.py`), and inserts the
+audit event through a data-modifying CTE:
+
+    WITH p  AS (SELECT ... FROM patients WHERE id = :id),
+         one AS (SELECT 1),
+         ev AS (INSERT INTO audit_events (...) SELECT ..., CASE WHEN p.id IS NULL THEN 'not_found'
+                  WHEN <capture scope> THEN 'success' WHEN <break-glass allowed> THEN 'success'
+                  ELSE 'denied' END, ... FROM one LEFT JOIN p ON true RETURNING outcome, ...)
+    SELECT ev.outcome, ev.outside_capture_scope, p.* FROM ev LEFT JOIN p ON true
+
+The event commits with the transaction like any other: if decryption fails afterwards, the
+transaction rolls back and the unit of work records the failure instead. SQLite has no
+data-modifying CTEs, so there the same decision is made in Python over two statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Boolean, case, false, insert, literal, select, true
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from registry import scoping
+from registry.patients.repository import PATIENTS, Access, get
+from security.access.principal import Principal
+from security.audit.models import AuditEventRow
+
+EVENTS = AuditEventRow.__table__
+_FROM_PATIENT = ("patient_id", "patient_province", "patient_district", "outcome", "outside_capture_scope")
+
+
+def read_with_event(session: Session, principal: Principal, patient_id: uuid.UUID, event: dict,
+                    *, break_glass_allowed: bool) -> tuple[Row | None, dict]:
+    """Returns the patient row (None unless the outcome is success) and the event as written."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _single_statement(session, principal, patient_id, event, break_glass_allowed)
+    row, access = get(session, principal, patient_id)
+    if row is None:
+        outcome, outside = "not_found", False
+    elif access is Access.CAPTURE:
+        outcome, outside = "success", False
+    else:
+        outcome, outside = ("success" if break_glass_allowed else "denied"), True
+    written = {**event, "outcome": outcome, "outside_capture_scope": outside, "patient_id": row.id if row else None,
+               "patient_province": row.province if row else None, "patient_district": row.district if row else None}
+    session.execute(insert(EVENTS), [written])
+    return (row if outcome == "success" else None), written
+
+
+def _single_statement(session, principal, patient_id, event, break_glass_allowed):
+    p = select(PATIENTS).where(PATIENTS.c.id == patient_id).cte("p")
+    one = select(literal(1).label("x")).cte("one")
+    in_capture = scoping.capture_clause(principal, p)
+    outcome = case((p.c.id.is_(None), "not_found"), (in_capture, "success"),
+                   (true() if break_glass_allowed else false(), "success"), else_="denied")
+    outside = case((p.c.id.is_(None), false()), (in_capture, false()), else_=true())
+    columns, values = [], []
+    for name, value in event.items():
+        if name in _FROM_PATIENT:
+            continue
+        columns.append(name)
+        values.append(literal(value, type_=EVENTS.c[name].type).label(name))
+    columns += ["patient_id", "patient_province", "patient_district", "outcome", "outside_capture_scope"]
+    values += [p.c.id, p.c.province, p.c.district, outcome.label("outcome"), outside.label("outside_capture_scope")]
+    ev = (
+        insert(EVENTS)
+        .from_select(columns, select(*values).select_from(one.outerjoin(p, true())))
+        .returning(EVENTS.c.outcome, EVENTS.c.outside_capture_scope.label("outside"), EVENTS.c.patient_province,
+                   EVENTS.c.patient_district)
+        .cte("ev")
+    )
+    result = session.execute(
+        select(ev.c.outcome.label("audit_outcome"), ev.c.outside.cast(Boolean).label("audit_outside"),
+               ev.c.patient_province.label("audit_province"), ev.c.patient_district.label("audit_district"), p)
+        .select_from(ev.outerjoin(p, true()))
+    ).one()
+    written = {**event, "outcome": result.audit_outcome, "outside_capture_scope": bool(result.audit_outside),
+               "patient_id": result.id, "patient_province": result.audit_province, "patient_district": result.audit_district}
+    return (result if result.audit_outcome == "success" else None), written
