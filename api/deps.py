@@ -145,20 +145,23 @@ def require(permission: Permission, *, action: str | None = None):
             principal = principal_from_claims(tokens.verify(rt.tokens, token))
         except (tokens.InvalidToken, KeyError, ValueError):
             raise e.Unauthenticated("the token is invalid or expired") from None
-        # The purpose is recorded only once it is valid (an unchecked header could be anything).
+        # Order matters: the purpose is resolved for the record (kept only if valid: an unchecked
+        # header could be anything), then the role decides (403 whatever the headers say), and only
+        # then are header errors reported (422).
         reason = break_glass.strip()[:500] if break_glass is not None else None
-        uow.trail.context = AccessContext(principal, None, rid, client, reason)
-        if reason is not None and len(reason) < 10:
-            raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
         try:
-            resolved = resolve_purpose(principal.role, purpose, reason)
+            resolved, purpose_error = resolve_purpose(principal.role, purpose, reason), None
         except PurposeRejected as exc:
-            raise e.InvalidInput(str(exc), field="X-Purpose-Of-Use") from None
+            resolved, purpose_error = None, exc
         uow.trail.context = AccessContext(principal, resolved, rid, client, reason)
         if not principal.can(permission):
             raise e.Forbidden("your role does not allow this")
         if reason and not principal.can(Permission.PATIENT_BREAK_GLASS):
             raise e.Forbidden("your role cannot use break-glass access")
+        if reason is not None and len(reason) < 10:
+            raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
+        if purpose_error is not None:
+            raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
         return ServiceContext(uow.session, rt, uow.trail)
 
     gate.__nhr_permission__ = permission
@@ -172,28 +175,55 @@ def public() -> None:
 public.__nhr_public__ = True
 
 
-def declared_access(route: APIRoute) -> str | None:
+@dataclass(frozen=True)
+class ServedRoute:
+    """A route as clients reach it: its served path (with include-time prefixes) and the
+    dependencies added when its router was included."""
+
+    path: str
+    methods: frozenset
+    route: APIRoute
+    include_dependencies: tuple = ()
+
+
+def _declaration(call) -> str | None:
+    if getattr(call, "__nhr_public__", False):
+        return "public"
+    permission = getattr(call, "__nhr_permission__", None)
+    return str(permission) if permission else None
+
+
+def declared_access(route: ServedRoute | APIRoute) -> str | None:
     """'public', the permission value, or None if the route declares neither."""
-    stack = list(route.dependant.dependencies)
+    api_route = route.route if isinstance(route, ServedRoute) else route
+    for dep in getattr(route, "include_dependencies", ()):
+        found = _declaration(getattr(dep, "dependency", None))
+        if found:
+            return found
+    stack = list(api_route.dependant.dependencies)
     while stack:
         dep = stack.pop()
-        call = dep.call
-        if getattr(call, "__nhr_public__", False):
-            return "public"
-        if getattr(call, "__nhr_permission__", None):
-            return str(call.__nhr_permission__)
+        found = _declaration(dep.call)
+        if found:
+            return found
         stack.extend(dep.dependencies)
     return None
 
 
 def iter_api_routes(routes):
-    """Every APIRoute, descending into included routers (FastAPI >= 0.160 keeps them as lazy
-    `_IncludedRouter` objects with `original_router`) and mounts."""
+    """Every APIRoute as served. FastAPI >= 0.160 keeps included routers as lazy
+    `_IncludedRouter` objects whose `effective_candidates()` carry the served path; older
+    versions copy routes with the prefix applied. Mounts are descended into."""
     for r in routes:
         if isinstance(r, APIRoute):
-            yield r
-        elif getattr(r, "original_router", None) is not None:
-            yield from iter_api_routes(r.original_router.routes)
+            yield ServedRoute(r.path, frozenset(r.methods), r)
+        elif hasattr(r, "effective_candidates"):
+            deps = tuple(getattr(r.include_context, "dependencies", None) or ())
+            for c in r.effective_candidates():
+                if hasattr(c, "effective_candidates"):
+                    yield from iter_api_routes([c])
+                elif isinstance(getattr(c, "original_route", None), APIRoute):
+                    yield ServedRoute(c.path, frozenset(c.original_route.methods), c.original_route, deps)
         elif getattr(r, "routes", None):
             yield from iter_api_routes(r.routes)
 

@@ -183,9 +183,10 @@ def test_every_request_leaves_exactly_one_audit_event(case: Case, world, runtime
     else:
         assert ev.actor_username == world.users[case.who]
         assert ev.actor_role == _role(case.who)
-        # A request refused for its purpose or break-glass headers has no established purpose:
-        # the event records none rather than a guess (break_glass and the reason are still kept).
-        expected_purpose = None if case.name in {"read-422-short-break-glass-reason", "read-422-long-purpose-header"} else PURPOSE[_role(case.who)]
+        # An invalid purpose header is recorded as no purpose rather than the raw header; a
+        # break-glass attempt (even one refused for its short reason) claimed ETREAT.
+        expected_purpose = {"read-422-short-break-glass-reason": "ETREAT",
+                            "read-422-long-purpose-header": None}.get(case.name, PURPOSE[_role(case.who)])
         assert ev.purpose_of_use == expected_purpose
     if patient_id is not None:
         assert ev.patient_id == uuid.UUID(patient_id), f"{case.name}: event does not name the patient"
