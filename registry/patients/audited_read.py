@@ -20,14 +20,15 @@ data-modifying CTEs, so there the same decision is made in Python over two state
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 
-from sqlalchemy import Boolean, case, false, insert, literal, select, true
+from sqlalchemy import Boolean, bindparam, case, false, insert, literal, select, true
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from registry import scoping
 from registry.patients.repository import PATIENTS, Access, get
-from security.access.principal import Principal
+from security.access.principal import Principal, Scope
 from security.audit.models import AuditEventRow
 
 EVENTS = AuditEventRow.__table__
@@ -52,20 +53,21 @@ def read_with_event(session: Session, principal: Principal, patient_id: uuid.UUI
     return (row if outcome == "success" else None), written
 
 
-def _single_statement(session, principal, patient_id, event, break_glass_allowed):
-    p = select(PATIENTS).where(PATIENTS.c.id == patient_id).cte("p")
+@lru_cache(maxsize=16)
+def _statement(scope_level: str, break_glass_allowed: bool, event_columns: tuple[str, ...]):
+    """Built once per (scope level, break-glass) and cached: constructing the CTE costs about as
+    much as running it. Every value is a bind parameter; the scope clause is the shared one from
+    registry/scoping.py, fed placeholder parameters."""
+    placeholder = Principal(uuid.UUID(int=0), "", "", Scope(scope_level, bindparam("scope_code"),
+                                                          bindparam("scope_province"), bindparam("scope_district")))
+    p = select(PATIENTS).where(PATIENTS.c.id == bindparam("patient_id", type_=PATIENTS.c.id.type)).cte("p")
     one = select(literal(1).label("x")).cte("one")
-    in_capture = scoping.capture_clause(principal, p)
+    in_capture = scoping.capture_clause(placeholder, p)
     outcome = case((p.c.id.is_(None), "not_found"), (in_capture, "success"),
                    (true() if break_glass_allowed else false(), "success"), else_="denied")
     outside = case((p.c.id.is_(None), false()), (in_capture, false()), else_=true())
-    columns, values = [], []
-    for name, value in event.items():
-        if name in _FROM_PATIENT:
-            continue
-        columns.append(name)
-        values.append(literal(value, type_=EVENTS.c[name].type).label(name))
-    columns += ["patient_id", "patient_province", "patient_district", "outcome", "outside_capture_scope"]
+    columns = [*event_columns, *_FROM_PATIENT]
+    values = [bindparam(f"ev_{name}", type_=EVENTS.c[name].type).label(name) for name in event_columns]
     values += [p.c.id, p.c.province, p.c.district, outcome.label("outcome"), outside.label("outside_capture_scope")]
     ev = (
         insert(EVENTS)
@@ -74,11 +76,20 @@ def _single_statement(session, principal, patient_id, event, break_glass_allowed
                    EVENTS.c.patient_district)
         .cte("ev")
     )
-    result = session.execute(
+    return (
         select(ev.c.outcome.label("audit_outcome"), ev.c.outside.cast(Boolean).label("audit_outside"),
                ev.c.patient_province.label("audit_province"), ev.c.patient_district.label("audit_district"), p)
         .select_from(ev.outerjoin(p, true()))
-    ).one()
+    )
+
+
+def _single_statement(session, principal, patient_id, event, break_glass_allowed):
+    event_columns = tuple(k for k in event if k not in _FROM_PATIENT)
+    stmt = _statement(principal.scope.level, break_glass_allowed, event_columns)
+    params = {f"ev_{k}": event[k] for k in event_columns}
+    params.update(patient_id=patient_id, scope_code=principal.scope.code, scope_province=principal.scope.province,
+                  scope_district=principal.scope.district)
+    result = session.execute(stmt, params).one()
     written = {**event, "outcome": result.audit_outcome, "outside_capture_scope": bool(result.audit_outside),
                "patient_id": result.id, "patient_province": result.audit_province, "patient_district": result.audit_district}
     return (result if result.audit_outcome == "success" else None), written
