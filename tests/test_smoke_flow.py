@@ -41,3 +41,21 @@ def test_story(world, runtime):
     assert listing and all(e.outcome == "success" for e in listing)
     for e in r.json()["items"]:
         assert e["request_id"] and e["occurred_at"] and e["purpose_of_use"]
+
+
+def test_break_glass_reaches_the_dose_history_and_is_flagged(world, runtime):
+    """An emergency read includes the vaccination history (what a clinician needs); without the
+    header an official of another province gets 404, with it 200 and a flagged event."""
+    c = world.client
+    pid = world.register("clinic_a")["id"]
+    url = f"/api/v1/patients/{pid}/immunizations"
+    assert c.get(url, headers=world.h("official_other_province")).status_code == 404
+    r = c.get(url, headers=world.h("official_other_province", **{"X-Break-Glass-Reason": "unconscious child at DHQ emergency"}))
+    assert r.status_code == 200
+    ev = audit_events(runtime, request_id=r.headers["X-Request-ID"])[0]
+    assert (ev.action, ev.outcome, ev.break_glass, ev.outside_capture_scope, ev.purpose_of_use) == (
+        "immunization.list", "success", True, True, "ETREAT")
+    # break-glass never opens writes: an update outside capture scope stays 404 even with a reason
+    r = c.patch(f"/api/v1/patients/{pid}", json={"phone": "0300-0000000"},
+                headers=world.h("clinic_c", **{"X-Break-Glass-Reason": "unconscious child at DHQ emergency", "If-Match": '"1"'}))
+    assert r.status_code == 404

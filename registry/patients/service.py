@@ -45,10 +45,12 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...]):
+def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...],
+              break_glass: bool = False):
     """Fetch a patient the caller may reach, or audit the refusal and raise NotFound.
 
-    Break-glass (with the permission and a stated reason) reaches any patient for reading.
+    `break_glass=True` marks a read-only use case: there, an emergency request (the permission
+    plus a stated reason) reaches any patient. Writes never pass `break_glass=True`.
     Returns (row, outside_capture_scope)."""
     row, access = repo.get(ctx.session, ctx.principal, patient_id)
     if row is None:
@@ -56,7 +58,7 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
         raise NotFound(NOT_FOUND)
     if access in allow:
         return row, access is not Access.CAPTURE
-    if ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS) and action.endswith((".read", ".list")):
+    if break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS):
         return row, True
     ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
     raise NotFound(NOT_FOUND)
