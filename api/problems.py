@@ -104,7 +104,8 @@ def _where(exc: BaseException) -> str:
 
 
 async def _decryption(request: Request, exc: DecryptionError) -> JSONResponse:
-    log.error("integrity failure %s at %s request_id=%s", type(exc).__name__, _where(exc), getattr(request.state, "request_id", "-"))
+    # The message names table, column and the opaque row id (never a value), so it is safe to log.
+    log.error("integrity failure: %s (at %s) request_id=%s", exc, _where(exc), getattr(request.state, "request_id", "-"))
     return problem(500, "integrity-failure", "Stored data failed an integrity check", "the record could not be decrypted; "
                    "this has been logged for the operators", request)
 

@@ -44,7 +44,7 @@ class FieldCipher:
     def decrypt(self, blob: bytes | None, *, table: str, column: str, row_id: object, custodian: str) -> str | None:
         if blob is None:
             return None
-        where = f"{table}.{column}"
+        where = f"{table}.{column} row {row_id}"  # an opaque id: operators need it to find the damage
         if len(blob) < _HEADER.size + 12 + 16:
             raise DecryptionError(f"{where}: ciphertext is truncated")
         fmt, version = _HEADER.unpack_from(blob)
