@@ -59,3 +59,21 @@ def test_break_glass_reaches_the_dose_history_and_is_flagged(world, runtime):
     r = c.patch(f"/api/v1/patients/{pid}", json={"phone": "0300-0000000"},
                 headers=world.h("clinic_c", **{"X-Break-Glass-Reason": "unconscious child at DHQ emergency", "If-Match": '"1"'}))
     assert r.status_code == 404
+
+
+def test_search_outside_capture_scope_returns_identity_confirmation_only(world):
+    c = world.client
+    child = world.register("clinic_a")
+    body = {"system": "bform", "value": child["bform"]}
+    own = c.post("/api/v1/patients/search", json=body, headers=world.h("clinic_a")).json()
+    assert own[0]["access"] == "capture" and own[0]["phone"] == child["phone"]
+    far = c.post("/api/v1/patients/search", json=body, headers=world.h("clinic_c"))
+    match = far.json()[0]
+    assert match["access"] == "search"
+    assert (match["given_name"], match["birth_date"], match["health_id"]) == (
+        child["given_name"], child["birth_date"], child["health_id"])
+    for withheld in ("phone", "address", "bform", "cnic"):
+        assert withheld not in match, f"{withheld} returned outside capture scope"
+    assert "cnic" not in (match.get("guardian") or {})
+    for n, value in enumerate([child["phone"], child["_input"]["address"], child["guardian"]["cnic"]]):
+        assert value not in far.text, f"withheld value #{n} present in the response"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import require
 from registry.context import ServiceContext
 from registry.patients import service
-from registry.patients.schemas import PatientCreate, PatientPage, PatientUpdate, PatientView
+from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientUpdate, PatientView
 from security.access.permissions import Permission as P
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
@@ -44,8 +44,11 @@ def list_patients(request: Request, ctx: Annotated[ServiceContext, Depends(requi
     return PatientPage(items=page.items, next_cursor=page.next_cursor)
 
 
-@router.post("/search", response_model=list[PatientView], summary="Find a patient by an exact identifier (search scope)",
-             description="POST so that the identifier never appears in a URL or an access log.")
+@router.post("/search", response_model=list[PatientMatch], response_model_exclude_none=True,
+             summary="Find a patient by an exact identifier (search scope)",
+             description="POST so that the identifier never appears in a URL or an access log. Matches outside your "
+                         "capture scope (`access: search`) carry identity confirmation only: no contact details or "
+                         "national ID numbers.")
 def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
     return service.search(ctx, body.system, body.value)
 

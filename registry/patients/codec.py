@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 
 from registry import identifiers
-from registry.patients.schemas import Guardian, PatientView
+from registry.patients.schemas import Guardian, PatientMatch, PatientView
 from security.crypto.blind_index import BlindIndexer
 from security.crypto.fields import FieldCipher
 
@@ -61,3 +61,21 @@ def to_view(cipher: FieldCipher, row) -> PatientView:
 def _aware(ts: datetime) -> datetime:
     from datetime import UTC
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+SEARCH_FIELDS = ("given_name", "family_name", "guardian_name", "health_id")
+
+
+def to_match(cipher: FieldCipher, row, *, full: bool) -> PatientMatch:
+    """A search result: the full record for capture scope, identity confirmation otherwise.
+    Withheld fields are not even decrypted."""
+    if full:
+        return PatientMatch.model_construct(access="capture", **to_view(cipher, row).__dict__)
+    d = {name: decrypt_column(cipher, row, name) for name in SEARCH_FIELDS}
+    guardian = Guardian.model_construct(name=d["guardian_name"], relationship=row.guardian_relationship, cnic=None) \
+        if d["guardian_name"] or row.guardian_relationship else None
+    return PatientMatch.model_construct(
+        access="search", id=row.id, health_id=d["health_id"], given_name=d["given_name"], family_name=d["family_name"],
+        sex=row.sex, birth_date=row.birth_date, guardian=guardian, province=row.province, district=row.district,
+        home_facility=row.home_facility, bform=None, cnic=None, phone=None, address=None, custodian=None, version=None,
+    )

@@ -141,3 +141,31 @@ class PatientView(BaseModel):
 class PatientPage(BaseModel):
     items: list[PatientView]
     next_cursor: str | None
+
+
+class PatientMatch(BaseModel):
+    """A search result. `access` says how far the caller reaches this patient:
+
+    - `capture`: the full record, as `GET /patients/{id}` would return it;
+    - `search`: found by an exact identifier outside the caller's capture scope. Only what
+      confirms the child in front of you is returned (names, birth date, sex, guardian's name,
+      health ID, home facility); contact details and national ID numbers are withheld (data
+      minimisation). Doses can still be listed and recorded for such a child."""
+
+    access: str
+    id: uuid.UUID
+    health_id: str
+    given_name: str
+    family_name: str | None
+    sex: str
+    birth_date: date
+    guardian: Guardian | None
+    province: str
+    district: str
+    home_facility: str
+    bform: str | None = None
+    cnic: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    custodian: str | None = None
+    version: int | None = None

@@ -19,7 +19,7 @@ from registry.pagination import Page
 from registry.patients import audited_read, codec
 from registry.patients import repository as repo
 from registry.patients.repository import Access
-from registry.patients.schemas import PatientCreate, PatientUpdate, PatientView
+from registry.patients.schemas import PatientCreate, PatientMatch, PatientUpdate, PatientView
 from security.access.permissions import Permission
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
@@ -169,7 +169,7 @@ def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
     return codec.to_view(ctx.runtime.cipher, row)
 
 
-def search(ctx: ServiceContext, system: str, value: str) -> list[PatientView]:
+def search(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
     action = "patient.search"
     try:
         norm = identifiers.normalise(system, value)
@@ -179,7 +179,7 @@ def search(ctx: ServiceContext, system: str, value: str) -> list[PatientView]:
     confirmed = _confirmed(ctx, system, norm)
     visible = [(r, repo.access_to(ctx.principal, r)) for r in confirmed]
     visible = [(r, a) for r, a in visible if a is not Access.NONE]
-    views = [codec.to_view(ctx.runtime.cipher, r) for r, _ in visible]
+    views = [codec.to_match(ctx.runtime.cipher, r, full=a is Access.CAPTURE) for r, a in visible]
     outcome = audit.SUCCESS if visible or not confirmed else audit.DENIED
     ctx.trail.record(
         ctx.session, action, outcome,
