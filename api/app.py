@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from api import problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
-from api.routes import audit, auth, health, immunizations, patients, reference
+from api.routes import audit, audit_proofs, auth, health, immunizations, patients, reference
+from registry.audit_log import sealing
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
 
@@ -30,7 +31,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = Runtime.build(settings)
         app.state.runtime.warm()
+        sealer = sealing.start_background(app.state.runtime)
         yield
+        await sealing.stop_background(sealer)
 
     app = FastAPI(
         title="NHR — National Health Registry", version="0.1.0", lifespan=lifespan, **_TELEMETRY_KW,
@@ -39,7 +42,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     problems.install(app)
-    for module in (health, auth, patients, immunizations, audit, reference):
+    for module in (health, auth, patients, immunizations, audit, audit_proofs, reference):
         app.include_router(module.router)
     check_routes(app.routes)
 

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli import audit as audit_cli
 from registry import bootstrap
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -30,6 +31,7 @@ keys_app = typer.Typer(help="Encryption keys", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_cli.app, name="audit")
 console = Console()
 
 DEMO_USERS = [

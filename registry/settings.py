@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     page_size_default: int = 20
     page_size_max: int = 100
 
+    audit_seal_interval_seconds: float = Field(2, ge=0)  # 0: no background sealer (seal on demand)
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -11,6 +11,9 @@ Invariants:
   can be scoped to their jurisdiction without joining clinical tables.
 - A request touching several patients (a list, a search) writes one event and one
   `audit_event_subjects` row per patient, so "who saw this child" also finds list views.
+- All four tables are append-only: migration 0002 installs triggers that refuse UPDATE and
+  DELETE. `audit_log_leaves` gives each sealed event its Merkle position (consecutive from 0,
+  one leaf per event); `audit_checkpoints` holds the signed tree heads (see security/audit/sealer.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base
@@ -62,3 +65,28 @@ class AuditEventSubjectRow(Base):
 
     event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audit_events.id"), primary_key=True)
     patient_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, index=True)
+
+
+class AuditLogLeafRow(Base):
+    """An event's place in the Merkle tree: written once by the sealer, never changed."""
+
+    __tablename__ = "audit_log_leaves"
+
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audit_events.id"), unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpointRow(Base):
+    """A signed tree head. `compact_range` is the sealer's state (the complete-subtree roots of
+    the tree at `tree_size`) so that the next seal need not re-read every leaf; verification
+    never trusts it, it recomputes every root from the events."""
+
+    __tablename__ = "audit_checkpoints"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    compact_range: Mapped[bytes] = mapped_column(LargeBinary)

@@ -6,6 +6,9 @@ Invariants:
   refuses to invent a key, so a mis-mounted key directory fails loudly instead of silently
   starting a new, empty custody.
 - The KEK only wraps data keys (see `data_keys.py`); it never encrypts a field directly.
+- The audit log's Ed25519 checkpoint-signing key lives here too (`signing/audit-log.ed25519.pem`,
+  PKCS#8, 0600), generated on first use under the same rule; only its public key is exported.
+  The sealer uses it; no request handler ever does.
 - A PKCS#11 HSM is the production path: it would implement the same two methods (`wrap`,
   `unwrap`) without ever exporting the KEK.
 """
@@ -19,6 +22,8 @@ import secrets
 import threading
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from security.crypto.errors import DecryptionError, KeyUnavailable
@@ -45,6 +50,7 @@ class FileKeyring:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._keks: dict[str, AESGCM] = {}
         self._secrets: dict[str, bytes] = {}
+        self._signing: Ed25519PrivateKey | None = None
         self._lock = threading.Lock()
 
     def _load_or_create(self, path: Path, what: str) -> bytes:
@@ -90,6 +96,31 @@ class FileKeyring:
             with self._lock:
                 value = self._secrets.setdefault(name, self._load_or_create(self.directory / "secrets" / f"{name}.key", f"secret {name}"))
         return value
+
+    def audit_signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs audit checkpoints (generated on first use outside production)."""
+        if self._signing is None:
+            path = self.directory / "signing" / "audit-log.ed25519.pem"
+            with self._lock:
+                if not path.exists():
+                    if not self.create_missing:
+                        raise KeyUnavailable("the audit signing key is missing from the keyring")
+                    pem = Ed25519PrivateKey.generate().private_bytes(
+                        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                    try:
+                        _write_secret(path, pem)
+                    except FileExistsError:  # another process created it first: use theirs
+                        pass
+                key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                if not isinstance(key, Ed25519PrivateKey):
+                    raise KeyUnavailable("the audit signing key is not an Ed25519 key")
+                self._signing = key
+        return self._signing
+
+    def audit_public_key_pem(self) -> bytes:
+        """The checkpoint verification key, SubjectPublicKeyInfo PEM (safe to publish)."""
+        return self.audit_signing_key().public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def readable(self) -> bool:
         return self.directory.is_dir() and os.access(self.directory, os.R_OK)

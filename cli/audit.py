@@ -1,0 +1,104 @@
+"""`nhr audit`: seal the audit log, verify it (from the database or offline from an export),
+export it, and print the checkpoint verification key.
+
+Exit codes: 0 when the log is intact, 1 with the first discrepancy printed (patient-data-free).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from registry.runtime import Runtime
+from registry.settings import get_settings
+
+app = typer.Typer(help="Tamper-evident audit log: seal, verify, export", no_args_is_help=True)
+console = Console(highlight=False)
+
+
+def _runtime() -> Runtime:
+    return Runtime.build(get_settings())
+
+
+def _trusted(path: Path | None):
+    if path is None:
+        return None
+    from security.audit.verify import trusted_from_json
+
+    return trusted_from_json(json.loads(path.read_text()))
+
+
+@app.command()
+def seal():
+    """Seal every committed event not yet sealed and sign a checkpoint (also runs in the API)."""
+    from registry.audit_log import sealing
+
+    rt = _runtime()
+    n = sealing.seal_all(rt)
+    with rt.sessions() as s:
+        from security.audit.sealer import latest_checkpoint
+
+        cp = latest_checkpoint(s)
+    console.print(f"sealed {n} events; latest checkpoint: size {cp.tree_size if cp else 0}")
+
+
+@app.command("verify")
+def verify_cmd(
+    export: Path = typer.Option(None, "--export", help="verify this export file offline instead of the database"),
+    public_key: Path = typer.Option(None, "--public-key", help="PEM public key (default: this registry's keyring)"),
+    trusted: Path = typer.Option(None, "--trusted-checkpoint",
+                                 help="a checkpoint JSON you kept earlier: the log must extend it"),
+):
+    """Recompute every leaf, root and signature; report the first place where they disagree."""
+    from security.audit.checkpoint import load_public_key
+    from security.audit.verify import Discrepancy, verify_export
+
+    try:
+        if export is not None:
+            if public_key is not None:
+                key = load_public_key(public_key.read_bytes())
+            else:
+                from registry.audit_log import sealing
+
+                key = sealing.public_key(_runtime())
+            report = verify_export(export, key, trusted=_trusted(trusted))
+        else:
+            from registry.audit_log import sealing
+
+            rt = _runtime()
+            if public_key is not None:
+                from security.audit import verify as v
+
+                with rt.sessions() as s:
+                    report = v.verify_database(s, sealing.origin(rt), load_public_key(public_key.read_bytes()),
+                                               trusted=_trusted(trusted))
+            else:
+                report = sealing.verify_database(rt, _trusted(trusted))
+    except Discrepancy as exc:
+        console.print(f"[red]NOT INTACT[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"[green]{report.summary()}[/]", soft_wrap=True)
+
+
+@app.command()
+def export(file: Path = typer.Argument(..., help="NDJSON file to write (mode 0600)")):
+    """Export the sealed log (events, leaves, checkpoints, public key) for offline verification."""
+    from registry.audit_log import sealing
+
+    size = sealing.export(_runtime(), file)
+    console.print(f"exported {size} sealed events to {file}")
+
+
+@app.command("public-key")
+def public_key_cmd():
+    """Print the checkpoint verification key (PEM). Creates the signing key if it is missing:
+    this is the provisioning step, as `nhr keys init` is for data keys."""
+    from registry.audit_log import sealing
+    from security.audit.checkpoint import public_key_pem
+
+    rt = _runtime()
+    rt.keyring.create_missing = True
+    typer.echo(public_key_pem(sealing.public_key(rt)), nl=False)

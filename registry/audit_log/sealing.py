@@ -1,0 +1,101 @@
+"""Running the audit sealer and verifier for this registry (keys from the keyring, origin from the
+country setting).
+
+Invariants:
+- The background sealer runs in the API process beside the request path, never in it: an
+  asyncio task that seals in a worker thread every `audit_seal_interval_seconds` (0 disables
+  it). Several workers or hosts may run it; the sealer's lock lets one seal at a time.
+- A failed seal is logged by exception class only (no data) and retried on the next tick.
+- Each tick looks for unsealed events near the sealed head (cheap); every `FULL_SCAN_EVERY`
+  ticks, and at start, it scans the whole table, so an event committed very late is still sealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from registry.runtime import Runtime
+from security.audit import sealer, verify
+from security.audit.checkpoint import Signer, origin_for
+
+log = logging.getLogger("nhr.audit.sealer")
+LOOKBACK = timedelta(minutes=10)
+FULL_SCAN_EVERY = 300
+
+
+def origin(rt: Runtime) -> str:
+    return origin_for(rt.settings.country)
+
+
+def signer(rt: Runtime) -> Signer:
+    return Signer(rt.keyring.audit_signing_key(), origin(rt))
+
+
+def public_key(rt: Runtime) -> Ed25519PublicKey:
+    return rt.keyring.audit_signing_key().public_key()
+
+
+def seal_once(rt: Runtime, *, full: bool = True) -> sealer.SealResult | None:
+    with rt.sessions.begin() as s:
+        return sealer.seal(s, signer(rt), lookback=None if full else LOOKBACK)
+
+
+def seal_all(rt: Runtime, *, full: bool = True) -> int:
+    """Seal until nothing is left; returns the number of events sealed."""
+    total = 0
+    while (result := seal_once(rt, full=full)) is not None:
+        total += result.sealed
+    return total
+
+
+def verify_database(rt: Runtime, trusted: tuple[int, bytes] | None = None) -> verify.Report:
+    """Raises verify.Discrepancy at the first disagreement."""
+    with rt.sessions() as s:
+        return verify.verify_database(s, origin(rt), public_key(rt), trusted=trusted)
+
+
+def export(rt: Runtime, path: Path) -> int:
+    """Write the sealed log as NDJSON (mode 0600: it names actors). Returns the tree size."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with rt.sessions() as s, os.fdopen(fd, "w", encoding="utf-8") as f:
+        lines = verify.export_lines(s, origin(rt), public_key(rt))
+        header = next(lines)
+        f.write(header + "\n")
+        for line in lines:
+            f.write(line + "\n")
+    return int(json.loads(header)["tree_size"])
+
+
+async def _loop(rt: Runtime, interval: float) -> None:
+    tick = 0
+    while True:
+        try:
+            await asyncio.to_thread(seal_all, rt, full=tick % FULL_SCAN_EVERY == 0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # logged by class only: messages could carry data
+            log.warning("audit sealing failed (%s); retrying next tick", type(exc).__name__)
+        tick += 1
+        await asyncio.sleep(interval)
+
+
+def start_background(rt: Runtime) -> asyncio.Task | None:
+    interval = rt.settings.audit_seal_interval_seconds
+    return asyncio.create_task(_loop(rt, interval), name="nhr-audit-sealer") if interval > 0 else None
+
+
+async def stop_background(task: asyncio.Task | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

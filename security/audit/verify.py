@@ -1,0 +1,250 @@
+"""Verifying the sealed audit log, from the database or from an offline export.
+
+Checks, in log order, stopping at the first disagreement:
+- leaf positions are consecutive from 0 and each names an event that exists, once;
+- each event's leaf hash, recomputed from its columns and subjects (leaf.py), equals its stored
+  leaf hash;
+- at each checkpoint's size, the root recomputed from the events equals the signed root, the
+  Ed25519 signature verifies with the given public key, and the checkpoint is consistent with
+  the previous one (RFC 9162 consistency proof);
+- the latest checkpoint covers every leaf, and every event has a leaf (in an export: all of
+  them; in the database: all but those newer than the latest checkpoint minus a grace period);
+- optionally, the log extends a checkpoint the verifier trusted earlier (this is what catches a
+  log truncated together with its checkpoints).
+
+Invariants: messages name positions, event ids, checkpoint sizes and key ids, never a value of
+an event; nothing stored by the sealer is trusted (roots are recomputed from the events).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from security.audit import leaf
+from security.audit.checkpoint import Checkpoint, public_key_pem
+from security.audit.merkle import Frontier, ProofError, Tree, verify_consistency
+from security.audit.sealer import CHECKPOINTS, EVENTS, LEAVES, SUBJECTS, _checkpoint
+
+EXPORT_FORMAT = "nhr-audit-export/v1"
+
+
+class Discrepancy(Exception):
+    """The first place where the log and its seals disagree (the message is patient-data-free)."""
+
+
+@dataclass
+class Snapshot:
+    """What verification needs: per event its recomputed leaf hash and time, the leaves, the
+    checkpoints. Built from the database or from an export."""
+
+    origin: str
+    event_hashes: dict[str, bytes] = field(default_factory=dict)
+    event_times: dict[str, str] = field(default_factory=dict)
+    leaves: list[tuple[int, str, bytes]] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    def add_event(self, fields: list[str | None], subjects: Iterable[str]) -> None:
+        eid = fields[0]
+        if eid in self.event_hashes:
+            raise Discrepancy(f"event {eid} appears twice")
+        self.event_hashes[eid] = leaf.text_leaf_hash(fields, leaf.canonical_subjects(subjects))
+        self.event_times[eid] = fields[1] or ""
+
+
+@dataclass
+class Report:
+    tree_size: int
+    checkpoints: int
+    events: int
+    unsealed: int
+
+    def summary(self) -> str:
+        return (f"intact: {self.tree_size} sealed events under {self.checkpoints} signed checkpoints"
+                + (f"; {self.unsealed} recent events not yet sealed" if self.unsealed else ""))
+
+
+def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_before: str | None = None,
+                    trusted: tuple[int, bytes] | None = None) -> Report:
+    """Raises Discrepancy at the first disagreement. `unsealed_before`: canonical timestamp;
+    an event without a leaf older than it is a discrepancy (None: every event must be sealed)."""
+    leaves = sorted(snap.leaves, key=lambda x: x[0])
+    checkpoints = sorted(snap.checkpoints, key=lambda c: c.tree_size)
+    for a, b in zip(checkpoints, checkpoints[1:]):
+        if a.tree_size == b.tree_size:
+            raise Discrepancy(f"two checkpoints claim tree size {a.tree_size}")
+    frontier, hashes, seen, ci = Frontier(), [], {}, 0
+    while ci < len(checkpoints) and checkpoints[ci].tree_size == 0:
+        _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), public_key)
+        ci += 1
+    for expected, (position, eid, stored) in enumerate(leaves):
+        if position != expected:
+            raise Discrepancy(f"leaf positions are not consecutive: expected {expected}, found {position}")
+        recomputed = snap.event_hashes.get(eid)
+        if recomputed is None:
+            raise Discrepancy(f"position {position}: sealed event {eid} is missing from the log (deleted)")
+        if eid in seen:
+            raise Discrepancy(f"event {eid} is sealed twice (positions {seen[eid]} and {position})")
+        seen[eid] = position
+        if recomputed != stored:
+            raise Discrepancy(f"event {eid} at position {position}: its columns or subjects do not match its sealed "
+                              "leaf hash (altered or moved event)")
+        frontier.append(recomputed)
+        hashes.append(recomputed)
+        while ci < len(checkpoints) and checkpoints[ci].tree_size == frontier.size:
+            _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), public_key)
+            ci += 1
+    if ci < len(checkpoints):
+        raise Discrepancy(f"checkpoint at size {checkpoints[ci].tree_size} covers more events than the log holds "
+                          f"({len(leaves)}): sealed events were removed (truncated log)")
+    latest = checkpoints[-1].tree_size if checkpoints else 0
+    if len(leaves) != latest:
+        raise Discrepancy(f"{len(leaves) - latest} leaves after position {latest - 1} are not covered by any signed "
+                          f"checkpoint (latest size {latest})")
+    if len(checkpoints) > 1:
+        tree = Tree(hashes)
+        for a, b in zip(checkpoints, checkpoints[1:]):
+            try:
+                verify_consistency(a.tree_size, b.tree_size, a.root_hash, b.root_hash,
+                                   tree.consistency_proof(a.tree_size, b.tree_size))
+            except ProofError as exc:
+                raise Discrepancy(f"checkpoint at size {b.tree_size} is not consistent with checkpoint at size "
+                                  f"{a.tree_size}: {exc}") from None
+    if trusted is not None:
+        size, root = trusted
+        if size > latest:
+            raise Discrepancy(f"the log ({latest} sealed events) is shorter than the trusted checkpoint at size {size} "
+                              "(truncated log)")
+        if Tree(hashes[:size]).root() != root:
+            raise Discrepancy(f"the log at size {size} does not match the trusted checkpoint (rewritten history)")
+    unsealed = [eid for eid in snap.event_hashes if eid not in seen]
+    for eid in sorted(unsealed, key=lambda e: snap.event_times[e]):
+        if unsealed_before is None or snap.event_times[eid] < unsealed_before:
+            raise Discrepancy(f"event {eid} is not in the sealed log although it is older than the sealed range "
+                              "(inserted event)")
+    return Report(latest, len(checkpoints), len(snap.event_hashes), len(unsealed))
+
+
+def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, public_key: Ed25519PublicKey) -> None:
+    if cp.root_hash != root:
+        raise Discrepancy(f"checkpoint at size {cp.tree_size}: its root hash differs from the root recomputed "
+                          "from the events")
+    if not cp.verifies(origin, public_key):
+        raise Discrepancy(f"checkpoint at size {cp.tree_size}: the signature (key id {cp.key_id}) does not verify "
+                          "with the public key")
+
+
+# --- from the database -----------------------------------------------------------------------
+
+def _db_events(session: Session) -> Iterator[tuple[list, list]]:
+    subjects: dict = {}
+    for event_id, patient_id in session.execute(select(SUBJECTS.c.event_id, SUBJECTS.c.patient_id)):
+        subjects.setdefault(event_id, []).append(patient_id)
+    for row in session.execute(select(EVENTS)).yield_per(5000):
+        yield leaf.canonical_fields(row._mapping), [str(s) for s in subjects.get(row.id, ())]
+
+
+def _isolate(session: Session) -> None:
+    """One snapshot for the whole read: REPEATABLE READ on PostgreSQL (SQLite transactions are
+    serialised already). Must be called before the session's transaction starts."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def snapshot_from_db(session: Session, origin: str, *, sealed_only: bool = False) -> Snapshot:
+    snap = Snapshot(origin)
+    snap.checkpoints = [_checkpoint(r) for r in session.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size))]
+    snap.leaves = [(r.position, str(r.event_id), bytes(r.leaf_hash))
+                   for r in session.execute(select(LEAVES).order_by(LEAVES.c.position))]
+    sealed = {eid for _, eid, _ in snap.leaves} if sealed_only else None
+    for fields, subjects in _db_events(session):
+        if sealed is None or fields[0] in sealed:
+            snap.add_event(fields, subjects)
+    return snap
+
+
+def verify_database(session: Session, origin: str, public_key: Ed25519PublicKey, *,
+                    grace: timedelta = timedelta(minutes=10), trusted: tuple[int, bytes] | None = None,
+                    isolate: bool = True) -> Report:
+    """Events newer than the latest checkpoint minus `grace` may be unsealed yet; older ones may not.
+    `isolate=False` verifies inside the caller's already-open transaction."""
+    if isolate:
+        _isolate(session)
+    snap = snapshot_from_db(session, origin)
+    cutoff = leaf.timestamp(snap.checkpoints[-1].signed_at - grace) if snap.checkpoints else ""
+    return verify_snapshot(snap, public_key, unsealed_before=cutoff, trusted=trusted)
+
+
+# --- the offline export (NDJSON) ---------------------------------------------------------------
+
+def export_lines(session: Session, origin: str, public_key: Ed25519PublicKey) -> Iterator[str]:
+    """Header, then sealed events (all columns as canonical text, and subjects), leaves and
+    checkpoints, one JSON object per line. Only events under the latest checkpoint are included."""
+    _isolate(session)
+    cps = [_checkpoint(r) for r in session.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size))]
+    size = cps[-1].tree_size if cps else 0
+    leaves = session.execute(select(LEAVES).where(LEAVES.c.position < size).order_by(LEAVES.c.position)).all()
+    sealed = {str(r.event_id) for r in leaves}
+    yield json.dumps({"format": EXPORT_FORMAT, "leaf_encoding": leaf.VERSION, "origin": origin, "tree_size": size,
+                      "fields": list(leaf.FIELDS), "public_key": public_key_pem(public_key)})
+    for fields, subjects in _db_events(session):
+        if fields[0] in sealed:
+            yield json.dumps({"kind": "event", "event": dict(zip(leaf.FIELDS, fields)), "subjects": sorted(subjects)})
+    for r in leaves:
+        yield json.dumps({"kind": "leaf", "position": r.position, "event_id": str(r.event_id),
+                          "leaf_hash": bytes(r.leaf_hash).hex()})
+    for cp in cps:
+        yield json.dumps({"kind": "checkpoint", **cp.as_json()})
+
+
+def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
+    it = iter(records)
+    header = next(it, None)
+    if not header or header.get("format") != EXPORT_FORMAT or header.get("leaf_encoding") != leaf.VERSION:
+        raise Discrepancy("not an NHR audit export of a known version")
+    snap = Snapshot(str(header["origin"]))
+    try:
+        for rec in it:
+            kind = rec.get("kind")
+            if kind == "event":
+                snap.add_event([rec["event"].get(f) for f in leaf.FIELDS], rec.get("subjects", []))
+            elif kind == "leaf":
+                snap.leaves.append((int(rec["position"]), str(rec["event_id"]), bytes.fromhex(rec["leaf_hash"])))
+            elif kind == "checkpoint":
+                snap.checkpoints.append(Checkpoint.from_json(rec))
+            else:
+                raise Discrepancy("the export holds a record of an unknown kind")
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise Discrepancy("the export holds a malformed record") from None
+    return snap
+
+
+def verify_records(records: Iterable[dict], public_key: Ed25519PublicKey, *,
+                   trusted: tuple[int, bytes] | None = None) -> Report:
+    return verify_snapshot(snapshot_from_records(records), public_key, trusted=trusted)
+
+
+def verify_export(path: Path | str, public_key: Ed25519PublicKey, *, trusted: tuple[int, bytes] | None = None) -> Report:
+    """Offline: needs only the export file and the registry's public key (never the key embedded
+    in the export, which a forger could replace)."""
+    def records():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        raise Discrepancy("the export holds a line that is not JSON") from None
+    return verify_records(records(), public_key, trusted=trusted)
+
+
+def trusted_from_json(d: dict) -> tuple[int, bytes]:
+    return int(d["tree_size"]), base64.b64decode(d["root_hash"], validate=True)
