@@ -8,10 +8,15 @@ Invariants:
   or breached password, or contains the username or the service name.
 - Verification of an unknown user still spends one hash (`verify_dummy`) so that timing does
   not reveal which usernames exist.
+- At most `max_concurrent` hashes run at once per process (default: the CPU count): each takes
+  19 MiB, and a burst of logins across a 40-thread pool would otherwise hold ~800 MiB per worker
+  and starve every other request of CPU.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -26,16 +31,20 @@ class PasswordRejected(ValueError):
 
 
 class PasswordHasher:
-    def __init__(self, memory_kib: int = 19456, time_cost: int = 2, parallelism: int = 1) -> None:
+    def __init__(self, memory_kib: int = 19456, time_cost: int = 2, parallelism: int = 1,
+                 max_concurrent: int | None = None) -> None:
         self._hasher = argon2.using(type="ID", memory_cost=memory_kib, rounds=time_cost, parallelism=parallelism)
+        self._slots = threading.BoundedSemaphore(max_concurrent or os.cpu_count() or 2)
         self._dummy = self._hasher.hash("dummy password for timing equalisation")
 
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with self._slots:
+            return self._hasher.hash(password)
 
     def verify(self, password: str, hashed: str) -> bool:
         try:
-            return self._hasher.verify(password, hashed)
+            with self._slots:
+                return self._hasher.verify(password, hashed)
         except (ValueError, TypeError):
             return False
 
@@ -43,7 +52,8 @@ class PasswordHasher:
         return self._hasher.needs_update(hashed)
 
     def verify_dummy(self, password: str) -> None:
-        self._hasher.verify(password, self._dummy)
+        with self._slots:
+            self._hasher.verify(password, self._dummy)
 
 
 @lru_cache(maxsize=4)

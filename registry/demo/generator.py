@@ -35,7 +35,7 @@ EPI = [
 VISITS = [0, 42, 70, 98, 270, 450]
 
 
-def _names() -> dict:
+def load_names() -> dict:
     return json.loads(resources.files("registry.demo").joinpath("data/names.json").read_text())
 
 
@@ -53,7 +53,7 @@ def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: da
     from registry.identifiers import new_health_id
 
     rng = random.Random(seed)
-    names = _names()
+    names = load_names()
     today = today or date.today()
     facilities = list(session.scalars(select(Facility).order_by(Facility.code)))
     now = datetime.now(UTC)

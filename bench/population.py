@@ -1,0 +1,278 @@
+"""The benchmark database: schema, keys, a staff account, and a synthetic population loaded
+through `COPY`.
+
+Rows are built like `registry/demo/generator.py` builds them (same EPI schedule, delays and
+dropouts, same names file) and encrypted and blind-indexed with the project's own codec
+(`registry/patients/codec.py`), so the registry reads them exactly as it reads its own. The
+load runs in one process per core, each writing its share with `COPY`; secondary indexes are
+dropped during the load and rebuilt afterwards. Nothing here prints a name or an identifier.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+
+TABLES = ("patients", "patient_identifier_index", "immunizations", "audit_events")
+BENCH_FACILITY = "F-LAH-02"  # the clinic account's facility (EPI Centre Shadman, Lahore)
+LOADER = "system:bench-loader"
+# NADRA numbers begin with a province digit; 1-7 are used by the population, 8 and 9 by the
+# registration workload, so a registration never collides with a loaded identifier.
+_PROVINCE_DIGIT = {"PK-KP": "1", "PK-PB": "3", "PK-SD": "4", "PK-BA": "5", "PK-IS": "6", "PK-GB": "7"}
+
+
+@dataclass
+class Population:
+    url: str                      # libpq URL of the benchmark database
+    key_dir: str
+    username: str
+    password: str = field(repr=False)
+    facility: str = BENCH_FACILITY
+    patients: int = 0
+    doses: int = 0
+    load_seconds: float = 0.0
+    read_ids: list[str] = field(default_factory=list, repr=False)      # patients of the clinic's facility
+    any_ids: list[str] = field(default_factory=list, repr=False)       # patients anywhere (DB floor)
+    bforms: list[str] = field(default_factory=list, repr=False)        # clear B-form numbers (search)
+    bare_ids: list[str] = field(default_factory=list, repr=False)
+
+
+def libpq(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def create_database(server_url: str, name: str) -> str:
+    with psycopg.connect(libpq(server_url), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    base = libpq(server_url).rpartition("/")[0]
+    return f"{base}/{name}"
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(libpq(server_url), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settings_for(url: str, key_dir: str):
+    """Production-like settings: default argon2 parameters, long-lived tokens for the run."""
+    from registry.settings import Settings
+
+    return Settings(env="test", database_url=url, key_dir=key_dir, token_ttl_seconds=3600)
+
+
+def prepare(url: str, key_dir: str, scale: int, *, procs: int = 2, seed: int = 1947, log=print) -> Population:
+    """Initialise the database (the same `bootstrap.init` as `nhr init`), create the clinic
+    account, load `scale` patients unless the database already has patients, and sample ids."""
+    from registry import bootstrap
+    from registry.runtime import Runtime
+    from registry.users.schemas import UserCreate
+    from registry.users.service import create_user
+
+    rt = Runtime.build(settings_for(url, key_dir))
+    rt.keyring.create_missing = True
+    bootstrap.init(rt)
+    username, password = f"bench.clinic.{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    with rt.sessions.begin() as s:
+        create_user(s, rt, UserCreate(username=username, display_name="Benchmark vaccinator", password=password,
+                                      role="clinic_worker", scope_code=BENCH_FACILITY))
+    pop = Population(libpq(url), key_dir, username, password)
+    existing = bootstrap.patient_count(rt)
+    t0 = time.perf_counter()
+    if existing == 0:
+        pop.patients, pop.doses = load(pop.url, key_dir, scale, procs=procs, seed=seed, log=log)
+    else:
+        log(f"reusing the {existing} patients already in the database")
+    pop.load_seconds = time.perf_counter() - t0
+    _bare_table(pop.url, max(pop.patients, existing))
+    _sample(pop, rt)
+    with psycopg.connect(pop.url) as c:
+        pop.patients = c.execute("SELECT count(*) FROM patients").fetchone()[0]
+        pop.doses = c.execute("SELECT count(*) FROM immunizations").fetchone()[0]
+    rt.engine.dispose()
+    return pop
+
+
+def load(url: str, key_dir: str, scale: int, *, procs: int, seed: int, log=print) -> tuple[int, int]:
+    with psycopg.connect(url) as c:
+        facilities = c.execute("SELECT code, province, district FROM facilities ORDER BY code").fetchall()
+        dropped = c.execute(
+            "SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = 'public' AND tablename = ANY(%s) AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint k WHERE k.conindid = format('%%I.%%I', i.schemaname, i.indexname)::regclass)",
+            [list(TABLES)]).fetchall()
+        for name, _ in dropped:
+            c.execute(f'DROP INDEX "{name}"')
+    procs = max(1, min(procs, scale // 1000 or 1))
+    chunks = [(url, key_dir, facilities, i, procs, scale, seed + i) for i in range(procs)]
+    log(f"loading {scale} patients with {procs} process(es) through COPY ...")
+    if procs == 1:
+        results = [_load_share(chunks[0])]
+    else:
+        with mp.get_context("spawn").Pool(procs) as pool:
+            results = pool.map(_load_share, chunks)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SET maintenance_work_mem = '256MB'")
+        for _, ddl in dropped:
+            c.execute(ddl)
+        c.execute(f"VACUUM (ANALYZE) {', '.join(TABLES)}")
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def _load_share(args) -> tuple[int, int]:
+    """One process: patients `i, i+procs, i+2*procs, ...` of the population."""
+    url, key_dir, facilities, first, step, scale, seed = args
+    from registry.demo.generator import EPI, LOADER_ID, VISITS, load_names
+    from registry.patients import codec
+    from registry.runtime import Runtime
+
+    rt = Runtime.build(settings_for(url, key_dir))
+    rt.load_keys()
+    rng = random.Random(seed)
+    names = load_names()
+    today, now = date.today(), datetime.now(UTC)
+    cols = {t: _columns(t) for t in TABLES}
+    n_pat = n_dose = 0
+    with psycopg.connect(url) as conn:
+        try:
+            conn.execute("SET session_replication_role = replica")  # consistent by construction: skip FK triggers
+        except psycopg.Error:
+            conn.rollback()
+        batch: dict[str, list] = {t: [] for t in TABLES}
+        for n in range(first, scale, step):
+            code, province, district = facilities[n % len(facilities)]
+            pid = uuid.UUID(int=rng.getrandbits(128), version=4)
+            sex = "female" if rng.random() < 0.49 else "male"
+            family = rng.choice(names["family"])
+            birth = today - timedelta(days=rng.randrange(0, 3 * 365))
+            digit = _PROVINCE_DIGIT.get(province, "2")
+            plain = {
+                "given_name": rng.choice(names["female_given" if sex == "female" else "male_given"]),
+                "family_name": family, "guardian_name": rng.choice(names["female_given"]) + " " + family,
+                "guardian_cnic": f"{digit}{rng.randrange(10**12):012d}",
+                "phone": f"+923{rng.randrange(0, 50):02d}{rng.randrange(10**7):07d}",
+                "address": f"{rng.choice(names['streets'])}, {rng.choice(names['localities'])}",
+                "health_id": _health_id(rng), "bform": f"{digit}{rng.randrange(10**12):012d}" if rng.random() < 0.6 else None,
+                "cnic": None,
+            }
+            created = now - timedelta(seconds=scale - n)
+            row = {"id": pid, "version": 1, "custodian": province, "province": province, "district": district,
+                   "home_facility": code, "sex": sex, "birth_date": birth, "guardian_relationship": "mother",
+                   "created_at": created, "updated_at": created, "created_by": LOADER_ID,
+                   **codec.encrypt_fields(rt.cipher, province, pid, {c: plain.get(c) for c in codec.ENCRYPTED})}
+            batch["patients"].append(tuple(row[c] for c in cols["patients"]))
+            for ix in codec.index_rows(rt.indexer, province, pid, plain):
+                batch["patient_identifier_index"].append(tuple(ix[c] for c in cols["patient_identifier_index"]))
+            given, attended = 0, True
+            for visit in VISITS:
+                attended = attended and rng.random() < 0.93
+                for vaccine, dose, age, p in EPI:
+                    if age != visit:
+                        continue
+                    when = birth + timedelta(days=age + int(rng.expovariate(1 / 12)))
+                    if not attended or when > today or rng.random() > p:
+                        continue
+                    batch["immunizations"].append((
+                        uuid.UUID(int=rng.getrandbits(128), version=4), 1, pid, province, province, district, code,
+                        vaccine, dose, when, f"{vaccine[:2]}{when.year}-{rng.randrange(100, 999)}", LOADER_ID,
+                        "completed", None, None, created))
+                    given += 1
+            n_dose += given
+            batch["audit_events"].append(_event(rng, created, "patient.create", pid, code, province, district, '{"via": "bench"}'))
+            if given:
+                batch["audit_events"].append(_event(rng, created, "immunization.create", pid, code, province, district,
+                                                    '{"count": %d, "via": "bench"}' % given))
+            n_pat += 1
+            if len(batch["patients"]) >= 5000:
+                _flush(conn, cols, batch)
+        _flush(conn, cols, batch)
+    rt.engine.dispose()
+    return n_pat, n_dose
+
+
+DOSE_COLUMNS = ("id", "version", "patient_id", "custodian", "province", "district", "facility", "vaccine", "dose_number",
+                "date_given", "lot_number", "performer_id", "status", "status_reason_ct", "supersedes_id", "recorded_at")
+AUDIT_COLUMNS = ("id", "occurred_at", "request_id", "client_address", "actor_user_id", "actor_username", "actor_role",
+                 "actor_scope_level", "actor_scope_code", "actor_province", "actor_district", "action", "resource_type",
+                 "resource_id", "patient_id", "patient_province", "patient_district", "outcome", "purpose_of_use",
+                 "break_glass", "break_glass_reason", "outside_capture_scope", "detail")
+
+
+def _columns(table: str) -> tuple[str, ...]:
+    if table == "immunizations":
+        return DOSE_COLUMNS
+    if table == "audit_events":
+        return AUDIT_COLUMNS
+    from registry.patients.models import Patient, PatientIdentifierIndex
+
+    model = Patient if table == "patients" else PatientIdentifierIndex
+    return tuple(c.name for c in model.__table__.columns)
+
+
+def _event(rng, at, action, pid, code, province, district, detail) -> tuple:
+    from registry.demo.generator import LOADER_ID
+
+    return (uuid.UUID(int=rng.getrandbits(128), version=4), at, "bench-load", "cli", LOADER_ID, LOADER, "system",
+            "facility", code, province, district, action, "Patient" if action == "patient.create" else "Immunization",
+            str(pid), pid, province, district, "success", "HSYSADMIN", False, None, False, detail)
+
+
+def _health_id(rng: random.Random) -> str:
+    from registry.identifiers import format_health_id, verhoeff_check_digit
+
+    body = f"{rng.randrange(10**11):011d}"
+    return format_health_id(body + verhoeff_check_digit(body))
+
+
+def _flush(conn, cols: dict, batch: dict) -> None:
+    with conn.cursor() as cur:
+        for table in TABLES:
+            rows = batch[table]
+            if not rows:
+                continue
+            names = ", ".join(f'"{c}"' for c in cols[table])
+            with cur.copy(f"COPY {table} ({names}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+            rows.clear()
+    conn.commit()
+
+
+def _bare_table(url: str, rows: int) -> None:
+    """The bare baseline's table: the same clinical shape in clear, no encryption, no index table."""
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS bench_bare_rows")
+        c.execute("CREATE TABLE bench_bare_rows (id uuid PRIMARY KEY, version int NOT NULL, given_name text, family_name text,"
+                  " guardian_name text, phone text, address text, bform text, sex text, birth_date date, district text,"
+                  " home_facility text, created_at timestamptz NOT NULL)")
+        c.execute("INSERT INTO bench_bare_rows SELECT gen_random_uuid(), 1, 'Given' || i, 'Family' || i, 'Guardian' || i,"
+                  " '+923000000000', 'Street ' || i, lpad(i::text, 13, '0'), 'female', current_date - (i %% 1000),"
+                  " 'PK-PB-LAH', %s, now() FROM generate_series(1, %s) i", [BENCH_FACILITY, rows])
+        c.execute("VACUUM (ANALYZE) bench_bare_rows")
+
+
+def _sample(pop: Population, rt, n: int = 2000) -> None:
+    """Ids to read, and clear B-form numbers to search for (decrypted with the codec, kept in memory)."""
+    from registry.patients import codec
+
+    with psycopg.connect(pop.url) as c:
+        pop.read_ids = [str(r[0]) for r in c.execute(
+            "SELECT id FROM patients WHERE home_facility = %s ORDER BY random() LIMIT %s", [pop.facility, n])]
+        pop.any_ids = [str(r[0]) for r in c.execute("SELECT id FROM patients ORDER BY random() LIMIT %s", [n])]
+        pop.bare_ids = [str(r[0]) for r in c.execute("SELECT id FROM bench_bare_rows ORDER BY random() LIMIT %s", [n])]
+        rows = c.execute("SELECT id, custodian, bform_ct FROM patients WHERE bform_ct IS NOT NULL ORDER BY random() LIMIT %s",
+                         [n]).fetchall()
+    rt.load_keys()
+    for pid, custodian, blob in rows:
+        row = type("Row", (), {"id": pid, "custodian": custodian, "bform_ct": blob})
+        pop.bforms.append(codec.decrypt_column(rt.cipher, row, "bform"))
+    if not pop.read_ids or not pop.bforms:
+        raise RuntimeError("the population is too small: no patient at the benchmark facility or none with a B-form")

@@ -1,0 +1,129 @@
+"""Servers under test, each a uvicorn process with N workers on a free loopback port.
+
+The registry runs as an operator would run it (`nhr serve --workers N`: NHR's own access log at
+INFO, no uvicorn access log); the baselines run under the same uvicorn settings. Server output
+is drained in the background and only its tail is kept, for error messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, health: str) -> None:
+        self.name, self.port, self.health = name, port, health
+        self.base = f"http://127.0.0.1:{port}"
+        self._tail: collections.deque[bytes] = collections.deque(maxlen=64)
+        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        while chunk := self.proc.stdout.read1(65536):
+            self._tail.append(chunk)
+
+    def tail(self) -> str:
+        return b"".join(self._tail).decode(errors="replace")[-2000:]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(self.base + self.health, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not become ready in {timeout:.0f}s:\n{self.tail()}")
+
+    def worker_pids(self) -> list[int]:
+        """The uvicorn worker processes (children of the supervisor), or the server itself with one worker."""
+        kids = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                kids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        workers = [p for p in kids if b"resource_tracker" not in _cmdline(p)]
+        return workers or [self.proc.pid]
+
+    def peak_rss_mb(self) -> list[float]:
+        """VmHWM (peak resident set) of each worker, in MiB."""
+        return self._status("VmHWM:")
+
+    def rss_mb(self) -> list[float]:
+        """VmRSS (current resident set) of each worker, in MiB."""
+        return self._status("VmRSS:")
+
+    def _status(self, field: str) -> list[float]:
+        out = []
+        for pid in self.worker_pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(field):
+                        out.append(int(line.split()[1]) / 1024)
+            except OSError:
+                pass
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: the supervisor and its workers only
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _uvicorn(app: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            "--no-access-log", "--no-proxy-headers", "--log-level", "warning"]
+
+
+def start_registry(url: str, key_dir: str, workers: int) -> Server:
+    port = free_port()
+    env = {**os.environ, "NHR_ENV": "test", "NHR_DATABASE_URL": url, "NHR_KEY_DIR": key_dir,
+           "NHR_TOKEN_TTL_SECONDS": "3600", "PYTHONUNBUFFERED": "1"}
+    for k in ("NHR_ARGON2_MEMORY_KIB", "NHR_ARGON2_TIME_COST"):
+        env.pop(k, None)  # default (OWASP) argon2 parameters
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return Server("registry", cmd, env, port, "/readyz")
+
+
+def start_trivial(workers: int) -> Server:
+    port = free_port()
+    return Server("trivial", _uvicorn("bench.baselines:trivial_app", port, workers), dict(os.environ), port, "/healthz")
+
+
+def start_bare(url: str, workers: int) -> Server:
+    port = free_port()
+    env = {**os.environ, "NHR_BENCH_BARE_URL": url}
+    return Server("bare", _uvicorn("bench.baselines:bare_app", port, workers), env, port, "/healthz")
