@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
-from api.routes import audit, audit_proofs, auth, health, immunizations, patients, reference
+from api.routes import audit, audit_proofs, audit_workbench, auth, health, immunizations, patients, reference
 from registry.audit_log import sealing
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     problems.install(app)
-    for module in (health, auth, patients, immunizations, audit, audit_proofs, reference):
+    for module in (health, auth, patients, immunizations, audit, audit_workbench, audit_proofs, reference):
         app.include_router(module.router)
     check_routes(app.routes)
 

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
 
     audit_seal_interval_seconds: float = Field(2, ge=0)  # 0: no background sealer (seal on demand)
 
+    # The auditor's workbench (issue 3): export cap and anomaly thresholds.
+    audit_export_max_rows: int = Field(100_000, ge=1, le=1_000_000)
+    audit_timezone: str = "Asia/Karachi"
+    audit_working_hours_start: int = Field(7, ge=0, le=23)  # local hour, inclusive
+    audit_working_hours_end: int = Field(20, ge=1, le=24)  # local hour, exclusive
+    audit_distinct_patients_min: int = Field(50, ge=1)  # never flag a day below this many patients
+    audit_distinct_patients_peer_factor: float = Field(3.0, gt=0)  # ... nor below k x the peers' median
+    audit_refusals_per_hour: int = Field(5, ge=1)
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

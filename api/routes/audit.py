@@ -24,13 +24,17 @@ def events(
     ctx: Annotated[ServiceContext, Depends(require(P.AUDIT_READ))],
     patient_id: uuid.UUID | None = None,
     actor_user_id: uuid.UUID | None = None,
-    action: Annotated[str | None, Query(max_length=48)] = None,
+    action: Annotated[str | None, Query(max_length=48, openapi_examples={"reads": {"value": "patient.read"}})] = None,
     outcome: Annotated[str | None, Query(pattern="^(" + "|".join(OUTCOMES) + ")$")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     break_glass: bool | None = None,
+    facility: Annotated[str | None, Query(max_length=32, description="the actor's facility code",
+                                          openapi_examples={"facility": {"value": "F-LAH-0001"}})] = None,
+    purpose_of_use: Annotated[str | None, Query(pattern="^[A-Z]{2,16}$", description="HL7 v3 PurposeOfUse code",
+                                                openapi_examples={"emergency": {"value": "ETREAT"}})] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ):
-    f = EventFilter(patient_id, actor_user_id, action, outcome, since, until, break_glass)
+    f = EventFilter(patient_id, actor_user_id, action, outcome, since, until, break_glass, facility, purpose_of_use)
     return service.search(ctx, f, cursor, limit)

@@ -24,6 +24,7 @@ class Permission(StrEnum):
     IMMUNIZATION_READ = "immunization:read"
     IMMUNIZATION_AMEND = "immunization:amend"
     AUDIT_READ = "audit:read"
+    AUDIT_REVIEW = "audit:review"  # record a finding on a break-glass access (auditor only)
     USER_MANAGE = "user:manage"
     USER_READ = "user:read"
     FACILITY_READ = "facility:read"
@@ -48,7 +49,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
         P.PATIENT_READ, P.PATIENT_LIST, P.PATIENT_SEARCH, P.PATIENT_BREAK_GLASS, P.IMMUNIZATION_READ,
         P.FACILITY_READ, P.JURISDICTION_READ,
     }),
-    Role.AUDITOR: frozenset({P.AUDIT_READ, P.FACILITY_READ, P.JURISDICTION_READ, P.USER_READ}),
+    Role.AUDITOR: frozenset({P.AUDIT_READ, P.AUDIT_REVIEW, P.FACILITY_READ, P.JURISDICTION_READ, P.USER_READ}),
     Role.ADMIN: frozenset({P.USER_MANAGE, P.USER_READ, P.FACILITY_READ, P.JURISDICTION_READ}),
 }
 
@@ -85,5 +86,6 @@ AUDITED: dict[Permission, str] = {
     P.IMMUNIZATION_READ: "immunization.list",
     P.IMMUNIZATION_AMEND: "immunization.amend",
     P.AUDIT_READ: "audit.query",
+    P.AUDIT_REVIEW: "audit.finding",
     P.USER_MANAGE: "user.manage",
 }
