@@ -77,3 +77,14 @@ def test_search_outside_capture_scope_returns_identity_confirmation_only(world):
     assert "cnic" not in (match.get("guardian") or {})
     for n, value in enumerate([child["phone"], child["_input"]["address"], child["guardian"]["cnic"]]):
         assert value not in far.text, f"withheld value #{n} present in the response"
+
+
+def test_audit_events_carry_no_clinical_data(world, runtime):
+    pid = world.register("clinic_a")["id"]
+    r = world.client.post(f"/api/v1/patients/{pid}/immunizations", json={"vaccine": "PENTA", "dose_number": 1,
+                          "date_given": "2026-07-13", "lot_number": "PN2026-777"}, headers=world.h("clinic_a"))
+    assert r.status_code == 201
+    for ev in audit_events(runtime, patient_id=__import__("uuid").UUID(pid)):
+        text = str(tuple(ev))
+        for clinical in ("PENTA", "PN2026-777", "2026-07-13"):
+            assert clinical not in text, "clinical data in an audit event"
