@@ -11,6 +11,7 @@ from api import problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, health, immunizations, patients, reference
+from api.routes import certificates as certificate_routes
 from registry.audit_log import sealing
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     problems.install(app)
     for module in (health, auth, patients, immunizations, audit, audit_workbench, audit_proofs, reference):
         app.include_router(module.router)
+    app.include_router(certificate_routes.router)
     check_routes(app.routes)
 
     app.add_middleware(RequestContextMiddleware)

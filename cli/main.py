@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import audit as audit_cli
+from cli import certificates as certificates_cli
 from registry import bootstrap
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -32,6 +33,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(certificates_cli.app, name="certificate")
 console = Console()
 
 DEMO_USERS = [

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     audit_distinct_patients_peer_factor: float = Field(3.0, gt=0)  # ... nor below k x the peers' median
     audit_refusals_per_hour: int = Field(5, ge=1)
 
+    # Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat).
+    certificate_validity_days: int = Field(365, ge=1, le=3650)
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -23,6 +23,8 @@ class Permission(StrEnum):
     IMMUNIZATION_RECORD = "immunization:record"
     IMMUNIZATION_READ = "immunization:read"
     IMMUNIZATION_AMEND = "immunization:amend"
+    CERTIFICATE_ISSUE = "certificate:issue"  # a patient's signed vaccination certificate (HC1)
+    CERTIFICATE_REVOKE = "certificate:revoke"
     AUDIT_READ = "audit:read"
     AUDIT_REVIEW = "audit:review"  # record a finding on a break-glass access (auditor only)
     USER_MANAGE = "user:manage"
@@ -43,10 +45,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     Role.CLINIC_WORKER: frozenset({
         P.PATIENT_CREATE, P.PATIENT_READ, P.PATIENT_UPDATE, P.PATIENT_LIST, P.PATIENT_SEARCH,
         P.PATIENT_BREAK_GLASS, P.IMMUNIZATION_RECORD, P.IMMUNIZATION_READ, P.IMMUNIZATION_AMEND,
+        P.CERTIFICATE_ISSUE,
         P.FACILITY_READ, P.JURISDICTION_READ,
     }),
     Role.HEALTH_OFFICIAL: frozenset({
         P.PATIENT_READ, P.PATIENT_LIST, P.PATIENT_SEARCH, P.PATIENT_BREAK_GLASS, P.IMMUNIZATION_READ,
+        P.CERTIFICATE_ISSUE, P.CERTIFICATE_REVOKE,
         P.FACILITY_READ, P.JURISDICTION_READ,
     }),
     Role.AUDITOR: frozenset({P.AUDIT_READ, P.AUDIT_REVIEW, P.FACILITY_READ, P.JURISDICTION_READ, P.USER_READ}),
@@ -85,6 +89,8 @@ AUDITED: dict[Permission, str] = {
     P.IMMUNIZATION_RECORD: "immunization.create",
     P.IMMUNIZATION_READ: "immunization.list",
     P.IMMUNIZATION_AMEND: "immunization.amend",
+    P.CERTIFICATE_ISSUE: "certificate.issue",
+    P.CERTIFICATE_REVOKE: "certificate.revoke",
     P.AUDIT_READ: "audit.query",
     P.AUDIT_REVIEW: "audit.finding",
     P.USER_MANAGE: "user.manage",

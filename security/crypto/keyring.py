@@ -124,3 +124,26 @@ class FileKeyring:
 
     def readable(self) -> bool:
         return self.directory.is_dir() and os.access(self.directory, os.R_OK)
+
+    def pem_file(self, relative: str, make, *, create: bool | None = None) -> bytes:
+        """A PEM file under the keyring (certificate issuers' keys and X.509 certificates, issue 6):
+        read it or, outside production, create it once (0600, never overwritten) from `make()`.
+        If another process created it first, theirs wins and is returned. `create=True` is for
+        explicit operator commands (importing a trusted certificate), which may write in production."""
+        path = self.directory / "certificates" / relative
+        if ".." in Path(relative).parts:
+            raise KeyUnavailable("keyring paths stay inside the keyring")
+        with self._lock:
+            if not path.exists():
+                if not (self.create_missing if create is None else create):
+                    raise KeyUnavailable(f"{relative} is missing from the keyring")
+                try:
+                    _write_secret(path, make())
+                except FileExistsError:
+                    pass
+            return path.read_bytes()
+
+    def pem_files(self, prefix: str) -> list[str]:
+        """Names of the PEM files under the keyring's certificates/ directory starting with `prefix`."""
+        folder = self.directory / "certificates"
+        return sorted(p.name for p in folder.glob(f"{prefix}*.pem")) if folder.is_dir() else []
