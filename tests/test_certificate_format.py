@@ -1,13 +1,14 @@
 """HCERT format: the public EU DCC test vectors, our own vectors, and fuzzing of the decoder.
 
 The vectors are read from ../shared/testdata/eu-dcc beside the repository (CI places shared/
-there). EXPECTEDPICTUREDECODE is not tested: no QR *decoder* is installed (segno only encodes,
-pyzbar needs the system zbar library); our own QR output is checked by re-encoding instead.
+there). EXPECTEDPICTUREDECODE is checked with zxing-cpp (a test dependency: segno only encodes),
+which also reads back the QR codes NHR itself draws.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,14 @@ from security.crypto.keyring import FileKeyring
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "eu-dcc"
 FILES = sorted(VECTORS.glob("*.json")) if VECTORS.is_dir() else []
 needs_vectors = pytest.mark.skipif(not FILES, reason=f"EU DCC test vectors not found at {VECTORS} (CI places shared/ beside the repo)")
+
+
+def _read_qr(png: bytes) -> str | None:
+    zxingcpp = pytest.importorskip("zxingcpp", reason="zxing-cpp (test extra) reads QR pictures")
+    from PIL import Image
+
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    return found[0].text if found else None
 
 
 def _clock(v) -> datetime:
@@ -77,6 +86,8 @@ def test_eu_dcc_vector(path):
     if "EXPECTEDVERIFY" in expected or "EXPECTEDVALIDSIGNATURE" in expected:
         want = expected.get("EXPECTEDVERIFY", expected.get("EXPECTEDVALIDSIGNATURE"))
         assert outcome(lambda: hcert.check_signature(hcert.decode(text), _trust(v))) is want; checked += 1
+    if "EXPECTEDPICTUREDECODE" in expected and "2DCODE" in v:
+        assert (_read_qr(base64.b64decode(v["2DCODE"])) == text) is expected["EXPECTEDPICTUREDECODE"]; checked += 1
     if "EXPECTEDEXPIRATIONCHECK" in expected:
         assert outcome(lambda: hcert.check_validity(hcert.decode(text), _clock(v))) is expected["EXPECTEDEXPIRATIONCHECK"]
         checked += 1
@@ -169,6 +180,12 @@ def test_failures_have_their_code(issuer, tmp_path):
     # a certificate signed by another key but claiming our kid
     forged = hcert.encode(hcert.claims(DCC, issuer="PK", issued_at=NOW, expires_at=NOW + timedelta(days=1)), other.key, issuer.kid)
     assert _code(forged, trust) == "signature_mismatch"
+
+
+def test_our_qr_codes_read_back(valid_text):
+    from registry.certificates import card
+
+    assert _read_qr(card.qr_png(valid_text)) == valid_text
 
 
 def test_one_changed_byte_in_the_signed_bytes_fails(issuer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -174,3 +175,24 @@ def test_cli_verifies_offline_with_an_exported_trust_list(shared_world, runtime,
     assert unknown.exit_code == 1 and "unknown_kid" in unknown.output
     online = runner.invoke(cli.app, ["verify", text])
     assert online.exit_code == 0
+
+
+VECTOR = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "eu-dcc" / "AT-1.json"
+
+
+@pytest.mark.skipif(not VECTOR.exists(), reason=f"EU DCC vector not found at {VECTOR}")
+def test_cli_keys_and_a_foreign_issuer_imported_into_the_trust_list(runtime, tmp_path, monkeypatch):
+    from cli import certificates as cli
+
+    monkeypatch.setattr(cli, "_runtime", lambda: runtime)
+    runner = CliRunner()
+    keys = runner.invoke(cli.app, ["keys", "--custodian", "PK-PB", "--custodian", "PK-SD"])
+    assert keys.exit_code == 0 and "PK-SD: kid" in keys.output
+    v = json.loads(VECTOR.read_text())
+    before = runner.invoke(cli.app, ["verify", v["PREFIX"], "--at", v["TESTCTX"]["VALIDATIONCLOCK"]])
+    assert before.exit_code == 1 and "unknown_kid" in before.output
+    cert = tmp_path / "at-dsc.b64"
+    cert.write_text(v["TESTCTX"]["CERTIFICATE"])
+    assert runner.invoke(cli.app, ["trust-list", "import", str(cert)]).exit_code == 0
+    after = runner.invoke(cli.app, ["verify", v["PREFIX"], "--at", v["TESTCTX"]["VALIDATIONCLOCK"]])
+    assert after.exit_code == 0 and "VALID" in after.output and "iss=AT" in after.output
