@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
-from api.routes import audit, audit_proofs, audit_workbench, auth, health, immunizations, patients, reference
+from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
 from api.routes import certificates as certificate_routes
 from registry.audit_log import sealing
 from registry.runtime import Runtime
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     problems.install(app)
-    for module in (health, auth, patients, immunizations, audit, audit_workbench, audit_proofs, reference):
+    for module in (health, auth, patients, immunizations, audit, audit_workbench, audit_proofs, reference, citizen):
         app.include_router(module.router)
     app.include_router(certificate_routes.router)
     check_routes(app.routes)

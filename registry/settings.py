@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     audit_distinct_patients_peer_factor: float = Field(3.0, gt=0)  # ... nor below k x the peers' median
     audit_refusals_per_hour: int = Field(5, ge=1)
 
+    # The citizen's access report (issue 3): a guardian's view of the child's record and access log.
+    citizen_token_ttl_seconds: int = Field(600, ge=60, le=3600)
+    citizen_show_staff_names: bool = False  # NHR_CITIZEN_SHOW_STAFF_NAMES: staff names in the access log
+
     # Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat).
     certificate_validity_days: int = Field(365, ge=1, le=3650)
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import require
 from registry.context import ServiceContext
 from registry.patients import service
-from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientUpdate, PatientView
+from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission as P
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
@@ -28,7 +28,8 @@ def _limit(request: Request, limit: int | None) -> int:
     return s.page_size_default if limit is None else limit
 
 
-@router.post("", status_code=201, response_model=PatientView, summary="Register a patient")
+@router.post("", status_code=201, response_model=PatientRegistered, summary="Register a patient",
+             description="The response carries the patient's `access_code` for the citizen view, shown this once only.")
 def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))], response: Response):
     view = service.register(ctx, body)
     response.headers["ETag"] = service.etag(view.version)

@@ -138,6 +138,14 @@ class PatientView(BaseModel):
     updated_at: datetime
 
 
+class PatientRegistered(PatientView):
+    """The registration response: the record plus the patient's access code for the citizen view.
+    The code is shown here once, to be printed on the vaccination card; the registry keeps only
+    its hash, so no later read returns it (a lost code is replaced: POST /patients/{id}/access-code)."""
+
+    access_code: str = Field(description="shown once: print it on the vaccination card", examples=["K7Q4-M9PX-2RC"])
+
+
 class PatientPage(BaseModel):
     items: list[PatientView]
     next_cursor: str | None

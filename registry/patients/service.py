@@ -13,13 +13,15 @@ import uuid
 from datetime import UTC, datetime
 
 from registry import identifiers
+from registry.citizens import codes as access_codes
+from registry.citizens import repository as access_code_repo
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.pagination import Page
 from registry.patients import audited_read, codec
 from registry.patients import repository as repo
 from registry.patients.repository import Access
-from registry.patients.schemas import PatientCreate, PatientMatch, PatientUpdate, PatientView
+from registry.patients.schemas import PatientCreate, PatientMatch, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
@@ -117,12 +119,15 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     return node.province, node.code
 
 
-def register(ctx: ServiceContext, data: PatientCreate) -> PatientView:
+def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
+    """The response carries the patient's access code (citizen view), shown this once only."""
     p = ctx.principal
     action = "patient.create"
     if p.facility is None:
         ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "not bound to a facility"})
         raise Forbidden("only staff bound to a facility can register patients")
+    # argon2id before the first statement: on SQLite that statement takes the write lock.
+    access_code, code_hash = access_codes.issue(ctx.runtime.hasher)
     try:
         province, district = _residence(ctx, data.district or p.scope.district)
     except InvalidInput:
@@ -146,9 +151,11 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientView:
         **codec.encrypt_fields(ctx.runtime.cipher, custodian, patient_id, {c: plain.get(c) for c in codec.ENCRYPTED}),
     }
     repo.insert_patient(ctx.session, row, codec.index_rows(ctx.runtime.indexer, custodian, patient_id, plain))
+    access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id,
-                     patient=PatientRef(patient_id, province, district))
-    return codec.to_view(ctx.runtime.cipher, _RowView(row))
+                     patient=PatientRef(patient_id, province, district), detail={"access_code_issued": True})
+    view = codec.to_view(ctx.runtime.cipher, _RowView(row))
+    return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
 
 
 class _RowView:

@@ -31,6 +31,8 @@ class Permission(StrEnum):
     USER_READ = "user:read"
     FACILITY_READ = "facility:read"
     JURISDICTION_READ = "jurisdiction:read"
+    CITIZEN_READ_OWN = "citizen:read-own"  # a guardian's own (child's) record, doses and access log
+    PATIENT_ISSUE_ACCESS_CODE = "patient:issue-access-code"
 
 
 class Role(StrEnum):
@@ -75,6 +77,16 @@ ROLE_SCOPE_LEVELS: dict[str, frozenset[str]] = {
 }
 
 
+# The citizen (guardian) role is not a staff role: no user account has it. A citizen token is
+# issued by `POST /api/v1/citizen/token` and bound to exactly one patient (scope level
+# "patient", which every staff query treats as out of scope: registry/scoping fails closed).
+CITIZEN_ROLE = "citizen"
+ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P.PATIENT_ISSUE_ACCESS_CODE}
+ROLE_PERMISSIONS[CITIZEN_ROLE] = frozenset({P.CITIZEN_READ_OWN})
+ROLE_PURPOSES[CITIZEN_ROLE] = ("PATRQT",)
+ROLE_SCOPE_LEVELS[CITIZEN_ROLE] = frozenset({"patient"})
+
+
 def permissions_of(role: str) -> frozenset[Permission]:
     return ROLE_PERMISSIONS.get(role, frozenset())
 
@@ -94,4 +106,6 @@ AUDITED: dict[Permission, str] = {
     P.AUDIT_READ: "audit.query",
     P.AUDIT_REVIEW: "audit.finding",
     P.USER_MANAGE: "user.manage",
+    P.CITIZEN_READ_OWN: "citizen.read",
+    P.PATIENT_ISSUE_ACCESS_CODE: "patient.access_code",
 }
