@@ -64,6 +64,7 @@ class Runtime:
     cipher: FieldCipher
     indexer: BlindIndexer
     hasher: PasswordHasher
+    code_hasher: PasswordHasher
     tokens: TokenConfig
     jurisdictions: JurisdictionCache
 
@@ -83,6 +84,9 @@ class Runtime:
             settings=settings, engine=engine, sessions=sessions, keyring=keyring, keys=keys,
             cipher=FieldCipher(keys), indexer=BlindIndexer(keys),
             hasher=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost),
+            # Access codes are random (~50 bits), not chosen by people: their strength is their
+            # entropy, so a cheap argon2id keeps registration off the 30 ms password cost.
+            code_hasher=PasswordHasher(memory_kib=2048, time_cost=1),
             tokens=tokens, jurisdictions=JurisdictionCache(sessions),
         )
 

@@ -137,6 +137,12 @@ def test_revoke_then_verify_fails_as_revoked(shared_world, runtime, child):
     unknown = w.client.post("/api/v1/certificates/URN:UVCI:01:PK:PBNOPE%23A/revoke", json={"reason": "fraud"},
                             headers=w.h("official_district"))
     assert unknown.status_code == 404
+    request_id = rid()
+    too_long = w.client.post(f"/api/v1/certificates/{'A' * 81}/revoke", json={"reason": "fraud"},
+                             headers=w.h("official_district", **{"X-Request-ID": request_id}))
+    assert too_long.status_code == 422
+    [ev] = audit_events(runtime, request_id=request_id)
+    assert ev.action == "certificate.revoke" and ev.outcome == "invalid"
 
     # the trust list carries the revocation (as a hash) for offline verifiers
     tl = w.client.get("/api/v1/certificates/trust-list").json()

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import Public, require
@@ -83,7 +83,7 @@ def issue(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(
 
 
 @router.post("/certificates/{uvci}/revoke", response_model=RevokedView, summary="Revoke an issued certificate")
-def revoke(uvci: Annotated[str, Field(max_length=80)], body: RevokeBody,
+def revoke(uvci: Annotated[str, Path(max_length=80)], body: RevokeBody,
            ctx: Annotated[ServiceContext, Depends(require(P.CERTIFICATE_REVOKE))]):
     return service.revoke(ctx, uvci, body.reason)
 

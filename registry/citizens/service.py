@@ -77,9 +77,9 @@ def login(ctx: ServiceContext, health_id: str, access_code: str, client: str) ->
     stored = repo.code_of(session, patient.id) if patient is not None else None
     compact = codes.normalise(access_code)
     if stored is not None and compact is not None:
-        ok = rt.hasher.verify(compact, stored.code_hash)
+        ok = rt.code_hasher.verify(compact, stored.code_hash)
     else:
-        rt.hasher.verify_dummy(access_code[:64])
+        rt.code_hasher.verify_dummy(access_code[:64])
         ok = False
     if not ok:
         # The failure count must outlive this request's rollback, like the refusal event itself.
@@ -205,7 +205,7 @@ def reissue(ctx: ServiceContext, patient_id: uuid.UUID) -> AccessCodeIssued:
     action = "patient.access_code"
     # Hashed before the first statement: on SQLite that statement takes the write lock, and the
     # ~30 ms of argon2id should not be spent holding it.
-    code, code_hash = codes.issue(ctx.runtime.hasher)
+    code, code_hash = codes.issue(ctx.runtime.code_hasher)
     row, _ = reachable(ctx, patient_id, action, allow=(Access.CAPTURE,))
     if ctx.principal.facility is None:
         ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row),

@@ -127,7 +127,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
         ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "not bound to a facility"})
         raise Forbidden("only staff bound to a facility can register patients")
     # argon2id before the first statement: on SQLite that statement takes the write lock.
-    access_code, code_hash = access_codes.issue(ctx.runtime.hasher)
+    access_code, code_hash = access_codes.issue(ctx.runtime.code_hasher)
     try:
         province, district = _residence(ctx, data.district or p.scope.district)
     except InvalidInput:
