@@ -110,7 +110,7 @@ def test_unknown_health_id_and_wrong_code_are_indistinguishable(world, runtime, 
     child = world.register("clinic_a")
     other = world.register("clinic_a")
     calls = []
-    hasher = runtime.hasher
+    hasher = runtime.code_hasher  # access codes have their own (cheap) argon2id setting
     real_verify, real_dummy = hasher.verify, hasher.verify_dummy
     monkeypatch.setattr(hasher, "verify", lambda *a: calls.append("verify") or real_verify(*a))
     monkeypatch.setattr(hasher, "verify_dummy", lambda *a: calls.append("dummy") or real_dummy(*a))
