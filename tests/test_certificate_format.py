@@ -250,7 +250,8 @@ def test_icao_transliteration_and_uvci():
 
 # --- fuzzing ---------------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def _never_crashes(text, trust) -> None:

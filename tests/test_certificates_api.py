@@ -112,6 +112,12 @@ def test_unknown_patient_is_404(shared_world, runtime):
     assert ev.outcome == "not_found"
 
 
+def test_uvcis_never_hold_a_slash_so_they_fit_the_revoke_path():
+    from registry.certificates import payload
+
+    assert not any("/" in payload.new_uvci("PK", "PK-PB") for _ in range(2000))
+
+
 def test_revoke_then_verify_fails_as_revoked(shared_world, runtime, child):
     w = shared_world
     body = issue(w, "clinic_a", child["id"])[0].json()

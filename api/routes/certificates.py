@@ -2,12 +2,13 @@
 
 - Issuing is gated and audited (`certificate.issue`, one event per request, the UVCI in its
   detail). Each call issues a new certificate with a new UVCI: the response is never cached.
-- Revoking is gated and audited (`certificate.revoke`). The UVCI's "#" must be sent as %23.
+- Revoking is gated and audited (`certificate.revoke`). The UVCI's "#" must be sent as %23 (NHR's
+  UVCIs contain no "/", see registry/certificates/payload.new_uvci).
 - Verifying and the trust list are *public*: a school, employer or border officer checking a
   certificate has no registry account, and the registry answers only about the text presented
-  (the signature, validity and revocation of what the holder already shows).
-- Responses are `Cache-Control: no-store` (set for every API response by the middleware). No patient record is
+  (the signature, validity and revocation of what the holder already shows). No patient record is
   read, nothing of the payload is logged, and the input is bounded (8 kB text, 64 kB inflated).
+- Responses are `Cache-Control: no-store` (set for every API response by the middleware).
 """
 
 from __future__ import annotations

@@ -57,11 +57,16 @@ def luhn_mod_n(text: str, alphabet: str = UVCI_CHECK_ALPHABET) -> str:
 
 
 def new_uvci(country: str, custodian: str) -> str:
-    """URN:UVCI:01:<country>:<province letters><32 hex>#<check>, the check over the whole string
-    (no "/" so that the UVCI sits in a URL path unescaped but for "#")."""
+    """URN:UVCI:01:<country>:<province letters><32 hex>#<check>, the check over the whole string.
+
+    No "/" anywhere, so that the UVCI sits in a URL path with only "#" escaped: the Luhn mod N
+    alphabet includes "/", so a draw whose check character would be "/" (1 in 38) is redrawn."""
     region = custodian.rsplit("-", 1)[-1]
-    body = f"{UVCI_PREFIX}{country}:{region}{secrets.token_hex(16).upper()}"
-    return f"{body}#{luhn_mod_n(body)}"
+    while True:
+        body = f"{UVCI_PREFIX}{country}:{region}{secrets.token_hex(16).upper()}"
+        check = luhn_mod_n(body)
+        if check != "/":
+            return f"{body}#{check}"
 
 
 def uvci_is_well_formed(uvci: str) -> bool:
