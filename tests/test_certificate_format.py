@@ -129,7 +129,7 @@ def valid_text(issuer):
     return _make(issuer)
 
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)  # within the signer's validity
 DCC = {"ver": "1.3.0", "nam": {"fn": "Qizilbash", "fnt": "QIZILBASH", "gn": "Zarnigar", "gnt": "ZARNIGAR"},
        "dob": "2026-06-01", "v": [{"tg": "398102009", "vp": "J07BF04", "mp": "NHR-EPI-OPV", "ma": "NHR-MAH-UNRECORDED",
                                    "dn": 4, "sd": 5, "dt": "2026-09-07", "co": "PK", "is": "NHR PK-PB",
@@ -174,6 +174,9 @@ def test_failures_have_their_code(issuer, tmp_path):
     assert _code(text, trust, now=NOW + timedelta(days=366)) == "expired"
     assert _code(text, trust, now=NOW - timedelta(days=1)) == "not_yet_valid"
     assert _code(text, trust, is_revoked=lambda u: u == DCC["v"][0]["ci"]) == "revoked"
+    # issued (iat) outside the signer certificate's validity
+    late = _make(issuer, iat=NOW + timedelta(days=3 * 365), exp=NOW + timedelta(days=4 * 365))
+    assert _code(late, trust, now=NOW + timedelta(days=3 * 365)) == "signer_not_valid"
     revoked = _trusted(issuer)
     revoked.revoked.add(__import__("hashlib").sha256(DCC["v"][0]["ci"].encode()).hexdigest())
     assert _code(text, revoked) == "revoked"

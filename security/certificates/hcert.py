@@ -4,8 +4,9 @@ Decoding untrusted text raises only `HcertError` subclasses, each with a stable 
 API and CLI report as is. Messages never include payload content (names, dates of birth).
 
 Verification order: decode (prefix, base45, zlib, CBOR, COSE structure, CWT claims) -> signer
-(kid in the trust list) -> signature -> validity window (iat/exp, with a small clock skew) ->
-revocation. The first failure is reported.
+(kid in the trust list) -> signature -> the signer's certificate valid at issuance (iat), as the
+DCC specification requires -> validity window (iat/exp, with a small clock skew) -> revocation.
+The first failure is reported.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class SignatureMismatch(HcertError):
     code = "signature_mismatch"
 
 
+class SignerNotValid(HcertError):
+    code = "signer_not_valid"
+
+
 class Expired(HcertError):
     code = "expired"
 
@@ -86,7 +91,7 @@ class Revoked(HcertError):
 
 
 ERROR_CODES = tuple(c.code for c in (BadPrefix, TooLong, Base45Error, ZlibError, CborError, CoseStructureError, PayloadError,
-                                     UnknownKid, UnsupportedAlgorithm, SignatureMismatch, Expired, NotYetValid, Revoked))
+                                     UnknownKid, UnsupportedAlgorithm, SignatureMismatch, SignerNotValid, Expired, NotYetValid, Revoked))
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,9 @@ def check_signature(decoded: Decoded, trust: TrustList) -> TrustedSigner:
         raise UnsupportedAlgorithm(str(exc)) from None
     except cose.SignatureMismatch as exc:
         raise SignatureMismatch(str(exc)) from None
+    cert = signer.certificate
+    if decoded.issued_at is not None and not cert.not_valid_before_utc <= decoded.issued_at <= cert.not_valid_after_utc:
+        raise SignerNotValid("the signer's certificate was not valid when the certificate was issued")
     return signer
 
 
