@@ -397,3 +397,20 @@ def test_anomaly_window_is_validated(world, runtime):
     assert one_event(runtime, request_id).outcome == "invalid"
     r, _ = get(world, "clinic_a", AN)
     assert r.status_code == 403
+
+
+def test_peers_are_staff_at_the_same_kind_of_facility(world, runtime, monkeypatch):
+    """A busy teaching hospital is compared with teaching hospitals, not with BHUs: reading 42
+    children a day there is normal, while the same number at a BHU would stand out."""
+    monkeypatch.setattr(runtime.settings, "audit_distinct_patients_min", 2)
+    sc = Scenario(runtime)
+    for name in ("h1", "h2", "h3"):
+        sc.actor(name, code="F-LAH-01")  # teaching hospital
+    for name in ("b1", "b2", "b3"):
+        sc.actor(name, code="F-FSD-03")  # BHU
+    for name, n in (("h1", 40), ("h2", 41), ("h3", 42), ("b1", 3), ("b2", 3), ("b3", 4)):
+        sc.add(name, n=n)
+    sc.write()
+    flags, _ = _flags(world, "auditor", sc, runtime)
+    # Mixed together, the hospitals' peer median would be 4 (threshold 12) and all three flagged.
+    assert flags == {}, sorted(flags)

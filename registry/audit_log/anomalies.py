@@ -6,8 +6,9 @@ Flags (thresholds are settings, `NHR_AUDIT_*`):
   break-glass (break-glass accesses have their own review queue). Includes refused attempts.
 - many_distinct_patients: on one local day an actor read more distinct patients than
   max(`audit_distinct_patients_min`, `audit_distinct_patients_peer_factor` x the median of its
-  peers that day), peers being the other actors with the same role and scope level seen in the
-  auditor's scope that day (median 0 when there are none). Reads are successful `patient.read`
+  peers that day), peers being the other actors with the same role, scope level and, for staff
+  bound to a facility, the same kind of facility (a teaching hospital is compared with teaching
+  hospitals, a BHU with BHUs) seen in the auditor's scope that day (median 0 when there are none). Reads are successful `patient.read`
   and `immunization.list` events.
 - outside_working_hours: patient-data events (actions `patient.*`, `immunization.*`) at a local
   time outside [`audit_working_hours_start`, `audit_working_hours_end`) in `audit_timezone`.
@@ -32,9 +33,11 @@ from sqlalchemy import Integer, and_, cast, func, or_, select
 from registry.audit_log import repository as repo
 from registry.context import ServiceContext
 from registry.errors import InvalidInput
+from registry.facilities.models import Facility
 from security.audit import trail as audit
 
 EVENTS = repo.EVENTS
+FACILITIES = Facility.__table__
 MAX_WINDOW = timedelta(days=92)
 _PATIENT_DATA = or_(EVENTS.c.action.like("patient.%"), EVENTS.c.action.like("immunization.%"))
 
@@ -130,16 +133,21 @@ def _outside_scope(ctx, base) -> list[Flag]:
 def _many_patients(ctx, base, since) -> list[Flag]:
     s = ctx.runtime.settings
     day, _ = _local(ctx.session, s.audit_timezone, since)
-    q = (select(*_actor_cols(), day.label("day"), func.count(func.distinct(EVENTS.c.patient_id)).label("n"))
+    kind = FACILITIES.c.kind
+    at_facility = and_(EVENTS.c.actor_scope_level == "facility", FACILITIES.c.code == EVENTS.c.actor_scope_code)
+    q = (select(*_actor_cols(), kind.label("facility_kind"), day.label("day"),
+                func.count(func.distinct(EVENTS.c.patient_id)).label("n"))
+         .select_from(EVENTS.outerjoin(FACILITIES, at_facility))
          .where(base, EVENTS.c.outcome == audit.SUCCESS, EVENTS.c.patient_id.is_not(None),
                 EVENTS.c.action.in_(("patient.read", "immunization.list")))
-         .group_by(*_actor_cols(), day))
+         .group_by(*_actor_cols(), kind, day))
     rows = ctx.session.execute(q).all()
     groups = defaultdict(list)
     for r in rows:
-        groups[(r.day, r.actor_role, r.actor_scope_level)].append(r)
+        groups[(r.day, r.actor_role, r.actor_scope_level, r.facility_kind)].append(r)
     out = []
-    for (d, role, level), members in groups.items():
+    for (d, role, level, facility_kind), members in groups.items():
+        where = f"{facility_kind} facilities" if facility_kind else f"{level} level"
         for r in members:
             peers = [m.n for m in members if m is not r]
             median = statistics.median(peers) if peers else 0
@@ -149,7 +157,7 @@ def _many_patients(ctx, base, since) -> list[Flag]:
                                 explanation=(f"Read {r.n} distinct patients on {d} ({s.audit_timezone}); the threshold is "
                                              f"{threshold:g} = max({s.audit_distinct_patients_min}, "
                                              f"{s.audit_distinct_patients_peer_factor:g} x median {median:g} of "
-                                             f"{len(peers)} peer(s) with role {role} at {level} level that day).")))
+                                             f"{len(peers)} peer(s) with role {role} at {where} that day).")))
     return out
 
 
