@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import require
 from registry.audit_log import anomalies, break_glass, exports
 from registry.audit_log.repository import EventFilter
+from registry.audit_log.schemas import EXAMPLE_BREAK_GLASS_READ, EXAMPLE_SEARCH, AuditEventView
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 from security.audit.trail import OUTCOMES
@@ -26,10 +27,36 @@ EXPORT_DOC = ("Streams every matching event in your jurisdiction, oldest first, 
               "range). `fhir` is NDJSON of FHIR R4 AuditEvent resources following IHE BALP (PatientRead, PatientQuery, "
               "create/update/delete). The export is itself audited (`audit.export`, with filter names, never values).")
 
+# Response examples: the two example events as each format serialises them (FHIR: the break-glass read).
+_EXAMPLE_VIEWS = [AuditEventView.model_validate(e) for e in (EXAMPLE_BREAK_GLASS_READ, EXAMPLE_SEARCH)]
+_EXPORT_EXAMPLES = {
+    "application/x-ndjson": "".join(exports.render(_EXAMPLE_VIEWS, "ndjson", "")),
+    "text/csv": "".join(exports.render(_EXAMPLE_VIEWS, "csv", "")),
+    "application/fhir+ndjson": "".join(exports.render(_EXAMPLE_VIEWS[:1], "fhir", "NHR PK (nhr)")),
+}
+_ANOMALY_EXAMPLE = {
+    "since": "2026-11-20T19:00:00Z", "until": "2026-11-21T19:00:00Z",
+    "settings": {"timezone": "Asia/Karachi", "working_hours": [7, 20], "distinct_patients_min": 50,
+                 "distinct_patients_peer_factor": 3.0, "refusals_per_hour": 5},
+    "flags": [
+        {"kind": "outside_working_hours", "actor_user_id": "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+         "actor_username": "official.lahore", "actor_role": "health_official", "actor_scope_level": "district",
+         "actor_scope_code": "PK-PB-LAH", "count": 3, "threshold": None, "day": None,
+         "first_at": "2026-11-20T22:41:07.512000Z", "last_at": "2026-11-20T22:58:31.090000Z",
+         "explanation": "3 access(es) to patient data outside working hours (07:00-20:00 Asia/Karachi), "
+                        "between 2026-11-20 22:41 and 2026-11-20 22:58 UTC."},
+        {"kind": "repeated_refusals", "actor_user_id": "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c",
+         "actor_username": "clinic.lah02", "actor_role": "clinic_worker", "actor_scope_level": "facility",
+         "actor_scope_code": "F-LAH-02", "count": 7, "threshold": 5.0, "day": "2026-11-21",
+         "first_at": "2026-11-21T04:02:11.400000Z", "last_at": "2026-11-21T04:19:45.872000Z",
+         "explanation": "7 refused requests (denied or not found) in the hour from 2026-11-21 04:00 UTC; the threshold "
+                        "is 5 per hour. Repeated refusals can mean probing for records."}]}
+
 
 @router.get("/events/export", summary="Export audit events as NDJSON, CSV or FHIR AuditEvent", description=EXPORT_DOC,
             response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}, "application/fhir+ndjson": {}}}})
+            responses={200: {"content": {media: {"schema": {"type": "string"}, "example": example}
+                                         for media, example in _EXPORT_EXAMPLES.items()}}})
 def export_events(
     ctx: Annotated[ServiceContext, Depends(require(P.AUDIT_READ, action="audit.export"))],
     format: Annotated[Literal["ndjson", "csv", "fhir"], Query(openapi_examples={
@@ -77,6 +104,7 @@ def record_finding(event_id: uuid.UUID, body: break_glass.FindingIn,
 
 
 @router.get("/anomalies", response_model=anomalies.AnomalyReport, summary="Anomaly flags, each explained",
+            responses={200: {"content": {"application/json": {"example": _ANOMALY_EXAMPLE}}}},
             description="Flags in your jurisdiction between `since` and `until` (default: the last 24 hours; at most 92 "
                         "days): accesses outside capture scope without break-glass, unusually many distinct patients read "
                         "in a day compared with peers, access outside working hours, repeated refusals. Thresholds are "

@@ -16,17 +16,18 @@ from pydantic import ValidationError
 from api.deps import Public, UoW, client_address, oauth2, require, runtime
 from registry import errors as e
 from registry.citizens import service
-from registry.citizens.schemas import (AccessCodeIssued, AccessLogPage, CitizenDose, CitizenLogin, CitizenRecord,
-                                       CitizenToken)
+from registry.citizens.schemas import (EXAMPLE_DOSES, AccessCodeIssued, AccessLogPage, CitizenDose, CitizenLogin,
+                                       CitizenRecord, CitizenToken)
 from registry.context import ServiceContext
 from security import tokens
 from security.access.permissions import Permission as P
 
 router = APIRouter(prefix="/api/v1")
 _LOGIN_BODY = {"requestBody": {"required": True, "content": {
-    "application/x-www-form-urlencoded": {"schema": CitizenLogin.model_json_schema()},
+    "application/x-www-form-urlencoded": {"schema": CitizenLogin.model_json_schema(),
+                                          "example": {"health_id": "0302-1711-7681", "access_code": "K7Q4-M9PX-2RC"}},
     "application/json": {"schema": CitizenLogin.model_json_schema(),
-                         "example": {"health_id": "1234-5678-9012", "access_code": "K7Q4-M9PX-2RC"}},
+                         "example": {"health_id": "0302-1711-7681", "access_code": "K7Q4-M9PX-2RC"}},
 }}}
 
 
@@ -45,7 +46,10 @@ async def _login_body(request: Request) -> CitizenLogin | None:
 @router.post("/citizen/token", response_model=CitizenToken, dependencies=[Public], tags=["citizen"],
              summary="Log in as a guardian with the child's health ID and access code",
              description="Returns a short-lived bearer token for the citizen view of that one child. Throttled per "
-                         "health ID and per client; a wrong health ID and a wrong code get the same answer.",
+                         "health ID and per client; a wrong health ID and a wrong code get the same answer. Send two "
+                         "fields, as a form (`application/x-www-form-urlencoded`) or as JSON: `health_id`, the child's "
+                         "health ID as printed on the card (e.g. `0302-1711-7681`), and `access_code`, the access code "
+                         "printed on the card (e.g. `K7Q4-M9PX-2RC`).",
              openapi_extra=_LOGIN_BODY)
 def citizen_token(request: Request, uow: UoW, body: Annotated[CitizenLogin | None, Depends(_login_body)]):
     client = client_address(request) or "unknown"
@@ -80,6 +84,7 @@ def me(citizen: Annotated[tuple, Depends(_citizen("citizen.read"))]):
 
 
 @router.get("/citizen/me/immunizations", response_model=list[CitizenDose], tags=["citizen"],
+            responses={200: {"content": {"application/json": {"example": EXAMPLE_DOSES}}}},
             summary="The child's doses, voided and corrected ones marked (citizen view)")
 def my_immunizations(citizen: Annotated[tuple, Depends(_citizen("citizen.immunizations"))]):
     return service.immunizations(*citizen)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from registry import pagination
 from registry.audit_log import repository as repo
 from registry.audit_log.models import BreakGlassReviewRow
-from registry.audit_log.schemas import AuditEventView
+from registry.audit_log.schemas import EXAMPLE_BREAK_GLASS_READ, AuditEventView
 from registry.audit_log.service import as_view
 from registry.context import ServiceContext
 from registry.errors import Conflict, InvalidInput, NotFound
@@ -45,7 +45,14 @@ class FindingIn(BaseModel):
     note: str | None = Field(None, max_length=NOTE_MAX)
 
 
+_EXAMPLE_FINDING = {"finding": "justified", "note": "Emergency admission confirmed with the facility's register.",
+                    "note_unreadable": False, "reviewer_user_id": "d7c6b5a4-9382-4716-a5b4-c3d2e1f00a1b",
+                    "reviewed_at": "2026-11-22T06:30:45.218000Z"}
+
+
 class FindingView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_FINDING]})
+
     finding: str
     note: str | None
     note_unreadable: bool = False
@@ -59,6 +66,9 @@ class QueueItem(BaseModel):
 
 
 class QueuePage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"items": [{"event": EXAMPLE_BREAK_GLASS_READ, "review": None}], "next_cursor": None}]})
+
     items: list[QueueItem]
     next_cursor: str | None
 

@@ -51,8 +51,12 @@ def export(ctx: ServiceContext, f: repo.EventFilter, fmt: str) -> ExportResult:
                      detail={"format": fmt, "filters": repo.filter_names(f), "count": len(rows), "truncated": truncated})
     views = [as_view(r) for r in rows]
     source = f"NHR {ctx.runtime.settings.country} ({ctx.runtime.settings.token_issuer})"
-    chunks = {"ndjson": _ndjson, "csv": _csv, "fhir": lambda v: _fhir(v, source)}[fmt](views)
-    return ExportResult(FORMATS[fmt], len(views), truncated, max_rows, chunks)
+    return ExportResult(FORMATS[fmt], len(views), truncated, max_rows, render(views, fmt, source))
+
+
+def render(views: list[AuditEventView], fmt: str, source: str) -> Iterator[str]:
+    """The serialised export of these events in one format (also makes the OpenAPI examples)."""
+    return {"ndjson": _ndjson, "csv": _csv, "fhir": lambda v: _fhir(v, source)}[fmt](views)
 
 
 def _ndjson(views: list[AuditEventView]) -> Iterator[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from registry.audit_log import repository as repo
@@ -26,7 +26,26 @@ from security.audit.merkle import Tree
 from security.audit.sealer import CHECKPOINTS, LEAVES, _checkpoint
 
 
+# Examples for the OpenAPI document: a real Ed25519 signature and real RFC 9162 proofs over a
+# 7-event example log, made with a throwaway key (the key id and PEM below belong to it).
+_EXAMPLE_CHECKPOINT_5 = {
+    "origin": "nhr/PK", "tree_size": 5,
+    "root_hash": "OGwb4e0ZGrsNHBhGK9wIy25Q+O3vbx2b/IS+yDem0nA=",
+    "signed_at": "2026-11-22T05:14:00.125000Z", "key_id": "3570d230",
+    "signature": "1o4z/u6fvRNnTE6pE6mv0Rnmc2F2oLpHy1UgEgSRNPexLnvG+7l90RIIO9asXAuFTzV8XeCYDWGDhzS0k5vNDA==",
+    "note_body": "nhr/PK\n5\nOGwb4e0ZGrsNHBhGK9wIy25Q+O3vbx2b/IS+yDem0nA=\ntime 2026-11-22T05:14:00.125000Z\n"}
+_EXAMPLE_CHECKPOINT_7 = {
+    "origin": "nhr/PK", "tree_size": 7,
+    "root_hash": "/eC8JGQVLcE8epBMGed8zaK078zdsbcCmz3bB++R2cs=",
+    "signed_at": "2026-11-22T05:14:02.131000Z", "key_id": "3570d230",
+    "signature": "zqbJaSohJ5VaXBpZvu7sEwTdqL+cSzrI+h5AdRLt+3bOQNUSReTVt/wI0JccieXogQUdbCqYc/VALgqAXwcTDg==",
+    "note_body": "nhr/PK\n7\n/eC8JGQVLcE8epBMGed8zaK078zdsbcCmz3bB++R2cs=\ntime 2026-11-22T05:14:02.131000Z\n"}
+_EXAMPLE_KEY_PEM = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAx4HUIB3IRqb8Np29I6ea4HN02hq6P6BxxJ0nmKHFPVQ=\n-----END PUBLIC KEY-----\n"
+
+
 class CheckpointView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_CHECKPOINT_7]})
+
     origin: str
     tree_size: int
     root_hash: str  # base64
@@ -37,6 +56,13 @@ class CheckpointView(BaseModel):
 
 
 class InclusionProofView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "event_id": "0b8e6a3c-5f21-4d9e-8c47-2a9d13f6e501", "leaf_index": 6,
+        "leaf_hash": "df03dcc664fb22ac5777f73acee5d0dcfdd1ac9e771acd268715bd9a7c1c6281", "tree_size": 7,
+        "audit_path": ["d275eb28e061f4205b3eb9ef6dc03f809d9e84c9ffd4c92dce83e7545ccc536b",
+                       "167dea9d30203e7e789078580a2b69b9d7aa8749d9f351748efa3658fcb39391"],
+        "checkpoint": _EXAMPLE_CHECKPOINT_7}]})
+
     event_id: uuid.UUID
     leaf_index: int
     leaf_hash: str  # hex
@@ -46,6 +72,14 @@ class InclusionProofView(BaseModel):
 
 
 class ConsistencyProofView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "first": 5, "second": 7,
+        "proof": ["657b08644e486f7fee492059802894e385cd44c43417736c23d0662e53bf62d5",
+                  "a805c3f2eb7438945f65e0103fe967c78843f793a02b496bcfcc3f2ec2661759",
+                  "df03dcc664fb22ac5777f73acee5d0dcfdd1ac9e771acd268715bd9a7c1c6281",
+                  "167dea9d30203e7e789078580a2b69b9d7aa8749d9f351748efa3658fcb39391"],
+        "first_checkpoint": _EXAMPLE_CHECKPOINT_5, "second_checkpoint": _EXAMPLE_CHECKPOINT_7}]})
+
     first: int
     second: int
     proof: list[str]  # hex (RFC 9162 section 2.1.4)
@@ -54,6 +88,9 @@ class ConsistencyProofView(BaseModel):
 
 
 class PublicKeyView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "origin": "nhr/PK", "algorithm": "Ed25519", "key_id": "3570d230", "public_key_pem": _EXAMPLE_KEY_PEM}]})
+
     origin: str
     algorithm: str = "Ed25519"
     key_id: str

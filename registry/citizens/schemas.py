@@ -10,12 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class CitizenLogin(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"health_id": "1234-5678-9012", "access_code": "K7Q4-M9PX-2RC"}]})
+        {"health_id": "0302-1711-7681", "access_code": "K7Q4-M9PX-2RC"}]})
     health_id: str = Field(min_length=1, max_length=32, description="the child's health ID, as printed on the card")
     access_code: str = Field(min_length=1, max_length=32, description="the access code printed on the card")
 
 
 class CitizenToken(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "access_token": (
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJuYW1lIjoiY2l0aXplbiIsInJvbGUiOiJjaXRpemVuIiwic2NvcGVfbGV2ZWwiOiJw"
+            "YXRpZW50Iiwic2NvcGVfY29kZSI6IjZmMWMyYjFlOWE1MTRjNTU5ZDBlMmYzYTRiNWM2ZDdlIiwicHJvdiI6IlBLLVBCIiwiZGlzdCI6IlBLLVBC"
+            "LUxBSCIsImdlbiI6MiwiaXNzIjoibmhyIiwiYXVkIjoibmhyLWFwaSIsInN1YiI6IjZmMWMyYjFlLTlhNTEtNGM1NS05ZDBlLTJmM2E0YjVjNmQ3"
+            "ZSIsImlhdCI6MTc5NTQxMjQwMCwibmJmIjoxNzk1NDEyNDAwLCJleHAiOjE3OTU0MTMwMDAsImp0aSI6Ijc5NTQxZTk2YjFhOTQwZmFiYzEyNTc5"
+            "MTJmZTY2MmE0In0.3QtAlCqwK5ELAMDf25kaFYKs6qbu3m-8LF8TIL_Sa6A"),
+        "token_type": "bearer", "expires_in": 600, "role": "citizen"}]})
+
     access_token: str
     token_type: str = "bearer"
     expires_in: int
@@ -30,6 +39,12 @@ class Place(BaseModel):
 class CitizenRecord(BaseModel):
     """The child's record as the guardian sees it: identity, not contact details."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "health_id": "0302-1711-7681", "given_name": "Ayesha", "family_name": "Khan", "sex": "female",
+        "birth_date": "2026-03-14", "guardian_name": "Sana Khan", "guardian_relationship": "mother",
+        "district": {"code": "PK-PB-LAH", "name": "Lahore"},
+        "home_facility": {"code": "F-LAH-02", "name": "BHU Example Town"}}]})
+
     health_id: str
     given_name: str
     family_name: str | None
@@ -41,7 +56,20 @@ class CitizenRecord(BaseModel):
     home_facility: Place
 
 
+# The doses of one child as the citizen view lists them (an OPV entry voided and re-entered).
+EXAMPLE_DOSES = [
+    {"vaccine": "BCG", "dose_number": 1, "date_given": "2026-03-15", "facility": {"code": "F-LAH-02", "name": "BHU Example Town"},
+     "status": "completed", "voided": False, "superseded": False, "recorded_at": "2026-03-15T06:12:40.331000Z"},
+    {"vaccine": "OPV", "dose_number": 1, "date_given": "2026-04-26", "facility": {"code": "F-LAH-02", "name": "BHU Example Town"},
+     "status": "entered-in-error", "voided": True, "superseded": False, "recorded_at": "2026-04-26T05:40:02.118000Z"},
+    {"vaccine": "OPV", "dose_number": 1, "date_given": "2026-04-25", "facility": {"code": "F-LAH-02", "name": "BHU Example Town"},
+     "status": "completed", "voided": False, "superseded": False, "recorded_at": "2026-04-26T05:44:19.907000Z"},
+]
+
+
 class CitizenDose(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DOSES[0]]})
+
     vaccine: str
     dose_number: int
     date_given: date
