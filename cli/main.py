@@ -20,6 +20,7 @@ from rich.table import Table
 
 from cli import audit as audit_cli
 from cli import certificates as certificates_cli
+from cli import schedules as schedules_cli
 from registry import bootstrap
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -34,6 +35,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(certificates_cli.app, name="certificate")
+app.add_typer(schedules_cli.app, name="schedules")
 console = Console()
 
 DEMO_USERS = [

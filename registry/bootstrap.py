@@ -15,6 +15,7 @@ from registry.facilities import repository as facilities
 from registry.jurisdictions import repository as jurisdictions
 from registry.patients.models import Patient
 from registry.runtime import Runtime
+from registry.schedules.service import load_default_if_none as load_default_schedule_if_none
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -52,8 +53,11 @@ def init(rt: Runtime) -> dict:
     """Idempotent: migrate, load the default hierarchy and facilities, create missing keys."""
     upgrade(rt.settings.database_url)
     j, f = load_reference_data(rt)
+    with rt.sessions.begin() as s:
+        schedules_added = load_default_schedule_if_none(s)
     rt.load_keys()
-    return {"jurisdictions_added": j, "facilities_added": f, "custodians": sorted(rt.keys.custodians())}
+    return {"jurisdictions_added": j, "facilities_added": f, "schedules_added": schedules_added,
+            "custodians": sorted(rt.keys.custodians())}
 
 
 def patient_count(rt: Runtime) -> int:
