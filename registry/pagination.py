@@ -36,3 +36,18 @@ def decode(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(ts), uuid.UUID(rid)
     except Exception:
         raise InvalidInput("cursor is not valid", field="cursor") from None
+
+
+def newest_first(session, query, ts_column, id_column, *, cursor: str | None, limit: int):
+    """Run `query` as one keyset page, newest first by (timestamp, id), and return
+    (rows, next cursor or None). Fetches `limit + 1` rows to know whether a next page exists."""
+    from sqlalchemy import and_, or_
+
+    if cursor:
+        ts, rid = decode(cursor)
+        query = query.where(or_(ts_column < ts, and_(ts_column == ts, id_column < rid)))
+    rows = session.execute(query.order_by(ts_column.desc(), id_column.desc()).limit(limit + 1)).all()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode(last._mapping[ts_column.name], last._mapping[id_column.name])

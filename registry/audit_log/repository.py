@@ -71,10 +71,5 @@ def filter_names(f: EventFilter) -> list[str]:
 
 
 def query(session: Session, principal: Principal, f: EventFilter, *, cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
-    q = filtered(principal, f)
-    if cursor:
-        ts, rid = pagination.decode(cursor)
-        q = q.where(or_(EVENTS.c.occurred_at < ts, and_(EVENTS.c.occurred_at == ts, EVENTS.c.id < rid)))
-    rows = session.execute(q.order_by(EVENTS.c.occurred_at.desc(), EVENTS.c.id.desc()).limit(limit + 1)).all()
-    nxt = pagination.encode(rows[limit - 1].occurred_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return pagination.newest_first(session, filtered(principal, f), EVENTS.c.occurred_at, EVENTS.c.id,
+                                   cursor=cursor, limit=limit)

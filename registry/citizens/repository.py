@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -63,12 +63,7 @@ def access_events(session: Session, patient_id: uuid.UUID, *, cursor: str | None
                                  EVENTS.c.id.in_(select(SUBJECTS.c.event_id).where(SUBJECTS.c.patient_id == patient_id))))
     if not include_own_views:
         q = q.where(or_(EVENTS.c.actor_role.is_(None), EVENTS.c.actor_role != CITIZEN_ROLE, EVENTS.c.action == LOGIN_ACTION))
-    if cursor:
-        ts, rid = pagination.decode(cursor)
-        q = q.where(or_(EVENTS.c.occurred_at < ts, and_(EVENTS.c.occurred_at == ts, EVENTS.c.id < rid)))
-    rows = session.execute(q.order_by(EVENTS.c.occurred_at.desc(), EVENTS.c.id.desc()).limit(limit + 1)).all()
-    nxt = pagination.encode(rows[limit - 1].occurred_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], nxt
+    return pagination.newest_first(session, q, EVENTS.c.occurred_at, EVENTS.c.id, cursor=cursor, limit=limit)
 
 
 def facility_names(session: Session, codes: set[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -65,12 +65,7 @@ def candidates(session: Session, system: str, by_custodian: dict[str, int]) -> l
 
 def list_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
     q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
-    if cursor:
-        ts, rid = pagination.decode(cursor)
-        q = q.where(or_(PATIENTS.c.created_at < ts, and_(PATIENTS.c.created_at == ts, PATIENTS.c.id < rid)))
-    rows = session.execute(q.order_by(PATIENTS.c.created_at.desc(), PATIENTS.c.id.desc()).limit(limit + 1)).all()
-    next_cursor = pagination.encode(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return pagination.newest_first(session, q, PATIENTS.c.created_at, PATIENTS.c.id, cursor=cursor, limit=limit)
 
 
 def update_if_version(session: Session, patient_id: uuid.UUID, expected_version: int, values: dict, now: datetime) -> bool:
