@@ -130,7 +130,7 @@ def load(url: str, key_dir: str, scale: int, *, procs: int, seed: int, log=print
 def _load_share(args) -> tuple[int, int]:
     """One process: patients `i, i+procs, i+2*procs, ...` of the population."""
     url, key_dir, facilities, first, step, scale, seed = args
-    from registry.demo.generator import EPI, LOADER_ID, VISITS, load_names
+    from registry.demo.generator import LOADER_ID, load_names, synthetic_doses
     from registry.patients import codec
     from registry.runtime import Runtime
 
@@ -171,20 +171,12 @@ def _load_share(args) -> tuple[int, int]:
             batch["patients"].append(tuple(row[c] for c in cols["patients"]))
             for ix in codec.index_rows(rt.indexer, province, pid, plain):
                 batch["patient_identifier_index"].append(tuple(ix[c] for c in cols["patient_identifier_index"]))
-            given, attended = 0, True
-            for visit in VISITS:
-                attended = attended and rng.random() < 0.93
-                for vaccine, dose, age, p in EPI:
-                    if age != visit:
-                        continue
-                    when = birth + timedelta(days=age + int(rng.expovariate(1 / 12)))
-                    if not attended or when > today or rng.random() > p:
-                        continue
-                    batch["immunizations"].append((
-                        uuid.UUID(int=rng.getrandbits(128), version=4), 1, pid, province, province, district, code,
-                        vaccine, dose, when, f"{vaccine[:2]}{when.year}-{rng.randrange(100, 999)}", LOADER_ID,
-                        "completed", None, None, created))
-                    given += 1
+            given = 0
+            for dose_id, vaccine, dose, when, lot in synthetic_doses(rng, birth, today):
+                batch["immunizations"].append((
+                    dose_id, 1, pid, province, province, district, code,
+                    vaccine, dose, when, lot, LOADER_ID, "completed", None, None, created))
+                given += 1
             n_dose += given
             batch["audit_events"].append(_event(rng, created, "patient.create", pid, code, province, district, '{"via": "bench"}'))
             if given:

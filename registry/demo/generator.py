@@ -35,6 +35,24 @@ EPI = [
 VISITS = [0, 42, 70, 98, 270, 450]
 
 
+def synthetic_doses(rng: random.Random, birth: date, today: date):
+    """(dose id, vaccine, dose number, date given, lot) of one synthetic child: visits attended with
+    93% probability each (a missed visit ends the series: dropout), each dose given with its own
+    probability, delays exponential with a 12-day mean, nothing after `today`. The order of draws
+    from `rng` is fixed, so a seed always yields the same population."""
+    attended = True
+    for visit in VISITS:
+        attended = attended and rng.random() < 0.93
+        for vaccine, dose, age, p in EPI:
+            if age != visit:
+                continue
+            when = birth + timedelta(days=age + int(rng.expovariate(1 / 12)))
+            if not attended or when > today or rng.random() > p:
+                continue
+            dose_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+            yield dose_id, vaccine, dose, when, f"{vaccine[:2]}{when.year}-{rng.randrange(100, 999)}"
+
+
 def load_names() -> dict:
     return json.loads(resources.files("registry.demo").joinpath("data/names.json").read_text())
 
@@ -84,23 +102,14 @@ def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: da
         })
         i_rows += codec.index_rows(rt.indexer, f.province, pid, plain)
         given = 0
-        attended = True
-        for visit in VISITS:
-            attended = attended and rng.random() < 0.93
-            for vaccine, dose, age, p in EPI:
-                if age != visit:
-                    continue
-                when = birth + timedelta(days=age + int(rng.expovariate(1 / 12)))
-                if not attended or when > today or rng.random() > p:
-                    continue
-                d_rows.append({
-                    "id": uuid.UUID(int=rng.getrandbits(128), version=4), "version": 1, "patient_id": pid,
-                    "custodian": f.province, "province": f.province, "district": f.district, "facility": f.code,
-                    "vaccine": vaccine, "dose_number": dose, "date_given": when,
-                    "lot_number": f"{vaccine[:2]}{when.year}-{rng.randrange(100, 999)}", "performer_id": LOADER_ID,
-                    "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": created,
-                })
-                given += 1
+        for dose_id, vaccine, dose, when, lot in synthetic_doses(rng, birth, today):
+            d_rows.append({
+                "id": dose_id, "version": 1, "patient_id": pid,
+                "custodian": f.province, "province": f.province, "district": f.district, "facility": f.code,
+                "vaccine": vaccine, "dose_number": dose, "date_given": when, "lot_number": lot, "performer_id": LOADER_ID,
+                "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": created,
+            })
+            given += 1
         n_doses += given
         a_rows.append(_event(now, "patient.create", pid, f, "Patient"))
         if given:
