@@ -102,3 +102,45 @@ def public_key_cmd():
     rt = _runtime()
     rt.keyring.create_missing = True
     typer.echo(public_key_pem(sealing.public_key(rt)), nl=False)
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read {path}: {type(exc).__name__}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("check-proof")
+def check_proof_cmd(
+    proof: Path = typer.Argument(..., help="JSON of GET /api/v1/audit/events/{id}/proof"),
+    public_key: Path = typer.Option(..., help="the log's public key (PEM, from `nhr audit public-key` or the API)"),
+    event: Path = typer.Option(None, help="the event's record from `nhr audit export` (one JSON line), to tie the proof to its content"),
+):
+    """Check an inclusion proof offline: signed checkpoint, audit path, and optionally the event's content."""
+    from security.audit.checkpoint import load_public_key
+    from security.audit.proof_check import ProofRejected, check_inclusion
+
+    try:
+        typer.echo("valid: " + check_inclusion(_json(proof), load_public_key(public_key.read_bytes()),
+                                              _json(event) if event else None))
+    except ProofRejected as exc:
+        typer.echo(f"REJECTED: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command("check-consistency")
+def check_consistency_cmd(
+    proof: Path = typer.Argument(..., help="JSON of GET /api/v1/audit/consistency?first=M&second=N"),
+    public_key: Path = typer.Option(..., help="the log's public key (PEM)"),
+):
+    """Check offline that a later signed checkpoint extends an earlier one (append-only)."""
+    from security.audit.checkpoint import load_public_key
+    from security.audit.proof_check import ProofRejected, check_consistency
+
+    try:
+        typer.echo("valid: " + check_consistency(_json(proof), load_public_key(public_key.read_bytes())))
+    except ProofRejected as exc:
+        typer.echo(f"REJECTED: {exc}")
+        raise typer.Exit(1) from None
