@@ -99,8 +99,7 @@ def public_key_cmd():
     from registry.audit_log import sealing
     from security.audit.checkpoint import public_key_pem
 
-    rt = _runtime()
-    rt.keyring.create_missing = True
+    rt = Runtime.build(get_settings(), provisioning=True)
     typer.echo(public_key_pem(sealing.public_key(rt)), nl=False)
 
 

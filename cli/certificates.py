@@ -32,8 +32,7 @@ def _runtime() -> Runtime:
 @app.command("keys")
 def keys(custodian: list[str] = typer.Option(None, help="province code(s); default every province")):
     """Create missing document signer keys and certificates (a national CSCA signs one per province)."""
-    rt = _runtime()
-    rt.keyring.create_missing = True
+    rt = Runtime.build(get_settings(), provisioning=True)
     issuers = service.issuer_keys(rt)
     if not custodian:
         rt.load_keys()

@@ -48,8 +48,8 @@ DEMO_USERS = [
 ]
 
 
-def _runtime() -> Runtime:
-    return Runtime.build(get_settings())
+def _runtime(*, provisioning: bool = False) -> Runtime:
+    return Runtime.build(get_settings(), provisioning=provisioning)
 
 
 def _cli_trail():
@@ -77,8 +77,7 @@ def init():
 
     This is the explicit provisioning step, so it creates missing keys even in production (where
     the API itself never does)."""
-    rt = _runtime()
-    rt.keyring.create_missing = True
+    rt = _runtime(provisioning=True)
     result = bootstrap.init(rt)
     console.print(f"[green]ready[/]: {rt.settings.database_url}  keys in {rt.settings.key_dir}")
     console.print(result)
@@ -191,11 +190,10 @@ def users_list():
 
 @keys_app.command("init")
 def keys_init():
-    """Create missing keys for every province (the only way keys are created in production)."""
-    rt = _runtime()
-    rt.keyring.create_missing = True
-    rt.load_keys()
-    console.print(f"keys ready for: {', '.join(sorted(rt.keys.custodians()))}")
+    """Create every missing key: data keys per province, secrets, the audit signing key and the
+    certificate issuers (with `nhr init`, the only way keys are created in production)."""
+    custodians = bootstrap.provision_keys(_runtime(provisioning=True))
+    console.print(f"keys ready for: {', '.join(custodians)}")
 
 
 @keys_app.command("rotate")

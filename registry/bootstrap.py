@@ -50,14 +50,35 @@ def load_reference_data(rt: Runtime, *, jurisdiction_file: Path | None = None, f
 
 
 def init(rt: Runtime) -> dict:
-    """Idempotent: migrate, load the default hierarchy and facilities, create missing keys."""
+    """Idempotent: migrate, load the default hierarchy, facilities and schedule, create missing keys."""
     upgrade(rt.settings.database_url)
     j, f = load_reference_data(rt)
     with rt.sessions.begin() as s:
         schedules_added = load_default_schedule_if_none(s)
-    rt.load_keys()
     return {"jurisdictions_added": j, "facilities_added": f, "schedules_added": schedules_added,
-            "custodians": sorted(rt.keys.custodians())}
+            "custodians": provision_keys(rt)}
+
+
+SECRETS = ("token-signing", "lock-key", "citizen-throttle")
+
+
+def provision_keys(rt: Runtime) -> list[str]:
+    """Create every missing key: data keys per province, the named secrets, the audit log's
+    signing key and the certificate issuers. Idempotent; the explicit provisioning step (the
+    API itself never creates keys in production)."""
+    from registry.audit_log import sealing
+    from registry.certificates import service as certificates
+
+    rt.keyring.create_missing = True
+    rt.load_keys()
+    for name in SECRETS:
+        rt.keyring.secret(name)
+    sealing.public_key(rt)
+    issuers = certificates.issuer_keys(rt)
+    custodians = sorted(rt.keys.custodians())
+    for custodian in custodians:
+        issuers.signer(custodian)
+    return custodians
 
 
 def patient_count(rt: Runtime) -> int:

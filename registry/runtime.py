@@ -69,10 +69,12 @@ class Runtime:
     jurisdictions: JurisdictionCache
 
     @classmethod
-    def build(cls, settings: Settings, engine: Engine | None = None) -> Runtime:
+    def build(cls, settings: Settings, engine: Engine | None = None, *, provisioning: bool = False) -> Runtime:
+        """`provisioning=True` is for the explicit key-provisioning commands (`nhr init`, `nhr keys
+        init`): they may create missing keys even in production, where the API never does."""
         engine = engine or make_engine(settings.database_url)
         sessions = make_session_factory(engine)
-        keyring = FileKeyring(settings.key_dir, create_missing=settings.create_missing_keys)
+        keyring = FileKeyring(settings.key_dir, create_missing=settings.create_missing_keys or provisioning)
 
         def reload_keys(load) -> None:
             with engine.connect() as conn:
