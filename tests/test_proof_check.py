@@ -36,6 +36,7 @@ def served(runtime, world, tmp_path):
     with runtime.sessions() as s:
         event_id = s.execute(select(EVENTS.c.id).where(EVENTS.c.resource_id == p["id"],
                                                        EVENTS.c.action == "patient.create")).scalar_one()
+    with runtime.sessions() as s:  # a fresh session: the export reads under its own snapshot isolation
         pk = sealing.public_key(runtime)
         record = next(json.loads(line) for line in verify.export_lines(s, sealing.origin(runtime), pk)
                       if f'"id": "{event_id}"' in line and '"kind": "event"' in line)
