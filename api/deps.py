@@ -73,16 +73,10 @@ def _outcome(exc: BaseException) -> str:
 def _record_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
     """One event for a request refused or failed before its service wrote one."""
     subject = uow.subject or {}
-    patient = None
-    if "patient_id" in subject:
-        try:
-            patient = PatientRef(uuid.UUID(str(subject["patient_id"])))
-        except ValueError:
-            patient = None
-    resource_id = subject.get("dose_id") or (patient.id if patient else None)
+    patient_id = _uuid_or_none(subject.get("patient_id"))
     uow.trail.record(session, uow.action, _outcome(exc), resource_type=_RESOURCE.get(uow.action.split(".")[0], "Patient"),
-                     resource_id=resource_id if isinstance(resource_id, uuid.UUID) else _uuid_or_none(resource_id),
-                     patient=patient, detail={"reason": type(exc).__name__})
+                     resource_id=_uuid_or_none(subject.get("dose_id")) or patient_id,
+                     patient=PatientRef(patient_id) if patient_id else None, detail={"reason": type(exc).__name__})
 
 
 def _uuid_or_none(value) -> uuid.UUID | None:

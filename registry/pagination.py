@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from sqlalchemy import and_, or_
+
 from registry.errors import InvalidInput
 
 T = TypeVar("T")
@@ -41,8 +43,6 @@ def decode(cursor: str) -> tuple[datetime, uuid.UUID]:
 def newest_first(session, query, ts_column, id_column, *, cursor: str | None, limit: int):
     """Run `query` as one keyset page, newest first by (timestamp, id), and return
     (rows, next cursor or None). Fetches `limit + 1` rows to know whether a next page exists."""
-    from sqlalchemy import and_, or_
-
     if cursor:
         ts, rid = decode(cursor)
         query = query.where(or_(ts_column < ts, and_(ts_column == ts, id_column < rid)))

@@ -5,8 +5,11 @@ attempts) can be declared without importing the domain; `registry/` models use t
 so Alembic sees one metadata and `alembic check` can compare the whole schema.
 """
 
-from sqlalchemy import MetaData
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, MetaData
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -19,3 +22,23 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that is always an aware UTC datetime in Python, on every database.
+
+    PostgreSQL's timestamptz already returns aware values; SQLite stores text and returns naive
+    ones. Normalising here, in the column type, means no caller has to remember to."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, Index, Integer, String, delete, func, insert, select
+from sqlalchemy import Index, Integer, String, delete, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 
 class LoginFailureRow(Base):
@@ -24,7 +24,7 @@ class LoginFailureRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index(None, "key", "at"),)
 

@@ -89,8 +89,8 @@ def _note(ctx: ServiceContext, review) -> tuple[str | None, bool]:
 
 def _finding_view(ctx: ServiceContext, r) -> FindingView:
     note, bad = _note(ctx, r)
-    at = r.reviewed_at if r.reviewed_at.tzinfo else r.reviewed_at.replace(tzinfo=UTC)
-    return FindingView(finding=r.finding, note=note, note_unreadable=bad, reviewer_user_id=r.reviewer_user_id, reviewed_at=at)
+    return FindingView(finding=r.finding, note=note, note_unreadable=bad, reviewer_user_id=r.reviewer_user_id,
+                       reviewed_at=r.reviewed_at)
 
 
 def queue(ctx: ServiceContext, status: str, cursor: str | None, limit: int) -> QueuePage:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, Uuid
+from sqlalchemy import ForeignKey, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 
 class BreakGlassReviewRow(Base):
@@ -29,4 +29,4 @@ class BreakGlassReviewRow(Base):
     note_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     note_custodian: Mapped[str | None] = mapped_column(String(32))
     reviewer_user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

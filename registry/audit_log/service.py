@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 
 from registry.audit_log import repository as repo
 from registry.audit_log.schemas import AuditEventPage, AuditEventView
@@ -14,8 +13,6 @@ from security.audit import trail as audit
 def as_view(row) -> AuditEventView:
     """An audit row as auditors see it (identifiers of people and records, no clinical data)."""
     d = dict(row._mapping)
-    if d["occurred_at"].tzinfo is None:
-        d["occurred_at"] = d["occurred_at"].replace(tzinfo=UTC)
     d.pop("actor_province", None)
     d.pop("actor_district", None)
     return AuditEventView(**{k: v for k, v in d.items() if k in AuditEventView.model_fields})

@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, Uuid
+from sqlalchemy import ForeignKey, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 REVOCATION_REASONS = ("issued-in-error", "dose-amended", "superseded", "key-compromise", "fraud")
 
@@ -26,8 +26,8 @@ class IssuedCertificate(Base):
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
     custodian: Mapped[str] = mapped_column(String(32))
     kid: Mapped[bytes] = mapped_column(LargeBinary(8))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     issued_by: Mapped[uuid.UUID] = mapped_column(Uuid)
 
 
@@ -35,6 +35,6 @@ class CertificateRevocation(Base):
     __tablename__ = "certificate_revocations"
 
     uvci: Mapped[str] = mapped_column(ForeignKey("issued_certificates.uvci"), primary_key=True)
-    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     reason_code: Mapped[str] = mapped_column(String(32))
     revoked_by: Mapped[uuid.UUID] = mapped_column(Uuid)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Uuid
+from sqlalchemy import ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 
 class PatientAccessCode(Base):
@@ -24,6 +24,6 @@ class PatientAccessCode(Base):
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(255))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     issued_by_user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     generation: Mapped[int] = mapped_column(Integer, default=1)

@@ -160,7 +160,7 @@ def immunizations(ctx: ServiceContext, generation: object) -> list[CitizenDose]:
     views = [CitizenDose(
         vaccine=r.vaccine, dose_number=r.dose_number, date_given=r.date_given, facility=_place(r.facility, names),
         status=r.status, voided=r.status == "entered-in-error", superseded=r.status == "superseded",
-        recorded_at=r.recorded_at if r.recorded_at.tzinfo else r.recorded_at.replace(tzinfo=UTC),
+        recorded_at=r.recorded_at,
     ) for r in rows]
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", patient=_ref(row),
                      detail={"count": len(views)})
@@ -187,7 +187,7 @@ def access_log(ctx: ServiceContext, generation: object, cursor: str | None, limi
     for e in events:
         level = e.actor_scope_level
         items.append(AccessLogEntry(
-            occurred_at=e.occurred_at if e.occurred_at.tzinfo else e.occurred_at.replace(tzinfo=UTC),
+            occurred_at=e.occurred_at,
             action=e.action, outcome=e.outcome, role=e.actor_role, purpose_of_use=e.purpose_of_use,
             emergency=bool(e.break_glass), outside_usual_scope=bool(e.outside_capture_scope),
             facility=_place(e.actor_scope_code, facilities) if level == "facility" else None,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 STATUSES = ("completed", "entered-in-error", "superseded")
 
@@ -39,6 +39,6 @@ class Immunization(Base):
     status: Mapped[str] = mapped_column(String(20), default="completed")
     status_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("immunizations.id"))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index(None, "district", "vaccine", "dose_number", "date_given"),)

@@ -9,6 +9,7 @@ is only for the facility that recorded the dose: no clinic changes another's rec
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 from datetime import UTC, datetime
 
 from registry.context import ServiceContext
@@ -31,11 +32,10 @@ def _reason_ct(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, reason: 
 
 def to_view(ctx: ServiceContext, row) -> DoseView:
     reason = ctx.runtime.cipher.decrypt(row.status_reason_ct, table=TABLE, column="status_reason_ct", row_id=row.id, custodian=row.custodian)
-    recorded = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC)
     return DoseView.model_construct(
         id=row.id, patient_id=row.patient_id, vaccine=row.vaccine, dose_number=row.dose_number, date_given=row.date_given,
         lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id, status=row.status,
-        status_reason=reason, supersedes_id=row.supersedes_id, recorded_at=recorded, version=row.version,
+        status_reason=reason, supersedes_id=row.supersedes_id, recorded_at=row.recorded_at, version=row.version,
     )
 
 
@@ -79,12 +79,8 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
     repo.insert_dose(ctx.session, row)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      outside_capture_scope=outside)  # no vaccine or dose in the event: auditors see no clinical data
-    return to_view(ctx, _Obj(row))
+    return to_view(ctx, SimpleNamespace(**row))
 
-
-class _Obj:
-    def __init__(self, d: dict) -> None:
-        self.__dict__.update(d)
 
 
 def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseView]:
@@ -156,4 +152,4 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
     repo.insert_dose(ctx.session, row)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      detail={"replacement": str(new_id), "fields": sorted(data.model_dump(exclude_unset=True, exclude={"reason"}))})
-    return to_view(ctx, _Obj(row))
+    return to_view(ctx, SimpleNamespace(**row))

@@ -7,7 +7,6 @@ another column (or row, or custodian) fails to decrypt.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from registry import identifiers
 from registry.patients.schemas import Guardian, PatientMatch, PatientView
@@ -54,13 +53,8 @@ def to_view(cipher: FieldCipher, row) -> PatientView:
         sex=row.sex, birth_date=row.birth_date, bform=d["bform"], cnic=d["cnic"], guardian=guardian,
         phone=d["phone"], address=d["address"], province=row.province, district=row.district,
         home_facility=row.home_facility, custodian=row.custodian, version=row.version,
-        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
+        created_at=row.created_at, updated_at=row.updated_at,
     )
-
-
-def _aware(ts: datetime) -> datetime:
-    from datetime import UTC
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 SEARCH_FIELDS = ("given_name", "family_name", "guardian_name", "health_id")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 SEXES = ("female", "male", "other", "unknown")
 GUARDIAN_RELATIONSHIPS = ("mother", "father", "grandparent", "sibling", "other")
@@ -47,8 +47,8 @@ class Patient(Base):
     bform_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     cnic_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     guardian_cnic_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[uuid.UUID] = mapped_column(Uuid)
 
     __table_args__ = (

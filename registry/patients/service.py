@@ -10,6 +10,7 @@ Scope rules (see security/access/principal.py):
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 from datetime import UTC, datetime
 
 from registry import identifiers
@@ -154,15 +155,9 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id,
                      patient=PatientRef(patient_id, province, district), detail={"access_code_issued": True})
-    view = codec.to_view(ctx.runtime.cipher, _RowView(row))
+    view = codec.to_view(ctx.runtime.cipher, SimpleNamespace(**row))
     return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
 
-
-class _RowView:
-    """Attribute access over a dict, so a just-inserted row decrypts like a fetched one."""
-
-    def __init__(self, d: dict) -> None:
-        self.__dict__.update(d)
 
 
 def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:

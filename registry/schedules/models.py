@@ -12,10 +12,10 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Date, DateTime, Index, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Date, Index, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 
 class ScheduleRow(Base):
@@ -27,7 +27,7 @@ class ScheduleRow(Base):
     jurisdiction_code: Mapped[str] = mapped_column(String(32))
     effective_from: Mapped[date] = mapped_column(Date)
     document: Mapped[dict] = mapped_column(JSON)
-    loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("code", "version", "jurisdiction_code"),

@@ -81,9 +81,8 @@ def create_user(session: Session, rt: Runtime, data: UserCreate, *, within: Scop
 
 
 def view(user: User) -> UserView:
-    created = user.created_at if user.created_at.tzinfo else user.created_at.replace(tzinfo=UTC)
     return UserView(id=user.id, username=user.username, display_name=user.display_name, role=user.role,
-                    scope_level=user.scope_level, scope_code=user.scope_code, active=user.active, created_at=created)
+                    scope_level=user.scope_level, scope_code=user.scope_code, active=user.active, created_at=user.created_at)
 
 
 def list_users(session: Session, *, province: str | None = None) -> list[UserView]:

@@ -21,17 +21,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, LargeBinary, String, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     request_id: Mapped[str] = mapped_column(String(64))
     client_address: Mapped[str | None] = mapped_column(String(64))
     actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
@@ -86,7 +86,7 @@ class AuditCheckpointRow(Base):
 
     tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
-    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     compact_range: Mapped[bytes] = mapped_column(LargeBinary)

@@ -53,8 +53,7 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
 
 
 def _checkpoint(row) -> Checkpoint:
-    signed_at = row.signed_at if row.signed_at.tzinfo else row.signed_at.replace(tzinfo=UTC)
-    return Checkpoint(row.tree_size, bytes(row.root_hash), signed_at, row.key_id, bytes(row.signature))
+    return Checkpoint(row.tree_size, bytes(row.root_hash), row.signed_at, row.key_id, bytes(row.signature))
 
 
 def _pending(session: Session, limit: int, lookback: timedelta | None, since: datetime | None):

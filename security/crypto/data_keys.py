@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Boolean, DateTime, Integer, LargeBinary, String, insert, select, update
+from sqlalchemy import Boolean, Integer, LargeBinary, String, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.crypto.errors import KeyUnavailable
 from security.crypto.keyring import FileKeyring
-from security.orm import Base
+from security.orm import Base, UTCDateTime
 
 PURPOSES = ("field", "index")
 
@@ -42,7 +42,7 @@ class DataKeyRow(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True, slots=True)
