@@ -21,6 +21,7 @@ from security.crypto.errors import DecryptionError, KeyUnavailable
 
 log = logging.getLogger("nhr.api")
 MEDIA_TYPE = "application/problem+json"
+_CORE_MEMBERS = {"type", "title", "status", "detail", "instance", "request_id", "errors"}
 
 STATUS = {
     e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
@@ -36,7 +37,7 @@ STATUS = {
 
 
 def problem(status: int, slug: str, title: str, detail: str | None, request: Request, *, errors: list | None = None,
-            headers: dict | None = None) -> JSONResponse:
+            headers: dict | None = None, extensions: dict | None = None) -> JSONResponse:
     body = {"type": f"urn:nhr:problem:{slug}", "title": title, "status": status}
     if detail:
         body["detail"] = detail
@@ -48,6 +49,7 @@ def problem(status: int, slug: str, title: str, detail: str | None, request: Req
         body["request_id"] = rid
     if errors:
         body["errors"] = errors
+    body.update(extensions or {})
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -76,7 +78,9 @@ async def _domain(request: Request, exc: e.DomainError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, e.TooManyAttempts):
         headers["Retry-After"] = str(exc.retry_after)
-    return problem(status, slug, title, exc.message, request, errors=errors, headers=headers or None)
+    # RFC 9457 extension members a domain error chooses to carry (e.g. a refused dose's rule `reason`)
+    extensions = {k: v for k, v in (getattr(exc, "extensions", None) or {}).items() if k not in _CORE_MEMBERS}
+    return problem(status, slug, title, exc.message, request, errors=errors, headers=headers or None, extensions=extensions)
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.database import make_engine, make_session_factory
 from registry.jurisdictions.models import Jurisdiction
+from registry.schedules.cache import ScheduleCache
 from registry.settings import Settings
 from security.crypto.blind_index import BlindIndexer
 from security.crypto.data_keys import DataKeyStore
@@ -67,6 +68,7 @@ class Runtime:
     code_hasher: PasswordHasher
     tokens: TokenConfig
     jurisdictions: JurisdictionCache
+    schedules: ScheduleCache = field(default_factory=ScheduleCache)  # parsed schedules, by row id
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, provisioning: bool = False) -> Runtime:

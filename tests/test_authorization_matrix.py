@@ -22,6 +22,13 @@ from registry.runtime import Runtime
 
 P = "/api/v1/patients"
 DOSE = {"vaccine": "BCG", "dose_number": 1, "date_given": "2026-06-02"}
+# Doses are validated when recorded (a second BCG is a refused duplicate): each clinic that may
+# record on the subject (born 2026-06-01) records a different dose the schedule accepts.
+DOSE_POST = {"clinic_a": {"vaccine": "OPV", "dose_number": 0, "date_given": "2026-06-02"},
+             "clinic_a2": {"vaccine": "HEPB", "dose_number": 1, "date_given": "2026-06-02"},
+             "clinic_b": {"vaccine": "PCV", "dose_number": 1, "date_given": "2026-07-13"},
+             "clinic_c": {"vaccine": "ROTA", "dose_number": 1, "date_given": "2026-07-13"}}
+FRESH = {"vaccine": "PENTA", "dose_number": 1, "date_given": "2026-07-13"}  # for void/correct, see _fresh_dose
 REASON = "child collapsed at the gate, no record"
 SEEN, HIDDEN = "seen", "hidden"  # 200, and the patient is (not) in the list / search result
 ENDPOINTS = ("read", "list", "patch", "search_bform", "search_nhr", "search_cnic",
@@ -128,12 +135,19 @@ def _etag(w, pid: str) -> str:
 
 
 def _fresh_dose(w, pid: str) -> tuple[str, str]:
-    r = w.client.post(f"{P}/{pid}/immunizations", json=DOSE, headers=w.h("clinic_a"))
+    """A new dose by clinic_a to void or correct. The previous one (or its correction) is voided
+    first, in requests of its own: the schedule refuses a second completed Penta-1."""
+    for d in w.client.get(f"{P}/{pid}/immunizations", headers=w.h("clinic_a")).json():
+        if (d["vaccine"], d["dose_number"], d["status"]) == ("PENTA", 1, "completed"):
+            r = w.client.post(f"/api/v1/immunizations/{d['id']}/void", json={"reason": "clearing the previous test dose"},
+                              headers=w.h("clinic_a", **{"If-Match": f'"{d["version"]}"'}))
+            assert r.status_code == 200
+    r = w.client.post(f"{P}/{pid}/immunizations", json=FRESH, headers=w.h("clinic_a"))
     assert r.status_code == 201
     return r.json()["id"], r.headers["ETag"]
 
 
-def call(ep: str, w, s: Subject, headers: dict, *, unknown: bool = False):
+def call(ep: str, w, s: Subject, headers: dict, *, unknown: bool = False, user: str | None = None):
     """One request to endpoint `ep` about the subject (or about an id that does not exist)."""
     c, pid = w.client, (new_uuid() if unknown else s.pid)
     if ep == "read":
@@ -148,7 +162,7 @@ def call(ep: str, w, s: Subject, headers: dict, *, unknown: bool = False):
                          "search_cnic": ("cnic", s.guardian_cnic)}[ep]
         return c.post(f"{P}/search", json={"system": system, "value": value}, headers=headers)
     if ep == "dose_post":
-        return c.post(f"{P}/{pid}/immunizations", json=DOSE, headers=headers)
+        return c.post(f"{P}/{pid}/immunizations", json=DOSE_POST.get(user, DOSE), headers=headers)
     if ep == "dose_get":
         return c.get(f"{P}/{pid}/immunizations", headers=headers)
     dose, tag = (new_uuid(), '"1"') if unknown else _fresh_dose(w, s.pid)
@@ -185,7 +199,7 @@ def one_event(runtime, request_id: str):
 @pytest.mark.parametrize("user,ep,cell", ROWS)
 def test_matrix(shared_world, runtime, subject, user, ep, cell):
     w, s, request_id = shared_world, subject, rid()
-    r = call(ep, w, s, w.h(user, **{"X-Request-ID": request_id}))
+    r = call(ep, w, s, w.h(user, **{"X-Request-ID": request_id}), user=user)
     status = 200 if cell in (SEEN, HIDDEN) else cell
     assert r.status_code == status, f"{user} {ep}: status {r.status_code}"
     ev = one_event(runtime, request_id)

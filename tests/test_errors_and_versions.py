@@ -255,11 +255,12 @@ def test_correct_supersedes_the_old_dose(shared_world):
     body = _problem(_amend(w, dose["id"], "correct", {"dose_number": 1}), 422)
     assert "reason" in _fields(body)
     _problem(_amend(w, dose["id"], "correct", {"dose_number": 1, "reason": "typo"}, if_match='"3"'), 412)
-    r = _amend(w, dose["id"], "correct", {"dose_number": 1, "date_given": "2026-06-05", "reason": "typo in dose number"})
+    # OPV-1 from 6 weeks of age (the schedule refuses it earlier: test_dose_validation.py)
+    r = _amend(w, dose["id"], "correct", {"dose_number": 1, "date_given": "2026-07-13", "reason": "typo in dose number"})
     assert r.status_code == 201, r.status_code
     new = r.json()
     assert new["id"] != dose["id"] and new["supersedes_id"] == dose["id"] and new["status"] == "completed"
-    assert (new["vaccine"], new["dose_number"], new["date_given"]) == ("OPV", 1, "2026-06-05")
+    assert (new["vaccine"], new["dose_number"], new["date_given"]) == ("OPV", 1, "2026-07-13")
     listed = _doses(w, pid)
     assert listed[dose["id"]]["status"] == "superseded" and listed[new["id"]]["status"] == "completed"
     # the superseded dose cannot be corrected or voided again
@@ -283,7 +284,7 @@ def test_raw_sql_shows_no_deleted_doses(shared_world, runtime):
     pid = w.register("clinic_a")["id"]
     d1, d2 = _record(w, pid), _record(w, pid, vaccine="OPV", dose_number=0)
     assert _amend(w, d1["id"], "void", {"reason": "wrong child"}).status_code == 200
-    assert _amend(w, d2["id"], "correct", {"dose_number": 1, "reason": "typo"}).status_code == 201
+    assert _amend(w, d2["id"], "correct", {"dose_number": 1, "date_given": "2026-07-13", "reason": "typo"}).status_code == 201
     with runtime.sessions() as s:
         n = s.execute(text("SELECT count(*) FROM immunizations WHERE patient_id = :p"),
                       {"p": uuid.UUID(pid) if runtime.engine.dialect.name == "postgresql" else uuid.UUID(pid).hex}).scalar_one()

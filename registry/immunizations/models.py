@@ -4,6 +4,9 @@ Invariants:
 - A dose is never deleted. A mistake is fixed by voiding (status `entered-in-error`) or by
   correcting (the old row becomes `superseded` and points to its replacement through the new
   row's `supersedes_id`); both carry a reason, encrypted because staff write it freely.
+- A dose recorded despite breaking a validation rule (registry/immunizations/validation.py)
+  carries that rule's code in `override_rule` and the recorder's free-text reason, encrypted, in
+  `override_reason_ct`; both are NULL for a dose that passed every check.
 - `province`/`district` are the patient's residence at the time the dose was recorded, kept in
   clear for coverage reports that never decrypt anything.
 """
@@ -40,5 +43,7 @@ class Immunization(Base):
     status_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("immunizations.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    override_rule: Mapped[str | None] = mapped_column(String(32))
+    override_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (Index(None, "district", "vaccine", "dose_number", "date_given"),)

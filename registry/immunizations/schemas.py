@@ -19,10 +19,9 @@ def _vaccine(v: str | None) -> str | None:
     return v
 
 
-def _not_future(v: date | None) -> date | None:
-    if v is not None and v > date.today():
-        raise ValueError("date given cannot be in the future")
-    return v
+_OVERRIDE = Field(None, min_length=10, max_length=500,
+                  description="record the dose even though it breaks a validation rule (duplicate, or invalid by the "
+                              "schedule), and say why; stored encrypted, and the override is audited")
 
 
 class DoseCreate(BaseModel):
@@ -34,9 +33,9 @@ class DoseCreate(BaseModel):
     dose_number: int = Field(ge=0, le=10)
     date_given: date
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
+    override_reason: str | None = _OVERRIDE
 
     _v = field_validator("vaccine")(_vaccine)
-    _d = field_validator("date_given")(_not_future)
 
 
 class DoseCorrection(BaseModel):
@@ -48,9 +47,9 @@ class DoseCorrection(BaseModel):
     date_given: date | None = None
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
     reason: str = Field(min_length=3, max_length=500)
+    override_reason: str | None = _OVERRIDE
 
     _v = field_validator("vaccine")(_vaccine)
-    _d = field_validator("date_given")(_not_future)
 
 
 class DoseVoid(BaseModel):
@@ -72,3 +71,8 @@ class DoseView(BaseModel):
     supersedes_id: uuid.UUID | None
     recorded_at: datetime
     version: int
+    validity: str | None = Field(None, description="by the schedule in force today: valid, invalid or not_in_schedule "
+                                                   "(null for a dose that is not completed, or with no schedule)")
+    validity_reason: str | None = Field(None, description="why an invalid dose is invalid (a schedule rule code)")
+    override_rule: str | None = Field(None, description="the rule this dose was recorded in spite of, with an override")
+    override_reason: str | None = Field(None, description="the recorder's reason for the override")

@@ -4,6 +4,11 @@ Reach: recording and listing doses works for patients in the caller's capture sc
 search scope (a visiting child, found by exact identifier, is vaccinated where it shows up);
 outside capture scope the event is flagged `outside_capture_scope`. Amending (correct, void)
 is only for the facility that recorded the dose: no clinic changes another's records.
+
+Recording and correcting validate the dose (validation.py). A dose that breaks an overridable
+rule is refused (422 with the rule code) unless the request gives `override_reason`; then it is
+recorded with the rule and the encrypted reason, and the audit event says `override: true` and
+the rule code only (never the reason's text, never vaccine or dose).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from datetime import UTC, datetime
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.immunizations import repository as repo
+from registry.clock import local_today
+from registry.immunizations import validation
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
-from registry.immunizations.vaccines import VACCINES, first_dose
 from registry.patients.repository import Access
 from registry.patients.service import parse_if_match, reachable
 from security.audit import trail as audit
@@ -30,21 +36,45 @@ def _reason_ct(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, reason: 
     return ctx.runtime.cipher.encrypt(reason, table=TABLE, column="status_reason_ct", row_id=dose_id, custodian=custodian)
 
 
-def to_view(ctx: ServiceContext, row) -> DoseView:
-    reason = ctx.runtime.cipher.decrypt(row.status_reason_ct, table=TABLE, column="status_reason_ct", row_id=row.id, custodian=row.custodian)
+def to_view(ctx: ServiceContext, row, validity: tuple[str | None, str | None] = (None, None)) -> DoseView:
+    decrypt = ctx.runtime.cipher.decrypt
+    reason = decrypt(row.status_reason_ct, table=TABLE, column="status_reason_ct", row_id=row.id, custodian=row.custodian)
+    override_ct = getattr(row, "override_reason_ct", None)
+    override = decrypt(override_ct, table=TABLE, column="override_reason_ct", row_id=row.id, custodian=row.custodian) \
+        if override_ct is not None else None
     return DoseView.model_construct(
         id=row.id, patient_id=row.patient_id, vaccine=row.vaccine, dose_number=row.dose_number, date_given=row.date_given,
         lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id, status=row.status,
         status_reason=reason, supersedes_id=row.supersedes_id, recorded_at=row.recorded_at, version=row.version,
+        validity=validity[0], validity_reason=validity[1], override_rule=getattr(row, "override_rule", None),
+        override_reason=override,
     )
 
 
-def _validate(vaccine: str, dose_number: int, date_given, birth_date) -> None:
-    spec = VACCINES[vaccine]
-    if not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
-        raise InvalidInput(f"dose number for {vaccine} must be between {first_dose(vaccine)} and {spec['max_dose']}", field="dose_number")
-    if date_given < birth_date:
-        raise InvalidInput("date given is before the patient's birth date", field="date_given")
+def _validate(ctx: ServiceContext, action: str, prow, pref: PatientRef, vaccine: str, dose_number: int, date_given,
+              override_reason: str | None, *, resource_id=None, replacing=None) -> validation.Verdict:
+    """Refuse (audited `invalid`, with the rule code) or return the verdict to record."""
+    try:
+        verdict = validation.check(ctx, prow, vaccine, dose_number, date_given, replacing=replacing)
+        if verdict.rule is not None and override_reason is None:
+            raise validation.DoseRefused(verdict.rule, overridable=True)
+    except InvalidInput as exc:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", resource_id=resource_id,
+                         patient=pref, detail={"field": exc.field, "rule": getattr(exc, "code", None)})
+        raise
+    return verdict
+
+
+def _override_columns(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, verdict, override_reason: str | None) -> dict:
+    if verdict.rule is None:  # nothing to override: a reason given anyway is not kept
+        return {"override_rule": None, "override_reason_ct": None}
+    return {"override_rule": verdict.rule,
+            "override_reason_ct": ctx.runtime.cipher.encrypt(override_reason, table=TABLE, column="override_reason_ct",
+                                                             row_id=dose_id, custodian=custodian)}
+
+
+def _override_detail(verdict) -> dict:
+    return {"override": True, "rule": verdict.rule} if verdict.rule is not None else {}
 
 
 def _facility_or_refuse(ctx: ServiceContext, action: str, patient) -> str:
@@ -61,11 +91,7 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
     prow, outside = reachable(ctx, patient_id, action, allow=_REACH)
     pref = PatientRef(prow.id, prow.province, prow.district)
     facility = _facility_or_refuse(ctx, action, pref)
-    try:
-        _validate(data.vaccine, data.dose_number, data.date_given, prow.birth_date)
-    except InvalidInput as exc:
-        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", patient=pref, detail={"field": exc.field})
-        raise
+    verdict = _validate(ctx, action, prow, pref, data.vaccine, data.dose_number, data.date_given, data.override_reason)
     dose_id = data.id or uuid.uuid4()
     if data.id is not None and repo.get(ctx.session, dose_id) is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
@@ -75,18 +101,24 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": ctx.principal.user_id,
         "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
+        **_override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     repo.insert_dose(ctx.session, row)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                     outside_capture_scope=outside)  # no vaccine or dose in the event: auditors see no clinical data
-    return to_view(ctx, SimpleNamespace(**row))
+                     outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
+                     detail=_override_detail(verdict) or None)
+    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
 
 
 
 def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseView]:
     action = "immunization.list"
     prow, outside = reachable(ctx, patient_id, action, allow=_REACH, break_glass=True)
-    views = [to_view(ctx, r) for r in repo.for_patient(ctx.session, patient_id)]
+    rows = repo.for_patient(ctx.session, patient_id)
+    today = local_today()
+    _, schedule = ctx.runtime.schedules.in_force(ctx.session, prow.custodian, today)
+    judged = validation.validities(schedule, prow, rows, today)
+    views = [to_view(ctx, r, judged.get(r.id, (None, None))) for r in rows]
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization",
                      patient=PatientRef(prow.id, prow.province, prow.district), outside_capture_scope=outside,
                      detail={"count": len(views)})
@@ -131,12 +163,8 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
     vaccine = data.vaccine or dose.vaccine
     dose_number = data.dose_number if data.dose_number is not None else dose.dose_number
     date_given = data.date_given or dose.date_given
-    try:
-        _validate(vaccine, dose_number, date_given, prow.birth_date)
-    except InvalidInput as exc:
-        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                         detail={"field": exc.field})
-        raise
+    verdict = _validate(ctx, action, prow, pref, vaccine, dose_number, date_given, data.override_reason,
+                        resource_id=dose_id, replacing=dose_id)
     if not repo.set_status(ctx.session, dose_id, expected, "superseded", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
@@ -147,9 +175,10 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
         "date_given": date_given, "lot_number": data.lot_number if data.lot_number is not None else dose.lot_number,
         "performer_id": dose.performer_id, "status": "completed",
         "status_reason_ct": _reason_ct(ctx, dose.custodian, new_id, data.reason), "supersedes_id": dose_id,
-        "recorded_at": datetime.now(UTC),
+        "recorded_at": datetime.now(UTC), **_override_columns(ctx, dose.custodian, new_id, verdict, data.override_reason),
     }
     repo.insert_dose(ctx.session, row)
+    fields = sorted(data.model_dump(exclude_unset=True, exclude={"reason", "override_reason"}))
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                     detail={"replacement": str(new_id), "fields": sorted(data.model_dump(exclude_unset=True, exclude={"reason"}))})
-    return to_view(ctx, SimpleNamespace(**row))
+                     detail={"replacement": str(new_id), "fields": fields, **_override_detail(verdict)})
+    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))

@@ -101,7 +101,7 @@ def for_patient(ctx: ServiceContext, patient_id: uuid.UUID, as_of: date | None =
         ctx.trail.record(ctx.session, ACTION, audit.NOT_FOUND, resource_type="Immunization", patient=pref,
                          outside_capture_scope=outside, detail={"reason": "no schedule in force"})
         raise NotFound("no immunization schedule is in force for this patient's province")
-    schedule = engine.parse(row.document, VACCINES)
+    schedule = ctx.runtime.schedules.parsed(row)  # parsed once per process
     given = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in doses.for_patient(ctx.session, patient_id)]
     result = engine.evaluate(schedule, prow.birth_date, prow.sex, given, as_of)
     ctx.trail.record(ctx.session, ACTION, audit.SUCCESS, resource_type="Immunization", patient=pref,

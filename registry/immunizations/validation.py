@@ -1,0 +1,107 @@
+"""Checks a dose must pass before it is recorded (or a correction before it replaces a dose).
+
+Rules, each with a machine-readable code (the problem's `reason` member):
+- `dose_number_out_of_range`, `before_birth`, `in_future`: impossible records, never overridable.
+  "Today" is the local date (registry/clock.py: UTC+5), so a dose given today in Pakistan is
+  accepted while it is still yesterday in UTC.
+- `duplicate`: the patient already has a completed dose of this vaccine and dose number.
+- the schedule engine's reasons for an invalid dose (`too_early_for_age`, `interval_too_short`,
+  `after_maximum_age`, `series_complete`, and `duplicate` for two doses of a series on one day),
+  judged against the schedule in force for the patient's custodian province today. A dose the
+  schedule does not list (`not_in_schedule`, e.g. a booster) is accepted. With no schedule in
+  force only the checks above apply.
+Duplicates and schedule violations are refused unless the caller gives an override reason; then
+the dose is recorded and marked with the rule it broke.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from registry.clock import local_today
+from registry.context import ServiceContext
+from registry.errors import InvalidInput
+from registry.immunizations import repository as repo
+from registry.immunizations.vaccines import VACCINES, first_dose
+from registry.schedules import engine
+
+OUT_OF_RANGE, BEFORE_BIRTH, IN_FUTURE, DUPLICATE = "dose_number_out_of_range", "before_birth", "in_future", "duplicate"
+_MESSAGES = {
+    BEFORE_BIRTH: "date given is before the patient's birth date",
+    IN_FUTURE: "date given cannot be in the future",
+    DUPLICATE: "the patient already has this dose of this vaccine",
+    engine.TOO_EARLY: "the dose is given before the minimum age for it in the schedule",
+    engine.INTERVAL_TOO_SHORT: "the dose is given too soon after the previous dose of the series",
+    engine.AFTER_MAX_AGE: "the dose is given after the maximum age for it in the schedule",
+    engine.SERIES_COMPLETE: "the series is already complete",
+}
+_FIELD = {engine.INTERVAL_TOO_SHORT: "date_given", engine.TOO_EARLY: "date_given", engine.AFTER_MAX_AGE: "date_given",
+          DUPLICATE: "dose_number", engine.SERIES_COMPLETE: "dose_number", BEFORE_BIRTH: "date_given", IN_FUTURE: "date_given"}
+
+
+class DoseRefused(InvalidInput):
+    """A 422 whose problem carries `reason` (the rule code) and whether an override may pass it."""
+
+    def __init__(self, code: str, *, overridable: bool, message: str | None = None, field: str | None = None) -> None:
+        text = message or _MESSAGES[code]
+        if overridable:
+            text += "; to record it anyway, give an override_reason (10-500 characters)"
+        super().__init__(text, field=field or _FIELD.get(code, "date_given"))
+        self.code = code
+        self.overridable = overridable
+        self.extensions = {"reason": code, "overridable": overridable}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The schedule's view of the dose: `valid`, `invalid` or `not_in_schedule` (None: no schedule),
+    and the rule it breaks (None when it breaks none)."""
+
+    validity: str | None
+    rule: str | None
+
+
+def check(ctx: ServiceContext, patient, vaccine: str, dose_number: int, date_given: date, *,
+          replacing: uuid.UUID | None = None) -> Verdict:
+    """Raise DoseRefused for an impossible dose; otherwise return the verdict, whose `rule` the
+    caller must refuse unless overridden. `replacing` is the dose a correction supersedes."""
+    spec = VACCINES[vaccine]
+    if not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
+        raise DoseRefused(OUT_OF_RANGE, overridable=False, field="dose_number",
+                          message=f"dose number for {vaccine} must be between {first_dose(vaccine)} and {spec['max_dose']}")
+    if date_given < patient.birth_date:
+        raise DoseRefused(BEFORE_BIRTH, overridable=False)
+    today = local_today()
+    if date_given > today:
+        raise DoseRefused(IN_FUTURE, overridable=False)
+    existing = [d for d in repo.for_patient(ctx.session, patient.id) if d.id != replacing]
+    if any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number for d in existing):
+        return Verdict(engine.INVALID, DUPLICATE)
+    _, schedule = ctx.runtime.schedules.in_force(ctx.session, patient.custodian, today)
+    if schedule is None:
+        return Verdict(None, None)
+    doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in existing]
+    result = engine.evaluate(schedule, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)], today)
+    mine = next(r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given))
+    return Verdict(mine.status, mine.reason)
+
+
+def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:
+    """Each completed dose row's (validity, reason) under `schedule`, for the dose view."""
+    if schedule is None:
+        return {}
+    counted = [r for r in rows if r.status == engine.COUNTED_STATUS]
+    result = engine.evaluate(schedule, patient.birth_date, patient.sex,
+                             [engine.Dose(r.vaccine, r.dose_number, r.date_given, r.status) for r in counted], as_of)
+    pending: dict[tuple, list] = {}
+    for r in result.recorded:
+        pending.setdefault((r.vaccine, r.dose_number, r.date_given), []).append(r)
+    out = {}
+    for row in sorted(counted, key=lambda r: (r.date_given, r.recorded_at)):
+        queue = pending.get((row.vaccine, row.dose_number, row.date_given))
+        if queue:
+            r = queue.pop(0)
+            out[row.id] = (r.status, r.reason)
+    return out
