@@ -33,6 +33,9 @@ class Permission(StrEnum):
     JURISDICTION_READ = "jurisdiction:read"
     CITIZEN_READ_OWN = "citizen:read-own"  # a guardian's own (child's) record, doses and access log
     PATIENT_ISSUE_ACCESS_CODE = "patient:issue-access-code"
+    IMMUNIZATION_DUE_LIST = "immunization:due-list"  # due/defaulter lists per facility or union council
+    AEFI_RECORD = "aefi:record"  # report an adverse event following immunization
+    AEFI_READ = "aefi:read"  # list and count adverse events in scope
 
 
 class Role(StrEnum):
@@ -85,6 +88,9 @@ ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P
 ROLE_PERMISSIONS[CITIZEN_ROLE] = frozenset({P.CITIZEN_READ_OWN})
 ROLE_PURPOSES[CITIZEN_ROLE] = ("PATRQT",)
 ROLE_SCOPE_LEVELS[CITIZEN_ROLE] = frozenset({"patient"})
+# Field work (issue 4): vaccinators list who is due and report adverse events; officials read both.
+ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P.IMMUNIZATION_DUE_LIST, P.AEFI_RECORD, P.AEFI_READ}
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.IMMUNIZATION_DUE_LIST, P.AEFI_READ}
 
 
 def permissions_of(role: str) -> frozenset[Permission]:
@@ -108,4 +114,7 @@ AUDITED: dict[Permission, str] = {
     P.USER_MANAGE: "user.manage",
     P.CITIZEN_READ_OWN: "citizen.read",
     P.PATIENT_ISSUE_ACCESS_CODE: "patient.access_code",
+    P.IMMUNIZATION_DUE_LIST: "immunization.due_list",
+    P.AEFI_RECORD: "aefi.create",
+    P.AEFI_READ: "aefi.list",
 }
