@@ -197,3 +197,11 @@ def test_corrections_are_validated_too(world, runtime):
     assert r.status_code == 201 and r.json()["override_rule"] == "too_early_for_age"
     detail = _detail(_event(runtime, r))
     assert detail["override"] is True and detail["rule"] == "too_early_for_age" and "card shows" not in json.dumps(detail)
+
+
+def test_a_resent_offline_dose_is_a_conflict_on_its_id_not_a_duplicate(world):
+    pid = world.register(birth_date="2026-06-01")["id"]
+    body = {"id": str(uuid.uuid4()), "vaccine": "BCG", "dose_number": 1, "date_given": "2026-06-02"}
+    assert _post(world, pid, **body).status_code == 201
+    r = _post(world, pid, **body)
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "id"

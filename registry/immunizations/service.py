@@ -91,11 +91,12 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
     prow, outside = reachable(ctx, patient_id, action, allow=_REACH)
     pref = PatientRef(prow.id, prow.province, prow.district)
     facility = _facility_or_refuse(ctx, action, pref)
-    verdict = _validate(ctx, action, prow, pref, data.vaccine, data.dose_number, data.date_given, data.override_reason)
     dose_id = data.id or uuid.uuid4()
+    # before validation: a re-sent offline dose is a 409 on its id, not a refused duplicate
     if data.id is not None and repo.get(ctx.session, dose_id) is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("a dose with this id already exists", field="id")
+    verdict = _validate(ctx, action, prow, pref, data.vaccine, data.dose_number, data.date_given, data.override_reason)
     row = {
         "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
