@@ -17,10 +17,10 @@ import uuid
 from types import SimpleNamespace
 from datetime import UTC, datetime
 
+from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.immunizations import repository as repo
-from registry.clock import local_today
 from registry.immunizations import validation
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
 from registry.patients.repository import Access
@@ -109,7 +109,6 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
                      outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
                      detail=_override_detail(verdict) or None)
     return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
-
 
 
 def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseView]:
