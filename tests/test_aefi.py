@@ -137,3 +137,9 @@ def test_list_and_count_by_vaccine_and_lot_within_scope(world, runtime):
     assert len(rest.json()["items"]) == 2
     assert world.client.get("/api/v1/adverse-events", params={"lot_number": lot}, headers=world.h("official_other_district")).json()["items"] == []
     assert world.client.get("/api/v1/adverse-events/counts", headers=world.h("admin")).status_code == 403
+
+
+def test_the_coded_lists_are_served_to_staff(world):
+    r = world.client.get("/api/v1/adverse-events/codes", headers=world.h("clinic_a"))
+    assert r.status_code == 200 and r.json()["version"] == "2026.1" and "anaphylaxis" in r.json()["symptoms"]
+    assert world.client.get("/api/v1/adverse-events/codes").status_code == 401

@@ -205,3 +205,13 @@ def test_a_resent_offline_dose_is_a_conflict_on_its_id_not_a_duplicate(world):
     assert _post(world, pid, **body).status_code == 201
     r = _post(world, pid, **body)
     assert r.status_code == 409 and r.json()["errors"][0]["field"] == "id"
+
+
+def test_the_parsed_schedule_is_cached_per_runtime(world, runtime):
+    """Schedule rows never change, so a parse is kept by row id for the process's lifetime."""
+    pid = world.register(birth_date="2026-06-01")["id"]
+    assert _post(world, pid, vaccine="BCG", dose_number=1, date_given="2026-06-02").status_code == 201
+    with runtime.sessions() as s:
+        row, first = runtime.schedules.in_force(s, "PK-PB", local_today())
+        _, second = runtime.schedules.in_force(s, "PK-PB", local_today())
+    assert row is not None and first is second

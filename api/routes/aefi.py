@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import require
-from registry.aefi import service
+from registry.aefi import codes, service
 from registry.aefi.schemas import AdverseEventCounts, AdverseEventCreate, AdverseEventPage, AdverseEventView
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
@@ -50,3 +50,9 @@ def list_events(request: Request, ctx: Annotated[ServiceContext, Depends(require
 def counts(ctx: Annotated[ServiceContext, Depends(require(P.AEFI_READ, action="aefi.count"))],
            vaccine: Vaccine = None, lot_number: Lot = None, onset_from: OnsetFrom = None, onset_to: OnsetTo = None):
     return service.counts(ctx, vaccine=vaccine, lot_number=lot_number, onset_from=onset_from, onset_to=onset_to)
+
+
+@router.get("/adverse-events/codes", summary="The AEFI coded lists in force (symptoms, seriousness, outcomes)",
+            description="Reference data, not patient data: readable by any staff role, like facilities, and not audited.")
+def coded_lists(ctx: Annotated[ServiceContext, Depends(require(P.FACILITY_READ))]):
+    return codes.current()
