@@ -5,6 +5,8 @@ Which patients belong to a place:
 - a union council: patients whose home facility is located in that union council (the
   facility's `jurisdiction_code`). A child's residence is kept only down to district level (in
   clear), so the home facility is the finest place the registry knows.
+Either way only patients in the caller's capture scope (registry/scoping), so an official never
+sees a child of the place who lives outside its jurisdiction.
 """
 
 from __future__ import annotations
@@ -16,23 +18,24 @@ from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from registry import pagination
+from registry import pagination, scoping
 from registry.facilities.models import Facility
 from registry.immunizations.models import Immunization
 from registry.patients.models import Patient
+from security.access.principal import Principal
 
 PATIENTS = Patient.__table__
 DOSES = Immunization.__table__
 FACILITIES = Facility.__table__
 
 
-def patients_of_facility(code: str):
-    return select(PATIENTS).where(PATIENTS.c.home_facility == code)
+def patients_of_facility(principal: Principal, code: str):
+    return select(PATIENTS).where(PATIENTS.c.home_facility == code, scoping.capture_clause(principal, PATIENTS))
 
 
-def patients_of_union_council(code: str):
+def patients_of_union_council(principal: Principal, code: str):
     inside = select(FACILITIES.c.code).where(FACILITIES.c.jurisdiction_code == code)
-    return select(PATIENTS).where(PATIENTS.c.home_facility.in_(inside))
+    return select(PATIENTS).where(PATIENTS.c.home_facility.in_(inside), scoping.capture_clause(principal, PATIENTS))
 
 
 def batches(session: Session, query, cursor: str | None, batch: int) -> Iterator[list[Row]]:

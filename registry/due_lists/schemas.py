@@ -20,8 +20,6 @@ class DueDose(BaseModel):
 
 class DueRow(BaseModel):
     patient_id: uuid.UUID
-    in_capture_scope: bool = Field(description="false: the child lives outside your jurisdiction, so names and phone "
-                                               "are withheld (not decrypted)")
     given_name: str | None
     family_name: str | None
     guardian_name: str | None

@@ -8,9 +8,9 @@
 - Scope (registry/scoping): a clinic worker lists its own facility only; an official lists any
   facility or union council inside its jurisdiction. A place outside scope answers 404 and is
   audited `denied`; an unknown place answers 404 audited `not_found`.
-- Names, guardian's name and phone are decrypted only for rows in the caller's capture scope
-  (an official's jurisdiction is the child's residence district, which may differ from the
-  facility's); other rows carry ids, birth date and doses only.
+- Only children in the caller's capture scope are examined (the query applies it; an official's
+  jurisdiction is the child's residence district, which may differ from the facility's), and a
+  row is decrypted only after `access_to` confirms capture scope again (fail closed).
 - Every read writes one audit event whose subjects are the listed patients; the detail carries
   the place code and counts, never vaccine or dose.
 - Cursor-paginated over patients (newest registered first); a page examines at most MAX_SCAN
@@ -64,14 +64,14 @@ def _place(ctx: ServiceContext, kind: str, code: str):
         if f is None:
             _refuse(ctx, audit.NOT_FOUND, where, NotFound("facility not found"))
         inside = scoping.in_capture(ctx.principal, province=f.province, district=f.district, facility=f.code)
-        query = repo.patients_of_facility(code)
+        query = repo.patients_of_facility(ctx.principal, code)
     else:
         node = ctx.runtime.jurisdictions.get(code, ctx.session)
         if node is None or node.level != "union_council":
             _refuse(ctx, audit.NOT_FOUND, where, NotFound("union council not found"))
         # a union council is no single facility: only jurisdiction-bound officials hold one
         inside = scoping.in_capture(ctx.principal, province=node.province, district=node.district, facility="")
-        query = repo.patients_of_union_council(code)
+        query = repo.patients_of_union_council(ctx.principal, code)
     if not inside:
         _refuse(ctx, audit.DENIED, where, NotFound(f"{kind.replace('_', ' ')} not found"))
     return query, where
@@ -88,9 +88,8 @@ def _listed(forecast: list[engine.Forecast], start: date, end: date) -> list[Due
 
 
 def _row(ctx: ServiceContext, patient, doses: list[DueDose]) -> DueRow:
-    full = access_to(ctx.principal, patient) is Access.CAPTURE
-    contact = {name: codec.decrypt_column(ctx.runtime.cipher, patient, name) if full else None for name in _CONTACT}
-    return DueRow(patient_id=patient.id, in_capture_scope=full, sex=patient.sex, birth_date=patient.birth_date,
+    contact = {name: codec.decrypt_column(ctx.runtime.cipher, patient, name) for name in _CONTACT}
+    return DueRow(patient_id=patient.id, sex=patient.sex, birth_date=patient.birth_date,
                   home_facility=patient.home_facility, doses=doses, **contact)
 
 
@@ -110,7 +109,8 @@ def due_list(ctx: ServiceContext, kind: str, code: str, *, date_from: date | Non
                 if patient.custodian not in schedules:
                     schedules[patient.custodian] = ctx.runtime.schedules.in_force(ctx.session, patient.custodian, start)[1]
                 schedule = schedules[patient.custodian]
-                if schedule is not None:
+                # the query keeps to capture scope already; checked again before anything is decrypted
+                if schedule is not None and access_to(ctx.principal, patient) is Access.CAPTURE:
                     doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in given[patient.id]]
                     listed = _listed(engine.evaluate(schedule, patient.birth_date, patient.sex, doses, start).forecast, start, end)
                     if listed:
