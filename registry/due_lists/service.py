@@ -93,6 +93,14 @@ def _row(ctx: ServiceContext, patient, doses: list[DueDose]) -> DueRow:
                   home_facility=patient.home_facility, doses=doses, **contact)
 
 
+def _patients_with_doses(ctx: ServiceContext, query, cursor: str | None):
+    """(patient row, its dose rows) in page order, doses fetched one query per batch."""
+    for batch in repo.batches(ctx.session, query, cursor, _BATCH):
+        given = repo.doses_of(ctx.session, [p.id for p in batch])
+        for patient in batch:
+            yield patient, given[patient.id]
+
+
 def due_list(ctx: ServiceContext, kind: str, code: str, *, date_from: date | None, date_to: date | None,
              cursor: str | None, limit: int) -> DueList:
     assert kind in ("facility", "union_council"), kind
@@ -102,25 +110,20 @@ def due_list(ctx: ServiceContext, kind: str, code: str, *, date_from: date | Non
     items: list[DueRow] = []
     scanned, next_cursor = 0, None
     try:
-        for batch in repo.batches(ctx.session, query, cursor, _BATCH):
-            given = repo.doses_of(ctx.session, [p.id for p in batch])
-            for patient in batch:
-                scanned += 1
-                if patient.custodian not in schedules:
-                    schedules[patient.custodian] = ctx.runtime.schedules.in_force(ctx.session, patient.custodian, start)[1]
-                schedule = schedules[patient.custodian]
-                # the query keeps to capture scope already; checked again before anything is decrypted
-                if schedule is not None and access_to(ctx.principal, patient) is Access.CAPTURE:
-                    doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in given[patient.id]]
-                    listed = _listed(engine.evaluate(schedule, patient.birth_date, patient.sex, doses, start).forecast, start, end)
-                    if listed:
-                        items.append(_row(ctx, patient, listed))
-                if len(items) == limit or scanned == MAX_SCAN:
-                    next_cursor = repo.cursor_after(patient)
-                    break
-            else:
-                continue
-            break
+        for patient, given in _patients_with_doses(ctx, query, cursor):
+            scanned += 1
+            if patient.custodian not in schedules:
+                schedules[patient.custodian] = ctx.runtime.schedules.in_force(ctx.session, patient.custodian, start)[1]
+            schedule = schedules[patient.custodian]
+            # the query keeps to capture scope already; checked again before anything is decrypted
+            if schedule is not None and access_to(ctx.principal, patient) is Access.CAPTURE:
+                doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in given]
+                listed = _listed(engine.evaluate(schedule, patient.birth_date, patient.sex, doses, start).forecast, start, end)
+                if listed:
+                    items.append(_row(ctx, patient, listed))
+            if len(items) == limit or scanned == MAX_SCAN:
+                next_cursor = repo.cursor_after(patient)
+                break
     except InvalidInput:
         _refuse(ctx, audit.INVALID, {**where, "field": "cursor"}, InvalidInput("cursor is not valid", field="cursor"))
     ctx.trail.record(ctx.session, ACTION, audit.SUCCESS, resource_type="Immunization", subjects=[r.patient_id for r in items],
