@@ -40,7 +40,7 @@ _OUTCOME = [
     (e.NotFound, audit.NOT_FOUND), (e.InvalidInput, audit.INVALID), (RequestValidationError, audit.INVALID),
     (e.Conflict, audit.CONFLICT), (e.PreconditionFailed, audit.CONFLICT), (e.PreconditionRequired, audit.CONFLICT),
 ]
-_RESOURCE = {"patient": "Patient", "immunization": "Immunization", "audit": "AuditEvent", "user": "User", "auth": "User"}
+_RESOURCE = {"patient": "Patient", "immunization": "Immunization", "audit": "AuditEvent", "user": "User", "auth": "User", "report": "Report"}
 
 
 class AuditMissing(RuntimeError):

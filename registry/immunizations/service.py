@@ -19,6 +19,7 @@ from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView,
 from registry.immunizations.vaccines import VACCINES, first_dose
 from registry.patients.repository import Access
 from registry.patients.service import parse_if_match, reachable
+from registry.reports import queue as report_queue
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
@@ -77,6 +78,7 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
         "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
     }
     repo.insert_dose(ctx.session, row)
+    report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      outside_capture_scope=outside)  # no vaccine or dose in the event: auditors see no clinical data
     return to_view(ctx, SimpleNamespace(**row))
@@ -121,6 +123,7 @@ def void(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: Do
     if not repo.set_status(ctx.session, dose_id, expected, "entered-in-error", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
+    report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref)
     return to_view(ctx, repo.get(ctx.session, dose_id))
 
@@ -150,6 +153,7 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
         "recorded_at": datetime.now(UTC),
     }
     repo.insert_dose(ctx.session, row)
+    report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      detail={"replacement": str(new_id), "fields": sorted(data.model_dump(exclude_unset=True, exclude={"reason"}))})
     return to_view(ctx, SimpleNamespace(**row))

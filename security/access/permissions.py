@@ -33,6 +33,8 @@ class Permission(StrEnum):
     JURISDICTION_READ = "jurisdiction:read"
     CITIZEN_READ_OWN = "citizen:read-own"  # a guardian's own (child's) record, doses and access log
     PATIENT_ISSUE_ACCESS_CODE = "patient:issue-access-code"
+    REPORT_READ = "report:read"  # aggregate coverage reports and exports (issue 4), suppressed, no patient rows
+    REPORT_CONFIGURE = "report:configure"  # load target populations and DHIS2 mappings (reference data)
 
 
 class Role(StrEnum):
@@ -87,6 +89,12 @@ ROLE_PURPOSES[CITIZEN_ROLE] = ("PATRQT",)
 ROLE_SCOPE_LEVELS[CITIZEN_ROLE] = frozenset({"patient"})
 
 
+# Reports (issue 4): officials read aggregates of their jurisdiction; officials and administrators
+# load the reference figures behind them. Clinic workers and auditors read no report.
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.REPORT_READ, P.REPORT_CONFIGURE}
+ROLE_PERMISSIONS[Role.ADMIN] = ROLE_PERMISSIONS[Role.ADMIN] | {P.REPORT_CONFIGURE}
+
+
 def permissions_of(role: str) -> frozenset[Permission]:
     return ROLE_PERMISSIONS.get(role, frozenset())
 
@@ -108,4 +116,6 @@ AUDITED: dict[Permission, str] = {
     P.USER_MANAGE: "user.manage",
     P.CITIZEN_READ_OWN: "citizen.read",
     P.PATIENT_ISSUE_ACCESS_CODE: "patient.access_code",
+    P.REPORT_READ: "report.read",
+    P.REPORT_CONFIGURE: "report.configure",
 }
