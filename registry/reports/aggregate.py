@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from sqlalchemy import Uuid, bindparam, delete, func, select, text, tuple_
+from sqlalchemy import Uuid, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from registry.immunizations.vaccines import VACCINES
@@ -58,8 +58,9 @@ def _valid_conditions(pg: bool, rules: dict[int, cat.Rule]) -> dict[int, str]:
     return conds
 
 
-def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str) -> str:
-    """INSERT ... SELECT of `report_child_status` rows for the patients matching `where`."""
+def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str, dose_where: str = "1 = 1") -> str:
+    """INSERT ... SELECT of `report_child_status` rows for the patients matching `where`
+    (`dose_where` repeats the restriction on the doses, so that the planner uses their index)."""
     pivots = ",\n".join(
         f"MIN(CASE WHEN i.vaccine = '{v}' AND i.dose_number = {n} THEN i.date_given END) AS d{k}"
         for k, (v, n) in enumerate(cat.split(x) for x in cat.ITEMS))
@@ -79,7 +80,7 @@ FROM (
     {cohort} AS cohort_month, p.birth_date AS b,
     {pivots}
   FROM patients p JOIN facilities f ON f.code = p.home_facility
-  LEFT JOIN immunizations i ON i.patient_id = p.id AND i.status = 'completed'
+  LEFT JOIN immunizations i ON i.patient_id = p.id AND i.status = 'completed' AND {dose_where}
   WHERE {where}
   GROUP BY p.id, p.province, p.district, f.district, f.jurisdiction_code, p.birth_date
 ) s"""
@@ -154,7 +155,10 @@ def rebuild(session: Session, as_of: date) -> dict:
 
 
 def refresh(session: Session, as_of: date, limit: int) -> int:
-    """Fold up to `limit` queued changes into the aggregates; returns the patients refreshed."""
+    """Fold up to `limit` queued changes into the aggregates; returns the patients refreshed.
+
+    Counts change by the difference between the patients' old and new status rows, so the cost
+    is proportional to the patients refreshed, not to the groups they belong to."""
     if session.execute(select(DirtyPatient.seq).limit(1)).first() is None:
         return 0
     pg = _is_pg(session)
@@ -165,26 +169,63 @@ def refresh(session: Session, as_of: date, limit: int) -> int:
     ids = sorted(set(taken))
     groups = _schedule_groups(session, as_of) if ids else []
     st = ChildStatus.__table__
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        affected = set(session.execute(select(st.c.leaf, st.c.cohort_month).where(st.c.patient_id.in_(chunk))).all())
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i:i + 1000]
+        delta: dict[tuple[str, int, str], list] = {}
+        _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), -1)
         session.execute(delete(st).where(st.c.patient_id.in_(chunk)))
         for rules, custodians in groups:
             where, params = _custodian_filter(custodians, len(groups))
-            _run(session, status_insert(pg, rules, f"{where} AND p.id IN :ids"), {**params, "ids": chunk})
-        affected |= set(session.execute(select(st.c.leaf, st.c.cohort_month).where(st.c.patient_id.in_(chunk))).all())
-        _recount(session, sorted(affected))
+            _run(session, status_insert(pg, rules, f"{where} AND p.id IN :ids", "i.patient_id IN :ids"), {**params, "ids": chunk})
+        _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), +1)
+        _apply(session, delta)
     return len(ids)
 
 
-def _recount(session: Session, groups: list[tuple[str, int]]) -> None:
+def _contribute(delta: dict, rows, sign: int) -> None:
+    """Add (sign=+1) or remove (-1) status rows' contributions: [any, valid, province, district]."""
+    for r in rows:
+        cells = [(cat.CHILDREN, 1, r.penta1_by_12m)]
+        any_mask, valid_mask, k = r.any_mask, r.valid_mask, 0
+        while any_mask:
+            if any_mask & 1:
+                cells.append((cat.ITEMS[k], 1, (valid_mask >> k) & 1))
+            any_mask, k = any_mask >> 1, k + 1
+        for item, a, v in cells:
+            cell = delta.setdefault((r.leaf, r.cohort_month, item), [0, 0, r.province, r.district])
+            cell[0] += sign * a
+            cell[1] += sign * v
+
+
+def _apply(session: Session, delta: dict) -> None:
+    """counts += delta; a row whose count falls to zero is removed (a rebuild would not write it)."""
     ct = CoverageCount.__table__
-    for i in range(0, len(groups), 200):
-        chunk = groups[i:i + 200]
-        session.execute(delete(ct).where(tuple_(ct.c.leaf, ct.c.cohort_month).in_(chunk)))
-        where = " OR ".join(f"(leaf = :l{j} AND cohort_month = :c{j})" for j in range(len(chunk)))
-        params = {k: v for j, (leaf, month) in enumerate(chunk) for k, v in ((f"l{j}", leaf), (f"c{j}", month))}
-        session.execute(text(counts_insert(f"({where})")), params)
+    changed = {k: d for k, d in delta.items() if d[0] or d[1]}
+    if not changed:
+        return
+    keys = list(changed)
+    current: dict[tuple[str, int, str], tuple[int, int]] = {}
+    for i in range(0, len(keys), 300):
+        part = keys[i:i + 300]
+        q = select(ct.c.leaf, ct.c.cohort_month, ct.c.item, ct.c.any_count, ct.c.valid_count).where(
+            ct.c.leaf.in_({k[0] for k in part}), ct.c.cohort_month.in_({k[1] for k in part}), ct.c.item.in_({k[2] for k in part}))
+        current.update({(r.leaf, r.cohort_month, r.item): (r.any_count, r.valid_count) for r in session.execute(q)})
+    ups, gone, new = [], [], []
+    for key, (da, dv, province, district) in changed.items():
+        a, v = current.get(key, (0, 0))
+        a, v = a + da, v + dv
+        if key in current:
+            (ups if a > 0 else gone).append({"k_leaf": key[0], "k_month": key[1], "k_item": key[2], "a": a, "v": v})
+        elif a > 0:
+            new.append({"leaf": key[0], "cohort_month": key[1], "item": key[2], "province": province, "district": district,
+                        "any_count": a, "valid_count": v})
+    match = (ct.c.leaf == bindparam("k_leaf"), ct.c.cohort_month == bindparam("k_month"), ct.c.item == bindparam("k_item"))
+    if ups:
+        session.execute(update(ct).where(*match).values(any_count=bindparam("a"), valid_count=bindparam("v")), ups)
+    if gone:
+        session.execute(delete(ct).where(*match), gone)
+    if new:
+        session.execute(insert(ct), new)
 
 
 def pending(session: Session) -> int:

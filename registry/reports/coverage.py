@@ -63,12 +63,18 @@ def zero_dose_eligible(month: int, as_of: date) -> bool:
 
 @dataclass
 class Tree:
-    nodes: dict[str, Jurisdiction]
+    """The jurisdiction tree as plain rows (code, name, level, parent_code, province, district)."""
+
+    nodes: dict[str, object]
+    kids: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session) -> Tree:
         rows = session.execute(select(Jurisdiction.__table__)).all()
-        return cls({r.code: Jurisdiction(**r._mapping) for r in rows})
+        kids: dict[str, list[str]] = {}
+        for r in rows:
+            kids.setdefault(r.parent_code, []).append(r.code)
+        return cls({r.code: r for r in rows}, kids)
 
     def child_toward(self, ancestor: str, code: str) -> str | None:
         """The child of `ancestor` on the path to `code` (None if `code` is not below it)."""
@@ -82,8 +88,7 @@ class Tree:
     def below(self, code: str) -> set[str]:
         out, frontier = {code}, [code]
         while frontier:
-            parent = frontier.pop()
-            kids = [c for c, n in self.nodes.items() if n.parent_code == parent]
+            kids = self.kids.get(frontier.pop(), [])
             out.update(kids)
             frontier.extend(kids)
         return out
@@ -100,7 +105,7 @@ class Table:
     zd_with_penta1: dict[str, int] = field(default_factory=dict)
 
 
-def _unit_query(node: Jurisdiction, tree: Tree):
+def _unit_query(node, tree: Tree):
     t = CoverageCount.__table__
     if node.level == "country":
         return t.c.province, None, lambda key: key
@@ -112,11 +117,11 @@ def _unit_query(node: Jurisdiction, tree: Tree):
     return t.c.leaf, t.c.leaf.in_(leaves), lambda key: tree.child_toward(node.code, key) or node.code
 
 
-def load_table(session: Session, node: Jurisdiction, tree: Tree, cohort: Cohort, as_of: date) -> Table:
+def load_table(session: Session, node, tree: Tree, cohort: Cohort, as_of: date) -> Table:
     t = CoverageCount.__table__
     unit_col, where, to_unit = _unit_query(node, tree)
     base = [t.c.cohort_month.between(cohort.first, cohort.last)] + ([where] if where is not None else [])
-    kids = sorted(c for c, n in tree.nodes.items() if n.parent_code == node.code)
+    kids = sorted(tree.kids.get(node.code, []))
     table = Table(units=kids if node.level != "union_council" else [node.code])
     rows = session.execute(select(unit_col, t.c.item, func.sum(t.c.any_count), func.sum(t.c.valid_count))
                            .where(*base, t.c.item != cat.CHILDREN).group_by(unit_col, t.c.item)).all()
@@ -150,7 +155,7 @@ def _pct(num: int | None, den: float | None) -> float | None:
     return round(100.0 * num / den, 1)
 
 
-def build(session: Session, node: Jurisdiction, tree: Tree, cohort: Cohort, as_of: date, denominator: str,
+def build(session: Session, node, tree: Tree, cohort: Cohort, as_of: date, denominator: str,
           threshold: int, items: tuple[str, ...] = cat.ITEMS) -> dict:
     if denominator not in DENOMINATORS:
         raise InvalidInput(f"denominator must be one of: {', '.join(DENOMINATORS)}", field="denominator")
