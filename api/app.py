@@ -15,6 +15,7 @@ from api.routes import certificates as certificate_routes
 from api.routes import reports as report_routes
 from api.routes import schedules as schedule_routes
 from registry.audit_log import sealing
+from registry.reports import background as report_refresher
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
 
@@ -35,7 +36,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.state.runtime = Runtime.build(settings)
         app.state.runtime.warm()
         sealer = sealing.start_background(app.state.runtime)
+        refresher = report_refresher.start_background(app.state.runtime)
         yield
+        await report_refresher.stop_background(refresher)
         await sealing.stop_background(sealer)
 
     app = FastAPI(

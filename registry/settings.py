@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     # report folds into the aggregates before answering (the rest wait for the next one).
     report_min_cell: int = Field(5, ge=1, le=100)  # NHR_REPORT_MIN_CELL: cells below this are suppressed
     report_refresh_max: int = Field(20_000, ge=0)
+    report_refresh_interval_seconds: float = Field(5, ge=0)  # 0: no background refresher
 
     host: str = "127.0.0.1"
     port: int = 8000

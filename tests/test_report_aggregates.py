@@ -157,3 +157,17 @@ def _mark(s, pid):
     from registry.reports import queue
 
     queue.mark(s, pid)
+
+
+def test_background_refresher_drains_the_queue(runtime):
+    from registry.reports import background
+
+    p = Place(runtime)
+    with runtime.sessions.begin() as s:
+        pid = p.child(s, date(2024, 2, 2), doses=[("BCG", 1, date(2024, 2, 3))], mark=True)
+    background.refresh_all(runtime)
+    with runtime.sessions() as s:
+        assert aggregate.pending(s) == 0
+        from registry.reports.models import ChildStatus
+
+        assert s.get(ChildStatus, pid).any_mask & 1 == 1
