@@ -48,9 +48,9 @@ def populate(rt, doses: int, log=print) -> tuple[int, int]:
         c.execute(text(f"""INSERT INTO patients (id, version, custodian, province, district, home_facility, sex, birth_date,
               given_name_ct, health_id_ct, created_at, updated_at, created_by)
             SELECT md5('p' || g)::uuid, 1, f.province, f.province, f.district, f.code,
-                   CASE WHEN g % 2 = 0 THEN 'female' ELSE 'male' END, DATE '{date.today().isoformat()}' - (g * 7919 % 1095),
+                   CASE WHEN g % 2 = 0 THEN 'female' ELSE 'male' END, DATE '{date.today().isoformat()}' - (g * 7919 % 1095)::int,
                    '\\x00'::bytea, '\\x00'::bytea, now(), now(), '00000000-0000-5000-8000-00000000be4c'
-            FROM generate_series(1, {children}) g JOIN bench_fac f ON f.n = g % {nf}"""))
+            FROM generate_series(1::bigint, {children}) g JOIN bench_fac f ON f.n = g % {nf}"""))
         log(f"  {children} children in {time.perf_counter() - t0:.1f} s")
         c.execute(text(f"""INSERT INTO immunizations (id, version, patient_id, custodian, province, district, facility, vaccine,
               dose_number, date_given, performer_id, status, recorded_at)
