@@ -141,6 +141,7 @@ def rebuild(session: Session, as_of: date) -> dict:
         session.execute(delete(DirtyPatient).where(DirtyPatient.seq <= top))
     if pg:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        session.execute(text("SET LOCAL work_mem = '256MB'"))  # one hash aggregate per child, in memory
         session.execute(text("TRUNCATE report_child_status, report_coverage_counts"))
     else:
         session.execute(delete(ChildStatus))
