@@ -58,12 +58,17 @@ def _valid_conditions(pg: bool, rules: dict[int, cat.Rule]) -> dict[int, str]:
     return conds
 
 
-def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str, dose_where: str = "1 = 1") -> str:
-    """INSERT ... SELECT of `report_child_status` rows for the patients matching `where`
-    (`dose_where` repeats the restriction on the doses, so that the planner uses their index)."""
+def dose_pivot(dose_where: str = "1 = 1") -> str:
+    """Per patient, the earliest date of each antigen-dose (columns d0..dN) among counted doses."""
     pivots = ",\n".join(
         f"MIN(CASE WHEN i.vaccine = '{v}' AND i.dose_number = {n} THEN i.date_given END) AS d{k}"
         for k, (v, n) in enumerate(cat.split(x) for x in cat.ITEMS))
+    return f"SELECT i.patient_id, {pivots} FROM immunizations i WHERE i.status = 'completed' AND {dose_where} GROUP BY i.patient_id"
+
+
+def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str, doses: str) -> str:
+    """INSERT ... SELECT of `report_child_status` rows for the patients matching `where`;
+    `doses` is `dose_pivot(...)` as a subquery, or a table holding it."""
     cohort = ("CAST(EXTRACT(YEAR FROM p.birth_date) * 100 + EXTRACT(MONTH FROM p.birth_date) AS INTEGER)" if pg
               else "CAST(strftime('%Y%m', p.birth_date) AS INTEGER)")
     any_mask = " + ".join(f"(CASE WHEN d{k} IS NOT NULL THEN {1 << k} ELSE 0 END)" for k in range(len(cat.ITEMS)))
@@ -71,18 +76,17 @@ def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str, dose_where: 
     valid_mask = " + ".join([f"(CASE WHEN {c} THEN {1 << k} ELSE 0 END)" for k, c in valid.items()] or ["0"])
     p1 = cat.ITEMS.index(cat.ZERO_DOSE_ITEM)
     by_12m = f"(CASE WHEN d{p1} < {_add(pg, 'b', cat.ZERO_DOSE_AGE)} THEN 1 ELSE 0 END)"
+    dates = ", ".join(f"d.d{k} AS d{k}" for k in range(len(cat.ITEMS)))
     return f"""
 INSERT INTO report_child_status (patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m)
 SELECT patient_id, province, district, leaf, cohort_month, {any_mask}, {valid_mask}, {by_12m}
 FROM (
   SELECT p.id AS patient_id, p.province AS province, p.district AS district,
     CASE WHEN f.district = p.district THEN f.jurisdiction_code ELSE p.district END AS leaf,
-    {cohort} AS cohort_month, p.birth_date AS b,
-    {pivots}
+    {cohort} AS cohort_month, p.birth_date AS b, {dates}
   FROM patients p JOIN facilities f ON f.code = p.home_facility
-  LEFT JOIN immunizations i ON i.patient_id = p.id AND i.status = 'completed' AND {dose_where}
+  LEFT JOIN {doses} d ON d.patient_id = p.id
   WHERE {where}
-  GROUP BY p.id, p.province, p.district, f.district, f.jurisdiction_code, p.birth_date
 ) s"""
 
 
@@ -147,9 +151,14 @@ def rebuild(session: Session, as_of: date) -> dict:
         session.execute(delete(ChildStatus))
         session.execute(delete(CoverageCount))
     groups = _schedule_groups(session, as_of)
+    doses = f"({dose_pivot()})"
+    if pg:  # CREATE TABLE AS may run in parallel; INSERT ... SELECT may not
+        session.execute(text(f"CREATE TEMPORARY TABLE report_dose_pivot ON COMMIT DROP AS {dose_pivot()}"))
+        session.execute(text("ANALYZE report_dose_pivot"))
+        doses = "report_dose_pivot"
     for rules, custodians in groups:
         where, params = _custodian_filter(custodians, len(groups))
-        _run(session, status_insert(pg, rules, where), params)
+        _run(session, status_insert(pg, rules, where, doses), params)
     session.execute(text(counts_insert("1 = 1")))
     children = session.execute(select(func.count()).select_from(ChildStatus)).scalar_one()
     return {"children": children}
@@ -177,7 +186,8 @@ def refresh(session: Session, as_of: date, limit: int) -> int:
         session.execute(delete(st).where(st.c.patient_id.in_(chunk)))
         for rules, custodians in groups:
             where, params = _custodian_filter(custodians, len(groups))
-            _run(session, status_insert(pg, rules, f"{where} AND p.id IN :ids", "i.patient_id IN :ids"), {**params, "ids": chunk})
+            _run(session, status_insert(pg, rules, f"{where} AND p.id IN :ids", f"({dose_pivot('i.patient_id IN :ids')})"),
+                 {**params, "ids": chunk})
         _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), +1)
         _apply(session, delta)
     return len(ids)
