@@ -39,15 +39,26 @@ def _add(pg: bool, col: str, duration: str) -> str:
     return f"date({col}, '+{n} {_UNITS[unit]}')"
 
 
+def _age(duration: str) -> str:
+    """The column holding birth date + `duration` (computed once per child, see `_ages`)."""
+    n, unit = engine.parse_duration(duration)
+    return f"t_{n}{unit}"
+
+
+def _ages(pg: bool, rules: dict[int, cat.Rule]) -> str:
+    durations = {cat.ZERO_DOSE_AGE} | {r.min_age for r in rules.values()} | {r.max_age for r in rules.values() if r.max_age}
+    return ", ".join(f"{_add(pg, 'p.birth_date', d)} AS {_age(d)}" for d in sorted(durations))
+
+
 def _valid_conditions(pg: bool, rules: dict[int, cat.Rule]) -> dict[int, str]:
     conds: dict[int, str] = {}
     for i in range(len(cat.ITEMS)):
         rule = rules.get(i)
         if rule is None:
             continue
-        parts = [f"d{i} >= {_add(pg, 'b', rule.min_age)}"]
+        parts = [f"d{i} >= {_age(rule.min_age)}"]
         if rule.max_age is not None:
-            parts.append(f"d{i} <= {_add(pg, 'b', rule.max_age)}")
+            parts.append(f"d{i} <= {_age(rule.max_age)}")
         if rule.previous is not None:
             if rule.previous not in conds:
                 continue  # the previous dose can never be valid, so neither can this one
@@ -75,7 +86,7 @@ def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str, doses: str) 
     valid = _valid_conditions(pg, rules)
     valid_mask = " + ".join([f"(CASE WHEN {c} THEN {1 << k} ELSE 0 END)" for k, c in valid.items()] or ["0"])
     p1 = cat.ITEMS.index(cat.ZERO_DOSE_ITEM)
-    by_12m = f"(CASE WHEN d{p1} < {_add(pg, 'b', cat.ZERO_DOSE_AGE)} THEN 1 ELSE 0 END)"
+    by_12m = f"(CASE WHEN d{p1} < {_age(cat.ZERO_DOSE_AGE)} THEN 1 ELSE 0 END)"
     dates = ", ".join(f"d.d{k} AS d{k}" for k in range(len(cat.ITEMS)))
     return f"""
 INSERT INTO report_child_status (patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m)
@@ -83,7 +94,7 @@ SELECT patient_id, province, district, leaf, cohort_month, {any_mask}, {valid_ma
 FROM (
   SELECT p.id AS patient_id, p.province AS province, p.district AS district,
     CASE WHEN f.district = p.district THEN f.jurisdiction_code ELSE p.district END AS leaf,
-    {cohort} AS cohort_month, p.birth_date AS b, {dates}
+    {cohort} AS cohort_month, {_ages(pg, rules)}, {dates}
   FROM patients p JOIN facilities f ON f.code = p.home_facility
   LEFT JOIN {doses} d ON d.patient_id = p.id
   WHERE {where}
