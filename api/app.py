@@ -12,10 +12,12 @@ from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
 from api.routes import certificates as certificate_routes
+from api.routes import reports as report_routes
 from api.routes import schedules as schedule_routes
 from api.routes import aefi as aefi_routes
 from api.routes import due_lists as due_list_routes
 from registry.audit_log import sealing
+from registry.reports import background as report_refresher
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
 
@@ -36,7 +38,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.state.runtime = Runtime.build(settings)
         app.state.runtime.warm()
         sealer = sealing.start_background(app.state.runtime)
+        refresher = report_refresher.start_background(app.state.runtime)
         yield
+        await report_refresher.stop_background(refresher)
         await sealing.stop_background(sealer)
 
     app = FastAPI(
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(schedule_routes.router)
     app.include_router(due_list_routes.router)
     app.include_router(aefi_routes.router)
+    app.include_router(report_routes.router)
     check_routes(app.routes)
 
     app.add_middleware(RequestContextMiddleware)

@@ -41,7 +41,7 @@ _OUTCOME = [
     (e.Conflict, audit.CONFLICT), (e.PreconditionFailed, audit.CONFLICT), (e.PreconditionRequired, audit.CONFLICT),
 ]
 _RESOURCE = {"patient": "Patient", "immunization": "Immunization", "audit": "AuditEvent", "user": "User", "auth": "User",
-             "aefi": "AdverseEvent"}
+             "aefi": "AdverseEvent", "report": "Report"}
 
 
 class AuditMissing(RuntimeError):

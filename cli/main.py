@@ -20,6 +20,7 @@ from rich.table import Table
 
 from cli import audit as audit_cli
 from cli import certificates as certificates_cli
+from cli import reports as reports_cli
 from cli import schedules as schedules_cli
 from registry import bootstrap
 from registry.runtime import Runtime
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(certificates_cli.app, name="certificate")
 app.add_typer(schedules_cli.app, name="schedules")
+app.add_typer(reports_cli.app, name="reports")
 console = Console()
 
 DEMO_USERS = [
@@ -100,7 +102,10 @@ def serve(host: str = typer.Option(None), port: int = typer.Option(None), worker
 def demo(patients: int = typer.Option(3000, help="synthetic patients to load on first run"),
          serve_api: bool = typer.Option(True, "--serve/--no-serve", help="start the API afterwards")):
     """Set up the embedded database with demo data (first run only), print the logins, and serve."""
+    from datetime import date
+
     from registry.demo.generator import generate
+    from registry.reports import aggregate as report_aggregates
 
     rt = _runtime()
     if rt.settings.env == "production":
@@ -121,6 +126,7 @@ def demo(patients: int = typer.Option(3000, help="synthetic patients to load on 
         with console.status(f"generating {patients} synthetic patients and their doses (encrypted)..."):
             with rt.sessions.begin() as s:
                 n, d = generate(rt, s, patients=patients)
+                report_aggregates.rebuild(s, date.today())  # the generator inserts doses directly
         console.print(f"loaded {n} synthetic patients and {d} doses")
     url = f"http://{rt.settings.host}:{rt.settings.port}"
     console.print("[bold]Demo logins[/] (generated on first run, kept in the key directory):", soft_wrap=True)

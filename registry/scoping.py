@@ -54,3 +54,14 @@ def in_capture(principal: Principal, *, province: str, district: str, facility: 
 
 def in_search(principal: Principal, *, province: str, district: str, facility: str) -> bool:
     return _contains(principal.search_scope, province, district, facility)
+
+
+def jurisdiction_in_capture(principal: Principal, *, level: str, province: str | None, district: str | None) -> bool:
+    """Whether a jurisdiction node (for an aggregate report) lies in the principal's capture
+    scope. A facility-bound principal reaches no jurisdiction; the country only the nation."""
+    scope = principal.scope
+    if scope.level == "national":
+        return True
+    if level == "country" or scope.level == "facility":
+        return False
+    return _contains(scope, province or "", district or "", "")

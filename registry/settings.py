@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat).
     certificate_validity_days: int = Field(365, ge=1, le=3650)
 
+    # Coverage reports (issue 4): small-cell threshold and how many queued patient changes a
+    # report folds into the aggregates before answering (the rest wait for the next one).
+    report_min_cell: int = Field(5, ge=1, le=100)  # NHR_REPORT_MIN_CELL: cells below this are suppressed
+    report_refresh_max: int = Field(20_000, ge=0)
+    report_refresh_interval_seconds: float = Field(5, ge=0)  # 0: no background refresher
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -63,7 +63,7 @@ def drop_database(url: str) -> None:
 
 def make_settings(url: str, key_dir: Path, **overrides) -> Settings:
     return Settings(env="test", database_url=url, key_dir=key_dir, argon2_memory_kib=1024, argon2_time_cost=1,
-                    login_max_failures_per_client=1000, **{"audit_seal_interval_seconds": 0, **overrides})
+                    login_max_failures_per_client=1000, **{"audit_seal_interval_seconds": 0, "report_refresh_interval_seconds": 0, **overrides})
 
 
 @pytest.fixture(scope="session")

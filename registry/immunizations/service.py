@@ -25,6 +25,7 @@ from registry.immunizations import validation
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
 from registry.patients.repository import Access
 from registry.patients.service import parse_if_match, reachable
+from registry.reports import queue as report_queue
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
@@ -105,6 +106,7 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
         **_override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     repo.insert_dose(ctx.session, row)
+    report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
                      detail=_override_detail(verdict) or None)
@@ -153,6 +155,7 @@ def void(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: Do
     if not repo.set_status(ctx.session, dose_id, expected, "entered-in-error", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
+    report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref)
     return to_view(ctx, repo.get(ctx.session, dose_id))
 
@@ -179,6 +182,7 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
     }
     repo.insert_dose(ctx.session, row)
     fields = sorted(data.model_dump(exclude_unset=True, exclude={"reason", "override_reason"}))
+    report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      detail={"replacement": str(new_id), "fields": fields, **_override_detail(verdict)})
     return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))

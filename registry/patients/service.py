@@ -19,6 +19,7 @@ from registry.citizens import repository as access_code_repo
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.pagination import Page
+from registry.reports import queue as report_queue
 from registry.patients import audited_read, codec
 from registry.patients import repository as repo
 from registry.patients.repository import Access
@@ -153,6 +154,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     }
     repo.insert_patient(ctx.session, row, codec.index_rows(ctx.runtime.indexer, custodian, patient_id, plain))
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
+    report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id,
                      patient=PatientRef(patient_id, province, district), detail={"access_code_issued": True})
     view = codec.to_view(ctx.runtime.cipher, SimpleNamespace(**row))
@@ -238,6 +240,7 @@ def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, cha
     if not repo.update_if_version(ctx.session, patient_id, expected, values, now):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row), detail={"reason": "concurrent update"})
         raise PreconditionFailed("the record has changed since it was read; fetch it again", field="If-Match")
+    report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     changed_index = [c for c in codec.INDEXED if c in plain]
     if changed_index:
         repo.replace_index(ctx.session, patient_id, changed_index,

@@ -36,6 +36,8 @@ class Permission(StrEnum):
     IMMUNIZATION_DUE_LIST = "immunization:due-list"  # due/defaulter lists per facility or union council
     AEFI_RECORD = "aefi:record"  # report an adverse event following immunization
     AEFI_READ = "aefi:read"  # list and count adverse events in scope
+    REPORT_READ = "report:read"  # aggregate coverage reports and exports (issue 4), suppressed, no patient rows
+    REPORT_CONFIGURE = "report:configure"  # load target populations and DHIS2 mappings (reference data)
 
 
 class Role(StrEnum):
@@ -93,6 +95,12 @@ ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P
 ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.IMMUNIZATION_DUE_LIST, P.AEFI_READ}
 
 
+# Reports (issue 4): officials read aggregates of their jurisdiction; officials and administrators
+# load the reference figures behind them. Clinic workers and auditors read no report.
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.REPORT_READ, P.REPORT_CONFIGURE}
+ROLE_PERMISSIONS[Role.ADMIN] = ROLE_PERMISSIONS[Role.ADMIN] | {P.REPORT_CONFIGURE}
+
+
 def permissions_of(role: str) -> frozenset[Permission]:
     return ROLE_PERMISSIONS.get(role, frozenset())
 
@@ -117,4 +125,6 @@ AUDITED: dict[Permission, str] = {
     P.IMMUNIZATION_DUE_LIST: "immunization.due_list",
     P.AEFI_RECORD: "aefi.create",
     P.AEFI_READ: "aefi.list",
+    P.REPORT_READ: "report.read",
+    P.REPORT_CONFIGURE: "report.configure",
 }

@@ -1,0 +1,1 @@
+"""Coverage, dropout and zero-dose reports from maintained aggregates (issue 4)."""
