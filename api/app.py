@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
+from api import idempotency, problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
@@ -50,5 +50,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(schedule_routes.router)
     check_routes(app.routes)
 
+    idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)
     app.add_middleware(RequestContextMiddleware)
     return app

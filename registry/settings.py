@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat).
     certificate_validity_days: int = Field(365, ge=1, le=3650)
 
+    # Offline sync (issue 5): Idempotency-Key lifetime and claim lock, batch size, changes feed.
+    idempotency_ttl_seconds: int = Field(86_400, ge=60)
+    idempotency_lock_seconds: int = Field(120, ge=1)
+    sync_batch_max_items: int = Field(500, ge=1, le=5000)
+    sync_page_max: int = Field(500, ge=1, le=5000)
+    sync_overlap_seconds: int = Field(300, ge=0)  # the feed's re-read window (late commits, clock skew)
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
