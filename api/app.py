@@ -13,6 +13,7 @@ from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
 from api.routes import certificates as certificate_routes
 from api.routes import schedules as schedule_routes
+from api.routes import sync as sync_routes
 from registry.audit_log import sealing
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(module.router)
     app.include_router(certificate_routes.router)
     app.include_router(schedule_routes.router)
+    app.include_router(sync_routes.router)
     check_routes(app.routes)
 
     idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)

@@ -33,6 +33,8 @@ class Permission(StrEnum):
     JURISDICTION_READ = "jurisdiction:read"
     CITIZEN_READ_OWN = "citizen:read-own"  # a guardian's own (child's) record, doses and access log
     PATIENT_ISSUE_ACCESS_CODE = "patient:issue-access-code"
+    SYNC_UPLOAD = "sync:upload"  # a device's batch upload (each item also needs its own permission)
+    SYNC_READ = "sync:read"  # the changes feed of a facility in the caller's capture scope
 
 
 class Role(StrEnum):
@@ -82,6 +84,9 @@ ROLE_SCOPE_LEVELS: dict[str, frozenset[str]] = {
 # "patient", which every staff query treats as out of scope: registry/scoping fails closed).
 CITIZEN_ROLE = "citizen"
 ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P.PATIENT_ISSUE_ACCESS_CODE}
+# Offline sync (issue 5): clinic apps upload and download; officials may download a facility of their jurisdiction.
+ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P.SYNC_UPLOAD, P.SYNC_READ}
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.SYNC_READ}
 ROLE_PERMISSIONS[CITIZEN_ROLE] = frozenset({P.CITIZEN_READ_OWN})
 ROLE_PURPOSES[CITIZEN_ROLE] = ("PATRQT",)
 ROLE_SCOPE_LEVELS[CITIZEN_ROLE] = frozenset({"patient"})
@@ -108,4 +113,6 @@ AUDITED: dict[Permission, str] = {
     P.USER_MANAGE: "user.manage",
     P.CITIZEN_READ_OWN: "citizen.read",
     P.PATIENT_ISSUE_ACCESS_CODE: "patient.access_code",
+    P.SYNC_UPLOAD: "sync.batch",
+    P.SYNC_READ: "sync.changes",
 }
