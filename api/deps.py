@@ -108,11 +108,11 @@ def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
         raise
     except BaseException as exc:
         session.rollback()
-        if uow.trail is not None and uow.action:
+        if uow.trail is not None and (uow.action or uow.idempotency is not None):
             try:
-                if uow.idempotency is not None:
+                if uow.idempotency is not None:  # a failed request gives its key back: a retry runs again
                     idempotency.store.release(session, uow.idempotency.claim)
-                if uow.trail.replay_refusals(session) == 0:
+                if uow.action and uow.trail.replay_refusals(session) == 0:
                     _record_failure(session, uow, exc)
                 session.commit()
             except Exception:

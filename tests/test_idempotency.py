@@ -256,3 +256,50 @@ def test_every_gated_post_route_honours_the_key(app, world, client, runtime):
         assert resp.json() == {"walked": True}
         walked += 1
     assert walked >= 8
+
+
+def test_a_gated_post_without_an_audited_permission_also_replays_and_releases(runtime, world, monkeypatch):
+    """The mechanism is in the gate, not in the audit: a POST gated by a permission that is not
+    audited honours the key too, and gives it back when it fails."""
+    import types
+
+    from fastapi import APIRouter, Depends
+    from fastapi.testclient import TestClient
+
+    import api.app
+    from api.deps import require
+    from registry.errors import NotFound
+
+    router = APIRouter(prefix="/throwaway")
+    calls = []
+
+    @router.post("/echo")
+    def echo(body: dict, ctx=Depends(require(Permission.FACILITY_READ))):
+        calls.append(1)
+        if body.get("fail"):
+            raise NotFound("nothing here")
+        return {"n": len(calls)}
+
+    monkeypatch.setattr(api.app, "reference", types.SimpleNamespace(router=router))
+    with TestClient(api.app.create_app(runtime.settings, runtime), raise_server_exceptions=False) as c:
+        h = {**world.h("clinic_a"), "Idempotency-Key": "echo"}
+        a, b = c.post("/throwaway/echo", json={}, headers=h), c.post("/throwaway/echo", json={}, headers=h)
+        assert a.json() == b.json() == {"n": 1} and b.headers["idempotent-replayed"] == "true"
+        h["Idempotency-Key"] = "echo-fails"
+        assert c.post("/throwaway/echo", json={"fail": 1}, headers=h).status_code == 404
+        assert c.post("/throwaway/echo", json={"fail": 1}, headers=h).status_code == 404
+        assert len(calls) == 3
+
+
+def test_data_never_commits_without_its_stored_response(world, client, runtime, monkeypatch):
+    """If the response cannot be stored on the claim (here: the claim was lost), the data is
+    rolled back too, the client gets a 500 (nothing acknowledged), and the key is free again."""
+    body = new_child(id=str(uuid.uuid4()))
+    before = _key_rows(runtime)
+    monkeypatch.setattr(store, "complete", lambda *a, **k: False)
+    r = client.post("/api/v1/patients", json=body, headers=_h(world, key="lost"))
+    assert r.status_code == 500
+    assert _patients_with(runtime, body["id"]) == 0 and _key_rows(runtime) == before
+    monkeypatch.undo()
+    again = client.post("/api/v1/patients", json=body, headers=_h(world, key="lost"))
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
