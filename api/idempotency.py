@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -51,7 +51,6 @@ class Pending:
     trail: object
     session: object | None = None
     done: bool = False
-    subjects: list = field(default_factory=list)
 
     def defer(self, session) -> None:
         self.session = session
@@ -90,11 +89,6 @@ class Pending:
             session.commit()
         except Exception:  # noqa: BLE001 - the claim then expires after its lock timeout
             session.rollback()
-
-
-def pending(request_or_scope) -> Pending | None:
-    state = request_or_scope.scope["state"] if isinstance(request_or_scope, Request) else request_or_scope.get("state", {})
-    return state.get(_PENDING)
 
 
 async def begin(request: Request, uow, principal) -> None:
