@@ -123,3 +123,25 @@ def test_each_page_is_audited_with_its_patients_as_subjects(world, client, runti
 def test_a_tampered_cursor_is_422(world, client):
     r = client.get(URL, params={"facility": world.facilities["a"], "since": "bm90LWEtY3Vyc29y"}, headers=world.h("clinic_a"))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "since"
+
+
+def test_ties_on_the_change_position_are_paged_exactly_once(world, client, runtime, monkeypatch):
+    """Rows stamped in the same microsecond (patients and doses alike) are ordered by kind and
+    id, so a page boundary inside a tie neither repeats nor skips a row."""
+    from datetime import UTC, datetime
+
+    from registry.patients.models import Patient
+
+    monkeypatch.setattr(runtime.settings, "sync_overlap_seconds", 0)
+    fac = world.facilities["a"]
+    pats = [world.register() for _ in range(3)]
+    doses = [_dose(client, world, p["id"]) for p in pats]
+    same = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    with runtime.sessions.begin() as s:
+        s.execute(update(Patient.__table__).where(Patient.__table__.c.id.in_([uuid.UUID(p["id"]) for p in pats]))
+                  .values(updated_at=same))
+        s.execute(update(Immunization.__table__).where(Immunization.__table__.c.id.in_([uuid.UUID(d["id"]) for d in doses]))
+                  .values(updated_at=same))
+    entries, _, pages = _download(client, world.h("clinic_a"), fac, limit=1)
+    assert pages == 6
+    assert sorted(e["id"] for e in entries) == sorted([p["id"] for p in pats] + [d["id"] for d in doses])
