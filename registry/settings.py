@@ -64,7 +64,6 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
     idempotency_lock_seconds: int = Field(120, ge=1)
     sync_batch_max_items: int = Field(500, ge=1, le=5000)
-    sync_page_max: int = Field(500, ge=1, le=5000)
     sync_overlap_seconds: int = Field(300, ge=0)  # the feed's re-read window (late commits, clock skew)
 
     host: str = "127.0.0.1"
