@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
+from api import idempotency, problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
@@ -16,6 +16,7 @@ from api.routes import reports as report_routes
 from api.routes import schedules as schedule_routes
 from api.routes import aefi as aefi_routes
 from api.routes import due_lists as due_list_routes
+from api.routes import sync as sync_routes
 from registry.audit_log import sealing
 from registry.reports import background as report_refresher
 from registry.runtime import Runtime
@@ -57,7 +58,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(due_list_routes.router)
     app.include_router(aefi_routes.router)
     app.include_router(report_routes.router)
+    app.include_router(sync_routes.router)
     check_routes(app.routes)
 
+    idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)
     app.add_middleware(RequestContextMiddleware)
     return app

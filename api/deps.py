@@ -8,6 +8,8 @@ Invariants:
   the error's outcome if none was written) and commits them: refused attempts stay on record.
 - A route gated by an audited permission that finishes without writing an audit event fails
   (500, rolled back): a forgotten audit call cannot silently pass.
+- A POST with an `Idempotency-Key` (api/idempotency.py) commits when its response is stored with
+  the data, not here: the unit of work hands its session over, and commits a replay's audit event.
 - Every route declares `require(permission)` or `public`; `check_routes` refuses to start an
   app with a route that declares neither (fail closed).
 """
@@ -23,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 
+from api import idempotency
 from registry import errors as e
 from registry.context import ServiceContext
 from registry.runtime import Runtime
@@ -62,6 +65,7 @@ class UnitOfWork:
     trail: AuditTrail | None = None
     action: str | None = None
     subject: dict | None = None  # path ids of the record the request was about, for refusals at the gate
+    idempotency: idempotency.Pending | None = None  # a claimed Idempotency-Key (api/idempotency.py)
 
 
 def _outcome(exc: BaseException) -> str:
@@ -90,16 +94,26 @@ def _uuid_or_none(value) -> uuid.UUID | None:
 def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
     session = runtime(request).sessions()
     uow = UnitOfWork(session)
+    deferred = False
     try:
         yield uow
         if uow.action and (uow.trail is None or uow.trail.recorded == 0):
             raise AuditMissing(f"route for {uow.action} wrote no audit event")
+        if uow.idempotency is not None:
+            uow.idempotency.defer(session)  # committed with the stored response, before it is sent
+            deferred = True
+            return
         session.commit()
+    except idempotency.IdempotentReplay:
+        session.commit()  # the replay's audit event
+        raise
     except BaseException as exc:
         session.rollback()
-        if uow.trail is not None and uow.action:
+        if uow.trail is not None and (uow.action or uow.idempotency is not None):
             try:
-                if uow.trail.replay_refusals(session) == 0:
+                if uow.idempotency is not None:  # a failed request gives its key back: a retry runs again
+                    idempotency.store.release(session, uow.idempotency.claim)
+                if uow.action and uow.trail.replay_refusals(session) == 0:
                     _record_failure(session, uow, exc)
                 session.commit()
             except Exception:
@@ -107,7 +121,8 @@ def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
                 raise exc from None
         raise
     finally:
-        session.close()
+        if not deferred:
+            session.close()
 
 
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
@@ -157,6 +172,7 @@ def require(permission: Permission, *, action: str | None = None):
             raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
         if purpose_error is not None:
             raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
+        await idempotency.begin(request, uow, principal)
         return ServiceContext(uow.session, rt, uow.trail)
 
     gate.__nhr_permission__ = permission

@@ -10,6 +10,7 @@ from registry.jurisdictions import models as _jurisdictions  # noqa: F401
 from registry.patients import models as _patients  # noqa: F401
 from registry.reports import models as _reports  # noqa: F401
 from registry.schedules import models as _schedules  # noqa: F401
+from registry.sync import models as _sync  # noqa: F401
 from registry.users import models as _users  # noqa: F401
 from security.audit import models as _audit  # noqa: F401
 from security.crypto import data_keys as _data_keys  # noqa: F401

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     report_min_cell: int = Field(5, ge=1, le=100)  # NHR_REPORT_MIN_CELL: cells below this are suppressed
     report_refresh_max: int = Field(20_000, ge=0)
     report_refresh_interval_seconds: float = Field(5, ge=0)  # 0: no background refresher
+    # Offline sync (issue 5): Idempotency-Key lifetime and claim lock, batch size, changes feed.
+    idempotency_ttl_seconds: int = Field(86_400, ge=60)
+    idempotency_lock_seconds: int = Field(120, ge=1)
+    sync_batch_max_items: int = Field(500, ge=1, le=5000)
+    sync_overlap_seconds: int = Field(300, ge=0)  # the feed's re-read window (late commits, clock skew)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -4,7 +4,9 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-22 03:00:00
 
-Reserved slot: filled in by the work on its issue. Empty until then, so the chain stays linear.
+`idempotency_keys` (claims and stored, encrypted responses of POSTs with an Idempotency-Key),
+`sync_receipts` (what each batch item did, for duplicate detection on resend), and
+`immunizations.updated_at`, the change position of the sync feed (backfilled from recorded_at).
 """
 from typing import Sequence, Union
 
@@ -18,8 +20,37 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table('idempotency_keys',
+    sa.Column('key_hash', sa.LargeBinary(length=32), nullable=False),
+    sa.Column('fingerprint', sa.LargeBinary(length=32), nullable=False),
+    sa.Column('state', sa.String(length=8), nullable=False),
+    sa.Column('claim_token', sa.LargeBinary(length=16), nullable=False),
+    sa.Column('locked_until', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('response_ct', sa.LargeBinary(), nullable=True),
+    sa.PrimaryKeyConstraint('key_hash', name=op.f('pk_idempotency_keys'))
+    )
+    with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_idempotency_keys_expires_at'), ['expires_at'], unique=False)
+    op.create_table('sync_receipts',
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('record_id', sa.Uuid(), nullable=False),
+    sa.Column('content_mac', sa.LargeBinary(length=32), nullable=False),
+    sa.Column('result_id', sa.Uuid(), nullable=True),
+    sa.Column('user_id', sa.Uuid(), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'record_id', name=op.f('pk_sync_receipts'))
+    )
+    op.add_column('immunizations', sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE immunizations SET updated_at = recorded_at WHERE updated_at IS NULL")
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('immunizations', schema=None) as batch_op:
+        batch_op.drop_column('updated_at')
+    op.drop_table('sync_receipts')
+    with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_idempotency_keys_expires_at'))
+    op.drop_table('idempotency_keys')

@@ -45,5 +45,9 @@ class Immunization(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     override_rule: Mapped[str | None] = mapped_column(String(32))
     override_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The change position of the sync feed (issue 5): stamped on insert and on every status change.
+    # Nullable so that bulk loaders that predate it keep working; the feed reads it as
+    # coalesce(updated_at, recorded_at).
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index(None, "district", "vaccine", "dose_number", "date_given"),)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
@@ -15,7 +16,8 @@ DOSES = Immunization.__table__
 
 
 def insert_dose(session: Session, row: dict) -> None:
-    session.execute(insert(DOSES), [row])
+    """`updated_at` (the sync feed's change position) starts at `recorded_at`."""
+    session.execute(insert(DOSES), [{"updated_at": row["recorded_at"], **row}])
 
 
 def for_patient(session: Session, patient_id: uuid.UUID) -> list[Row]:
@@ -30,6 +32,6 @@ def get(session: Session, dose_id: uuid.UUID) -> Row | None:
 def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, status: str, reason_ct: bytes) -> bool:
     res = session.execute(
         update(DOSES).where(DOSES.c.id == dose_id, DOSES.c.version == expected_version, DOSES.c.status == "completed")
-        .values(status=status, status_reason_ct=reason_ct, version=expected_version + 1)
+        .values(status=status, status_reason_ct=reason_ct, version=expected_version + 1, updated_at=datetime.now(UTC))
     )
     return res.rowcount == 1

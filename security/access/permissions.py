@@ -38,6 +38,8 @@ class Permission(StrEnum):
     AEFI_READ = "aefi:read"  # list and count adverse events in scope
     REPORT_READ = "report:read"  # aggregate coverage reports and exports (issue 4), suppressed, no patient rows
     REPORT_CONFIGURE = "report:configure"  # load target populations and DHIS2 mappings (reference data)
+    SYNC_UPLOAD = "sync:upload"  # a device's batch upload (each item also needs its own permission)
+    SYNC_READ = "sync:read"  # the changes feed of a facility in the caller's capture scope
 
 
 class Role(StrEnum):
@@ -87,6 +89,9 @@ ROLE_SCOPE_LEVELS: dict[str, frozenset[str]] = {
 # "patient", which every staff query treats as out of scope: registry/scoping fails closed).
 CITIZEN_ROLE = "citizen"
 ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P.PATIENT_ISSUE_ACCESS_CODE}
+# Offline sync (issue 5): clinic apps upload and download; officials may download a facility of their jurisdiction.
+ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P.SYNC_UPLOAD, P.SYNC_READ}
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.SYNC_READ}
 ROLE_PERMISSIONS[CITIZEN_ROLE] = frozenset({P.CITIZEN_READ_OWN})
 ROLE_PURPOSES[CITIZEN_ROLE] = ("PATRQT",)
 ROLE_SCOPE_LEVELS[CITIZEN_ROLE] = frozenset({"patient"})
@@ -127,4 +132,6 @@ AUDITED: dict[Permission, str] = {
     P.AEFI_READ: "aefi.list",
     P.REPORT_READ: "report.read",
     P.REPORT_CONFIGURE: "report.configure",
+    P.SYNC_UPLOAD: "sync.batch",
+    P.SYNC_READ: "sync.changes",
 }

@@ -55,6 +55,7 @@ class AuditTrail:
     _refusals: list[tuple[dict, list[dict]]] = field(default_factory=list)
     _effects: list = field(default_factory=list)
     recorded: int = 0
+    touched: list = field(default_factory=list)  # patients of the successful events (an idempotent replay re-audits them)
 
     def keep_on_refusal(self, effect) -> None:
         """`effect(session)` runs again with the refusals after a rollback."""
@@ -105,6 +106,9 @@ class AuditTrail:
         """Bookkeeping for an event that has been inserted (by `record` or by a combined statement)."""
         if row["outcome"] != SUCCESS:
             self._refusals.append((row, subject_rows or []))
+        else:
+            self.touched.extend([row["patient_id"]] if row["patient_id"] else [])
+            self.touched.extend(s["patient_id"] for s in subject_rows or [])
         self.recorded += 1
 
     def record(
@@ -128,6 +132,17 @@ class AuditTrail:
             session.execute(insert(_SUBJECTS), subject_rows)
         self.written(row, subject_rows)
         return row["id"]
+
+    def refusal_mark(self) -> int:
+        return len(self._refusals)
+
+    def rewrite_refusals_since(self, session: Session, mark: int) -> None:
+        """After rolling back a savepoint (one item of a batch): write again the refusals recorded
+        inside it, so a refused item stays on record while the others commit."""
+        for row, subject_rows in self._refusals[mark:]:
+            session.execute(insert(_EVENTS), [row])
+            if subject_rows:
+                session.execute(insert(_SUBJECTS), subject_rows)
 
     def replay_refusals(self, session: Session) -> int:
         """After a rollback: write the refusals again so the attempt stays on record."""

@@ -1,0 +1,157 @@
+"""The batch upload of a device's day of work (issue 5): patients, doses, corrections, voids.
+
+Invariants:
+- Items run in order, each in its own savepoint, through the same services as the single
+  routes (registry/patients/service.register, registry/immunizations/service.record, correct,
+  void): validation, scope, encryption and audit are identical. A refused item rolls back its
+  savepoint only; the refusal events it wrote are written again, so they stay on record.
+- Resending the whole batch is safe: each applied item leaves a receipt (kind, record id, keyed
+  MAC of its content) in the same savepoint. An item whose receipt matches is `duplicate` and
+  changes nothing; the same id with other content is `rejected: conflict`, never an overwrite.
+- Nothing acknowledged is lost: the results are returned only after the unit of work commits
+  the whole batch (api/deps.py); a failed commit answers 5xx and the device resends.
+- Audit: one event per applied or refused item, written by the service that did it (a citizen's
+  access log shows each record created), plus one `sync.batch` event per request with counts and
+  the patients of every created or duplicate item as subjects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from registry import errors as e
+from registry.context import ServiceContext
+from registry.immunizations import service as doses
+from registry.patients import service as patients
+from registry.sync import repository as repo
+from registry.sync.schemas import ITEM, BatchResult, CorrectItem, DoseItem, ItemResult, PatientItem, VoidItem
+from security.access.permissions import Permission
+from security.audit import trail as audit
+
+ACTION = "sync.batch"
+SECRET_NAME = "sync-receipts"
+_REASONS = [(e.InvalidInput, "invalid"), (e.NotFound, "not_found"), (e.Forbidden, "forbidden"), (e.Conflict, "conflict"),
+            (e.PreconditionFailed, "precondition_failed"), (e.PreconditionRequired, "precondition_required")]
+_NEEDS = {"patient.create": Permission.PATIENT_CREATE, "dose.record": Permission.IMMUNIZATION_RECORD,
+          "dose.correct": Permission.IMMUNIZATION_AMEND, "dose.void": Permission.IMMUNIZATION_AMEND}
+_ACTION_OF = {"patient.create": "patient.create", "dose.record": "immunization.create",
+              "dose.correct": "immunization.correct", "dose.void": "immunization.void"}
+
+
+def upload(ctx: ServiceContext, items: list[dict]) -> BatchResult:
+    limit = ctx.runtime.settings.sync_batch_max_items
+    if len(items) > limit:
+        ctx.trail.record(ctx.session, ACTION, audit.INVALID, resource_type="Bundle", detail={"field": "items", "items": len(items)})
+        raise e.InvalidInput(f"a batch holds at most {limit} items; split the upload", field="items")
+    results, subjects = [], []
+    for index, raw in enumerate(items):
+        result, patient_id = _one(ctx, index, raw)
+        results.append(result)
+        if patient_id is not None and result.result != "rejected":
+            subjects.append(patient_id)
+    counts = {k: sum(r.result == k for r in results) for k in ("created", "duplicate", "rejected")}
+    ctx.trail.record(ctx.session, ACTION, audit.SUCCESS, resource_type="Bundle", subjects=subjects,
+                     detail={"items": len(items), **counts})
+    return BatchResult(results=results, **counts)
+
+
+def _one(ctx: ServiceContext, index: int, raw: dict) -> tuple[ItemResult, uuid.UUID | None]:
+    op = raw.get("op") if isinstance(raw, dict) else None
+    try:
+        item = ITEM.validate_python(raw)
+        _require_ids(item)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()) if str(p) not in _ITEM_TAGS)
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        return ItemResult(index=index, op=op if op in _NEEDS else None, result="rejected", reason="invalid",
+                          field=where or "op", detail=msg), None
+    except e.InvalidInput as exc:
+        return ItemResult(index=index, op=op, result="rejected", reason="invalid", field=exc.field, detail=exc.message), None
+    kind, record_id, patient_id = _identity(item)
+    base = {"index": index, "op": item.op, "id": record_id}
+    if not ctx.principal.can(_NEEDS[item.op]):
+        ctx.trail.record(ctx.session, _ACTION_OF[item.op], audit.DENIED, resource_id=record_id, detail={"reason": "role"})
+        return ItemResult(**base, result="rejected", reason="forbidden", detail="your role does not allow this"), None
+    mac = _mac(ctx, item)
+    seen = repo.receipt(ctx.session, kind, record_id)
+    if seen is not None:
+        if hmac.compare_digest(seen.content_mac, mac):
+            return ItemResult(**base, result="duplicate", replacement_id=seen.result_id), patient_id
+        ctx.trail.record(ctx.session, _ACTION_OF[item.op], audit.CONFLICT, resource_type=_resource(item), resource_id=record_id,
+                         detail={"reason": "same id, different content"})
+        return ItemResult(**base, result="rejected", reason="conflict", field=_id_field(item),
+                          detail="this id was already uploaded with different content; it was not changed"), None
+    mark = ctx.trail.refusal_mark()
+    savepoint = ctx.session.begin_nested()
+    try:
+        extra, result_id, patient_id = _apply(ctx, item)
+        repo.add_receipt(ctx.session, {"kind": kind, "record_id": record_id, "content_mac": mac, "result_id": result_id,
+                                       "user_id": ctx.principal.user_id, "received_at": datetime.now(UTC)})
+        savepoint.commit()
+    except (e.DomainError, IntegrityError) as exc:
+        savepoint.rollback()
+        ctx.trail.rewrite_refusals_since(ctx.session, mark)
+        return ItemResult(**base, result="rejected", **_reason(exc)), None
+    return ItemResult(**base, result="created", **extra), patient_id
+
+
+_ITEM_TAGS = {"patient.create", "dose.record", "dose.correct", "dose.void"}
+
+
+def _require_ids(item) -> None:
+    if isinstance(item, (PatientItem, DoseItem)) and item.data.id is None:
+        raise e.InvalidInput("a batch item needs a client-generated id (UUID), so that a resend is recognised", field="data.id")
+
+
+def _identity(item) -> tuple[str, uuid.UUID, uuid.UUID | None]:
+    if isinstance(item, PatientItem):
+        return "patient", item.data.id, item.data.id
+    if isinstance(item, DoseItem):
+        return "dose", item.data.id, item.patient_id
+    return item.op, item.dose_id, None
+
+
+def _resource(item) -> str:
+    return "Patient" if isinstance(item, PatientItem) else "Immunization"
+
+
+def _id_field(item) -> str:
+    return "data.id" if isinstance(item, (PatientItem, DoseItem)) else "dose_id"
+
+
+def _mac(ctx: ServiceContext, item) -> bytes:
+    """Keyed: the content (names, dates of birth) is guessable, so a plain hash would reveal it."""
+    content = item.model_dump(mode="json", exclude={"if_match"}, exclude_unset=True)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(ctx.runtime.keyring.secret(SECRET_NAME), canonical, hashlib.sha256).digest()
+
+
+def _apply(ctx: ServiceContext, item) -> tuple[dict, uuid.UUID | None, uuid.UUID | None]:
+    if isinstance(item, PatientItem):
+        view = patients.register(ctx, item.data)
+        return {"version": view.version, "health_id": view.health_id, "access_code": view.access_code}, view.id, view.id
+    if isinstance(item, DoseItem):
+        view = doses.record(ctx, item.patient_id, item.data)
+        return {"version": view.version}, view.id, view.patient_id
+    if isinstance(item, CorrectItem):
+        view = doses.correct(ctx, item.dose_id, item.if_match, item.data)
+        return {"version": view.version, "replacement_id": view.id}, view.id, view.patient_id
+    assert isinstance(item, VoidItem)
+    view = doses.void(ctx, item.dose_id, item.if_match, item.data)
+    return {"version": view.version}, None, view.patient_id
+
+
+def _reason(exc: Exception) -> dict:
+    if isinstance(exc, IntegrityError):  # a concurrent upload of the same record won the race
+        return {"reason": "conflict", "detail": "the record was written concurrently; resend to see its state"}
+    reason = next((r for cls, r in _REASONS if isinstance(exc, cls)), "rejected")
+    code = getattr(exc, "code", None)
+    return {"reason": reason, "code": code if isinstance(code, str) else None, "field": exc.field, "detail": exc.message}

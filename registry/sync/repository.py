@@ -1,0 +1,72 @@
+"""Queries of offline sync: batch receipts, and the facility feed as a keyset over change positions.
+
+The feed's position of a row is (changed_at, kind, id): patients (kind 0) change at `updated_at`,
+doses (kind 1) at `coalesce(updated_at, recorded_at)`. Both are scoped to one facility's
+catchment (patients whose home facility it is); the caller has checked the facility's scope.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, func, insert, or_, select, true, type_coerce
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from registry.immunizations.models import Immunization
+from registry.patients.models import Patient
+from registry.sync.models import SyncReceipt
+from security.orm import UTCDateTime
+
+RECEIPTS = SyncReceipt.__table__
+PATIENTS = Patient.__table__
+DOSES = Immunization.__table__
+PATIENT, DOSE = 0, 1
+DOSE_CHANGED = type_coerce(func.coalesce(DOSES.c.updated_at, DOSES.c.recorded_at), UTCDateTime).label("changed_at")
+
+Position = tuple[datetime, int, uuid.UUID]
+
+
+def receipt(session: Session, kind: str, record_id: uuid.UUID) -> Row | None:
+    return session.execute(select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id == record_id)).first()
+
+
+def add_receipt(session: Session, row: dict) -> None:
+    session.execute(insert(RECEIPTS), [row])
+
+
+def _after(ts, kind: int, id_col, cursor: Position | None):
+    if cursor is None:
+        return true()
+    c_ts, c_kind, c_id = cursor
+    if kind > c_kind:
+        return ts >= c_ts
+    if kind < c_kind:
+        return ts > c_ts
+    return or_(ts > c_ts, and_(ts == c_ts, id_col > c_id))
+
+
+def patients_after(session: Session, facility: str, cursor: Position | None, limit: int) -> list[Row]:
+    q = (select(PATIENTS).where(PATIENTS.c.home_facility == facility, _after(PATIENTS.c.updated_at, PATIENT, PATIENTS.c.id, cursor))
+         .order_by(PATIENTS.c.updated_at, PATIENTS.c.id).limit(limit))
+    return list(session.execute(q).all())
+
+
+def doses_after(session: Session, facility: str, cursor: Position | None, limit: int) -> list[Row]:
+    q = (select(DOSES, DOSE_CHANGED).join(PATIENTS, PATIENTS.c.id == DOSES.c.patient_id)
+         .where(PATIENTS.c.home_facility == facility, _after(DOSE_CHANGED, DOSE, DOSES.c.id, cursor))
+         .order_by(DOSE_CHANGED, DOSES.c.id).limit(limit))
+    return list(session.execute(q).all())
+
+
+def doses_of(session: Session, patient_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Row]]:
+    if not patient_ids:
+        return {}
+    out: dict[uuid.UUID, list[Row]] = {pid: [] for pid in patient_ids}
+    q = select(DOSES).where(DOSES.c.patient_id.in_(patient_ids)).order_by(DOSES.c.date_given, DOSES.c.vaccine, DOSES.c.dose_number)
+    for row in session.execute(q).all():
+        out[row.patient_id].append(row)
+    return out
+
+
