@@ -22,6 +22,7 @@ from datetime import date
 
 from pydantic import ValidationError
 
+from registry.errors import InvalidInput
 from registry.fhir import codes
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.patients.schemas import Guardian, PatientCreate, PatientView
@@ -41,13 +42,16 @@ _REQUIRED_BINDINGS = {
 }
 
 
-class FhirInvalid(Exception):
-    """An invalid FHIR resource. `expression` is FHIRPath-like, e.g. `Patient.name[0].given`."""
+class FhirInvalid(InvalidInput):
+    """An invalid FHIR resource. `expression` is FHIRPath-like, e.g. `Patient.name[0].given`.
 
-    def __init__(self, expression: str, message: str) -> None:
-        super().__init__(f"{expression}: {message}")
+    A domain `InvalidInput` (audited as `invalid`); `status` is 400 for a resource that is not
+    valid FHIR (validate) and 422 for valid FHIR that NHR cannot accept (the mappings)."""
+
+    def __init__(self, expression: str, message: str, *, status: int = 422) -> None:
+        super().__init__(message, field=expression)
         self.expression = expression
-        self.message = message
+        self.status = status
 
 
 def _path(resource_type: str, loc: tuple) -> str:
@@ -69,26 +73,26 @@ def _message(err: dict) -> str:
 def validate(resource: dict) -> dict:
     """Parse `resource` with the fhir.resources R4B model of its resourceType; return it."""
     if not isinstance(resource, dict):
-        raise FhirInvalid("Resource", "must be a JSON object")
+        raise FhirInvalid("Resource", "must be a JSON object", status=400)
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str) or not rtype.isalpha():
-        raise FhirInvalid("Resource.resourceType", "is required")
+        raise FhirInvalid("Resource.resourceType", "is required", status=400)
     from fhir.resources.R4B import get_fhir_model_class
 
     try:
         model = get_fhir_model_class(rtype)
     except (KeyError, ValueError):
-        raise FhirInvalid("Resource.resourceType", "is not a FHIR R4 resource type") from None
+        raise FhirInvalid("Resource.resourceType", "is not a FHIR R4 resource type", status=400) from None
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise FhirInvalid(_path(rtype, tuple(err.get("loc", ()))), _message(err)) from None
+        raise FhirInvalid(_path(rtype, tuple(err.get("loc", ()))), _message(err), status=400) from None
     except (TypeError, ValueError):
-        raise FhirInvalid(rtype, "is not a valid resource") from None
+        raise FhirInvalid(rtype, "is not a valid resource", status=400) from None
     for element, allowed in _REQUIRED_BINDINGS.get(rtype, {}).items():
         if element in resource and resource[element] not in allowed:
-            raise FhirInvalid(f"{rtype}.{element}", "is not one of the allowed codes")
+            raise FhirInvalid(f"{rtype}.{element}", "is not one of the allowed codes", status=400)
     return resource
 
 
@@ -320,7 +324,11 @@ def immunization_from_fhir(resource: dict) -> tuple[uuid.UUID | str, DoseCreate]
     when = resource.get("occurrenceDateTime")
     if not when or not _DATE.match(when):
         raise FhirInvalid("Immunization.occurrence", "an occurrenceDateTime with a full date is required")
-    data: dict = {"vaccine": vaccine, "dose_number": _dose_number(resource), "date_given": date.fromisoformat(when[:10])}
+    try:
+        given = date.fromisoformat(when[:10])
+    except ValueError:
+        raise FhirInvalid("Immunization.occurrenceDateTime", "is not a calendar date") from None
+    data: dict = {"vaccine": vaccine, "dose_number": _dose_number(resource), "date_given": given}
     where = {"vaccine": "Immunization.vaccineCode", "dose_number": "Immunization.protocolApplied[0]",
              "date_given": "Immunization.occurrenceDateTime", "lot_number": "Immunization.lotNumber"}
     if resource.get("lotNumber"):
