@@ -22,6 +22,8 @@ EPI_ANTIGEN = f"{BASE}/CodeSystem/epi-antigen"
 DOSE_STATUS = f"{BASE}/CodeSystem/dose-status"
 EXT_GUARDIAN_CNIC = f"{BASE}/StructureDefinition/guardian-cnic"
 EXT_SUPERSEDES = f"{BASE}/StructureDefinition/supersedes"
+EXT_ACCESS_CODE = f"{BASE}/StructureDefinition/access-code"  # only in the registration response
+FORECAST_STATUS = f"{BASE}/CodeSystem/forecast-status"
 
 SNOMED = "http://snomed.info/sct"
 CVX = "http://hl7.org/fhir/sid/cvx"
