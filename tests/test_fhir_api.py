@@ -32,7 +32,7 @@ def _dose(patient_ref: str, vaccine: str = "BCG", dose: int = 1, when: str = "20
     return {"resourceType": "Immunization", "status": "completed",
             "vaccineCode": {"coding": [{"system": codes.EPI_ANTIGEN, "code": vaccine}]},
             "patient": {"reference": patient_ref}, "occurrenceDateTime": when,
-            "protocolApplied": [{"doseNumberPositiveInt": dose}]}
+            "protocolApplied": [{"doseNumberPositiveInt": dose} if dose else {"doseNumberString": "0"}]}
 
 
 def _events(runtime, r) -> list:
