@@ -312,15 +312,17 @@ def _dose_number(resource: dict) -> int:
 
 
 def immunization_from_fhir(resource: dict) -> tuple[uuid.UUID | str, DoseCreate]:
-    """A validated Immunization -> (patient ref, DoseCreate). Only given doses are recorded:
-    status must be `completed`; performer, location and recorded date are the registry's own
+    """A validated Immunization -> (patient ref, DoseCreate). Only given doses that count are
+    recorded: status must be `completed` and the dose not subpotent; performer, location and recorded date are the registry's own
     (the acting user, their facility, now) and are not taken from input."""
     if resource.get("resourceType") != "Immunization":
         raise FhirInvalid("Immunization.resourceType", "must be Immunization")
     if resource.get("status") != "completed":
         raise FhirInvalid("Immunization.status", "only completed doses can be recorded")
-    patient = patient_reference((resource.get("patient") or {}).get("reference"), "Immunization.patient")
+    if resource.get("isSubpotent") is True:
+        raise FhirInvalid("Immunization.isSubpotent", "a subpotent dose does not count and is not recorded")
     vaccine = _vaccine(resource.get("vaccineCode") or {})
+    patient = patient_reference((resource.get("patient") or {}).get("reference"), "Immunization.patient")
     when = resource.get("occurrenceDateTime")
     if not when or not _DATE.match(when):
         raise FhirInvalid("Immunization.occurrence", "an occurrenceDateTime with a full date is required")
