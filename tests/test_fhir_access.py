@@ -120,3 +120,15 @@ def test_capability_statement_takes_a_system_operation_in_one_call(client, monke
     capability.add_system_operation("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export")
     ops = client.get("/fhir/R4/metadata").json()["rest"][0]["operation"]
     assert ops == [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
+
+
+def test_malformed_identifier_and_header_name_the_parameter(world, runtime):
+    c = world.client
+    r = c.get("/fhir/R4/Patient", params={"identifier": f"{codes.SID_BFORM}|12-34"}, headers=world.h("clinic_a"))
+    assert r.status_code == 422 and r.json()["issue"][0]["expression"] == ["identifier"]
+    assert (_one_event(runtime, r).action, _one_event(runtime, r).outcome) == ("patient.search", "invalid")
+    r = c.post("/fhir/R4/Patient", json=_patient(), headers=world.h("clinic_a", **{"If-None-Exist": "identifier=" + "9" * 300}))
+    assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["If-None-Exist"]
+    r = c.get("/fhir/R4/Patient", params={"gender": "http://hl7.org/fhir/administrative-gender|female", "_count": 1},
+              headers=world.h("clinic_a"))
+    assert r.status_code == 200

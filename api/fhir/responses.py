@@ -52,10 +52,13 @@ def _as_outcome(request: Request, exc: Exception, problem: JSONResponse) -> JSON
         status = problem.status_code if not hasattr(exc, "status") else status
     elif isinstance(exc, RequestValidationError):
         first = (exc.errors() or [{}])[0]
-        loc = [str(p) for p in first.get("loc", ())[1:]]
-        where = ".".join([rtype or "Resource", *loc]) if first.get("type") != "json_invalid" else None
-        status = 400  # FHIR: a body that cannot be parsed is a 400
-        body = outcome.operation_outcome(400, "the request is not a valid FHIR JSON resource", where, code="structure")
+        place, *loc = [str(p) for p in first.get("loc", ())] or ["body"]
+        status = 400  # FHIR: a request that cannot be parsed is a 400
+        if place == "body":
+            where = ".".join([rtype or "Resource", *loc]) if first.get("type") != "json_invalid" else None
+            body = outcome.operation_outcome(400, "the request body is not a valid FHIR JSON resource", where, code="structure")
+        else:
+            body = outcome.operation_outcome(400, f"invalid {place} value", ".".join(loc) or place, code="structure")
     else:
         status = problem.status_code
         detail = json.loads(problem.body).get("detail") if problem.body else None

@@ -76,11 +76,21 @@ def _identifier(value: str, name: str = "identifier") -> tuple[str, str]:
     return registry_system, code
 
 
+def _search(ctx: ServiceContext, system: str, value: str, *, expression: str) -> list:
+    """The /api/v1 identifier search (search scope, audited); a malformed value names `expression`."""
+    try:
+        return patients.search(ctx, system, value)
+    except InvalidInput as exc:
+        exc.field = expression
+        raise
+
+
 def _patient_filters(q: Query) -> tuple[DateRange, str | None, str | None, str | None]:
     birth = DateRange()
     for value in q.all("birthdate"):
         parse_date(value, "birthdate", birth)
     gender = q.one("gender")
+    gender = split_token(gender)[1] if gender is not None else None
     if gender is not None and gender not in SEXES:
         raise FhirInvalid("gender", f"must be one of {', '.join(SEXES)}", status=400)
     return birth, gender, q.one("address-state"), q.one("address-district")
@@ -90,8 +100,7 @@ def search_patients(ctx: ServiceContext, q: Query) -> SearchResult:
     birth, gender, state, district = _patient_filters(q)
     ident = q.one("identifier")
     if ident is not None:
-        system, value = _identifier(ident)
-        matches = patients.search(ctx, system, value)
+        matches = _search(ctx, *_identifier(ident), expression="identifier")
         keep = [m for m in matches if birth.contains(m.birth_date) and gender in (None, m.sex)
                 and state in (None, m.province) and district in (None, m.district)]
         return SearchResult([mapping.patient_to_fhir(m) for m in keep], None, len(keep))
@@ -116,8 +125,7 @@ def find_existing(ctx: ServiceContext, condition: str, expression: str) -> dict 
     name, _, value = condition.partition("=")
     if name.strip() != "identifier" or not value:
         raise FhirInvalid(expression, "only identifier=system|value is supported", status=400)
-    system, code = _identifier(value.strip(), expression)
-    matches = patients.search(ctx, system, code)
+    matches = _search(ctx, *_identifier(value.strip(), expression), expression=expression)
     if len(matches) > 1:
         raise PreconditionFailed("the condition matches more than one patient", field=expression)
     return mapping.patient_to_fhir(matches[0]) if matches else None
