@@ -192,3 +192,27 @@ def test_same_rooms_other_province_auditor_and_anonymous(world, runtime):
     # an unknown id is a 404 like any other
     assert c.get(f"/fhir/R4/Patient/{uuid.uuid4()}", headers=world.h("clinic_a")).status_code == 404
     assert c.get("/fhir/R4/Patient/not-a-uuid", headers=world.h("clinic_a")).status_code == 404
+
+
+def test_immunization_paging_with_and_without_patient(world):
+    c = world.client
+    pid = _create(world)["id"]
+    for vaccine, dose, when in (("BCG", 1, "2026-06-02"), ("OPV", 0, "2026-06-02"), ("HEPB", 1, "2026-06-03")):
+        assert c.post("/fhir/R4/Immunization", json=_dose(f"Patient/{pid}", vaccine, dose, when),
+                      headers=world.h("clinic_a")).status_code == 201
+
+    def walk(params):
+        seen, url, query = [], "/fhir/R4/Immunization", {**params, "_count": 2}
+        while url:
+            page = c.get(url, params=query, headers=world.h("clinic_a")).json()
+            seen += [e["resource"]["id"] for e in page.get("entry", [])]
+            nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+            url, query = (nxt[0].split("testserver", 1)[1], None) if nxt else (None, None)
+        return seen
+
+    by_patient = walk({"patient": f"Patient/{pid}"})
+    assert len(by_patient) == len(set(by_patient)) == 3
+    in_scope = walk({"date": "ge2026-06-02"})
+    assert set(by_patient) <= set(in_scope) and len(in_scope) == len(set(in_scope))
+    r = c.get("/fhir/R4/Immunization", params={"patient": pid, "_cursor": "garbage"}, headers=world.h("clinic_a"))
+    assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["_cursor"]
