@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from api import idempotency, problems
 from api.deps import check_routes
+from api.fhir import responses as fhir_responses
+from api.fhir import routes as fhir_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
 from api.routes import certificates as certificate_routes
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(aefi_routes.router)
     app.include_router(report_routes.router)
     app.include_router(sync_routes.router)
+    app.include_router(fhir_routes.router)
+    fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)
 
     idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)
