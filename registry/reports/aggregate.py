@@ -104,17 +104,23 @@ FROM (
 
 
 def counts_insert(where: str) -> str:
-    """INSERT ... SELECT of `report_coverage_counts` from the status rows matching `where`."""
-    sums = ",\n".join(f"SUM((any_mask >> {k}) & 1) AS a{k}, SUM((valid_mask >> {k}) & 1) AS v{k}"
+    """INSERT ... SELECT of `report_coverage_counts` from the status rows matching `where`.
+    Children with the same place, month and masks are counted together first (few distinct
+    patterns), so the per-item sums run over patterns, not over children."""
+    sums = ",\n".join(f"SUM(((any_mask >> {k}) & 1) * c) AS a{k}, SUM(((valid_mask >> {k}) & 1) * c) AS v{k}"
                       for k in range(len(cat.ITEMS)))
     selects = [f"SELECT leaf, cohort_month, '{cat.CHILDREN}', province, district, n, p1 FROM g"]
     selects += [f"SELECT leaf, cohort_month, '{item}', province, district, a{k}, v{k} FROM g WHERE a{k} > 0"
                 for k, item in enumerate(cat.ITEMS)]
     return f"""
-WITH g AS (
-  SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, COUNT(*) AS n,
-    SUM(penta1_by_12m) AS p1, {sums}
-  FROM report_child_status WHERE {where} GROUP BY leaf, cohort_month)
+WITH patterns AS (
+  SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, any_mask, valid_mask, penta1_by_12m,
+    COUNT(*) AS c
+  FROM report_child_status WHERE {where} GROUP BY leaf, cohort_month, any_mask, valid_mask, penta1_by_12m),
+g AS (
+  SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, SUM(c) AS n,
+    SUM(penta1_by_12m * c) AS p1, {sums}
+  FROM patterns GROUP BY leaf, cohort_month)
 INSERT INTO report_coverage_counts (leaf, cohort_month, item, province, district, any_count, valid_count)
 {" UNION ALL ".join(selects)}"""
 
