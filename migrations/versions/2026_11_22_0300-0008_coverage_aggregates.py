@@ -32,8 +32,6 @@ def upgrade() -> None:
     sa.Column('penta1_by_12m', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('patient_id', name=op.f('pk_report_child_status'))
     )
-    with op.batch_alter_table('report_child_status', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_report_child_status_leaf_cohort_month'), ['leaf', 'cohort_month'], unique=False)
 
     op.create_table('report_coverage_counts',
     sa.Column('leaf', sa.String(length=32), nullable=False),
@@ -79,6 +77,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_report_coverage_counts_province_cohort_month'))
         batch_op.drop_index(batch_op.f('ix_report_coverage_counts_district_cohort_month'))
     op.drop_table('report_coverage_counts')
-    with op.batch_alter_table('report_child_status', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_report_child_status_leaf_cohort_month'))
     op.drop_table('report_child_status')

@@ -46,8 +46,6 @@ class ChildStatus(Base):
     valid_mask: Mapped[int] = mapped_column(BigInteger)
     penta1_by_12m: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index(None, "leaf", "cohort_month"),)
-
 
 class CoverageCount(Base):
     __tablename__ = "report_coverage_counts"
