@@ -105,7 +105,7 @@ def _cmdline(pid: int) -> bytes:
 
 def _uvicorn(app: str, port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-            "--no-access-log", "--no-proxy-headers", "--log-level", "warning"]
+            "--no-access-log", "--no-proxy-headers", "--log-level", "warning", "--timeout-worker-healthcheck", "60"]
 
 
 def start_registry(url: str, key_dir: str, workers: int) -> Server:

@@ -88,14 +88,18 @@ def init():
 @app.command()
 def serve(host: str = typer.Option(None), port: int = typer.Option(None), workers: int = typer.Option(None)):
     """Run the API with uvicorn (the access log is NHR's own: route templates, never ids or queries)."""
-    import logging
-
     import uvicorn
 
     s = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Given to uvicorn as its log_config, so that every worker process applies it: with
+    # `--workers N` the workers are spawned and a basicConfig() made here never reaches them.
+    log_config = {"version": 1, "disable_existing_loggers": False,
+                  "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+                  "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+                  "root": {"level": "INFO", "handlers": ["stderr"]}}
     uvicorn.run("api.main:app", host=host or s.host, port=port or s.port, workers=workers or s.workers,
-                access_log=False, proxy_headers=False, log_level="info")
+                access_log=False, proxy_headers=False, log_level="info", log_config=log_config,
+                timeout_worker_healthcheck=s.worker_healthcheck_seconds)
 
 
 @app.command()

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # Threads per worker for sync routes (AnyIO's default is 40). On few cores a smaller pool
+    # spends less time handing the GIL around; see bench/README.md. None keeps the default.
+    threadpool_size: int | None = Field(None, ge=1, le=200)
+    # How long `nhr serve --workers N` waits for a worker to answer its health check before it
+    # kills and replaces it (uvicorn's default is 5 s: too short for a worker still importing
+    # on a loaded machine, which then never comes up).
+    worker_healthcheck_seconds: int = Field(60, ge=1)
 
     @model_validator(mode="after")
     def _production_requires_explicit_values(self) -> Settings:

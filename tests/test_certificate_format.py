@@ -129,7 +129,11 @@ def valid_text(issuer):
     return _make(issuer)
 
 
-NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)  # within the signer's validity
+# The verification clock of these tests. The module-scoped signer is created when its first test
+# runs, which on a loaded machine can be many minutes after this module is imported, and its
+# validity starts 5 minutes before its creation: an hour ahead keeps NOW inside that validity
+# however late the fixture runs (a suite that slow would time out first).
+NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
 DCC = {"ver": "1.3.0", "nam": {"fn": "Qizilbash", "fnt": "QIZILBASH", "gn": "Zarnigar", "gnt": "ZARNIGAR"},
        "dob": "2026-06-01", "v": [{"tg": "398102009", "vp": "J07BF04", "mp": "NHR-EPI-OPV", "ma": "NHR-MAH-UNRECORDED",
                                    "dn": 4, "sd": 5, "dt": "2026-09-07", "co": "PK", "is": "NHR PK-PB",
