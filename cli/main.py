@@ -20,6 +20,7 @@ from rich.table import Table
 
 from cli import audit as audit_cli
 from cli import certificates as certificates_cli
+from cli import imports as imports_cli
 from cli import schedules as schedules_cli
 from registry import bootstrap
 from registry.runtime import Runtime
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(certificates_cli.app, name="certificate")
 app.add_typer(schedules_cli.app, name="schedules")
+app.command("import")(imports_cli.import_file)
 console = Console()
 
 DEMO_USERS = [
