@@ -13,16 +13,16 @@ Invariants:
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry import identifiers
 from registry.bulk import identity
 from registry.bulk.sources import Item, Parsed, RowInvalid
-from registry.bulk.writer import insert_rows
+from registry.bulk.writer import insert_rows, rows_by_ids
 from registry.immunizations.models import Immunization
 from registry.immunizations.vaccines import VACCINES, first_dose
 from registry.patients import codec
@@ -34,6 +34,7 @@ from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import AuditTrail
 
 P, IX, D = Patient.__table__, PatientIdentifierIndex.__table__, Immunization.__table__
+_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date"))
 _OWN = {"bform": identifiers.BFORM_SYSTEM, "cnic": identifiers.CNIC_SYSTEM}
 
 
@@ -81,10 +82,7 @@ def process(session: Session, rt, actor: Actor, items: list[Item], chunk_no: int
 
 
 def _existing(session: Session, table, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    found: set[uuid.UUID] = set()
-    for i in range(0, len(ids), 5000):
-        found.update(session.execute(select(table.c.id).where(table.c.id.in_(ids[i:i + 5000]))).scalars())
-    return found
+    return {r[0] for r in rows_by_ids(session, table, ("id",), "id", ids)}
 
 
 def _unique_ids(rows: list[tuple[int, Parsed]], exists: set[uuid.UUID], result: ChunkResult) -> list[tuple[int, Parsed]]:
@@ -158,14 +156,8 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
 def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:
     rows = _unique_ids(rows, _existing(session, D, [p.id for _, p in rows]), result)
     pids = sorted({p.patient_id for _, p in rows})
-    patients, given = {}, set()
-    for i in range(0, len(pids), 5000):
-        part = pids[i:i + 5000]
-        patients.update({r.id: r for r in session.execute(
-            select(P.c.id, P.c.custodian, P.c.province, P.c.district, P.c.home_facility, P.c.birth_date)
-            .where(P.c.id.in_(part)))})
-        given.update(tuple(r) for r in session.execute(
-            select(D.c.patient_id, D.c.vaccine, D.c.dose_number).where(D.c.patient_id.in_(part), D.c.status == "completed")))
+    patients = {r[0]: _PatientRow(*r) for r in rows_by_ids(session, P, _PatientRow._fields, "id", pids)}
+    given = set(rows_by_ids(session, D, ("patient_id", "vaccine", "dose_number"), "patient_id", pids, {"status": "completed"}))
     d_rows, subjects, outside, principal = [], set(), False, actor.principal
     for row, p in rows:
         prow = patients.get(p.patient_id)
