@@ -11,6 +11,7 @@ from api import problems
 from api.deps import check_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
+from api.routes import bulk_export as bulk_export_routes
 from api.routes import certificates as certificate_routes
 from api.routes import schedules as schedule_routes
 from registry.audit_log import sealing
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     problems.install(app)
     for module in (health, auth, patients, immunizations, audit, audit_workbench, audit_proofs, reference, citizen):
         app.include_router(module.router)
+    app.include_router(bulk_export_routes.router)  # before the FHIR routes: Patient/$export is not Patient/{id}
     app.include_router(certificate_routes.router)
     app.include_router(schedule_routes.router)
     check_routes(app.routes)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat).
     certificate_validity_days: int = Field(365, ge=1, le=3650)
 
+    # FHIR Bulk Data $export (issue 5): job lifetime, snapshot rows taken per status poll, resources per file.
+    bulk_export_ttl_seconds: int = Field(86_400, ge=60)
+    bulk_export_step_rows: int = Field(50_000, ge=1)
+    bulk_export_file_rows: int = Field(10_000, ge=1)
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

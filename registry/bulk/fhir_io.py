@@ -48,6 +48,7 @@ def parse(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_u
     if kind not in TYPES:
         raise RowInvalid([("resourceType", "unsupported_type")])
     try:
+        mapping.validate(resource)
         if kind == "Patient":
             data = mapping.patient_from_fhir(resource)
             pid = data.id or _own_id(sha, row, resource, full_url)

@@ -33,6 +33,7 @@ class Permission(StrEnum):
     JURISDICTION_READ = "jurisdiction:read"
     CITIZEN_READ_OWN = "citizen:read-own"  # a guardian's own (child's) record, doses and access log
     PATIENT_ISSUE_ACCESS_CODE = "patient:issue-access-code"
+    BULK_EXPORT = "bulk:export"  # FHIR Bulk Data $export of the jurisdiction (health officials only)
 
 
 class Role(StrEnum):
@@ -85,6 +86,7 @@ ROLE_PERMISSIONS[Role.CLINIC_WORKER] = ROLE_PERMISSIONS[Role.CLINIC_WORKER] | {P
 ROLE_PERMISSIONS[CITIZEN_ROLE] = frozenset({P.CITIZEN_READ_OWN})
 ROLE_PURPOSES[CITIZEN_ROLE] = ("PATRQT",)
 ROLE_SCOPE_LEVELS[CITIZEN_ROLE] = frozenset({"patient"})
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.BULK_EXPORT}
 
 
 def permissions_of(role: str) -> frozenset[Permission]:
@@ -108,4 +110,5 @@ AUDITED: dict[Permission, str] = {
     P.USER_MANAGE: "user.manage",
     P.CITIZEN_READ_OWN: "citizen.read",
     P.PATIENT_ISSUE_ACCESS_CODE: "patient.access_code",
+    P.BULK_EXPORT: "bulk.export",
 }
