@@ -25,6 +25,7 @@ def import_file(
     fmt: str = typer.Option(None, "--format", help="csv-patients | csv-doses | fhir-ndjson | fhir-bundle (default: detected)"),
     chunk_size: int = typer.Option(5000, "--chunk-size", min=1, help="rows per committed chunk"),
     errors: Path = typer.Option(None, "--errors", help="error report path (default: FILE.errors.csv)"),
+    workers: int = typer.Option(1, "--workers", min=1, max=16, help="processes validating FHIR resources"),
 ):
     """Import a file; rerun the same command after an interruption to continue where it stopped."""
     from registry.bulk import importer
@@ -39,7 +40,7 @@ def import_file(
                       TextColumn("{task.fields[imported]} imported, {task.fields[rejected]} rejected"),
                       TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task(file.name, total=total, imported=0, rejected=0)
-            result = importer.run(rt, file, username=user, fmt=fmt, facility=facility, chunk_size=chunk_size,
+            result = importer.run(rt, file, username=user, fmt=fmt, facility=facility, chunk_size=chunk_size, workers=workers,
                                   on_chunk=lambda p: bar.update(task, completed=p.rows_done, imported=p.imported,
                                                                 rejected=p.rejected))
             bar.update(task, completed=total)

@@ -8,6 +8,8 @@ import csv
 import json
 import uuid
 
+import pytest
+
 from conftest import audit_events, unique_nadra
 from registry.bulk import importer
 from registry.fhir import codes
@@ -27,7 +29,8 @@ def _dose(patient_ref: str, vaccine: str = "BCG", dose: int = 1, when: str = "20
             "patient": {"reference": patient_ref}, "occurrenceDateTime": when, "protocolApplied": [{"doseNumberPositiveInt": dose}]}
 
 
-def test_ndjson_import(world, runtime, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ndjson_import(world, runtime, tmp_path, workers):
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     bad = _patient(None, "Shahrukhzaman", unique_nadra())
     del bad["birthDate"]
@@ -39,7 +42,7 @@ def test_ndjson_import(world, runtime, tmp_path):
     ]
     f = tmp_path / "day.ndjson"
     f.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n")
-    res = importer.run(runtime, f, username=world.users["clinic_a"], chunk_size=2)
+    res = importer.run(runtime, f, username=world.users["clinic_a"], chunk_size=2, workers=workers)
     assert (res.file_format, res.imported, res.rejected) == ("fhir-ndjson", 4, 5)
     r = world.client.get(f"/api/v1/patients/{a}", headers=world.h("clinic_a"))
     assert r.status_code == 200 and r.json()["given_name"] == "Gulrezkhan"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import audit_events, is_postgres, new_child
 from registry.bulk import importer, sources
 from registry.bulk.models import ImportRun
-from registry.errors import Forbidden
+from registry.errors import Conflict, Forbidden
 from registry.immunizations.models import Immunization
 from registry.patients.models import Patient
 from security.audit.models import AuditEventSubjectRow
@@ -159,6 +159,13 @@ def test_resume_after_interruption_never_duplicates(world, runtime, tmp_path):
     with runtime.sessions() as s:
         run = s.execute(select(ImportRun).where(ImportRun.file_sha256 == sha)).scalar_one()
         assert (run.rows_done, run.status) == (6, "running")
+
+    # a second import of the same file that read the run before the first one committed stops
+    _, actor, _ = importer.start(runtime, f, None, world.users["clinic_a"], None, 3)
+    stale = list(sources.items(f, sha, "csv-patients"))[3:6]
+    with pytest.raises(Conflict):
+        importer._commit_chunk(runtime, actor, run.id, stale, 2, 0, 0)
+    assert _count(runtime, Patient, ids) == 6
 
     again = importer.run(runtime, f, username=world.users["clinic_a"], chunk_size=3)
     assert (again.run_id, again.resumed_from, again.imported, again.rows_done) == (run.id, 6, 10, 10)

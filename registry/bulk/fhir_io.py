@@ -39,7 +39,30 @@ def bundle_ids(sha: str, entries: list[dict]) -> dict[str, uuid.UUID]:
     return urns
 
 
-def parse(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_url: str | None = None) -> Parsed:
+def check(raw) -> list[tuple[str, str]] | None:
+    """Validation alone (the costly part), for a worker process: `raw` is an NDJSON line or a
+    resource; returns the row's errors or None. Only codes and element paths cross processes."""
+    import json
+
+    from registry.fhir import mapping
+
+    try:
+        resource = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return [("row", "json_invalid")]
+    if not isinstance(resource, dict):
+        return [("row", "json_invalid")]
+    if resource.get("resourceType") not in TYPES:
+        return [("resourceType", "unsupported_type")]
+    try:
+        mapping.validate(resource)
+    except mapping.FhirInvalid as exc:
+        return [(str(exc.expression)[:64] if exc.expression else resource["resourceType"], "fhir_invalid")]
+    return None
+
+
+def parse(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_url: str | None = None, *,
+          validated: bool = False) -> Parsed:
     from pydantic import ValidationError
 
     from registry.fhir import mapping
@@ -48,7 +71,8 @@ def parse(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_u
     if kind not in TYPES:
         raise RowInvalid([("resourceType", "unsupported_type")])
     try:
-        mapping.validate(resource)
+        if not validated:
+            mapping.validate(resource)
         if kind == "Patient":
             data = mapping.patient_from_fhir(resource)
             pid = data.id or _own_id(sha, row, resource, full_url)

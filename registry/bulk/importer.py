@@ -26,7 +26,7 @@ from sqlalchemy import insert, select, update
 from registry.bulk import chunk as chunks
 from registry.bulk import sources
 from registry.bulk.models import ImportRowError, ImportRun
-from registry.errors import Forbidden, InvalidInput
+from registry.errors import Conflict, Forbidden, InvalidInput
 from registry.facilities.models import Facility
 from registry.runtime import Runtime
 from registry.users.models import User
@@ -107,32 +107,74 @@ def start(rt: Runtime, path: Path, fmt: str | None, username: str, facility: str
 
 
 def run(rt: Runtime, path: Path, *, username: str, fmt: str | None = None, facility: str | None = None,
-        chunk_size: int = 5000, operator: str | None = None,
+        chunk_size: int = 5000, operator: str | None = None, workers: int = 1,
         on_chunk: Callable[[Progress], None] | None = None) -> ImportResult:
-    """Import `path` (or continue its run). `on_chunk` is called after each committed chunk."""
+    """Import `path` (or continue its run). `on_chunk` is called after each committed chunk.
+    `workers` > 1 validates FHIR resources in that many processes (fhir.resources is the cost)."""
     rt.load_keys()
     run_row, actor, sha = start(rt, path, fmt, username, facility, chunk_size, operator)
     resumed_from = run_row.rows_done
     done, imported, rejected = run_row.rows_done, run_row.imported, run_row.rejected
     if run_row.status != "completed":
         stream = (it for it in sources.items(path, sha, run_row.file_format) if it.row > resumed_from)
-        n = 0
-        while batch := list(islice(stream, chunk_size)):
-            n += 1
-            with rt.sessions.begin() as s:
-                res = chunks.process(s, rt, actor, batch, n)
-                if res.errors:
-                    s.execute(insert(ERRORS), [{"run_id": run_row.id, "row": r, "field": f, "reason": why}
-                                               for (r, f), why in sorted(res.errors.items())])
-                done, imported = batch[-1].row, imported + res.imported
-                rejected += len({r for r, _ in res.errors})
-                s.execute(update(RUNS).where(RUNS.c.id == run_row.id)
-                          .values(rows_done=done, imported=imported, rejected=rejected, updated_at=datetime.now(UTC)))
-            if on_chunk:
-                on_chunk(Progress(done, imported, rejected, n))
+        pool = _pool(workers) if workers > 1 and run_row.file_format.startswith("fhir") else None
+        try:
+            n = 0
+            while batch := list(islice(stream, chunk_size)):
+                n += 1
+                if pool is not None:
+                    batch = _prevalidated(pool, batch)
+                done, imported, rejected = _commit_chunk(rt, actor, run_row.id, batch, n, imported, rejected)
+                if on_chunk:
+                    on_chunk(Progress(done, imported, rejected, n))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         with rt.sessions.begin() as s:
             s.execute(update(RUNS).where(RUNS.c.id == run_row.id).values(status="completed", updated_at=datetime.now(UTC)))
     return ImportResult(run_row.id, run_row.file_format, "completed", resumed_from, done, imported, rejected)
+
+
+def _commit_chunk(rt: Runtime, actor: chunks.Actor, run_id: uuid.UUID, batch: list, n: int, imported: int,
+                  rejected: int) -> tuple[int, int, int]:
+    """One transaction: the chunk's records and audit events, its rejected rows, the run's progress."""
+    with rt.sessions.begin() as s:
+        current = s.execute(select(RUNS.c.rows_done).where(RUNS.c.id == run_id).with_for_update()).scalar_one()
+        if current >= batch[0].row:  # the run's row is locked: a second `nhr import` of this file waits, then stops here
+            raise Conflict("another nhr import of this file for this facility is running", field="file")
+        res = chunks.process(s, rt, actor, batch, n)
+        if res.errors:
+            s.execute(insert(ERRORS), [{"run_id": run_id, "row": r, "field": f, "reason": why}
+                                       for (r, f), why in sorted(res.errors.items())])
+        done, imported = batch[-1].row, imported + res.imported
+        rejected += len({r for r, _ in res.errors})
+        s.execute(update(RUNS).where(RUNS.c.id == run_id)
+                  .values(rows_done=done, imported=imported, rejected=rejected, updated_at=datetime.now(UTC)))
+    return done, imported, rejected
+
+
+def _pool(workers: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _prevalidated(pool, batch: list[sources.Item]) -> list[sources.Item]:
+    from registry.bulk import fhir_io
+
+    checked = pool.map(fhir_io.check, [it.raw for it in batch], chunksize=max(1, len(batch) // 16))
+    out = []
+    for it, errors in zip(batch, checked):
+        if errors:
+            out.append(sources.Item(it.row, lambda validated=False, e=errors: _raise(e)))
+        else:
+            out.append(sources.Item(it.row, lambda validated=False, p=it.parse: p(validated=True)))
+    return out
+
+
+def _raise(errors):
+    raise sources.RowInvalid(errors)
 
 
 def write_error_report(rt: Runtime, run_id: uuid.UUID, target: Path) -> int:

@@ -52,8 +52,12 @@ class Parsed:
 
 @dataclass(slots=True)
 class Item:
+    """`parse(validated=False)`; `raw` (FHIR only) is what `fhir_io.check` validates in a worker
+    process, after which `parse(validated=True)` only maps."""
+
     row: int
-    parse: Callable[[], Parsed]
+    parse: Callable[..., Parsed]
+    raw: object = None
 
 
 def file_sha256(path: Path) -> str:
@@ -133,13 +137,14 @@ def read_csv(path: Path, sha: str, fmt: str) -> Iterator[Item]:
             raise UnreadableFile(f"unknown column(s) {', '.join(unknown)}; expected some of {', '.join(columns)}")
         for row, cells in enumerate(reader, 1):
             r = {h: (c.strip() or None) for h, c in zip(header, cells)}
-            yield Item(row, lambda row=row, r=r: build(sha, row, r))
+            yield Item(row, lambda validated=False, row=row, r=r: build(sha, row, r))
 
 
-def _fhir(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_url: str | None = None) -> Parsed:
+def _fhir(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_url: str | None = None,
+          validated: bool = False) -> Parsed:
     from registry.bulk import fhir_io
 
-    return fhir_io.parse(sha, row, resource, urns, full_url)
+    return fhir_io.parse(sha, row, resource, urns, full_url, validated=validated)
 
 
 def read_ndjson(path: Path, sha: str) -> Iterator[Item]:
@@ -148,7 +153,7 @@ def read_ndjson(path: Path, sha: str) -> Iterator[Item]:
         for row, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            yield Item(row, lambda row=row, line=line: _fhir(sha, row, _json(line), urns))
+            yield Item(row, lambda validated=False, row=row, line=line: _fhir(sha, row, _json(line), urns, None, validated), line)
 
 
 def read_bundle(path: Path, sha: str) -> Iterator[Item]:
@@ -164,7 +169,8 @@ def read_bundle(path: Path, sha: str) -> Iterator[Item]:
     urns = fhir_io.bundle_ids(sha, entries)
     for row, entry in enumerate(entries, 1):
         resource = entry.get("resource") if isinstance(entry.get("resource"), dict) else {}
-        yield Item(row, lambda row=row, r=resource, u=entry.get("fullUrl"): _fhir(sha, row, r, urns, u))
+        yield Item(row, lambda validated=False, row=row, r=resource, u=entry.get("fullUrl"): _fhir(sha, row, r, urns, u, validated),
+                   resource)
 
 
 def _json(line: str) -> dict:
