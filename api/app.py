@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from api import problems
 from api.deps import check_routes
+from api.fhir import responses as fhir_responses
+from api.fhir import routes as fhir_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
 from api.routes import bulk_export as bulk_export_routes
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(bulk_export_routes.router)  # before the FHIR routes: Patient/$export is not Patient/{id}
     app.include_router(certificate_routes.router)
     app.include_router(schedule_routes.router)
+    app.include_router(fhir_routes.router)
+    fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)
 
     app.add_middleware(RequestContextMiddleware)

@@ -1,0 +1,147 @@
+"""FHIR R4 at /fhir/R4: HTTP only. Every route is gated by the same `require(permission)` as its
+/api/v1 twin and calls registry/fhir/service, which calls the /api/v1 services: same scope,
+purpose of use, break-glass and audit (see docs/fhir.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import Public, require
+from api.fhir.responses import PREFIX, fhir_response
+from registry.context import ServiceContext
+from registry.fhir import bundle, capability, params, service
+from registry.schedules.service import ACTION as SCHEDULE_ACTION
+from security.access.permissions import Permission as P
+
+router = APIRouter(prefix=PREFIX, tags=["fhir"])
+Resource = Annotated[dict, Body(description="a FHIR R4 resource (application/fhir+json)")]
+_STARTED = datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def _headers(request: Request, res: dict) -> dict:
+    version = (res.get("meta") or {}).get("versionId")
+    if version is None:
+        return {}
+    return {"ETag": f'W/"{version}"',
+            "Location": f"{_base(request)}/{res['resourceType']}/{res['id']}/_history/{version}"}
+
+
+def _query(request: Request, rtype: str, pairs: list[tuple[str, str]]) -> params.Query:
+    s = request.app.state.runtime.settings
+    return params.parse_query(pairs, capability.param_names(rtype), default_count=s.page_size_default,
+                              max_count=s.page_size_max)
+
+
+def _searchset(request: Request, rtype: str, q: params.Query, result: service.SearchResult) -> dict:
+    flat = [(k, v) for k, values in q.params.items() for v in values] + [("_count", str(q.count))]
+    url = f"{_base(request)}/{rtype}"
+    links = [{"relation": "self", "url": f"{url}?{urlencode(flat + ([('_cursor', q.cursor)] if q.cursor else []))}"}]
+    if result.next_cursor:
+        links.append({"relation": "next", "url": f"{url}?{urlencode(flat + [('_cursor', result.next_cursor)])}"})
+    body = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        body["total"] = result.total
+    body["link"] = links
+    body["entry"] = [{"fullUrl": f"{_base(request)}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                     for r in result.resources]
+    return body
+
+
+@router.get("/metadata", dependencies=[Public], summary="CapabilityStatement: exactly what this server supports")
+def metadata(request: Request):
+    return fhir_response(request, capability.capability_statement(request.app.version, _STARTED))
+
+
+# ---------------------------------------------------------------- Patient
+
+@router.get("/Patient/{patient_id}", summary="Read a Patient (capture scope, or break-glass)")
+def read_patient(patient_id: str, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))]):
+    res = service.read_patient(ctx, patient_id)
+    return fhir_response(request, res, headers={"ETag": f'W/"{res["meta"]["versionId"]}"'})
+
+
+def _patient_search(request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
+    q = _query(request, "Patient", pairs)
+    return fhir_response(request, _searchset(request, "Patient", q, service.search_patients(ctx, q)))
+
+
+@router.get("/Patient", summary="Search Patients: by identifier (search scope) or by birthdate, gender, address (capture scope)")
+def search_patients(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+    return _patient_search(request, ctx, list(request.query_params.multi_items()))
+
+
+@router.post("/Patient/_search", summary="Search Patients with the parameters in a form body (keeps identifiers out of URLs)")
+async def search_patients_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+    pairs = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in (await request.form()).multi_items()]
+    return await run_in_threadpool(_patient_search, request, ctx, pairs)
+
+
+@router.post("/Patient", status_code=201, summary="Create a Patient (conditional with If-None-Exist: identifier=system|value)")
+def create_patient(body: Resource, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))],
+                   if_none_exist: Annotated[str | None, Header(alias="If-None-Exist", max_length=200)] = None):
+    status, res = service.create_patient(ctx, body, if_none_exist)
+    return fhir_response(request, res, status, _headers(request, res))
+
+
+# ---------------------------------------------------------------- Immunization
+
+@router.get("/Immunization/{dose_id}", summary="Read an Immunization")
+def read_immunization(dose_id: str, request: Request,
+                      ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
+    res = service.read_immunization(ctx, dose_id)
+    return fhir_response(request, res, headers={"ETag": f'W/"{res["meta"]["versionId"]}"'})
+
+
+def _immunization_search(request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
+    q = _query(request, "Immunization", pairs)
+    return fhir_response(request, _searchset(request, "Immunization", q, service.search_immunizations(ctx, q)))
+
+
+@router.get("/Immunization", summary="Search Immunizations by patient, date, vaccine-code, status")
+def search_immunizations(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
+    return _immunization_search(request, ctx, list(request.query_params.multi_items()))
+
+
+@router.post("/Immunization/_search", summary="Search Immunizations with the parameters in a form body")
+async def search_immunizations_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
+    pairs = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in (await request.form()).multi_items()]
+    return await run_in_threadpool(_immunization_search, request, ctx, pairs)
+
+
+@router.post("/Immunization", status_code=201, summary="Record a dose as an Immunization")
+def create_immunization(body: Resource, request: Request,
+                        ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_RECORD))]):
+    res = service.create_immunization(ctx, body)
+    return fhir_response(request, res, 201, _headers(request, res))
+
+
+# ---------------------------------------------------------------- ImmunizationRecommendation
+
+ScheduleGate = Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ, action=SCHEDULE_ACTION))]
+
+
+@router.get("/ImmunizationRecommendation/{patient_id}", summary="A patient's forecast (id = the patient's id)")
+def read_recommendation(patient_id: str, request: Request, ctx: ScheduleGate):
+    return fhir_response(request, service.read_recommendation(ctx, patient_id))
+
+
+@router.get("/ImmunizationRecommendation", summary="Search ImmunizationRecommendation by patient")
+def search_recommendations(request: Request, ctx: ScheduleGate):
+    q = _query(request, "ImmunizationRecommendation", list(request.query_params.multi_items()))
+    return fhir_response(request, _searchset(request, "ImmunizationRecommendation", q, service.search_recommendations(ctx, q)))
+
+
+# ---------------------------------------------------------------- transaction / batch
+
+@router.post("", summary="transaction (all or nothing) or batch (each entry on its own) Bundle of Patient and Immunization")
+def transaction(body: Resource, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))]):
+    return fhir_response(request, bundle.process(ctx, body))

@@ -1,0 +1,171 @@
+"""`POST /fhir/R4` transaction and batch Bundles of Patient and Immunization creates.
+
+- transaction: all or nothing. Entries run in the request's one database transaction; the first
+  failure raises (its expression prefixed with the entry, `Bundle.entry[3].resource...`) and the
+  unit of work rolls everything back: nothing is written but the refusal's audit event.
+- batch: each entry on its own, in a savepoint. A failed entry is rolled back to its savepoint
+  and answered with its status and an OperationOutcome; its refusal event is written again
+  after the savepoint rollback (as the unit of work does after a request's rollback), and an
+  entry refused before any service ran gets one `invalid`/`denied` event of its own.
+- Patients are processed before Immunizations (FHIR processing order puts creates together;
+  this lets a dose reference a patient created in the same Bundle through its `urn:uuid:`
+  fullUrl). The response lists entries in request order.
+- Conditional create (`request.ifNoneExist`: `identifier=system|value`) answers 200 with the
+  existing patient instead of creating a duplicate; a condition matching several is 412.
+- Each entry calls the same service as a single request, so each entry writes its audit events
+  exactly as that request would.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from registry.context import ServiceContext
+from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, PreconditionFailed
+from registry.fhir import outcome, service
+from registry.fhir.mapping import FhirInvalid
+from security.access.permissions import Permission
+from security.audit import trail as audit
+from security.audit.trail import AuditTrail
+
+MAX_ENTRIES = 1000
+_KINDS = {"Patient": (Permission.PATIENT_CREATE, "patient.create"),
+          "Immunization": (Permission.IMMUNIZATION_RECORD, "immunization.create")}
+
+
+def _check_shape(bundle: dict) -> tuple[str, list[dict]]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirInvalid("Bundle.resourceType", "POST /fhir/R4 takes a Bundle", status=400)
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise FhirInvalid("Bundle.type", "must be transaction or batch", status=400)
+    entries = bundle.get("entry")
+    if not isinstance(entries, list) or not entries:
+        raise FhirInvalid("Bundle.entry", "at least one entry is required", status=400)
+    if len(entries) > MAX_ENTRIES:
+        raise FhirInvalid("Bundle.entry", f"at most {MAX_ENTRIES} entries per Bundle", status=400)
+    return kind, entries
+
+
+def _entry_kind(entry: object, i: int) -> str:
+    where = f"Bundle.entry[{i}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+        raise FhirInvalid(f"{where}.resource", "is required", status=400)
+    request = entry.get("request") or {}
+    rtype = entry["resource"].get("resourceType")
+    if request.get("method") != "POST":
+        raise FhirInvalid(f"{where}.request.method", "only POST (create) is supported in a Bundle", status=400)
+    if rtype not in _KINDS or (request.get("url") or "").strip("/") != rtype:
+        raise FhirInvalid(f"{where}.request.url", "must be Patient or Immunization, matching the resource", status=400)
+    return rtype
+
+
+def _prefixed(exc: DomainError, i: int, rtype: str | None) -> DomainError:
+    """Point the error at the entry: `Patient.birthDate` -> `Bundle.entry[i].resource.birthDate`."""
+    where = f"Bundle.entry[{i}]"
+    field = outcome.expression_of(exc.field, rtype) if rtype else exc.field
+    root = (field or "").split(".")[0].split("[")[0]
+    if not field:
+        field = where
+    elif root in _KINDS:
+        field = f"{where}.resource{field[len(root):]}"
+    elif root != "Bundle":
+        field = f"{where}.resource.{field}"
+    exc.field = field
+    if isinstance(exc, FhirInvalid):
+        exc.expression = field
+    return exc
+
+
+class _Run:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.created: dict[str, uuid.UUID] = {}  # fullUrl urn:uuid -> patient id
+
+    def resolve(self, reference: str) -> uuid.UUID:
+        if reference not in self.created:
+            raise FhirInvalid("Immunization.patient", "does not resolve to a Patient created in this Bundle")
+        return self.created[reference]
+
+    def entry(self, i: int, entry: dict, rtype: str) -> dict:
+        ctx = self.ctx
+        permission, action = _KINDS[rtype]
+        if not ctx.principal.can(permission):
+            ctx.trail.record(ctx.session, action, audit.DENIED, resource_type=rtype, detail={"reason": "role"})
+            raise Forbidden("your role does not allow this")
+        resource = entry["resource"]
+        if rtype == "Patient":
+            condition = (entry.get("request") or {}).get("ifNoneExist")
+            status, res = service.create_patient(ctx, resource, condition, expression=f"Bundle.entry[{i}].request.ifNoneExist")
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+                self.created[full_url] = uuid.UUID(res["id"])
+        else:
+            status, res = 201, service.create_immunization(ctx, resource, self.resolve)
+        response = {"status": outcome.status_line(status), "location": f"{rtype}/{res['id']}"}
+        version = (res.get("meta") or {}).get("versionId")
+        if version:
+            response["location"] += f"/_history/{version}"
+            response["etag"] = f'W/"{version}"'
+        return {"fullUrl": f"{rtype}/{res['id']}", "resource": res, "response": response}
+
+
+def _order(entries: list) -> list[tuple[int, dict, str]]:
+    typed = [(i, e, _entry_kind(e, i)) for i, e in enumerate(entries)]
+    return [t for t in typed if t[2] == "Patient"] + [t for t in typed if t[2] != "Patient"]
+
+
+def process(ctx: ServiceContext, bundle: dict) -> dict:
+    kind, entries = _check_shape(bundle)
+    run = _Run(ctx)
+    results: list[dict | None] = [None] * len(entries)
+    if kind == "transaction":
+        for i, entry, rtype in _order(entries):
+            try:
+                results[i] = run.entry(i, entry, rtype)
+            except DomainError as exc:
+                raise _prefixed(exc, i, rtype) from None
+    else:
+        typed = []
+        for i, entry in enumerate(entries):
+            try:
+                typed.append((i, entry, _entry_kind(entry, i)))
+            except FhirInvalid as exc:
+                results[i] = _failed(ctx, exc, "patient.create", None)
+        for i, entry, rtype in sorted(typed, key=lambda t: t[2] != "Patient"):
+            results[i] = _batch_entry(ctx, run, i, entry, rtype)
+    return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": results}
+
+
+def _batch_entry(ctx: ServiceContext, run: _Run, i: int, entry: dict, rtype: str) -> dict:
+    mark = len(ctx.trail._refusals)
+    savepoint = ctx.session.begin_nested()
+    try:
+        result = run.entry(i, entry, rtype)
+    except DomainError as exc:
+        savepoint.rollback()
+        # the savepoint took this entry's events with it: write its refusals again (as the unit
+        # of work does after a rollback), or one event for an entry refused before any service
+        again = AuditTrail(ctx.trail.context)
+        again._refusals = ctx.trail._refusals[mark:]
+        if again.replay_refusals(ctx.session) == 0:
+            return _failed(ctx, _prefixed(exc, i, rtype), _KINDS[rtype][1], rtype)
+        return _response(_prefixed(exc, i, rtype), rtype)
+    savepoint.commit()
+    return result
+
+
+_AUDIT_OUTCOME = [(Forbidden, audit.DENIED), (NotFound, audit.NOT_FOUND), (Conflict, audit.CONFLICT),
+                  (PreconditionFailed, audit.CONFLICT), (InvalidInput, audit.INVALID)]
+
+
+def _failed(ctx: ServiceContext, exc: DomainError, action: str, rtype: str | None) -> dict:
+    """An entry refused with no refusal event of its own: one event, then its response."""
+    code = next((o for cls, o in _AUDIT_OUTCOME if isinstance(exc, cls)), audit.ERROR)
+    ctx.trail.record(ctx.session, action, code, resource_type=rtype or "Patient", detail={"field": exc.field})
+    return _response(exc, rtype)
+
+
+def _response(exc: DomainError, rtype: str | None) -> dict:
+    status, body = outcome.from_error(exc, rtype)
+    return {"response": {"status": outcome.status_line(status), "outcome": body}}

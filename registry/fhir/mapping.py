@@ -1,0 +1,350 @@
+"""FHIR R4 <-> NHR mapping for Patient and Immunization (pure functions: no database, no HTTP).
+
+Contract (used by the FHIR API and by bulk import/export):
+- `validate(resource)` parses with fhir.resources (R4B models, compatible with R4 4.0.1 for
+  Patient, Immunization and Bundle) and returns the resource dict, or raises `FhirInvalid`
+  with a FHIRPath-like `expression` to the offending element.
+- `patient_to_fhir(PatientView)` / `patient_from_fhir(dict) -> PatientCreate`
+- `immunization_to_fhir(DoseView)` / `immunization_from_fhir(dict) -> (patient ref, DoseCreate)`
+  where the patient ref is a registry UUID (`Patient/<uuid>`) or the raw `urn:uuid:...` string
+  of a bundle-internal reference, resolved by the caller.
+
+Invariants: messages name elements and rules, never the submitted values (no patient data
+in an OperationOutcome). What NHR cannot represent is dropped, as listed in docs/fhir.md;
+what it can represent but is wrong is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date
+
+from pydantic import ValidationError
+
+from registry.errors import InvalidInput
+from registry.fhir import codes
+from registry.immunizations.schemas import DoseCreate, DoseView
+from registry.patients.schemas import Guardian, PatientCreate, PatientView
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_DISTRICT_CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]+){2,}$")
+_PK_PHONE_PREFIX = re.compile(r"^\s*(\+92|0092|03)")
+# pydantic error type -> a message that never echoes the input
+_MESSAGES = {"missing": "is required", "extra_forbidden": "is not an element of this resource",
+             "string_type": "must be a string", "int_type": "must be an integer", "bool_type": "must be a boolean",
+             "list_type": "must be an array", "dict_type": "must be an object", "model_type": "must be an object",
+             "date_from_datetime_parsing": "must be a date", "date_type": "must be a date"}
+# code elements with a required binding that the R4B models do not enforce
+_REQUIRED_BINDINGS = {
+    "Patient": {"gender": ("male", "female", "other", "unknown")},
+    "Immunization": {"status": ("completed", "entered-in-error", "not-done")},
+}
+
+
+class FhirInvalid(InvalidInput):
+    """An invalid FHIR resource. `expression` is FHIRPath-like, e.g. `Patient.name[0].given`.
+
+    A domain `InvalidInput` (audited as `invalid`); `status` is 400 for a resource that is not
+    valid FHIR (validate) and 422 for valid FHIR that NHR cannot accept (the mappings)."""
+
+    def __init__(self, expression: str, message: str, *, status: int = 422) -> None:
+        super().__init__(message, field=expression)
+        self.expression = expression
+        self.status = status
+
+
+def _path(resource_type: str, loc: tuple) -> str:
+    out = resource_type
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _message(err: dict) -> str:
+    kind = err.get("type", "")
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind.startswith("literal") or kind.startswith("enum"):
+        return "is not one of the allowed codes"
+    return "is not a valid value for its FHIR datatype"
+
+
+def validate(resource: dict) -> dict:
+    """Parse `resource` with the fhir.resources R4B model of its resourceType; return it."""
+    if not isinstance(resource, dict):
+        raise FhirInvalid("Resource", "must be a JSON object", status=400)
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not rtype.isalpha():
+        raise FhirInvalid("Resource.resourceType", "is required", status=400)
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        model = get_fhir_model_class(rtype)
+    except (KeyError, ValueError):
+        raise FhirInvalid("Resource.resourceType", "is not a FHIR R4 resource type", status=400) from None
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise FhirInvalid(_path(rtype, tuple(err.get("loc", ()))), _message(err), status=400) from None
+    except (TypeError, ValueError):
+        raise FhirInvalid(rtype, "is not a valid resource", status=400) from None
+    for element, allowed in _REQUIRED_BINDINGS.get(rtype, {}).items():
+        if element in resource and resource[element] not in allowed:
+            raise FhirInvalid(f"{rtype}.{element}", "is not one of the allowed codes", status=400)
+    return resource
+
+
+# ---------------------------------------------------------------- Patient
+
+def patient_to_fhir(view: PatientView) -> dict:
+    ids = [{"use": "official", "system": codes.SID_HEALTH_ID, "value": view.health_id}]
+    for column in ("bform", "cnic"):
+        value = getattr(view, column, None)
+        if value:
+            ids.append({"use": "official", "system": codes.IDENTIFIER_SYSTEMS[column], "value": value})
+    name = {"use": "official", "given": [view.given_name]}
+    if view.family_name:
+        name["family"] = view.family_name
+    res: dict = {"resourceType": "Patient", "id": str(view.id)}
+    version = getattr(view, "version", None)
+    updated = getattr(view, "updated_at", None)
+    if version is not None:
+        res["meta"] = {"versionId": str(version)}
+        if updated is not None:
+            res["meta"]["lastUpdated"] = updated.isoformat()
+    res.update({"identifier": ids, "name": [name], "gender": view.sex, "birthDate": view.birth_date.isoformat()})
+    if getattr(view, "phone", None):
+        res["telecom"] = [{"system": "phone", "value": view.phone, "use": "mobile"}]
+    address = {"use": "home", "district": view.district, "state": view.province, "country": "PK"}
+    if getattr(view, "address", None):
+        address = {"use": "home", "line": [view.address], **{k: v for k, v in address.items() if k != "use"}}
+    res["address"] = [address]
+    if view.guardian is not None:
+        res["contact"] = [_guardian_to_fhir(view.guardian)]
+    res["managingOrganization"] = {"identifier": {"system": codes.SID_FACILITY, "value": view.home_facility}}
+    return res
+
+
+def _guardian_to_fhir(g: Guardian) -> dict:
+    contact: dict = {}
+    if g.cnic:
+        contact["extension"] = [{"url": codes.EXT_GUARDIAN_CNIC,
+                                 "valueIdentifier": {"system": codes.SID_CNIC, "value": g.cnic}}]
+    if g.relationship:
+        contact["relationship"] = [{"coding": [{"system": codes.ROLE_CODE, "code": codes.RELATIONSHIPS[g.relationship]}],
+                                    "text": g.relationship}]
+    if g.name:
+        contact["name"] = {"text": g.name}
+    return contact
+
+
+def _name_text(name: dict) -> tuple[str | None, str | None]:
+    given = " ".join(x for x in name.get("given") or [] if x) or None
+    family = name.get("family") or None
+    if given is None and name.get("text"):
+        return name["text"], None
+    return given, family
+
+
+def _pick_name(names: list) -> tuple[int, dict] | None:
+    for i, n in enumerate(names):
+        if n.get("use") == "official":
+            return i, n
+    for i, n in enumerate(names):
+        if n.get("use") not in ("old", "anonymous"):
+            return i, n
+    return None
+
+
+def _guardian_from_fhir(contacts: list) -> tuple[dict | None, str | None]:
+    for i, c in enumerate(contacts):
+        data: dict = {}
+        for rel in c.get("relationship") or []:
+            for coding in rel.get("coding") or []:
+                if coding.get("system") == codes.ROLE_CODE and coding.get("code") in codes.ROLE_TO_RELATIONSHIP:
+                    data["relationship"] = codes.ROLE_TO_RELATIONSHIP[coding["code"]]
+        name = c.get("name") or {}
+        text = name.get("text") or " ".join([*(name.get("given") or []), name.get("family") or ""]).strip()
+        if text:
+            data["name"] = text
+        for ext in c.get("extension") or []:
+            if ext.get("url") == codes.EXT_GUARDIAN_CNIC:
+                data["cnic"] = (ext.get("valueIdentifier") or {}).get("value")
+        if data:
+            return data, f"Patient.contact[{i}]"
+    return None, None
+
+
+def patient_from_fhir(resource: dict) -> PatientCreate:
+    """A validated Patient -> PatientCreate. The health ID is the registry's to assign and is
+    not taken from input; unknown identifier systems, extra names, telecoms other than a
+    Pakistani mobile number, and address parts NHR does not keep are dropped (docs/fhir.md)."""
+    if resource.get("resourceType") != "Patient":
+        raise FhirInvalid("Patient.resourceType", "must be Patient")
+    where: dict[str, str] = {}
+    data: dict = {}
+    rid = resource.get("id")
+    if rid:
+        try:
+            data["id"] = uuid.UUID(rid)
+        except ValueError:
+            pass  # a server-assigned id of another system: NHR assigns its own
+    picked = _pick_name(resource.get("name") or [])
+    if picked is None:
+        raise FhirInvalid("Patient.name", "a name with a given name is required")
+    i, name = picked
+    data["given_name"], family = _name_text(name)
+    if family:
+        data["family_name"] = family
+    where["given_name"] = where["family_name"] = f"Patient.name[{i}]"
+    data["sex"] = resource.get("gender") or "unknown"
+    where["sex"] = "Patient.gender"
+    birth = resource.get("birthDate")
+    if not birth or len(birth) != 10:
+        raise FhirInvalid("Patient.birthDate", "a full birth date (YYYY-MM-DD) is required")
+    data["birth_date"] = birth
+    where["birth_date"] = "Patient.birthDate"
+    for j, ident in enumerate(resource.get("identifier") or []):
+        column = codes.SYSTEM_TO_REGISTRY.get(ident.get("system"))
+        if column in ("bform", "cnic") and ident.get("value"):
+            data[column] = ident["value"]
+            where[column] = f"Patient.identifier[{j}].value"
+    for j, tel in enumerate(resource.get("telecom") or []):
+        value = tel.get("value")
+        if tel.get("system") == "phone" and value and _PK_PHONE_PREFIX.match(value) and tel.get("use") != "old":
+            data["phone"] = value
+            where["phone"] = f"Patient.telecom[{j}].value"
+            break
+    _address_from_fhir(resource.get("address") or [], data, where)
+    guardian, gwhere = _guardian_from_fhir(resource.get("contact") or [])
+    if guardian:
+        data["guardian"] = guardian
+        where["guardian"] = gwhere
+    try:
+        return PatientCreate.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        message = (err.get("ctx") or {}).get("error")
+        text = str(message) if isinstance(message, ValueError) else _message(err)
+        raise FhirInvalid(where.get(field, "Patient"), text) from None
+
+
+def _address_from_fhir(addresses: list, data: dict, where: dict) -> None:
+    for i, a in enumerate(addresses):
+        if a.get("use") in ("old", "billing") or a.get("type") == "postal":
+            continue
+        parts = [*(a.get("line") or []), a.get("city")]
+        district = a.get("district")
+        if district and _DISTRICT_CODE.match(district):
+            data["district"] = district
+            where["district"] = f"Patient.address[{i}].district"
+        elif district:
+            parts.append(district)
+        text = ", ".join(p for p in parts if p)
+        if text:
+            data["address"] = text
+            where["address"] = f"Patient.address[{i}]"
+        return
+
+
+# ---------------------------------------------------------------- Immunization
+
+def immunization_to_fhir(view: DoseView) -> dict:
+    res: dict = {"resourceType": "Immunization", "id": str(view.id), "meta": {"versionId": str(view.version)}}
+    if view.status == "superseded":
+        res["meta"]["tag"] = [{"system": codes.DOSE_STATUS, "code": "superseded"}]
+    if view.supersedes_id:
+        res["extension"] = [{"url": codes.EXT_SUPERSEDES, "valueReference": {"reference": f"Immunization/{view.supersedes_id}"}}]
+    res.update({
+        "status": "completed" if view.status == "completed" else "entered-in-error",
+        "vaccineCode": codes.vaccine_codeable(view.vaccine),
+        "patient": {"reference": f"Patient/{view.patient_id}"},
+        "occurrenceDateTime": view.date_given.isoformat(),
+        "recorded": view.recorded_at.isoformat(),
+        "primarySource": True,
+    })
+    if view.lot_number:
+        res["lotNumber"] = view.lot_number
+    res["location"] = {"identifier": {"system": codes.SID_FACILITY, "value": view.facility}}
+    res["performer"] = [{"actor": {"identifier": {"system": codes.SID_USER, "value": str(view.performer_id)}}}]
+    dose = {"doseNumberPositiveInt": view.dose_number} if view.dose_number >= 1 else {"doseNumberString": str(view.dose_number)}
+    res["protocolApplied"] = [dose]
+    return res
+
+
+def patient_reference(reference: str | None, expression: str) -> uuid.UUID | str:
+    """`Patient/<uuid>` -> UUID; `urn:uuid:<uuid>` -> the string (a bundle-internal reference)."""
+    if reference:
+        if reference.startswith("urn:uuid:"):
+            return reference
+        tail = reference.rsplit("/", 2)
+        if len(tail) >= 2 and tail[-2] == "Patient":
+            try:
+                return uuid.UUID(tail[-1])
+            except ValueError:
+                pass
+    raise FhirInvalid(expression, "must reference a registry patient (Patient/<id>) or a bundle entry (urn:uuid:)")
+
+
+def _vaccine(codeable: dict) -> str:
+    coding = codeable.get("coding") or []
+    ordered = [c for c in coding if c.get("system") == codes.EPI_ANTIGEN] + [c for c in coding if c.get("system") != codes.EPI_ANTIGEN]
+    for c in ordered:
+        found = codes.vaccine_from_coding(c.get("system"), c.get("code"))
+        if found:
+            return found
+    raise FhirInvalid("Immunization.vaccineCode", "no coding is an EPI antigen NHR records (see docs/fhir.md)")
+
+
+def _dose_number(resource: dict) -> int:
+    for i, p in enumerate(resource.get("protocolApplied") or []):
+        if "doseNumberPositiveInt" in p:
+            return p["doseNumberPositiveInt"]
+        if "doseNumberString" in p:
+            try:
+                return int(p["doseNumberString"])
+            except (TypeError, ValueError):
+                raise FhirInvalid(f"Immunization.protocolApplied[{i}].doseNumberString", "must be a dose number") from None
+    raise FhirInvalid("Immunization.protocolApplied", "a dose number (protocolApplied.doseNumber) is required")
+
+
+def immunization_from_fhir(resource: dict) -> tuple[uuid.UUID | str, DoseCreate]:
+    """A validated Immunization -> (patient ref, DoseCreate). Only given doses that count are
+    recorded: status must be `completed` and the dose not subpotent; performer, location and recorded date are the registry's own
+    (the acting user, their facility, now) and are not taken from input."""
+    if resource.get("resourceType") != "Immunization":
+        raise FhirInvalid("Immunization.resourceType", "must be Immunization")
+    if resource.get("status") != "completed":
+        raise FhirInvalid("Immunization.status", "only completed doses can be recorded")
+    if resource.get("isSubpotent") is True:
+        raise FhirInvalid("Immunization.isSubpotent", "a subpotent dose does not count and is not recorded")
+    vaccine = _vaccine(resource.get("vaccineCode") or {})
+    patient = patient_reference((resource.get("patient") or {}).get("reference"), "Immunization.patient")
+    when = resource.get("occurrenceDateTime")
+    if not when or not _DATE.match(when):
+        raise FhirInvalid("Immunization.occurrence", "an occurrenceDateTime with a full date is required")
+    try:
+        given = date.fromisoformat(when[:10])
+    except ValueError:
+        raise FhirInvalid("Immunization.occurrenceDateTime", "is not a calendar date") from None
+    data: dict = {"vaccine": vaccine, "dose_number": _dose_number(resource), "date_given": given}
+    where = {"vaccine": "Immunization.vaccineCode", "dose_number": "Immunization.protocolApplied[0]",
+             "date_given": "Immunization.occurrenceDateTime", "lot_number": "Immunization.lotNumber"}
+    if resource.get("lotNumber"):
+        data["lot_number"] = resource["lotNumber"]
+    rid = resource.get("id")
+    if rid:
+        try:
+            data["id"] = uuid.UUID(rid)
+        except ValueError:
+            pass
+    try:
+        return patient, DoseCreate.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        message = (err.get("ctx") or {}).get("error")
+        raise FhirInvalid(where.get(field, "Immunization"), str(message) if isinstance(message, ValueError) else _message(err)) from None

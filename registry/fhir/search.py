@@ -1,0 +1,53 @@
+"""FHIR searches that /api/v1 has no exact twin for, as scoped queries.
+
+Scope is part of every query (`registry/scoping.capture_clause`, the same clause /api/v1's
+list uses): a Patient search without an identifier lists the caller's capture scope only, and
+an Immunization search without a patient lists doses of patients in the caller's capture
+scope. Searches by exact identifier go through `registry/patients/service.search` (search
+scope, blind index) instead. Only clear columns are filtered on (sex, birth date, province,
+district): nothing is decrypted to search.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry import pagination, scoping
+from registry.fhir.params import DateRange
+from registry.immunizations.repository import DOSES
+from registry.patients.repository import PATIENTS
+from security.access.principal import Principal
+
+
+def patients_in_capture(session: Session, principal: Principal, *, birth: DateRange, gender: str | None,
+                        province: str | None, district: str | None, cursor: str | None, limit: int):
+    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
+    if birth.low is not None:
+        q = q.where(PATIENTS.c.birth_date >= birth.low)
+    if birth.high is not None:
+        q = q.where(PATIENTS.c.birth_date <= birth.high)
+    if gender is not None:
+        q = q.where(PATIENTS.c.sex == gender)
+    if province is not None:
+        q = q.where(PATIENTS.c.province == province)
+    if district is not None:
+        q = q.where(PATIENTS.c.district == district)
+    return pagination.newest_first(session, q, PATIENTS.c.created_at, PATIENTS.c.id, cursor=cursor, limit=limit)
+
+
+def doses_in_capture(session: Session, principal: Principal, *, given: DateRange, vaccines: list[str] | None,
+                     statuses: list[str] | None, cursor: str | None, limit: int):
+    """Doses (with their patient's province and district) of patients in capture scope."""
+    q = (select(DOSES, PATIENTS.c.province.label("patient_province"), PATIENTS.c.district.label("patient_district"))
+         .join(PATIENTS, PATIENTS.c.id == DOSES.c.patient_id)
+         .where(scoping.capture_clause(principal, PATIENTS)))
+    if given.low is not None:
+        q = q.where(DOSES.c.date_given >= given.low)
+    if given.high is not None:
+        q = q.where(DOSES.c.date_given <= given.high)
+    if vaccines is not None:
+        q = q.where(DOSES.c.vaccine.in_(vaccines))
+    if statuses is not None:
+        q = q.where(DOSES.c.status.in_(statuses))
+    return pagination.newest_first(session, q, DOSES.c.recorded_at, DOSES.c.id, cursor=cursor, limit=limit)

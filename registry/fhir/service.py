@@ -1,0 +1,251 @@
+"""FHIR use cases: another door to the same rooms.
+
+Every use case calls the services /api/v1 calls (registry/patients/service.py,
+registry/immunizations/service.py, registry/schedules/service.py), so scope, purpose of use,
+break-glass and the audit trail are identical; the audit actions are /api/v1's:
+
+- Patient read -> patient.read; search by identifier -> patient.search (search scope);
+  search without identifier -> patient.list (capture scope); create -> patient.create
+  (a conditional create first searches: patient.search, then patient.create if nothing matched).
+- Immunization read and search -> immunization.list; create -> immunization.create.
+- ImmunizationRecommendation read -> immunization.schedule.
+
+Where /api/v1 has no exact twin (a single dose read, filtered lists), the use case here follows
+the same pattern: `reachable()` for the patient, one event per request, refusals recorded
+before raising. Every event carries no clinical data.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from registry import identifiers
+from registry.context import ServiceContext
+from registry.errors import Forbidden, InvalidInput, NotFound, PreconditionFailed
+from registry.fhir import codes, mapping, search
+from registry.fhir.mapping import FhirInvalid
+from registry.fhir.params import DateRange, Query, decode_offset, encode_offset, parse_date, reference_id, split_token
+from registry.fhir.recommendation import recommendation_to_fhir
+from registry.immunizations import repository as dose_repo
+from registry.immunizations import service as doses
+from registry.patients import codec
+from registry.patients import service as patients
+from registry.patients.models import SEXES
+from registry.patients.repository import Access
+from registry.schedules import service as schedules
+from security.access.permissions import Permission
+from security.audit import trail as audit
+from security.audit.trail import PatientRef
+
+_HEALTH_ID = re.compile(r"^\d{4}-?\d{4}-?\d{4}$")
+# FHIR Immunization.status -> registry dose statuses
+_STATUSES = {"completed": ["completed"], "entered-in-error": ["entered-in-error", "superseded"], "not-done": []}
+
+
+@dataclass
+class SearchResult:
+    resources: list[dict]
+    next_cursor: str | None
+    total: int | None
+
+
+def _id(raw: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"{what} not found") from None
+
+
+# ---------------------------------------------------------------- Patient
+
+def read_patient(ctx: ServiceContext, raw_id: str) -> dict:
+    return mapping.patient_to_fhir(patients.read(ctx, _id(raw_id, "patient")))
+
+
+def _identifier(value: str, name: str = "identifier") -> tuple[str, str]:
+    system, code = split_token(value)
+    if system is None and _HEALTH_ID.match(code.strip()):
+        return identifiers.HEALTH_ID_SYSTEM, code
+    registry_system = codes.SYSTEM_TO_REGISTRY.get(system or "")
+    if registry_system is None or not code:
+        raise FhirInvalid(name, "must be system|value with a system NHR knows (health-id, cnic, bform: see /fhir/R4/metadata)",
+                          status=400)
+    return registry_system, code
+
+
+def _search(ctx: ServiceContext, system: str, value: str, *, expression: str) -> list:
+    """The /api/v1 identifier search (search scope, audited); a malformed value names `expression`."""
+    try:
+        return patients.search(ctx, system, value)
+    except InvalidInput as exc:
+        exc.field = expression
+        raise
+
+
+def _patient_filters(q: Query) -> tuple[DateRange, str | None, str | None, str | None]:
+    birth = DateRange()
+    for value in q.all("birthdate"):
+        parse_date(value, "birthdate", birth)
+    gender = q.one("gender")
+    gender = split_token(gender)[1] if gender is not None else None
+    if gender is not None and gender not in SEXES:
+        raise FhirInvalid("gender", f"must be one of {', '.join(SEXES)}", status=400)
+    return birth, gender, q.one("address-state"), q.one("address-district")
+
+
+def search_patients(ctx: ServiceContext, q: Query) -> SearchResult:
+    birth, gender, state, district = _patient_filters(q)
+    ident = q.one("identifier")
+    if ident is not None:
+        matches = _search(ctx, *_identifier(ident), expression="identifier")
+        keep = [m for m in matches if birth.contains(m.birth_date) and gender in (None, m.sex)
+                and state in (None, m.province) and district in (None, m.district)]
+        return SearchResult([mapping.patient_to_fhir(m) for m in keep], None, len(keep))
+    action = "patient.list"
+    if not ctx.principal.can(Permission.PATIENT_LIST):
+        ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "list without identifier"})
+        raise Forbidden("your role does not allow listing patients")
+    try:
+        rows, next_cursor = search.patients_in_capture(ctx.session, ctx.principal, birth=birth, gender=gender, province=state,
+                                                       district=district, cursor=q.cursor, limit=q.count)
+    except InvalidInput:
+        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"field": "_cursor"})
+        raise FhirInvalid("_cursor", "is not a valid paging cursor", status=400) from None
+    views = [codec.to_view(ctx.runtime.cipher, r) for r in rows]
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, subjects=[r.id for r in rows],
+                     detail={"count": len(rows), "parameters": sorted(q.params)})
+    return SearchResult([mapping.patient_to_fhir(v) for v in views], next_cursor, None)
+
+
+def find_existing(ctx: ServiceContext, condition: str, expression: str) -> dict | None:
+    """Conditional create: `identifier=system|value` -> the one existing patient, None, or 412."""
+    name, _, value = condition.partition("=")
+    if name.strip() != "identifier" or not value:
+        raise FhirInvalid(expression, "only identifier=system|value is supported", status=400)
+    matches = _search(ctx, *_identifier(value.strip(), expression), expression=expression)
+    if len(matches) > 1:
+        raise PreconditionFailed("the condition matches more than one patient", field=expression)
+    return mapping.patient_to_fhir(matches[0]) if matches else None
+
+
+def create_patient(ctx: ServiceContext, resource: dict, if_none_exist: str | None = None,
+                   *, expression: str = "If-None-Exist") -> tuple[int, dict]:
+    """(201, the new Patient) or, for a conditional create that matches, (200, the existing one).
+    The new Patient carries the citizen access code once, as an extension (as /api/v1 does)."""
+    data = mapping.patient_from_fhir(mapping.validate(resource))
+    if if_none_exist:
+        existing = find_existing(ctx, if_none_exist, expression)
+        if existing is not None:
+            return 200, existing
+    registered = patients.register(ctx, data)
+    out = mapping.patient_to_fhir(registered)
+    out["extension"] = [{"url": codes.EXT_ACCESS_CODE, "valueString": registered.access_code}]
+    return 201, _extension_first(out)
+
+
+def _extension_first(res: dict) -> dict:
+    order = ["resourceType", "id", "meta", "extension"]
+    return {**{k: res[k] for k in order if k in res}, **{k: v for k, v in res.items() if k not in order}}
+
+
+# ---------------------------------------------------------------- Immunization
+
+def read_immunization(ctx: ServiceContext, raw_id: str) -> dict:
+    action = "immunization.list"
+    dose_id = _id(raw_id, "immunization")
+    dose = dose_repo.get(ctx.session, dose_id)
+    if dose is None:
+        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type="Immunization", resource_id=dose_id)
+        raise NotFound("immunization not found")
+    prow, outside = patients.reachable(ctx, dose.patient_id, action, allow=(Access.CAPTURE, Access.SEARCH), break_glass=True)
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id,
+                     patient=PatientRef(prow.id, prow.province, prow.district), outside_capture_scope=outside,
+                     detail={"count": 1})
+    return mapping.immunization_to_fhir(doses.to_view(ctx, dose))
+
+
+def _vaccines(values: list[str]) -> list[str] | None:
+    if not values:
+        return None
+    found = []
+    for value in values:  # repeated parameters AND, commas OR: intersect the OR sets
+        alternatives = set()
+        for token in value.split(","):
+            system, code = split_token(token)
+            if system is None:
+                nhr = codes.vaccine_from_coding(codes.EPI_ANTIGEN, code)
+                alternatives |= {nhr} if nhr else {v for (s, c), v in codes.MAPPED_TO_NHR.items() if c == code}
+            else:
+                nhr = codes.vaccine_from_coding(system, code)
+                alternatives |= {nhr} if nhr else set()
+        found.append(alternatives)
+    return sorted(set.intersection(*found))
+
+
+def _statuses(values: list[str]) -> list[str] | None:
+    if not values:
+        return None
+    sets = []
+    for value in values:
+        allowed = set()
+        for token in value.split(","):
+            code = split_token(token)[1]
+            if code not in _STATUSES:
+                raise FhirInvalid("status", "must be completed, entered-in-error or not-done", status=400)
+            allowed |= set(_STATUSES[code])
+        sets.append(allowed)
+    return sorted(set.intersection(*sets))
+
+
+def search_immunizations(ctx: ServiceContext, q: Query) -> SearchResult:
+    given = DateRange()
+    for value in q.all("date"):
+        parse_date(value, "date", given)
+    vaccines, statuses = _vaccines(q.all("vaccine-code")), _statuses(q.all("status"))
+    patient = q.one("patient")
+    if patient is not None:
+        offset = decode_offset(q.cursor)
+        views = doses.list_for_patient(ctx, reference_id(patient, "patient"))
+        keep = [v for v in views if given.contains(v.date_given) and (vaccines is None or v.vaccine in vaccines)
+                and (statuses is None or v.status in statuses)]
+        page = keep[offset:offset + q.count]
+        more = encode_offset(offset + q.count) if offset + q.count < len(keep) else None
+        return SearchResult([mapping.immunization_to_fhir(v) for v in page], more, len(keep))
+    action = "immunization.list"
+    try:
+        rows, next_cursor = search.doses_in_capture(ctx.session, ctx.principal, given=given, vaccines=vaccines,
+                                                    statuses=statuses, cursor=q.cursor, limit=q.count)
+    except InvalidInput:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", detail={"field": "_cursor"})
+        raise FhirInvalid("_cursor", "is not a valid paging cursor", status=400) from None
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", subjects=[r.patient_id for r in rows],
+                     detail={"count": len(rows), "parameters": sorted(q.params)})
+    return SearchResult([mapping.immunization_to_fhir(doses.to_view(ctx, r)) for r in rows], next_cursor, None)
+
+
+def create_immunization(ctx: ServiceContext, resource: dict,
+                        resolve: Callable[[str], uuid.UUID] | None = None) -> dict:
+    """`resolve` maps a bundle-internal `urn:uuid:` reference to the patient it created."""
+    ref, data = mapping.immunization_from_fhir(mapping.validate(resource))
+    if isinstance(ref, str):
+        if resolve is None:
+            raise FhirInvalid("Immunization.patient", "a urn:uuid reference resolves only inside a Bundle")
+        ref = resolve(ref)
+    return mapping.immunization_to_fhir(doses.record(ctx, ref, data))
+
+
+# ---------------------------------------------------------------- ImmunizationRecommendation
+
+def read_recommendation(ctx: ServiceContext, raw_id: str) -> dict:
+    """One recommendation per patient, with the patient's id: the schedule engine's forecast."""
+    return recommendation_to_fhir(schedules.for_patient(ctx, _id(raw_id, "recommendation")))
+
+
+def search_recommendations(ctx: ServiceContext, q: Query) -> SearchResult:
+    patient = q.one("patient")
+    if patient is None:
+        raise FhirInvalid("patient", "is required: recommendations are computed per patient", status=400)
+    return SearchResult([recommendation_to_fhir(schedules.for_patient(ctx, reference_id(patient, "patient")))], None, 1)
