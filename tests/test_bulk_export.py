@@ -129,3 +129,15 @@ def test_kickoff_validation_and_expiry(world, runtime, data):
     with runtime.sessions.begin() as s:
         s.execute(update(ExportJob).where(ExportJob.id == uuid.UUID(job)).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     assert world.client.get(f"/fhir/R4/bulk-export/{job}", headers=h).status_code == 404
+
+
+def test_capability_statement_declares_export(world):
+    r = world.client.get("/fhir/R4/metadata")
+    assert r.status_code == 200
+    ops = {op["name"]: op for op in r.json()["rest"][0].get("operation", [])}
+    assert ops["export"]["definition"] == "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+
+
+def test_errors_under_fhir_are_operation_outcomes(world):
+    r = world.client.get("/fhir/R4/$export", headers=world.h("official_province"))
+    assert r.status_code in (400, 422) and r.json()["resourceType"] == "OperationOutcome"

@@ -29,6 +29,7 @@ from registry import scoping
 from registry.bulk import fhir_io
 from registry.bulk.models import ExportItem, ExportJob
 from registry.context import ServiceContext
+from registry.fhir import capability
 from registry.errors import InvalidInput, NotFound
 from registry.immunizations.models import Immunization
 from registry.immunizations.service import to_view as dose_view
@@ -41,6 +42,9 @@ P, D = Patient.__table__, Immunization.__table__
 TYPES = fhir_io.TYPES
 RESOURCE = "BulkExport"
 GONE = "no export job with this id"
+capability.add_system_operation("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                                "Bulk Data export (NDJSON, asynchronous) of Patient and Immunization for health officials, "
+                                "limited to their jurisdiction; also Patient/$export")
 
 
 @dataclass
