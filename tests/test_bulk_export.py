@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from conftest import audit_events
+from registry.bulk import importer
 from registry.bulk.models import ExportJob
 from registry.fhir.mapping import validate
 from security.audit.models import AuditEventSubjectRow
@@ -60,7 +61,7 @@ def data(world, runtime, monkeypatch):
     return {"since": since, "lahore": {p["id"] for p in lahore}, "karachi": karachi["id"]}
 
 
-def test_export_flow_scope_and_audit(world, runtime, data):
+def test_export_flow_scope_and_audit(world, runtime, data, tmp_path):
     job = _kickoff(world, "official_province", data["since"])
     manifest = _finish(world, "official_province", job)
     assert manifest["requiresAccessToken"] is True and manifest["error"] == []
@@ -76,6 +77,15 @@ def test_export_flow_scope_and_audit(world, runtime, data):
     assert {p["id"] for p in by_type["Patient"]} == data["lahore"]  # nothing of Sindh
     assert {i["patient"]["reference"].rsplit("/", 1)[1] for i in by_type["Immunization"]} == data["lahore"]
     assert len([o for o in manifest["output"] if o["type"] == "Patient"]) == 2  # 3 patients, 2 per file
+
+    # round trip: the export is a valid import file, and importing it again creates nothing
+    back = tmp_path / "export.ndjson"
+    back.write_text("".join(json.dumps(r) + "\n" for r in by_type["Patient"] + by_type["Immunization"]))
+    again = importer.run(runtime, back, username=world.users["clinic_a"])
+    assert (again.imported, again.rejected) == (0, 6)
+    report = tmp_path / "again.csv"
+    importer.write_error_report(runtime, again.run_id, report)
+    assert {line.split(",")[2].strip() for line in report.read_text().splitlines()[1:]} == {"already_exists"}
 
     downloads = [e for e in audit_events(runtime, action="bulk.export.download") if e.resource_id == job]
     assert len(downloads) == len(manifest["output"]) and all(e.outcome == "success" for e in downloads)
