@@ -67,7 +67,7 @@ def _actor_trail(user: User, run_id: uuid.UUID, operator: str) -> AuditTrail:
 
 def _refuse(rt: Runtime, trail: AuditTrail, message: str) -> None:
     with rt.sessions.begin() as s:
-        trail.record(s, "bulk.import", audit.DENIED, resource_type="Bundle", detail={"reason": "not a facility account with import rights"})
+        trail.record(s, "bulk.import", audit.DENIED, resource_type="BulkImport", detail={"reason": "not a facility account with import rights"})
     raise Forbidden(message)
 
 
