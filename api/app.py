@@ -13,6 +13,7 @@ from api.fhir import responses as fhir_responses
 from api.fhir import routes as fhir_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
+from api.routes import bulk_export as bulk_export_routes
 from api.routes import certificates as certificate_routes
 from api.routes import reports as report_routes
 from api.routes import schedules as schedule_routes
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     problems.install(app)
     for module in (health, auth, patients, immunizations, audit, audit_workbench, audit_proofs, reference, citizen):
         app.include_router(module.router)
+    app.include_router(bulk_export_routes.router)  # before the FHIR routes: Patient/$export is not Patient/{id}
     app.include_router(certificate_routes.router)
     app.include_router(schedule_routes.router)
     app.include_router(due_list_routes.router)

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = Field(120, ge=1)
     sync_batch_max_items: int = Field(500, ge=1, le=5000)
     sync_overlap_seconds: int = Field(300, ge=0)  # the feed's re-read window (late commits, clock skew)
+    # FHIR Bulk Data $export (issue 5): job lifetime, snapshot rows taken per status poll, resources per file.
+    bulk_export_ttl_seconds: int = Field(86_400, ge=60)
+    bulk_export_step_rows: int = Field(50_000, ge=1)
+    bulk_export_file_rows: int = Field(10_000, ge=1)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -40,6 +40,7 @@ class Permission(StrEnum):
     REPORT_CONFIGURE = "report:configure"  # load target populations and DHIS2 mappings (reference data)
     SYNC_UPLOAD = "sync:upload"  # a device's batch upload (each item also needs its own permission)
     SYNC_READ = "sync:read"  # the changes feed of a facility in the caller's capture scope
+    BULK_EXPORT = "bulk:export"  # FHIR Bulk Data $export of the jurisdiction (health officials only)
 
 
 class Role(StrEnum):
@@ -104,6 +105,7 @@ ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] 
 # load the reference figures behind them. Clinic workers and auditors read no report.
 ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.REPORT_READ, P.REPORT_CONFIGURE}
 ROLE_PERMISSIONS[Role.ADMIN] = ROLE_PERMISSIONS[Role.ADMIN] | {P.REPORT_CONFIGURE}
+ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.BULK_EXPORT}
 
 
 def permissions_of(role: str) -> frozenset[Permission]:
@@ -134,4 +136,5 @@ AUDITED: dict[Permission, str] = {
     P.REPORT_CONFIGURE: "report.configure",
     P.SYNC_UPLOAD: "sync.batch",
     P.SYNC_READ: "sync.changes",
+    P.BULK_EXPORT: "bulk.export",
 }

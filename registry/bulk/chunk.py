@@ -1,0 +1,211 @@
+"""One chunk of an import, inside the caller's transaction: validate every row, check ids and
+identifiers against the registry, encrypt and blind-index, write in bulk, and audit.
+
+Invariants:
+- Rows are encrypted and indexed with the same codec as `POST /patients` (registry/patients/codec.py),
+  so an imported record is indistinguishable from a registered one.
+- Every imported record is accountable: each chunk writes one `patient.import` and/or one
+  `immunization.import` audit event, by the importing user, with every patient it touched as a
+  subject (`audit_event_subjects`), so "who touched this child" finds imports too.
+- A rejected row is reported as (row, field, reason code) only; no value leaves the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import namedtuple
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from registry import identifiers
+from registry.clock import local_today
+from registry.bulk import identity
+from registry.bulk.sources import Item, Parsed, RowInvalid
+from registry.bulk.writer import insert_rows, rows_by_ids
+from registry.immunizations.models import Immunization
+from registry.immunizations.vaccines import VACCINES, first_dose
+from registry.patients import codec
+from registry.patients.models import Patient, PatientIdentifierIndex
+from registry.patients.repository import Access, access_to
+from registry.reports.models import DirtyPatient
+from registry.patients.service import _flatten
+from security.audit import trail as audit
+from security.audit.models import AuditEventRow, AuditEventSubjectRow
+from security.audit.trail import AuditTrail
+
+P, IX, D = Patient.__table__, PatientIdentifierIndex.__table__, Immunization.__table__
+_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date"))
+_OWN = {"bform": identifiers.BFORM_SYSTEM, "cnic": identifiers.CNIC_SYSTEM}
+
+
+@dataclass
+class Actor:
+    """Who imports, for which facility: every record and event is attributed to them."""
+
+    trail: AuditTrail
+    facility: str
+    province: str   # the facility's province: the custodian of the patients it registers
+    district: str
+    run_id: uuid.UUID
+
+    @property
+    def principal(self):
+        return self.trail.context.principal
+
+
+@dataclass
+class ChunkResult:
+    imported: int = 0
+    errors: dict[tuple[int, str], str] = field(default_factory=dict)  # (row, field) -> reason
+
+    def reject(self, row: int, fld: str, reason: str) -> None:
+        self.errors.setdefault((row, fld[:64]), reason)
+
+
+def process(session: Session, rt, actor: Actor, items: list[Item], chunk_no: int) -> ChunkResult:
+    result = ChunkResult()
+    patients, doses = [], []
+    for it in items:
+        try:
+            parsed = it.parse()
+        except RowInvalid as exc:
+            for fld, reason in exc.errors:
+                result.reject(it.row, fld, reason)
+            continue
+        (patients if parsed.kind == "patient" else doses).append((it.row, parsed))
+    now = datetime.now(UTC)
+    if patients:
+        _patients(session, rt, actor, patients, result, now, chunk_no)
+    if doses:
+        _doses(session, rt, actor, doses, result, now, chunk_no)
+    return result
+
+
+def _existing(session: Session, table, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    return {r[0] for r in rows_by_ids(session, table, ("id",), "id", ids)}
+
+
+def _unique_ids(rows: list[tuple[int, Parsed]], exists: set[uuid.UUID], result: ChunkResult) -> list[tuple[int, Parsed]]:
+    seen, keep = set(), []
+    for row, p in rows:
+        if p.id in exists or p.id in seen:
+            result.reject(row, "id", "already_exists" if p.id in exists else "duplicate_in_file")
+            continue
+        seen.add(p.id)
+        keep.append((row, p))
+    return keep
+
+
+def _event(session: Session, actor: Actor, action: str, resource: str, subjects: set, detail: dict, outside: bool = False) -> None:
+    event = actor.trail.build(action, audit.SUCCESS, resource_type=resource, outside_capture_scope=outside, detail=detail)
+    insert_rows(session, AuditEventRow.__table__, [event])
+    insert_rows(session, AuditEventSubjectRow.__table__, [{"event_id": event["id"], "patient_id": s} for s in subjects])
+
+
+def _mark_for_reports(session: Session, patient_ids) -> None:
+    """Queue the touched children for the coverage aggregates, in the chunk's transaction (as
+    the API's write paths do), so a report never misses an imported record."""
+    if patient_ids:
+        session.execute(insert(DirtyPatient.__table__), [{"patient_id": pid} for pid in sorted(patient_ids)])
+
+
+def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:
+    rows = _unique_ids(rows, _existing(session, P, [p.id for _, p in rows]), result)
+    accepted, wanted = [], {c: set() for c in _OWN}
+    for row, p in rows:
+        data = p.data
+        node = rt.jurisdictions.get(data.district or actor.district, session)
+        if node is None or node.level != "district":
+            result.reject(row, "district", "unknown_district")
+            continue
+        plain = _flatten(data.model_dump())
+        norms, dup = {}, False
+        for col, system in _OWN.items():
+            if plain.get(col):
+                norms[col] = identifiers.normalise(system, plain[col])
+                if norms[col] in wanted[col]:
+                    result.reject(row, col, "duplicate_in_file")
+                    dup = True
+        if dup:
+            continue
+        for col, value in norms.items():
+            wanted[col].add(value)
+        accepted.append((row, p, node, plain, norms))
+    taken = {col: identity.taken(session, rt, system, wanted[col], (col,)) for col, system in _OWN.items()}
+    keep = []
+    for item in accepted:
+        clash = [col for col, value in item[4].items() if value in taken[col]]
+        for col in clash:
+            result.reject(item[0], col, "duplicate_identifier")
+        if not clash:
+            keep.append(item)
+    health_ids = identity.new_health_ids(session, rt, len(keep))
+    p_rows, i_rows, custodian, user = [], [], actor.province, actor.principal.user_id
+    for (row, p, node, plain, _), hid in zip(keep, health_ids):
+        plain["health_id"] = hid
+        data = p.data
+        p_rows.append({
+            "id": p.id, "version": 1, "custodian": custodian, "province": node.province, "district": node.code,
+            "home_facility": actor.facility, "sex": data.sex, "birth_date": data.birth_date,
+            "guardian_relationship": data.guardian.relationship if data.guardian else None,
+            "created_at": now, "updated_at": now, "created_by": user,
+            **codec.encrypt_fields(rt.cipher, custodian, p.id, {c: plain.get(c) for c in codec.ENCRYPTED}),
+        })
+        i_rows += codec.index_rows(rt.indexer, custodian, p.id, plain)
+    insert_rows(session, P, p_rows)
+    insert_rows(session, IX, i_rows)
+    _mark_for_reports(session, {r["id"] for r in p_rows})
+    if p_rows:
+        _event(session, actor, "patient.import", "Patient", {r["id"] for r in p_rows},
+               {"run": str(actor.run_id), "chunk": chunk_no, "count": len(p_rows), "via": "nhr import"})
+    result.imported += len(p_rows)
+
+
+def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:
+    rows = _unique_ids(rows, _existing(session, D, [p.id for _, p in rows]), result)
+    pids = sorted({p.patient_id for _, p in rows})
+    patients = {r[0]: _PatientRow(*r) for r in rows_by_ids(session, P, _PatientRow._fields, "id", pids)}
+    given = set(rows_by_ids(session, D, ("patient_id", "vaccine", "dose_number"), "patient_id", pids, {"status": "completed"}))
+    d_rows, subjects, outside, principal, today = [], set(), False, actor.principal, local_today()
+    for row, p in rows:
+        prow = patients.get(p.patient_id)
+        reach = access_to(principal, prow) if prow is not None else Access.NONE
+        if reach is Access.NONE:  # unknown or out of reach: the same answer, so existence does not leak
+            result.reject(row, "patient_id", "unknown_patient")
+            continue
+        data = p.data
+        if not first_dose(data.vaccine) <= data.dose_number <= VACCINES[data.vaccine]["max_dose"]:
+            result.reject(row, "dose_number", "out_of_range")
+            continue
+        if data.date_given < prow.birth_date:
+            result.reject(row, "date_given", "before_birth")
+            continue
+        if data.date_given > today:
+            result.reject(row, "date_given", "in_future")
+            continue
+        key = (prow.id, data.vaccine, data.dose_number)
+        if key in given:
+            result.reject(row, "dose_number", "duplicate_dose")
+            continue
+        given.add(key)
+        outside |= reach is not Access.CAPTURE
+        subjects.add(prow.id)
+        d_rows.append({
+            "id": p.id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
+            "district": prow.district, "facility": actor.facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
+            "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
+            "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": now,
+            "updated_at": now, "override_rule": None, "override_reason_ct": None,
+        })
+    insert_rows(session, D, d_rows)
+    _mark_for_reports(session, subjects)
+    if d_rows:
+        _event(session, actor, "immunization.import", "Immunization", subjects,
+               {"run": str(actor.run_id), "chunk": chunk_no, "count": len(d_rows), "via": "nhr import"}, outside)
+    result.imported += len(d_rows)
+
+
+__all__ = ["Actor", "ChunkResult", "process"]
