@@ -31,7 +31,7 @@ from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
 from registry.patients.repository import Access, access_to
 from registry.reports.models import DirtyPatient
-from registry.patients.service import _flatten
+from registry.patients.service import plaintext_columns
 from security.audit import trail as audit
 from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import AuditTrail
@@ -121,7 +121,7 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
         if node is None or node.level != "district":
             result.reject(row, "district", "unknown_district")
             continue
-        plain = _flatten(data.model_dump())
+        plain = plaintext_columns(data.model_dump())
         norms, dup = {}, False
         for col, system in _OWN.items():
             if plain.get(col):

@@ -26,7 +26,6 @@ from registry.fhir import outcome, service
 from registry.fhir.mapping import FhirInvalid
 from security.access.permissions import Permission
 from security.audit import trail as audit
-from security.audit.trail import AuditTrail
 
 MAX_ENTRIES = 1000
 _KINDS = {"Patient": (Permission.PATIENT_CREATE, "patient.create"),
@@ -138,7 +137,7 @@ def process(ctx: ServiceContext, bundle: dict) -> dict:
 
 
 def _batch_entry(ctx: ServiceContext, run: _Run, i: int, entry: dict, rtype: str) -> dict:
-    mark = len(ctx.trail._refusals)
+    mark = ctx.trail.refusal_mark()
     savepoint = ctx.session.begin_nested()
     try:
         result = run.entry(i, entry, rtype)
@@ -146,9 +145,7 @@ def _batch_entry(ctx: ServiceContext, run: _Run, i: int, entry: dict, rtype: str
         savepoint.rollback()
         # the savepoint took this entry's events with it: write its refusals again (as the unit
         # of work does after a rollback), or one event for an entry refused before any service
-        again = AuditTrail(ctx.trail.context)
-        again._refusals = ctx.trail._refusals[mark:]
-        if again.replay_refusals(ctx.session) == 0:
+        if ctx.trail.rewrite_refusals_since(ctx.session, mark) == 0:
             return _failed(ctx, _prefixed(exc, i, rtype), _KINDS[rtype][1], rtype)
         return _response(_prefixed(exc, i, rtype), rtype)
     savepoint.commit()

@@ -104,7 +104,7 @@ def _new_health_id(ctx: ServiceContext) -> str:
     raise RuntimeError("could not allocate a unique health ID")  # pragma: no cover - 1e11 id space
 
 
-def _flatten(data: dict) -> dict:
+def plaintext_columns(data: dict) -> dict:
     """Input fields -> the plaintext of each encrypted column (guardian split into three)."""
     plain = {k: data[k] for k in ("given_name", "family_name", "phone", "address", "bform", "cnic") if k in data}
     if "guardian" in data:
@@ -138,7 +138,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     custodian = p.scope.province
     patient_id = data.id or uuid.uuid4()
     raw = data.model_dump()
-    plain = _flatten(raw)
+    plain = plaintext_columns(raw)
     _check_unique(ctx, plain, action)
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
@@ -221,7 +221,7 @@ def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, cha
     if "given_name" in data and data["given_name"] is None:
         ctx.trail.record(ctx.session, action, audit.INVALID, resource_id=patient_id, patient=_ref(row))
         raise InvalidInput("given_name cannot be removed", field="given_name")
-    plain = _flatten(data)
+    plain = plaintext_columns(data)
     _check_unique(ctx, plain, action, exclude=patient_id)
     values: dict = {}
     for key in ("sex", "birth_date"):

@@ -136,13 +136,16 @@ class AuditTrail:
     def refusal_mark(self) -> int:
         return len(self._refusals)
 
-    def rewrite_refusals_since(self, session: Session, mark: int) -> None:
-        """After rolling back a savepoint (one item of a batch): write again the refusals recorded
-        inside it, so a refused item stays on record while the others commit."""
-        for row, subject_rows in self._refusals[mark:]:
+    def rewrite_refusals_since(self, session: Session, mark: int) -> int:
+        """After rolling back a savepoint (one item of a batch or Bundle): write again the
+        refusals recorded inside it, so a refused item stays on record while the others commit.
+        Returns how many were written (0: the item was refused before any service recorded it)."""
+        rows = self._refusals[mark:]
+        for row, subject_rows in rows:
             session.execute(insert(_EVENTS), [row])
             if subject_rows:
                 session.execute(insert(_SUBJECTS), subject_rows)
+        return len(rows)
 
     def replay_refusals(self, session: Session) -> int:
         """After a rollback: write the refusals again so the attempt stays on record."""
