@@ -9,6 +9,7 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry import identifiers
+from registry.clock import local_today
 from registry.patients.models import GUARDIAN_RELATIONSHIPS, SEXES
 
 _PHONE = re.compile(r"^(\+92|0092|0)3\d{2}-?\d{7}$")
@@ -32,9 +33,9 @@ def _phone(v: str | None) -> str | None:
 
 
 def _birth_date(v: date) -> date:
-    if v > date.today():
+    if v > local_today():
         raise ValueError("birth date cannot be in the future")
-    if v.year < date.today().year - 120:
+    if v.year < local_today().year - 120:
         raise ValueError("birth date is more than 120 years ago")
     return v
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 
+from registry.clock import local_today
 from registry.reports import aggregate
 from registry.runtime import Runtime
 
@@ -24,7 +24,7 @@ def refresh_all(rt: Runtime) -> int:
     total = 0
     while True:
         with rt.sessions.begin() as s:
-            done = aggregate.refresh(s, datetime.now(UTC).date(), BATCH)
+            done = aggregate.refresh(s, local_today(), BATCH)
         total += done
         if done < BATCH:
             return total

@@ -11,8 +11,9 @@ Invariants:
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
+from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import InvalidInput, NotFound
 from registry.reports import aggregate, coverage, dhis2, population, render
@@ -42,7 +43,7 @@ def coverage_report(ctx: ServiceContext, *, jurisdiction: str | None, cohort: st
                     as_of: date | None = None, action: str = "report.coverage", extra: dict | None = None) -> dict:
     detail = {"jurisdiction": (jurisdiction or "")[:32], "cohort": (cohort or "")[:7], "denominator": denominator[:16],
               **(extra or {})}
-    as_of = as_of or datetime.now(UTC).date()
+    as_of = as_of or local_today()
     tree = coverage.Tree.load(ctx.session)
     node = _node(ctx, action, tree, jurisdiction, detail)
     detail["jurisdiction"] = node.code

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import InvalidInput, NotFound
 from registry.immunizations import repository as doses
@@ -93,7 +94,7 @@ def in_force(session: Session, custodian: str, as_of: date) -> ScheduleRow | Non
 
 
 def for_patient(ctx: ServiceContext, patient_id: uuid.UUID, as_of: date | None = None) -> dict:
-    as_of = as_of or datetime.now(UTC).date()
+    as_of = as_of or local_today()  # the clinic's calendar, as dose validation uses
     prow, outside = reachable(ctx, patient_id, ACTION, allow=_REACH, break_glass=True)
     pref = PatientRef(prow.id, prow.province, prow.district)
     row = in_force(ctx.session, prow.custodian, as_of)
