@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import baselines, loadgen, report, servers
 from bench.population import create_database, drop_database, libpq, prepare
-from bench.workloads import BY_NAME, NAMES, not_yet, spec, verdict
+from bench.workloads import BY_NAME, NAMES, actor, not_yet, one_off, spec, verdict
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,24 +103,30 @@ def run(opts: Options) -> dict:
     return doc
 
 
-def _token(reg: servers.Server, pop) -> str:
-    body = urllib.parse.urlencode({"username": pop.username, "password": pop.password}).encode()
+def _token(reg: servers.Server, username: str, password: str) -> str:
+    body = urllib.parse.urlencode({"username": username, "password": password}).encode()
     with urllib.request.urlopen(urllib.request.Request(reg.base + "/api/v1/auth/token", data=body), timeout=30) as r:
         return json.loads(r.read())["access_token"]
+
+
+def _tokens(reg: servers.Server, pop) -> dict[str, str]:
+    """A bearer token for the clinic worker and for each health official (see `workloads.actor`)."""
+    users = {"clinic": (pop.username, pop.password), **pop.officials}
+    return {who: _token(reg, u, p) for who, (u, p) in users.items()}
 
 
 def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {n: [] for n in NAMES}
     nonce = 0
-    token = _token(by_server["registry"], pop)
+    tokens = _tokens(by_server["registry"], pop)
     warm = min(1.0, opts.duration)
     for name in NAMES:  # warm-up: connection pools, key caches, the planner's caches (not login: see memory)
         if BY_NAME[name].server != "db" and name != "login":
             nonce += 1
-            loadgen.run(generator, by_server[BY_NAME[name].server].base, spec(name, pop, token),
+            loadgen.run(generator, by_server[BY_NAME[name].server].base, spec(name, pop, tokens[actor(name)]),
                         duration=warm, concurrency=opts.concurrency, nonce=nonce)
     for k in range(opts.runs):
-        token = _token(by_server["registry"], pop)
+        tokens = _tokens(by_server["registry"], pop)
         order = NAMES if k % 2 == 0 else list(reversed(NAMES))
         for name in order:
             nonce += 1
@@ -130,7 +136,7 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
             elif name == "copy":
                 r = baselines.copy_floor(pop.url, opts.duration)
             else:
-                r = loadgen.run(generator, by_server[w.server].base, spec(name, pop, token),
+                r = loadgen.run(generator, by_server[w.server].base, spec(name, pop, tokens[actor(name)]),
                                 duration=opts.duration, concurrency=opts.concurrency, nonce=nonce)
             if w.server in by_server:
                 r["rss_mb_after"] = max(by_server[w.server].rss_mb() or [0.0])
@@ -185,10 +191,12 @@ def _document(opts: Options, generator: str, started: datetime, pop, results, pa
         "meta": {
             "started": started.isoformat(timespec="seconds"), "mode": "quick" if opts.quick else "full",
             "scale": opts.scale, "patients": pop.patients, "doses": pop.doses, "population_seconds": round(pop.load_seconds, 1),
+            "rebuild_seconds": round(pop.rebuild_seconds, 2), "seal_seconds": round(pop.seal_seconds, 2),
             "runs": opts.runs, "duration_s": opts.duration, "concurrency": opts.concurrency, "workers": opts.workers,
             "db_threads": opts.db_threads, "generator": generator, "machine": report.machine(pop.url, generator),
         },
         "workloads": summarise(results),
+        "one_off": one_off(pop),
         "not_yet_implemented": not_yet(paths),
         "memory": {"peak_rss_mb": memory, "registry_workers_peak_rss_mb_max": max(memory.get("registry") or [0])},
     }
