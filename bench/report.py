@@ -64,7 +64,7 @@ def show(doc: dict, console: Console | None = None) -> None:
         status = {"pass": "[green]pass[/]", "short": "[red]short[/]"}.get(w["status"], "")
         t.add_row(name, _f(w["rate"]), _f(w["p50_ms"], "{:.1f}"), _f(w["p99_ms"], "{:.1f}"),
                   f"{w['spread']:.0%}", _f(w.get("ratio_trivial"), "{:.3f}"), base,
-                  _f(w.get("ratio_floor"), "{:.3f}"), str(w["errors"] + w["non2xx"]), w["target"], status)
+                  _f(w.get("ratio_floor"), "{:.3f}"), str(w["errors"] + w["non2xx"] + w.get("refused_records", 0)), w["target"], status)
     for o in doc.get("one_off", []):
         status = {"pass": "[green]pass[/]", "short": "[red]short[/]"}.get(o["status"], "")
         t.add_row(o["name"], "-", f"{o['seconds'] * 1000:,.0f}", "-", "1 run", "-", "-", "-", "-", o["target"], status)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import baselines, loadgen, report, servers
+from bench import baselines, loadgen, report, servers, uploads
 from bench.population import create_database, drop_database, libpq, prepare
-from bench.workloads import BY_NAME, NAMES, actor, not_yet, one_off, spec, verdict
+from bench.workloads import BY_NAME, NAMES, UPLOADS, actor, not_yet, one_off, spec, verdict
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,7 +121,10 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
     tokens = _tokens(by_server["registry"], pop)
     warm = min(1.0, opts.duration)
     for name in NAMES:  # warm-up: connection pools, key caches, the planner's caches (not login: see memory)
-        if BY_NAME[name].server != "db" and name != "login":
+        if name in UPLOADS:
+            uploads.measure(name, by_server["registry"].base, pop, tokens[actor(name)], duration=warm,
+                            threads=_upload_threads(opts))
+        elif BY_NAME[name].server != "db" and name != "login":
             nonce += 1
             loadgen.run(generator, by_server[BY_NAME[name].server].base, spec(name, pop, tokens[actor(name)]),
                         duration=warm, concurrency=opts.concurrency, nonce=nonce)
@@ -135,6 +138,9 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
                 r = baselines.pg_select_floor(pop.url, pop.any_ids, opts.duration, threads=opts.db_threads)
             elif name == "copy":
                 r = baselines.copy_floor(pop.url, opts.duration)
+            elif name in UPLOADS:
+                r = uploads.measure(name, by_server["registry"].base, pop, tokens[actor(name)], duration=opts.duration,
+                                    threads=_upload_threads(opts), seed=nonce)
             else:
                 r = loadgen.run(generator, by_server[w.server].base, spec(name, pop, tokens[actor(name)]),
                                 duration=opts.duration, concurrency=opts.concurrency, nonce=nonce)
@@ -144,6 +150,12 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
             log(f"round {k + 1}/{opts.runs}  {name:<12} {r['rate']:>10.1f}/s  p50 {r['p50_ms']:.1f} ms"
                 f"  p99 {r['p99_ms']:.1f} ms  errors {r.get('errors', 0)}  non-2xx {r.get('non2xx', 0)}")
     return results
+
+
+def _upload_threads(opts: Options) -> int:
+    """Concurrent uploads: a few devices at once (each request is 20-50 records), never more
+    than the connections of the other workloads."""
+    return max(1, min(4, opts.concurrency))
 
 
 def _paths(reg: servers.Server) -> list[str]:
@@ -171,11 +183,12 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
             "p99_ms": statistics.median(r["p99_ms"] for r in runs),
             "spread": (max(rates) - min(rates)) / m if m else 0.0,
             "errors": sum(r.get("errors", 0) for r in runs), "non2xx": sum(r.get("non2xx", 0) for r in runs),
+            "refused_records": sum(r.get("refused_records", 0) for r in runs),
             "baseline": w.baseline, "floor": w.floor, "target": w.target,
         }
         if any("rss_mb_after" in r for r in runs):
             med[name]["rss_mb_after_round1"] = runs[0].get("rss_mb_after", 0.0)
-        if w.server in ("registry", "bare"):
+        if w.server in ("registry", "bare") and med[name]["unit"] == "requests":
             med[name]["ratio_trivial"] = _median_ratio(runs, results["trivial"])
         if w.baseline:
             med[name]["ratio_baseline"] = _median_ratio(runs, results[w.baseline])
