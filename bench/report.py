@@ -62,7 +62,7 @@ def show(doc: dict, console: Console | None = None) -> None:
     for name, w in doc["workloads"].items():
         base = f"{_f(w.get('ratio_baseline'), '{:.2f}')} ({w['baseline']})" if w.get("baseline") else "-"
         status = {"pass": "[green]pass[/]", "short": "[red]short[/]"}.get(w["status"], "")
-        t.add_row(name, _f(w["rate"]), _f(w["p50_ms"], "{:.1f}"), _f(w["p99_ms"], "{:.1f}"),
+        t.add_row(name, _f(w["rate"]) if w["server"] != "probe" else "-", _f(w["p50_ms"], "{:.1f}"), _f(w["p99_ms"], "{:.1f}"),
                   f"{w['spread']:.0%}", _f(w.get("ratio_trivial"), "{:.3f}"), base,
                   _f(w.get("ratio_floor"), "{:.3f}"), str(w["errors"] + w["non2xx"] + w.get("refused_records", 0)), w["target"], status)
     for o in doc.get("one_off", []):
@@ -89,7 +89,8 @@ def markdown(doc: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, w in doc["workloads"].items():
         base = f"{_f(w.get('ratio_baseline'), '{:.2f}')} ({w['baseline']})" if w.get("baseline") else "-"
-        rows.append(f"| {name}: {w['title']} | {_f(w['rate'])} | {_f(w['p50_ms'], '{:.1f}')} | {_f(w['p99_ms'], '{:.1f}')} | "
+        rate = _f(w["rate"]) if w["server"] != "probe" else "-"
+        rows.append(f"| {name}: {w['title']} | {rate} | {_f(w['p50_ms'], '{:.1f}')} | {_f(w['p99_ms'], '{:.1f}')} | "
                     f"{w['spread']:.0%} | {_f(w.get('ratio_trivial'), '{:.3f}')} | {base} | "
                     f"{_f(w.get('ratio_floor'), '{:.3f}')} | {w['target']} | {w['status']} |")
     for o in doc.get("one_off", []):

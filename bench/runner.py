@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import baselines, loadgen, report, servers, uploads
+from bench.probes import SealingLag
 from bench.population import create_database, drop_database, libpq, prepare
 from bench.workloads import BY_NAME, NAMES, UPLOADS, actor, not_yet, one_off, spec, verdict
 
@@ -124,7 +125,7 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
         if name in UPLOADS:
             uploads.measure(name, by_server["registry"].base, pop, tokens[actor(name)], duration=warm,
                             threads=_upload_threads(opts))
-        elif BY_NAME[name].server != "db" and name != "login":
+        elif BY_NAME[name].server not in ("db", "probe") and name != "login":
             nonce += 1
             loadgen.run(generator, by_server[BY_NAME[name].server].base, spec(name, pop, tokens[actor(name)]),
                         duration=warm, concurrency=opts.concurrency, nonce=nonce)
@@ -134,7 +135,14 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
         for name in order:
             nonce += 1
             w = BY_NAME[name]
-            if name == "pg_select":
+            if w.server == "probe":
+                continue  # sampled while its workload runs (audit_sealing: during read)
+            if name == "read":
+                with SealingLag(pop.url) as probe:
+                    r = loadgen.run(generator, by_server[w.server].base, spec(name, pop, tokens[actor(name)]),
+                                    duration=opts.duration, concurrency=opts.concurrency, nonce=nonce)
+                results["audit_sealing"].append(probe.result())
+            elif name == "pg_select":
                 r = baselines.pg_select_floor(pop.url, pop.any_ids, opts.duration, threads=opts.db_threads)
             elif name == "copy":
                 r = baselines.copy_floor(pop.url, opts.duration)
