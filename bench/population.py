@@ -47,7 +47,7 @@ class Population:
     bare_ids: list[str] = field(default_factory=list, repr=False)
     officials: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # level -> (username, password)
     rebuild_seconds: float = 0.0  # full rebuild of the coverage aggregates over the loaded doses
-    seal_seconds: float = 0.0     # sealing the loaded audit events before the servers start
+    seal_seconds: float = 0.0     # sealing the loaded audit events while the servers start
 
 
 def libpq(url: str) -> str:
@@ -107,8 +107,6 @@ def prepare(url: str, key_dir: str, scale: int, *, procs: int = 2, seed: int = 1
     _bare_table(pop.url, max(pop.patients, existing))
     pop.rebuild_seconds = rebuild_aggregates(rt)
     log(f"coverage aggregates rebuilt in {pop.rebuild_seconds:.1f}s")
-    pop.seal_seconds = seal_loaded_events(rt)
-    log(f"loaded audit events sealed in {pop.seal_seconds:.1f}s")
     _sample(pop, rt)
     with psycopg.connect(pop.url) as c:
         pop.patients = c.execute("SELECT count(*) FROM patients").fetchone()[0]
@@ -131,15 +129,19 @@ def rebuild_aggregates(rt) -> float:
     return seconds
 
 
-def seal_loaded_events(rt) -> float:
-    """Seal the loader's audit events (`nhr audit seal`'s code) so that the servers start with a
+def seal_loaded_events(pop: Population) -> float:
+    """Seal the loader's audit events (`nhr audit seal`'s code) so that the rounds start with a
     sealed log, as a registry in service has, and the sealing-lag probe sees only the run's own
-    events. Returns the wall time in seconds."""
+    events. The runner calls it while the servers start (the registry's own sealer may take
+    part: one sealer at a time holds the lock). Returns the wall time in seconds."""
     from registry.audit_log import sealing
+    from registry.runtime import Runtime
 
+    rt = Runtime.build(settings_for(pop.url, pop.key_dir))
     rt.load_keys()
     t0 = time.perf_counter()
     sealing.seal_all(rt)
+    rt.engine.dispose()
     return time.perf_counter() - t0
 
 
