@@ -22,6 +22,9 @@ import psycopg
 
 TABLES = ("patients", "patient_identifier_index", "immunizations", "audit_events")
 BENCH_FACILITY = "F-LAH-02"  # the clinic account's facility (EPI Centre Shadman, Lahore)
+# The health officials who read the coverage reports: the nation, the benchmark facility's
+# province and its district, each reading the report of their own jurisdiction.
+OFFICIALS = {"nation": "PK", "province": "PK-PB", "district": "PK-PB-LAH"}
 LOADER = "system:bench-loader"
 # NADRA numbers begin with a province digit; 1-7 are used by the population, 8 and 9 by the
 # registration workload, so a registration never collides with a loaded identifier.
@@ -42,6 +45,9 @@ class Population:
     any_ids: list[str] = field(default_factory=list, repr=False)       # patients anywhere (DB floor)
     bforms: list[str] = field(default_factory=list, repr=False)        # clear B-form numbers (search)
     bare_ids: list[str] = field(default_factory=list, repr=False)
+    officials: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # level -> (username, password)
+    rebuild_seconds: float = 0.0  # full rebuild of the coverage aggregates over the loaded doses
+    seal_seconds: float = 0.0     # sealing the loaded audit events while the servers start
 
 
 def libpq(url: str) -> str:
@@ -85,7 +91,12 @@ def prepare(url: str, key_dir: str, scale: int, *, procs: int = 2, seed: int = 1
     with rt.sessions.begin() as s:
         create_user(s, rt, UserCreate(username=username, display_name="Benchmark vaccinator", password=password,
                                       role="clinic_worker", scope_code=BENCH_FACILITY))
-    pop = Population(libpq(url), key_dir, username, password)
+        officials = {}
+        for level, code in OFFICIALS.items():
+            officials[level] = (f"bench.{level}.{secrets.token_hex(3)}", secrets.token_urlsafe(24))
+            create_user(s, rt, UserCreate(username=officials[level][0], display_name=f"Benchmark {level} official",
+                                          password=officials[level][1], role="health_official", scope_code=code))
+    pop = Population(libpq(url), key_dir, username, password, officials=officials)
     existing = bootstrap.patient_count(rt)
     t0 = time.perf_counter()
     if existing == 0:
@@ -94,12 +105,44 @@ def prepare(url: str, key_dir: str, scale: int, *, procs: int = 2, seed: int = 1
         log(f"reusing the {existing} patients already in the database")
     pop.load_seconds = time.perf_counter() - t0
     _bare_table(pop.url, max(pop.patients, existing))
+    pop.rebuild_seconds = rebuild_aggregates(rt)
+    log(f"coverage aggregates rebuilt in {pop.rebuild_seconds:.1f}s")
     _sample(pop, rt)
     with psycopg.connect(pop.url) as c:
         pop.patients = c.execute("SELECT count(*) FROM patients").fetchone()[0]
         pop.doses = c.execute("SELECT count(*) FROM immunizations").fetchone()[0]
     rt.engine.dispose()
     return pop
+
+
+def rebuild_aggregates(rt) -> float:
+    """`nhr reports rebuild`'s code over the loaded doses (the loader bypasses the services, which
+    would have kept the aggregates current); returns its wall time in seconds."""
+    from registry.reports import aggregate
+
+    t0 = time.perf_counter()
+    with rt.sessions.begin() as s:
+        aggregate.rebuild(s, date.today())
+    seconds = time.perf_counter() - t0
+    with psycopg.connect(libpq(rt.settings.database_url), autocommit=True) as c:
+        c.execute("ANALYZE report_child_status, report_coverage_counts")
+    return seconds
+
+
+def seal_loaded_events(pop: Population) -> float:
+    """Seal the loader's audit events (`nhr audit seal`'s code) so that the rounds start with a
+    sealed log, as a registry in service has, and the sealing-lag probe sees only the run's own
+    events. The runner calls it while the servers start (the registry's own sealer may take
+    part: one sealer at a time holds the lock). Returns the wall time in seconds."""
+    from registry.audit_log import sealing
+    from registry.runtime import Runtime
+
+    rt = Runtime.build(settings_for(pop.url, pop.key_dir))
+    rt.load_keys()
+    t0 = time.perf_counter()
+    sealing.seal_all(rt)
+    rt.engine.dispose()
+    return time.perf_counter() - t0
 
 
 def load(url: str, key_dir: str, scale: int, *, procs: int, seed: int, log=print) -> tuple[int, int]:

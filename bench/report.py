@@ -62,13 +62,17 @@ def show(doc: dict, console: Console | None = None) -> None:
     for name, w in doc["workloads"].items():
         base = f"{_f(w.get('ratio_baseline'), '{:.2f}')} ({w['baseline']})" if w.get("baseline") else "-"
         status = {"pass": "[green]pass[/]", "short": "[red]short[/]"}.get(w["status"], "")
-        t.add_row(name, _f(w["rate"]), _f(w["p50_ms"], "{:.1f}"), _f(w["p99_ms"], "{:.1f}"),
+        t.add_row(name, _f(w["rate"]) if w["server"] != "probe" else "-", _f(w["p50_ms"], "{:.1f}"), _f(w["p99_ms"], "{:.1f}"),
                   f"{w['spread']:.0%}", _f(w.get("ratio_trivial"), "{:.3f}"), base,
-                  _f(w.get("ratio_floor"), "{:.3f}"), str(w["errors"] + w["non2xx"]), w["target"], status)
+                  _f(w.get("ratio_floor"), "{:.3f}"), str(w["errors"] + w["non2xx"] + w.get("refused_records", 0)), w["target"], status)
+    for o in doc.get("one_off", []):
+        status = {"pass": "[green]pass[/]", "short": "[red]short[/]"}.get(o["status"], "")
+        t.add_row(o["name"], "-", f"{o['seconds'] * 1000:,.0f}", "-", "1 run", "-", "-", "-", "-", o["target"], status)
     for n in doc["not_yet_implemented"]:
         t.add_row(f"[dim]{n['name']}[/]", "-", "-", "-", "-", "-", "-", "-", "-", n["target"], f"[dim]{n['status'].split(';')[0]}[/]")
     console.print(t)
-    console.print("[dim]" + "; ".join(f"{n}: {w['title']}" for n, w in doc["workloads"].items()) + "[/]")
+    console.print("[dim]" + "; ".join([f"{n}: {w['title']}" for n, w in doc["workloads"].items()]
+                                      + [f"{o['name']}: {o['title']} (time in the p50 column)" for o in doc.get("one_off", [])]) + "[/]")
     rss = doc["memory"]["peak_rss_mb"]
     console.print("peak RSS (VmHWM) per worker, MiB: " +
                   "; ".join(f"{k}: {', '.join(f'{v:.0f}' for v in vals)}" for k, vals in rss.items()))
@@ -85,9 +89,12 @@ def markdown(doc: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, w in doc["workloads"].items():
         base = f"{_f(w.get('ratio_baseline'), '{:.2f}')} ({w['baseline']})" if w.get("baseline") else "-"
-        rows.append(f"| {name}: {w['title']} | {_f(w['rate'])} | {_f(w['p50_ms'], '{:.1f}')} | {_f(w['p99_ms'], '{:.1f}')} | "
+        rate = _f(w["rate"]) if w["server"] != "probe" else "-"
+        rows.append(f"| {name}: {w['title']} | {rate} | {_f(w['p50_ms'], '{:.1f}')} | {_f(w['p99_ms'], '{:.1f}')} | "
                     f"{w['spread']:.0%} | {_f(w.get('ratio_trivial'), '{:.3f}')} | {base} | "
                     f"{_f(w.get('ratio_floor'), '{:.3f}')} | {w['target']} | {w['status']} |")
+    for o in doc.get("one_off", []):
+        rows.append(f"| {o['name']}: {o['title']} | - | {o['seconds'] * 1000:,.0f} | - | 1 run | - | - | - | {o['target']} | {o['status']} |")
     for n in doc["not_yet_implemented"]:
         rows.append(f"| {n['name']}: {n['title']} | - | - | - | - | - | - | - | {n['target']} | {n['status']} |")
     return "\n".join(rows)

@@ -41,6 +41,18 @@ def test_quick_machinery_on_a_tiny_population(tmp_path):
             if key in w:
                 assert w[key] is None or _numeric(w[key]), (name, key)
     assert {n["name"] for n in doc["not_yet_implemented"]} == {n for n, *_ in NOT_YET}
+    # The workloads wired in later run too, and their requests are accepted: the officials read
+    # their reports, every uploaded dose and Bundle entry is stored (fresh ids, valid bodies).
+    for name in ("coverage_nation", "coverage_province", "coverage_district", "batch_sync", "fhir_bundle"):
+        w = doc["workloads"][name]
+        assert w["runs"][0]["requests"] > 0 and w["errors"] == 0 and w["non2xx"] == 0, name
+        assert w["refused_records"] == 0, name
+    for name in ("batch_sync", "fhir_bundle"):
+        assert doc["workloads"][name]["rate"] > 0 and doc["workloads"][name]["unit"] in ("doses", "resources"), name
+    sealing = doc["workloads"]["audit_sealing"]
+    assert sealing["errors"] == 0 and sealing["status"] in ("pass", "short")
+    rebuild = {o["name"]: o for o in doc["one_off"]}["coverage_rebuild"]
+    assert _numeric(rebuild["seconds"]) and rebuild["status"] in ("pass", "short")
     meta = doc["meta"]
     assert meta["patients"] == 100 and _numeric(meta["doses"])
     assert meta["generator"] in ("wrk", "python")
@@ -61,3 +73,32 @@ def test_python_load_generator_renders_unique_identifiers():
     assert len(body["bform"]) == 13 and body["bform"][0] == "9" and body["cnic"][0] == "8"
     script = lua_script(spec, 5)
     assert "function request()" in script and "function done(" in script
+
+
+def test_upload_bodies_are_fresh_and_distinct():
+    """A resent batch is all `duplicate` and measures nothing: every body the upload workloads
+    send has new record ids, and each names distinct children (no server needed)."""
+    import random
+
+    from bench.population import Population
+    from bench.uploads import batch_body, bundle_body
+
+    pop = Population("postgresql://unused", "/nonexistent", "u", "p",
+                     read_ids=[f"00000000-0000-4000-8000-{i:012d}" for i in range(60)])
+    rng = random.Random(3)
+    ids, requests = set(), 0
+    for build, k in ((batch_body, 50), (bundle_body, 20)):
+        for _ in range(3):
+            body, n = build(pop, rng)
+            doc = json.loads(body)
+            if "items" in doc:
+                children = [it["patient_id"] for it in doc["items"]]
+                ids |= {it["data"]["id"] for it in doc["items"]}
+                assert all(it["data"]["override_reason"] for it in doc["items"])
+            else:
+                assert doc["type"] == "transaction"
+                children = [e["resource"]["patient"]["reference"] for e in doc["entry"]]
+                ids |= {e["resource"]["id"] for e in doc["entry"]}
+            assert n == k == len(children) == len(set(children))
+            requests += n
+    assert len(ids) == requests
