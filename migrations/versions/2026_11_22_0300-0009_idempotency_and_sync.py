@@ -6,7 +6,7 @@ Create Date: 2026-11-22 03:00:00
 
 `idempotency_keys` (claims and stored, encrypted responses of POSTs with an Idempotency-Key),
 `sync_receipts` (what each batch item did, for duplicate detection on resend), and
-`immunizations.updated_at`, the change position of the sync feed (backfilled from recorded_at).
+`immunizations.updated_at`, the change position of the sync feed (NULL for doses recorded before it: the feed reads coalesce(updated_at, recorded_at)).
 """
 from typing import Sequence, Union
 
@@ -44,7 +44,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('kind', 'record_id', name=op.f('pk_sync_receipts'))
     )
     op.add_column('immunizations', sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True))
-    op.execute("UPDATE immunizations SET updated_at = recorded_at WHERE updated_at IS NULL")
+    # No backfill: the feed reads coalesce(updated_at, recorded_at), so existing doses keep their
+    # position, and a deployment with millions of doses is not held up by rewriting every row.
 
 
 def downgrade() -> None:
