@@ -32,31 +32,14 @@ from pathlib import Path
 
 import psycopg
 
-BENCH_FACILITY = "F-LAH-02"  # EPI Centre Shadman, Lahore: the importing clinic
+from bench.population import BENCH_FACILITY, create_database, drop_database, libpq
+
 
 COMBOS = [("BCG", 1), ("HEPB", 1), ("TCV", 1)] + [("OPV", d) for d in range(5)] + [("PENTA", d) for d in (1, 2, 3)] + \
          [("PCV", d) for d in (1, 2, 3)] + [("ROTA", 1), ("ROTA", 2), ("IPV", 1), ("IPV", 2), ("MR", 1), ("MR", 2)] + \
          [("TD", d) for d in range(1, 6)]
 DOSE_COLUMNS = ("id", "version", "patient_id", "custodian", "province", "district", "facility", "vaccine", "dose_number",
                 "date_given", "lot_number", "performer_id", "status", "status_reason_ct", "supersedes_id", "recorded_at")
-
-
-def libpq(url: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
-    return url
-
-
-def create_database(server_url: str, name: str) -> str:
-    with psycopg.connect(libpq(server_url), autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    return f"{libpq(server_url).rpartition('/')[0]}/{name}"
-
-
-def drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(libpq(server_url), autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def settings_for(url: str, key_dir: str):

@@ -61,12 +61,20 @@ def metadata(request: Request):
     return fhir_response(request, capability.capability_statement(request.app.version, _STARTED))
 
 
+async def _query_and_form(request: Request) -> list[tuple[str, str]]:
+    """Search parameters of a POST `_search`: the URL's and the form body's, in that order."""
+    return list(request.query_params.multi_items()) + [(k, str(v)) for k, v in (await request.form()).multi_items()]
+
+
+def _read_response(request: Request, res: dict):
+    return fhir_response(request, res, headers={"ETag": f'W/"{res["meta"]["versionId"]}"'})
+
+
 # ---------------------------------------------------------------- Patient
 
 @router.get("/Patient/{patient_id}", summary="Read a Patient (capture scope, or break-glass)")
 def read_patient(patient_id: str, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))]):
-    res = service.read_patient(ctx, patient_id)
-    return fhir_response(request, res, headers={"ETag": f'W/"{res["meta"]["versionId"]}"'})
+    return _read_response(request, service.read_patient(ctx, patient_id))
 
 
 def _patient_search(request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
@@ -81,8 +89,7 @@ def search_patients(request: Request, ctx: Annotated[ServiceContext, Depends(req
 
 @router.post("/Patient/_search", summary="Search Patients with the parameters in a form body (keeps identifiers out of URLs)")
 async def search_patients_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
-    pairs = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in (await request.form()).multi_items()]
-    return await run_in_threadpool(_patient_search, request, ctx, pairs)
+    return await run_in_threadpool(_patient_search, request, ctx, await _query_and_form(request))
 
 
 @router.post("/Patient", status_code=201, summary="Create a Patient (conditional with If-None-Exist: identifier=system|value)")
@@ -97,8 +104,7 @@ def create_patient(body: Resource, request: Request, ctx: Annotated[ServiceConte
 @router.get("/Immunization/{dose_id}", summary="Read an Immunization")
 def read_immunization(dose_id: str, request: Request,
                       ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
-    res = service.read_immunization(ctx, dose_id)
-    return fhir_response(request, res, headers={"ETag": f'W/"{res["meta"]["versionId"]}"'})
+    return _read_response(request, service.read_immunization(ctx, dose_id))
 
 
 def _immunization_search(request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
@@ -113,8 +119,7 @@ def search_immunizations(request: Request, ctx: Annotated[ServiceContext, Depend
 
 @router.post("/Immunization/_search", summary="Search Immunizations with the parameters in a form body")
 async def search_immunizations_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
-    pairs = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in (await request.form()).multi_items()]
-    return await run_in_threadpool(_immunization_search, request, ctx, pairs)
+    return await run_in_threadpool(_immunization_search, request, ctx, await _query_and_form(request))
 
 
 @router.post("/Immunization", status_code=201, summary="Record a dose as an Immunization")

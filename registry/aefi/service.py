@@ -21,8 +21,9 @@ from registry.aefi import repository as repo
 from registry.aefi.schemas import AdverseEventCount, AdverseEventCounts, AdverseEventCreate, AdverseEventView
 from registry.clock import local_today
 from registry.context import ServiceContext
-from registry.errors import Conflict, Forbidden, InvalidInput, NotFound
+from registry.errors import Conflict, InvalidInput, NotFound
 from registry.immunizations import repository as doses
+from registry.immunizations.service import facility_or_refuse
 from registry.pagination import Page
 from registry.patients.repository import Access
 from registry.patients.service import reachable
@@ -51,11 +52,7 @@ def record(ctx: ServiceContext, dose_id: uuid.UUID, data: AdverseEventCreate) ->
         raise NotFound("immunization not found")
     prow, outside = reachable(ctx, dose.patient_id, action, allow=_REACH)
     pref = PatientRef(prow.id, prow.province, prow.district)
-    facility = ctx.principal.facility
-    if facility is None:
-        ctx.trail.record(ctx.session, action, audit.DENIED, resource_type=RESOURCE, patient=pref,
-                         detail={"reason": "not bound to a facility"})
-        raise Forbidden("only staff bound to a facility can report adverse events")
+    facility = facility_or_refuse(ctx, action, pref, resource_type=RESOURCE, doing="report adverse events")
     if dose.status == "entered-in-error":
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("this dose was voided as entered in error; report against the dose actually given", field="immunization_id")

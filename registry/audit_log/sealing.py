@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from registry import periodic
 from registry.runtime import Runtime
 from security.audit import sealer, verify
 from security.audit.checkpoint import Signer, origin_for
@@ -73,29 +74,9 @@ def export(rt: Runtime, path: Path) -> int:
     return int(json.loads(header)["tree_size"])
 
 
-async def _loop(rt: Runtime, interval: float) -> None:
-    tick = 0
-    while True:
-        try:
-            await asyncio.to_thread(seal_all, rt, full=tick % FULL_SCAN_EVERY == 0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # logged by class only: messages could carry data
-            log.warning("audit sealing failed (%s); retrying next tick", type(exc).__name__)
-        tick += 1
-        await asyncio.sleep(interval)
-
-
 def start_background(rt: Runtime) -> asyncio.Task | None:
-    interval = rt.settings.audit_seal_interval_seconds
-    return asyncio.create_task(_loop(rt, interval), name="nhr-audit-sealer") if interval > 0 else None
+    return periodic.start("nhr-audit-sealer", rt.settings.audit_seal_interval_seconds,
+                          lambda tick: seal_all(rt, full=tick % FULL_SCAN_EVERY == 0), log, "audit sealing")
 
 
-async def stop_background(task: asyncio.Task | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+stop_background = periodic.stop

@@ -78,12 +78,14 @@ def _override_detail(verdict) -> dict:
     return {"override": True, "rule": verdict.rule} if verdict.rule is not None else {}
 
 
-def _facility_or_refuse(ctx: ServiceContext, action: str, patient) -> str:
+def facility_or_refuse(ctx: ServiceContext, action: str, patient, *, resource_type: str = "Immunization",
+                       doing: str = "record or amend doses") -> str:
+    """The caller's facility; staff not bound to one are refused (audited `denied`)."""
     facility = ctx.principal.facility
     if facility is None:
-        ctx.trail.record(ctx.session, action, audit.DENIED, resource_type="Immunization", patient=patient,
+        ctx.trail.record(ctx.session, action, audit.DENIED, resource_type=resource_type, patient=patient,
                          detail={"reason": "not bound to a facility"})
-        raise Forbidden("only staff bound to a facility can record or amend doses")
+        raise Forbidden(f"only staff bound to a facility can {doing}")
     return facility
 
 
@@ -91,7 +93,7 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
     action = "immunization.create"
     prow, outside = reachable(ctx, patient_id, action, allow=_REACH)
     pref = PatientRef(prow.id, prow.province, prow.district)
-    facility = _facility_or_refuse(ctx, action, pref)
+    facility = facility_or_refuse(ctx, action, pref)
     dose_id = data.id or uuid.uuid4()
     # before validation: a re-sent offline dose is a 409 on its id, not a refused duplicate
     if data.id is not None and repo.get(ctx.session, dose_id) is not None:
@@ -134,7 +136,7 @@ def _amendable(ctx: ServiceContext, dose_id: uuid.UUID, action: str, if_match: s
         raise NotFound("immunization not found")
     prow, _ = reachable(ctx, dose.patient_id, action, allow=_REACH)
     pref = PatientRef(prow.id, prow.province, prow.district)
-    facility = _facility_or_refuse(ctx, action, pref)
+    facility = facility_or_refuse(ctx, action, pref)
     if dose.facility != facility:
         ctx.trail.record(ctx.session, action, audit.DENIED, resource_type="Immunization", resource_id=dose_id, patient=pref,
                          detail={"reason": "recorded by another facility"})

@@ -14,6 +14,7 @@ import logging
 
 from registry.clock import local_today
 from registry.reports import aggregate
+from registry import periodic
 from registry.runtime import Runtime
 
 log = logging.getLogger("nhr.reports.refresher")
@@ -30,27 +31,9 @@ def refresh_all(rt: Runtime) -> int:
             return total
 
 
-async def _loop(rt: Runtime, interval: float) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(refresh_all, rt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # logged by class only: messages could carry data
-            log.warning("coverage aggregate refresh failed (%s); retrying next tick", type(exc).__name__)
-        await asyncio.sleep(interval)
-
-
 def start_background(rt: Runtime) -> asyncio.Task | None:
-    interval = rt.settings.report_refresh_interval_seconds
-    return asyncio.create_task(_loop(rt, interval), name="nhr-report-refresher") if interval > 0 else None
+    return periodic.start("nhr-report-refresher", rt.settings.report_refresh_interval_seconds,
+                          lambda tick: refresh_all(rt), log, "coverage aggregate refresh")
 
 
-async def stop_background(task: asyncio.Task | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+stop_background = periodic.stop
