@@ -38,11 +38,6 @@ from security.audit.trail import AuditTrail, PatientRef
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
-_OUTCOME = [
-    (e.Unauthenticated, audit.UNAUTHENTICATED), (e.Forbidden, audit.DENIED), (e.TooManyAttempts, audit.DENIED),
-    (e.NotFound, audit.NOT_FOUND), (e.InvalidInput, audit.INVALID), (RequestValidationError, audit.INVALID),
-    (e.Conflict, audit.CONFLICT), (e.PreconditionFailed, audit.CONFLICT), (e.PreconditionRequired, audit.CONFLICT),
-]
 _RESOURCE = {"patient": "Patient", "immunization": "Immunization", "audit": "AuditEvent", "user": "User", "auth": "User",
              "aefi": "AdverseEvent", "report": "Report"}
 
@@ -69,10 +64,7 @@ class UnitOfWork:
 
 
 def _outcome(exc: BaseException) -> str:
-    for cls, outcome in _OUTCOME:
-        if isinstance(exc, cls):
-            return outcome
-    return audit.ERROR
+    return audit.INVALID if isinstance(exc, RequestValidationError) else e.audit_outcome(exc)
 
 
 def _record_failure(session, uow: UnitOfWork, exc: BaseException) -> None:

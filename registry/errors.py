@@ -14,6 +14,8 @@ Messages are shown to clients: they name fields and rules, never patient data.
 
 from __future__ import annotations
 
+from security.audit import trail as audit
+
 
 class DomainError(Exception):
     def __init__(self, message: str, *, field: str | None = None) -> None:
@@ -58,3 +60,18 @@ class TooManyAttempts(DomainError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+_AUDIT_OUTCOMES = [
+    (Unauthenticated, audit.UNAUTHENTICATED), (Forbidden, audit.DENIED), (TooManyAttempts, audit.DENIED),
+    (NotFound, audit.NOT_FOUND), (InvalidInput, audit.INVALID),
+    (Conflict, audit.CONFLICT), (PreconditionFailed, audit.CONFLICT), (PreconditionRequired, audit.CONFLICT),
+]
+
+
+def audit_outcome(exc: BaseException) -> str:
+    """The audit outcome a refusal is recorded with; anything unexpected is an `error`."""
+    for cls, outcome in _AUDIT_OUTCOMES:
+        if isinstance(exc, cls):
+            return outcome
+    return audit.ERROR

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 
 from registry.context import ServiceContext
-from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, PreconditionFailed
+from registry.errors import DomainError, Forbidden, audit_outcome
 from registry.fhir import outcome, service
 from registry.fhir.mapping import FhirInvalid
 from security.access.permissions import Permission
@@ -152,13 +152,9 @@ def _batch_entry(ctx: ServiceContext, run: _Run, i: int, entry: dict, rtype: str
     return result
 
 
-_AUDIT_OUTCOME = [(Forbidden, audit.DENIED), (NotFound, audit.NOT_FOUND), (Conflict, audit.CONFLICT),
-                  (PreconditionFailed, audit.CONFLICT), (InvalidInput, audit.INVALID)]
-
-
 def _failed(ctx: ServiceContext, exc: DomainError, action: str, rtype: str | None) -> dict:
     """An entry refused with no refusal event of its own: one event, then its response."""
-    code = next((o for cls, o in _AUDIT_OUTCOME if isinstance(exc, cls)), audit.ERROR)
+    code = audit_outcome(exc)
     ctx.trail.record(ctx.session, action, code, resource_type=rtype or "Patient", detail={"field": exc.field})
     return _response(exc, rtype)
 
