@@ -126,8 +126,8 @@ def _claim(session, rt, kh, fp):
         raise RuntimeError("the idempotency claim must be its own transaction")
     s = rt.settings
     try:
-        result = store.claim(session, rt.keyring, kh, fp, lock_seconds=s.idempotency_lock_seconds,
-                             ttl_seconds=s.idempotency_ttl_seconds)
+        result = store.claim(session, rt.keyring, kh, fp, lock_seconds=s.idempotency.lock_seconds,
+                             ttl_seconds=s.idempotency.ttl_seconds)
         session.commit()
         return result
     except BaseException:

@@ -34,4 +34,4 @@ def with_threadpool_size(asgi, size: int | None):
     return app
 
 
-app = with_threadpool_size(create_app(), get_settings().threadpool_size)
+app = with_threadpool_size(create_app(), get_settings().serve.threadpool_size)

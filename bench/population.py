@@ -73,7 +73,7 @@ def settings_for(url: str, key_dir: str):
     """Production-like settings: default argon2 parameters, long-lived tokens for the run."""
     from registry.settings import Settings
 
-    return Settings(env="test", database_url=url, key_dir=key_dir, token_ttl_seconds=3600)
+    return Settings(env="test", database_url=url, key_dir=key_dir, tokens={"ttl_seconds": 3600})
 
 
 def prepare(url: str, key_dir: str, scale: int, *, procs: int = 2, seed: int = 1947, log=print) -> Population:

@@ -99,9 +99,9 @@ def serve(host: str = typer.Option(None), port: int = typer.Option(None), worker
                   "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
                   "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
                   "root": {"level": "INFO", "handlers": ["stderr"]}}
-    uvicorn.run("api.main:app", host=host or s.host, port=port or s.port, workers=workers or s.workers,
+    uvicorn.run("api.main:app", host=host or s.serve.host, port=port or s.serve.port, workers=workers or s.serve.workers,
                 access_log=False, proxy_headers=False, log_level="info", log_config=log_config,
-                timeout_worker_healthcheck=s.worker_healthcheck_seconds)
+                timeout_worker_healthcheck=s.serve.worker_healthcheck_seconds)
 
 
 @app.command()
@@ -134,7 +134,7 @@ def demo(patients: int = typer.Option(3000, help="synthetic patients to load on 
                 n, d = generate(rt, s, patients=patients)
                 report_aggregates.rebuild(s, date.today())  # the generator inserts doses directly
         console.print(f"loaded {n} synthetic patients and {d} doses")
-    url = f"http://{rt.settings.host}:{rt.settings.port}"
+    url = f"http://{rt.settings.serve.host}:{rt.settings.serve.port}"
     console.print("[bold]Demo logins[/] (generated on first run, kept in the key directory):", soft_wrap=True)
     for username, info in logins.items():
         console.print(f"  {username:<18} {info['password']:<22} {info['role']:<16} {info['scope']:<10} {info['who']}",

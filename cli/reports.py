@@ -96,8 +96,8 @@ def coverage_table(cohort: str = typer.Option(..., help="birth year (2025) or mo
                 console.print("[red]unknown jurisdiction[/]")
                 raise typer.Exit(1)
             today = datetime.now(UTC).date()
-            aggregate.refresh(s, today, rt.settings.report_refresh_max or 1_000_000)
-            report = coverage.build(s, node, tree, coverage.parse_cohort(cohort), today, "registered", rt.settings.report_min_cell)
+            aggregate.refresh(s, today, rt.settings.reports.refresh_max or 1_000_000)
+            report = coverage.build(s, node, tree, coverage.parse_cohort(cohort), today, "registered", rt.settings.reports.min_cell)
             _trail().record(s, "report.coverage", audit.SUCCESS, resource_type="Report", resource_id=node.code,
                             detail={"jurisdiction": node.code, "cohort": cohort, "via": "cli"})
     except DomainError as exc:

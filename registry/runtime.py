@@ -83,11 +83,11 @@ class Runtime:
                 load(conn.execution_options(isolation_level="AUTOCOMMIT"))
 
         keys = DataKeyStore(keyring, reload_keys)
-        tokens = TokenConfig(keyring.secret("token-signing"), settings.token_issuer, settings.token_audience, settings.token_ttl_seconds)
+        tokens = TokenConfig(keyring.secret("token-signing"), settings.tokens.issuer, settings.tokens.audience, settings.tokens.ttl_seconds)
         return cls(
             settings=settings, engine=engine, sessions=sessions, keyring=keyring, keys=keys,
             cipher=FieldCipher(keys), indexer=BlindIndexer(keys),
-            hasher=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost),
+            hasher=PasswordHasher(settings.passwords.argon2_memory_kib, settings.passwords.argon2_time_cost),
             # Access codes are random (~50 bits), not chosen by people: their strength is their
             # entropy, so a cheap argon2id keeps registration off the 30 ms password cost.
             code_hasher=PasswordHasher(memory_kib=2048, time_cost=1),

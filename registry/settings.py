@@ -1,4 +1,4 @@
-"""Configuration from the environment (prefix `NHR_`) or a `.env` file.
+"""Configuration from the environment (prefix `NHR_`) or a `.env` file, in small groups.
 
 Invariants:
 - In `development` and `test`, everything has a safe local default: an SQLite file and a keyring
@@ -6,6 +6,11 @@ Invariants:
 - In `production`, nothing secret or environment-specific has a default: the database URL and
   the key directory must be given explicitly, and keys are never generated implicitly (`nhr
   keys init` creates them), so a wrong mount fails at start instead of starting a new custody.
+- The environment names are flat and do not depend on the grouping: `settings.reports.min_cell`
+  is `NHR_REPORT_MIN_CELL` (its group's prefix + the field, or the field's `validation_alias`).
+  Each group is a `BaseSettings` of its own that reads the same environment and `.env`, so a group
+  given as keywords or as a dict (`Settings(reports={"min_cell": 3})`) still takes its other
+  fields from there. tests/test_settings.py pins every name; a new field must be added to it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,120 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _env(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore", validate_by_name=True)
+
+
+class TokenSettings(BaseSettings):
+    """Staff access tokens (signed JWT): they live 1 to 60 minutes; `iss` and `aud` are checked on every request."""
+    model_config = _env("NHR_TOKEN_")
+    ttl_seconds: int = Field(900, ge=60, le=3600)
+    issuer: str = "nhr"
+    audience: str = "nhr-api"
+
+
+class PasswordSettings(BaseSettings):
+    """Staff passwords (NIST SP 800-63B: length over composition, never under 8; the breached corpus adds to the
+    built-in common list) and their argon2id cost, which applies to new hashes (older ones are rehashed at login)."""
+    model_config = _env("NHR_")
+    min_length: int = Field(15, ge=8, validation_alias="NHR_PASSWORD_MIN_LENGTH")
+    breached_file: str | None = Field(None, validation_alias="NHR_BREACHED_PASSWORDS_FILE")
+    argon2_memory_kib: int = Field(19456, ge=1024)
+    argon2_time_cost: int = Field(2, ge=1)
+
+
+class LoginSettings(BaseSettings):
+    """Login throttle, for staff and citizens alike: past `max_failures_per_*` failures within the window, an account
+    or a client address is refused before its password is checked, and told to retry after `window_seconds`."""
+    model_config = _env("NHR_LOGIN_")
+    window_seconds: int = 900
+    max_failures_per_account: int = 5
+    max_failures_per_client: int = 30
+
+
+class PageSizeSettings(BaseSettings):
+    """Lists: `default` when the caller gives no limit; no FHIR search returns more than `max` per page."""
+    model_config = _env("NHR_PAGE_SIZE_")
+    default: int = 20
+    max: int = 100
+
+
+class AuditSettings(BaseSettings):
+    """The audit log's background sealer and the auditor's workbench (issue 3): export cap and anomaly thresholds,
+    echoed in every anomaly response. Working hours are local hours in `timezone`, [start, end)."""
+    model_config = _env("NHR_AUDIT_")
+    seal_interval_seconds: float = Field(2, ge=0)  # 0: no background sealer (seal on demand)
+    export_max_rows: int = Field(100_000, ge=1, le=1_000_000)
+    timezone: str = "Asia/Karachi"
+    working_hours_start: int = Field(7, ge=0, le=23)  # local hour, inclusive
+    working_hours_end: int = Field(20, ge=1, le=24)  # local hour, exclusive
+    distinct_patients_min: int = Field(50, ge=1)  # never flag a day below this many patients
+    distinct_patients_peer_factor: float = Field(3.0, gt=0)  # ... nor below k x the peers' median
+    refusals_per_hour: int = Field(5, ge=1)
+
+
+class CitizenSettings(BaseSettings):
+    """The citizen's access report (issue 3): a guardian's view of the child's record and access log. Staff names
+    appear in that log only if `show_staff_names` (off by default)."""
+    model_config = _env("NHR_CITIZEN_")
+    token_ttl_seconds: int = Field(600, ge=60, le=3600)
+    show_staff_names: bool = False
+
+
+class CertificateSettings(BaseSettings):
+    """Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat), 1 day to 10 years."""
+    model_config = _env("NHR_CERTIFICATE_")
+    validity_days: int = Field(365, ge=1, le=3650)
+
+
+class ReportSettings(BaseSettings):
+    """Coverage reports (issue 4): cells counting fewer than `min_cell` children are suppressed (never below 1), and
+    how many queued patient changes a report folds into the aggregates before answering (the rest wait)."""
+    model_config = _env("NHR_REPORT_")
+    min_cell: int = Field(5, ge=1, le=100)
+    refresh_max: int = Field(20_000, ge=0)
+    refresh_interval_seconds: float = Field(5, ge=0)  # 0: no background refresher
+
+
+class IdempotencySettings(BaseSettings):
+    """Idempotency-Key (issue 5): how long a key replays its first answer; after how long an unfinished claim is
+    taken over by a retry."""
+    model_config = _env("NHR_IDEMPOTENCY_")
+    ttl_seconds: int = Field(86_400, ge=60)
+    lock_seconds: int = Field(120, ge=1)
+
+
+class SyncSettings(BaseSettings):
+    """Offline sync (issue 5): the batch upload's size limit and the changes feed's re-read window (late commits,
+    clock skew): the cursor that ends a download is never later than now - `overlap_seconds`."""
+    model_config = _env("NHR_SYNC_")
+    batch_max_items: int = Field(500, ge=1, le=5000)
+    overlap_seconds: int = Field(300, ge=0)
+
+
+class BulkExportSettings(BaseSettings):
+    """FHIR Bulk Data $export (issue 5): job lifetime, snapshot rows taken per status poll, resources per file."""
+    model_config = _env("NHR_BULK_EXPORT_")
+    ttl_seconds: int = Field(86_400, ge=60)
+    step_rows: int = Field(50_000, ge=1)
+    file_rows: int = Field(10_000, ge=1)
+
+
+class ServeSettings(BaseSettings):
+    """`nhr serve` (its options override these). None for `threadpool_size` keeps AnyIO's default."""
+    model_config = _env("NHR_")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Threads per worker for sync routes (AnyIO's default is 40). On few cores a smaller pool
+    # spends less time handing the GIL around; see bench/README.md.
+    threadpool_size: int | None = Field(None, ge=1, le=200)
+    # How long `nhr serve --workers N` waits for a worker to answer its health check before it
+    # kills and replaces it (uvicorn's default is 5 s: too short for a worker still importing
+    # on a loaded machine, which then never comes up).
+    worker_healthcheck_seconds: int = Field(60, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NHR_", env_file=".env", extra="ignore")
 
@@ -26,65 +145,18 @@ class Settings(BaseSettings):
     key_dir: Path = Path("var/keyring")
     country: str = "PK"
 
-    token_ttl_seconds: int = Field(900, ge=60, le=3600)
-    token_issuer: str = "nhr"
-    token_audience: str = "nhr-api"
-
-    password_min_length: int = Field(15, ge=8)
-    breached_passwords_file: str | None = None
-    argon2_memory_kib: int = Field(19456, ge=1024)
-    argon2_time_cost: int = Field(2, ge=1)
-
-    login_window_seconds: int = 900
-    login_max_failures_per_account: int = 5
-    login_max_failures_per_client: int = 30
-
-    page_size_default: int = 20
-    page_size_max: int = 100
-
-    audit_seal_interval_seconds: float = Field(2, ge=0)  # 0: no background sealer (seal on demand)
-
-    # The auditor's workbench (issue 3): export cap and anomaly thresholds.
-    audit_export_max_rows: int = Field(100_000, ge=1, le=1_000_000)
-    audit_timezone: str = "Asia/Karachi"
-    audit_working_hours_start: int = Field(7, ge=0, le=23)  # local hour, inclusive
-    audit_working_hours_end: int = Field(20, ge=1, le=24)  # local hour, exclusive
-    audit_distinct_patients_min: int = Field(50, ge=1)  # never flag a day below this many patients
-    audit_distinct_patients_peer_factor: float = Field(3.0, gt=0)  # ... nor below k x the peers' median
-    audit_refusals_per_hour: int = Field(5, ge=1)
-
-    # The citizen's access report (issue 3): a guardian's view of the child's record and access log.
-    citizen_token_ttl_seconds: int = Field(600, ge=60, le=3600)
-    citizen_show_staff_names: bool = False  # NHR_CITIZEN_SHOW_STAFF_NAMES: staff names in the access log
-
-    # Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat).
-    certificate_validity_days: int = Field(365, ge=1, le=3650)
-
-    # Coverage reports (issue 4): small-cell threshold and how many queued patient changes a
-    # report folds into the aggregates before answering (the rest wait for the next one).
-    report_min_cell: int = Field(5, ge=1, le=100)  # NHR_REPORT_MIN_CELL: cells below this are suppressed
-    report_refresh_max: int = Field(20_000, ge=0)
-    report_refresh_interval_seconds: float = Field(5, ge=0)  # 0: no background refresher
-    # Offline sync (issue 5): Idempotency-Key lifetime and claim lock, batch size, changes feed.
-    idempotency_ttl_seconds: int = Field(86_400, ge=60)
-    idempotency_lock_seconds: int = Field(120, ge=1)
-    sync_batch_max_items: int = Field(500, ge=1, le=5000)
-    sync_overlap_seconds: int = Field(300, ge=0)  # the feed's re-read window (late commits, clock skew)
-    # FHIR Bulk Data $export (issue 5): job lifetime, snapshot rows taken per status poll, resources per file.
-    bulk_export_ttl_seconds: int = Field(86_400, ge=60)
-    bulk_export_step_rows: int = Field(50_000, ge=1)
-    bulk_export_file_rows: int = Field(10_000, ge=1)
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    # Threads per worker for sync routes (AnyIO's default is 40). On few cores a smaller pool
-    # spends less time handing the GIL around; see bench/README.md. None keeps the default.
-    threadpool_size: int | None = Field(None, ge=1, le=200)
-    # How long `nhr serve --workers N` waits for a worker to answer its health check before it
-    # kills and replaces it (uvicorn's default is 5 s: too short for a worker still importing
-    # on a loaded machine, which then never comes up).
-    worker_healthcheck_seconds: int = Field(60, ge=1)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    login: LoginSettings = Field(default_factory=LoginSettings)
+    page_size: PageSizeSettings = Field(default_factory=PageSizeSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    citizen: CitizenSettings = Field(default_factory=CitizenSettings)
+    certificates: CertificateSettings = Field(default_factory=CertificateSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")
     def _production_requires_explicit_values(self) -> Settings:

@@ -135,7 +135,7 @@ def test_export_is_scoped_and_capped(scene, runtime, monkeypatch):
     w, p, _ = scene
     r, _ = _export(w, "auditor_other_province", "ndjson", patient_id=p["id"])
     assert r.text == "" and r.headers["X-Export-Count"] == "0"
-    monkeypatch.setattr(runtime.settings, "audit_export_max_rows", 2)
+    monkeypatch.setattr(runtime.settings.audit, "export_max_rows", 2)
     r, request_id = _export(w, "auditor", "csv", patient_id=p["id"])
     assert len(list(csv.DictReader(io.StringIO(r.text)))) == 2
     assert r.headers["X-Export-Truncated"] == "true" and r.headers["X-Export-Max-Rows"] == "2"
@@ -363,7 +363,7 @@ def test_anomaly_flags_triggered_by_constructed_data(world, runtime):
 
 
 def test_peer_median_raises_the_threshold(world, runtime, monkeypatch):
-    monkeypatch.setattr(runtime.settings, "audit_distinct_patients_min", 2)
+    monkeypatch.setattr(runtime.settings.audit, "distinct_patients_min", 2)
     sc = Scenario(runtime)
     for name in ("a", "b", "c", "d"):
         sc.actor(name, role="health_official", level="district", code="PK-PB-LAH")
@@ -402,7 +402,7 @@ def test_anomaly_window_is_validated(world, runtime):
 def test_peers_are_staff_at_the_same_kind_of_facility(world, runtime, monkeypatch):
     """A busy teaching hospital is compared with teaching hospitals, not with BHUs: reading 42
     children a day there is normal, while the same number at a BHU would stand out."""
-    monkeypatch.setattr(runtime.settings, "audit_distinct_patients_min", 2)
+    monkeypatch.setattr(runtime.settings.audit, "distinct_patients_min", 2)
     sc = Scenario(runtime)
     for name in ("h1", "h2", "h3"):
         sc.actor(name, code="F-LAH-01")  # teaching hospital

@@ -51,8 +51,8 @@ def _download(world, who: str, url: str) -> list[dict]:
 
 @pytest.fixture
 def data(world, runtime, monkeypatch):
-    monkeypatch.setattr(runtime.settings, "bulk_export_step_rows", 2)
-    monkeypatch.setattr(runtime.settings, "bulk_export_file_rows", 2)
+    monkeypatch.setattr(runtime.settings.bulk_export, "step_rows", 2)
+    monkeypatch.setattr(runtime.settings.bulk_export, "file_rows", 2)
     since = _since()
     lahore = [world.register("clinic_a") for _ in range(3)]
     for p in lahore:

@@ -100,7 +100,7 @@ def test_login_with_health_id_and_code_issues_a_short_lived_citizen_token(world,
     claims = tokens.verify(runtime.tokens, r.json()["access_token"])
     assert (claims["role"], claims["scope_level"], claims["scope_code"], claims["gen"]) == (
         "citizen", "patient", uuid.UUID(child["id"]).hex, 1)
-    assert claims["exp"] - claims["iat"] == runtime.settings.citizen_token_ttl_seconds <= 900
+    assert claims["exp"] - claims["iat"] == runtime.settings.citizen.token_ttl_seconds <= 900
     [ev] = audit_events(runtime, request_id=r.headers["X-Request-ID"])
     assert (ev.action, ev.outcome, ev.actor_role, str(ev.patient_id), ev.purpose_of_use) == (
         "citizen.login", "success", "citizen", child["id"], "PATRQT")
@@ -135,12 +135,12 @@ def test_unknown_health_id_and_wrong_code_are_indistinguishable(world, runtime, 
 
 def test_login_is_throttled_per_health_id_and_the_count_survives_rollback(world, runtime):
     child = world.register("clinic_a")
-    limit = runtime.settings.login_max_failures_per_account
+    limit = runtime.settings.login.max_failures_per_account
     for _ in range(limit):
         assert login(world.client, child["health_id"], wrong_code(child["access_code"])).status_code == 401
     r = login(world.client, child["health_id"], child["access_code"])  # even the right code, once throttled
     assert r.status_code == 429
-    assert int(r.headers["Retry-After"]) == runtime.settings.login_window_seconds
+    assert int(r.headers["Retry-After"]) == runtime.settings.login.window_seconds
     [ev] = audit_events(runtime, request_id=r.headers["X-Request-ID"])
     assert (ev.action, ev.outcome, ev.detail["reason"]) == ("citizen.login", "denied", "throttled")
     # another child's login is not affected, and staff login budgets are separate
@@ -150,8 +150,8 @@ def test_login_is_throttled_per_health_id_and_the_count_survives_rollback(world,
 
 def test_login_is_throttled_per_client(world, runtime, monkeypatch):
     children = [world.register("clinic_a") for _ in range(2)]  # before the limits change: staff login shares them
-    monkeypatch.setattr(runtime.settings, "login_max_failures_per_client", 3)
-    monkeypatch.setattr(runtime.settings, "login_max_failures_per_account", 1000)
+    monkeypatch.setattr(runtime.settings.login, "max_failures_per_client", 3)
+    monkeypatch.setattr(runtime.settings.login, "max_failures_per_account", 1000)
     from security import throttle
     from sqlalchemy import delete
     key = throttle.throttle_key("citizen-client", "testclient")
@@ -235,7 +235,7 @@ def test_staff_names_are_shown_only_when_the_setting_is_on(world, runtime, monke
     assert c.get(f"/api/v1/patients/{child['id']}", headers=world.h("official_district")).status_code == 200
     h = citizen_headers(c, child)
     assert all(e["staff_name"] is None for e in _log(c, h))
-    monkeypatch.setattr(runtime.settings, "citizen_show_staff_names", True)
+    monkeypatch.setattr(runtime.settings.citizen, "show_staff_names", True)
     named = {e["staff_name"] for e in _log(c, h) if e["action"] == "patient.read"}
     assert named == {"official_district"}  # the display name given in the World fixture
 

@@ -182,7 +182,7 @@ def test_keys_expire_and_are_purged(world, client, runtime):
 
 
 def test_default_lifetime_is_a_day(runtime):
-    assert runtime.settings.idempotency_ttl_seconds == 86_400
+    assert runtime.settings.idempotency.ttl_seconds == 86_400
 
 
 def test_stored_response_is_encrypted(world, client, runtime, db_url):

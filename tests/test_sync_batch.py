@@ -113,7 +113,7 @@ def test_items_need_their_permission_and_the_batch_its_own(world, client):
 
 
 def test_batch_size_is_bounded(world, client, runtime):
-    limit = runtime.settings.sync_batch_max_items
+    limit = runtime.settings.sync.batch_max_items
     r = client.post(URL, json={"items": [{"op": "teleport"}] * (limit + 1)}, headers=world.h("clinic_a"))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "items"
     assert client.post(URL, json={"items": []}, headers=world.h("clinic_a")).status_code == 422

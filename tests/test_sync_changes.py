@@ -76,7 +76,7 @@ def test_paging_covers_the_catchment_once_and_amendments_show_up(world, client, 
 
 def test_a_change_committed_late_is_not_behind_the_cursor(world, client, runtime):
     """A transaction stamps its rows before it commits: a row stamped before the last delivered
-    entry may become visible after the download. The final cursor stays `sync_overlap_seconds`
+    entry may become visible after the download. The final cursor stays `settings.sync.overlap_seconds`
     behind, so the next download still sees it."""
     fac = world.facilities["a"]
     p = world.register()
@@ -98,7 +98,7 @@ def test_a_change_committed_late_is_not_behind_the_cursor(world, client, runtime
 
 
 def test_without_overlap_the_cursor_moves_on(world, client, runtime, monkeypatch):
-    monkeypatch.setattr(runtime.settings, "sync_overlap_seconds", 0)
+    monkeypatch.setattr(runtime.settings.sync, "overlap_seconds", 0)
     fac = world.facilities["a"]
     world.register()
     entries, cursor, _ = _download(client, world.h("clinic_a"), fac)
@@ -132,7 +132,7 @@ def test_ties_on_the_change_position_are_paged_exactly_once(world, client, runti
 
     from registry.patients.models import Patient
 
-    monkeypatch.setattr(runtime.settings, "sync_overlap_seconds", 0)
+    monkeypatch.setattr(runtime.settings.sync, "overlap_seconds", 0)
     fac = world.facilities["a"]
     pats = [world.register() for _ in range(3)]
     doses = [_dose(client, world, p["id"]) for p in pats]

@@ -37,8 +37,8 @@ def _headers(request: Request, res: dict) -> dict:
 
 def _query(request: Request, rtype: str, pairs: list[tuple[str, str]]) -> params.Query:
     s = request.app.state.runtime.settings
-    return params.parse_query(pairs, capability.param_names(rtype), default_count=s.page_size_default,
-                              max_count=s.page_size_max)
+    return params.parse_query(pairs, capability.param_names(rtype), default_count=s.page_size.default,
+                              max_count=s.page_size.max)
 
 
 def _searchset(request: Request, rtype: str, q: params.Query, result: service.SearchResult) -> dict:

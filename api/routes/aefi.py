@@ -39,7 +39,7 @@ def list_events(request: Request, ctx: Annotated[ServiceContext, Depends(require
                 vaccine: Vaccine = None, lot_number: Lot = None, onset_from: OnsetFrom = None, onset_to: OnsetTo = None,
                 cursor: Annotated[str | None, Query(max_length=200)] = None,
                 limit: Annotated[int | None, Query(ge=1, le=100)] = None):
-    limit = request.app.state.runtime.settings.page_size_default if limit is None else limit
+    limit = request.app.state.runtime.settings.page_size.default if limit is None else limit
     page = service.list_in_scope(ctx, cursor=cursor, limit=limit, vaccine=vaccine, lot_number=lot_number,
                                  onset_from=onset_from, onset_to=onset_to)
     return AdverseEventPage(items=page.items, next_cursor=page.next_cursor)

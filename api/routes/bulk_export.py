@@ -72,7 +72,7 @@ def poll(job_id: uuid.UUID, request: Request,
     if not st.done:
         return Response(status_code=202, headers={"X-Progress": st.progress, "Retry-After": "1"})
     base = str(request.base_url).rstrip("/")
-    body = export.manifest(st.job, base, ctx.runtime.settings.bulk_export_file_rows)
+    body = export.manifest(st.job, base, ctx.runtime.settings.bulk_export.file_rows)
     return JSONResponse(body, headers={"Expires": st.job.expires_at.strftime("%a, %d %b %Y %H:%M:%S GMT")})
 
 

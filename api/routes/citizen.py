@@ -100,7 +100,7 @@ def my_access_log(request: Request, citizen: Annotated[tuple, Depends(_citizen("
                   limit: Annotated[int | None, Query(ge=1, le=100)] = None,
                   include_own_views: bool = False):
     ctx, generation = citizen
-    size = runtime(request).settings.page_size_default if limit is None else limit
+    size = runtime(request).settings.page_size.default if limit is None else limit
     return service.access_log(ctx, generation, cursor, size, include_own_views)
 
 

@@ -24,7 +24,7 @@ _DESCRIPTION = ("Children with a dose overdue, due, or recommended between `from
 
 
 def _limit(request: Request, limit: int | None) -> int:
-    return request.app.state.runtime.settings.page_size_default if limit is None else limit
+    return request.app.state.runtime.settings.page_size.default if limit is None else limit
 
 
 @router.get("/facilities/{code}/due-list", response_model=DueList, summary="Due and overdue children of a facility",

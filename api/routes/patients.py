@@ -25,7 +25,7 @@ class IdentifierSearch(BaseModel):
 
 def _limit(request: Request, limit: int | None) -> int:
     s = request.app.state.runtime.settings
-    return s.page_size_default if limit is None else limit
+    return s.page_size.default if limit is None else limit
 
 
 @router.post("", status_code=201, response_model=PatientRegistered, summary="Register a patient",

@@ -1,18 +1,18 @@
 """Anomaly flags for auditors, computed in SQL over the audit table within the auditor's scope.
 Nothing is decrypted: only audit rows are read. Each flag explains itself in plain words.
 
-Flags (thresholds are settings, `NHR_AUDIT_*`):
+Flags (thresholds are `settings.audit.*`, set by `NHR_AUDIT_*`):
 - outside_capture_scope: an actor's events flagged outside its capture scope that were not
   break-glass (break-glass accesses have their own review queue). Includes refused attempts.
 - many_distinct_patients: on one local day an actor read more distinct patients than
-  max(`audit_distinct_patients_min`, `audit_distinct_patients_peer_factor` x the median of its
+  max(`distinct_patients_min`, `distinct_patients_peer_factor` x the median of its
   peers that day), peers being the other actors with the same role, scope level and, for staff
   bound to a facility, the same kind of facility (a teaching hospital is compared with teaching
   hospitals, a BHU with BHUs) seen in the auditor's scope that day (median 0 when there are none). Reads are successful `patient.read`
   and `immunization.list` events.
 - outside_working_hours: patient-data events (actions `patient.*`, `immunization.*`) at a local
-  time outside [`audit_working_hours_start`, `audit_working_hours_end`) in `audit_timezone`.
-- repeated_refusals: at least `audit_refusals_per_hour` denied or not-found outcomes by one
+  time outside [`working_hours_start`, `working_hours_end`) in `timezone`.
+- repeated_refusals: at least `refusals_per_hour` denied or not-found outcomes by one
   actor within one clock hour (UTC).
 
 Local time in SQL: PostgreSQL converts with the named zone; SQLite shifts by the zone's UTC
@@ -102,10 +102,10 @@ def report(ctx: ServiceContext, since: datetime | None, until: datetime | None) 
                 EVENTS.c.actor_user_id.is_not(None))
     flags = (_outside_scope(ctx, base) + _many_patients(ctx, base, since) + _after_hours(ctx, base, since)
              + _refusals(ctx, base))
-    used = {"timezone": s.audit_timezone, "working_hours": [s.audit_working_hours_start, s.audit_working_hours_end],
-            "distinct_patients_min": s.audit_distinct_patients_min,
-            "distinct_patients_peer_factor": s.audit_distinct_patients_peer_factor,
-            "refusals_per_hour": s.audit_refusals_per_hour}
+    used = {"timezone": s.audit.timezone, "working_hours": [s.audit.working_hours_start, s.audit.working_hours_end],
+            "distinct_patients_min": s.audit.distinct_patients_min,
+            "distinct_patients_peer_factor": s.audit.distinct_patients_peer_factor,
+            "refusals_per_hour": s.audit.refusals_per_hour}
     counts = defaultdict(int)
     for f in flags:
         counts[f.kind] += 1
@@ -132,7 +132,7 @@ def _outside_scope(ctx, base) -> list[Flag]:
 
 def _many_patients(ctx, base, since) -> list[Flag]:
     s = ctx.runtime.settings
-    day, _ = _local(ctx.session, s.audit_timezone, since)
+    day, _ = _local(ctx.session, s.audit.timezone, since)
     kind = FACILITIES.c.kind
     at_facility = and_(EVENTS.c.actor_scope_level == "facility", FACILITIES.c.code == EVENTS.c.actor_scope_code)
     q = (select(*_actor_cols(), kind.label("facility_kind"), day.label("day"),
@@ -151,27 +151,27 @@ def _many_patients(ctx, base, since) -> list[Flag]:
         for r in members:
             peers = [m.n for m in members if m is not r]
             median = statistics.median(peers) if peers else 0
-            threshold = max(s.audit_distinct_patients_min, s.audit_distinct_patients_peer_factor * median)
+            threshold = max(s.audit.distinct_patients_min, s.audit.distinct_patients_peer_factor * median)
             if r.n > threshold:
                 out.append(Flag(kind="many_distinct_patients", **_actor(r), count=r.n, threshold=threshold, day=d,
-                                explanation=(f"Read {r.n} distinct patients on {d} ({s.audit_timezone}); the threshold is "
-                                             f"{threshold:g} = max({s.audit_distinct_patients_min}, "
-                                             f"{s.audit_distinct_patients_peer_factor:g} x median {median:g} of "
+                                explanation=(f"Read {r.n} distinct patients on {d} ({s.audit.timezone}); the threshold is "
+                                             f"{threshold:g} = max({s.audit.distinct_patients_min}, "
+                                             f"{s.audit.distinct_patients_peer_factor:g} x median {median:g} of "
                                              f"{len(peers)} peer(s) with role {role} at {where} that day).")))
     return out
 
 
 def _after_hours(ctx, base, since) -> list[Flag]:
     s = ctx.runtime.settings
-    _, hour = _local(ctx.session, s.audit_timezone, since)
-    start, end = s.audit_working_hours_start, s.audit_working_hours_end
+    _, hour = _local(ctx.session, s.audit.timezone, since)
+    start, end = s.audit.working_hours_start, s.audit.working_hours_end
     q = (select(*_actor_cols(), func.count().label("n"), func.min(EVENTS.c.occurred_at).label("first"),
                 func.max(EVENTS.c.occurred_at).label("last"))
          .where(base, _PATIENT_DATA, or_(hour < start, hour >= end))
          .group_by(*_actor_cols()))
     return [Flag(kind="outside_working_hours", **_actor(r), count=r.n, first_at=_utc(r.first), last_at=_utc(r.last),
                  explanation=(f"{r.n} access(es) to patient data outside working hours ({start:02d}:00-{end:02d}:00 "
-                              f"{s.audit_timezone}), between {_utc(r.first):%Y-%m-%d %H:%M} and {_utc(r.last):%Y-%m-%d %H:%M} UTC."))
+                              f"{s.audit.timezone}), between {_utc(r.first):%Y-%m-%d %H:%M} and {_utc(r.last):%Y-%m-%d %H:%M} UTC."))
             for r in ctx.session.execute(q)]
 
 
@@ -183,7 +183,7 @@ def _hour_bucket(session):
 
 
 def _refusals(ctx, base) -> list[Flag]:
-    n_min = ctx.runtime.settings.audit_refusals_per_hour
+    n_min = ctx.runtime.settings.audit.refusals_per_hour
     hour = _hour_bucket(ctx.session)
     q = (select(*_actor_cols(), hour.label("hour"), func.count().label("n"),
                 func.min(EVENTS.c.occurred_at).label("first"), func.max(EVENTS.c.occurred_at).label("last"))

@@ -5,7 +5,7 @@ Invariants:
 - One export is one audited request (`audit.export`): the event records the format, the *names*
   of the filters used, the number of rows and whether the hard maximum cut the export short;
   never a filter's value.
-- An export is capped at `audit_export_max_rows` (100,000 by default). The rows are read inside
+- An export is capped at `settings.audit.export_max_rows` (100,000 by default). The rows are read inside
   the request's transaction, so the count in the audit event is exactly what is sent; the
   serialisation is then streamed. A truncated export says so (see `ExportResult`).
 - Rows are in log order (oldest first). CSV cells that a spreadsheet would run as a formula
@@ -42,7 +42,7 @@ class ExportResult:
 
 
 def export(ctx: ServiceContext, f: repo.EventFilter, fmt: str) -> ExportResult:
-    max_rows = ctx.runtime.settings.audit_export_max_rows
+    max_rows = ctx.runtime.settings.audit.export_max_rows
     q = repo.filtered(ctx.principal, f).order_by(repo.EVENTS.c.occurred_at, repo.EVENTS.c.id).limit(max_rows + 1)
     rows = ctx.session.execute(q).all()
     truncated = len(rows) > max_rows
@@ -50,7 +50,7 @@ def export(ctx: ServiceContext, f: repo.EventFilter, fmt: str) -> ExportResult:
     ctx.trail.record(ctx.session, "audit.export", audit.SUCCESS, resource_type="AuditEvent",
                      detail={"format": fmt, "filters": repo.filter_names(f), "count": len(rows), "truncated": truncated})
     views = [as_view(r) for r in rows]
-    source = f"NHR {ctx.runtime.settings.country} ({ctx.runtime.settings.token_issuer})"
+    source = f"NHR {ctx.runtime.settings.country} ({ctx.runtime.settings.tokens.issuer})"
     return ExportResult(FORMATS[fmt], len(views), truncated, max_rows, render(views, fmt, source))
 
 

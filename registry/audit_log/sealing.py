@@ -3,7 +3,7 @@ country setting).
 
 Invariants:
 - The background sealer runs in the API process beside the request path, never in it: an
-  asyncio task that seals in a worker thread every `audit_seal_interval_seconds` (0 disables
+  asyncio task that seals in a worker thread every `settings.audit.seal_interval_seconds` (0 disables
   it). Several workers or hosts may run it; the sealer's lock lets one seal at a time.
 - A failed seal is logged by exception class only (no data) and retried on the next tick.
 - Each tick looks for unsealed events near the sealed head (cheap); every `FULL_SCAN_EVERY`
@@ -75,7 +75,7 @@ def export(rt: Runtime, path: Path) -> int:
 
 
 def start_background(rt: Runtime) -> asyncio.Task | None:
-    return periodic.start("nhr-audit-sealer", rt.settings.audit_seal_interval_seconds,
+    return periodic.start("nhr-audit-sealer", rt.settings.audit.seal_interval_seconds,
                           lambda tick: seal_all(rt, full=tick % FULL_SCAN_EVERY == 0), log, "audit sealing")
 
 

@@ -11,7 +11,7 @@ Invariants:
   of the snapshot's ids, and the scope is applied again then, so a narrowed scope narrows the
   file too. Every download is audited as `bulk.export.download` with each patient in the file
   as a subject; kick-off, polls and cancel write one event each.
-- Jobs expire (`bulk_export_ttl_seconds`): afterwards they answer 404 and their snapshot is
+- Jobs expire (`settings.bulk_export.ttl_seconds`): afterwards they answer 404 and their snapshot is
   deleted by the next kick-off.
 """
 
@@ -71,7 +71,7 @@ def kickoff(ctx: ServiceContext, types: list[str], since: datetime | None, reque
     ctx.session.execute(JOBS.insert().values(
         id=job_id, user_id=p.user_id, scope_level=p.scope.level, scope_code=p.scope.code, types=types, since=since,
         request_url=request_url[:500], transaction_time=now, status="running", cursor={}, counts={t: 0 for t in types},
-        created_at=now, expires_at=now + timedelta(seconds=ctx.runtime.settings.bulk_export_ttl_seconds)))
+        created_at=now, expires_at=now + timedelta(seconds=ctx.runtime.settings.bulk_export.ttl_seconds)))
     ctx.trail.record(ctx.session, "bulk.export", audit.SUCCESS, resource_type=RESOURCE, resource_id=job_id,
                      detail={"types": types, "since": since is not None})
     return job_id
@@ -117,7 +117,7 @@ def _snapshot_query(ctx: ServiceContext, job, rtype: str, after: str | None, lim
 
 def _advance(ctx: ServiceContext, job) -> None:
     """Take the next bounded step of the snapshot."""
-    budget = ctx.runtime.settings.bulk_export_step_rows
+    budget = ctx.runtime.settings.bulk_export.step_rows
     cursor, counts = dict(job.cursor), dict(job.counts)
     for rtype in job.types:
         if cursor.get(rtype) == "done" or budget <= 0:
@@ -164,7 +164,7 @@ def download(ctx: ServiceContext, job_id: uuid.UUID, rtype: str, n: int) -> tupl
     """File `n` of `rtype` as NDJSON, decrypted and mapped now from the snapshot's ids."""
     action = "bulk.export.download"
     job = _own_job(ctx, job_id, action)
-    size = ctx.runtime.settings.bulk_export_file_rows
+    size = ctx.runtime.settings.bulk_export.file_rows
     if job.status != "completed" or rtype not in job.types or n < 0 or n * size >= max(job.counts.get(rtype, 0), 1):
         ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type=RESOURCE, resource_id=job_id)
         raise NotFound("no such file in this export")

@@ -85,7 +85,7 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
     country = rt.settings.country
     uvci = new_uvci(country, prow.custodian)
     issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
-    expires_at = issued_at + timedelta(days=rt.settings.certificate_validity_days)
+    expires_at = issued_at + timedelta(days=rt.settings.certificates.validity_days)
     dcc = build_dcc(family_name=codec.decrypt_column(rt.cipher, prow, "family_name"),
                     given_name=codec.decrypt_column(rt.cipher, prow, "given_name"), birth_date=prow.birth_date,
                     dose=dose, disease=disease, country=country, issuer=issuer_name(prow.custodian), uvci=uvci)

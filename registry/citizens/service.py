@@ -66,13 +66,13 @@ def _find(ctx: ServiceContext, health_id: str):
 
 def login(ctx: ServiceContext, health_id: str, access_code: str, client: str) -> CitizenToken:
     rt, session, s = ctx.runtime, ctx.session, ctx.runtime.settings
-    window = timedelta(seconds=s.login_window_seconds)
+    window = timedelta(seconds=s.login.window_seconds)
     account_key, client_key = _throttle_keys(ctx, health_id, client)
     key_detail = {"account_key": account_key[:16]}
-    if (throttle.failures_since(session, account_key, window) >= s.login_max_failures_per_account
-            or throttle.failures_since(session, client_key, window) >= s.login_max_failures_per_client):
+    if (throttle.failures_since(session, account_key, window) >= s.login.max_failures_per_account
+            or throttle.failures_since(session, client_key, window) >= s.login.max_failures_per_client):
         ctx.trail.record(session, LOGIN, audit.DENIED, detail={"reason": "throttled", **key_detail})
-        raise TooManyAttempts("too many failed attempts; try again later", retry_after=s.login_window_seconds)
+        raise TooManyAttempts("too many failed attempts; try again later", retry_after=s.login.window_seconds)
     patient = _find(ctx, health_id)
     stored = repo.code_of(session, patient.id) if patient is not None else None
     compact = codes.normalise(access_code)
@@ -95,7 +95,7 @@ def login(ctx: ServiceContext, health_id: str, access_code: str, client: str) ->
     ctx.trail.context = AccessContext(principal, ROLE_PURPOSES[CITIZEN_ROLE][0], t.request_id, t.client_address)
     ctx.trail.record(session, LOGIN, audit.SUCCESS, resource_id=patient.id, patient=_ref(patient),
                      detail={"generation": stored.generation})
-    config = dataclasses.replace(rt.tokens, ttl_seconds=s.citizen_token_ttl_seconds)
+    config = dataclasses.replace(rt.tokens, ttl_seconds=s.citizen.token_ttl_seconds)
     token, ttl = tokens.issue(config, str(patient.id), {
         "name": CITIZEN_ROLE, "role": CITIZEN_ROLE, "scope_level": "patient", "scope_code": patient.id.hex,
         "prov": patient.province, "dist": patient.district, "gen": stored.generation,
@@ -180,7 +180,7 @@ def access_log(ctx: ServiceContext, generation: object, cursor: str | None, limi
         raise
     at_facility = {e.actor_scope_code for e in events if e.actor_scope_level == "facility"}
     facilities = repo.facility_names(ctx.session, at_facility)
-    show_names = ctx.runtime.settings.citizen_show_staff_names
+    show_names = ctx.runtime.settings.citizen.show_staff_names
     staff = repo.staff_names(ctx.session, {e.actor_user_id for e in events if e.actor_user_id and e.actor_role != CITIZEN_ROLE}) \
         if show_names else {}
     items = []

@@ -2,7 +2,7 @@
 
 Invariants:
 - An asyncio task folds queued patient changes into the aggregates in a worker thread every
-  `report_refresh_interval_seconds` (0 disables it; reports still refresh before answering).
+  `settings.reports.refresh_interval_seconds` (0 disables it; reports still refresh before answering).
   Several workers or hosts may run it: the refresher's advisory lock lets one work at a time.
 - A failure is logged by exception class only (no data) and retried on the next tick.
 """
@@ -32,7 +32,7 @@ def refresh_all(rt: Runtime) -> int:
 
 
 def start_background(rt: Runtime) -> asyncio.Task | None:
-    return periodic.start("nhr-report-refresher", rt.settings.report_refresh_interval_seconds,
+    return periodic.start("nhr-report-refresher", rt.settings.reports.refresh_interval_seconds,
                           lambda tick: refresh_all(rt), log, "coverage aggregate refresh")
 
 

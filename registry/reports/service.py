@@ -4,7 +4,7 @@ and format in its detail and no patient subject (a report is an aggregate).
 Invariants:
 - A report answers only for a jurisdiction in the caller's capture scope; any other code
   answers 404 (audited `denied`) so another province's tree is not probed.
-- Before answering, queued patient changes (up to `report_refresh_max`) are folded into the
+- Before answering, queued patient changes (up to `settings.reports.refresh_max`) are folded into the
   aggregates in the same transaction; `aggregates_pending` says how many were left.
 - Nothing is decrypted: only `report_*` tables and the jurisdiction tree are read.
 """
@@ -54,9 +54,9 @@ def coverage_report(ctx: ServiceContext, *, jurisdiction: str | None, cohort: st
     except InvalidInput as exc:
         _refuse(ctx, action, audit.INVALID, exc, {**detail, "field": exc.field})
     settings = ctx.runtime.settings
-    if settings.report_refresh_max:
-        aggregate.refresh(ctx.session, as_of, settings.report_refresh_max)
-    report = coverage.build(ctx.session, node, tree, parsed, as_of, denominator, settings.report_min_cell)
+    if settings.reports.refresh_max:
+        aggregate.refresh(ctx.session, as_of, settings.reports.refresh_max)
+    report = coverage.build(ctx.session, node, tree, parsed, as_of, denominator, settings.reports.min_cell)
     report["aggregates_pending"] = aggregate.pending(ctx.session)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type=RESOURCE, resource_id=node.code, detail=detail)
     return report

@@ -46,7 +46,7 @@ _ACTION_OF = {"patient.create": "patient.create", "dose.record": "immunization.c
 
 
 def upload(ctx: ServiceContext, items: list[dict]) -> BatchResult:
-    limit = ctx.runtime.settings.sync_batch_max_items
+    limit = ctx.runtime.settings.sync.batch_max_items
     if len(items) > limit:
         ctx.trail.record(ctx.session, ACTION, audit.INVALID, resource_type="Bundle", detail={"field": "items", "items": len(items)})
         raise e.InvalidInput(f"a batch holds at most {limit} items; split the upload", field="items")

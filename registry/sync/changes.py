@@ -12,7 +12,7 @@ with the page's patients as subjects.
 
 Late commits and clock skew: positions are stamped when a row is written, but the transaction
 commits a little later, and hosts' clocks differ. A page that ends the download (`has_more`
-false) therefore returns a cursor no later than `now - sync_overlap_seconds`: the next download
+false) therefore returns a cursor no later than `now - settings.sync.overlap_seconds`: the next download
 re-reads that window, so a change whose transaction commits within the window of its stamp is
 never behind the cursor. Clients deduplicate by (type, id, version). Page cursors (`has_more`
 true) are for continuing the same download.
@@ -69,7 +69,7 @@ def changes(ctx: ServiceContext, facility_code: str, since: str | None, limit: i
     except InvalidInput:
         ctx.trail.record(ctx.session, ACTION, audit.INVALID, resource_type="Location", detail={"field": "since"})
         raise
-    horizon = (datetime.now(UTC) - timedelta(seconds=ctx.runtime.settings.sync_overlap_seconds), -1, uuid.UUID(int=0))
+    horizon = (datetime.now(UTC) - timedelta(seconds=ctx.runtime.settings.sync.overlap_seconds), -1, uuid.UUID(int=0))
     rows = [((r.updated_at, repo.PATIENT, r.id), r) for r in repo.patients_after(ctx.session, fac.code, cursor, limit + 1)]
     rows += [((r.changed_at, repo.DOSE, r.id), r) for r in repo.doses_after(ctx.session, fac.code, cursor, limit + 1)]
     rows.sort(key=lambda x: x[0])

@@ -62,8 +62,8 @@ def create_user(session: Session, rt: Runtime, data: UserCreate, *, within: Scop
     if within is not None and within.level != "national" and (level == "national" or province != within.province):
         raise InvalidInput("this scope is outside your jurisdiction", field="scope_code")
     try:
-        check_policy(data.password, username=data.username, min_length=rt.settings.password_min_length,
-                     breached_file=rt.settings.breached_passwords_file)
+        check_policy(data.password, username=data.username, min_length=rt.settings.passwords.min_length,
+                     breached_file=rt.settings.passwords.breached_file)
     except PasswordRejected as exc:
         raise InvalidInput(str(exc), field="password") from None
     user = User(
@@ -94,13 +94,13 @@ def list_users(session: Session, *, province: str | None = None) -> list[UserVie
 
 def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> TokenResponse:
     s = rt.settings
-    window = timedelta(seconds=s.login_window_seconds)
+    window = timedelta(seconds=s.login.window_seconds)
     account_key, client_key = throttle.throttle_key("account", username), throttle.throttle_key("client", client)
-    if (throttle.failures_since(session, account_key, window) >= s.login_max_failures_per_account
-            or throttle.failures_since(session, client_key, window) >= s.login_max_failures_per_client):
+    if (throttle.failures_since(session, account_key, window) >= s.login.max_failures_per_account
+            or throttle.failures_since(session, client_key, window) >= s.login.max_failures_per_client):
         trail.record(session, "auth.login", audit.DENIED, resource_type="User",
                      detail={"reason": "throttled", "account_key": account_key[:16]})
-        raise TooManyAttempts("too many failed logins; try again later", retry_after=s.login_window_seconds)
+        raise TooManyAttempts("too many failed logins; try again later", retry_after=s.login.window_seconds)
     user = session.scalars(select(User).where(User.username == username)).first()
     if user is None or not user.active:
         rt.hasher.verify_dummy(password)

@@ -178,7 +178,7 @@ def test_common_list_is_enforced_for_every_listed_password_long_enough():
 
 def test_login_is_throttled_per_account_and_every_attempt_audited(world, runtime):
     c, user = world.client, world.users["clinic_a"]
-    limit = runtime.settings.login_max_failures_per_account
+    limit = runtime.settings.login.max_failures_per_account
     rids = []
 
     def attempt(password: str, username: str = user):
@@ -194,7 +194,7 @@ def test_login_is_throttled_per_account_and_every_attempt_audited(world, runtime
     assert r.status_code == 429, "the correct password got through a throttled account"
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["type"] == "urn:nhr:problem:too-many-attempts"
-    assert int(r.headers["retry-after"]) == runtime.settings.login_window_seconds
+    assert int(r.headers["retry-after"]) == runtime.settings.login.window_seconds
     assert "access_token" not in r.text
     assert attempt("wrong again, still throttled").status_code == 429
 
