@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,7 +27,19 @@ def _env(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore", validate_by_name=True)
 
 
-class TokenSettings(BaseSettings):
+class _Strict(BaseSettings):
+    """Keywords must name a field: an outdated flat name (`report_min_cell=`) fails instead of being ignored.
+    Unknown names in the environment and `.env` are still ignored (they may be other programs' settings)."""
+
+    def __init__(self, **values: Any) -> None:
+        fields = type(self).model_fields
+        known = set(fields) | {f.validation_alias for f in fields.values() if isinstance(f.validation_alias, str)}
+        if unknown := sorted(k for k in values if k not in known and not k.startswith("_")):
+            raise TypeError(f"{type(self).__name__} has no setting {', '.join(unknown)} (see registry/settings.py)")
+        super().__init__(**values)
+
+
+class TokenSettings(_Strict):
     """Staff access tokens (signed JWT): they live 1 to 60 minutes; `iss` and `aud` are checked on every request."""
     model_config = _env("NHR_TOKEN_")
     ttl_seconds: int = Field(900, ge=60, le=3600)
@@ -35,7 +47,7 @@ class TokenSettings(BaseSettings):
     audience: str = "nhr-api"
 
 
-class PasswordSettings(BaseSettings):
+class PasswordSettings(_Strict):
     """Staff passwords (NIST SP 800-63B: length over composition, never under 8; the breached corpus adds to the
     built-in common list) and their argon2id cost, which applies to new hashes (older ones are rehashed at login)."""
     model_config = _env("NHR_")
@@ -45,7 +57,7 @@ class PasswordSettings(BaseSettings):
     argon2_time_cost: int = Field(2, ge=1)
 
 
-class LoginSettings(BaseSettings):
+class LoginSettings(_Strict):
     """Login throttle, for staff and citizens alike: past `max_failures_per_*` failures within the window, an account
     or a client address is refused before its password is checked, and told to retry after `window_seconds`."""
     model_config = _env("NHR_LOGIN_")
@@ -54,14 +66,14 @@ class LoginSettings(BaseSettings):
     max_failures_per_client: int = 30
 
 
-class PageSizeSettings(BaseSettings):
+class PageSizeSettings(_Strict):
     """Lists: `default` when the caller gives no limit; no FHIR search returns more than `max` per page."""
     model_config = _env("NHR_PAGE_SIZE_")
     default: int = 20
     max: int = 100
 
 
-class AuditSettings(BaseSettings):
+class AuditSettings(_Strict):
     """The audit log's background sealer and the auditor's workbench (issue 3): export cap and anomaly thresholds,
     echoed in every anomaly response. Working hours are local hours in `timezone`, [start, end)."""
     model_config = _env("NHR_AUDIT_")
@@ -75,7 +87,7 @@ class AuditSettings(BaseSettings):
     refusals_per_hour: int = Field(5, ge=1)
 
 
-class CitizenSettings(BaseSettings):
+class CitizenSettings(_Strict):
     """The citizen's access report (issue 3): a guardian's view of the child's record and access log. Staff names
     appear in that log only if `show_staff_names` (off by default)."""
     model_config = _env("NHR_CITIZEN_")
@@ -83,13 +95,13 @@ class CitizenSettings(BaseSettings):
     show_staff_names: bool = False
 
 
-class CertificateSettings(BaseSettings):
+class CertificateSettings(_Strict):
     """Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat), 1 day to 10 years."""
     model_config = _env("NHR_CERTIFICATE_")
     validity_days: int = Field(365, ge=1, le=3650)
 
 
-class ReportSettings(BaseSettings):
+class ReportSettings(_Strict):
     """Coverage reports (issue 4): cells counting fewer than `min_cell` children are suppressed (never below 1), and
     how many queued patient changes a report folds into the aggregates before answering (the rest wait)."""
     model_config = _env("NHR_REPORT_")
@@ -98,7 +110,7 @@ class ReportSettings(BaseSettings):
     refresh_interval_seconds: float = Field(5, ge=0)  # 0: no background refresher
 
 
-class IdempotencySettings(BaseSettings):
+class IdempotencySettings(_Strict):
     """Idempotency-Key (issue 5): how long a key replays its first answer; after how long an unfinished claim is
     taken over by a retry."""
     model_config = _env("NHR_IDEMPOTENCY_")
@@ -106,7 +118,7 @@ class IdempotencySettings(BaseSettings):
     lock_seconds: int = Field(120, ge=1)
 
 
-class SyncSettings(BaseSettings):
+class SyncSettings(_Strict):
     """Offline sync (issue 5): the batch upload's size limit and the changes feed's re-read window (late commits,
     clock skew): the cursor that ends a download is never later than now - `overlap_seconds`."""
     model_config = _env("NHR_SYNC_")
@@ -114,7 +126,7 @@ class SyncSettings(BaseSettings):
     overlap_seconds: int = Field(300, ge=0)
 
 
-class BulkExportSettings(BaseSettings):
+class BulkExportSettings(_Strict):
     """FHIR Bulk Data $export (issue 5): job lifetime, snapshot rows taken per status poll, resources per file."""
     model_config = _env("NHR_BULK_EXPORT_")
     ttl_seconds: int = Field(86_400, ge=60)
@@ -122,7 +134,7 @@ class BulkExportSettings(BaseSettings):
     file_rows: int = Field(10_000, ge=1)
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(_Strict):
     """`nhr serve` (its options override these). None for `threadpool_size` keeps AnyIO's default."""
     model_config = _env("NHR_")
     host: str = "127.0.0.1"
@@ -137,7 +149,7 @@ class ServeSettings(BaseSettings):
     worker_healthcheck_seconds: int = Field(60, ge=1)
 
 
-class Settings(BaseSettings):
+class Settings(_Strict):
     model_config = SettingsConfigDict(env_prefix="NHR_", env_file=".env", extra="ignore")
 
     env: Literal["development", "test", "production"] = "development"

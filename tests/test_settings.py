@@ -128,3 +128,16 @@ def test_group_bounds_still_apply(clean, monkeypatch, name, raw):
     monkeypatch.setenv(name, raw)
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize("kwargs", [{"report_min_cell": 3}, {"reports": {"min_cells": 3}}, {"serve": {"NHR_WORKERS": 2}}])
+def test_a_keyword_that_names_no_field_fails(clean, kwargs):
+    """Keywords with the flat names of old (or a typo) would otherwise be ignored without a word."""
+    with pytest.raises(TypeError, match="has no setting"):
+        Settings(**kwargs)
+
+
+def test_unknown_names_in_the_environment_and_dotenv_are_ignored(clean, monkeypatch):
+    monkeypatch.setenv("NHR_NOT_A_SETTING", "1")
+    (clean / ".env").write_text("NHR_ALSO_NOT_ONE=1\nPOSTGRES_PASSWORD=x\n")
+    assert Settings().reports.min_cell == 5
