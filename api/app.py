@@ -41,11 +41,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = Runtime.build(settings)
         app.state.runtime.warm()
+        await app.state.runtime.open_async()
         sealer = sealing.start_background(app.state.runtime)
         refresher = report_refresher.start_background(app.state.runtime)
         yield
         await report_refresher.stop_background(refresher)
         await sealing.stop_background(sealer)
+        await app.state.runtime.close_async()
 
     app = FastAPI(
         title="NHR — National Health Registry", version="0.1.0", lifespan=lifespan, **_TELEMETRY_KW,

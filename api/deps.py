@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Iterator
+from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
+from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
 from registry import errors as e
@@ -83,7 +84,10 @@ def _uuid_or_none(value) -> uuid.UUID | None:
         return None
 
 
-def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """A coroutine, so that a route on the event loop (the async hot paths) pays no thread
+    hand-off: the session connects only when a sync service first uses it, and only then do the
+    commit and the close run in a worker thread."""
     session = runtime(request).sessions()
     uow = UnitOfWork(session)
     deferred = False
@@ -95,26 +99,35 @@ def unit_of_work(request: Request) -> Iterator[UnitOfWork]:
             uow.idempotency.defer(session)  # committed with the stored response, before it is sent
             deferred = True
             return
-        session.commit()
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
     except idempotency.IdempotentReplay:
-        session.commit()  # the replay's audit event
+        await run_in_threadpool(session.commit)  # the replay's audit event
         raise
     except BaseException as exc:
-        session.rollback()
-        if uow.trail is not None and (uow.action or uow.idempotency is not None):
-            try:
-                if uow.idempotency is not None:  # a failed request gives its key back: a retry runs again
-                    idempotency.store.release(session, uow.idempotency.claim)
-                if uow.action and uow.trail.replay_refusals(session) == 0:
-                    _record_failure(session, uow, exc)
-                session.commit()
-            except Exception:
-                session.rollback()
-                raise exc from None
+        await run_in_threadpool(_after_failure, session, uow, exc)
         raise
     finally:
         if not deferred:
-            session.close()
+            if session.in_transaction():
+                await run_in_threadpool(session.close)
+            else:
+                session.close()  # never connected: nothing to give back
+
+
+def _after_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
+    """Roll back, then keep the refusals on record (and give an idempotency claim back)."""
+    session.rollback()
+    if uow.trail is not None and (uow.action or uow.idempotency is not None):
+        try:
+            if uow.idempotency is not None:  # a failed request gives its key back: a retry runs again
+                idempotency.store.release(session, uow.idempotency.claim)
+            if uow.action and uow.trail.replay_refusals(session) == 0:
+                _record_failure(session, uow, exc)
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise exc from None
 
 
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
@@ -144,7 +157,7 @@ def require(permission: Permission, *, action: str | None = None):
         if not token:
             raise e.Unauthenticated("a bearer token is required")
         try:
-            principal = principal_from_claims(tokens.verify(rt.tokens, token))
+            principal = principal_from_claims(rt.verified_tokens.verify(token))
         except (tokens.InvalidToken, KeyError, ValueError):
             raise e.Unauthenticated("the token is invalid or expired") from None
         # Order matters: the purpose is resolved for the record (kept only if valid: an unchecked
@@ -165,7 +178,7 @@ def require(permission: Permission, *, action: str | None = None):
         if purpose_error is not None:
             raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
         await idempotency.begin(request, uow, principal)
-        return ServiceContext(uow.session, rt, uow.trail)
+        return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else rt.aio)
 
     gate.__nhr_permission__ = permission
     return gate

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from registry.async_database import AsyncDatabase
 from registry.runtime import Runtime
 from security.access.principal import AccessContext, Principal
 from security.audit.trail import AuditTrail
@@ -20,6 +21,10 @@ class ServiceContext:
     session: Session
     runtime: Runtime
     trail: AuditTrail
+    # The event loop's pool for the async hot paths (registry/async_database.py), or None: on
+    # SQLite, in the CLI, and for a request whose response must commit in the same transaction
+    # as its data (an Idempotency-Key claim), where everything goes through `session`.
+    aio: AsyncDatabase | None = None
 
     @property
     def access(self) -> AccessContext:

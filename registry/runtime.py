@@ -7,6 +7,7 @@ between processes: keys are reloaded from the keyring and the database, and refe
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.async_database import AsyncDatabase
 from registry.database import make_engine, make_session_factory
 from registry.jurisdictions.models import Jurisdiction
 from registry.schedules.cache import ScheduleCache
@@ -23,7 +25,7 @@ from security.crypto.data_keys import DataKeyStore
 from security.crypto.fields import FieldCipher
 from security.crypto.keyring import FileKeyring
 from security.passwords import PasswordHasher
-from security.tokens import TokenConfig
+from security.tokens import TokenConfig, VerifiedTokens
 
 
 @dataclass
@@ -67,8 +69,10 @@ class Runtime:
     hasher: PasswordHasher
     code_hasher: PasswordHasher
     tokens: TokenConfig
+    verified_tokens: VerifiedTokens
     jurisdictions: JurisdictionCache
     schedules: ScheduleCache = field(default_factory=ScheduleCache)  # parsed schedules, by row id
+    _pools: dict = field(default_factory=dict)  # event loop -> its AsyncDatabase (see `aio`)
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None, *, provisioning: bool = False) -> Runtime:
@@ -91,13 +95,36 @@ class Runtime:
             # Access codes are random (~50 bits), not chosen by people: their strength is their
             # entropy, so a cheap argon2id keeps registration off the 30 ms password cost.
             code_hasher=PasswordHasher(memory_kib=2048, time_cost=1),
-            tokens=tokens, jurisdictions=JurisdictionCache(sessions),
+            tokens=tokens, verified_tokens=VerifiedTokens(tokens), jurisdictions=JurisdictionCache(sessions),
         )
 
     def warm(self) -> None:
         """Load keys and reference data before the first request."""
         self.load_keys()
         self.jurisdictions.refresh()
+
+    @property
+    def aio(self) -> AsyncDatabase | None:
+        """The async pool of the running event loop (PostgreSQL, while an app serves on it), or
+        None: on SQLite, outside a loop, or on a loop that did not open one. A pool belongs to
+        the loop that opened it (tests run several apps, each on its own loop, over one Runtime)."""
+        try:
+            return self._pools.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return None
+
+    async def open_async(self) -> None:
+        """Open the running loop's pool for the hot paths (PostgreSQL only); idempotent."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._pools and self.engine.dialect.name == "postgresql":
+            db = AsyncDatabase(self.settings.database_url)
+            await db.open()
+            self._pools[loop] = db
+
+    async def close_async(self) -> None:
+        db = self._pools.pop(asyncio.get_running_loop(), None)
+        if db is not None:
+            await db.close()
 
     def load_keys(self) -> None:
         """Load wrapped data keys; create missing ones for every province (idempotent)."""

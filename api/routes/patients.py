@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import require
+from api.responses import json_response
 from registry.context import ServiceContext
 from registry.patients import service
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientRegistered, PatientUpdate, PatientView
@@ -50,15 +51,14 @@ def list_patients(request: Request, ctx: Annotated[ServiceContext, Depends(requi
              description="POST so that the identifier never appears in a URL or an access log. Matches outside your "
                          "capture scope (`access: search`) carry identity confirmation only: no contact details or "
                          "national ID numbers.")
-def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
-    return service.search(ctx, body.system, body.value)
+async def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+    return json_response(await service.search_async(ctx, body.system, body.value), exclude_none=True)
 
 
 @router.get("/{patient_id}", response_model=PatientView, summary="Read a patient (capture scope, or break-glass)")
-def read(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))], response: Response):
-    view = service.read(ctx, patient_id)
-    response.headers["ETag"] = service.etag(view.version)
-    return view
+async def read(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))]):
+    view = await service.read_async(ctx, patient_id)
+    return json_response(view, headers={"ETag": service.etag(view.version)})
 
 
 @router.patch("/{patient_id}", response_model=PatientView, summary="Update a patient (needs If-Match)")

@@ -15,6 +15,10 @@ audit event through a data-modifying CTE:
 The event commits with the transaction like any other: if decryption fails afterwards, the
 transaction rolls back and the unit of work records the failure instead. SQLite has no
 data-modifying CTEs, so there the same decision is made in Python over two statements.
+
+`read_with_event_async` runs the very same statement (compiled once for psycopg) on the event
+loop's connection pool (registry/async_database.py); the sync function stays for SQLite and for
+callers that already hold a session.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from registry import scoping
+from registry.async_database import AsyncDatabase, Compiled
 from registry.patients.repository import PATIENTS, Access, get
 from security.access.principal import Principal, Scope
 from security.audit.models import AuditEventRow
@@ -83,13 +88,33 @@ def _statement(scope_level: str, break_glass_allowed: bool, event_columns: tuple
     )
 
 
-def _single_statement(session, principal, patient_id, event, break_glass_allowed):
-    event_columns = tuple(k for k in event if k not in _FROM_PATIENT)
-    stmt = _statement(principal.scope.level, break_glass_allowed, event_columns)
+def _params(principal: Principal, patient_id: uuid.UUID, event: dict, event_columns: tuple[str, ...]) -> dict:
     params = {f"ev_{k}": event[k] for k in event_columns}
     params.update(patient_id=patient_id, scope_code=principal.scope.code, scope_province=principal.scope.province,
                   scope_district=principal.scope.district)
-    result = session.execute(stmt, params).one()
+    return params
+
+
+def _result(event: dict, result) -> tuple[Row | None, dict]:
     written = {**event, "outcome": result.audit_outcome, "outside_capture_scope": bool(result.audit_outside),
                "patient_id": result.id, "patient_province": result.audit_province, "patient_district": result.audit_district}
     return (result if result.audit_outcome == "success" else None), written
+
+
+def _single_statement(session, principal, patient_id, event, break_glass_allowed):
+    event_columns = tuple(k for k in event if k not in _FROM_PATIENT)
+    stmt = _statement(principal.scope.level, break_glass_allowed, event_columns)
+    return _result(event, session.execute(stmt, _params(principal, patient_id, event, event_columns)).one())
+
+
+@lru_cache(maxsize=16)
+def _compiled(scope_level: str, break_glass_allowed: bool, event_columns: tuple[str, ...]) -> Compiled:
+    return Compiled.of(_statement(scope_level, break_glass_allowed, event_columns))
+
+
+async def read_with_event_async(db: AsyncDatabase, conn, principal: Principal, patient_id: uuid.UUID, event: dict,
+                                *, break_glass_allowed: bool):
+    """`read_with_event` on the event loop (PostgreSQL): the same statement, the same result."""
+    event_columns = tuple(k for k in event if k not in _FROM_PATIENT)
+    compiled = _compiled(principal.scope.level, break_glass_allowed, event_columns)
+    return _result(event, await db.one(conn, compiled, _params(principal, patient_id, event, event_columns)))

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import bindparam, delete, insert, select, true, union_all, update
+from sqlalchemy import ARRAY, Integer, any_, bindparam, delete, insert, select, true, union_all, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -80,13 +80,33 @@ def candidates(session: Session, system: str, by_custodian: dict[str, int]) -> l
     decrypts that column and compares, because a 26-bit index value is shared by design."""
     if not by_custodian:
         return []
+    if session.get_bind().dialect.name == "postgresql":  # one cached statement, whatever the number of values
+        rows = session.execute(candidates_statement(), {"system": system, "bidx": sorted(set(by_custodian.values()))})
+        return matching_custodian(rows.all(), by_custodian)
     q = (
         select(PATIENTS, INDEX.c.column.label("matched_column"), INDEX.c.custodian.label("idx_custodian"),
                INDEX.c.bidx.label("idx_bidx"))
         .join(INDEX, INDEX.c.patient_id == PATIENTS.c.id)
         .where(INDEX.c.system == system, INDEX.c.bidx.in_(sorted(set(by_custodian.values()))))
     )
-    return [(r, r.matched_column) for r in session.execute(q).all() if by_custodian.get(r.idx_custodian) == r.idx_bidx]
+    return matching_custodian(session.execute(q).all(), by_custodian)
+
+
+@lru_cache(maxsize=1)
+def candidates_statement():
+    """`candidates` as one statement with the index values as an array parameter (`system`,
+    `bidx`), for the async search (PostgreSQL); the caller filters by custodian as `candidates` does."""
+    return (
+        select(PATIENTS, INDEX.c.column.label("matched_column"), INDEX.c.custodian.label("idx_custodian"),
+               INDEX.c.bidx.label("idx_bidx"))
+        .join(INDEX, INDEX.c.patient_id == PATIENTS.c.id)
+        .where(INDEX.c.system == bindparam("system", type_=INDEX.c.system.type),
+               INDEX.c.bidx == any_(bindparam("bidx", type_=ARRAY(Integer))))
+    )
+
+
+def matching_custodian(rows, by_custodian: dict[str, int]) -> list[tuple[Row, str]]:
+    return [(r, r.matched_column) for r in rows if by_custodian.get(r.idx_custodian) == r.idx_bidx]
 
 
 def list_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int) -> tuple[list[Row], str | None]:

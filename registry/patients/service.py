@@ -13,7 +13,11 @@ import uuid
 from types import SimpleNamespace
 from datetime import UTC, datetime
 
+from anyio import to_thread
+
 from registry import identifiers
+from registry.async_database import Compiled
+from registry.audit_log import async_events
 from registry.citizens import codes as access_codes
 from registry.citizens import repository as access_code_repo
 from registry.context import ServiceContext
@@ -70,11 +74,17 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
 
 def _confirmed(ctx: ServiceContext, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
     rt = ctx.runtime
+    rows = repo.candidates(ctx.session, system, rt.indexer.for_all_custodians(system, normalised))
+    return _confirm(ctx, rows, system, normalised, exclude)
+
+
+def _confirm(ctx: ServiceContext, candidates, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
+    """Candidates whose decrypted identifier really is `normalised` (a blind index value is shared)."""
     found = {}
-    for row, column in repo.candidates(ctx.session, system, rt.indexer.for_all_custodians(system, normalised)):
+    for row, column in candidates:
         if row.id == exclude:
             continue
-        value = codec.decrypt_column(rt.cipher, row, column)
+        value = codec.decrypt_column(ctx.runtime.cipher, row, column)
         if value is not None and identifiers.normalise(system, value) == normalised:
             found[row.id] = row
     return list(found.values())
@@ -167,6 +177,26 @@ def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
     event = ctx.trail.build("patient.read", audit.SUCCESS, resource_id=patient_id)
     allowed = ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
     row, written = audited_read.read_with_event(ctx.session, ctx.principal, patient_id, event, break_glass_allowed=allowed)
+    return _read_view(ctx, row, written)
+
+
+async def read_async(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
+    """`read` on the event loop: the same statement on the async pool (PostgreSQL), committed
+    here, before the caller answers; without a pool (SQLite) `read` in a worker thread. A
+    refusal raises inside the transaction, so its event rolls back with it and the unit of work
+    writes it again, as for every other refusal."""
+    db = ctx.aio
+    if db is None:
+        return await to_thread.run_sync(read, ctx, patient_id)
+    event = ctx.trail.build("patient.read", audit.SUCCESS, resource_id=patient_id)
+    allowed = ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
+    async with db.transaction() as conn:
+        row, written = await audited_read.read_with_event_async(db, conn, ctx.principal, patient_id, event,
+                                                                break_glass_allowed=allowed)
+        return _read_view(ctx, row, written)
+
+
+def _read_view(ctx: ServiceContext, row, written: dict) -> PatientView:
     ctx.trail.written(written)
     if row is None:
         raise NotFound(NOT_FOUND)
@@ -174,25 +204,59 @@ def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
 
 
 def search(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
-    action = "patient.search"
+    norm = _normalised_or_refuse(ctx, system, value)
+    views, event = _search_result(ctx, system, _confirmed(ctx, system, norm))
+    ctx.trail.record(ctx.session, SEARCH, **event)
+    return views
+
+
+async def search_async(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
+    """`search` on the event loop (PostgreSQL): the same candidates, confirmation and event, two
+    statements; without a pool (SQLite, or an Idempotency-Key: see ServiceContext.aio), or for an
+    identifier that does not parse (a refusal, written by the sync path), `search` in a worker thread."""
+    db = ctx.aio
     try:
         norm = identifiers.normalise(system, value)
+    except ValueError:
+        db = None
+    if db is None:
+        return await to_thread.run_sync(search, ctx, system, value)
+    by_custodian = ctx.runtime.indexer.for_all_custodians(system, norm)
+    async with db.transaction() as conn:
+        rows = await db.all(conn, _CANDIDATES, {"system": system, "bidx": sorted(set(by_custodian.values()))}) \
+            if by_custodian else []
+        confirmed = _confirm(ctx, repo.matching_custodian(rows, by_custodian), system, norm)
+        views, event = _search_result(ctx, system, confirmed)
+        await async_events.record(db, conn, ctx.trail, SEARCH, **event)
+    return views
+
+
+SEARCH = "patient.search"
+_CANDIDATES = Compiled.of(repo.candidates_statement())
+
+
+def _normalised_or_refuse(ctx: ServiceContext, system: str, value: str) -> str:
+    try:
+        return identifiers.normalise(system, value)
     except ValueError as exc:
-        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"identifier_system": system if system in identifiers.SYSTEMS else None})
+        ctx.trail.record(ctx.session, SEARCH, audit.INVALID, detail={"identifier_system": system if system in identifiers.SYSTEMS else None})
         raise InvalidInput(str(exc), field="value" if system in identifiers.SYSTEMS else "system") from None
-    confirmed = _confirmed(ctx, system, norm)
+
+
+def _search_result(ctx: ServiceContext, system: str, confirmed: list) -> tuple[list[PatientMatch], dict]:
+    """The matches the caller may see (identity confirmation only outside capture scope) and the
+    search's audit event: every confirmed patient is a subject, seen or not."""
     visible = [(r, repo.access_to(ctx.principal, r)) for r in confirmed]
     visible = [(r, a) for r, a in visible if a is not Access.NONE]
     views = [codec.to_match(ctx.runtime.cipher, r, full=a is Access.CAPTURE) for r, a in visible]
-    outcome = audit.SUCCESS if visible or not confirmed else audit.DENIED
-    ctx.trail.record(
-        ctx.session, action, outcome,
+    event = dict(
+        outcome=audit.SUCCESS if visible or not confirmed else audit.DENIED,
         patient=_ref(confirmed[0]) if len(confirmed) == 1 else None,
         subjects=[r.id for r in confirmed],
         outside_capture_scope=any(a is Access.SEARCH for _, a in visible),
         detail={"identifier_system": system, "matches": len(visible), "outside_search_scope": len(confirmed) - len(visible)},
     )
-    return views
+    return views, event
 
 
 def list_patients(ctx: ServiceContext, cursor: str | None, limit: int) -> Page[PatientView]:

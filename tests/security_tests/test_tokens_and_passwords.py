@@ -87,6 +87,37 @@ def test_token_rejected(make):
         tokens.verify(CONFIG, make())
 
 
+def test_remembered_token_still_expires():
+    memo = tokens.VerifiedTokens(CONFIG)
+    token, ttl = tokens.issue(CONFIG, "u", CLAIMS)
+    claims = memo.verify(token)
+    assert memo.verify(token, now=claims["exp"] - 1) is claims  # remembered
+    with pytest.raises(InvalidToken):
+        memo.verify(token, now=claims["exp"] + tokens.LEEWAY_SECONDS + 1)
+    assert token not in memo._claims  # forgotten once refused
+
+
+@pytest.mark.parametrize("make", REJECTED.values(), ids=REJECTED.keys())
+def test_remembering_accepts_nothing_verify_refuses(make):
+    """A bad token is refused by the memo too, also after a good token with the same claims was
+    remembered, and a refused token is not remembered."""
+    memo = tokens.VerifiedTokens(CONFIG)
+    memo.verify(craft(_payload(), GOOD_HEADER))
+    bad = make()
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            memo.verify(bad)
+
+
+def test_remembered_tokens_are_bounded():
+    memo = tokens.VerifiedTokens(CONFIG, max_size=3)
+    issued = [tokens.issue(CONFIG, f"u{i}", CLAIMS)[0] for i in range(7)]
+    for t in issued:
+        memo.verify(t)
+    assert len(memo._claims) <= 3
+    assert all(memo.verify(t)["sub"] == f"u{i}" for i, t in enumerate(issued))
+
+
 def test_bad_tokens_over_http_are_401(world, runtime):
     c = world.client
     me = c.get("/api/v1/me", headers=world.h("clinic_a"))

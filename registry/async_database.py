@@ -1,0 +1,94 @@
+"""PostgreSQL connections for the hot paths that run on the event loop (issue 7).
+
+Why: a sync route costs three thread hand-offs per request (the unit of work's entry and exit
+and the route itself) plus the ORM session; on this 2-core machine that, not the database, is
+what held the audited read to a few hundred requests a second. The hot paths (read a patient,
+search by identifier) therefore run as coroutines on psycopg's async driver, with statements
+built once by SQLAlchemy Core (`Compiled`) and prepared server-side by psycopg.
+
+Invariants:
+- PostgreSQL only. On SQLite (the embedded default) `Runtime.aio` is None and the same services
+  run their sync path in a worker thread: one behaviour, two drivers, the same SQL clauses
+  (the scope clause comes from `registry/scoping.py` either way).
+- `transaction()` commits only when its block finishes without an exception; any exception
+  rolls back, so a failed request leaves nothing behind, exactly as the sync unit of work does.
+  (psycopg's pipeline mode would save the BEGIN's round trip, but its async wait polls the
+  always-writable socket and cost more CPU than it saved: measured, not used.)
+- The pool is opened and closed by the application's lifespan, on the loop that serves the
+  requests; connections are never shared between loops.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import JSON
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.expression import ClauseElement
+
+_DIALECT = postgresql.dialect(paramstyle="pyformat")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A Core statement rendered once for psycopg: the SQL text, the values of the literals
+    SQLAlchemy turned into parameters, and which parameters need a JSON adapter (psycopg does
+    not guess `json` from a dict)."""
+
+    sql: str
+    defaults: dict
+    json_params: frozenset[str]
+
+    @classmethod
+    def of(cls, stmt: ClauseElement) -> Compiled:
+        compiled = stmt.compile(dialect=_DIALECT)
+        json_params = frozenset(name for name, bind in compiled.binds.items() if isinstance(bind.type, JSON))
+        return cls(str(compiled), dict(compiled.params), json_params)
+
+    def params(self, values: dict) -> dict:
+        out = {**self.defaults, **values}
+        for k in self.json_params:
+            if out.get(k) is not None:
+                out[k] = Jsonb(out[k])
+        return out
+
+
+class AsyncDatabase:
+    def __init__(self, url: str, *, max_size: int = 10) -> None:
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False,
+                                        kwargs={"row_factory": namedtuple_row})
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.pool.connection() as conn:
+            try:
+                yield conn
+            except BaseException:
+                await conn.rollback()
+                raise
+            await conn.commit()
+
+    async def one(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict):
+        """Run `statement` in the block's transaction; the single row (or None)."""
+        cur = await conn.execute(statement.sql, statement.params(values), prepare=True)
+        return await cur.fetchone()
+
+    async def execute(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict) -> None:
+        await conn.execute(statement.sql, statement.params(values), prepare=True)
+
+    async def all(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict) -> list:
+        cur = await conn.execute(statement.sql, statement.params(values), prepare=True)
+        return await cur.fetchall()

@@ -1,0 +1,48 @@
+"""Writing a request's audit event from the event loop (the async hot paths, PostgreSQL).
+
+The same row as `AuditTrail.record` writes (built by `AuditTrail.build`, booked by
+`AuditTrail.written`, so refusals are replayed by the unit of work exactly as for sync
+routes), in one statement with its subject rows:
+
+    WITH ev AS (INSERT INTO audit_events (...) VALUES (...) RETURNING id)
+    INSERT INTO audit_event_subjects (event_id, patient_id) SELECT ev.id, unnest(:subjects) FROM ev
+
+A data-modifying CTE always runs to completion, so the event is written when there are no
+subjects too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable
+
+from sqlalchemy import ARRAY, Uuid, bindparam, func, insert, select
+
+from registry.async_database import AsyncDatabase, Compiled
+from security.audit.models import AuditEventRow, AuditEventSubjectRow
+from security.audit.trail import AuditTrail, PatientRef
+
+EVENTS = AuditEventRow.__table__
+SUBJECTS = AuditEventSubjectRow.__table__
+
+
+def _statement() -> Compiled:
+    ev = (insert(EVENTS).values({c.name: bindparam(c.name, type_=c.type) for c in EVENTS.columns})
+          .returning(EVENTS.c.id).cte("ev"))
+    subjects = func.unnest(bindparam("subjects", type_=ARRAY(Uuid())))
+    return Compiled.of(insert(SUBJECTS).from_select(["event_id", "patient_id"], select(ev.c.id, subjects).select_from(ev)))
+
+
+_INSERT = _statement()
+
+
+async def record(db: AsyncDatabase, conn, trail: AuditTrail, action: str, outcome: str, *,
+                 resource_type: str = "Patient", resource_id: object | None = None, patient: PatientRef | None = None,
+                 subjects: Iterable[uuid.UUID] = (), outside_capture_scope: bool = False,
+                 detail: dict | None = None) -> uuid.UUID:
+    row = trail.build(action, outcome, resource_type=resource_type, resource_id=resource_id, patient=patient,
+                      outside_capture_scope=outside_capture_scope, detail=detail)
+    subject_ids = list(dict.fromkeys(subjects))
+    await db.execute(conn, _INSERT, {**row, "subjects": subject_ids})
+    trail.written(row, [{"event_id": row["id"], "patient_id": s} for s in subject_ids])
+    return row["id"]
