@@ -160,6 +160,7 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
             w = BY_NAME[name]
             if w.server == "probe":
                 continue  # sampled while its workload runs (audit_sealing: during read)
+            cpu_before = by_server[w.server].cpu_seconds() if w.server in by_server else 0.0
             if name == "read":
                 with SealingLag(pop.url) as probe:
                     r = loadgen.run(generator, by_server[w.server].base, spec(name, pop, tokens[actor(name)]),
@@ -177,6 +178,9 @@ def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[st
                                 duration=_duration(opts, name), concurrency=_connections(opts, name), nonce=nonce)
             if w.server in by_server:
                 r["rss_mb_after"] = max(by_server[w.server].rss_mb() or [0.0])
+                served = r["rate"] * r.get("seconds", _duration(opts, name))
+                if served > 0:
+                    r["cpu_us"] = (by_server[w.server].cpu_seconds() - cpu_before) / served * 1e6
             results[name].append(r)
             log(f"round {k + 1}/{opts.runs}  {name:<12} {r['rate']:>10.1f}/s  p50 {r['p50_ms']:.1f} ms"
                 f"  p99 {r['p99_ms']:.1f} ms  errors {r.get('errors', 0)}  non-2xx {r.get('non2xx', 0)}")
@@ -227,6 +231,11 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
             med[name]["rss_mb_after_round1"] = runs[0].get("rss_mb_after", 0.0)
         if w.server in ("registry", "bare") and med[name]["unit"] == "requests" and name not in COVERAGE:
             med[name]["ratio_trivial"] = _median_ratio(runs, results["trivial"])
+        if all("cpu_us" in r for r in runs):
+            med[name]["cpu_us"] = statistics.median(r["cpu_us"] for r in runs)
+            if "ratio_trivial" in med[name]:
+                pairs = [t["cpu_us"] / r["cpu_us"] for r, t in zip(runs, results["trivial"]) if r["cpu_us"] and "cpu_us" in t]
+                med[name]["cpu_ratio_trivial"] = statistics.median(pairs) if pairs else None
         if w.baseline:
             med[name]["ratio_baseline"] = _median_ratio(runs, results[w.baseline])
         if w.floor:

@@ -67,6 +67,18 @@ class Server:
         workers = [p for p in kids if b"resource_tracker" not in _cmdline(p)]
         return workers or [self.proc.pid]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the workers so far (/proc/<pid>/stat). Per request it is the
+        cost that other processes on a shared machine do not distort, unlike the rate."""
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> list[float]:
         """VmHWM (peak resident set) of each worker, in MiB."""
         return self._status("VmHWM:")

@@ -57,6 +57,10 @@ def test_quick_machinery_on_a_tiny_population(tmp_path):
     assert meta["patients"] == 100 and _numeric(meta["doses"])
     assert meta["generator"] in ("wrk", "python")
     assert doc["memory"]["peak_rss_mb"]["registry"], "peak RSS of the registry workers"
+    # Worker CPU per request: measured for every workload served by a server of ours.
+    for name in ("trivial", "read", "register", "batch_sync", "coverage_nation"):
+        assert _numeric(doc["workloads"][name]["cpu_us"]) and doc["workloads"][name]["cpu_us"] >= 0, name
+    assert _numeric(doc["workloads"]["read"]["cpu_ratio_trivial"])
 
 
 def test_python_load_generator_renders_unique_identifiers():
