@@ -12,6 +12,8 @@ Invariants:
   (the scope clause comes from `registry/scoping.py` either way).
 - `transaction()` commits only when its block finishes without an exception; any exception
   rolls back, so a failed request leaves nothing behind, exactly as the sync unit of work does.
+  `statements()` is for blocks whose single write is their last statement (a search and its
+  audit event), where autocommit is the same guarantee without BEGIN and COMMIT.
   (psycopg's pipeline mode would save the BEGIN's round trip, but its async wait polls the
   always-writable socket and cost more CPU than it saved: measured, not used.)
 - The pool is opened and closed by the application's lifespan, on the loop that serves the
@@ -80,6 +82,18 @@ class AsyncDatabase:
                 await conn.rollback()
                 raise
             await conn.commit()
+
+    @asynccontextmanager
+    async def statements(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection on which each statement commits on its own (autocommit), for a block
+        whose only write is its last statement: the same outcome as `transaction()` (if anything
+        fails before that statement, nothing was written) with two round trips fewer."""
+        async with self.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                await conn.set_autocommit(False)
 
     async def one(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict):
         """Run `statement` in the block's transaction; the single row (or None)."""

@@ -212,7 +212,8 @@ def search(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
 
 async def search_async(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
     """`search` on the event loop (PostgreSQL): the same candidates, confirmation and event, two
-    statements; without a pool (SQLite, or an Idempotency-Key: see ServiceContext.aio), or for an
+    statements, two round trips (the event, written last, is the only write: see
+    AsyncDatabase.statements); without a pool (SQLite, or an Idempotency-Key: see ServiceContext.aio), or for an
     identifier that does not parse (a refusal, written by the sync path), `search` in a worker thread."""
     db = ctx.aio
     try:
@@ -222,7 +223,7 @@ async def search_async(ctx: ServiceContext, system: str, value: str) -> list[Pat
     if db is None:
         return await to_thread.run_sync(search, ctx, system, value)
     by_custodian = ctx.runtime.indexer.for_all_custodians(system, norm)
-    async with db.transaction() as conn:
+    async with db.statements() as conn:  # the event is the only write, and the last statement
         rows = await db.all(conn, _CANDIDATES, {"system": system, "bidx": sorted(set(by_custodian.values()))}) \
             if by_custodian else []
         confirmed = _confirm(ctx, repo.matching_custodian(rows, by_custodian), system, norm)
