@@ -16,7 +16,8 @@ from __future__ import annotations
 import uuid
 from typing import Iterable
 
-from sqlalchemy import ARRAY, Uuid, bindparam, func, insert, select
+from sqlalchemy import ARRAY, Uuid, bindparam, func, select
+from sqlalchemy import insert as sql_insert
 
 from registry.async_database import AsyncDatabase, Compiled
 from security.audit.models import AuditEventRow, AuditEventSubjectRow
@@ -27,10 +28,10 @@ SUBJECTS = AuditEventSubjectRow.__table__
 
 
 def _statement() -> Compiled:
-    ev = (insert(EVENTS).values({c.name: bindparam(c.name, type_=c.type) for c in EVENTS.columns})
+    ev = (sql_insert(EVENTS).values({c.name: bindparam(c.name, type_=c.type) for c in EVENTS.columns})
           .returning(EVENTS.c.id).cte("ev"))
     subjects = func.unnest(bindparam("subjects", type_=ARRAY(Uuid())))
-    return Compiled.of(insert(SUBJECTS).from_select(["event_id", "patient_id"], select(ev.c.id, subjects).select_from(ev)))
+    return Compiled.of(sql_insert(SUBJECTS).from_select(["event_id", "patient_id"], select(ev.c.id, subjects).select_from(ev)))
 
 
 _INSERT = _statement()
@@ -42,7 +43,12 @@ async def record(db: AsyncDatabase, conn, trail: AuditTrail, action: str, outcom
                  detail: dict | None = None) -> uuid.UUID:
     row = trail.build(action, outcome, resource_type=resource_type, resource_id=resource_id, patient=patient,
                       outside_capture_scope=outside_capture_scope, detail=detail)
+    await insert(db, conn, trail, row, subjects)
+    return row["id"]
+
+
+async def insert(db: AsyncDatabase, conn, trail: AuditTrail, row: dict, subjects: Iterable[uuid.UUID] = ()) -> None:
+    """Insert an event built by `trail.build` (and completed by the caller) with its subjects."""
     subject_ids = list(dict.fromkeys(subjects))
     await db.execute(conn, _INSERT, {**row, "subjects": subject_ids})
     trail.written(row, [{"event_id": row["id"], "patient_id": s} for s in subject_ids])
-    return row["id"]

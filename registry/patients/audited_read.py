@@ -16,9 +16,11 @@ The event commits with the transaction like any other: if decryption fails after
 transaction rolls back and the unit of work records the failure instead. SQLite has no
 data-modifying CTEs, so there the same decision is made in Python over two statements.
 
-`read_with_event_async` runs the very same statement (compiled once for psycopg) on the event
-loop's connection pool (registry/async_database.py); the sync function stays for SQLite and for
-callers that already hold a session.
+`read_decision_async` is the async hot path's form (registry/async_database.py, PostgreSQL): the
+same outcome CASE in a SELECT on an autocommit connection, then, after decryption, the event
+insert as the only write: two round trips instead of BEGIN, statement, COMMIT, and the same
+guarantees (an answered read has its event committed; a refusal or a failure leaves only its own
+event). The sync function stays for SQLite and for callers that already hold a session.
 """
 
 from __future__ import annotations
@@ -108,13 +110,29 @@ def _single_statement(session, principal, patient_id, event, break_glass_allowed
 
 
 @lru_cache(maxsize=16)
-def _compiled(scope_level: str, break_glass_allowed: bool, event_columns: tuple[str, ...]) -> Compiled:
-    return Compiled.of(_statement(scope_level, break_glass_allowed, event_columns))
+def _decision(scope_level: str, break_glass_allowed: bool) -> Compiled:
+    """The patient and the outcome, decided in SQL by the same CASE as `_statement`, without the
+    event insert (the async path writes the event after decrypting)."""
+    placeholder = Principal(uuid.UUID(int=0), "", "", Scope(scope_level, bindparam("scope_code"),
+                                                          bindparam("scope_province"), bindparam("scope_district")))
+    p = select(PATIENTS).where(PATIENTS.c.id == bindparam("patient_id", type_=PATIENTS.c.id.type)).cte("p")
+    one = select(literal(1).label("x")).cte("one")
+    in_capture = scoping.capture_clause(placeholder, p)
+    outcome = case((p.c.id.is_(None), "not_found"), (in_capture, "success"),
+                   (true() if break_glass_allowed else false(), "success"), else_="denied")
+    outside = case((p.c.id.is_(None), false()), (in_capture, false()), else_=true())
+    return Compiled.of(select(outcome.label("audit_outcome"), outside.label("audit_outside"),
+                              p.c.province.label("audit_province"), p.c.district.label("audit_district"), p)
+                       .select_from(one.outerjoin(p, true())))
 
 
-async def read_with_event_async(db: AsyncDatabase, conn, principal: Principal, patient_id: uuid.UUID, event: dict,
-                                *, break_glass_allowed: bool):
-    """`read_with_event` on the event loop (PostgreSQL): the same statement, the same result."""
-    event_columns = tuple(k for k in event if k not in _FROM_PATIENT)
-    compiled = _compiled(principal.scope.level, break_glass_allowed, event_columns)
-    return _result(event, await db.one(conn, compiled, _params(principal, patient_id, event, event_columns)))
+async def read_decision_async(db: AsyncDatabase, conn, principal: Principal, patient_id: uuid.UUID, event: dict,
+                              *, break_glass_allowed: bool) -> tuple[Row | None, dict]:
+    """The async path's first statement: the row (None unless the outcome is success) and the
+    event as it must be written. Nothing is written here: on PostgreSQL's autocommit connection
+    the caller decrypts first and then inserts the event as the request's only write, so a
+    record that fails to decrypt leaves no success event behind (the unit of work records the
+    failure instead), exactly as the one-statement transaction of the sync path does."""
+    values = {"patient_id": patient_id, "scope_code": principal.scope.code, "scope_province": principal.scope.province,
+              "scope_district": principal.scope.district}
+    return _result(event, await db.one(conn, _decision(principal.scope.level, break_glass_allowed), values))

@@ -181,19 +181,24 @@ def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
 
 
 async def read_async(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
-    """`read` on the event loop: the same statement on the async pool (PostgreSQL), committed
-    here, before the caller answers; without a pool (SQLite) `read` in a worker thread. A
-    refusal raises inside the transaction, so its event rolls back with it and the unit of work
-    writes it again, as for every other refusal."""
+    """`read` on the event loop (PostgreSQL), two autocommit statements: the decision (patient
+    and outcome, in SQL), then, once the record has decrypted, its audit event, committed before
+    the caller answers. A refusal is handed to the unit of work, which writes it once after its
+    rollback, as for every other refusal. Without a pool (SQLite), `read` in a worker thread."""
     db = ctx.aio
     if db is None:
         return await to_thread.run_sync(read, ctx, patient_id)
     event = ctx.trail.build("patient.read", audit.SUCCESS, resource_id=patient_id)
     allowed = ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
-    async with db.transaction() as conn:
-        row, written = await audited_read.read_with_event_async(db, conn, ctx.principal, patient_id, event,
-                                                                break_glass_allowed=allowed)
-        return _read_view(ctx, row, written)
+    async with db.statements() as conn:
+        row, written = await audited_read.read_decision_async(db, conn, ctx.principal, patient_id, event,
+                                                              break_glass_allowed=allowed)
+        if row is None:
+            ctx.trail.refusal(written)
+            raise NotFound(NOT_FOUND)
+        view = codec.to_view(ctx.runtime.cipher, row)
+        await async_events.insert(db, conn, ctx.trail, written)
+    return view
 
 
 def _read_view(ctx: ServiceContext, row, written: dict) -> PatientView:

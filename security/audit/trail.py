@@ -111,6 +111,12 @@ class AuditTrail:
             self.touched.extend(s["patient_id"] for s in subject_rows or [])
         self.recorded += 1
 
+    def refusal(self, row: dict) -> None:
+        """A refusal decided but not inserted (the async hot paths answer a refusal by raising):
+        the unit of work writes it after its rollback, with the others (`replay_refusals`), once."""
+        assert row["outcome"] != SUCCESS, "only refusals are written after the rollback"
+        self.written(row)
+
     def record(
         self,
         session: Session,
