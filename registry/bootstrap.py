@@ -14,6 +14,7 @@ from registry.database import normalise_url
 from registry.facilities import repository as facilities
 from registry.jurisdictions import repository as jurisdictions
 from registry.patients.models import Patient
+from security.crypto.keyring import SECRET_NAMES
 from registry.runtime import Runtime
 from registry.schedules.service import load_default_if_none as load_default_schedule_if_none
 
@@ -59,7 +60,7 @@ def init(rt: Runtime) -> dict:
             "custodians": provision_keys(rt)}
 
 
-SECRETS = ("token-signing", "lock-key", "citizen-throttle")
+SECRETS = tuple(SECRET_NAMES)
 
 
 def provision_keys(rt: Runtime) -> list[str]:

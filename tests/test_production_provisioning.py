@@ -12,6 +12,7 @@ from conftest import PG_URL, drop_database, fresh_database_url
 from registry.runtime import Runtime
 from registry.settings import Settings, get_settings
 from security.crypto.errors import KeyUnavailable
+from security.crypto.keyring import SECRET_NAMES
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="production settings refuse SQLite: needs NHR_TEST_DATABASE_URL (PostgreSQL)")
 
@@ -39,8 +40,13 @@ def test_init_provisions_every_key_and_the_api_starts(production):
     url, keys = production
     r = CliRunner().invoke(cli_app, ["init"])
     assert r.exit_code == 0, r.output
-    for path in ("secrets/token-signing.key", "secrets/lock-key.key", "secrets/citizen-throttle.key",
-                 "kek/PK-PB.key", "kek/PK-SD.key", "certificates/csca-PK.crt.pem", "certificates/dsc-PK-PB.crt.pem"):
+    # Every named secret the code may ask for (keyring.secret refuses any other name): before
+    # 2026-11-22 the sync receipts' and idempotency responses' secrets were missing here, so every
+    # Idempotency-Key request would have failed in production.
+    secret_files = [f"secrets/{name}.key" for name in SECRET_NAMES]
+    assert {"secrets/sync-receipts.key", "secrets/idempotency-responses.key"} <= set(secret_files)
+    for path in (*secret_files, "kek/PK-PB.key", "kek/PK-SD.key", "certificates/csca-PK.crt.pem",
+                 "certificates/dsc-PK-PB.crt.pem"):
         assert (keys / path).exists(), f"{path} was not provisioned"
     assert any((keys / "signing").iterdir()), "no audit signing key"
     rt = Runtime.build(Settings())  # not provisioning: everything it needs exists now

@@ -9,6 +9,9 @@ Invariants:
 - The audit log's Ed25519 checkpoint-signing key lives here too (`signing/audit-log.ed25519.pem`,
   PKCS#8, 0600), generated on first use under the same rule; only its public key is exported.
   The sealer uses it; no request handler ever does.
+- Named secrets (`secret(name)`) exist only under a name listed in `SECRET_NAMES`: `nhr keys
+  init` provisions exactly that list, so a new use of a secret cannot reach production without
+  being provisioned there (it fails in every environment, tests included, until it is listed).
 - A PKCS#11 HSM is the production path: it would implement the same two methods (`wrap`,
   `unwrap`) without ever exporting the KEK.
 """
@@ -27,6 +30,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from security.crypto.errors import DecryptionError, KeyUnavailable
+
+# Every named secret, and what it keys. `nhr keys init` / `nhr init` provision each of them.
+SECRET_NAMES = {
+    "token-signing": "HS256 access tokens (security/tokens.py)",
+    "lock-key": "advisory-lock ids of identifiers being registered (registry/patients/repository.py)",
+    "citizen-throttle": "the citizen login throttle's keys (registry/citizens/service.py)",
+    "sync-receipts": "MACs of applied batch-sync items (registry/sync/batch.py)",
+    "idempotency-responses": "encryption of stored Idempotency-Key responses (registry/sync/idempotency.py)",
+}
 
 _CUSTODIAN = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,8})*$")
 _WRAP_AAD = b"nhr/kek-wrap/v1|"
@@ -91,6 +103,8 @@ class FileKeyring:
 
     def secret(self, name: str) -> bytes:
         """A named 32-byte secret (e.g. the token signing key), generated on first use in development."""
+        if name not in SECRET_NAMES:
+            raise ValueError(f"unregistered secret {name!r}: list it in SECRET_NAMES so that `nhr keys init` provisions it")
         value = self._secrets.get(name)
         if value is None:
             with self._lock:

@@ -311,3 +311,15 @@ def test_production_settings_need_explicit_database_and_keys(monkeypatch, tmp_pa
     with pytest.raises(ValidationError):
         Settings(env="production")
     assert Settings(env="development").create_missing_keys is True
+
+
+def test_only_registered_secrets_exist(tmp_path):
+    """A secret outside keyring.SECRET_NAMES would not be provisioned by `nhr keys init`: asking
+    for one fails everywhere, not first in production."""
+    from security.crypto.keyring import FileKeyring
+
+    ring = FileKeyring(tmp_path / "ring", create_missing=True)
+    with pytest.raises(ValueError, match="unregistered secret"):
+        ring.secret("not-listed")
+    assert not (tmp_path / "ring" / "secrets" / "not-listed.key").exists()
+    assert len(ring.secret("sync-receipts")) == 32
