@@ -56,3 +56,13 @@ def rows_by_ids(session: Session, table: Table, columns: tuple[str, ...], key: s
                                                           *[table.c[c] == v for c, v in where.items()])
         out += [tuple(r) for r in session.execute(q)]
     return out
+
+
+def integrity_errors(session: Session) -> tuple[type[Exception], ...]:
+    """What a duplicate key raises here: SQLAlchemy's IntegrityError, and the driver's own (the
+    `COPY` of `insert_rows` runs on the driver's connection, outside SQLAlchemy)."""
+    from sqlalchemy.exc import IntegrityError
+
+    dbapi = session.get_bind().dialect.dbapi
+    driver = getattr(dbapi, "IntegrityError", None)
+    return (IntegrityError, driver) if isinstance(driver, type) else (IntegrityError,)

@@ -32,6 +32,19 @@ def receipt(session: Session, kind: str, record_id: uuid.UUID) -> Row | None:
     return session.execute(select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id == record_id)).first()
 
 
+def receipts(session: Session, kind: str, record_ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+    """The receipts of `kind` for `record_ids`, by record id (one query)."""
+    if not record_ids:
+        return {}
+    q = select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id.in_(record_ids))
+    return {r.record_id: r for r in session.execute(q).all()}
+
+
+def add_receipts(session: Session, rows: list[dict]) -> None:
+    if rows:
+        session.execute(insert(RECEIPTS), rows)
+
+
 def add_receipt(session: Session, row: dict) -> None:
     session.execute(insert(RECEIPTS), [row])
 
