@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from sqlalchemy import insert
+from sqlalchemy import select
 
 from registry.bulk.writer import insert_rows, rows_by_ids
 from registry.clock import local_today
@@ -75,13 +75,7 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
     """Judge every (patient id, dose) in order; refusals are audited now, nothing else is written.
     With `stop_on_error` the items after the first refusal are not judged (a FHIR transaction)."""
     session, principal = ctx.session, ctx.principal
-    pids = list(dict.fromkeys(pid for pid, _ in items))
-    patients = {r[0]: _Patient(*r) for r in rows_by_ids(session, P, _Patient._fields, "id", pids)}
-    doses: dict[uuid.UUID, list[_Dose]] = {pid: [] for pid in patients}
-    for r in rows_by_ids(session, D, _Dose._fields, "patient_id", list(patients)):
-        doses[r[1]].append(_Dose(*r))
-    for rows in doses.values():
-        rows.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
+    patients, doses = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)))
     client_ids = [d.id for _, d in items if d.id is not None]
     taken = {r[0] for r in rows_by_ids(session, D, ("id",), "id", client_ids)}
     today, schedules, now = local_today(), {}, datetime.now(UTC)
@@ -100,6 +94,24 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
             if stop_on_error:
                 break
     return out
+
+
+def _snapshot(session, pids: list[uuid.UUID]) -> tuple[dict[uuid.UUID, _Patient], dict[uuid.UUID, list[_Dose]]]:
+    """The patients (with their scope columns) and their doses in `repository.for_patient`'s order: one query."""
+    patients: dict[uuid.UUID, _Patient] = {}
+    doses: dict[uuid.UUID, list[_Dose]] = {}
+    for i in range(0, len(pids), 500):
+        q = (select(*(P.c[c] for c in _Patient._fields), *(D.c[c].label(f"d_{c}") for c in _Dose._fields))
+             .select_from(P.outerjoin(D, D.c.patient_id == P.c.id)).where(P.c.id.in_(pids[i:i + 500])))
+        for r in session.execute(q):
+            if r.id not in patients:
+                patients[r.id] = _Patient(*r[:len(_Patient._fields)])
+                doses[r.id] = []
+            if r.d_id is not None:
+                doses[r.id].append(_Dose(*r[len(_Patient._fields):]))
+    for rows in doses.values():
+        rows.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
+    return patients, doses
 
 
 def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today, now, out: Plan) -> Recorded:
@@ -156,7 +168,7 @@ def write(ctx: ServiceContext, p: Plan) -> None:
     session = ctx.session
     insert_rows(session, D, [r.row for r in accepted])
     # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
-    session.execute(insert(DirtyPatient.__table__), [{"patient_id": r.row["patient_id"]} for r in accepted])
+    insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
     insert_rows(session, AuditEventRow.__table__, p.events)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import and_, func, insert, or_, select, true, type_coerce
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
+from registry.bulk.writer import insert_rows
 from registry.immunizations.models import Immunization
 from registry.patients.models import Patient
 from registry.sync.models import SyncReceipt
@@ -41,8 +42,7 @@ def receipts(session: Session, kind: str, record_ids: list[uuid.UUID]) -> dict[u
 
 
 def add_receipts(session: Session, rows: list[dict]) -> None:
-    if rows:
-        session.execute(insert(RECEIPTS), rows)
+    insert_rows(session, RECEIPTS, rows)
 
 
 def add_receipt(session: Session, row: dict) -> None:
