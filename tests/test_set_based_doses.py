@@ -246,3 +246,17 @@ def test_a_dose_id_taken_concurrently_rolls_the_run_back_and_goes_one_by_one(wor
         ("immunization.create", "conflict"), ("immunization.create", "success"), ("sync.batch", "success")]
     listed = client.get(f"/api/v1/patients/{p['id']}/immunizations", headers=world.h("clinic_a")).json()
     assert sorted(d["vaccine"] for d in listed) == ["BCG", "OPV"]
+
+
+def test_events_written_set_based_are_sealed_and_verify(world, client, runtime):
+    from registry.audit_log import sealing
+
+    sealing.seal_all(runtime)
+    items, _ = _sync_scenario(world, client)
+    rid = uuid.uuid4().hex
+    assert client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"X-Request-ID": rid})).status_code == 200
+    written = audit_events(runtime, request_id=rid)
+    assert len([e for e in written if e.outcome == "success" and e.action == "immunization.create"]) == 6
+    sealing.seal_all(runtime)
+    report = sealing.verify_database(runtime)
+    assert report.unsealed == 0 and report.tree_size >= len(written)
