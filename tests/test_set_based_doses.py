@@ -234,7 +234,8 @@ def test_a_dose_id_taken_concurrently_rolls_the_run_back_and_goes_one_by_one(wor
     p = world.register()
     taken = _dose(labels, "taken")
     assert client.post(f"/api/v1/patients/{p['id']}/immunizations", json=taken, headers=world.h("clinic_a")).status_code == 201
-    monkeypatch.setattr(dose_batch, "rows_by_ids", lambda *a, **k: [])  # as if the other upload committed after the snapshot
+    snapshot = dose_batch._snapshot
+    monkeypatch.setattr(dose_batch, "_snapshot", lambda *a: snapshot(*a)[:2] + (set(),))  # the other upload committed after it
     items = [{"op": "dose.record", "patient_id": p["id"], "data": _dose(labels, "opv0", vaccine="OPV", dose_number=0)},
              {"op": "dose.record", "patient_id": p["id"], "data": {**taken, "vaccine": "Penta", "date_given": "2026-07-15"}}]
     rid = uuid.uuid4().hex

@@ -67,3 +67,11 @@ def integrity_errors(session: Session) -> tuple[type[Exception], ...]:
     dbapi = session.get_bind().dialect.dbapi
     driver = getattr(dbapi, "IntegrityError", None)
     return (IntegrityError, driver) if isinstance(driver, type) else (IntegrityError,)
+
+
+def driver_rows(session: Session, sql: str, params: list) -> list[tuple]:
+    """PostgreSQL only: `sql` (with %s placeholders; arrays for `= ANY(%s)`) straight through the
+    driver on the session's connection, for reads of many rows where SQLAlchemy's per-row
+    processing costs more than the query."""
+    with session.connection().connection.driver_connection.cursor() as cur:
+        return cur.execute(sql, params).fetchall()

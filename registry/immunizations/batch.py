@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import select
 
-from registry.bulk.writer import insert_rows, rows_by_ids
+from registry.bulk.writer import driver_rows, insert_rows, rows_by_ids
 from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -75,9 +75,8 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
     """Judge every (patient id, dose) in order; refusals are audited now, nothing else is written.
     With `stop_on_error` the items after the first refusal are not judged (a FHIR transaction)."""
     session, principal = ctx.session, ctx.principal
-    patients, doses = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)))
-    client_ids = [d.id for _, d in items if d.id is not None]
-    taken = {r[0] for r in rows_by_ids(session, D, ("id",), "id", client_ids)}
+    patients, doses, taken = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)),
+                                       [d.id for _, d in items if d.id is not None])
     today, schedules, now = local_today(), {}, datetime.now(UTC)
 
     def schedule_of(custodian: str):
@@ -96,22 +95,44 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
     return out
 
 
-def _snapshot(session, pids: list[uuid.UUID]) -> tuple[dict[uuid.UUID, _Patient], dict[uuid.UUID, list[_Dose]]]:
-    """The patients (with their scope columns) and their doses in `repository.for_patient`'s order: one query."""
+def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
+    """The patients (with their scope columns), their doses in `repository.for_patient`'s order,
+    and which of `client_ids` are taken; one round trip on PostgreSQL."""
+    n = len(_Patient._fields)
+    if not pids and not client_ids:
+        return {}, {}, set()
+    if session.get_bind().dialect.name == "postgresql":
+        rows = driver_rows(session, _PG_SNAPSHOT, [pids, client_ids])
+    else:
+        rows = []
+        for i in range(0, len(pids), 500):
+            q = (select(*(P.c[c] for c in _Patient._fields), *(D.c[c] for c in _Dose._fields))
+                 .select_from(P.outerjoin(D, D.c.patient_id == P.c.id)).where(P.c.id.in_(pids[i:i + 500])))
+            rows += [tuple(r) for r in session.execute(q)]
+        rows += [(None,) * n + (r[0],) for r in rows_by_ids(session, D, ("id",), "id", client_ids)]
     patients: dict[uuid.UUID, _Patient] = {}
     doses: dict[uuid.UUID, list[_Dose]] = {}
-    for i in range(0, len(pids), 500):
-        q = (select(*(P.c[c] for c in _Patient._fields), *(D.c[c].label(f"d_{c}") for c in _Dose._fields))
-             .select_from(P.outerjoin(D, D.c.patient_id == P.c.id)).where(P.c.id.in_(pids[i:i + 500])))
-        for r in session.execute(q):
-            if r.id not in patients:
-                patients[r.id] = _Patient(*r[:len(_Patient._fields)])
-                doses[r.id] = []
-            if r.d_id is not None:
-                doses[r.id].append(_Dose(*r[len(_Patient._fields):]))
-    for rows in doses.values():
-        rows.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
-    return patients, doses
+    taken: set[uuid.UUID] = set()
+    for r in rows:
+        if r[0] is None:
+            taken.add(r[n])
+            continue
+        if r[0] not in patients:
+            patients[r[0]] = _Patient(*r[:n])
+            doses[r[0]] = []
+        if r[n] is not None:
+            doses[r[0]].append(_Dose(*r[n:]))
+    for mine in doses.values():
+        mine.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
+    return patients, doses, taken
+
+
+_PG_SNAPSHOT = (
+    f"SELECT {', '.join('p.' + c for c in _Patient._fields)}, {', '.join('d.' + c for c in _Dose._fields)}"
+    f" FROM {P.name} p LEFT JOIN {D.name} d ON d.patient_id = p.id WHERE p.id = ANY(%s)"
+    f" UNION ALL SELECT {', '.join(['NULL'] * len(_Patient._fields))}, i.id, {', '.join(['NULL'] * (len(_Dose._fields) - 1))}"
+    f" FROM {D.name} i WHERE i.id = ANY(%s)"
+)
 
 
 def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today, now, out: Plan) -> Recorded:
