@@ -8,13 +8,14 @@ catchment (patients whose home facility it is); the caller has checked the facil
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from datetime import datetime
 
 from sqlalchemy import and_, func, insert, or_, select, true, type_coerce
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from registry.bulk.writer import insert_rows
+from registry.bulk.writer import insert_rows, rows_by_ids
 from registry.immunizations.models import Immunization
 from registry.patients.models import Patient
 from registry.sync.models import SyncReceipt
@@ -33,12 +34,13 @@ def receipt(session: Session, kind: str, record_id: uuid.UUID) -> Row | None:
     return session.execute(select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id == record_id)).first()
 
 
-def receipts(session: Session, kind: str, record_ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+_Receipt = namedtuple("_Receipt", ("record_id", "content_mac", "result_id"))
+
+
+def receipts(session: Session, kind: str, record_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple]:
     """The receipts of `kind` for `record_ids`, by record id (one query)."""
-    if not record_ids:
-        return {}
-    q = select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id.in_(record_ids))
-    return {r.record_id: r for r in session.execute(q).all()}
+    columns = ("record_id", "content_mac", "result_id")
+    return {r[0]: _Receipt(*r) for r in rows_by_ids(session, RECEIPTS, columns, "record_id", record_ids, {"kind": kind})}
 
 
 def add_receipts(session: Session, rows: list[dict]) -> None:
