@@ -12,7 +12,12 @@ Invariants (the same as `service.record`, item by item):
   same success event. Nothing else of a refused item is written.
 - Writing: the accepted doses, their coverage-queue marks and their success events are written
   by `write`, one multi-row insert per table (`COPY` on PostgreSQL), in the caller's
-  transaction; the caller then calls `written` (the trail's bookkeeping). Encryption is `service.record`'s (same codec, table, column, row id, custodian).
+  transaction; the caller then calls `written` (the trail's bookkeeping). Encryption is
+  `service.record`'s (same cipher, table, column, row id and custodian), so a dose written here
+  reads, corrects and voids like one written by the single route.
+- Reading: one snapshot (`_snapshot`: the patients with their scope columns, their doses, and
+  which client ids are taken), one round trip on PostgreSQL; scope is decided by
+  `patients.repository.access_to` (registry/scoping.py), as `reachable` decides it.
 - Refusal events are written as the items are judged, success events only by `write`: a caller
   that falls back to the single path (a concurrent writer won a race) discards the plan.
 """
@@ -74,7 +79,7 @@ class Plan:
 def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop_on_error: bool = False) -> Plan:
     """Judge every (patient id, dose) in order; refusals are audited now, nothing else is written.
     With `stop_on_error` the items after the first refusal are not judged (a FHIR transaction)."""
-    session, principal = ctx.session, ctx.principal
+    session = ctx.session
     patients, doses, taken = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)),
                                        [d.id for _, d in items if d.id is not None])
     today, schedules, now = local_today(), {}, datetime.now(UTC)
