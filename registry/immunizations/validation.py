@@ -87,7 +87,7 @@ def judge(patient, vaccine: str, dose_number: int, date_given: date, existing_do
         raise DoseRefused(BEFORE_BIRTH, overridable=False)
     if date_given > today:
         raise DoseRefused(IN_FUTURE, overridable=False)
-    existing = [d for d in existing_doses() if d.id != replacing]
+    existing = list(existing_doses()) if replacing is None else [d for d in existing_doses() if d.id != replacing]
     if any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number for d in existing):
         return Verdict(engine.INVALID, DUPLICATE)
     in_force = schedule()

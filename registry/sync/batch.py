@@ -63,19 +63,22 @@ def upload(ctx: ServiceContext, items: list[dict]) -> BatchResult:
     results: list[ItemResult] = []
     patient_of: list[uuid.UUID | None] = []
     run: list[tuple[int, DoseItem]] = []
+    run_ids: set[uuid.UUID] = set()
 
     def flush() -> None:
         for result, patient_id in _doses(ctx, run):
             results.append(result)
             patient_of.append(patient_id)
         run.clear()
+        run_ids.clear()
 
     for index, raw in enumerate(items):
         parsed = _parse(index, raw)
         if isinstance(parsed, DoseItem):
-            if any(item.data.id == parsed.data.id for _, item in run):
+            if parsed.data.id in run_ids:
                 flush()  # a repeated id sees the receipt its first occurrence leaves
             run.append((index, parsed))
+            run_ids.add(parsed.data.id)
             continue
         flush()
         result, patient_id = parsed if isinstance(parsed, tuple) else _one(ctx, index, parsed)
