@@ -3,10 +3,11 @@
 - transaction: all or nothing. Entries run in the request's one database transaction; the first
   failure raises (its expression prefixed with the entry, `Bundle.entry[3].resource...`) and the
   unit of work rolls everything back: nothing is written but the refusal's audit event.
-- batch: each entry on its own, in a savepoint. A failed entry is rolled back to its savepoint
-  and answered with its status and an OperationOutcome; its refusal event is written again
-  after the savepoint rollback (as the unit of work does after a request's rollback), and an
-  entry refused before any service ran gets one `invalid`/`denied` event of its own.
+- batch: each entry on its own. A failed Patient entry is rolled back to its savepoint and
+  answered with its status and an OperationOutcome; its refusal event is written again after the
+  savepoint rollback (as the unit of work does after a request's rollback). A failed
+  Immunization entry has written nothing but its refusal event (below). An entry refused before
+  any service ran gets one `invalid`/`denied` event of its own.
 - Patients are processed before Immunizations (FHIR processing order puts creates together;
   this lets a dose reference a patient created in the same Bundle through its `urn:uuid:`
   fullUrl). The response lists entries in request order.
@@ -25,9 +26,9 @@ from __future__ import annotations
 
 import uuid
 
+from registry.bulk.writer import integrity_errors
 from registry.context import ServiceContext
 from registry.errors import DomainError, Forbidden, audit_outcome
-from registry.bulk.writer import integrity_errors
 from registry.fhir import mapping, outcome, service
 from registry.immunizations import batch as dose_batch
 from registry.fhir.mapping import FhirInvalid
