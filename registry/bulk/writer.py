@@ -14,20 +14,21 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import Table
 
 
-def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:
+def insert_rows(session: Session, table: Table, rows: list[dict], columns: tuple[str, ...] | None = None) -> None:
+    """`columns`: the ones the rows give (default: all of the table's), e.g. to leave a serial to its default."""
     if not rows:
         return
     conn = session.connection()
     if conn.dialect.name != "postgresql":
         session.execute(insert(table), rows)
         return
-    columns = [c.name for c in table.columns]
-    json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    columns = list(columns) if columns is not None else [c.name for c in table.columns]
+    json_cols = {c.name for c in table.columns if isinstance(c.type, JSON) and c.name in columns}
     names = ", ".join(f'"{c}"' for c in columns)
     raw = conn.connection.driver_connection
     if json_cols:
         rows = [{**r, **{c: json.dumps(r.get(c)) for c in json_cols}} for r in rows]
-    values = itemgetter(*columns)
+    values = itemgetter(*columns) if len(columns) > 1 else (lambda r, c=columns[0]: (r[c],))
     with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as cp:
         for r in rows:
             cp.write_row(values(r))
@@ -56,3 +57,21 @@ def rows_by_ids(session: Session, table: Table, columns: tuple[str, ...], key: s
                                                           *[table.c[c] == v for c, v in where.items()])
         out += [tuple(r) for r in session.execute(q)]
     return out
+
+
+def integrity_errors(session: Session) -> tuple[type[Exception], ...]:
+    """What a duplicate key raises here: SQLAlchemy's IntegrityError, and the driver's own (the
+    `COPY` of `insert_rows` runs on the driver's connection, outside SQLAlchemy)."""
+    from sqlalchemy.exc import IntegrityError
+
+    dbapi = session.get_bind().dialect.dbapi
+    driver = getattr(dbapi, "IntegrityError", None)
+    return (IntegrityError, driver) if isinstance(driver, type) else (IntegrityError,)
+
+
+def driver_rows(session: Session, sql: str, params: list) -> list[tuple]:
+    """PostgreSQL only: `sql` (with %s placeholders; arrays for `= ANY(%s)`) straight through the
+    driver on the session's connection, for reads of many rows where SQLAlchemy's per-row
+    processing costs more than the query."""
+    with session.connection().connection.driver_connection.cursor() as cur:
+        return cur.execute(sql, params).fetchall()

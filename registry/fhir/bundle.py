@@ -3,26 +3,34 @@
 - transaction: all or nothing. Entries run in the request's one database transaction; the first
   failure raises (its expression prefixed with the entry, `Bundle.entry[3].resource...`) and the
   unit of work rolls everything back: nothing is written but the refusal's audit event.
-- batch: each entry on its own, in a savepoint. A failed entry is rolled back to its savepoint
-  and answered with its status and an OperationOutcome; its refusal event is written again
-  after the savepoint rollback (as the unit of work does after a request's rollback), and an
-  entry refused before any service ran gets one `invalid`/`denied` event of its own.
+- batch: each entry on its own. A failed Patient entry is rolled back to its savepoint and
+  answered with its status and an OperationOutcome; its refusal event is written again after the
+  savepoint rollback (as the unit of work does after a request's rollback). A failed
+  Immunization entry has written nothing but its refusal event (below). An entry refused before
+  any service ran gets one `invalid`/`denied` event of its own.
 - Patients are processed before Immunizations (FHIR processing order puts creates together;
   this lets a dose reference a patient created in the same Bundle through its `urn:uuid:`
   fullUrl). The response lists entries in request order.
 - Conditional create (`request.ifNoneExist`: `identifier=system|value`) answers 200 with the
   existing patient instead of creating a duplicate; a condition matching several is 412.
-- Each entry calls the same service as a single request, so each entry writes its audit events
-  exactly as that request would.
+- Patient entries call the same service as a single request. Immunization entries are judged
+  set-based (registry/immunizations/batch.py: one snapshot of their patients and doses, each
+  entry against it plus the entries before it, then one insert per table), with the outcome and
+  audit events each would get as a single request. In a transaction the first refusal (mapping
+  or dose rule, in entry order) raises and the entries after it are not judged; in a batch the
+  refused entries write only their refusal events and the accepted ones are written together in
+  a savepoint (one by one instead if a concurrent writer took an id).
 """
 
 from __future__ import annotations
 
 import uuid
 
+from registry.bulk.writer import integrity_errors
 from registry.context import ServiceContext
 from registry.errors import DomainError, Forbidden, audit_outcome
-from registry.fhir import outcome, service
+from registry.fhir import mapping, outcome, service
+from registry.immunizations import batch as dose_batch
 from registry.fhir.mapping import FhirInvalid
 from security.access.permissions import Permission
 from security.audit import trail as audit
@@ -88,10 +96,7 @@ class _Run:
 
     def entry(self, i: int, entry: dict, rtype: str) -> dict:
         ctx = self.ctx
-        permission, action = _KINDS[rtype]
-        if not ctx.principal.can(permission):
-            ctx.trail.record(ctx.session, action, audit.DENIED, resource_type=rtype, detail={"reason": "role"})
-            raise Forbidden("your role does not allow this")
+        self.allowed(rtype)
         resource = entry["resource"]
         if rtype == "Patient":
             condition = (entry.get("request") or {}).get("ifNoneExist")
@@ -101,12 +106,36 @@ class _Run:
                 self.created[full_url] = uuid.UUID(res["id"])
         else:
             status, res = 201, service.create_immunization(ctx, resource, self.resolve)
-        response = {"status": outcome.status_line(status), "location": f"{rtype}/{res['id']}"}
-        version = (res.get("meta") or {}).get("versionId")
-        if version:
-            response["location"] += f"/_history/{version}"
-            response["etag"] = f'W/"{version}"'
-        return {"fullUrl": f"{rtype}/{res['id']}", "resource": res, "response": response}
+        return _created(rtype, status, res)
+
+    def allowed(self, rtype: str) -> None:
+        permission, action = _KINDS[rtype]
+        if not self.ctx.principal.can(permission):
+            self.ctx.trail.record(self.ctx.session, action, audit.DENIED, resource_type=rtype, detail={"reason": "role"})
+            raise Forbidden("your role does not allow this")
+
+    def dose(self, entry: dict):
+        """An Immunization entry, validated and mapped: (patient id, DoseCreate)."""
+        self.allowed("Immunization")
+        return service.immunization_input(entry["resource"], self.resolve)
+
+    def doses(self, todo: list[tuple[int, tuple]], *, stop_on_error: bool):
+        """Judge the mapped doses set-based (registry/immunizations/batch.py): [(i, outcome)] and the plan."""
+        plan = dose_batch.plan(self.ctx, [pair for _, pair in todo], stop_on_error=stop_on_error)
+        return [(i, res) for (i, _), res in zip(todo, plan.outcomes)], plan
+
+
+def _created(rtype: str, status: int, res: dict) -> dict:
+    response = {"status": outcome.status_line(status), "location": f"{rtype}/{res['id']}"}
+    version = (res.get("meta") or {}).get("versionId")
+    if version:
+        response["location"] += f"/_history/{version}"
+        response["etag"] = f'W/"{version}"'
+    return {"fullUrl": f"{rtype}/{res['id']}", "resource": res, "response": response}
+
+
+def _dose_entry(ctx: ServiceContext, recorded) -> dict:
+    return _created("Immunization", 201, mapping.immunization_to_fhir(recorded.view(ctx)))
 
 
 def _order(entries: list) -> list[tuple[int, dict, str]]:
@@ -119,11 +148,14 @@ def process(ctx: ServiceContext, bundle: dict) -> dict:
     run = _Run(ctx)
     results: list[dict | None] = [None] * len(entries)
     if kind == "transaction":
-        for i, entry, rtype in _order(entries):
-            try:
-                results[i] = run.entry(i, entry, rtype)
-            except DomainError as exc:
-                raise _prefixed(exc, i, rtype) from None
+        ordered = _order(entries)
+        for i, entry, rtype in ordered:
+            if rtype == "Patient":
+                try:
+                    results[i] = run.entry(i, entry, rtype)
+                except DomainError as exc:
+                    raise _prefixed(exc, i, rtype) from None
+        _transaction_doses(ctx, run, [(i, entry) for i, entry, rtype in ordered if rtype != "Patient"], results)
     else:
         typed = []
         for i, entry in enumerate(entries):
@@ -131,9 +163,68 @@ def process(ctx: ServiceContext, bundle: dict) -> dict:
                 typed.append((i, entry, _entry_kind(entry, i)))
             except FhirInvalid as exc:
                 results[i] = _failed(ctx, exc, "patient.create", None)
-        for i, entry, rtype in sorted(typed, key=lambda t: t[2] != "Patient"):
-            results[i] = _batch_entry(ctx, run, i, entry, rtype)
+        for i, entry, rtype in typed:
+            if rtype == "Patient":
+                results[i] = _batch_entry(ctx, run, i, entry, rtype)
+        _batch_doses(ctx, run, [(i, entry) for i, entry, rtype in typed if rtype != "Patient"], results)
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": results}
+
+
+def _transaction_doses(ctx: ServiceContext, run: _Run, entries: list[tuple[int, dict]], results: list) -> None:
+    """All or nothing, in entry order: the first refusal (mapping or dose rule) raises, and the
+    entries after it are not judged, as when they ran one by one."""
+    todo, failure = [], None
+    for i, entry in entries:
+        try:
+            todo.append((i, run.dose(entry)))
+        except DomainError as exc:
+            failure = _prefixed(exc, i, "Immunization")
+            break
+    judged, plan = run.doses(todo, stop_on_error=True)
+    for i, res in judged:
+        if isinstance(res, DomainError):
+            raise _prefixed(res, i, "Immunization")
+    if failure is not None:
+        raise failure
+    dose_batch.write(ctx, plan)
+    dose_batch.written(ctx, plan)
+    for i, res in judged:
+        results[i] = _dose_entry(ctx, res)
+
+
+def _batch_doses(ctx: ServiceContext, run: _Run, entries: list[tuple[int, dict]], results: list) -> None:
+    """Each entry on its own: refusals answered per entry (with their events), the accepted ones
+    written together in a savepoint; if a concurrent writer took an id, they go one by one."""
+    todo = []
+    for i, entry in entries:
+        mark = ctx.trail.refusal_mark()
+        try:
+            todo.append((i, run.dose(entry)))
+        except DomainError as exc:
+            if ctx.trail.refusal_mark() == mark:  # refused before any event: one event of its own
+                results[i] = _failed(ctx, _prefixed(exc, i, "Immunization"), "immunization.create", "Immunization")
+            else:
+                results[i] = _response(_prefixed(exc, i, "Immunization"), "Immunization")
+    judged, plan = run.doses(todo, stop_on_error=False)
+    for i, res in judged:
+        if isinstance(res, DomainError):
+            results[i] = _response(_prefixed(res, i, "Immunization"), "Immunization")
+    accepted = [(i, res) for i, res in judged if not isinstance(res, DomainError)]
+    if not accepted:
+        return
+    savepoint = ctx.session.begin_nested()
+    try:
+        dose_batch.write(ctx, plan)
+        savepoint.commit()
+    except integrity_errors(ctx.session):
+        savepoint.rollback()
+        by_index = dict(entries)
+        for i, _ in accepted:
+            results[i] = _batch_entry(ctx, run, i, by_index[i], "Immunization")
+        return
+    dose_batch.written(ctx, plan)
+    for i, res in accepted:
+        results[i] = _dose_entry(ctx, res)
 
 
 def _batch_entry(ctx: ServiceContext, run: _Run, i: int, entry: dict, rtype: str) -> dict:

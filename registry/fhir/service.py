@@ -31,6 +31,7 @@ from registry.fhir.params import DateRange, Query, decode_offset, encode_offset,
 from registry.fhir.recommendation import recommendation_to_fhir
 from registry.immunizations import repository as dose_repo
 from registry.immunizations import service as doses
+from registry.immunizations.schemas import DoseCreate
 from registry.patients import codec
 from registry.patients import service as patients
 from registry.patients.models import SEXES
@@ -226,15 +227,21 @@ def search_immunizations(ctx: ServiceContext, q: Query) -> SearchResult:
     return SearchResult([mapping.immunization_to_fhir(doses.to_view(ctx, r)) for r in rows], next_cursor, None)
 
 
-def create_immunization(ctx: ServiceContext, resource: dict,
-                        resolve: Callable[[str], uuid.UUID] | None = None) -> dict:
-    """`resolve` maps a bundle-internal `urn:uuid:` reference to the patient it created."""
+def immunization_input(resource: dict, resolve: Callable[[str], uuid.UUID] | None = None) -> tuple[uuid.UUID, DoseCreate]:
+    """A validated, mapped Immunization: (patient id, dose). `resolve` maps a bundle-internal
+    `urn:uuid:` reference to the patient it created."""
     ref, data = mapping.immunization_from_fhir(mapping.validate(resource))
     if isinstance(ref, str):
         if resolve is None:
             raise FhirInvalid("Immunization.patient", "a urn:uuid reference resolves only inside a Bundle")
         ref = resolve(ref)
-    return mapping.immunization_to_fhir(doses.record(ctx, ref, data))
+    return ref, data
+
+
+def create_immunization(ctx: ServiceContext, resource: dict,
+                        resolve: Callable[[str], uuid.UUID] | None = None) -> dict:
+    """`resolve` maps a bundle-internal `urn:uuid:` reference to the patient it created."""
+    return mapping.immunization_to_fhir(doses.record(ctx, *immunization_input(resource, resolve)))
 
 
 # ---------------------------------------------------------------- ImmunizationRecommendation

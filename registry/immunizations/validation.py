@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from typing import Callable, Iterable
 
 from registry.clock import local_today
 from registry.context import ServiceContext
@@ -67,23 +68,33 @@ def check(ctx: ServiceContext, patient, vaccine: str, dose_number: int, date_giv
           replacing: uuid.UUID | None = None) -> Verdict:
     """Raise DoseRefused for an impossible dose; otherwise return the verdict, whose `rule` the
     caller must refuse unless overridden. `replacing` is the dose a correction supersedes."""
+    today = local_today()
+    return judge(patient, vaccine, dose_number, date_given, lambda: repo.for_patient(ctx.session, patient.id),
+                 lambda: ctx.runtime.schedules.in_force(ctx.session, patient.custodian, today)[1], today, replacing=replacing)
+
+
+def judge(patient, vaccine: str, dose_number: int, date_given: date, existing_doses: Callable[[], Iterable],
+          schedule: Callable[[], engine.Schedule | None], today: date, *, replacing: uuid.UUID | None = None) -> Verdict:
+    """`check` without the database, for callers that hold a snapshot (registry/immunizations/batch.py):
+    `existing_doses()` gives the patient's dose rows (id, vaccine, dose_number, date_given, status),
+    in `repository.for_patient`'s order; `schedule()` the schedule in force for its custodian.
+    Both are called only when the rules before them have passed, as `check` reads them."""
     spec = VACCINES[vaccine]
     if not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
         raise DoseRefused(OUT_OF_RANGE, overridable=False, field="dose_number",
                           message=f"dose number for {vaccine} must be between {first_dose(vaccine)} and {spec['max_dose']}")
     if date_given < patient.birth_date:
         raise DoseRefused(BEFORE_BIRTH, overridable=False)
-    today = local_today()
     if date_given > today:
         raise DoseRefused(IN_FUTURE, overridable=False)
-    existing = [d for d in repo.for_patient(ctx.session, patient.id) if d.id != replacing]
+    existing = list(existing_doses()) if replacing is None else [d for d in existing_doses() if d.id != replacing]
     if any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number for d in existing):
         return Verdict(engine.INVALID, DUPLICATE)
-    _, schedule = ctx.runtime.schedules.in_force(ctx.session, patient.custodian, today)
-    if schedule is None:
+    in_force = schedule()
+    if in_force is None:
         return Verdict(None, None)
     doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in existing]
-    result = engine.evaluate(schedule, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)], today)
+    result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)], today)
     mine = next(r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given))
     return Verdict(mine.status, mine.reason)
 

@@ -1,18 +1,26 @@
 """The batch upload of a device's day of work (issue 5): patients, doses, corrections, voids.
 
 Invariants:
-- Items run in order, each in its own savepoint, through the same services as the single
-  routes (registry/patients/service.register, registry/immunizations/service.record, correct,
-  void): validation, scope, encryption and audit are identical. A refused item rolls back its
-  savepoint only; the refusal events it wrote are written again, so they stay on record.
+- Items are judged in order, with the same rules as the single routes: validation, scope,
+  encryption and audit are identical. `patient.create`, `dose.correct` and `dose.void` run one by
+  one through the services (registry/patients/service.register, registry/immunizations/service.
+  correct, void), each in its own savepoint; a refused one rolls back its savepoint only and the
+  refusal events it wrote are written again, so they stay on record.
+- Consecutive `dose.record` items (a run; a repeated id starts a new run) are set-based: one
+  query for their receipts, one snapshot of their patients and doses, each item judged against it
+  plus the items before it (registry/immunizations/batch.py), then one insert per table. A refused
+  item writes only its refusal event. Each item's result and events are those it would get on
+  its own; if a concurrent upload took one of the ids first, the run's writes roll back to a
+  savepoint and its accepted items go one by one.
 - Resending the whole batch is safe: each applied item leaves a receipt (kind, record id, keyed
-  MAC of its content) in the same savepoint. An item whose receipt matches is `duplicate` and
-  changes nothing; the same id with other content is `rejected: conflict`, never an overwrite.
+  MAC of its content) in the same transaction as its record. An item whose receipt matches is
+  `duplicate` and changes nothing; the same id with other content is `rejected: conflict`,
+  never an overwrite.
 - Nothing acknowledged is lost: the results are returned only after the unit of work commits
   the whole batch (api/deps.py); a failed commit answers 5xx and the device resends.
-- Audit: one event per applied or refused item, written by the service that did it (a citizen's
-  access log shows each record created), plus one `sync.batch` event per request with counts and
-  the patients of every created or duplicate item as subjects.
+- Audit: one event per applied or refused item, the one the single-record service writes (a
+  citizen's access log shows each record created), plus one `sync.batch` event per request with
+  counts and the patients of every created or duplicate item as subjects.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from registry import errors as e
+from registry.bulk.writer import integrity_errors
 from registry.context import ServiceContext
+from registry.immunizations import batch as dose_batch
 from registry.immunizations import service as doses
 from registry.patients import service as patients
 from registry.sync import repository as repo
@@ -50,23 +60,45 @@ def upload(ctx: ServiceContext, items: list[dict]) -> BatchResult:
     if len(items) > limit:
         ctx.trail.record(ctx.session, ACTION, audit.INVALID, resource_type="Bundle", detail={"field": "items", "items": len(items)})
         raise e.InvalidInput(f"a batch holds at most {limit} items; split the upload", field="items")
-    results, subjects = [], []
+    results: list[ItemResult] = []
+    patient_of: list[uuid.UUID | None] = []
+    run: list[tuple[int, DoseItem]] = []
+    run_ids: set[uuid.UUID] = set()
+
+    def flush() -> None:
+        for result, patient_id in _doses(ctx, run):
+            results.append(result)
+            patient_of.append(patient_id)
+        run.clear()
+        run_ids.clear()
+
     for index, raw in enumerate(items):
-        result, patient_id = _one(ctx, index, raw)
+        parsed = _parse(index, raw)
+        if isinstance(parsed, DoseItem):
+            if parsed.data.id in run_ids:
+                flush()  # a repeated id sees the receipt its first occurrence leaves
+            run.append((index, parsed))
+            run_ids.add(parsed.data.id)
+            continue
+        flush()
+        result, patient_id = parsed if isinstance(parsed, tuple) else _one(ctx, index, parsed)
         results.append(result)
-        if patient_id is not None and result.result != "rejected":
-            subjects.append(patient_id)
+        patient_of.append(patient_id)
+    flush()
+    subjects = [pid for r, pid in zip(results, patient_of) if pid is not None and r.result != "rejected"]
     counts = {k: sum(r.result == k for r in results) for k in ("created", "duplicate", "rejected")}
     ctx.trail.record(ctx.session, ACTION, audit.SUCCESS, resource_type="Bundle", subjects=subjects,
                      detail={"items": len(items), **counts})
     return BatchResult(results=results, **counts)
 
 
-def _one(ctx: ServiceContext, index: int, raw: dict) -> tuple[ItemResult, uuid.UUID | None]:
+def _parse(index: int, raw: dict):
+    """The item, or (its `rejected: invalid` result, None) when it is malformed (no event: nothing was reached)."""
     op = raw.get("op") if isinstance(raw, dict) else None
     try:
         item = ITEM.validate_python(raw)
         _require_ids(item)
+        return item
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()) if str(p) not in _ITEM_TAGS)
@@ -75,6 +107,66 @@ def _one(ctx: ServiceContext, index: int, raw: dict) -> tuple[ItemResult, uuid.U
                           field=where or "op", detail=msg), None
     except e.InvalidInput as exc:
         return ItemResult(index=index, op=op, result="rejected", reason="invalid", field=exc.field, detail=exc.message), None
+
+
+def _doses(ctx: ServiceContext, run: list[tuple[int, DoseItem]]) -> list[tuple[ItemResult, uuid.UUID | None]]:
+    """A run of consecutive `dose.record` items with distinct ids, set-based: one query for their
+    receipts, one snapshot for their validation (registry/immunizations/batch.py), one insert per
+    table. Each item's result and events are those `_one` gives it. If a concurrent upload wrote
+    one of the ids first, the run's writes are rolled back and its accepted items take `_one`."""
+    if not run:
+        return []
+    out: dict[int, tuple[ItemResult, uuid.UUID | None]] = {}
+    if not ctx.principal.can(_NEEDS["dose.record"]):
+        return [_one(ctx, index, item) for index, item in run]
+    seen = repo.receipts(ctx.session, "dose", [item.data.id for _, item in run])
+    todo, macs = [], {}
+    for index, item in run:
+        macs[index] = mac = _mac(ctx, item)
+        if item.data.id in seen:
+            out[index] = _seen(ctx, index, item, seen[item.data.id], mac)
+        else:
+            todo.append((index, item))
+    plan = dose_batch.plan(ctx, [(item.patient_id, item.data) for _, item in todo])
+    now = datetime.now(UTC)
+    receipts = []
+    for (index, item), res in zip(todo, plan.outcomes):
+        base = {"index": index, "op": item.op, "id": item.data.id}
+        if isinstance(res, e.DomainError):
+            out[index] = ItemResult(**base, result="rejected", **_reason(res)), None
+            continue
+        out[index] = ItemResult(**base, result="created", version=res.row["version"]), res.row["patient_id"]
+        receipts.append({"kind": "dose", "record_id": item.data.id, "content_mac": macs[index], "result_id": item.data.id,
+                         "user_id": ctx.principal.user_id, "received_at": now})
+    if receipts:
+        savepoint = ctx.session.begin_nested()
+        try:
+            dose_batch.write(ctx, plan)
+            repo.add_receipts(ctx.session, receipts)
+            savepoint.commit()
+            dose_batch.written(ctx, plan)
+        except integrity_errors(ctx.session):
+            savepoint.rollback()
+            for index, item in todo:
+                if out[index][0].result == "created":
+                    out[index] = _one(ctx, index, item)
+    return [out[index] for index, _ in run]
+
+
+def _seen(ctx: ServiceContext, index: int, item, seen, mac: bytes) -> tuple[ItemResult, uuid.UUID | None]:
+    """An item whose id already has a receipt: `duplicate` when the content matches, else a conflict."""
+    kind, record_id, patient_id = _identity(item)
+    base = {"index": index, "op": item.op, "id": record_id}
+    if hmac.compare_digest(seen.content_mac, mac):
+        return ItemResult(**base, result="duplicate", replacement_id=seen.result_id), patient_id
+    ctx.trail.record(ctx.session, _ACTION_OF[item.op], audit.CONFLICT, resource_type=_resource(item), resource_id=record_id,
+                     detail={"reason": "same id, different content"})
+    return ItemResult(**base, result="rejected", reason="conflict", field=_id_field(item),
+                      detail="this id was already uploaded with different content; it was not changed"), None
+
+
+def _one(ctx: ServiceContext, index: int, item) -> tuple[ItemResult, uuid.UUID | None]:
+    """One parsed item through the single-record services, in its own savepoint."""
     kind, record_id, patient_id = _identity(item)
     base = {"index": index, "op": item.op, "id": record_id}
     if not ctx.principal.can(_NEEDS[item.op]):
@@ -83,12 +175,7 @@ def _one(ctx: ServiceContext, index: int, raw: dict) -> tuple[ItemResult, uuid.U
     mac = _mac(ctx, item)
     seen = repo.receipt(ctx.session, kind, record_id)
     if seen is not None:
-        if hmac.compare_digest(seen.content_mac, mac):
-            return ItemResult(**base, result="duplicate", replacement_id=seen.result_id), patient_id
-        ctx.trail.record(ctx.session, _ACTION_OF[item.op], audit.CONFLICT, resource_type=_resource(item), resource_id=record_id,
-                         detail={"reason": "same id, different content"})
-        return ItemResult(**base, result="rejected", reason="conflict", field=_id_field(item),
-                          detail="this id was already uploaded with different content; it was not changed"), None
+        return _seen(ctx, index, item, seen, mac)
     mark = ctx.trail.refusal_mark()
     savepoint = ctx.session.begin_nested()
     try:

@@ -5,7 +5,8 @@ Invariants:
   SHA-256(user id, method, path, key), so one user's key never finds another user's response.
 - The request's fingerprint is SHA-256 over method, path (with query) and the raw body: the same
   key with another fingerprint is refused (422), whatever state the key is in.
-- `claim` runs in its own short transaction, committed before the work: a second request with
+- `claim` runs in its own short transaction, committed before the work (a new key is one
+  INSERT ... ON CONFLICT DO NOTHING; only an existing key is read): a second request with
   the key while the first runs sees the claim and is refused (409). A claim is owned by a random
   token; `complete` (the response, written in the data's transaction) and `release` (after a
   failure) act only on the caller's own claim. A claim not completed by `locked_until` is
@@ -105,19 +106,20 @@ def claim(session: Session, keyring, kh: bytes, fp: bytes, *, lock_seconds: floa
     now = now or datetime.now(UTC)
     if secrets.randbelow(PURGE_ONE_IN) == 0:
         purge_expired(session, now)
-    row = session.execute(select(KEYS).where(KEYS.c.key_hash == kh)).first()
     token = secrets.token_bytes(16)
     locked_until = now + timedelta(seconds=lock_seconds)
+    fresh = {"key_hash": kh, "fingerprint": fp, "state": PENDING, "claim_token": token, "locked_until": locked_until,
+             "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds), "status_code": None, "response_ct": None}
+    if _insert_if_absent(session, fresh):  # the usual case, a new key: one statement
+        return Claim(kh, token)
+    row = session.execute(select(KEYS).where(KEYS.c.key_hash == kh)).first()
     if row is not None and row.expires_at <= now:
         session.execute(delete(KEYS).where(KEYS.c.key_hash == kh, KEYS.c.expires_at == row.expires_at))
         row = None
     if row is None:
         try:
             with session.begin_nested():
-                session.execute(insert(KEYS), [{
-                    "key_hash": kh, "fingerprint": fp, "state": PENDING, "claim_token": token, "locked_until": locked_until,
-                    "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds), "status_code": None,
-                    "response_ct": None}])
+                session.execute(insert(KEYS), [fresh])
         except IntegrityError:  # another request inserted it first and is running
             raise Conflict("a request with this Idempotency-Key is still being processed; retry later", field=HEADER) from None
         return Claim(kh, token)
@@ -133,6 +135,20 @@ def claim(session: Session, keyring, kh: bytes, fp: bytes, *, lock_seconds: floa
     if taken != 1:
         raise Conflict("a request with this Idempotency-Key is still being processed; retry later", field=HEADER)
     return Claim(kh, token)
+
+
+def _insert_if_absent(session: Session, row: dict) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite): True if the row was inserted.
+    A concurrent claim of the same key waits for the other transaction, then inserts nothing."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        return False
+    stmt = dialect_insert(KEYS).values(**row).on_conflict_do_nothing(index_elements=["key_hash"]).returning(KEYS.c.key_hash)
+    return session.execute(stmt).first() is not None  # (rowcount is not reliable here on every driver)
 
 
 def complete(session: Session, keyring, claim_: Claim, stored: Stored) -> bool:

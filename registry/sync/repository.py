@@ -8,12 +8,14 @@ catchment (patients whose home facility it is); the caller has checked the facil
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from datetime import datetime
 
 from sqlalchemy import and_, func, insert, or_, select, true, type_coerce
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
+from registry.bulk.writer import insert_rows, rows_by_ids
 from registry.immunizations.models import Immunization
 from registry.patients.models import Patient
 from registry.sync.models import SyncReceipt
@@ -30,6 +32,19 @@ Position = tuple[datetime, int, uuid.UUID]
 
 def receipt(session: Session, kind: str, record_id: uuid.UUID) -> Row | None:
     return session.execute(select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id == record_id)).first()
+
+
+_Receipt = namedtuple("_Receipt", ("record_id", "content_mac", "result_id"))
+
+
+def receipts(session: Session, kind: str, record_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple]:
+    """The receipts of `kind` for `record_ids`, by record id (one query)."""
+    columns = ("record_id", "content_mac", "result_id")
+    return {r[0]: _Receipt(*r) for r in rows_by_ids(session, RECEIPTS, columns, "record_id", record_ids, {"kind": kind})}
+
+
+def add_receipts(session: Session, rows: list[dict]) -> None:
+    insert_rows(session, RECEIPTS, rows)
 
 
 def add_receipt(session: Session, row: dict) -> None:

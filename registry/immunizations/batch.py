@@ -1,0 +1,204 @@
+"""Recording many doses at once (batch sync, FHIR Bundles): the outcome of calling
+`service.record` on each item in order, computed against one snapshot and written set-based.
+
+Invariants (the same as `service.record`, item by item):
+- Each item gets the outcome `record` would give it after the items before it: the patient must
+  exist and be in capture or search scope (a visiting child is flagged `outside_capture_scope`),
+  the caller must be bound to a facility, a client id already in the registry (or taken by an
+  earlier item) is a conflict, and the dose passes `validation.judge` against the patient's
+  doses in the database plus the doses accepted earlier in the same call.
+- Audit: a refused item writes exactly the refusal event `record` writes (through
+  `trail.record`, so the unit of work replays it after a rollback); an accepted item writes the
+  same success event. Nothing else of a refused item is written.
+- Writing: the accepted doses, their coverage-queue marks and their success events are written
+  by `write`, one multi-row insert per table (`COPY` on PostgreSQL), in the caller's
+  transaction; the caller then calls `written` (the trail's bookkeeping). Encryption is
+  `service.record`'s (same cipher, table, column, row id and custodian), so a dose written here
+  reads, corrects and voids like one written by the single route.
+- Reading: one snapshot (`_snapshot`: the patients with their scope columns, their doses, and
+  which client ids are taken), one round trip on PostgreSQL; scope is decided by
+  `patients.repository.access_to` (registry/scoping.py), as `reachable` decides it.
+- Refusal events are written as the items are judged, success events only by `write`: a caller
+  that falls back to the single path (a concurrent writer won a race) discards the plan.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import namedtuple
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from sqlalchemy import select
+
+from registry.bulk.writer import driver_rows, insert_rows, rows_by_ids
+from registry.clock import local_today
+from registry.context import ServiceContext
+from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from registry.immunizations import validation
+from registry.immunizations.models import Immunization
+from registry.immunizations.schemas import DoseCreate, DoseView
+from registry.immunizations.service import _override_columns, _override_detail, to_view
+from registry.patients.models import Patient
+from registry.patients.repository import Access, access_to
+from registry.patients.service import NOT_FOUND
+from registry.reports.models import DirtyPatient
+from security.audit import trail as audit
+from security.audit.models import AuditEventRow
+from security.audit.trail import PatientRef
+
+ACTION = "immunization.create"
+P, D = Patient.__table__, Immunization.__table__
+_Patient = namedtuple("_Patient", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex"))
+_Dose = namedtuple("_Dose", ("id", "patient_id", "vaccine", "dose_number", "date_given", "status"))
+
+
+@dataclass
+class Recorded:
+    """An accepted item: the dose row to write and what the view needs."""
+
+    row: dict
+    verdict: validation.Verdict
+    outside: bool
+
+    def view(self, ctx: ServiceContext) -> DoseView:
+        return to_view(ctx, SimpleNamespace(**self.row), (self.verdict.validity, self.verdict.rule))
+
+
+@dataclass
+class Plan:
+    outcomes: list[Recorded | DomainError] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> list[Recorded]:
+        return [o for o in self.outcomes if isinstance(o, Recorded)]
+
+
+def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop_on_error: bool = False) -> Plan:
+    """Judge every (patient id, dose) in order; refusals are audited now, nothing else is written.
+    With `stop_on_error` the items after the first refusal are not judged (a FHIR transaction)."""
+    session = ctx.session
+    patients, doses, taken = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)),
+                                       [d.id for _, d in items if d.id is not None])
+    today, schedules, now = local_today(), {}, datetime.now(UTC)
+
+    def schedule_of(custodian: str):
+        if custodian not in schedules:
+            schedules[custodian] = ctx.runtime.schedules.in_force(session, custodian, today)[1]
+        return schedules[custodian]
+
+    out = Plan()
+    for pid, data in items:
+        try:
+            out.outcomes.append(_one(ctx, patients.get(pid), pid, data, doses, taken, schedule_of, today, now, out))
+        except DomainError as exc:
+            out.outcomes.append(exc)
+            if stop_on_error:
+                break
+    return out
+
+
+def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
+    """The patients (with their scope columns), their doses in `repository.for_patient`'s order,
+    and which of `client_ids` are taken; one round trip on PostgreSQL."""
+    n = len(_Patient._fields)
+    if not pids and not client_ids:
+        return {}, {}, set()
+    if session.get_bind().dialect.name == "postgresql":
+        rows = driver_rows(session, _PG_SNAPSHOT, [pids, client_ids])
+    else:
+        rows = []
+        for i in range(0, len(pids), 500):
+            q = (select(*(P.c[c] for c in _Patient._fields), *(D.c[c] for c in _Dose._fields))
+                 .select_from(P.outerjoin(D, D.c.patient_id == P.c.id)).where(P.c.id.in_(pids[i:i + 500])))
+            rows += [tuple(r) for r in session.execute(q)]
+        rows += [(None,) * n + (r[0],) for r in rows_by_ids(session, D, ("id",), "id", client_ids)]
+    patients: dict[uuid.UUID, _Patient] = {}
+    doses: dict[uuid.UUID, list[_Dose]] = {}
+    taken: set[uuid.UUID] = set()
+    for r in rows:
+        if r[0] is None:
+            taken.add(r[n])
+            continue
+        if r[0] not in patients:
+            patients[r[0]] = _Patient(*r[:n])
+            doses[r[0]] = []
+        if r[n] is not None:
+            doses[r[0]].append(_Dose(*r[n:]))
+    for mine in doses.values():
+        mine.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
+    return patients, doses, taken
+
+
+_PG_SNAPSHOT = (
+    f"SELECT {', '.join('p.' + c for c in _Patient._fields)}, {', '.join('d.' + c for c in _Dose._fields)}"
+    f" FROM {P.name} p LEFT JOIN {D.name} d ON d.patient_id = p.id WHERE p.id = ANY(%s)"
+    f" UNION ALL SELECT {', '.join(['NULL'] * len(_Patient._fields))}, i.id, {', '.join(['NULL'] * (len(_Dose._fields) - 1))}"
+    f" FROM {D.name} i WHERE i.id = ANY(%s)"
+)
+
+
+def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today, now, out: Plan) -> Recorded:
+    trail, session, principal = ctx.trail, ctx.session, ctx.principal
+    if prow is None:
+        trail.record(session, ACTION, audit.NOT_FOUND, resource_id=pid)
+        raise NotFound(NOT_FOUND)
+    pref = PatientRef(prow.id, prow.province, prow.district)
+    access = access_to(principal, prow)
+    if access not in (Access.CAPTURE, Access.SEARCH):
+        trail.record(session, ACTION, audit.DENIED, resource_id=pid, patient=pref, outside_capture_scope=True)
+        raise NotFound(NOT_FOUND)
+    facility = principal.facility
+    if facility is None:
+        trail.record(session, ACTION, audit.DENIED, resource_type="Immunization", patient=pref,
+                     detail={"reason": "not bound to a facility"})
+        raise Forbidden("only staff bound to a facility can record or amend doses")
+    dose_id = data.id or uuid.uuid4()
+    if data.id is not None and dose_id in taken:
+        trail.record(session, ACTION, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
+        raise Conflict("a dose with this id already exists", field="id")
+    try:
+        verdict = validation.judge(prow, data.vaccine, data.dose_number, data.date_given, lambda: doses[prow.id],
+                                   lambda: schedule_of(prow.custodian), today)
+        if verdict.rule is not None and data.override_reason is None:
+            raise validation.DoseRefused(verdict.rule, overridable=True)
+    except InvalidInput as exc:
+        trail.record(session, ACTION, audit.INVALID, resource_type="Immunization", patient=pref,
+                     detail={"field": exc.field, "rule": getattr(exc, "code", None)})
+        raise
+    row = {
+        "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
+        "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
+        "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
+        "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
+        **_override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
+    }
+    taken.add(dose_id)
+    mine = doses[prow.id]
+    mine.append(_Dose(dose_id, prow.id, data.vaccine, data.dose_number, data.date_given, "completed"))
+    mine.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
+    outside = access is not Access.CAPTURE
+    out.events.append(trail.build(ACTION, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
+                                  outside_capture_scope=outside, detail=_override_detail(verdict) or None))
+    return Recorded(row, verdict, outside)
+
+
+def write(ctx: ServiceContext, p: Plan) -> None:
+    """Write the accepted doses, their queue marks and success events (raises the database's
+    integrity error if a concurrent writer took an id: the caller decides what to do)."""
+    accepted = p.accepted
+    if not accepted:
+        return
+    session = ctx.session
+    insert_rows(session, D, [r.row for r in accepted])
+    # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
+    insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
+    insert_rows(session, AuditEventRow.__table__, p.events)
+
+
+def written(ctx: ServiceContext, p: Plan) -> None:
+    """The trail's bookkeeping for the success events, once `write` is committed (or final)."""
+    for event in p.events:
+        ctx.trail.written(event)
