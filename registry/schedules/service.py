@@ -73,7 +73,7 @@ def load_default_if_none(session: Session) -> int:
     return int(load(session, read_file(DEFAULT_FILE))[1])
 
 
-def _country(session: Session, code: str) -> str | None:
+def country_of(session: Session, code: str) -> str | None:
     place = jurisdictions.get(session, code)
     while place is not None and place.parent_code is not None:
         place = jurisdictions.get(session, place.parent_code)
@@ -83,7 +83,7 @@ def _country(session: Session, code: str) -> str | None:
 def in_force(session: Session, custodian: str, as_of: date) -> ScheduleRow | None:
     """The latest effective schedule of the province, else of its country."""
     t = ScheduleRow.__table__
-    for code in (custodian, _country(session, custodian)):
+    for code in (custodian, country_of(session, custodian)):
         if code is None:
             continue
         row = session.execute(select(ScheduleRow).where(t.c.jurisdiction_code == code, t.c.effective_from <= as_of)
