@@ -62,7 +62,7 @@ class Compiled:
 
 
 class AsyncDatabase:
-    def __init__(self, url: str, *, max_size: int = 10) -> None:
+    def __init__(self, url: str, *, max_size: int = 20) -> None:
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False,
                                         kwargs={"row_factory": namedtuple_row})

@@ -117,7 +117,7 @@ class Runtime:
         """Open the running loop's pool for the hot paths (PostgreSQL only); idempotent."""
         loop = asyncio.get_running_loop()
         if loop not in self._pools and self.engine.dialect.name == "postgresql":
-            db = AsyncDatabase(self.settings.database_url)
+            db = AsyncDatabase(self.settings.database_url, max_size=self.settings.serve.async_pool_size)
             await db.open()
             self._pools[loop] = db
 

@@ -147,6 +147,10 @@ class ServeSettings(_Strict):
     # kills and replaces it (uvicorn's default is 5 s: too short for a worker still importing
     # on a loaded machine, which then never comes up).
     worker_healthcheck_seconds: int = Field(60, ge=1)
+    # Connections per worker of the async pool behind the hot paths (registry/async_database.py):
+    # the audited read and search. Each request holds one for two round trips, so too few
+    # connections queue requests that the CPU could serve; each counts against max_connections.
+    async_pool_size: int = Field(20, ge=1, le=200)
 
 
 class Settings(_Strict):
