@@ -133,10 +133,10 @@ FROM (
 ) s"""
 
 
-def counts_insert(where: str, source: str = "report_child_status") -> str:
-    """INSERT ... SELECT of `report_coverage_counts` from the status rows in `source` matching
-    `where`. Children with the same place, month and masks are counted together first (few
-    distinct patterns), so the per-item sums run over patterns, not over children."""
+def counts_insert(where: str) -> str:
+    """INSERT ... SELECT of `report_coverage_counts` from the status rows matching `where`.
+    Children with the same place, month and masks are counted together first (few distinct
+    patterns), so the per-item sums run over patterns, not over children."""
     sums = ",\n".join(f"SUM(((any_mask >> {k}) & 1) * c) AS a{k}, SUM(((valid_mask >> {k}) & 1) * c) AS v{k}"
                       for k in range(len(cat.ITEMS)))
     selects = [f"SELECT leaf, cohort_month, '{cat.CHILDREN}', province, district, n, p1 FROM g"]
@@ -146,7 +146,7 @@ def counts_insert(where: str, source: str = "report_child_status") -> str:
 WITH patterns AS (
   SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, any_mask, valid_mask, penta1_by_12m,
     COUNT(*) AS c
-  FROM {source} WHERE {where} GROUP BY leaf, cohort_month, any_mask, valid_mask, penta1_by_12m),
+  FROM report_child_status WHERE {where} GROUP BY leaf, cohort_month, any_mask, valid_mask, penta1_by_12m),
 g AS (
   SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, SUM(c) AS n,
     SUM(penta1_by_12m * c) AS p1, {sums}
