@@ -1,4 +1,4 @@
-"""`python -m bench.reports [--doses N] [--keep] [--server-url URL]`: the coverage-report target of
+"""`python -m bench.reports [--doses N] [--keep] [--server-url URL] [--database-url URL]`: the coverage-report target of
 DESIGN.md section 6 on PostgreSQL: a full rebuild of the maintained aggregates over N doses
 (default 10 million) and the latency of coverage reports for the nation, a province and a
 district (p50/p99), plus an incremental refresh of 1,000 changed children.
@@ -8,6 +8,9 @@ reports read only clear columns, so the encrypted columns hold a placeholder and
 few minutes instead of the encrypting loader's much longer run. Children are spread over one
 facility per tehsil and union council of the Pakistan hierarchy, born over three years, with
 the EPI doses at their due ages plus a random delay and a dropout of about 8% a visit.
+`--keep` keeps the database and prints its URL; `--database-url URL` measures such a kept
+database again without regenerating it (each measurement rebuilds the aggregates and folds in
+1,000 queued children, so it changes nothing a later measurement depends on).
 Nothing here is a test: it prints numbers and asserts nothing about them.
 """
 
@@ -116,11 +119,23 @@ def measure(rt, runs: int, log=print) -> dict:
     return out
 
 
-def run(server_url: str, doses: int, runs: int, keep: bool = False, log=print) -> dict:
+def run(server_url: str, doses: int, runs: int, keep: bool = False, log=print, database_url: str | None = None) -> dict:
+    """Generate a population in a new database and measure it; with `database_url`, measure an
+    existing one (a database kept by an earlier `--keep` run) without generating anything."""
     from bench.population import create_database, drop_database, settings_for
     from registry import bootstrap
     from registry.runtime import Runtime
 
+    if database_url is not None:
+        with tempfile.TemporaryDirectory(prefix="nhr-bench-reports-keys-") as key_dir:
+            rt = Runtime.build(settings_for(database_url, key_dir))
+            rt.keyring.create_missing = True  # reports decrypt nothing; the runtime only wants a keyring
+            with rt.engine.connect() as c:
+                n = c.execute(text("SELECT count(*) FROM immunizations")).scalar_one()
+            log(f"measuring the existing database ({n} doses) ...")
+            result = {"doses": n, **measure(rt, runs, log)}
+            rt.engine.dispose()
+            return result
     name = f"nhr_bench_reports_{int(time.time())}"
     url = create_database(server_url, name)
     key_dir = tempfile.mkdtemp(prefix="nhr-bench-reports-keys-")
@@ -135,7 +150,7 @@ def run(server_url: str, doses: int, runs: int, keep: bool = False, log=print) -
         return result
     finally:
         if keep:
-            log(f"kept database {name} (key dir {key_dir})")
+            log(f"kept database {name} (key dir {key_dir}); measure it again with --database-url {url}")
         else:
             drop_database(server_url, name)
 
@@ -146,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=50, help="report runs per level (default 50)")
     p.add_argument("--server-url", default=DEFAULT_SERVER, help=f"PostgreSQL server to create the database on ({DEFAULT_SERVER})")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    p.add_argument("--database-url", help="measure this database (kept by an earlier --keep run) instead of generating one")
     a = p.parse_args(argv)
-    result = run(a.server_url, a.doses, a.runs, a.keep)
+    result = run(a.server_url, a.doses, a.runs, a.keep, database_url=a.database_url)
     print(result)
     return 0
 

@@ -171,3 +171,77 @@ def test_background_refresher_drains_the_queue(runtime):
         from registry.reports.models import ChildStatus
 
         assert s.get(ChildStatus, pid).any_mask & 1 == 1
+
+
+def test_each_child_is_judged_by_its_custodians_schedule(runtime, monkeypatch):
+    """Provinces in two schedule groups: children of a province whose group has no schedule
+    count as any-dose only, the others by the rules; the refresher agrees with a rebuild."""
+    from registry.reports import statements
+
+    p = Place(runtime)
+    b = date(2024, 3, 10)
+    with runtime.sessions.begin() as s:
+        kid = p.child(s, b, doses=[("PENTA", 1, b + timedelta(days=42)), ("BCG", 1, b + timedelta(days=1))], mark=True)
+        aggregate.rebuild(s, AS_OF)
+    real = aggregate._schedule_groups
+
+    def split(session, as_of):
+        (group,) = real(session, as_of)  # one schedule for the whole country here
+        others = tuple(c for c in group.custodians if c != "PK-PB")
+        return [statements.Group(group.rules, others), statements.Group({}, ("PK-PB",))]
+
+    def status(s):
+        from registry.reports.models import ChildStatus
+
+        row = s.get(ChildStatus, kid)
+        return row.any_mask, row.valid_mask
+
+    with runtime.sessions.begin() as s:
+        judged = status(s)
+        assert judged[0] == judged[1] != 0  # both doses on time: valid under the national schedule
+    monkeypatch.setattr(aggregate, "_schedule_groups", split)
+    with runtime.sessions.begin() as s:
+        aggregate.rebuild(s, AS_OF)
+    with runtime.sessions.begin() as s:
+        assert status(s) == (judged[0], 0)
+    rebuilt = _counts(runtime, p.ucs)
+    with runtime.sessions.begin() as s:
+        _mark(s, kid)
+    with runtime.sessions.begin() as s:
+        assert aggregate.refresh(s, AS_OF, 100) == 1
+        assert status(s) == (judged[0], 0)
+    assert _counts(runtime, p.ucs) == rebuilt
+    monkeypatch.undo()
+    with runtime.sessions.begin() as s:
+        aggregate.rebuild(s, AS_OF)
+        assert status(s) == judged
+
+
+def test_a_change_queued_during_a_rebuild_stays_queued(runtime, monkeypatch):
+    """The rebuild empties the queue before it reads the registry: a change queued after that
+    point is still queued when it commits, and the next refresh folds it in."""
+    p = Place(runtime)
+    b = date(2024, 5, 5)
+    with runtime.sessions.begin() as s:
+        kid = p.child(s, b, mark=True)
+    real = aggregate._schedule_groups
+    writes = []
+
+    def writer_meanwhile(session, as_of):
+        if not writes:
+            writes.append(p.dose(session, kid, "BCG", 1, b + timedelta(days=2)))
+            _mark(session, kid)
+        return real(session, as_of)
+
+    monkeypatch.setattr(aggregate, "_schedule_groups", writer_meanwhile)
+    with runtime.sessions.begin() as s:
+        aggregate.rebuild(s, AS_OF)
+    monkeypatch.undo()
+    with runtime.sessions.begin() as s:
+        assert aggregate.pending(s) == 1
+        assert aggregate.refresh(s, AS_OF, 100) == 1
+    incremental = _counts(runtime, p.ucs)
+    with runtime.sessions.begin() as s:
+        aggregate.rebuild(s, AS_OF)
+    assert _counts(runtime, p.ucs) == incremental
+    assert ("BCG-1" in {r[2] for r in incremental})

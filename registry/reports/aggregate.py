@@ -1,12 +1,17 @@
-"""Building the maintained aggregates with set-based SQL: a full rebuild, or the rows of a few
-patients (the refresher). Both use the same statements, so incremental equals rebuilt.
+"""Building the maintained aggregates with set-based SQL (statements.py): a full rebuild, or the
+rows of a few patients (the refresher). Both use the same statements, so incremental equals rebuilt.
 
 Invariants:
 - Reads only columns in clear; decrypts nothing (no cipher is even reachable from here).
 - Validity follows the schedule in force today for the patient's custodian province
   (`catalogue.rules`); patients of a province without a schedule count as any-dose only.
 - Dirty-queue rows are deleted *before* the statuses are computed: a change that commits later
-  leaves its queue row behind and is folded in by the next refresh, never lost.
+  leaves its queue row behind and is folded in by the next refresh, never lost. A rebuild holds
+  the refresher's lock from before it reads the registry's tables until it commits.
+- The rebuild replaces both tables in one transaction: a reader sees the old aggregates or the
+  new ones, never a mix. On PostgreSQL the per-dose pivot is computed into a temporary table
+  first (CREATE TABLE AS may use parallel workers, INSERT ... SELECT may not), before the
+  aggregate tables are truncated: readers wait only for the per-child part, not for the scan.
 """
 
 from __future__ import annotations
@@ -20,112 +25,21 @@ from sqlalchemy.orm import Session
 from registry.immunizations.vaccines import VACCINES
 from registry.jurisdictions import repository as jurisdictions
 from registry.reports import catalogue as cat
+from registry.reports import statements as sql
 from registry.reports.models import ChildStatus, CoverageCount, DirtyPatient
 from registry.schedules import engine
 from registry.schedules import service as schedules
 
-_UNITS = {"d": "days", "w": "weeks", "m": "months", "y": "years"}
 _LOCK_KEY = 4_040_404  # PostgreSQL advisory lock: one refresher at a time
+# Per-transaction settings of a PostgreSQL rebuild (the server's own settings are not ours):
+# - work_mem: the per-child aggregate (about 620 bytes a child in the leader's final hash table,
+#   whose limit is work_mem x hash_mem_multiplier, 2 by default) stays in memory up to about
+#   1.6 million children (at 256MB it spilled to disk from about 800,000);
+# - maintenance_work_mem: the status table's primary key is built in one in-memory sort.
+_PG_REBUILD_SETTINGS = ("SET LOCAL work_mem = '512MB'", "SET LOCAL maintenance_work_mem = '256MB'")
 
 
-def _add(pg: bool, col: str, duration: str) -> str:
-    n, unit = engine.parse_duration(duration)
-    if pg:
-        if unit in "dw":
-            return f"({col} + {n * (7 if unit == 'w' else 1)})"
-        return f"CAST({col} + INTERVAL '{n} {_UNITS[unit]}' AS DATE)"
-    if unit in "dw":
-        return f"date({col}, '+{n * (7 if unit == 'w' else 1)} days')"
-    return f"date({col}, '+{n} {_UNITS[unit]}')"
-
-
-def _age(duration: str) -> str:
-    """The column holding birth date + `duration` (computed once per child, see `_ages`)."""
-    n, unit = engine.parse_duration(duration)
-    return f"t_{n}{unit}"
-
-
-def _ages(pg: bool, rules: dict[int, cat.Rule]) -> str:
-    durations = {cat.ZERO_DOSE_AGE} | {r.min_age for r in rules.values()} | {r.max_age for r in rules.values() if r.max_age}
-    return ", ".join(f"{_add(pg, 'p.birth_date', d)} AS {_age(d)}" for d in sorted(durations))
-
-
-def _valid_conditions(pg: bool, rules: dict[int, cat.Rule]) -> dict[int, str]:
-    conds: dict[int, str] = {}
-    for i in range(len(cat.ITEMS)):
-        rule = rules.get(i)
-        if rule is None:
-            continue
-        parts = [f"d{i} >= {_age(rule.min_age)}"]
-        if rule.max_age is not None:
-            parts.append(f"d{i} <= {_age(rule.max_age)}")
-        if rule.previous is not None:
-            if rule.previous not in conds:
-                continue  # the previous dose can never be valid, so neither can this one
-            parts.append(conds[rule.previous])
-            if rule.min_interval is not None:
-                parts.append(f"d{i} >= {_add(pg, f'd{rule.previous}', rule.min_interval)}")
-        conds[i] = "(" + " AND ".join(parts) + ")"
-    return conds
-
-
-def dose_pivot(dose_where: str = "1 = 1") -> str:
-    """Per patient, the earliest date of each antigen-dose (columns d0..dN) among counted doses."""
-    pivots = ",\n".join(
-        f"MIN(CASE WHEN i.vaccine = '{v}' AND i.dose_number = {n} THEN i.date_given END) AS d{k}"
-        for k, (v, n) in enumerate(cat.split(x) for x in cat.ITEMS))
-    return f"SELECT i.patient_id, {pivots} FROM immunizations i WHERE i.status = 'completed' AND {dose_where} GROUP BY i.patient_id"
-
-
-def status_insert(pg: bool, rules: dict[int, cat.Rule], where: str, doses: str) -> str:
-    """INSERT ... SELECT of `report_child_status` rows for the patients matching `where`;
-    `doses` is `dose_pivot(...)` as a subquery, or a table holding it. On PostgreSQL, `OFFSET 0`
-    keeps the inner query from being flattened, which would copy each age threshold into every
-    test that reads it."""
-    cohort = ("CAST(EXTRACT(YEAR FROM p.birth_date) * 100 + EXTRACT(MONTH FROM p.birth_date) AS INTEGER)" if pg
-              else "CAST(strftime('%Y%m', p.birth_date) AS INTEGER)")
-    any_mask = " + ".join(f"(CASE WHEN d{k} IS NOT NULL THEN {1 << k} ELSE 0 END)" for k in range(len(cat.ITEMS)))
-    valid = _valid_conditions(pg, rules)
-    valid_mask = " + ".join([f"(CASE WHEN {c} THEN {1 << k} ELSE 0 END)" for k, c in valid.items()] or ["0"])
-    p1 = cat.ITEMS.index(cat.ZERO_DOSE_ITEM)
-    by_12m = f"(CASE WHEN d{p1} < {_age(cat.ZERO_DOSE_AGE)} THEN 1 ELSE 0 END)"
-    dates = ", ".join(f"d.d{k} AS d{k}" for k in range(len(cat.ITEMS)))
-    return f"""
-INSERT INTO report_child_status (patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m)
-SELECT patient_id, province, district, leaf, cohort_month, {any_mask}, {valid_mask}, {by_12m}
-FROM (
-  SELECT p.id AS patient_id, p.province AS province, p.district AS district,
-    CASE WHEN f.district = p.district THEN f.jurisdiction_code ELSE p.district END AS leaf,
-    {cohort} AS cohort_month, {_ages(pg, rules)}, {dates}
-  FROM patients p JOIN facilities f ON f.code = p.home_facility
-  LEFT JOIN {doses} d ON d.patient_id = p.id
-  WHERE {where}{" OFFSET 0" if pg else ""}
-) s"""
-
-
-def counts_insert(where: str) -> str:
-    """INSERT ... SELECT of `report_coverage_counts` from the status rows matching `where`.
-    Children with the same place, month and masks are counted together first (few distinct
-    patterns), so the per-item sums run over patterns, not over children."""
-    sums = ",\n".join(f"SUM(((any_mask >> {k}) & 1) * c) AS a{k}, SUM(((valid_mask >> {k}) & 1) * c) AS v{k}"
-                      for k in range(len(cat.ITEMS)))
-    selects = [f"SELECT leaf, cohort_month, '{cat.CHILDREN}', province, district, n, p1 FROM g"]
-    selects += [f"SELECT leaf, cohort_month, '{item}', province, district, a{k}, v{k} FROM g WHERE a{k} > 0"
-                for k, item in enumerate(cat.ITEMS)]
-    return f"""
-WITH patterns AS (
-  SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, any_mask, valid_mask, penta1_by_12m,
-    COUNT(*) AS c
-  FROM report_child_status WHERE {where} GROUP BY leaf, cohort_month, any_mask, valid_mask, penta1_by_12m),
-g AS (
-  SELECT leaf, cohort_month, MIN(province) AS province, MIN(district) AS district, SUM(c) AS n,
-    SUM(penta1_by_12m * c) AS p1, {sums}
-  FROM patterns GROUP BY leaf, cohort_month)
-INSERT INTO report_coverage_counts (leaf, cohort_month, item, province, district, any_count, valid_count)
-{" UNION ALL ".join(selects)}"""
-
-
-def _schedule_groups(session: Session, as_of: date) -> list[tuple[dict[int, cat.Rule], list[str]]]:
+def _schedule_groups(session: Session, as_of: date) -> list[sql.Group]:
     """Custodian provinces grouped by the schedule in force for them."""
     groups: dict[object, tuple[dict[int, cat.Rule], list[str]]] = {}
     for province in jurisdictions.provinces(session):
@@ -134,26 +48,20 @@ def _schedule_groups(session: Session, as_of: date) -> list[tuple[dict[int, cat.
         if key not in groups:
             groups[key] = (cat.rules(engine.parse(row.document, VACCINES) if row is not None else None), [])
         groups[key][1].append(province.code)
-    return list(groups.values())
+    return [sql.Group(rules, tuple(custodians)) for rules, custodians in groups.values()]
 
 
 def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _custodian_filter(custodians: list[str], all_groups: int) -> tuple[str, dict]:
-    if all_groups == 1:
-        return "1 = 1", {}
-    return "p.custodian IN :custodians", {"custodians": custodians}
-
-
-def _run(session: Session, sql: str, params: dict) -> None:
-    stmt = text(sql)
+def _run(session: Session, statement: str, params: dict):
+    stmt = text(statement)
     for name, value in params.items():
         if isinstance(value, (list, tuple)):
             kind = Uuid() if value and isinstance(value[0], uuid.UUID) else None
             stmt = stmt.bindparams(bindparam(name, expanding=True, type_=kind))
-    session.execute(stmt, params)
+    return session.execute(stmt, params)
 
 
 def rebuild(session: Session, as_of: date) -> dict:
@@ -164,27 +72,26 @@ def rebuild(session: Session, as_of: date) -> dict:
         session.execute(delete(DirtyPatient).where(DirtyPatient.seq <= top))
     if pg:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-        session.execute(text("SET LOCAL work_mem = '256MB'"))  # one hash aggregate per child, in memory
-        session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+        for setting in _PG_REBUILD_SETTINGS:
+            session.execute(text(setting))
+    groups = _schedule_groups(session, as_of)
+    doses = f"({sql.dose_pivot(pg)})"
+    if pg:  # CREATE TABLE AS may run in parallel; INSERT ... SELECT may not
+        session.execute(text("DROP TABLE IF EXISTS report_dose_pivot"))
+        session.execute(text(f"CREATE TEMPORARY TABLE report_dose_pivot ON COMMIT DROP AS {sql.dose_pivot(pg)}"))
+        session.execute(text("ANALYZE report_dose_pivot"))
+        doses = "report_dose_pivot"
         session.execute(text("TRUNCATE report_child_status, report_coverage_counts"))
-        # one sorted primary-key build after the load instead of 700,000 random-order insertions
+        # one sorted primary-key build after the load instead of a million random-order insertions
         session.execute(text("ALTER TABLE report_child_status DROP CONSTRAINT pk_report_child_status"))
     else:
         session.execute(delete(ChildStatus))
         session.execute(delete(CoverageCount))
-    groups = _schedule_groups(session, as_of)
-    doses = f"({dose_pivot()})"
-    if pg:  # CREATE TABLE AS may run in parallel; INSERT ... SELECT may not
-        session.execute(text(f"CREATE TEMPORARY TABLE report_dose_pivot ON COMMIT DROP AS {dose_pivot()}"))
-        session.execute(text("ANALYZE report_dose_pivot"))
-        doses = "report_dose_pivot"
-    for rules, custodians in groups:
-        where, params = _custodian_filter(custodians, len(groups))
-        _run(session, status_insert(pg, rules, where, doses), params)
+    status = f"INSERT INTO report_child_status ({sql.STATUS_COLUMNS}) {sql.status_select(pg, groups, '1 = 1', doses)}"
+    children = _run(session, status, sql.group_params(groups)).rowcount
     if pg:
         session.execute(text("ALTER TABLE report_child_status ADD CONSTRAINT pk_report_child_status PRIMARY KEY (patient_id)"))
-    session.execute(text(counts_insert("1 = 1")))
-    children = session.execute(select(func.count()).select_from(ChildStatus)).scalar_one()
+    session.execute(text(sql.counts_insert("1 = 1")))
     return {"children": children}
 
 
@@ -201,17 +108,18 @@ def refresh(session: Session, as_of: date, limit: int) -> int:
     batch = select(DirtyPatient.seq).order_by(DirtyPatient.seq).limit(limit).scalar_subquery()
     taken = session.execute(delete(DirtyPatient).where(DirtyPatient.seq.in_(batch)).returning(DirtyPatient.patient_id)).scalars()
     ids = sorted(set(taken))
-    groups = _schedule_groups(session, as_of) if ids else []
+    if not ids:
+        return 0
+    groups = _schedule_groups(session, as_of)
+    doses = f"({sql.dose_pivot(pg, 'i.patient_id IN :ids')})"
+    status = f"INSERT INTO report_child_status ({sql.STATUS_COLUMNS}) {sql.status_select(pg, groups, 'p.id IN :ids', doses)}"
     st = ChildStatus.__table__
     for i in range(0, len(ids), 1000):
         chunk = ids[i:i + 1000]
         delta: dict[tuple[str, int, str], list] = {}
         _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), -1)
         session.execute(delete(st).where(st.c.patient_id.in_(chunk)))
-        for rules, custodians in groups:
-            where, params = _custodian_filter(custodians, len(groups))
-            _run(session, status_insert(pg, rules, f"{where} AND p.id IN :ids", f"({dose_pivot('i.patient_id IN :ids')})"),
-                 {**params, "ids": chunk})
+        _run(session, status, {**sql.group_params(groups), "ids": chunk})
         _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), +1)
         _apply(session, delta)
     return len(ids)
