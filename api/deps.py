@@ -10,6 +10,11 @@ Invariants:
   (500, rolled back): a forgotten audit call cannot silently pass.
 - A POST with an `Idempotency-Key` (api/idempotency.py) commits when its response is stored with
   the data, not here: the unit of work hands its session over, and commits a replay's audit event.
+- The async hot paths (read, search: registry/async_database.py) write through their own
+  PostgreSQL connection and are committed before the route returns; their refusals are booked
+  on the trail (`AuditTrail.refusal`) and written here, after the rollback, like every other.
+  The unit of work is a coroutine: a request whose service never used the session costs no
+  thread hand-off, and commit and close run in a worker thread only when the session connected.
 - Every route declares `require(permission)` or `public`; `check_routes` refuses to start an
   app with a route that declares neither (fail closed).
 """

@@ -68,7 +68,7 @@ def lua_script(spec: RequestSpec, nonce: int) -> str:
     lines = [f"wrk.method = {_lua_str(spec.method)}"]
     lines += [f"wrk.headers[ {_lua_str(k)} ] = {_lua_str(v)}" for k, v in spec.headers.items()]
     lines.append("local choices = {" + ",".join(_lua_str(c) for c in spec.choices) + "}")
-    lines.append(f'local nonce = "{9000 + nonce % 1000:04d}"')
+    lines.append(f'local nonce = "{nonce % 10000:04d}"')
     lines.append("local counter, n, static = 0, 0, nil")
     lines.append('function setup(thread) n = n + 1; thread:set("tid", n) end')
     lines.append("function init(args) math.randomseed(os.time() * 131 + (tid or 0)) end")
@@ -76,7 +76,7 @@ def lua_script(spec: RequestSpec, nonce: int) -> str:
     if dynamic:
         lines.append("function request()\n  counter = counter + 1\n"
                      "  local x = #choices > 0 and choices[math.random(#choices)] or \"\"\n"
-                     "  local rest = string.format(\"%s%02d%07d\", nonce:sub(2), (tid or 0) % 100, counter % 10000000)\n"
+                     "  local rest = string.format(\"%s%02d%06d\", nonce, (tid or 0) % 100, counter % 1000000)\n"
                      "  local u, g = \"9\" .. rest, \"8\" .. rest\n"
                      f"  return wrk.format(nil, {_lua_expr(spec.path)}, nil, {body})\nend")
     else:
@@ -116,7 +116,7 @@ def _run_wrk(base: str, spec: RequestSpec, *, duration: float, concurrency: int,
 
 def _render(spec: RequestSpec, host: str, rng: random.Random, n: int, nonce: int) -> bytes:
     x = rng.choice(spec.choices) if spec.choices else ""
-    rest = f"{nonce % 1000:03d}{n % 10**9:09d}"
+    rest = f"{nonce % 10000:04d}{n % 10**8:08d}"
     u, g = "9" + rest, "8" + rest
 
     def sub(t: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shutil
+import secrets
 import statistics
 import tempfile
 import time
@@ -137,7 +138,9 @@ def _duration(opts: Options, name: str) -> float:
 
 def _rounds(opts: Options, generator: str, pop, by_server: dict, log) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {n: [] for n in NAMES}
-    nonce = 0
+    # Identifiers the workloads invent (B-forms, CNICs) carry the measurement's nonce; a random
+    # start keeps a run on a reused database (--database-url) from re-registering the last run's.
+    nonce = secrets.randbelow(10_000)
     tokens = _tokens(by_server["registry"], pop)
     warm = min(1.0, opts.duration)
     warmed: set[str] = set()
