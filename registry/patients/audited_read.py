@@ -60,11 +60,9 @@ def read_with_event(session: Session, principal: Principal, patient_id: uuid.UUI
     return (row if outcome == "success" else None), written
 
 
-@lru_cache(maxsize=16)
-def _statement(scope_level: str, break_glass_allowed: bool, event_columns: tuple[str, ...]):
-    """Built once per (scope level, break-glass) and cached: constructing the CTE costs about as
-    much as running it. Every value is a bind parameter; the scope clause is the shared one from
-    registry/scoping.py, fed placeholder parameters."""
+def _decided(scope_level: str, break_glass_allowed: bool):
+    """The patient CTE `p` (by `:patient_id`), a one-row CTE to outer-join it to, and the outcome
+    and outside-capture-scope CASEs, from the shared scope clause fed placeholder parameters."""
     placeholder = Principal(uuid.UUID(int=0), "", "", Scope(scope_level, bindparam("scope_code"),
                                                           bindparam("scope_province"), bindparam("scope_district")))
     p = select(PATIENTS).where(PATIENTS.c.id == bindparam("patient_id", type_=PATIENTS.c.id.type)).cte("p")
@@ -73,6 +71,15 @@ def _statement(scope_level: str, break_glass_allowed: bool, event_columns: tuple
     outcome = case((p.c.id.is_(None), "not_found"), (in_capture, "success"),
                    (true() if break_glass_allowed else false(), "success"), else_="denied")
     outside = case((p.c.id.is_(None), false()), (in_capture, false()), else_=true())
+    return p, one, outcome, outside
+
+
+@lru_cache(maxsize=16)
+def _statement(scope_level: str, break_glass_allowed: bool, event_columns: tuple[str, ...]):
+    """Built once per (scope level, break-glass) and cached: constructing the CTE costs about as
+    much as running it. Every value is a bind parameter; the scope clause is the shared one from
+    registry/scoping.py, fed placeholder parameters."""
+    p, one, outcome, outside = _decided(scope_level, break_glass_allowed)
     columns = [*event_columns, *_FROM_PATIENT]
     values = [bindparam(f"ev_{name}", type_=EVENTS.c[name].type).label(name) for name in event_columns]
     values += [p.c.id, p.c.province, p.c.district, outcome.label("outcome"), outside.label("outside_capture_scope")]
@@ -113,14 +120,7 @@ def _single_statement(session, principal, patient_id, event, break_glass_allowed
 def _decision(scope_level: str, break_glass_allowed: bool) -> Compiled:
     """The patient and the outcome, decided in SQL by the same CASE as `_statement`, without the
     event insert (the async path writes the event after decrypting)."""
-    placeholder = Principal(uuid.UUID(int=0), "", "", Scope(scope_level, bindparam("scope_code"),
-                                                          bindparam("scope_province"), bindparam("scope_district")))
-    p = select(PATIENTS).where(PATIENTS.c.id == bindparam("patient_id", type_=PATIENTS.c.id.type)).cte("p")
-    one = select(literal(1).label("x")).cte("one")
-    in_capture = scoping.capture_clause(placeholder, p)
-    outcome = case((p.c.id.is_(None), "not_found"), (in_capture, "success"),
-                   (true() if break_glass_allowed else false(), "success"), else_="denied")
-    outside = case((p.c.id.is_(None), false()), (in_capture, false()), else_=true())
+    p, one, outcome, outside = _decided(scope_level, break_glass_allowed)
     return Compiled.of(select(outcome.label("audit_outcome"), outside.label("audit_outside"),
                               p.c.province.label("audit_province"), p.c.district.label("audit_district"), p)
                        .select_from(one.outerjoin(p, true())))
