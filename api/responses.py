@@ -2,7 +2,7 @@
 
 FastAPI validates a returned model against `response_model` again and then serialises it; on
 the hot paths that second pass cost as much as decrypting the record. The routes keep
-`response_model` for the OpenAPI document; `tests/test_response_shapes.py` checks that what
+`response_model` for the OpenAPI document; `tests/test_async_hot_paths.py` checks that what
 they send still validates against it.
 """
 

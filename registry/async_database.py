@@ -10,12 +10,12 @@ Invariants:
 - PostgreSQL only. On SQLite (the embedded default) `Runtime.aio` is None and the same services
   run their sync path in a worker thread: one behaviour, two drivers, the same SQL clauses
   (the scope clause comes from `registry/scoping.py` either way).
-- `transaction()` commits only when its block finishes without an exception; any exception
-  rolls back, so a failed request leaves nothing behind, exactly as the sync unit of work does.
-  `statements()` is for blocks whose single write is their last statement (a search and its
-  audit event), where autocommit is the same guarantee without BEGIN and COMMIT.
-  (psycopg's pipeline mode would save the BEGIN's round trip, but its async wait polls the
-  always-writable socket and cost more CPU than it saved: measured, not used.)
+- Every connection is in autocommit, and the async paths are built so that their only write is
+  their last statement (the audit event): a failure before it leaves nothing behind, exactly
+  as the sync unit of work's rollback does, with two round trips fewer than BEGIN ... COMMIT.
+  A path that needs several writes belongs on the sync unit of work until this module grows a
+  transaction (psycopg's pipeline mode would save the BEGIN's round trip, but its async wait
+  polls the always-writable socket and cost more CPU than it saved: measured, not used).
 - The pool is opened and closed by the application's lifespan, on the loop that serves the
   requests; connections are never shared between loops.
 """
@@ -65,7 +65,7 @@ class AsyncDatabase:
     def __init__(self, url: str, *, max_size: int = 20) -> None:
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False,
-                                        kwargs={"row_factory": namedtuple_row})
+                                        kwargs={"row_factory": namedtuple_row, "autocommit": True})
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30)
@@ -74,29 +74,15 @@ class AsyncDatabase:
         await self.pool.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with self.pool.connection() as conn:
-            try:
-                yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            await conn.commit()
-
-    @asynccontextmanager
     async def statements(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A connection on which each statement commits on its own (autocommit), for a block
-        whose only write is its last statement: the same outcome as `transaction()` (if anything
-        fails before that statement, nothing was written) with two round trips fewer."""
+        """A pooled connection on which each statement commits on its own (autocommit). For
+        blocks whose only write is their last statement: if anything fails before it, nothing
+        was written, the guarantee of a transaction without BEGIN and COMMIT."""
         async with self.pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                yield conn
-            finally:
-                await conn.set_autocommit(False)
+            yield conn
 
     async def one(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict):
-        """Run `statement` in the block's transaction; the single row (or None)."""
+        """Run `statement`; the single row (or None)."""
         cur = await conn.execute(statement.sql, statement.params(values), prepare=True)
         return await cur.fetchone()
 

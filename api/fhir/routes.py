@@ -77,19 +77,20 @@ def read_patient(patient_id: str, request: Request, ctx: Annotated[ServiceContex
     return _read_response(request, service.read_patient(ctx, patient_id))
 
 
-def _patient_search(request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
-    q = _query(request, "Patient", pairs)
-    return fhir_response(request, _searchset(request, "Patient", q, service.search_patients(ctx, q)))
+def _search(kind: str, find, request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
+    """One searchset for GET and POST `_search` alike: parse the parameters, run `find`."""
+    q = _query(request, kind, pairs)
+    return fhir_response(request, _searchset(request, kind, q, find(ctx, q)))
 
 
 @router.get("/Patient", summary="Search Patients: by identifier (search scope) or by birthdate, gender, address (capture scope)")
 def search_patients(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
-    return _patient_search(request, ctx, list(request.query_params.multi_items()))
+    return _search("Patient", service.search_patients, request, ctx, list(request.query_params.multi_items()))
 
 
 @router.post("/Patient/_search", summary="Search Patients with the parameters in a form body (keeps identifiers out of URLs)")
 async def search_patients_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
-    return await run_in_threadpool(_patient_search, request, ctx, await _query_and_form(request))
+    return await run_in_threadpool(_search, "Patient", service.search_patients, request, ctx, await _query_and_form(request))
 
 
 @router.post("/Patient", status_code=201, summary="Create a Patient (conditional with If-None-Exist: identifier=system|value)")
@@ -107,19 +108,15 @@ def read_immunization(dose_id: str, request: Request,
     return _read_response(request, service.read_immunization(ctx, dose_id))
 
 
-def _immunization_search(request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
-    q = _query(request, "Immunization", pairs)
-    return fhir_response(request, _searchset(request, "Immunization", q, service.search_immunizations(ctx, q)))
-
-
 @router.get("/Immunization", summary="Search Immunizations by patient, date, vaccine-code, status")
 def search_immunizations(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
-    return _immunization_search(request, ctx, list(request.query_params.multi_items()))
+    return _search("Immunization", service.search_immunizations, request, ctx, list(request.query_params.multi_items()))
 
 
 @router.post("/Immunization/_search", summary="Search Immunizations with the parameters in a form body")
 async def search_immunizations_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
-    return await run_in_threadpool(_immunization_search, request, ctx, await _query_and_form(request))
+    return await run_in_threadpool(_search, "Immunization", service.search_immunizations, request, ctx,
+                                   await _query_and_form(request))
 
 
 @router.post("/Immunization", status_code=201, summary="Record a dose as an Immunization")

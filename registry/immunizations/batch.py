@@ -39,7 +39,7 @@ from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotF
 from registry.immunizations import validation
 from registry.immunizations.models import Immunization
 from registry.immunizations.schemas import DoseCreate, DoseView
-from registry.immunizations.service import _override_columns, _override_detail, to_view
+from registry.immunizations.service import override_columns, override_detail, to_view
 from registry.patients.models import Patient
 from registry.patients.repository import Access, access_to
 from registry.patients.service import NOT_FOUND
@@ -173,7 +173,7 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
         "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
-        **_override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
+        **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     taken.add(dose_id)
     mine = doses[prow.id]
@@ -181,7 +181,7 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
     mine.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
     outside = access is not Access.CAPTURE
     out.events.append(trail.build(ACTION, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                                  outside_capture_scope=outside, detail=_override_detail(verdict) or None))
+                                  outside_capture_scope=outside, detail=override_detail(verdict) or None))
     return Recorded(row, verdict, outside)
 
 

@@ -66,7 +66,9 @@ def _validate(ctx: ServiceContext, action: str, prow, pref: PatientRef, vaccine:
     return verdict
 
 
-def _override_columns(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, verdict, override_reason: str | None) -> dict:
+def override_columns(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, verdict, override_reason: str | None) -> dict:
+    """The dose row's override columns: the overridden rule and its reason, encrypted; none when
+    the verdict overrode nothing (shared by the single route and the set-based path)."""
     if verdict.rule is None:  # nothing to override: a reason given anyway is not kept
         return {"override_rule": None, "override_reason_ct": None}
     return {"override_rule": verdict.rule,
@@ -74,7 +76,8 @@ def _override_columns(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, v
                                                              row_id=dose_id, custodian=custodian)}
 
 
-def _override_detail(verdict) -> dict:
+def override_detail(verdict) -> dict:
+    """What the audit event says of an override: the rule, never the reason."""
     return {"override": True, "rule": verdict.rule} if verdict.rule is not None else {}
 
 
@@ -105,13 +108,13 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": ctx.principal.user_id,
         "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
-        **_override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
+        **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     repo.insert_dose(ctx.session, row)
     report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
-                     detail=_override_detail(verdict) or None)
+                     detail=override_detail(verdict) or None)
     return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
 
 
@@ -180,11 +183,11 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
         "date_given": date_given, "lot_number": data.lot_number if data.lot_number is not None else dose.lot_number,
         "performer_id": dose.performer_id, "status": "completed",
         "status_reason_ct": _reason_ct(ctx, dose.custodian, new_id, data.reason), "supersedes_id": dose_id,
-        "recorded_at": datetime.now(UTC), **_override_columns(ctx, dose.custodian, new_id, verdict, data.override_reason),
+        "recorded_at": datetime.now(UTC), **override_columns(ctx, dose.custodian, new_id, verdict, data.override_reason),
     }
     repo.insert_dose(ctx.session, row)
     fields = sorted(data.model_dump(exclude_unset=True, exclude={"reason", "override_reason"}))
     report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                     detail={"replacement": str(new_id), "fields": fields, **_override_detail(verdict)})
+                     detail={"replacement": str(new_id), "fields": fields, **override_detail(verdict)})
     return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))

@@ -46,7 +46,7 @@ def _schedule_groups(session: Session, as_of: date) -> list[sql.Group]:
         row = schedules.in_force(session, province.code, as_of)
         key = row.id if row is not None else None
         if key not in groups:
-            groups[key] = (cat.rules(engine.parse(row.document, VACCINES) if row is not None else None), [])
+            groups[key] = (cat.rules(engine.parse(schedules.document(session, row.id), VACCINES) if row is not None else None), [])
         groups[key][1].append(province.code)
     return [sql.Group(rules, tuple(custodians)) for rules, custodians in groups.values()]
 

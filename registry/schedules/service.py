@@ -80,29 +80,33 @@ def country_of(session: Session, code: str) -> str | None:
     return place.code if place is not None else None
 
 
-def in_force(session: Session, custodian: str, as_of: date) -> ScheduleRow | None:
-    """The latest effective schedule of the province, else of its country."""
+def in_force(session: Session, custodian: str, as_of: date, *, country: str | None = None):
+    """The latest effective schedule of the province, else of its country, in one query: a row
+    with id, code, version, jurisdiction_code and effective_from (not the document: `document`).
+    `country` saves looking up the province's country (ScheduleCache remembers it)."""
+    country = country or country_of(session, custodian)
     t = ScheduleRow.__table__
-    for code in (custodian, country_of(session, custodian)):
-        if code is None:
-            continue
-        row = session.execute(select(ScheduleRow).where(t.c.jurisdiction_code == code, t.c.effective_from <= as_of)
-                              .order_by(t.c.effective_from.desc(), t.c.loaded_at.desc()).limit(1)).scalar_one_or_none()
-        if row is not None:
-            return row
-    return None
+    return session.execute(
+        select(t.c.id, t.c.code, t.c.version, t.c.jurisdiction_code, t.c.effective_from)
+        .where(t.c.jurisdiction_code.in_([c for c in (custodian, country) if c is not None]), t.c.effective_from <= as_of)
+        .order_by((t.c.jurisdiction_code == custodian).desc(), t.c.effective_from.desc(), t.c.loaded_at.desc())
+        .limit(1)).first()
+
+
+def document(session: Session, schedule_id: uuid.UUID) -> dict:
+    t = ScheduleRow.__table__
+    return session.execute(select(t.c.document).where(t.c.id == schedule_id)).scalar_one()
 
 
 def for_patient(ctx: ServiceContext, patient_id: uuid.UUID, as_of: date | None = None) -> dict:
     as_of = as_of or local_today()  # the clinic's calendar, as dose validation uses
     prow, outside = reachable(ctx, patient_id, ACTION, allow=_REACH, break_glass=True)
     pref = PatientRef(prow.id, prow.province, prow.district)
-    row = in_force(ctx.session, prow.custodian, as_of)
+    row, schedule = ctx.runtime.schedules.in_force(ctx.session, prow.custodian, as_of)  # parsed once per process
     if row is None:
         ctx.trail.record(ctx.session, ACTION, audit.NOT_FOUND, resource_type="Immunization", patient=pref,
                          outside_capture_scope=outside, detail={"reason": "no schedule in force"})
         raise NotFound("no immunization schedule is in force for this patient's province")
-    schedule = ctx.runtime.schedules.parsed(row)  # parsed once per process
     given = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in doses.for_patient(ctx.session, patient_id)]
     result = engine.evaluate(schedule, prow.birth_date, prow.sex, given, as_of)
     ctx.trail.record(ctx.session, ACTION, audit.SUCCESS, resource_type="Immunization", patient=pref,
