@@ -44,14 +44,32 @@ def main() -> int:
         print(__doc__)
         return 2
     what, rest = sys.argv[1], sys.argv[2:]
+    if what == "nhr":
+        # `nhr` runs where the caller stands (so `dev.py nhr import ./file.csv` reads that file and
+        # `audit export out.ndjson` writes there), on the repository's own database and keys.
+        ensure_env("")
+        return subprocess.call([str(BIN / "nhr"), *rest], env=_repository_settings())
     os.chdir(ROOT)
     if what == "test":
         ensure_env("test")
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
     ensure_env("")
-    if what == "demo":
-        return subprocess.call([str(BIN / "nhr"), "demo", *rest])
-    return subprocess.call([str(BIN / "nhr"), *rest])
+    return subprocess.call([str(BIN / "nhr"), "demo", *rest])
+
+
+def _repository_settings() -> dict[str, str]:
+    """The environment with the repository's `.env` and the development defaults made absolute,
+    for a command that runs outside the repository (variables already set win)."""
+    env = dict(os.environ)
+    dotenv = ROOT / ".env"
+    if dotenv.exists():
+        for line in dotenv.read_text().splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and key.startswith("NHR_") and not key.startswith("#"):
+                env.setdefault(key.strip(), value.strip().strip("'\""))
+    env.setdefault("NHR_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'nhr.sqlite3'}")
+    env.setdefault("NHR_KEY_DIR", str(ROOT / "var" / "keyring"))
+    return env
 
 
 if __name__ == "__main__":

@@ -81,10 +81,19 @@ def init():
 
     This is the explicit provisioning step, so it creates missing keys even in production (where
     the API itself never does)."""
+    from cli.errors import safe_url
+
     rt = _runtime(provisioning=True)
     result = bootstrap.init(rt)
-    console.print(f"[green]ready[/]: {rt.settings.database_url}  keys in {rt.settings.key_dir}")
-    console.print(result)
+    table = Table(title="nhr init", show_header=True)
+    table.add_column("what")
+    table.add_column("added or ready", justify="right")
+    table.add_row("jurisdictions added", str(result["jurisdictions_added"]))
+    table.add_row("facilities added", str(result["facilities_added"]))
+    table.add_row("schedules added", str(result["schedules_added"]))
+    table.add_row("provinces with keys", f"{len(result['custodians'])} ({', '.join(result['custodians'])})")
+    console.print(table)
+    console.print(f"[green]ready[/]: {safe_url(rt.settings.database_url)}, keys in {rt.settings.key_dir}", soft_wrap=True)
 
 
 @app.command()
@@ -217,5 +226,12 @@ def keys_rotate(custodian: str = typer.Option(..., help="province code, e.g. PK-
     console.print(f"{custodian}: field key v{version} is now active (re-encryption of old rows is a later step)")
 
 
+def main() -> None:
+    """The `nhr` entry point: the commands above, with plain failures (cli/errors.py)."""
+    from cli.errors import run
+
+    sys.exit(run(app))
+
+
 if __name__ == "__main__":
-    app()
+    main()

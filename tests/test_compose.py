@@ -49,5 +49,15 @@ def test_secrets_have_no_defaults():
     assert "${NHR_DB_PASSWORD:?" in raw
     env = COMPOSE["services"]["api"]["environment"]
     assert env["NHR_ENV"] == "production"
-    assert "${NHR_DB_PASSWORD:?" in env["NHR_DATABASE_URL"]
-    assert "password" not in raw.lower().replace("nhr_db_password", "").replace("postgres_password", "")
+    # the password reaches libpq as PGPASSWORD, never inside the URL (no escaping to get wrong)
+    assert "${NHR_DB_PASSWORD:?" in env["PGPASSWORD"]
+    assert "NHR_DB_PASSWORD" not in env["NHR_DATABASE_URL"] and ":" not in env["NHR_DATABASE_URL"].split("@")[0].split("//")[1]
+    assert "password" not in raw.lower().replace("nhr_db_password", "").replace("postgres_password", "").replace("pgpassword", "")
+
+
+def test_image_is_built_once_and_services_restart():
+    s = COMPOSE["services"]
+    built = [name for name, svc in s.items() if "build" in svc]
+    assert built == ["init"], "one service builds the image; the others reuse it by name"
+    assert s["api"]["image"] == s["init"]["image"]
+    assert s["api"]["restart"] == "unless-stopped" and s["db"]["restart"] == "unless-stopped"
