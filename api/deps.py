@@ -32,6 +32,7 @@ from fastapi.security import OAuth2PasswordBearer
 from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
+from api.client_address import client_address
 from registry import errors as e
 from registry.context import ServiceContext
 from registry.runtime import Runtime
@@ -56,8 +57,6 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def client_address(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 @dataclass

@@ -15,11 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -151,6 +152,20 @@ class ServeSettings(_Strict):
     # the audited read and search. Each request holds one for two round trips, so too few
     # connections queue requests that the CPU could serve; each counts against max_connections.
     async_pool_size: int = Field(20, ge=1, le=200)
+    # Reverse proxies whose X-Forwarded-For is believed for the audited client address
+    # (api/client_address.py): comma-separated addresses or CIDR ranges; none by default.
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_ranges(cls, v: str) -> str:
+        for item in (x.strip() for x in v.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError("each entry must be an IP address or a CIDR range") from None
+        return v
 
 
 class Settings(_Strict):
