@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import audit as audit_cli
+from cli import backup as backup_cli
 from cli import certificates as certificates_cli
 from cli import reports as reports_cli
 from cli import imports as imports_cli
@@ -40,6 +41,8 @@ app.add_typer(certificates_cli.app, name="certificate")
 app.add_typer(schedules_cli.app, name="schedules")
 app.add_typer(reports_cli.app, name="reports")
 app.command("import")(imports_cli.import_file)
+app.command("backup")(backup_cli.backup)
+app.command("restore")(backup_cli.restore)
 console = Console()
 
 DEMO_USERS = [
