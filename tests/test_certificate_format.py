@@ -1,7 +1,7 @@
 """HCERT format: the public EU DCC test vectors, our own vectors, and fuzzing of the decoder.
 
-The vectors are read from ../shared/testdata/eu-dcc beside the repository (CI places shared/
-there). EXPECTEDPICTUREDECODE is checked with zxing-cpp (a test dependency: segno only encodes),
+The vectors live in tests/data/eu-dcc (a sample of the public EU DCC test data, Apache-2.0, with
+its licence); NHR_EU_DCC_VECTORS points at another folder of the same files. EXPECTEDPICTUREDECODE is checked with zxing-cpp (a test dependency: segno only encodes),
 which also reads back the QR codes NHR itself draws.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +26,9 @@ from security.certificates.issuer import IssuerKeys
 from security.certificates.trust import TrustList, kid_of
 from security.crypto.keyring import FileKeyring
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "eu-dcc"
+VECTORS = Path(os.environ.get("NHR_EU_DCC_VECTORS") or Path(__file__).resolve().parent / "data" / "eu-dcc")
 FILES = sorted(VECTORS.glob("*.json")) if VECTORS.is_dir() else []
-needs_vectors = pytest.mark.skipif(not FILES, reason=f"EU DCC test vectors not found at {VECTORS} (CI places shared/ beside the repo)")
+needs_vectors = pytest.mark.skipif(not FILES, reason=f"EU DCC test vectors not found at {VECTORS} (NHR_EU_DCC_VECTORS)")
 
 
 def _read_qr(png: bytes) -> str | None:

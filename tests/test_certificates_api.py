@@ -189,7 +189,7 @@ def test_cli_verifies_offline_with_an_exported_trust_list(shared_world, runtime,
     assert online.exit_code == 0
 
 
-VECTOR = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "eu-dcc" / "AT-1.json"
+VECTOR = Path(__file__).resolve().parent / "data" / "eu-dcc" / "AT-1.json"
 
 
 @pytest.mark.skipif(not VECTOR.exists(), reason=f"EU DCC vector not found at {VECTOR}")
