@@ -5,7 +5,8 @@
     python3 dev.py test      # install into .venv (with test extras), run the whole test suite
 
 Extra arguments are passed on: `python3 dev.py test -k audit -x`, `python3 dev.py demo --patients 500`.
-The virtual environment is reinstalled only when pyproject.toml changes.
+The virtual environment is reinstalled only when pyproject.toml or requirements.lock changes, with
+the versions pinned in requirements.lock.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def ensure_env(extras: str) -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"NHR needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     stamp = VENV / f".installed-{extras or 'base'}"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    lock = ROOT / "requirements.lock"  # the versions a deployment gets; see CONTRIBUTING.md to update it
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (lock.read_bytes() if lock.exists() else b"")).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
     if not (BIN / "python").exists():
@@ -34,7 +36,8 @@ def ensure_env(extras: str) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     target = f".[{extras}]" if extras else "."
     print(f"installing NHR ({target}) into .venv ...", flush=True)
-    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target],
+    pins = ["-c", str(lock)] if lock.exists() else []
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins, "-e", target],
                    cwd=ROOT, check=True)
     stamp.write_text(digest)
 
