@@ -21,6 +21,7 @@ from rich.table import Table
 from cli import audit as audit_cli
 from cli import backup as backup_cli
 from cli import certificates as certificates_cli
+from cli import reference as reference_cli
 from cli import reports as reports_cli
 from cli import imports as imports_cli
 from cli import schedules as schedules_cli
@@ -40,6 +41,8 @@ app.add_typer(audit_cli.app, name="audit")
 app.add_typer(certificates_cli.app, name="certificate")
 app.add_typer(schedules_cli.app, name="schedules")
 app.add_typer(reports_cli.app, name="reports")
+app.add_typer(reference_cli.jurisdictions_app, name="jurisdictions")
+app.add_typer(reference_cli.facilities_app, name="facilities")
 app.command("import")(imports_cli.import_file)
 app.command("backup")(backup_cli.backup)
 app.command("restore")(backup_cli.restore)
@@ -79,23 +82,33 @@ def _create_user(rt: Runtime, username: str, display: str, role: Role, scope: st
 
 
 @app.command()
-def init():
-    """Create the database schema, the key directory and keys, and load the jurisdiction hierarchy.
+def init(jurisdictions: Path = typer.Option(None, exists=True, dir_okay=False,
+                                            help="CSV of the hierarchy (code,name,level,parent_code); default: the package's Pakistan file"),
+         facilities: Path = typer.Option(None, exists=True, dir_okay=False,
+                                         help="CSV of facilities (code,name,kind,jurisdiction_code); default: the invented demo "
+                                              "facilities outside production, none in production")):
+    """Create the database schema, the key directory and keys, and load the jurisdiction hierarchy
+    and the facilities. Idempotent: run it again after an upgrade or with a newer file.
 
     This is the explicit provisioning step, so it creates missing keys even in production (where
-    the API itself never does)."""
+    the API itself never does). Production never loads the demo facilities."""
     from cli.errors import safe_url
+    from cli.reference import changes_table
+    from registry.errors import InvalidInput
 
     rt = _runtime(provisioning=True)
-    result = bootstrap.init(rt)
-    table = Table(title="nhr init", show_header=True)
-    table.add_column("what")
-    table.add_column("added or ready", justify="right")
-    table.add_row("jurisdictions added", str(result["jurisdictions_added"]))
-    table.add_row("facilities added", str(result["facilities_added"]))
-    table.add_row("schedules added", str(result["schedules_added"]))
-    table.add_row("provinces with keys", f"{len(result['custodians'])} ({', '.join(result['custodians'])})")
-    console.print(table)
+    try:
+        result = bootstrap.init(rt, jurisdiction_file=jurisdictions, facility_file=facilities)
+    except InvalidInput as exc:
+        console.print(f"[red]refused, nothing loaded[/]: {exc.message}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(changes_table("jurisdictions", result["jurisdictions"]))
+    if result["facilities"] is not None:
+        console.print(changes_table("facilities", result["facilities"]))
+    else:
+        console.print("facilities: none loaded (production loads no demo data; give --facilities FILE)")
+    console.print(f"schedules added: {result['schedules_added']}; keys ready for {len(result['custodians'])} provinces "
+                  f"({', '.join(result['custodians'])})", soft_wrap=True)
     console.print(f"[green]ready[/]: {safe_url(rt.settings.database_url)}, keys in {rt.settings.key_dir}", soft_wrap=True)
 
 

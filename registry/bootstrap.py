@@ -13,7 +13,9 @@ import migrations
 from registry.database import normalise_url
 from registry.facilities import repository as facilities
 from registry.jurisdictions import repository as jurisdictions
+from registry import reference_data
 from registry.patients.models import Patient
+from registry.reference_data import Changes
 from security.crypto.keyring import SECRET_NAMES
 from registry.runtime import Runtime
 from registry.schedules.service import load_default_if_none as load_default_schedule_if_none
@@ -42,21 +44,33 @@ def check(url: str) -> None:
     command.check(alembic_config(url))
 
 
-def load_reference_data(rt: Runtime, *, jurisdiction_file: Path | None = None, facility_file: Path | None = None) -> tuple[int, int]:
+def load_reference_data(rt: Runtime, *, jurisdiction_file: Path | None = None,
+                        facility_file: Path | None = None) -> tuple[Changes, Changes | None]:
+    """The hierarchy (the given file, or the package's default) and the facilities (the given file;
+    without one, the package's invented demo facilities outside production and none in it).
+    Each file is checked whole before anything is written (registry/reference_data.py)."""
     with rt.sessions.begin() as s:
-        j = jurisdictions.load(s, jurisdictions.read_csv(jurisdiction_file))
-        f = facilities.load(s, facilities.read_csv(facility_file))
-    rt.jurisdictions.refresh()
-    return j, f
+        j_rows = (reference_data.read_file(jurisdiction_file, reference_data.JURISDICTION_COLUMNS, str(jurisdiction_file))
+                  if jurisdiction_file else jurisdictions.read_csv())
+        j = reference_data.apply_jurisdictions(s, j_rows)
+        rt.jurisdictions.refresh(s)
+        if facility_file is not None:
+            f_rows = reference_data.read_file(facility_file, reference_data.FACILITY_COLUMNS, str(facility_file))
+        elif rt.settings.env != "production":
+            f_rows = facilities.read_csv()
+        else:
+            return j, None
+        return j, reference_data.apply_facilities(s, f_rows)
 
 
-def init(rt: Runtime) -> dict:
-    """Idempotent: migrate, load the default hierarchy, facilities and schedule, create missing keys."""
+def init(rt: Runtime, *, jurisdiction_file: Path | None = None, facility_file: Path | None = None) -> dict:
+    """Idempotent: migrate, load the hierarchy, facilities and default schedule, create missing keys."""
     upgrade(rt.settings.database_url)
-    j, f = load_reference_data(rt)
+    j, f = load_reference_data(rt, jurisdiction_file=jurisdiction_file, facility_file=facility_file)
     with rt.sessions.begin() as s:
         schedules_added = load_default_schedule_if_none(s)
-    return {"jurisdictions_added": j, "facilities_added": f, "schedules_added": schedules_added,
+    return {"jurisdictions": j, "facilities": f, "jurisdictions_added": len(j.added),
+            "facilities_added": len(f.added) if f else 0, "schedules_added": schedules_added,
             "custodians": provision_keys(rt)}
 
 

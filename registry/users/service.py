@@ -43,6 +43,8 @@ def _resolve_scope(session: Session, rt: Runtime, role: str, code: str) -> tuple
     allowed = ROLE_SCOPE_LEVELS.get(role, frozenset())
     facility = session.get(Facility, code)
     if facility is not None:
+        if not facility.active:
+            raise InvalidInput("this facility is retired; no new accounts are bound to it", field="scope_code")
         level, province, district = "facility", facility.province, facility.district
     else:
         node = rt.jurisdictions.get(code, session)
