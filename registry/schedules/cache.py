@@ -18,7 +18,7 @@ from datetime import date
 from sqlalchemy.orm import Session
 
 from registry.immunizations.vaccines import VACCINES
-from registry.schedules import engine
+from registry.schedules import engine, repository
 
 
 @dataclass
@@ -28,21 +28,19 @@ class ScheduleCache:
     _countries: dict[str, str] = field(default_factory=dict)
 
     def in_force(self, session: Session, custodian: str, as_of: date):
-        """(row, parsed schedule) of the schedule in force for `custodian` (`service.in_force`'s
+        """(row, parsed schedule) of the schedule in force for `custodian` (`repository.in_force`'s
         rule and row), or (None, None). The document is read only when its row is first in force."""
-        from registry.schedules import service  # the service imports patients; keep this module light
-
         country = self._countries.get(custodian)
         if country is None:
-            country = service.country_of(session, custodian)
+            country = repository.country_of(session, custodian)
             if country is not None:  # a code not (yet) in the reference data is looked up again
                 self._countries[custodian] = country
-        row = service.in_force(session, custodian, as_of, country=country)
+        row = repository.in_force(session, custodian, as_of, country=country)
         if row is None:
             return None, None
         found = self._parsed.get(row.id)
         if found is None:
-            found = engine.parse(service.document(session, row.id), VACCINES)
+            found = engine.parse(repository.document(session, row.id), VACCINES)
             with self._lock:
                 self._parsed[row.id] = found
         return row, found

@@ -28,6 +28,7 @@ from registry.jurisdictions import repository as jurisdictions
 from registry.patients.repository import Access
 from registry.patients.service import reachable
 from registry.schedules import engine
+from registry.schedules.repository import country_of, document, in_force  # noqa: F401 - the queries, re-exported
 from registry.schedules.models import ScheduleRow
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
@@ -71,31 +72,6 @@ def load_default_if_none(session: Session) -> int:
     if session.execute(select(func.count()).select_from(ScheduleRow)).scalar_one():
         return 0
     return int(load(session, read_file(DEFAULT_FILE))[1])
-
-
-def country_of(session: Session, code: str) -> str | None:
-    place = jurisdictions.get(session, code)
-    while place is not None and place.parent_code is not None:
-        place = jurisdictions.get(session, place.parent_code)
-    return place.code if place is not None else None
-
-
-def in_force(session: Session, custodian: str, as_of: date, *, country: str | None = None):
-    """The latest effective schedule of the province, else of its country, in one query: a row
-    with id, code, version, jurisdiction_code and effective_from (not the document: `document`).
-    `country` saves looking up the province's country (ScheduleCache remembers it)."""
-    country = country or country_of(session, custodian)
-    t = ScheduleRow.__table__
-    return session.execute(
-        select(t.c.id, t.c.code, t.c.version, t.c.jurisdiction_code, t.c.effective_from)
-        .where(t.c.jurisdiction_code.in_([c for c in (custodian, country) if c is not None]), t.c.effective_from <= as_of)
-        .order_by((t.c.jurisdiction_code == custodian).desc(), t.c.effective_from.desc(), t.c.loaded_at.desc())
-        .limit(1)).first()
-
-
-def document(session: Session, schedule_id: uuid.UUID) -> dict:
-    t = ScheduleRow.__table__
-    return session.execute(select(t.c.document).where(t.c.id == schedule_id)).scalar_one()
 
 
 def for_patient(ctx: ServiceContext, patient_id: uuid.UUID, as_of: date | None = None) -> dict:
