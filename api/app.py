@@ -18,6 +18,7 @@ from api.routes import certificates as certificate_routes
 from api.routes import reports as report_routes
 from api.routes import schedules as schedule_routes
 from api.routes import aefi as aefi_routes
+from api.routes import docs as docs_routes
 from api.routes import due_lists as due_list_routes
 from api.routes import sync as sync_routes
 from registry.audit_log import sealing
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app = FastAPI(
         title="NHR — National Health Registry", version="0.1.0", lifespan=lifespan, **_TELEMETRY_KW,
+        docs_url=None, redoc_url=None,  # the app serves its own offline /docs (api/routes/docs.py)
         description="Patient and vaccination registry with field encryption, jurisdiction-scoped access and an audit "
                     "event for every access. Errors are RFC 9457 `application/problem+json`.",
     )
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(report_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(fhir_routes.router)
+    app.include_router(docs_routes.router)
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)
 

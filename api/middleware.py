@@ -14,6 +14,7 @@ import traceback
 
 from prometheus_client import Counter, Histogram
 
+from api import security_headers
 from api.deps import new_request_id
 
 log = logging.getLogger("nhr.access")
@@ -43,9 +44,8 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
+                headers = security_headers.add(list(message.get("headers", [])))
                 headers.append((b"x-request-id", rid.encode()))
-                headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 
