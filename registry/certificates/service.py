@@ -6,6 +6,8 @@
 - Revoking likewise needs the certificate's patient in capture scope; outside it, the answer is
   exactly that of a UVCI that does not exist (404 "certificate not found", audit `not_found`).
 - The audit event names the UVCI, disease and signer kid; never a name or birth date.
+- Nothing is issued under a document signer whose certificate is not valid at the time of
+  issuance (verifiers would refuse it as `signer_not_valid`): `KeyUnavailable`, 503.
 - Verification reads no patient record: it checks the presented text against the trust list
   (the registry's own document signers plus certificates imported into the keyring) and the
   revocation table. It is deliberately usable without an account (see api/routes/certificates.py).
@@ -37,6 +39,7 @@ from security.audit.trail import PatientRef
 from security.certificates import hcert
 from security.certificates.issuer import IssuerKeys
 from security.certificates.trust import TrustList, uvci_hash
+from security.crypto.errors import KeyUnavailable
 from security.crypto.keyring import FileKeyring
 
 RESOURCE = "Certificate"
@@ -90,6 +93,9 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
     uvci = new_uvci(country, prow.custodian)
     issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
     expires_at = issued_at + timedelta(days=rt.settings.certificates.validity_days)
+    if not signer.certificate.not_valid_before_utc <= issued_at <= signer.certificate.not_valid_after_utc:
+        # every verifier would refuse it (signer_not_valid): issue nothing rather than a dud
+        raise KeyUnavailable("the document signer's certificate is not valid at the time of issuance")
     dcc = build_dcc(family_name=codec.decrypt_column(rt.cipher, prow, "family_name"),
                     given_name=codec.decrypt_column(rt.cipher, prow, "given_name"), birth_date=prow.birth_date,
                     dose=dose, disease=disease, country=country, issuer=issuer_name(prow.custodian), uvci=uvci)
