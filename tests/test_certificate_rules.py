@@ -232,3 +232,27 @@ def test_the_signer_must_be_valid_at_issuance_both_ends_included():
 
 def test_a_certificate_without_iat_is_refused(plain):
     assert code(plain.sign(PAYLOADS["v"], iat=None), plain.trust()) == "payload"
+
+
+# --- the CLI reports the new codes offline, without payload values ----------------------------------
+
+def test_cli_reports_schema_and_signer_type_failures_offline(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import certificates as cli
+
+    signer = Signer(eku=[DCC_OID.format(1)])
+    trust = tmp_path / "trust.json"
+    trust.write_text(signer.trust().to_json())
+    at = ["--trust-list", str(trust), "--at", T0.isoformat()]
+    runner = CliRunner()
+    ok = runner.invoke(cli.app, ["verify", signer.sign(PAYLOADS["t"]), *at])
+    assert ok.exit_code == 0 and "VALID" in ok.output
+    wrong_type = runner.invoke(cli.app, ["verify", signer.sign(PAYLOADS["v"]), *at])
+    assert wrong_type.exit_code == 1 and "signer_type_mismatch" in wrong_type.output
+    broken = runner.invoke(cli.app, ["verify", signer.sign({**PAYLOADS["t"], "dob": "1809-02-28"}), *at])
+    assert broken.exit_code == 1 and "INVALID schema" in broken.output and "/dob" in broken.output
+    assert "1809" not in broken.output and "Qizilbash" not in broken.output
+    at_exp = runner.invoke(cli.app, ["verify", signer.sign(PAYLOADS["t"]), "--trust-list", str(trust),
+                                     "--at", (T0 + timedelta(days=30)).isoformat()])
+    assert at_exp.exit_code == 1 and "expired" in at_exp.output
