@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registry.certificates.payload import icao_transliterate, luhn_mod_n, new_uvci, uvci_is_well_formed
-from security.certificates import base45, cose, hcert
+from security.certificates import base45, cose, hcert, schema
 from security.certificates.issuer import IssuerKeys
 from security.certificates.trust import TrustList, kid_of
 from security.crypto.keyring import FileKeyring
@@ -82,6 +82,8 @@ def test_eu_dcc_vector(path):
         assert outcome(lambda: hcert.decode(text)) is expected["EXPECTEDDECODE"]; checked += 1
         if expected["EXPECTEDDECODE"] and "CBOR" in v:
             assert hcert.decode(text).dcc == cbor2.loads(bytes.fromhex(v["CBOR"]))
+    if "EXPECTEDSCHEMAVALIDATION" in expected:
+        assert (schema.problems(hcert.decode(text).dcc) == []) is expected["EXPECTEDSCHEMAVALIDATION"]; checked += 1
     if "EXPECTEDVALIDJSON" in expected and "JSON" in v:
         assert (hcert.decode(text).dcc == v["JSON"]) is expected["EXPECTEDVALIDJSON"]; checked += 1
     if "EXPECTEDVERIFY" in expected or "EXPECTEDVALIDSIGNATURE" in expected:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.conftest import audit_events
 
 from registry.certificates import service
-from security.certificates import hcert
+from security.certificates import hcert, schema
 
 
 def rid() -> str:
@@ -56,6 +56,7 @@ def test_issue_verify_round_trip_with_one_audit_event(shared_world, runtime, chi
     for secret in (child["_input"]["given_name"], child["_input"]["family_name"], "2026-06-01"):
         assert secret not in flat
 
+    assert schema.problems(hcert.decode(body["hc1"]).dcc) == []  # our own certificates pass the EU DCC schema
     v = verify(w, body["hc1"]).json()
     assert v["valid"] is True and v["error"] is None and v["issuer"] == "PK"
     dcc = v["certificate"]
@@ -153,6 +154,45 @@ def test_revoke_then_verify_fails_as_revoked(shared_world, runtime, child):
     # the trust list carries the revocation (as a hash) for offline verifiers
     tl = w.client.get("/api/v1/certificates/trust-list").json()
     assert service.uvci_hash(body["uvci"]) in tl["revoked_uvci_sha256"]
+
+
+def test_nothing_is_issued_once_the_signers_certificate_has_expired(shared_world, runtime, child, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    signer = service.issuer_keys(runtime).signer("PK-PB")
+    later = signer.certificate.not_valid_after_utc + timedelta(seconds=1)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return later
+
+    monkeypatch.setattr(service, "datetime", Clock)
+    r, request_id = issue(shared_world, "clinic_a", child["id"])
+    assert r.status_code == 503 and "HC1:" not in r.text
+    [ev] = audit_events(runtime, request_id=request_id)
+    assert (ev.action, ev.outcome) == ("certificate.issue", "error")
+    monkeypatch.setattr(service, "datetime", datetime)
+    assert datetime.now(UTC) < later and issue(shared_world, "clinic_a", child["id"])[0].status_code == 200
+
+
+@pytest.mark.parametrize("who", ["official_other_province", "official_other_district"])
+def test_revoking_outside_scope_answers_as_revoking_a_certificate_that_does_not_exist(shared_world, runtime, child, who):
+    w = shared_world
+    body = issue(w, "clinic_a", child["id"])[0].json()
+    answers = {}
+    for case, uvci in (("outside", body["uvci"]), ("unknown", service.new_uvci("PK", "PK-PB"))):
+        request_id = rid()
+        r = w.client.post(f"/api/v1/certificates/{uvci.replace('#', '%23')}/revoke", json={"reason": "fraud"},
+                          headers=w.h(who, **{"X-Request-ID": request_id}))
+        problem = r.json()
+        assert problem.pop("request_id") == request_id
+        [ev] = audit_events(runtime, request_id=request_id)
+        assert (ev.action, ev.resource_type, ev.resource_id) == ("certificate.revoke", "Certificate", uvci)
+        answers[case] = (r.status_code, r.headers["content-type"], problem, ev.outcome)
+    assert answers["outside"] == answers["unknown"]
+    assert answers["unknown"][0] == 404 and answers["unknown"][3] == "not_found"
+    assert verify(w, body["hc1"]).json()["valid"] is True  # nothing was revoked
 
 
 def test_verify_is_public_and_reports_codes(shared_world, runtime, child):

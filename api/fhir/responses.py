@@ -15,8 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.fhir import negotiation
 from registry import errors as e
 from registry.fhir import outcome
+from registry.fhir.mapping import FhirInvalid
 
 PREFIX = "/fhir/R4"
 FHIR_JSON = "application/fhir+json"
@@ -28,12 +30,12 @@ class FhirJSON(JSONResponse):
 
 
 def media_type(request: Request) -> str:
-    """fhir+json unless the client asked for plain JSON only (both carry the same body)."""
-    accept = request.headers.get("accept", "")
-    fmt = request.query_params.get("_format", "")
-    if "fhir+json" in accept or "fhir+json" in fmt or not ("application/json" in accept or fmt in ("json", "application/json")):
+    """fhir+json unless the client prefers plain JSON (both carry the same body). The route's gate
+    has already refused what cannot be served (406); an error answer falls back to fhir+json."""
+    try:
+        return negotiation.response_type(request)
+    except FhirInvalid:
         return FHIR_JSON
-    return "application/json"
 
 
 def fhir_response(request: Request, body: dict, status: int = 200, headers: dict | None = None) -> FhirJSON:

@@ -1,6 +1,13 @@
 """FHIR R4 at /fhir/R4: HTTP only. Every route is gated by the same `require(permission)` as its
 /api/v1 twin and calls registry/fhir/service, which calls the /api/v1 services: same scope,
-purpose of use, break-glass and audit (see docs/fhir.md)."""
+purpose of use, break-glass and audit (see docs/fhir.md).
+
+`gate()` wraps `require()` with content negotiation (api/fhir/negotiation.py): an unsupported
+`_format` or `Accept` is 406, an unsupported body media type 415, each an audited refusal. A new
+FHIR route should take `gate(...)` rather than `require(...)`.
+Every URL the server hands out is absolute (search links, `fullUrl`, `Location`,
+`implementation.url`) and resolves: `Location` points at `_history/{version}`, served by vread.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import Public, require
+from api.fhir import negotiation
 from api.fhir.responses import PREFIX, fhir_response
 from registry.context import ServiceContext
 from registry.fhir import bundle, capability, params, service
@@ -21,6 +29,19 @@ from security.access.permissions import Permission as P
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
 Resource = Annotated[dict, Body(description="a FHIR R4 resource (application/fhir+json)")]
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def gate(permission: P, *, action: str | None = None, body: str | None = None):
+    """`require(permission)`, then content negotiation; `body`: "resource", "form" or None."""
+    inner = require(permission, action=action)
+
+    # `ctx` is declared by its default: with postponed annotations, an annotation naming the local
+    # `inner` could not be resolved by FastAPI
+    async def fhir_gate(request: Request, ctx=Depends(inner)) -> ServiceContext:
+        negotiation.negotiate(request, body)
+        return ctx
+
+    return fhir_gate
 
 
 def _base(request: Request) -> str:
@@ -42,23 +63,29 @@ def _query(request: Request, rtype: str, pairs: list[tuple[str, str]]) -> params
 
 
 def _searchset(request: Request, rtype: str, q: params.Query, result: service.SearchResult) -> dict:
-    flat = [(k, v) for k, values in q.params.items() for v in values] + [("_count", str(q.count))]
+    """A searchset: `total` as `_total` and `_summary` ask, only the total for `_count=0` or
+    `_summary=count`, absolute links and fullUrls."""
+    flat = [(k, v) for k, values in q.params.items() for v in values]
+    flat += [("_summary", "count")] if q.count_only else [("_count", str(q.count))]
+    flat += [("_total", q.total)] if q.total else []
     url = f"{_base(request)}/{rtype}"
     links = [{"relation": "self", "url": f"{url}?{urlencode(flat + ([('_cursor', q.cursor)] if q.cursor else []))}"}]
-    if result.next_cursor:
+    if result.next_cursor and not q.count_only:
         links.append({"relation": "next", "url": f"{url}?{urlencode(flat + [('_cursor', result.next_cursor)])}"})
     body = {"resourceType": "Bundle", "type": "searchset"}
-    if result.total is not None:
+    if q.shows_total(result.total):
         body["total"] = result.total
     body["link"] = links
-    body["entry"] = [{"fullUrl": f"{_base(request)}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-                     for r in result.resources]
+    if not q.count_only:
+        body["entry"] = [{"fullUrl": f"{_base(request)}/{r['resourceType']}/{r['id']}", "resource": r,
+                          "search": {"mode": "match"}} for r in result.resources]
     return body
 
 
 @router.get("/metadata", dependencies=[Public], summary="CapabilityStatement: exactly what this server supports")
 def metadata(request: Request):
-    return fhir_response(request, capability.capability_statement(request.app.version, _STARTED))
+    negotiation.negotiate(request)
+    return fhir_response(request, capability.capability_statement(request.app.version, _STARTED, _base(request)))
 
 
 async def _query_and_form(request: Request) -> list[tuple[str, str]]:
@@ -73,8 +100,15 @@ def _read_response(request: Request, res: dict):
 # ---------------------------------------------------------------- Patient
 
 @router.get("/Patient/{patient_id}", summary="Read a Patient (capture scope, or break-glass)")
-def read_patient(patient_id: str, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))]):
+def read_patient(patient_id: str, request: Request, ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_READ))]):
     return _read_response(request, service.read_patient(ctx, patient_id))
+
+
+@router.get("/Patient/{patient_id}/_history/{version_id}",
+            summary="vread a Patient: the current version (NHR keeps no FHIR history; an earlier version is 404)")
+def vread_patient(patient_id: str, version_id: str, request: Request,
+                  ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_READ))]):
+    return _read_response(request, service.vread(service.read_patient(ctx, patient_id), version_id))
 
 
 def _search(kind: str, find, request: Request, ctx: ServiceContext, pairs: list[tuple[str, str]]):
@@ -84,17 +118,19 @@ def _search(kind: str, find, request: Request, ctx: ServiceContext, pairs: list[
 
 
 @router.get("/Patient", summary="Search Patients: by identifier (search scope) or by birthdate, gender, address (capture scope)")
-def search_patients(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+def search_patients(request: Request, ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_SEARCH))]):
     return _search("Patient", service.search_patients, request, ctx, list(request.query_params.multi_items()))
 
 
 @router.post("/Patient/_search", summary="Search Patients with the parameters in a form body (keeps identifiers out of URLs)")
-async def search_patients_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+async def search_patients_post(request: Request,
+                               ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_SEARCH, body="form"))]):
     return await run_in_threadpool(_search, "Patient", service.search_patients, request, ctx, await _query_and_form(request))
 
 
 @router.post("/Patient", status_code=201, summary="Create a Patient (conditional with If-None-Exist: identifier=system|value)")
-def create_patient(body: Resource, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))],
+def create_patient(body: Resource, request: Request,
+                   ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_CREATE, body="resource"))],
                    if_none_exist: Annotated[str | None, Header(alias="If-None-Exist", max_length=200)] = None):
     status, res = service.create_patient(ctx, body, if_none_exist)
     return fhir_response(request, res, status, _headers(request, res))
@@ -104,31 +140,39 @@ def create_patient(body: Resource, request: Request, ctx: Annotated[ServiceConte
 
 @router.get("/Immunization/{dose_id}", summary="Read an Immunization")
 def read_immunization(dose_id: str, request: Request,
-                      ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
+                      ctx: Annotated[ServiceContext, Depends(gate(P.IMMUNIZATION_READ))]):
     return _read_response(request, service.read_immunization(ctx, dose_id))
 
 
+@router.get("/Immunization/{dose_id}/_history/{version_id}",
+            summary="vread an Immunization: the current version (NHR keeps no FHIR history; an earlier version is 404)")
+def vread_immunization(dose_id: str, version_id: str, request: Request,
+                       ctx: Annotated[ServiceContext, Depends(gate(P.IMMUNIZATION_READ))]):
+    return _read_response(request, service.vread(service.read_immunization(ctx, dose_id), version_id))
+
+
 @router.get("/Immunization", summary="Search Immunizations by patient, date, vaccine-code, status")
-def search_immunizations(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
+def search_immunizations(request: Request, ctx: Annotated[ServiceContext, Depends(gate(P.IMMUNIZATION_READ))]):
     return _search("Immunization", service.search_immunizations, request, ctx, list(request.query_params.multi_items()))
 
 
 @router.post("/Immunization/_search", summary="Search Immunizations with the parameters in a form body")
-async def search_immunizations_post(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ))]):
+async def search_immunizations_post(request: Request,
+                                    ctx: Annotated[ServiceContext, Depends(gate(P.IMMUNIZATION_READ, body="form"))]):
     return await run_in_threadpool(_search, "Immunization", service.search_immunizations, request, ctx,
                                    await _query_and_form(request))
 
 
 @router.post("/Immunization", status_code=201, summary="Record a dose as an Immunization")
 def create_immunization(body: Resource, request: Request,
-                        ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_RECORD))]):
+                        ctx: Annotated[ServiceContext, Depends(gate(P.IMMUNIZATION_RECORD, body="resource"))]):
     res = service.create_immunization(ctx, body)
     return fhir_response(request, res, 201, _headers(request, res))
 
 
 # ---------------------------------------------------------------- ImmunizationRecommendation
 
-ScheduleGate = Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_READ, action=SCHEDULE_ACTION))]
+ScheduleGate = Annotated[ServiceContext, Depends(gate(P.IMMUNIZATION_READ, action=SCHEDULE_ACTION))]
 
 
 @router.get("/ImmunizationRecommendation/{patient_id}", summary="A patient's forecast (id = the patient's id)")
@@ -145,5 +189,6 @@ def search_recommendations(request: Request, ctx: ScheduleGate):
 # ---------------------------------------------------------------- transaction / batch
 
 @router.post("", summary="transaction (all or nothing) or batch (each entry on its own) Bundle of Patient and Immunization")
-def transaction(body: Resource, request: Request, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))]):
-    return fhir_response(request, bundle.process(ctx, body))
+def transaction(body: Resource, request: Request,
+                ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_CREATE, body="resource"))]):
+    return fhir_response(request, bundle.process(ctx, body, _base(request)))

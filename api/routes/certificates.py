@@ -25,6 +25,7 @@ from registry.certificates import card, service
 from registry.certificates.models import REVOCATION_REASONS
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
+from security.certificates import hcert
 
 router = APIRouter(prefix="/api/v1", tags=["certificates"])
 
@@ -52,8 +53,10 @@ class VerifyBody(BaseModel):
 
 
 class VerifyError(BaseModel):
-    code: str
-    message: str
+    code: str = Field(description="the first check that failed, in verification order: " + ", ".join(hcert.ERROR_CODES)
+                      + " (`schema`: the payload breaks the EU DCC JSON schema; `signer_type_mismatch`: the signer's "
+                      "extended key usage does not allow this certificate type; `expired`: at or after `exp`)")
+    message: str = Field(description="what failed, in words; never a payload value")
 
 
 class VerificationView(BaseModel):

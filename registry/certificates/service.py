@@ -3,7 +3,11 @@
 - Issuing needs the patient in the caller's *capture* scope (no search scope, no break-glass):
   a certificate is a document handed to the family by the clinic or office responsible for them.
   Out of scope answers 404 like any patient read.
+- Revoking likewise needs the certificate's patient in capture scope; outside it, the answer is
+  exactly that of a UVCI that does not exist (404 "certificate not found", audit `not_found`).
 - The audit event names the UVCI, disease and signer kid; never a name or birth date.
+- Nothing is issued under a document signer whose certificate is not valid at the time of
+  issuance (verifiers would refuse it as `signer_not_valid`): `KeyUnavailable`, 503.
 - Verification reads no patient record: it checks the presented text against the trust list
   (the registry's own document signers plus certificates imported into the keyring) and the
   revocation table. It is deliberately usable without an account (see api/routes/certificates.py).
@@ -26,6 +30,7 @@ from registry.context import ServiceContext
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.immunizations import repository as doses_repo
 from registry.patients import codec
+from registry.patients import repository as patients_repo
 from registry.patients.repository import Access
 from registry.patients.service import reachable
 from registry.runtime import Runtime
@@ -34,9 +39,11 @@ from security.audit.trail import PatientRef
 from security.certificates import hcert
 from security.certificates.issuer import IssuerKeys
 from security.certificates.trust import TrustList, uvci_hash
+from security.crypto.errors import KeyUnavailable
 from security.crypto.keyring import FileKeyring
 
 RESOURCE = "Certificate"
+CERTIFICATE_NOT_FOUND = "certificate not found"
 _ISSUERS: weakref.WeakKeyDictionary[FileKeyring, IssuerKeys] = weakref.WeakKeyDictionary()
 
 
@@ -86,6 +93,9 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
     uvci = new_uvci(country, prow.custodian)
     issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
     expires_at = issued_at + timedelta(days=rt.settings.certificates.validity_days)
+    if not signer.certificate.not_valid_before_utc <= issued_at <= signer.certificate.not_valid_after_utc:
+        # every verifier would refuse it (signer_not_valid): issue nothing rather than a dud
+        raise KeyUnavailable("the document signer's certificate is not valid at the time of issuance")
     dcc = build_dcc(family_name=codec.decrypt_column(rt.cipher, prow, "family_name"),
                     given_name=codec.decrypt_column(rt.cipher, prow, "given_name"), birth_date=prow.birth_date,
                     dose=dose, disease=disease, country=country, issuer=issuer_name(prow.custodian), uvci=uvci)
@@ -101,10 +111,15 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
 def revoke(ctx: ServiceContext, uvci: str, reason: str, *, now: datetime | None = None) -> dict:
     action = "certificate.revoke"
     row = repo.get(ctx.session, uvci)
-    if row is None:
-        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type=RESOURCE, resource_id=uvci[:64])
-        raise NotFound("certificate not found")
-    prow, _ = reachable(ctx, row.patient_id, action, allow=(Access.CAPTURE,))
+    prow, access = patients_repo.get(ctx.session, ctx.principal, row.patient_id) if row is not None else (None, None)
+    if prow is None or access is not Access.CAPTURE:
+        # An unknown UVCI and one whose patient is outside the caller's capture scope answer alike
+        # (status, body, audit outcome), so revoking cannot probe for certificates. The event of
+        # the latter still names the patient and is flagged outside capture scope, for auditors.
+        pref = PatientRef(prow.id, prow.province, prow.district) if prow is not None else None
+        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type=RESOURCE, resource_id=uvci[:64], patient=pref,
+                         outside_capture_scope=prow is not None)
+        raise NotFound(CERTIFICATE_NOT_FOUND)
     pref = PatientRef(prow.id, prow.province, prow.district)
     if reason not in REVOCATION_REASONS:
         ctx.trail.record(ctx.session, action, audit.INVALID, resource_type=RESOURCE, resource_id=uvci, patient=pref,

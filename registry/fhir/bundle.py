@@ -8,6 +8,9 @@
   savepoint rollback (as the unit of work does after a request's rollback). A failed
   Immunization entry has written nothing but its refusal event (below). An entry refused before
   any service ran gets one `invalid`/`denied` event of its own.
+- Each successful entry's `fullUrl` is absolute (the server's base + `Type/id`, FHIR R4
+  bundle.html#bundle-unique); `response.location` is `Type/id/_history/version`, relative to the
+  same base, and resolves (vread).
 - Patients are processed before Immunizations (FHIR processing order puts creates together;
   this lets a dose reference a patient created in the same Bundle through its `urn:uuid:`
   fullUrl). The response lists entries in request order.
@@ -85,8 +88,9 @@ def _prefixed(exc: DomainError, i: int, rtype: str | None) -> DomainError:
 
 
 class _Run:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, base: str) -> None:
         self.ctx = ctx
+        self.base = base
         self.created: dict[str, uuid.UUID] = {}  # fullUrl urn:uuid -> patient id
 
     def resolve(self, reference: str) -> uuid.UUID:
@@ -106,7 +110,7 @@ class _Run:
                 self.created[full_url] = uuid.UUID(res["id"])
         else:
             status, res = 201, service.create_immunization(ctx, resource, self.resolve)
-        return _created(rtype, status, res)
+        return _created(self.base, rtype, status, res)
 
     def allowed(self, rtype: str) -> None:
         permission, action = _KINDS[rtype]
@@ -125,17 +129,17 @@ class _Run:
         return [(i, res) for (i, _), res in zip(todo, plan.outcomes)], plan
 
 
-def _created(rtype: str, status: int, res: dict) -> dict:
+def _created(base: str, rtype: str, status: int, res: dict) -> dict:
     response = {"status": outcome.status_line(status), "location": f"{rtype}/{res['id']}"}
     version = (res.get("meta") or {}).get("versionId")
     if version:
         response["location"] += f"/_history/{version}"
         response["etag"] = f'W/"{version}"'
-    return {"fullUrl": f"{rtype}/{res['id']}", "resource": res, "response": response}
+    return {"fullUrl": f"{base}/{rtype}/{res['id']}", "resource": res, "response": response}
 
 
-def _dose_entry(ctx: ServiceContext, recorded) -> dict:
-    return _created("Immunization", 201, mapping.immunization_to_fhir(recorded.view(ctx)))
+def _dose_entry(run: _Run, recorded) -> dict:
+    return _created(run.base, "Immunization", 201, mapping.immunization_to_fhir(recorded.view(run.ctx)))
 
 
 def _order(entries: list) -> list[tuple[int, dict, str]]:
@@ -143,9 +147,10 @@ def _order(entries: list) -> list[tuple[int, dict, str]]:
     return [t for t in typed if t[2] == "Patient"] + [t for t in typed if t[2] != "Patient"]
 
 
-def process(ctx: ServiceContext, bundle: dict) -> dict:
+def process(ctx: ServiceContext, bundle: dict, base: str) -> dict:
+    """`base`: the server's absolute FHIR base URL (`https://host/fhir/R4`), for `fullUrl`."""
     kind, entries = _check_shape(bundle)
-    run = _Run(ctx)
+    run = _Run(ctx, base)
     results: list[dict | None] = [None] * len(entries)
     if kind == "transaction":
         ordered = _order(entries)
@@ -189,7 +194,7 @@ def _transaction_doses(ctx: ServiceContext, run: _Run, entries: list[tuple[int, 
     dose_batch.write(ctx, plan)
     dose_batch.written(ctx, plan)
     for i, res in judged:
-        results[i] = _dose_entry(ctx, res)
+        results[i] = _dose_entry(run, res)
 
 
 def _batch_doses(ctx: ServiceContext, run: _Run, entries: list[tuple[int, dict]], results: list) -> None:
@@ -224,7 +229,7 @@ def _batch_doses(ctx: ServiceContext, run: _Run, entries: list[tuple[int, dict]]
         return
     dose_batch.written(ctx, plan)
     for i, res in accepted:
-        results[i] = _dose_entry(ctx, res)
+        results[i] = _dose_entry(run, res)
 
 
 def _batch_entry(ctx: ServiceContext, run: _Run, i: int, entry: dict, rtype: str) -> dict:

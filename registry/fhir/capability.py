@@ -34,9 +34,9 @@ SEARCH_PARAMS: dict[str, list[tuple[str, str, str]]] = {
     "ImmunizationRecommendation": [("patient", "reference", "Patient/<id> (required)")],
 }
 RESOURCES: list[dict] = [
-    {"type": "Patient", "interactions": ["read", "search-type", "create"], "conditionalCreate": True,
+    {"type": "Patient", "interactions": ["read", "vread", "search-type", "create"], "conditionalCreate": True,
      "profile": "http://hl7.org/fhir/StructureDefinition/Patient"},
-    {"type": "Immunization", "interactions": ["read", "search-type", "create"], "conditionalCreate": False,
+    {"type": "Immunization", "interactions": ["read", "vread", "search-type", "create"], "conditionalCreate": False,
      "profile": "http://hl7.org/fhir/StructureDefinition/Immunization"},
     {"type": "ImmunizationRecommendation", "interactions": ["read", "search-type"], "conditionalCreate": False,
      "profile": "http://hl7.org/fhir/StructureDefinition/ImmunizationRecommendation",
@@ -63,7 +63,8 @@ def add_system_operation(name: str, definition: str, documentation: str | None =
     SYSTEM_OPERATIONS.append(op)
 
 
-def capability_statement(software_version: str, published: str) -> dict:
+def capability_statement(software_version: str, published: str, base_url: str) -> dict:
+    """`base_url`: the absolute FHIR base this server answers at (`implementation.url`)."""
     resources = []
     for r in RESOURCES:
         entry = {"type": r["type"], "profile": r["profile"],
@@ -78,7 +79,11 @@ def capability_statement(software_version: str, published: str) -> dict:
     rest = {
         "mode": "server",
         "documentation": "NHR FHIR R4 API: the same access scopes, purpose of use (X-Purpose-Of-Use), break-glass "
-                         "(X-Break-Glass-Reason) and audit as /api/v1. Paging: the next link carries an opaque _cursor.",
+                         "(X-Break-Glass-Reason) and audit as /api/v1. Paging: the next link carries an opaque _cursor. "
+                         "Search result parameters: _count (0 = the total only), _summary=count|false, "
+                         "_total=none|estimate|accurate (estimate is answered with the accurate count), _format=json. "
+                         "JSON only: another _format or Accept is 406, another body media type 415. "
+                         "vread serves the current version only (readHistory false).",
         "security": {"cors": False, "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"}]}],
             "description": "OAuth2 bearer token from POST /api/v1/auth/token"},
@@ -94,7 +99,7 @@ def capability_statement(software_version: str, published: str) -> dict:
         "publisher": "National Health Registry",
         "kind": "instance",
         "software": {"name": "NHR", "version": software_version},
-        "implementation": {"description": "National Health Registry FHIR R4 endpoint", "url": "/fhir/R4"},
+        "implementation": {"description": "National Health Registry FHIR R4 endpoint", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": list(FORMATS),
         "rest": [rest],

@@ -21,8 +21,9 @@ STATUS: list[tuple[type, int, str]] = [
     (e.ServiceUnavailable, 503, "transient"),
 ]
 REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed", 422: "Unprocessable Entity",
-           428: "Precondition Required", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 412: "Precondition Failed",
+           415: "Unsupported Media Type", 422: "Unprocessable Entity", 428: "Precondition Required",
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 # registry field names (errors raised by the shared services) -> FHIR element paths
 FIELD_PATHS = {
     "Patient": {"district": "Patient.address.district", "bform": "Patient.identifier", "cnic": "Patient.identifier",
@@ -35,10 +36,10 @@ _CODE_BY_STATUS = {status: code for _, status, code in STATUS} | {400: "structur
 
 
 def status_of(exc: BaseException) -> tuple[int, str]:
-    status = getattr(exc, "status", None)  # FhirInvalid: 400 (not valid FHIR) or 422
+    status = getattr(exc, "status", None)  # FhirInvalid: 400 (not valid FHIR), 406, 415 or 422
     for cls, default, code in STATUS:
         if isinstance(exc, cls):
-            return (status or default), ("structure" if status == 400 else code)
+            return (status or default), getattr(exc, "issue_code", None) or ("structure" if status == 400 else code)
     return 500, "exception"
 
 

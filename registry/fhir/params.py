@@ -18,8 +18,48 @@ from registry.fhir.mapping import FhirInvalid
 
 _DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb)?(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 _SUPPORTED_PREFIXES = ("eq", "gt", "lt", "ge", "le")
-# parameters every search accepts and ignores (FHIR says: ignore unknown `_format` etc.)
+# result parameters: each is honoured or refused with an OperationOutcome naming it, never ignored
 RESULT_PARAMS = {"_count", "_cursor", "_format", "_pretty", "_summary", "_total"}
+TOTAL_MODES = ("none", "estimate", "accurate")
+SUMMARY_MODES = ("count", "false")
+FHIR_JSON = "application/fhir+json"
+JSON_FORMATS = {"json", "application/json", FHIR_JSON}  # `_format` values that mean FHIR JSON
+FHIR_VERSIONS = ("4.0", "4.0.1")  # the `fhirVersion` media type parameter NHR serves (R4)
+
+
+class NotAcceptable(FhirInvalid):
+    """406: the client accepts no format NHR serves (JSON only)."""
+
+    issue_code = "not-supported"
+
+    def __init__(self, expression: str, message: str) -> None:
+        super().__init__(expression, message, status=406)
+
+
+class UnsupportedMediaType(FhirInvalid):
+    """415: the request body is in a media type NHR does not read."""
+
+    issue_code = "not-supported"
+
+    def __init__(self, expression: str, message: str) -> None:
+        super().__init__(expression, message, status=415)
+
+
+def media_params(value: str) -> tuple[str, dict[str, str]]:
+    """`type/subtype; k=v; ...` -> ("type/subtype" lower-cased, {k lower-cased: v unquoted})."""
+    kind, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        name, _, v = item.partition("=")
+        params[name.strip().lower()] = v.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def check_format(value: str) -> None:
+    """`_format` (FHIR R4 http.html#parameters): json, application/json or application/fhir+json."""
+    kind, params = media_params(value)
+    if kind not in JSON_FORMATS or params.get("fhirversion", FHIR_VERSIONS[0]) not in FHIR_VERSIONS:
+        raise NotAcceptable("_format", "only JSON is served: json, application/json or application/fhir+json (FHIR 4.0)")
 
 
 @dataclass
@@ -92,6 +132,16 @@ class Query:
     params: dict[str, list[str]] = field(default_factory=dict)
     count: int = 20
     cursor: str | None = None
+    count_only: bool = False  # `_count=0` or `_summary=count`: the total and no entries
+    total: str | None = None  # `_total`: none, estimate or accurate (None: the server's default)
+
+    @property
+    def wants_total(self) -> bool:
+        """Whether a total must be computed even where it is not free."""
+        return self.count_only or self.total in ("estimate", "accurate")
+
+    def shows_total(self, total: int | None) -> bool:
+        return total is not None and (self.count_only or self.total != "none")
 
     def one(self, name: str) -> str | None:
         values = self.params.get(name)
@@ -108,20 +158,39 @@ class Query:
 def parse_query(pairs: list[tuple[str, str]], allowed: set[str], *, default_count: int, max_count: int) -> Query:
     q = Query(count=default_count)
     for name, value in pairs:
-        base = name.split(":", 1)[0]
-        if base in RESULT_PARAMS:
-            if base == "_count":
-                try:
-                    q.count = max(1, min(int(value), max_count))
-                except ValueError:
-                    raise FhirInvalid("_count", "must be a number", status=400) from None
-            elif base == "_cursor":
-                q.cursor = value
+        if name in RESULT_PARAMS:
+            _result_param(q, name, value.strip(), max_count)
             continue
         if name not in allowed:
             raise FhirInvalid(name, "is not a supported search parameter (see /fhir/R4/metadata)", status=400)
         q.params.setdefault(name, []).append(value)
     return q
+
+
+def _result_param(q: Query, name: str, value: str, max_count: int) -> None:
+    if name == "_count":
+        try:
+            count = int(value)
+        except ValueError:
+            raise FhirInvalid("_count", "must be a whole number", status=400) from None
+        if count < 0:
+            raise FhirInvalid("_count", "must be 0 (the total only) or more", status=400)
+        q.count_only = q.count_only or count == 0
+        q.count = min(max(count, 1), max_count)
+    elif name == "_cursor":
+        q.cursor = value
+    elif name == "_summary":
+        if value not in SUMMARY_MODES:
+            raise FhirInvalid("_summary", "supported values are count (the total only) and false", status=400)
+        q.count_only = q.count_only or value == "count"
+    elif name == "_total":
+        if value not in TOTAL_MODES:
+            raise FhirInvalid("_total", "must be none, estimate or accurate", status=400)
+        q.total = value
+    elif name == "_format":
+        check_format(value)
+    elif name == "_pretty" and value not in ("true", "false"):
+        raise FhirInvalid("_pretty", "must be true or false", status=400)
 
 
 def encode_offset(offset: int) -> str:

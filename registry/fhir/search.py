@@ -5,12 +5,13 @@ list uses): a Patient search without an identifier lists the caller's capture sc
 an Immunization search without a patient lists doses of patients in the caller's capture
 scope. Searches by exact identifier go through `registry/patients/service.search` (search
 scope, blind index) instead. Only clear columns are filtered on (sex, birth date, province,
-district): nothing is decrypted to search.
+district): nothing is decrypted to search. Each search has a count twin over the same query, for
+`_total` and `_summary=count`.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry import pagination, scoping
@@ -20,8 +21,8 @@ from registry.patients.repository import PATIENTS
 from security.access.principal import Principal
 
 
-def patients_in_capture(session: Session, principal: Principal, *, birth: DateRange, gender: str | None,
-                        province: str | None, district: str | None, cursor: str | None, limit: int):
+def _patients(principal: Principal, *, birth: DateRange, gender: str | None, province: str | None,
+              district: str | None):
     q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
     if birth.low is not None:
         q = q.where(PATIENTS.c.birth_date >= birth.low)
@@ -33,12 +34,21 @@ def patients_in_capture(session: Session, principal: Principal, *, birth: DateRa
         q = q.where(PATIENTS.c.province == province)
     if district is not None:
         q = q.where(PATIENTS.c.district == district)
-    return pagination.newest_first(session, q, PATIENTS.c.created_at, PATIENTS.c.id, cursor=cursor, limit=limit)
+    return q
 
 
-def doses_in_capture(session: Session, principal: Principal, *, given: DateRange, vaccines: list[str] | None,
-                     statuses: list[str] | None, cursor: str | None, limit: int):
-    """Doses (with their patient's province and district) of patients in capture scope."""
+def patients_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int, **filters):
+    """A page of patients in capture scope matching `filters` (birth, gender, province, district)."""
+    return pagination.newest_first(session, _patients(principal, **filters), PATIENTS.c.created_at, PATIENTS.c.id,
+                                   cursor=cursor, limit=limit)
+
+
+def count_patients_in_capture(session: Session, principal: Principal, **filters) -> int:
+    """How many patients the same search finds in all (`_total`, `_summary=count`)."""
+    return _count(session, _patients(principal, **filters))
+
+
+def _doses(principal: Principal, *, given: DateRange, vaccines: list[str] | None, statuses: list[str] | None):
     q = (select(DOSES, PATIENTS.c.province.label("patient_province"), PATIENTS.c.district.label("patient_district"))
          .join(PATIENTS, PATIENTS.c.id == DOSES.c.patient_id)
          .where(scoping.capture_clause(principal, PATIENTS)))
@@ -50,4 +60,18 @@ def doses_in_capture(session: Session, principal: Principal, *, given: DateRange
         q = q.where(DOSES.c.vaccine.in_(vaccines))
     if statuses is not None:
         q = q.where(DOSES.c.status.in_(statuses))
-    return pagination.newest_first(session, q, DOSES.c.recorded_at, DOSES.c.id, cursor=cursor, limit=limit)
+    return q
+
+
+def doses_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int, **filters):
+    """Doses (with their patient's province and district) of patients in capture scope."""
+    return pagination.newest_first(session, _doses(principal, **filters), DOSES.c.recorded_at, DOSES.c.id,
+                                   cursor=cursor, limit=limit)
+
+
+def count_doses_in_capture(session: Session, principal: Principal, **filters) -> int:
+    return _count(session, _doses(principal, **filters))
+
+
+def _count(session: Session, query) -> int:
+    return session.execute(select(func.count()).select_from(query.subquery())).scalar_one()

@@ -66,6 +66,15 @@ def read_patient(ctx: ServiceContext, raw_id: str) -> dict:
     return mapping.patient_to_fhir(patients.read(ctx, _id(raw_id, "patient")))
 
 
+def vread(res: dict, version_id: str) -> dict:
+    """vread of a resource just read (and audited): NHR serves the current version only
+    (CapabilityStatement `readHistory: false`); an earlier or unknown version is 404, and the
+    unit of work then records the read as `not_found`."""
+    if (res.get("meta") or {}).get("versionId") != version_id:
+        raise NotFound("this version is not available: only the current version is served")
+    return res
+
+
 def _identifier(value: str, name: str = "identifier") -> tuple[str, str]:
     system, code = split_token(value)
     if system is None and _HEALTH_ID.match(code.strip()):
@@ -104,21 +113,28 @@ def search_patients(ctx: ServiceContext, q: Query) -> SearchResult:
         matches = _search(ctx, *_identifier(ident), expression="identifier")
         keep = [m for m in matches if birth.contains(m.birth_date) and gender in (None, m.sex)
                 and state in (None, m.province) and district in (None, m.district)]
-        return SearchResult([mapping.patient_to_fhir(m) for m in keep], None, len(keep))
+        return SearchResult([] if q.count_only else [mapping.patient_to_fhir(m) for m in keep], None, len(keep))
     action = "patient.list"
     if not ctx.principal.can(Permission.PATIENT_LIST):
         ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "list without identifier"})
         raise Forbidden("your role does not allow listing patients")
-    try:
-        rows, next_cursor = search.patients_in_capture(ctx.session, ctx.principal, birth=birth, gender=gender, province=state,
-                                                       district=district, cursor=q.cursor, limit=q.count)
-    except InvalidInput:
-        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"field": "_cursor"})
-        raise FhirInvalid("_cursor", "is not a valid paging cursor", status=400) from None
+    filters = {"birth": birth, "gender": gender, "province": state, "district": district}
+    rows, next_cursor = [], None
+    if not q.count_only:
+        try:
+            rows, next_cursor = search.patients_in_capture(ctx.session, ctx.principal, cursor=q.cursor, limit=q.count, **filters)
+        except InvalidInput:
+            ctx.trail.record(ctx.session, action, audit.INVALID, detail={"field": "_cursor"})
+            raise FhirInvalid("_cursor", "is not a valid paging cursor", status=400) from None
+    total = search.count_patients_in_capture(ctx.session, ctx.principal, **filters) if q.wants_total else None
     views = [codec.to_view(ctx.runtime.cipher, r) for r in rows]
-    ctx.trail.record(ctx.session, action, audit.SUCCESS, subjects=[r.id for r in rows],
-                     detail={"count": len(rows), "parameters": sorted(q.params)})
-    return SearchResult([mapping.patient_to_fhir(v) for v in views], next_cursor, None)
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, subjects=[r.id for r in rows], detail=_detail(q, rows, total))
+    return SearchResult([mapping.patient_to_fhir(v) for v in views], next_cursor, total)
+
+
+def _detail(q: Query, rows: list, total: int | None) -> dict:
+    detail = {"count": len(rows), "parameters": sorted(q.params)}
+    return detail | {"total": total} if total is not None else detail
 
 
 def find_existing(ctx: ServiceContext, condition: str, expression: str) -> dict | None:
@@ -212,19 +228,22 @@ def search_immunizations(ctx: ServiceContext, q: Query) -> SearchResult:
         views = doses.list_for_patient(ctx, reference_id(patient, "patient"))
         keep = [v for v in views if given.contains(v.date_given) and (vaccines is None or v.vaccine in vaccines)
                 and (statuses is None or v.status in statuses)]
-        page = keep[offset:offset + q.count]
+        page = [] if q.count_only else keep[offset:offset + q.count]
         more = encode_offset(offset + q.count) if offset + q.count < len(keep) else None
         return SearchResult([mapping.immunization_to_fhir(v) for v in page], more, len(keep))
     action = "immunization.list"
-    try:
-        rows, next_cursor = search.doses_in_capture(ctx.session, ctx.principal, given=given, vaccines=vaccines,
-                                                    statuses=statuses, cursor=q.cursor, limit=q.count)
-    except InvalidInput:
-        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", detail={"field": "_cursor"})
-        raise FhirInvalid("_cursor", "is not a valid paging cursor", status=400) from None
+    filters = {"given": given, "vaccines": vaccines, "statuses": statuses}
+    rows, next_cursor = [], None
+    if not q.count_only:
+        try:
+            rows, next_cursor = search.doses_in_capture(ctx.session, ctx.principal, cursor=q.cursor, limit=q.count, **filters)
+        except InvalidInput:
+            ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", detail={"field": "_cursor"})
+            raise FhirInvalid("_cursor", "is not a valid paging cursor", status=400) from None
+    total = search.count_doses_in_capture(ctx.session, ctx.principal, **filters) if q.wants_total else None
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", subjects=[r.patient_id for r in rows],
-                     detail={"count": len(rows), "parameters": sorted(q.params)})
-    return SearchResult([mapping.immunization_to_fhir(doses.to_view(ctx, r)) for r in rows], next_cursor, None)
+                     detail=_detail(q, rows, total))
+    return SearchResult([mapping.immunization_to_fhir(doses.to_view(ctx, r)) for r in rows], next_cursor, total)
 
 
 def immunization_input(resource: dict, resolve: Callable[[str], uuid.UUID] | None = None) -> tuple[uuid.UUID, DoseCreate]:
@@ -255,4 +274,5 @@ def search_recommendations(ctx: ServiceContext, q: Query) -> SearchResult:
     patient = q.one("patient")
     if patient is None:
         raise FhirInvalid("patient", "is required: recommendations are computed per patient", status=400)
-    return SearchResult([recommendation_to_fhir(schedules.for_patient(ctx, reference_id(patient, "patient")))], None, 1)
+    found = recommendation_to_fhir(schedules.for_patient(ctx, reference_id(patient, "patient")))
+    return SearchResult([] if q.count_only else [found], None, 1)

@@ -4,9 +4,21 @@ Decoding untrusted text raises only `HcertError` subclasses, each with a stable 
 API and CLI report as is. Messages never include payload content (names, dates of birth).
 
 Verification order: decode (prefix, base45, zlib, CBOR, COSE structure, CWT claims) -> signer
-(kid in the trust list) -> signature -> the signer's certificate valid at issuance (iat), as the
-DCC specification requires -> validity window (iat/exp, with a small clock skew) -> revocation.
-The first failure is reported.
+(kid in the trust list) -> signature -> the signer's certificate valid at issuance -> the EU DCC
+JSON schema (`schema`) -> the signer's extended key usage allows the certificate's type ->
+validity window -> revocation. The first failure is reported. The payload's content is judged
+only once its signature holds: a forged or damaged payload answers `signature_mismatch`, not a
+statement about what it claims.
+
+Time, precisely (all in whole UTC seconds as the CWT carries them):
+- `exp` is the first second at which the certificate is no longer valid (RFC 8392 3.1.4, "on or
+  after which ... MUST NOT be accepted"): valid while now < exp, `expired` at exp itself. No clock
+  skew is granted on expiry.
+- `iat` more than CLOCK_SKEW (300 s) after now is `not_yet_valid`.
+- `iat` is required, and the signer's certificate must have been valid at it:
+  notBefore <= iat <= notAfter, both ends included (RFC 5280 4.1.2.5), else `signer_not_valid`.
+  Only validity at issuance is checked: a certificate outlives its signer's certificate until its
+  own exp, unless revoked (a compromised signer is taken off the trust list).
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ from typing import Callable
 
 import cbor2
 
-from security.certificates import base45, cose
+from security.certificates import base45, cose, schema
 from security.certificates.trust import TrustedSigner, TrustList
 
 PREFIX = "HC1:"
@@ -78,6 +90,14 @@ class SignerNotValid(HcertError):
     code = "signer_not_valid"
 
 
+class SchemaInvalid(HcertError):
+    code = "schema"
+
+
+class SignerTypeMismatch(HcertError):
+    code = "signer_type_mismatch"
+
+
 class Expired(HcertError):
     code = "expired"
 
@@ -91,7 +111,8 @@ class Revoked(HcertError):
 
 
 ERROR_CODES = tuple(c.code for c in (BadPrefix, TooLong, Base45Error, ZlibError, CborError, CoseStructureError, PayloadError,
-                                     UnknownKid, UnsupportedAlgorithm, SignatureMismatch, SignerNotValid, Expired, NotYetValid, Revoked))
+                                     UnknownKid, UnsupportedAlgorithm, SignatureMismatch, SignerNotValid, SchemaInvalid,
+                                     SignerTypeMismatch, Expired, NotYetValid, Revoked))
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,11 @@ class Decoded:
     @property
     def kid(self) -> bytes | None:
         return self.message.kid
+
+    @property
+    def types(self) -> frozenset[str]:
+        """The DCC groups present: "v" vaccination, "t" test, "r" recovery."""
+        return frozenset(group for group in ("v", "t", "r") if group in self.dcc)
 
     @property
     def uvcis(self) -> list[str]:
@@ -220,10 +246,24 @@ def check_signature(decoded: Decoded, trust: TrustList) -> TrustedSigner:
         raise UnsupportedAlgorithm(str(exc)) from None
     except cose.SignatureMismatch as exc:
         raise SignatureMismatch(str(exc)) from None
+    if decoded.issued_at is None:
+        raise PayloadError("the CWT has no issued-at (iat) claim: the signer's validity at issuance cannot be checked")
     cert = signer.certificate
-    if decoded.issued_at is not None and not cert.not_valid_before_utc <= decoded.issued_at <= cert.not_valid_after_utc:
+    if not cert.not_valid_before_utc <= decoded.issued_at <= cert.not_valid_after_utc:
         raise SignerNotValid("the signer's certificate was not valid when the certificate was issued")
     return signer
+
+
+def check_schema(decoded: Decoded) -> None:
+    found = schema.problems(decoded.dcc)
+    if found:
+        raise SchemaInvalid(f"the payload does not match the EU DCC schema {schema.version()}: {'; '.join(found[:3])}")
+
+
+def check_usage(decoded: Decoded, signer: TrustedSigner) -> None:
+    """The signer's extended key usage must allow every group the certificate carries."""
+    if not decoded.types <= signer.permitted_types:
+        raise SignerTypeMismatch("the signer's extended key usage does not allow this certificate type")
 
 
 def check_validity(decoded: Decoded, now: datetime) -> None:
@@ -239,6 +279,8 @@ def verify(text: str, trust: TrustList, *, now: datetime | None = None,
            is_revoked: Callable[[str], bool] | None = None) -> Verified:
     decoded = decode(text)
     signer = check_signature(decoded, trust)
+    check_schema(decoded)
+    check_usage(decoded, signer)
     check_validity(decoded, now or datetime.now(UTC))
     for uvci in decoded.uvcis:
         if trust.is_revoked(uvci) or (is_revoked is not None and is_revoked(uvci)):

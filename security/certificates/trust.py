@@ -6,6 +6,11 @@
   verifier can check certificates offline: public certificates and revoked UVCI hashes only.
 - Revocations travel as SHA-256 of the UVCI (as the EU DCC revocation lists do), so the list
   discloses no certificate identifiers.
+- A signer's extended key usage limits the certificate types it may sign (`permitted_types`), as
+  the EU reference verifiers read it: the DCC OIDs 1.3.6.1.4.1.1847.2021.1.{1 test, 2 vaccination,
+  3 recovery} and their 1.3.6.1.4.1.0.1847.2021.1.x variants. No extended key usage, or one with
+  none of these OIDs, permits every type; otherwise only the types named. A certificate whose
+  extensions cannot be parsed permits none (fail closed).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 FORMAT = "nhr-dcc-trust-list/1"
+ALL_TYPES = frozenset("tvr")  # the DCC payload groups: t test, v vaccination, r recovery
+DCC_EKU_TYPES = {f"1.3.6.1.4.1.{arc}1847.2021.1.{n}": kind
+                 for arc in ("", "0.") for n, kind in ((1, "t"), (2, "v"), (3, "r"))}
 
 
 def kid_of(certificate: x509.Certificate) -> bytes:
@@ -42,6 +50,10 @@ class TrustedSigner:
     @property
     def public_key(self):
         return self.certificate.public_key()
+
+    @property
+    def permitted_types(self) -> frozenset[str]:
+        return permitted_types(self.certificate)
 
 
 @dataclass
@@ -91,6 +103,18 @@ class TrustList:
             raise
         except Exception as exc:
             raise TrustListError(f"the trust list cannot be read ({type(exc).__name__})") from None
+
+
+def permitted_types(certificate: x509.Certificate) -> frozenset[str]:
+    """The DCC types ("t", "v", "r") this signer may sign, from its extended key usage."""
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return ALL_TYPES
+    except ValueError:  # malformed or duplicate extensions
+        return frozenset()
+    named = frozenset(DCC_EKU_TYPES[oid.dotted_string] for oid in usage if oid.dotted_string in DCC_EKU_TYPES)
+    return named or ALL_TYPES
 
 
 def load_certificate(value: x509.Certificate | bytes | str) -> x509.Certificate:
