@@ -6,6 +6,13 @@ Invariants:
 - Reads only columns in clear (see models.py); decrypts nothing.
 - Each patient is judged by the rules of the schedule group of its custodian province
   (`Group`); a custodian in no group counts as any-dose only (valid mask 0).
+- The SQL verdict is used only where it provably equals the schedule engine's (`_fast`): in every
+  series, each catalogue item recorded at most once, the recorded items a prefix of the series'
+  slots in strictly increasing date order, and every one but possibly the last valid. Then the
+  engine, filling slots in date order, puts dose n in slot n and judges it by the same tests.
+  Every other child is flagged (`engine` = 1) and judged by the engine in Python (judge.py).
+- What a judgement sees is stated once: `SELECTED_PATIENTS` (which patients are counted) and
+  `DOSES_SEEN` (which dose rows a child's judgement sees); the engine path reads the same.
 - Per-dose work (the bulk of a rebuild: every completed dose) is `dose_pivot`, one aggregate
   that PostgreSQL can run in parallel workers. Per-child work reads the age thresholds from one
   row per distinct birth date, computed once, not once per child, and judges every schedule
@@ -20,7 +27,14 @@ from registry.reports import catalogue as cat
 from registry.schedules import engine
 
 _UNITS = {"d": "days", "w": "weeks", "m": "months", "y": "years"}
-STATUS_COLUMNS = "patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m"
+STATUS_COLUMNS = "patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m, engine"
+# The patients the aggregates count (a condition over `patients p`); one place, so that a filter
+# (e.g. merged records) is a one-line change for the rebuild, the refresher and the engine path.
+SELECTED_PATIENTS = "1 = 1"
+# The dose rows a child's judgement sees (SQL pivot and engine alike): every completed dose row.
+DOSES_SEEN = "SELECT patient_id, vaccine, dose_number, date_given FROM immunizations WHERE status = 'completed'"
+# A child's leaf jurisdiction: the home facility's node when it lies in the child's district.
+LEAF = "CASE WHEN f.district = p.district THEN f.jurisdiction_code ELSE p.district END"
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,7 @@ class Group:
 
     rules: dict[int, cat.Rule]
     custodians: tuple[str, ...]
+    schedule: engine.Schedule | None = None
 
 
 def _add(pg: bool, col: str, duration: str) -> str:
@@ -39,7 +54,10 @@ def _add(pg: bool, col: str, duration: str) -> str:
         return f"CAST({col} + INTERVAL '{n} {_UNITS[unit]}' AS DATE)"
     if unit in "dw":
         return f"date({col}, '+{n * (7 if unit == 'w' else 1)} days')"
-    return f"date({col}, '+{n} {_UNITS[unit]}')"
+    # SQLite rolls 31 Jan + 1 month over to 2 or 3 March; the engine (and PostgreSQL) clamp to
+    # the month's last day: the smaller of the rolled date and the last day of the target month
+    months = n if unit == "m" else 12 * n
+    return f"min(date({col}, '+{months} months'), date({col}, 'start of month', '+{months + 1} months', '-1 day'))"
 
 
 def _age(duration: str) -> str:
@@ -58,7 +76,8 @@ def _ages(pg: bool, groups: list[Group], where: str) -> str:
     every age threshold the rules need (a few thousand rows for a million children)."""
     cols = ", ".join(f"{_add(pg, 'b', d)} AS {_age(d)}" for d in _durations(groups))
     cohort = "CAST(to_char(b, 'YYYYMM') AS INTEGER)" if pg else "CAST(strftime('%Y%m', b) AS INTEGER)"
-    return f"SELECT b AS birth_date, {cohort} AS cohort_month, {cols} FROM (SELECT DISTINCT p.birth_date AS b FROM patients p WHERE {where}) x"
+    return (f"SELECT b AS birth_date, {cohort} AS cohort_month, {cols} "
+            f"FROM (SELECT DISTINCT p.birth_date AS b FROM patients p WHERE ({where}) AND {SELECTED_PATIENTS}) x")
 
 
 def _valid_conditions(pg: bool, rules: dict[int, cat.Rule]) -> dict[int, str]:
@@ -97,6 +116,49 @@ def _valid_by_group(pg: bool, groups: list[Group]) -> str:
     return f"CASE {branches} ELSE 0 END"
 
 
+def _series_items(schedule: engine.Schedule | None) -> list[list[int]] | None:
+    """The catalogue item of each slot, per series (series wholly outside the catalogue left
+    out); None when a series is only partly in the catalogue (then no child is provably equal)."""
+    if schedule is None:
+        return []
+    position = {item: i for i, item in enumerate(cat.ITEMS)}
+    out = []
+    for series in schedule.series:
+        items = [position.get(f"{slot.vaccine}-{slot.dose}") for slot in series.slots]
+        if all(i is None for i in items):
+            continue
+        if any(i is None for i in items):
+            return None
+        out.append(items)
+    return out
+
+
+def _fast(group: Group) -> str:
+    """True where the SQL verdict provably equals the engine's (module docstring)."""
+    series = _series_items(group.schedule)
+    if series is None:
+        return "1 = 0"
+    popcount = " + ".join(f"((any_mask >> {k}) & 1)" for k in range(len(cat.ITEMS)))
+    parts = [f"n_doses = {popcount}"]
+    for items in series:
+        mask = sum(1 << k for k in items)
+        prefixes = [sum(1 << k for k in items[:j]) for j in range(len(items) + 1)]
+        parts.append(f"(any_mask & {mask}) IN ({', '.join(map(str, prefixes))})")
+        for prev, k in zip(items, items[1:]):
+            parts.append(f"(d{k} IS NULL OR (d{k} > d{prev} AND ((valid_mask >> {prev}) & 1) = 1))")
+    return " AND ".join(parts)
+
+
+def _engine_by_group(groups: list[Group]) -> str:
+    def flag(g: Group) -> str:
+        return f"CASE WHEN {_fast(g)} THEN 0 ELSE 1 END"
+
+    if len(groups) == 1:
+        return flag(groups[0])
+    branches = " ".join(f"WHEN custodian IN :custodians_{n} THEN {flag(g)}" for n, g in enumerate(groups))
+    return f"CASE {branches} ELSE 0 END"
+
+
 def dose_pivot(pg: bool, dose_where: str = "1 = 1") -> str:
     """Per patient with a counted dose matching `dose_where` (over `immunizations i`): the mask
     of items it has (`any_mask`) and the earliest date of each item (d0..dN). The item number
@@ -106,9 +168,9 @@ def dose_pivot(pg: bool, dose_where: str = "1 = 1") -> str:
     codes = ", ".join(f"('{v}', {n}, {k})" for k, (v, n) in enumerate(cat.split(x) for x in cat.ITEMS))
     any_mask = "BIT_OR(CAST(1 AS BIGINT) << c.column3)" if pg else "SUM(DISTINCT 1 << c.column3)"
     pivots = ", ".join(f"MIN(i.date_given) FILTER (WHERE c.column3 = {k}) AS d{k}" for k in range(len(cat.ITEMS)))
-    return (f"SELECT i.patient_id, {any_mask} AS any_mask, {pivots} FROM immunizations i "
+    return (f"SELECT i.patient_id, {any_mask} AS any_mask, COUNT(*) AS n_doses, {pivots} FROM ({DOSES_SEEN}) i "
             f"JOIN (VALUES {codes}) AS c ON c.column1 = i.vaccine AND c.column2 = i.dose_number "
-            f"WHERE i.status = 'completed' AND {dose_where} GROUP BY i.patient_id")
+            f"WHERE {dose_where} GROUP BY i.patient_id")
 
 
 def status_select(pg: bool, groups: list[Group], where: str, doses: str) -> str:
@@ -120,17 +182,24 @@ def status_select(pg: bool, groups: list[Group], where: str, doses: str) -> str:
     by_12m = f"(CASE WHEN d{p1} < {_age(cat.ZERO_DOSE_AGE)} THEN 1 ELSE 0 END)"
     ages = ", ".join(f"a.{_age(d)}" for d in _durations(groups))
     dates = ", ".join(f"d.d{k}" for k in range(len(cat.ITEMS)))
+    carried = ", ".join(f"d{k}" for k in range(len(cat.ITEMS)))
+    offset = " OFFSET 0" if pg else ""
     return f"""
-SELECT patient_id, province, district, leaf, cohort_month, any_mask, {_valid_by_group(pg, groups)} AS valid_mask, {by_12m} AS penta1_by_12m
+SELECT patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m,
+  {_engine_by_group(groups)} AS engine
 FROM (
-  SELECT p.id AS patient_id, p.province AS province, p.district AS district, p.custodian AS custodian,
-    CASE WHEN f.district = p.district THEN f.jurisdiction_code ELSE p.district END AS leaf,
-    a.cohort_month AS cohort_month, {ages}, COALESCE(d.any_mask, 0) AS any_mask, {dates}
-  FROM patients p JOIN facilities f ON f.code = p.home_facility
-  JOIN ({_ages(pg, groups, where)}) a ON a.birth_date = p.birth_date
-  LEFT JOIN {doses} d ON d.patient_id = p.id
-  WHERE {where}{" OFFSET 0" if pg else ""}
-) s"""
+  SELECT patient_id, province, district, custodian, leaf, cohort_month, any_mask, n_doses, {carried},
+    {_valid_by_group(pg, groups)} AS valid_mask, {by_12m} AS penta1_by_12m
+  FROM (
+    SELECT p.id AS patient_id, p.province AS province, p.district AS district, p.custodian AS custodian,
+      {LEAF} AS leaf, a.cohort_month AS cohort_month, {ages}, COALESCE(d.any_mask, 0) AS any_mask,
+      COALESCE(d.n_doses, 0) AS n_doses, {dates}
+    FROM patients p JOIN facilities f ON f.code = p.home_facility
+    JOIN ({_ages(pg, groups, where)}) a ON a.birth_date = p.birth_date
+    LEFT JOIN {doses} d ON d.patient_id = p.id
+    WHERE ({where}) AND {SELECTED_PATIENTS}{offset}
+  ) s{offset}
+) v"""
 
 
 def counts_insert(where: str) -> str:
