@@ -206,3 +206,30 @@ def test_write_paths_queue_the_patient_and_a_report_folds_it_in(shared_world, pl
         status = s.execute(select(ChildStatus).where(ChildStatus.patient_id == uuid.UUID(pid))).scalar_one()
         assert status.leaf == place.ucs[1] and status.cohort_month == 202601 and status.any_mask & 1 == 1
         assert not [q for q in s.execute(select(DirtyPatient.patient_id)).scalars() if str(q) == pid]
+
+
+def test_a_report_with_a_past_as_of_never_changes_the_aggregates(shared_world, place, runtime):
+    """No schedule was in force in 2020: folding queued changes in as of then would judge every
+    refreshed child as having no valid dose. A report's as_of must not reach the aggregates."""
+    from registry.reports import aggregate, queue
+    from registry.reports.models import CoverageCount
+
+    def state():
+        with runtime.sessions() as s:
+            rows = s.execute(select(ChildStatus.patient_id, ChildStatus.any_mask, ChildStatus.valid_mask)
+                             .where(ChildStatus.leaf.in_(place.ucs))).all()
+            counts = s.execute(select(CoverageCount.item, CoverageCount.any_count, CoverageCount.valid_count)
+                               .where(CoverageCount.leaf.in_(place.ucs))).all()
+        return sorted(map(tuple, rows)), sorted(map(tuple, counts))
+
+    with runtime.sessions.begin() as s:
+        while aggregate.refresh(s, date.today(), 1000):
+            pass
+    before = state()
+    assert any(v for _, _, v in before[0])  # some valid doses to lose
+    with runtime.sessions.begin() as s:
+        for pid, _, _ in before[0]:
+            queue.mark(s, pid)  # every child of the place is queued when the report is asked for
+    r = get(shared_world, "official_district", "coverage", jurisdiction=place.tehsil, cohort=COHORT, as_of="2020-01-01")
+    assert r.status_code == 200, r.json()
+    assert state() == before
