@@ -6,11 +6,13 @@ Invariants:
 - Reads only columns in clear (see models.py); decrypts nothing.
 - Each patient is judged by the rules of the schedule group of its custodian province
   (`Group`); a custodian in no group counts as any-dose only (valid mask 0).
-- The SQL verdict is used only where it provably equals the schedule engine's (`_fast`): in every
-  series, each catalogue item recorded at most once, the recorded items a prefix of the series'
-  slots in strictly increasing date order, and every one but possibly the last valid. Then the
-  engine, filling slots in date order, puts dose n in slot n and judges it by the same tests.
-  Every other child is flagged (`engine` = 1) and judged by the engine in Python (judge.py).
+- The SQL verdict is the engine's loop unrolled (`_counted`: the doses of a series in date
+  order fill its slots in turn, each judged against its slot and the previous counted dose),
+  used only where it provably equals the engine's (`_fast`): each catalogue item recorded at
+  most once and, in every series, the recorded items' dates strictly increasing in slot order
+  (then the engine's date order is slot order, one dose per date, no duplicates). Every other
+  child (repeated, same-day or out-of-order records) is flagged (`engine` = 1) and judged by
+  the engine in Python (judge.py).
 - What a judgement sees is stated once: `SELECTED_PATIENTS` (which patients are counted) and
   `DOSES_SEEN` (which dose rows a child's judgement sees); the engine path reads the same.
 - Per-dose work (the bulk of a rebuild: every completed dose) is `dose_pivot`, one aggregate
@@ -67,8 +69,8 @@ def _age(duration: str) -> str:
 
 
 def _durations(groups: list[Group]) -> list[str]:
-    rules = [r for g in groups for r in g.rules.values()]
-    return sorted({cat.ZERO_DOSE_AGE} | {r.min_age for r in rules} | {r.max_age for r in rules if r.max_age})
+    slots = [slot for g in groups for series in (_series_slots(g.schedule) or []) for _, slot in series]
+    return sorted({cat.ZERO_DOSE_AGE} | {x.min_age for x in slots} | {x.max_age for x in slots if x.max_age})
 
 
 def _ages(pg: bool, groups: list[Group], where: str) -> str:
@@ -80,28 +82,48 @@ def _ages(pg: bool, groups: list[Group], where: str) -> str:
             f"FROM (SELECT DISTINCT p.birth_date AS b FROM patients p WHERE ({where}) AND {SELECTED_PATIENTS}) x")
 
 
-def _valid_conditions(pg: bool, rules: dict[int, cat.Rule]) -> dict[int, str]:
-    conds: dict[int, str] = {}
-    for i in range(len(cat.ITEMS)):
-        rule = rules.get(i)
-        if rule is None:
+def _series_slots(schedule: engine.Schedule | None) -> list[list[tuple[int, engine.Slot]]] | None:
+    """(catalogue item, slot) of each slot, per series (series wholly outside the catalogue left
+    out); None when a series is only partly in the catalogue (then no child is provably equal)."""
+    if schedule is None:
+        return []
+    position = {item: i for i, item in enumerate(cat.ITEMS)}
+    out = []
+    for series in schedule.series:
+        items = [(position.get(f"{slot.vaccine}-{slot.dose}"), slot) for slot in series.slots]
+        if all(i is None for i, _ in items):
             continue
-        parts = [f"d{i} >= {_age(rule.min_age)}"]
-        if rule.max_age is not None:
-            parts.append(f"d{i} <= {_age(rule.max_age)}")
-        if rule.previous is not None:
-            if rule.previous not in conds:
-                continue  # the previous dose can never be valid, so neither can this one
-            parts.append(conds[rule.previous])
-            if rule.min_interval is not None:
-                parts.append(f"d{i} >= {_add(pg, f'd{rule.previous}', rule.min_interval)}")
-        conds[i] = "(" + " AND ".join(parts) + ")"
-    return conds
+        if any(i is None for i, _ in items):
+            return None
+        out.append(items)
+    return out
 
 
-def _valid_mask(pg: bool, rules: dict[int, cat.Rule]) -> str:
-    valid = _valid_conditions(pg, rules)
-    return " + ".join([f"(CASE WHEN {c} THEN {1 << k} ELSE 0 END)" for k, c in valid.items()] or ["0"])
+def _counted(pg: bool, series: list[tuple[int, engine.Slot]], k: int = 0, slot: int = 0, prev: str | None = None) -> str:
+    """How many slots of the series the engine fills, for a child whose recorded items of the
+    series are in slot order by date (`_fast`): the engine's loop over doses in date order,
+    unrolled (the k-th item is the next dose if present; it fills slot `slot` if it passes the
+    slot's checks against the previous counted dose `prev`, else it is invalid)."""
+    if k == len(series) or slot == len(series):
+        return "0"
+    d, rule = f"d{series[k][0]}", series[slot][1]
+    checks = [f"{d} IS NOT NULL", f"{d} >= {_age(rule.min_age)}"]
+    if rule.max_age is not None:
+        checks.append(f"{d} <= {_age(rule.max_age)}")
+    if prev is not None and rule.min_interval is not None:
+        checks.append(f"{d} >= {_add(pg, prev, rule.min_interval)}")
+    return (f"(CASE WHEN {' AND '.join(checks)} THEN 1 + {_counted(pg, series, k + 1, slot + 1, d)} "
+            f"ELSE {_counted(pg, series, k + 1, slot, prev)} END)")
+
+
+def _valid_mask(pg: bool, group: Group) -> str:
+    """Bit i set when the engine fills item i's slot (the first `_counted` slots of each series)."""
+    parts = []
+    for series in _series_slots(group.schedule) or []:
+        prefixes = [sum(1 << item for item, _ in series[:j]) for j in range(1, len(series) + 1)]
+        whens = " ".join(f"WHEN {j} THEN {m}" for j, m in enumerate(prefixes, start=1))
+        parts.append(f"(CASE {_counted(pg, series)} {whens} ELSE 0 END)")
+    return " + ".join(parts or ["0"])
 
 
 def group_params(groups: list[Group]) -> dict[str, list[str]]:
@@ -111,41 +133,26 @@ def group_params(groups: list[Group]) -> dict[str, list[str]]:
 
 def _valid_by_group(pg: bool, groups: list[Group]) -> str:
     if len(groups) == 1:
-        return _valid_mask(pg, groups[0].rules)
-    branches = " ".join(f"WHEN custodian IN :custodians_{n} THEN {_valid_mask(pg, g.rules)}" for n, g in enumerate(groups))
+        return _valid_mask(pg, groups[0])
+    branches = " ".join(f"WHEN custodian IN :custodians_{n} THEN {_valid_mask(pg, g)}" for n, g in enumerate(groups))
     return f"CASE {branches} ELSE 0 END"
 
 
-def _series_items(schedule: engine.Schedule | None) -> list[list[int]] | None:
-    """The catalogue item of each slot, per series (series wholly outside the catalogue left
-    out); None when a series is only partly in the catalogue (then no child is provably equal)."""
-    if schedule is None:
-        return []
-    position = {item: i for i, item in enumerate(cat.ITEMS)}
-    out = []
-    for series in schedule.series:
-        items = [position.get(f"{slot.vaccine}-{slot.dose}") for slot in series.slots]
-        if all(i is None for i in items):
-            continue
-        if any(i is None for i in items):
-            return None
-        out.append(items)
-    return out
-
-
 def _fast(group: Group) -> str:
-    """True where the SQL verdict provably equals the engine's (module docstring)."""
-    series = _series_items(group.schedule)
+    """True where the SQL verdict provably equals the engine's: each catalogue item recorded at
+    most once, and in every series the recorded items' dates strictly increase in slot order.
+    Then the engine sees the doses in slot order, one per date, none a duplicate, and `_counted`
+    is its loop unrolled."""
+    series = _series_slots(group.schedule)
     if series is None:
         return "1 = 0"
     popcount = " + ".join(f"((any_mask >> {k}) & 1)" for k in range(len(cat.ITEMS)))
     parts = [f"n_doses = {popcount}"]
-    for items in series:
-        mask = sum(1 << k for k in items)
-        prefixes = [sum(1 << k for k in items[:j]) for j in range(len(items) + 1)]
-        parts.append(f"(any_mask & {mask}) IN ({', '.join(map(str, prefixes))})")
-        for prev, k in zip(items, items[1:]):
-            parts.append(f"(d{k} IS NULL OR (d{k} > d{prev} AND ((valid_mask >> {prev}) & 1) = 1))")
+    for slots in series:
+        items = [item for item, _ in slots]
+        for i, a in enumerate(items):
+            for b in items[i + 1:]:
+                parts.append(f"(d{a} IS NULL OR d{b} IS NULL OR d{a} < d{b})")
     return " AND ".join(parts)
 
 
@@ -185,7 +192,7 @@ def status_select(pg: bool, groups: list[Group], where: str, doses: str) -> str:
     carried = ", ".join(f"d{k}" for k in range(len(cat.ITEMS)))
     offset = " OFFSET 0" if pg else ""
     return f"""
-SELECT patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m,
+SELECT patient_id, province, district, leaf, cohort_month, (any_mask | valid_mask) AS any_mask, valid_mask, penta1_by_12m,
   {_engine_by_group(groups)} AS engine
 FROM (
   SELECT patient_id, province, district, custodian, leaf, cohort_month, any_mask, n_doses, {carried},
