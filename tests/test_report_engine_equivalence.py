@@ -12,7 +12,7 @@ import copy
 from datetime import date, timedelta
 from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
@@ -102,6 +102,8 @@ def _provincial_variant(document: dict) -> dict:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(kids=st.lists(child_st, min_size=1, max_size=5), rebuild=st.booleans())
+@example(kids=[(date(2024, 1, 10), 0, "female", [("PENTA", 1, 45, "completed"), ("PENTA", 2, 80, "completed")])], rebuild=False)
+@example(kids=[(date(2024, 1, 10), 1, "male", [("PENTA", 1, 45, "completed"), ("ROTA", 1, 400, "completed")])], rebuild=True)
 def test_each_schedule_group_is_judged_by_its_own_schedule(runtime, kids, rebuild):
     """Two schedule groups judged in one pass: the place's province under a provincial variant,
     the rest under the national schedule; counts equal the engine under the variant."""
