@@ -8,11 +8,10 @@ Invariants:
   (`Group`); a custodian in no group counts as any-dose only (valid mask 0).
 - The SQL verdict is the engine's loop unrolled (`_counted`: the doses of a series in date
   order fill its slots in turn, each judged against its slot and the previous counted dose),
-  used only where it provably equals the engine's (`_fast`): each catalogue item recorded at
-  most once and, in every series, the recorded items' dates strictly increasing in slot order
-  (then the engine's date order is slot order, one dose per date, no duplicates). Every other
-  child (repeated, same-day or out-of-order records) is flagged (`engine` = 1) and judged by
-  the engine in Python (judge.py).
+  for every order the doses' dates can take (`_series_count`), and is used only where it
+  provably equals the engine's (`_fast`): each catalogue item recorded at most once. Every
+  other child (an item recorded twice, e.g. Penta-1 repeated after an early one) is flagged
+  (`engine` = 1) and judged by the engine in Python (judge.py).
 - What a judgement sees is stated once: `SELECTED_PATIENTS` (which patients are counted) and
   `DOSES_SEEN` (which dose rows a child's judgement sees); the engine path reads the same.
 - Per-dose work (the bulk of a rebuild: every completed dose) is `dose_pivot`, one aggregate
@@ -23,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from registry.reports import catalogue as cat
@@ -99,21 +99,49 @@ def _series_slots(schedule: engine.Schedule | None) -> list[list[tuple[int, engi
     return out
 
 
-def _counted(pg: bool, series: list[tuple[int, engine.Slot]], k: int = 0, slot: int = 0, prev: str | None = None) -> str:
-    """How many slots of the series the engine fills, for a child whose recorded items of the
-    series are in slot order by date (`_fast`): the engine's loop over doses in date order,
-    unrolled (the k-th item is the next dose if present; it fills slot `slot` if it passes the
-    slot's checks against the previous counted dose `prev`, else it is invalid)."""
-    if k == len(series) or slot == len(series):
+MAX_PERMUTED = 3  # series up to this long are judged in SQL whatever their doses' date order
+
+
+def _counted(pg: bool, series: list[tuple[int, engine.Slot]], order: tuple[int, ...], k: int = 0, slot: int = 0,
+             prev: str | None = None) -> str:
+    """How many slots of the series the engine fills when it meets the series' recorded items in
+    `order` (its date order): the engine's loop unrolled. The k-th item in that order, if
+    present, fills slot `slot` if it passes the slot's checks against `prev`, the previous
+    counted dose (same day: a duplicate; too soon: the interval), else it is invalid."""
+    if k == len(order) or slot == len(series):
         return "0"
-    d, rule = f"d{series[k][0]}", series[slot][1]
+    d, rule = f"d{series[order[k]][0]}", series[slot][1]
     checks = [f"{d} IS NOT NULL", f"{d} >= {_age(rule.min_age)}"]
     if rule.max_age is not None:
         checks.append(f"{d} <= {_age(rule.max_age)}")
-    if prev is not None and rule.min_interval is not None:
-        checks.append(f"{d} >= {_add(pg, prev, rule.min_interval)}")
-    return (f"(CASE WHEN {' AND '.join(checks)} THEN 1 + {_counted(pg, series, k + 1, slot + 1, d)} "
-            f"ELSE {_counted(pg, series, k + 1, slot, prev)} END)")
+    if prev is not None:
+        checks.append(f"{d} <> {prev}")
+        if rule.min_interval is not None:
+            checks.append(f"{d} >= {_add(pg, prev, rule.min_interval)}")
+    return (f"(CASE WHEN {' AND '.join(checks)} THEN 1 + {_counted(pg, series, order, k + 1, slot + 1, d)} "
+            f"ELSE {_counted(pg, series, order, k + 1, slot, prev)} END)")
+
+
+def _in_order(series: list[tuple[int, engine.Slot]], order: tuple[int, ...]) -> str:
+    """True when the present items' engine order (date, then dose number) is `order`."""
+    conds = []
+    for x, a in enumerate(order):
+        for b in order[x + 1:]:
+            op = "<=" if series[a][1].dose < series[b][1].dose else "<"
+            da, db = f"d{series[a][0]}", f"d{series[b][0]}"
+            conds.append(f"({da} IS NULL OR {db} IS NULL OR {da} {op} {db})")
+    return " AND ".join(conds) or "1 = 1"
+
+
+def _series_count(pg: bool, series: list[tuple[int, engine.Slot]]) -> str:
+    """`_counted` under whichever order the child's dates give (the slot order first, as most
+    histories are in order; a longer series is judged in slot order only, see `_fast`)."""
+    identity = tuple(sorted(range(len(series)), key=lambda j: series[j][1].dose))
+    if len(series) > MAX_PERMUTED:
+        return _counted(pg, series, identity)
+    orders = [identity] + [o for o in itertools.permutations(range(len(series))) if o != identity]
+    whens = " ".join(f"WHEN {_in_order(series, o)} THEN {_counted(pg, series, o)}" for o in orders[:-1])
+    return f"(CASE {whens} ELSE {_counted(pg, series, orders[-1])} END)" if whens else _counted(pg, series, identity)
 
 
 def _valid_mask(pg: bool, group: Group) -> str:
@@ -122,7 +150,7 @@ def _valid_mask(pg: bool, group: Group) -> str:
     for series in _series_slots(group.schedule) or []:
         prefixes = [sum(1 << item for item, _ in series[:j]) for j in range(1, len(series) + 1)]
         whens = " ".join(f"WHEN {j} THEN {m}" for j, m in enumerate(prefixes, start=1))
-        parts.append(f"(CASE {_counted(pg, series)} {whens} ELSE 0 END)")
+        parts.append(f"(CASE {_series_count(pg, series)} {whens} ELSE 0 END)")
     return " + ".join(parts or ["0"])
 
 
@@ -140,19 +168,21 @@ def _valid_by_group(pg: bool, groups: list[Group]) -> str:
 
 def _fast(group: Group) -> str:
     """True where the SQL verdict provably equals the engine's: each catalogue item recorded at
-    most once, and in every series the recorded items' dates strictly increase in slot order.
-    Then the engine sees the doses in slot order, one per date, none a duplicate, and `_counted`
-    is its loop unrolled."""
+    most once (and, in a series longer than MAX_PERMUTED, the dates strictly increasing in dose
+    order). Then within a series the engine meets one dose per slot item, in the order of
+    their dates (ties by dose number), and `_series_count` is its loop unrolled for that order;
+    a second dose on one day is its duplicate rule. Repeated records go to the engine."""
     series = _series_slots(group.schedule)
     if series is None:
         return "1 = 0"
     popcount = " + ".join(f"((any_mask >> {k}) & 1)" for k in range(len(cat.ITEMS)))
     parts = [f"n_doses = {popcount}"]
     for slots in series:
-        items = [item for item, _ in slots]
-        for i, a in enumerate(items):
-            for b in items[i + 1:]:
-                parts.append(f"(d{a} IS NULL OR d{b} IS NULL OR d{a} < d{b})")
+        if len(slots) > MAX_PERMUTED:
+            items = [item for item, _ in sorted(slots, key=lambda x: x[1].dose)]
+            for i, a in enumerate(items):
+                for b in items[i + 1:]:
+                    parts.append(f"(d{a} IS NULL OR d{b} IS NULL OR d{a} < d{b})")
     return " AND ".join(parts)
 
 
