@@ -30,7 +30,7 @@ from registry.errors import InvalidInput
 from registry.jurisdictions.models import Jurisdiction
 from registry.reports import catalogue as cat
 from registry.reports.models import CoverageCount, TargetPopulation
-from registry.reports.suppression import OWN, VALUE, Hierarchy, edges, protect
+from registry.reports.suppression import OWN, VALUE, Hierarchy, edges, protect, structure
 from registry.schedules.engine import add
 
 _COHORT = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
@@ -123,10 +123,11 @@ def load_counts(session: Session, tree: Tree, cohort: Cohort, as_of: date) -> Co
         cell[f"{item}:any"], cell[f"{item}:valid"] = int(n_any), int(n_valid)
     rows = session.execute(select(t.c.leaf, t.c.cohort_month, func.sum(t.c.any_count), func.sum(t.c.valid_count))
                            .where(in_cohort, t.c.item == cat.CHILDREN).group_by(t.c.leaf, t.c.cohort_month)).all()
+    eligible = {m: zero_dose_eligible(m, as_of) for m in {r[1] for r in rows}}
     for leaf, month, children, with_p1 in rows:
         cell = leaves.setdefault(leaf, {})
         cell["children"] = cell.get("children", 0) + int(children)
-        if zero_dose_eligible(month, as_of):
+        if eligible[month]:
             cell["zero_dose_children"] = cell.get("zero_dose_children", 0) + int(children)
             cell["zero_dose"] = cell.get("zero_dose", 0) + int(children) - int(with_p1)
     out = Counts()
@@ -146,11 +147,12 @@ def suppressed_cells(tree: Tree, counts: Counts, threshold: int, columns: list[s
     h = Hierarchy({code: node.parent_code for code, node in tree.nodes.items()}, tree.kids)
     nonempty = {c for c, v in counts.value.items() if v.get("children")}
     own_nonempty = {c for c, v in counts.own.items() if v.get("children", 0)}
+    shape = structure(h, nonempty, own_nonempty)
     out = {}
     for name in columns:
         value = {c: v.get(name, 0) for c, v in counts.value.items()}
         own = {c: v.get(name, 0) for c, v in counts.own.items()}
-        out[name] = protect(edges(h, value, own, nonempty, own_nonempty), threshold)
+        out[name] = protect(edges(h, value, own, nonempty, own_nonempty, shape), threshold)
     return out
 
 

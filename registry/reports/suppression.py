@@ -64,29 +64,38 @@ class Edge:
     value: int
 
 
-def edges(h: Hierarchy, value: dict[str, int], own: dict[str, int], nonempty: set[str], own_nonempty: set[str]) -> list[Edge]:
-    """The candidate cells of one column: every cell of a non-empty unit (empty ones are known 0)."""
+def structure(h: Hierarchy, nonempty: set[str], own_nonempty: set[str]) -> list[tuple[tuple[str, str], str, str]]:
+    """The candidate cells (cell, vertex, vertex) of every column: every cell of a non-empty unit
+    (empty ones are published as 0, known)."""
     out = []
     for code, parent in h.parent.items():
         if code not in nonempty:
             continue
-        a = parent if parent is not None else GROUND
-        b = code if h.has_kids(code) else GROUND
-        out.append(Edge((VALUE, code), a, b, value.get(code, 0)))
-        if h.has_kids(code) and code in own_nonempty:
-            out.append(Edge((OWN, code), code, GROUND, own.get(code, 0)))
+        kids = h.has_kids(code)
+        out.append(((VALUE, code), parent if parent is not None else GROUND, code if kids else GROUND))
+        if kids and code in own_nonempty:
+            out.append(((OWN, code), code, GROUND))
     return out
+
+
+def edges(h: Hierarchy, value: dict[str, int], own: dict[str, int], nonempty: set[str], own_nonempty: set[str],
+          shape: list | None = None) -> list[Edge]:
+    """One column's candidate cells with their counts (`shape`: `structure(...)`, if computed)."""
+    return [Edge(cell, a, b, (value if cell[0] == VALUE else own).get(cell[1], 0))
+            for cell, a, b in (shape if shape is not None else structure(h, nonempty, own_nonempty))]
 
 
 def protect(all_edges: list[Edge], threshold: int) -> set[tuple[str, str]]:
     """The withheld cells: primary ones, then complements until none can be recovered."""
+    hidden = {e.cell for e in all_edges if e.value < threshold}
+    if not hidden:
+        return hidden
     by_vertex: dict[str, list[Edge]] = {}
     for e in all_edges:
         by_vertex.setdefault(e.a, []).append(e)
         by_vertex.setdefault(e.b, []).append(e)
     for v in by_vertex.values():
         v.sort(key=lambda e: (e.value, e.cell))
-    hidden = {e.cell for e in all_edges if e.value < threshold}
     while True:
         added = _complement(by_vertex, hidden)
         if not added:
