@@ -245,3 +245,12 @@ def _pick(row, path):
     for key in path:
         row = row[key]
     return row
+
+
+def test_a_group_that_cannot_be_protected_withholds_the_whole_column():
+    """Fail closed: a small cell whose ends have no other cell to withhold (a malformed tree: two
+    vertices joined only to each other) makes `protect` withhold every cell of the column."""
+    from registry.reports.suppression import GROUND, Edge
+
+    cells = [Edge((VALUE, "Y"), "X", "Y", 2), Edge((VALUE, "Z"), GROUND, "Z", 100), Edge((OWN, "Z"), "Z", GROUND, 60)]
+    assert protect(cells, 5) == {(VALUE, "Y"), (VALUE, "Z"), (OWN, "Z")}

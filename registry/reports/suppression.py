@@ -97,14 +97,16 @@ def protect(all_edges: list[Edge], threshold: int) -> set[tuple[str, str]]:
     for v in by_vertex.values():
         v.sort(key=lambda e: (e.value, e.cell))
     while True:
-        added = _complement(by_vertex, hidden)
+        added, unmet = _complement(by_vertex, hidden)
         if not added:
-            return hidden
+            # fail closed: a group that could not be protected (no cell left to withhold)
+            return {e.cell for e in all_edges} if unmet else hidden
         hidden |= added
 
 
-def _complement(by_vertex: dict[str, list[Edge]], hidden: set) -> set:
-    """One round: the cells to withhold so that each group's ends reach ground twice over."""
+def _complement(by_vertex: dict[str, list[Edge]], hidden: set) -> tuple[set, bool]:
+    """One round: the cells to withhold so that each group's ends reach ground twice over, and
+    whether some group still needed one (True only when no candidate was left)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -132,17 +134,20 @@ def _complement(by_vertex: dict[str, list[Edge]], hidden: set) -> set:
     for vertex in sorted(parent):
         groups.setdefault(find(vertex), []).append(vertex)
     added: set = set()
+    unmet = False
     for members in groups.values():
         for end in (v for v in members if degree.get(v, 0) <= 1):
             if not grounds.get(end):
+                unmet = True
                 added |= _one_more(by_vertex[end], hidden, ground_only=False)
         if sum(grounds.get(v, 0) for v in members) + sum(1 for c in added if _touches(by_vertex, members, c)) < 2:
+            unmet = True
             pick = [e for v in members for e in by_vertex[v] if GROUND in (e.a, e.b) and e.cell not in hidden and e.cell not in added]
             if pick:
                 added.add(min(pick, key=lambda e: (e.value, e.cell)).cell)
             else:
                 added |= _one_more([e for v in members for e in by_vertex[v]], hidden | added, ground_only=False)
-    return added
+    return added, unmet
 
 
 def _touches(by_vertex: dict[str, list[Edge]], members: list[str], cell) -> bool:
