@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from registry.errors import DomainError
-from registry.reports import aggregate, coverage, dhis2, population
+from registry.reports import aggregate, check, coverage, dhis2, population
 from registry.runtime import Runtime
 from registry.settings import get_settings
 from security.access.principal import AccessContext
@@ -45,6 +45,33 @@ def rebuild():
     with rt.sessions.begin() as s:
         facts = aggregate.rebuild(s, datetime.now(UTC).date())
     console.print(f"rebuilt coverage aggregates for {facts['children']} children in {time.perf_counter() - started:.2f} s")
+
+
+@app.command("check")
+def check_aggregates(jurisdiction: str = typer.Option(None, help="check only this jurisdiction (any level; default all)"),
+                     sample: int = typer.Option(None, min=1, help="check N children picked at random (default every child)")):
+    """Recompute the aggregates with the schedule engine and list every difference (places,
+    birth months, items and the two counts; never a patient). Exit 1 on any difference."""
+    rt = Runtime.build(get_settings())
+    with rt.sessions.begin() as s:
+        if jurisdiction is not None and jurisdiction not in coverage.Tree.load(s).nodes:
+            console.print("[red]unknown jurisdiction[/]")
+            raise typer.Exit(2)
+        checked, diffs = check.differences(s, datetime.now(UTC).date(), jurisdiction=jurisdiction, sample=sample)
+        by_engine = check.engine_judged(s)
+        _trail().record(s, "report.check", audit.SUCCESS, resource_type="Report", resource_id=jurisdiction,
+                        detail={"via": "cli", "children": checked, "differences": len(diffs), "sample": sample})
+    console.print(f"checked {checked} children against the schedule engine ({by_engine} judged by the engine in the aggregates)")
+    if not diffs:
+        console.print("no differences")
+        return
+    table = Table(title=f"{len(diffs)} difference(s): aggregates vs engine")
+    for col in ("leaf", "birth month", "item", "measure", "aggregates", "engine"):
+        table.add_column(col)
+    for d in diffs:
+        table.add_row(d.leaf, str(d.cohort_month), d.item, d.measure, str(d.stored), str(d.engine))
+    console.print(table)
+    raise typer.Exit(1)
 
 
 @population_app.command("load")

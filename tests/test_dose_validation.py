@@ -215,3 +215,26 @@ def test_the_parsed_schedule_is_cached_per_runtime(world, runtime):
         row, first = runtime.schedules.in_force(s, "PK-PB", local_today())
         _, second = runtime.schedules.in_force(s, "PK-PB", local_today())
     assert row is not None and first is second
+
+
+@pytest.mark.parametrize("second", [("PENTA", 1), ("PENTA", 2)])
+def test_recording_and_the_list_state_the_same_validity_after_an_invalid_dose(world, second):
+    """Penta-1 too early (recorded with an override), then the series goes on: a repeated
+    Penta-1, or a dose recorded as Penta-2, fills the Penta-1 slot and is valid (the engine fills
+    slots in date order), then a third dose. Each response states the validity the list states
+    for the same dose."""
+    pid = world.register(birth_date="2026-06-01")["id"]
+    early = _post(world, pid, vaccine="PENTA", dose_number=1, date_given="2026-07-01", override_reason="card shows this date")
+    assert early.status_code == 201, early.json()
+    responses = [early.json()]
+    vaccine, number = second
+    r = _post(world, pid, vaccine=vaccine, dose_number=number, date_given="2026-07-20")
+    assert r.status_code == 201, r.json()  # valid: no override needed, not a duplicate of an invalid dose
+    responses.append(r.json())
+    r = _post(world, pid, vaccine="PENTA", dose_number=3 if number == 2 else 2, date_given="2026-08-20")
+    assert r.status_code == 201, r.json()
+    responses.append(r.json())
+    listed = {d["id"]: d for d in _doses(world, pid)}
+    said = [(d["validity"], d["validity_reason"]) for d in responses]
+    assert said == [(listed[d["id"]]["validity"], listed[d["id"]]["validity_reason"]) for d in responses]
+    assert said == [("invalid", "too_early_for_age"), ("valid", None), ("valid", None)]

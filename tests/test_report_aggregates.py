@@ -24,7 +24,8 @@ def place(runtime):
         # c1: on time, every dose valid
         p.child(s, b, doses=[("PENTA", 1, b + timedelta(days=42)), ("PENTA", 2, b + timedelta(days=70)),
                              ("PENTA", 3, b + timedelta(days=98)), ("MR", 1, date(2024, 12, 10))])
-        # c2: Penta-1 too early (10 days): counts as any-dose, not valid; so Penta-2 is not valid either
+        # c2: Penta-1 too early (10 days) is invalid; the engine fills the Penta-1 slot with the
+        # next valid dose (recorded as Penta-2), so the child has a valid Penta-1 and no valid Penta-2
         p.child(s, b, doses=[("PENTA", 1, b + timedelta(days=10)), ("PENTA", 2, b + timedelta(days=70))])
         # c3: nothing at all
         p.child(s, date(2024, 3, 15))
@@ -48,7 +49,7 @@ def test_valid_and_any_dose_coverage_by_union_council(runtime, place):
     assert [row["code"] for row in r["rows"]] == place.ucs
     assert uc1["children"] == 5 and uc2["children"] == 0
     p1, p2, p3, mr1 = (uc1["items"][k] for k in ("PENTA-1", "PENTA-2", "PENTA-3", "MR-1"))
-    assert (p1["any"], p1["valid"], p1["any_pct"], p1["valid_pct"]) == (3, 2, 60.0, 40.0)
+    assert (p1["any"], p1["valid"], p1["any_pct"], p1["valid_pct"]) == (3, 3, 60.0, 60.0)
     assert (p2["any"], p2["valid"]) == (2, 1)
     assert (p3["any"], p3["valid"], mr1["any"], mr1["valid"]) == (1, 1, 1, 1)
     assert r["total"]["children"] == 5 and r["total"]["items"]["PENTA-1"]["any"] == 3
@@ -67,7 +68,7 @@ def test_dropout_and_zero_dose(runtime, place):
 def test_month_cohort(runtime, place):
     r = report(runtime, place, cohort="2024-03")
     assert r["total"]["children"] == 4
-    assert (r["total"]["items"]["PENTA-1"]["any"], r["total"]["items"]["PENTA-1"]["valid"]) == (2, 1)
+    assert (r["total"]["items"]["PENTA-1"]["any"], r["total"]["items"]["PENTA-1"]["valid"]) == (2, 2)
     assert report(runtime, place, cohort="2024-07")["total"]["children"] == 1
 
 
@@ -79,7 +80,7 @@ def test_target_population_denominator(runtime, place):
     r = report(runtime, place, denominator="target")
     assert r["rows"][0]["denominator"] == 10 and r["rows"][0]["items"]["PENTA-1"]["any_pct"] == 30.0
     assert r["rows"][1]["denominator"] is None and r["rows"][1]["items"]["PENTA-1"]["any_pct"] is None
-    assert r["total"]["items"]["PENTA-1"]["valid_pct"] == round(100 * 2 / 24, 1)
+    assert r["total"]["items"]["PENTA-1"]["valid_pct"] == round(100 * 3 / 24, 1)
     month = report(runtime, place, cohort="2024-03", denominator="target")  # a month is a twelfth of the year
     assert month["total"]["denominator"] == 2.0 and month["total"]["items"]["PENTA-1"]["any_pct"] == 100.0
 
@@ -87,7 +88,7 @@ def test_target_population_denominator(runtime, place):
 def test_district_report_rolls_tehsils_up(runtime, place):
     r = report(runtime, place, code="PK-PB-LAH")
     ours = next(row for row in r["rows"] if row["code"] == place.tehsil)
-    assert ours["children"] == 5 and ours["items"]["PENTA-1"]["valid"] == 2
+    assert ours["children"] == 5 and ours["items"]["PENTA-1"]["valid"] == 3
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -188,7 +189,7 @@ def test_each_child_is_judged_by_its_custodians_schedule(runtime, monkeypatch):
     def split(session, as_of):
         (group,) = real(session, as_of)  # one schedule for the whole country here
         others = tuple(c for c in group.custodians if c != "PK-PB")
-        return [statements.Group(group.rules, others), statements.Group({}, ("PK-PB",))]
+        return [statements.Group(group.rules, others, group.schedule), statements.Group({}, ("PK-PB",))]
 
     def status(s):
         from registry.reports.models import ChildStatus

@@ -138,6 +138,8 @@ def test_dhis2_mapping_and_data_value_set(shared_world, place):
     (lambda m: m["data_elements"]["PENTA-1"].update({"dataElement": "short"}), "data_elements"),
     (lambda m: m["org_units"].update({"PK-SD-KRC": "ImspTQPwCqd"}), "org_units"),
     (lambda m: m.update({"jurisdiction": "PK-PB-LAH"}), "jurisdiction"),
+    (lambda m: m["org_units"].update({"PK-PB-LAH": "ImspTQPwCqd"}), "org_units"),  # two places, one org unit
+    (lambda m: m["data_elements"].update({"MR-1": {"dataElement": "n6aMJNLdvep"}}), "data_elements"),  # PENTA-3's too
 ])
 def test_bad_mappings_are_refused_with_the_field(shared_world, place, mutate, field):
     m = _mapping(place)
@@ -206,3 +208,71 @@ def test_write_paths_queue_the_patient_and_a_report_folds_it_in(shared_world, pl
         status = s.execute(select(ChildStatus).where(ChildStatus.patient_id == uuid.UUID(pid))).scalar_one()
         assert status.leaf == place.ucs[1] and status.cohort_month == 202601 and status.any_mask & 1 == 1
         assert not [q for q in s.execute(select(DirtyPatient.patient_id)).scalars() if str(q) == pid]
+
+
+def test_a_report_with_a_past_as_of_never_changes_the_aggregates(shared_world, place, runtime):
+    """No schedule was in force in 2020: folding queued changes in as of then would judge every
+    refreshed child as having no valid dose. A report's as_of must not reach the aggregates."""
+    from registry.reports import aggregate, queue
+    from registry.reports.models import CoverageCount
+
+    def state():
+        with runtime.sessions() as s:
+            rows = s.execute(select(ChildStatus.patient_id, ChildStatus.any_mask, ChildStatus.valid_mask)
+                             .where(ChildStatus.leaf.in_(place.ucs))).all()
+            counts = s.execute(select(CoverageCount.item, CoverageCount.any_count, CoverageCount.valid_count)
+                               .where(CoverageCount.leaf.in_(place.ucs))).all()
+        return sorted(map(tuple, rows)), sorted(map(tuple, counts))
+
+    with runtime.sessions.begin() as s:
+        while aggregate.refresh(s, date.today(), 1000):
+            pass
+    before = state()
+    assert any(v for _, _, v in before[0])  # some valid doses to lose
+    with runtime.sessions.begin() as s:
+        for pid, _, _ in before[0]:
+            queue.mark(s, pid)  # every child of the place is queued when the report is asked for
+    r = get(shared_world, "official_district", "coverage", jurisdiction=place.tehsil, cohort=COHORT, as_of="2020-01-01")
+    assert r.status_code == 200, r.json()
+    assert state() == before
+
+
+def test_dhis2_sends_one_value_per_element_period_org_unit_and_combo(shared_world, runtime):
+    """A district with facilities of its own beside its tehsil: its report has a row for its own
+    facilities and its total, both the district's organisation unit. Only the total is sent."""
+    import secrets
+
+    from sqlalchemy import update
+
+    from registry.facilities import repository as facilities
+    from registry.jurisdictions import repository as jurisdictions
+    from registry.patients.models import Patient
+
+    tag = secrets.token_hex(3).upper()
+    district, tehsil = f"PK-PB-D{tag}", f"PK-PB-D{tag}-T1"
+    place = Place.__new__(Place)
+    place.rt, place.facilities = runtime, [f"F-D{tag}-OWN", f"F-D{tag}-T1"]
+    with runtime.sessions.begin() as s:
+        jurisdictions.load(s, [{"code": district, "name": f"District {tag}", "level": "district", "parent_code": "PK-PB"},
+                               {"code": tehsil, "name": f"Tehsil {tag}", "level": "tehsil", "parent_code": district}])
+        facilities.add(s, place.facilities[0], "DHQ", "dhq", district)
+        facilities.add(s, place.facilities[1], "BHU", "bhu", tehsil)
+        s.flush()
+        for uc, n in ((0, 6), (1, 8)):
+            for k in range(n):
+                birth = date(2023, 4, 1) + timedelta(days=k)
+                pid = place.child(s, birth, uc=uc, doses=[("PENTA", 1, birth + timedelta(days=45))], mark=True)
+                s.execute(update(Patient.__table__).where(Patient.__table__.c.id == pid).values(district=district))
+    mapping = {"jurisdiction": "PK-PB", "data_elements": {"PENTA-1": {"dataElement": "fClA2Erf6IO"}},
+               "org_units": {district: f"Dx{tag}AB1", tehsil: f"Tx{tag}AB2"}}
+    r = shared_world.client.put("/api/v1/reports/dhis2-mapping", json=mapping, headers=shared_world.h("official_province"))
+    assert r.status_code == 200, r.json()
+    report = get(shared_world, "official_province", "coverage", jurisdiction=district, cohort=COHORT).json()
+    assert {row["code"] for row in report["rows"]} == {tehsil, district}  # its own facilities beside its tehsil
+    r = get(shared_world, "official_province", "coverage/export", jurisdiction=district, cohort=COHORT, format="dhis2")
+    assert r.status_code == 200
+    values = r.json()["dataValues"]
+    keys = [(v["dataElement"], v["period"], v["orgUnit"], v.get("categoryOptionCombo")) for v in values]
+    assert len(keys) == len(set(keys)), "two values for one data element, period, org unit and combo"
+    by_unit = {v["orgUnit"]: v["value"] for v in values}
+    assert by_unit == {mapping["org_units"][district]: "14", mapping["org_units"][tehsil]: "8"}

@@ -61,3 +61,31 @@ def test_dhis2_mapping_load(cli, tmp_path):
     assert "loaded the DHIS2 mapping of PK-PB" in _ok(cli("reports", "dhis2-mapping", str(f)))
     f.write_text(json.dumps({"jurisdiction": "PK-PB", "data_elements": {"PENTA-3": {"dataElement": "x"}}, "org_units": {}}))
     assert cli("reports", "dhis2-mapping", str(f)).exit_code == 1
+
+
+def test_check_agrees_then_lists_a_planted_difference(cli):
+    """`nhr reports check` recomputes with the engine: no difference after the demo's rebuild;
+    a count altered behind the registry's back is listed (place, month, item, both counts) and
+    exits 1; a sample compares the sampled children's status rows."""
+    from sqlalchemy import update
+
+    from registry.reports.models import CoverageCount
+
+    out = _ok(cli("reports", "check"))
+    assert "checked 60 children" in out and "no differences" in out
+    assert "no differences" in _ok(cli("reports", "check", "--jurisdiction", "PK-PB", "--sample", "10"))
+    rt = Runtime.build(make_settings(cli.url, cli.key_dir))
+    try:
+        with rt.sessions.begin() as s:
+            row = s.execute(select(CoverageCount).where(CoverageCount.item == "_children").limit(1)).scalar_one()
+            leaf, month, was = row.leaf, row.cohort_month, row.any_count
+            s.execute(update(CoverageCount).where(CoverageCount.leaf == leaf, CoverageCount.cohort_month == month,
+                                                  CoverageCount.item == "_children").values(any_count=was + 3))
+    finally:
+        rt.engine.dispose()
+    result = cli("reports", "check")
+    assert result.exit_code == 1
+    assert leaf in result.output and str(month) in result.output and str(was + 3) in result.output
+    assert "1 difference(s)" in result.output
+    _ok(cli("reports", "rebuild"))
+    assert "no differences" in _ok(cli("reports", "check"))

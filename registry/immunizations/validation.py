@@ -4,12 +4,14 @@ Rules, each with a machine-readable code (the problem's `reason` member):
 - `dose_number_out_of_range`, `before_birth`, `in_future`: impossible records, never overridable.
   "Today" is the local date (registry/clock.py: UTC+5), so a dose given today in Pakistan is
   accepted while it is still yesterday in UTC.
-- `duplicate`: the patient already has a completed dose of this vaccine and dose number.
 - the schedule engine's reasons for an invalid dose (`too_early_for_age`, `interval_too_short`,
-  `after_maximum_age`, `series_complete`, and `duplicate` for two doses of a series on one day),
-  judged against the schedule in force for the patient's custodian province today. A dose the
-  schedule does not list (`not_in_schedule`, e.g. a booster) is accepted. With no schedule in
-  force only the checks above apply.
+  `after_maximum_age`, `series_complete`, and `duplicate`: the dose number or the day of a dose
+  the series already counts), judged against the schedule in force for the patient's custodian
+  province today, exactly as the dose list judges the same dose (`validities`): a dose that
+  repeats an *invalid* dose (Penta-1 again after one given too early) is valid, as the engine
+  says. A dose the schedule does not list (`not_in_schedule`, e.g. a booster) is accepted.
+- With no schedule in force, `duplicate`: the patient already has a completed dose of this
+  vaccine and dose number (the list says the same of the later-recorded one).
 Duplicates and schedule violations are refused unless the caller gives an override reason; then
 the dose is recorded and marked with the rule it broke.
 """
@@ -88,22 +90,32 @@ def judge(patient, vaccine: str, dose_number: int, date_given: date, existing_do
     if date_given > today:
         raise DoseRefused(IN_FUTURE, overridable=False)
     existing = list(existing_doses()) if replacing is None else [d for d in existing_doses() if d.id != replacing]
-    if any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number for d in existing):
-        return Verdict(engine.INVALID, DUPLICATE)
     in_force = schedule()
+    repeated = any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number for d in existing)
     if in_force is None:
-        return Verdict(None, None)
+        return Verdict(engine.INVALID, DUPLICATE) if repeated else Verdict(None, None)
     doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in existing]
     result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)], today)
-    mine = next(r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given))
+    # the new dose is the last of any identical ones (the engine's sorts are stable), as the
+    # list, which gives identical doses their results in recording order, will say
+    mine = [r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given)][-1]
+    if mine.status == engine.NOT_IN_SCHEDULE and repeated:  # outside the schedule, the plain rule
+        return Verdict(engine.INVALID, DUPLICATE)
     return Verdict(mine.status, mine.reason)
 
 
 def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:
-    """Each completed dose row's (validity, reason) under `schedule`, for the dose view."""
-    if schedule is None:
-        return {}
+    """Each completed dose row's (validity, reason) under `schedule`, for the dose view. Same rules
+    as `judge`, so the list states what the response to recording a dose stated (unless a dose
+    dated earlier was recorded since, which the engine's date order takes into account)."""
     counted = [r for r in rows if r.status == engine.COUNTED_STATUS]
+    repeats, seen = set(), set()  # later-recorded doses of a vaccine and number already recorded
+    for row in sorted(counted, key=lambda r: r.recorded_at):
+        if (row.vaccine, row.dose_number) in seen:
+            repeats.add(row.id)
+        seen.add((row.vaccine, row.dose_number))
+    if schedule is None:  # only the duplicate rule
+        return {i: (engine.INVALID, DUPLICATE) for i in repeats}
     result = engine.evaluate(schedule, patient.birth_date, patient.sex,
                              [engine.Dose(r.vaccine, r.dose_number, r.date_given, r.status) for r in counted], as_of)
     pending: dict[tuple, list] = {}
@@ -114,5 +126,6 @@ def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> 
         queue = pending.get((row.vaccine, row.dose_number, row.date_given))
         if queue:
             r = queue.pop(0)
-            out[row.id] = (r.status, r.reason)
+            out[row.id] = (engine.INVALID, DUPLICATE) if r.status == engine.NOT_IN_SCHEDULE and row.id in repeats \
+                else (r.status, r.reason)
     return out

@@ -3,8 +3,10 @@ rows of a few patients (the refresher). Both use the same statements, so increme
 
 Invariants:
 - Reads only columns in clear; decrypts nothing (no cipher is even reachable from here).
-- Validity follows the schedule in force today for the patient's custodian province
-  (`catalogue.rules`); patients of a province without a schedule count as any-dose only.
+- Validity follows the schedule in force today for the patient's custodian province; patients
+  of a province without a schedule count as any-dose only. The SQL judges the children whose
+  verdict provably equals the engine's; the others are judged by the engine (judge.py) in the
+  same transaction, before the counts are summed, in the rebuild and the refresher alike.
 - Dirty-queue rows are deleted *before* the statuses are computed: a change that commits later
   leaves its queue row behind and is folded in by the next refresh, never lost. A rebuild holds
   the refresher's lock from before it reads the registry's tables until it commits.
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 from registry.immunizations.vaccines import VACCINES
 from registry.jurisdictions import repository as jurisdictions
 from registry.reports import catalogue as cat
+from registry.reports import judge
 from registry.reports import statements as sql
 from registry.reports.models import ChildStatus, CoverageCount, DirtyPatient
 from registry.schedules import engine
@@ -41,14 +44,19 @@ _PG_REBUILD_SETTINGS = ("SET LOCAL work_mem = '512MB'", "SET LOCAL maintenance_w
 
 def _schedule_groups(session: Session, as_of: date) -> list[sql.Group]:
     """Custodian provinces grouped by the schedule in force for them."""
-    groups: dict[object, tuple[dict[int, cat.Rule], list[str]]] = {}
+    groups: dict[object, tuple[engine.Schedule | None, list[str]]] = {}
     for province in jurisdictions.provinces(session):
         row = schedules.in_force(session, province.code, as_of)
         key = row.id if row is not None else None
         if key not in groups:
-            groups[key] = (cat.rules(engine.parse(schedules.document(session, row.id), VACCINES) if row is not None else None), [])
+            groups[key] = (engine.parse(schedules.document(session, row.id), VACCINES) if row is not None else None, [])
         groups[key][1].append(province.code)
-    return [sql.Group(rules, tuple(custodians)) for rules, custodians in groups.values()]
+    return [sql.Group(cat.rules(schedule), tuple(custodians), schedule) for schedule, custodians in groups.values()]
+
+
+def schedule_groups(session: Session, as_of: date) -> list[sql.Group]:
+    """The schedule groups a rebuild on `as_of` judges by (for `nhr reports check`)."""
+    return _schedule_groups(session, as_of)
 
 
 def _is_pg(session: Session) -> bool:
@@ -91,8 +99,9 @@ def rebuild(session: Session, as_of: date) -> dict:
     children = _run(session, status, sql.group_params(groups)).rowcount
     if pg:
         session.execute(text("ALTER TABLE report_child_status ADD CONSTRAINT pk_report_child_status PRIMARY KEY (patient_id)"))
+    by_engine = judge.rejudge_flagged(session, groups)
     session.execute(text(sql.counts_insert("1 = 1")))
-    return {"children": children}
+    return {"children": children, "judged_by_engine": by_engine}
 
 
 def refresh(session: Session, as_of: date, limit: int) -> int:
@@ -120,6 +129,7 @@ def refresh(session: Session, as_of: date, limit: int) -> int:
         _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), -1)
         session.execute(delete(st).where(st.c.patient_id.in_(chunk)))
         _run(session, status, {**sql.group_params(groups), "ids": chunk})
+        judge.rejudge_flagged(session, groups, chunk)
         _contribute(delta, session.execute(select(st).where(st.c.patient_id.in_(chunk))).all(), +1)
         _apply(session, delta)
     return len(ids)

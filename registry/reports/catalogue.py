@@ -3,13 +3,12 @@
 Invariants:
 - `ITEMS` fixes the bit of each antigen-dose in `report_child_status` masks: append, never
   reorder (a new item needs a rebuild; a reordered one silently corrupts counts).
-- A dose of item X counts as *any-dose* if the child has a `completed` record of X at any age.
-  It counts as *valid* if the earliest such record is on or after the schedule slot's minimum
-  age, on or before its maximum age, and (for a later dose of a series) the previous dose of
-  the series is valid and at least the minimum interval earlier. This is the schedule engine's
-  rule (registry/schedules/engine.py) applied to the recorded dose number, evaluated in SQL so
-  that a full rebuild is set-based; the engine fills slots in date order instead, which differs
-  only for records whose dose numbers are out of order.
+- A child has item X *validly* when the schedule engine (registry/schedules/engine.py) fills
+  X's slot with a valid dose, whatever dose number was recorded; it has X *at any age* when it
+  has a `completed` record of X or validly has X. statements.py computes this in SQL where it
+  provably equals the engine's verdict, judge.py with the engine itself everywhere else.
+- `Rule` / `rules` summarise a schedule's slots per item (ages and the previous item); the
+  aggregates judge by the schedule's series themselves (`statements.Group.schedule`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@ is read), with small cells suppressed.
 
 A report is for one jurisdiction (any level) and one birth cohort (a year or a month); its rows
 are the jurisdiction's children in the tree (provinces of the country, districts of a province,
-tehsils of a district, union councils of a tehsil) and its total is the jurisdiction itself.
+tehsils of a district, union councils of a tehsil), then its own facilities (children whose home
+facility is registered at its level) if any, and its total is the jurisdiction itself. A unit
+with no children in the cohort is `empty`: its counts are 0, published, never suppressed.
+Suppression is decided over the whole tree for the cohort (suppression.py), so that no
+combination of reports reveals a withheld cell.
 
 Definitions (DESIGN 5): coverage of X = children of the cohort with X / denominator, where the
 denominator is the registered children of the cohort, or the loaded target population of the
@@ -26,13 +30,12 @@ from registry.errors import InvalidInput
 from registry.jurisdictions.models import Jurisdiction
 from registry.reports import catalogue as cat
 from registry.reports.models import CoverageCount, TargetPopulation
-from registry.reports.suppression import Column, suppress_column
+from registry.reports.suppression import OWN, VALUE, Hierarchy, edges, protect, structure
 from registry.schedules.engine import add
 
 _COHORT = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
 DENOMINATORS = ("registered", "target")
 MEASURES = ("any", "valid")
-TOTAL = "_total"
 
 
 @dataclass(frozen=True)
@@ -95,52 +98,62 @@ class Tree:
 
 
 @dataclass
-class Table:
-    """Counts per unit and for the total, before and after suppression."""
+class Counts:
+    """Per jurisdiction, for one cohort, every column's count: `value` over the jurisdiction's
+    whole subtree, `own` for its own facilities (children whose leaf is the jurisdiction itself)."""
 
-    units: list[str]
-    children: dict[str, int] = field(default_factory=dict)
-    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (unit, item, measure)
-    zd_children: dict[str, int] = field(default_factory=dict)
-    zd_with_penta1: dict[str, int] = field(default_factory=dict)
+    value: dict[str, dict[str, int]] = field(default_factory=dict)  # code -> column -> count
+    own: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def _unit_query(node, tree: Tree):
+def _columns(items: tuple[str, ...]) -> list[str]:
+    return ["children", "zero_dose_children", "zero_dose"] + [f"{i}:{m}" for i in items for m in MEASURES]
+
+
+def load_counts(session: Session, tree: Tree, cohort: Cohort, as_of: date) -> Counts:
+    """Every jurisdiction's counts for the cohort (the whole tree: suppression is decided over
+    all the reports at once, suppression.py)."""
     t = CoverageCount.__table__
-    if node.level == "country":
-        return t.c.province, None, lambda key: key
-    if node.level == "province":
-        return t.c.district, t.c.province == node.code, lambda key: key
-    if node.level == "district":
-        return t.c.leaf, t.c.district == node.code, lambda key: tree.child_toward(node.code, key) or node.code
-    leaves = sorted(tree.below(node.code))
-    return t.c.leaf, t.c.leaf.in_(leaves), lambda key: tree.child_toward(node.code, key) or node.code
+    in_cohort = t.c.cohort_month.between(cohort.first, cohort.last)
+    leaves: dict[str, dict[str, int]] = {}
+    rows = session.execute(select(t.c.leaf, t.c.item, func.sum(t.c.any_count), func.sum(t.c.valid_count))
+                           .where(in_cohort, t.c.item != cat.CHILDREN).group_by(t.c.leaf, t.c.item)).all()
+    for leaf, item, n_any, n_valid in rows:
+        cell = leaves.setdefault(leaf, {})
+        cell[f"{item}:any"], cell[f"{item}:valid"] = int(n_any), int(n_valid)
+    rows = session.execute(select(t.c.leaf, t.c.cohort_month, func.sum(t.c.any_count), func.sum(t.c.valid_count))
+                           .where(in_cohort, t.c.item == cat.CHILDREN).group_by(t.c.leaf, t.c.cohort_month)).all()
+    eligible = {m: zero_dose_eligible(m, as_of) for m in {r[1] for r in rows}}
+    for leaf, month, children, with_p1 in rows:
+        cell = leaves.setdefault(leaf, {})
+        cell["children"] = cell.get("children", 0) + int(children)
+        if eligible[month]:
+            cell["zero_dose_children"] = cell.get("zero_dose_children", 0) + int(children)
+            cell["zero_dose"] = cell.get("zero_dose", 0) + int(children) - int(with_p1)
+    out = Counts()
+    for leaf, cell in leaves.items():
+        out.own[leaf] = cell
+        code = leaf
+        while code is not None and code in tree.nodes:
+            total = out.value.setdefault(code, {})
+            for name, n in cell.items():
+                total[name] = total.get(name, 0) + n
+            code = tree.nodes[code].parent_code
+    return out
 
 
-def load_table(session: Session, node, tree: Tree, cohort: Cohort, as_of: date) -> Table:
-    t = CoverageCount.__table__
-    unit_col, where, to_unit = _unit_query(node, tree)
-    base = [t.c.cohort_month.between(cohort.first, cohort.last)] + ([where] if where is not None else [])
-    kids = sorted(tree.kids.get(node.code, []))
-    table = Table(units=kids if node.level != "union_council" else [node.code])
-    rows = session.execute(select(unit_col, t.c.item, func.sum(t.c.any_count), func.sum(t.c.valid_count))
-                           .where(*base, t.c.item != cat.CHILDREN).group_by(unit_col, t.c.item)).all()
-    for key, item, n_any, n_valid in rows:
-        unit = to_unit(key)
-        for measure, n in (("any", n_any), ("valid", n_valid)):
-            table.counts[(unit, item, measure)] = table.counts.get((unit, item, measure), 0) + int(n)
-    rows = session.execute(select(unit_col, t.c.cohort_month, func.sum(t.c.any_count), func.sum(t.c.valid_count))
-                           .where(*base, t.c.item == cat.CHILDREN).group_by(unit_col, t.c.cohort_month)).all()
-    for key, month, children, with_p1 in rows:
-        unit = to_unit(key)
-        table.children[unit] = table.children.get(unit, 0) + int(children)
-        if zero_dose_eligible(month, as_of):
-            table.zd_children[unit] = table.zd_children.get(unit, 0) + int(children)
-            table.zd_with_penta1[unit] = table.zd_with_penta1.get(unit, 0) + int(with_p1)
-    for unit in {u for (u, _, _) in table.counts} | set(table.children):
-        if unit not in table.units:
-            table.units.append(unit)  # e.g. facilities registered at district level in a district report
-    return table
+def suppressed_cells(tree: Tree, counts: Counts, threshold: int, columns: list[str]) -> dict[str, set]:
+    """Column -> withheld cells ((VALUE | OWN, code)), decided over the whole tree."""
+    h = Hierarchy({code: node.parent_code for code, node in tree.nodes.items()}, tree.kids)
+    nonempty = {c for c, v in counts.value.items() if v.get("children")}
+    own_nonempty = {c for c, v in counts.own.items() if v.get("children", 0)}
+    shape = structure(h, nonempty, own_nonempty)
+    out = {}
+    for name in columns:
+        value = {c: v.get(name, 0) for c, v in counts.value.items()}
+        own = {c: v.get(name, 0) for c, v in counts.own.items()}
+        out[name] = protect(edges(h, value, own, nonempty, own_nonempty, shape), threshold)
+    return out
 
 
 def targets(session: Session, codes: list[str], year: int) -> dict[str, int]:
@@ -159,30 +172,26 @@ def build(session: Session, node, tree: Tree, cohort: Cohort, as_of: date, denom
           threshold: int, items: tuple[str, ...] = cat.ITEMS) -> dict:
     if denominator not in DENOMINATORS:
         raise InvalidInput(f"denominator must be one of: {', '.join(DENOMINATORS)}", field="denominator")
-    table = load_table(session, node, tree, cohort, as_of)
-    units = table.units
-    hidden: dict[str, set[str]] = {u: set() for u in units + [TOTAL]}
-    values: dict[str, dict[str, int]] = {u: {} for u in units + [TOTAL]}
-
-    def column(name: str, per_unit: dict[str, int]) -> None:
-        col = suppress_column(Column({u: per_unit.get(u, 0) for u in units}, sum(per_unit.get(u, 0) for u in units)), threshold)
-        for u in units:
-            values[u][name] = per_unit.get(u, 0)
-            if u in col.suppressed_units:
-                hidden[u].add(name)
-        values[TOTAL][name] = col.total
-        if col.total_suppressed:
-            hidden[TOTAL].add(name)
-
-    column("children", table.children)
-    column("zero_dose_children", table.zd_children)
-    column("zero_dose", {u: table.zd_children.get(u, 0) - table.zd_with_penta1.get(u, 0) for u in units})
-    for item in items:
-        for measure in MEASURES:
-            column(f"{item}:{measure}", {u: table.counts.get((u, item, measure), 0) for u in units})
-    figures = targets(session, units + [node.code], cohort.year) if denominator == "target" else {}
-    rows = [_row(u, tree, values[u], hidden[u], figures.get(u), cohort, denominator, items) for u in units]
-    total = _row(node.code, tree, values[TOTAL], hidden[TOTAL], figures.get(node.code), cohort, denominator, items)
+    counts = load_counts(session, tree, cohort, as_of)
+    columns = _columns(items)
+    hidden_cells = suppressed_cells(tree, counts, threshold, columns)
+    kids = sorted(tree.kids.get(node.code, []))
+    # (row code, its counts, its cell): sub-units, then the jurisdiction's own facilities; a
+    # jurisdiction without sub-units has one row, itself
+    cells = [(c, counts.value.get(c, {}), (VALUE, c)) for c in kids]
+    if not kids:
+        cells = [(node.code, counts.value.get(node.code, {}), (VALUE, node.code))]
+    elif counts.own.get(node.code, {}).get("children"):
+        cells.append((node.code, counts.own[node.code], (OWN, node.code)))
+    units = [c for c, _, _ in cells]
+    figures = targets(session, sorted(set(units)) + [node.code], cohort.year) if denominator == "target" else {}
+    rows = []
+    for code, vals, cell in cells:
+        hidden = {name for name in columns if cell in hidden_cells[name]}
+        rows.append(_row(code, tree, vals, hidden, figures.get(code) if cell[0] == VALUE else None, cohort, denominator, items))
+    total_vals = counts.value.get(node.code, {})
+    total = _row(node.code, tree, total_vals, {n for n in columns if (VALUE, node.code) in hidden_cells[n]},
+                 figures.get(node.code), cohort, denominator, items)
     return {"jurisdiction": {"code": node.code, "name": node.name, "level": node.level}, "cohort": cohort.label,
             "denominator": denominator, "as_of": as_of.isoformat(), "suppression_threshold": threshold,
             "items": list(items), "rows": rows, "total": total}
@@ -206,7 +215,7 @@ def _row(code: str, tree: Tree, vals: dict[str, int], hidden: set[str], target: 
         dropout[f"{first}>{last}"] = round(100.0 * (a - b) / a, 1) if a and b is not None else None
     zd_children, zd = shown("zero_dose_children"), shown("zero_dose")
     node = tree.nodes.get(code)
-    return {"code": code, "name": node.name if node else code, "children": children,
+    return {"code": code, "name": node.name if node else code, "children": children, "empty": not vals.get("children"),
             "target_population": target, "denominator": round(den, 1) if den is not None else None,
             "items": out_items, "dropout_pct": dropout,
             "zero_dose": {"eligible_children": zd_children, "count": zd,

@@ -12,9 +12,14 @@ Mapping file (JSON), one per province or for the country (the fallback):
 - `data_elements`: antigen-dose (catalogue.ITEMS) -> DHIS2 data element UID and optional
   category option combo UID. `org_units`: jurisdiction code -> organisation unit UID; every code
   must lie within the mapping's jurisdiction. UIDs are DHIS2's 11-character identifiers.
-- Export: one data value per mapped unit (and the total) and mapped antigen-dose; the period
-  is the birth cohort (`2025` or `202503`); the value is the count of children, as a string.
-  Suppressed cells are never sent, and unmapped units or items are skipped (counted).
+- Export: exactly one data value per data element, period, organisation unit and category
+  option combo. The report's own jurisdiction sends its total; the row of its own facilities
+  (children whose home facility is registered at its level, shown beside its sub-units) is
+  part of that total and is not sent under the same organisation unit. A mapping that sends two
+  jurisdictions to one organisation unit, or two antigen-doses to one data element and category
+  option combo, is refused when loaded. The period is the birth cohort (`2025` or `202503`);
+  the value is the count of children, as a string. Suppressed cells are never sent, and
+  unmapped units or items are skipped (counted).
 """
 
 from __future__ import annotations
@@ -63,6 +68,12 @@ def validate(document: object, tree: Tree) -> dict:
             raise InvalidInput(f"org_units: {str(unit)[:32]!r} is not a jurisdiction within {code}", field="org_units")
         if not UID.match(str(uid)):
             raise InvalidInput(f"org_units.{unit} must be a DHIS2 UID (11 characters)", field="org_units")
+    if len(set(units.values())) != len(units):
+        raise InvalidInput("org_units: two jurisdictions map to one organisation unit", field="org_units")
+    targets = [(t["dataElement"], t.get("categoryOptionCombo")) for t in elements.values()]
+    if len(set(targets)) != len(targets):
+        raise InvalidInput("data_elements: two antigen-doses map to one data element and category option combo",
+                           field="data_elements")
     return {"jurisdiction": code, "measure": measure, "data_elements": elements, "org_units": units}
 
 
@@ -95,9 +106,13 @@ def period(cohort_label: str) -> str:
 
 def data_value_set(report: dict, mapping: dict) -> tuple[dict, int]:
     """(payload, skipped): skipped counts unmapped units and suppressed cells."""
-    values, skipped = [], 0
+    values, skipped, sent = [], 0, set()
     measure = mapping.get("measure", "any")
-    for row in report["rows"] + [report["total"]]:
+    own = report["jurisdiction"]["code"]
+    # the report's own facilities (a row coded as the jurisdiction itself) are within its total
+    rows = [r for r in report["rows"] if r["code"] != own] + [report["total"]]
+    skipped += len(report["rows"]) + 1 - len(rows)
+    for row in rows:
         org_unit = mapping["org_units"].get(row["code"])
         if org_unit is None:
             skipped += 1
@@ -107,9 +122,14 @@ def data_value_set(report: dict, mapping: dict) -> tuple[dict, int]:
             if count is None:
                 skipped += 1
                 continue
-            value = {"dataElement": target["dataElement"], "period": period(report["cohort"]), "orgUnit": org_unit}
-            if target.get("categoryOptionCombo"):
-                value["categoryOptionCombo"] = target["categoryOptionCombo"]
+            key = (target["dataElement"], period(report["cohort"]), org_unit, target.get("categoryOptionCombo"))
+            if key in sent:  # never two values for one key (validate refuses mappings that would)
+                skipped += 1
+                continue
+            sent.add(key)
+            value = {"dataElement": key[0], "period": key[1], "orgUnit": org_unit}
+            if key[3]:
+                value["categoryOptionCombo"] = key[3]
             value["value"] = str(count)
             values.append(value)
     return {"dataValues": values}, skipped

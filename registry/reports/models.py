@@ -7,7 +7,9 @@ Invariants:
 - `report_child_status` has one row per patient: its leaf jurisdiction (the home facility's
   node when that lies in the patient's district, else the district), its birth cohort month
   (YYYYMM) and two bit masks over `catalogue.ITEMS` (bit i set: the child has item i at any age /
-  validly by the schedule). `penta1_by_12m` is 1 if Penta-1 was given before the first birthday.
+  validly by the schedule engine's judgement). `penta1_by_12m` is 1 if Penta-1 was given before
+  the first birthday. `engine` is 1 for a child judged by the engine in Python rather than by
+  the SQL (whose verdict is used only where it provably equals the engine's, statements.py).
 - `report_coverage_counts` holds, per (leaf, cohort month, item), the number of children with
   the item (`any_count`, `valid_count`); the pseudo-item `_children` counts the children
   themselves (`any_count`) and those with Penta-1 by 12 months (`valid_count`). A report sums
@@ -45,6 +47,7 @@ class ChildStatus(Base):
     any_mask: Mapped[int] = mapped_column(BigInteger)
     valid_mask: Mapped[int] = mapped_column(BigInteger)
     penta1_by_12m: Mapped[int] = mapped_column(Integer)
+    engine: Mapped[int] = mapped_column(Integer, server_default="0")  # 1: judged by the engine (judge.py), not the SQL
 
 
 class CoverageCount(Base):

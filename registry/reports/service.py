@@ -5,7 +5,9 @@ Invariants:
 - A report answers only for a jurisdiction in the caller's capture scope; any other code
   answers 404 (audited `denied`) so another province's tree is not probed.
 - Before answering, queued patient changes (up to `settings.reports.refresh_max`) are folded into the
-  aggregates in the same transaction; `aggregates_pending` says how many were left.
+  aggregates in the same transaction; `aggregates_pending` says how many were left. They are
+  folded in as of today (the schedule in force today), whatever `as_of` the report asks for: a
+  report's `as_of` only decides zero-dose eligibility and never changes the maintained aggregates.
 - Nothing is decrypted: only `report_*` tables and the jurisdiction tree are read.
 """
 
@@ -55,7 +57,7 @@ def coverage_report(ctx: ServiceContext, *, jurisdiction: str | None, cohort: st
         _refuse(ctx, action, audit.INVALID, exc, {**detail, "field": exc.field})
     settings = ctx.runtime.settings
     if settings.reports.refresh_max:
-        aggregate.refresh(ctx.session, as_of, settings.reports.refresh_max)
+        aggregate.refresh(ctx.session, local_today(), settings.reports.refresh_max)  # never the report's as_of
     report = coverage.build(ctx.session, node, tree, parsed, as_of, denominator, settings.reports.min_cell)
     report["aggregates_pending"] = aggregate.pending(ctx.session)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type=RESOURCE, resource_id=node.code, detail=detail)

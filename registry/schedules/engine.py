@@ -20,6 +20,7 @@ Rules (the schedule file's `assumptions` say the same in prose):
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -39,6 +40,7 @@ class ScheduleError(ValueError):
     """A schedule document that does not follow the format."""
 
 
+@functools.lru_cache(maxsize=512)  # a schedule has a few dozen distinct durations
 def parse_duration(text: str) -> tuple[int, str]:
     m = _DURATION.match(text or "")
     if not m:
@@ -177,7 +179,7 @@ def _series_for(schedule: Schedule) -> dict[tuple[str, int], Series]:
     return {(x.vaccine, x.dose): s for s in schedule.series for x in s.slots}
 
 
-def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out: Evaluation) -> None:
+def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out: Evaluation, forecast: bool = True) -> None:
     counted: list[tuple[Dose, Slot]] = []
     for d in sorted(doses, key=lambda d: (d.date_given, d.dose_number)):
         if any(c.date_given == d.date_given or c.dose_number == d.dose_number for c, _ in counted):
@@ -193,6 +195,8 @@ def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out
             continue
         counted.append((d, slot))
         out.recorded.append(RecordedResult(d.vaccine, d.dose_number, d.date_given, VALID, None, s.id, slot.dose))
+    if not forecast:
+        return
     previous = counted[-1][0].date_given if counted else None
     prev_recommended = previous
     for slot in s.slots[len(counted):]:
@@ -228,11 +232,13 @@ def _forecast(slot: Slot, birth: date, previous: date | None, prev_recommended: 
     return Forecast(slot.series, slot.vaccine, slot.dose, status, earliest, recommended, latest)
 
 
-def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Iterable[Dose | tuple], as_of: date) -> Evaluation:
+def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Iterable[Dose | tuple], as_of: date,
+             *, forecast: bool = True) -> Evaluation:
     """Every recorded dose with its status and every future dose of the schedule with its dates.
 
     `doses` are Dose objects or (vaccine, dose_number, date_given, status) tuples; voided and
-    superseded ones are ignored. Series restricted to a sex are skipped for the other sexes."""
+    superseded ones are ignored. Series restricted to a sex are skipped for the other sexes.
+    `forecast=False` judges the recorded doses only (the coverage aggregates need no forecast)."""
     index = _series_for(schedule)
     by_series: dict[str, list[Dose]] = {s.id: [] for s in schedule.series}
     out = Evaluation()
@@ -248,6 +254,6 @@ def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Itera
     for s in schedule.series:
         if s.sex is not None and s.sex != sex and not by_series[s.id]:
             continue
-        _evaluate_series(s, birth_date, by_series[s.id], as_of, out)
+        _evaluate_series(s, birth_date, by_series[s.id], as_of, out, forecast)
     out.recorded.sort(key=lambda r: (r.date_given, r.vaccine, r.dose_number))
     return out
