@@ -29,7 +29,8 @@ FIELD_PATHS = {
                 "given_name": "Patient.name.given", "family_name": "Patient.name.family", "id": "Patient.id",
                 "phone": "Patient.telecom", "sex": "Patient.gender", "birth_date": "Patient.birthDate"},
     "Immunization": {"dose_number": "Immunization.protocolApplied.doseNumber", "date_given": "Immunization.occurrenceDateTime",
-                     "vaccine": "Immunization.vaccineCode", "id": "Immunization.id", "lot_number": "Immunization.lotNumber"},
+                     "vaccine": "Immunization.vaccineCode", "id": "Immunization.id", "lot_number": "Immunization.lotNumber",
+                     "not_done_reason": "Immunization.statusReason", "override_reason": "Immunization.extension"},
 }
 _CODE_BY_STATUS = {status: code for _, status, code in STATUS} | {400: "structure", 405: "not-supported", 500: "exception"}
 
