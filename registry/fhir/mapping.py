@@ -106,6 +106,8 @@ def patient_to_fhir(view: PatientView) -> dict:
         if value:
             ids.append({"use": "official", "system": codes.IDENTIFIER_SYSTEMS[column], "value": value})
     name = {"use": "official", "given": [view.given_name]}
+    if getattr(view, "unnamed", False):  # not yet named: no given name, a temporary name (docs/fhir.md)
+        name = {"use": "temp", "text": view.display_name}
     if view.family_name:
         name["family"] = view.family_name
     res: dict = {"resourceType": "Patient", "id": str(view.id)}
@@ -196,6 +198,8 @@ def patient_from_fhir(resource: dict) -> PatientCreate:
     if picked is None:
         raise FhirInvalid("Patient.name", "a name with a given name is required")
     i, name = picked
+    if name.get("use") == "temp" and not name.get("given"):  # "Baby of <mother>": registered before naming
+        data["unnamed"], name = True, {k: v for k, v in name.items() if k != "text"}
     data["given_name"], family = _name_text(name)
     if family:
         data["family_name"] = family
