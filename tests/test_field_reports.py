@@ -185,3 +185,42 @@ def test_data_quality_scope_and_bad_input(shared_world, quality_place, runtime):
         r = _get(shared_world, "official_district", "data-quality", jurisdiction=uc, **params)
         assert r.status_code == 422, params
         assert field in {e["field"] for e in r.json()["errors"]} and "secret" not in r.text
+
+
+def test_data_quality_as_dhis2_data_values(shared_world, quality_place, runtime):
+    from registry.reports.models import Dhis2Mapping
+
+    c, h = shared_world.client, shared_world.h("official_province")
+    with runtime.sessions() as s:  # the shared database's PK-PB coverage mapping, put back afterwards
+        t = Dhis2Mapping.__table__
+        before = s.execute(select(t.c.document).where(t.c.jurisdiction_code == "PK-PB")).scalar_one_or_none()
+    ucs = quality_place.ucs
+    units = {"PK-PB": "ImspTQPwCqd", ucs[0]: "Uc0aaaaaaaa", ucs[1]: "Uc1aaaaaaaa"}
+    try:
+        r = c.put("/api/v1/reports/dhis2-mapping", json={"jurisdiction": "PK-PB", "data_elements": {"PENTA-1": {"dataElement": "fClA2Erf6IO"}},
+                                                       "org_units": units}, headers=h)
+        assert r.status_code == 200, r.json()
+        elements = {"doses": {"dataElement": "dqDosesxxx1"}, "lot_number_pct": {"dataElement": "dqLotPctxx1"},
+                    "reported_pct": {"dataElement": "dqReportdx1"}}
+        r = c.put("/api/v1/reports/dhis2-quality-mapping", json={"jurisdiction": "PK-PB", "data_elements": elements}, headers=h)
+        assert r.status_code == 200, r.json()
+        bad = c.put("/api/v1/reports/dhis2-quality-mapping", json={"jurisdiction": "PK-PB", "data_elements": {"secret-x": {}}}, headers=h)
+        assert bad.status_code == 422 and "secret" not in bad.text and bad.json()["errors"][0]["field"] == "data_elements"
+        year = (local_today() - timedelta(days=3)).year
+        period = {"jurisdiction": quality_place.tehsil, "from": f"{year}-01-01", "to": f"{year}-12-31"}
+        r = c.get("/api/v1/reports/data-quality/export", params=period, headers=h)
+        assert r.status_code == 200, r.json()
+        values = {(v["orgUnit"], v["dataElement"]): v for v in r.json()["dataValues"]}
+        report = c.get("/api/v1/reports/data-quality", params=period, headers=h).json()
+        rows = {row["code"]: row for row in report["rows"]}
+        assert values[("Uc0aaaaaaaa", "dqDosesxxx1")]["value"] == str(rows[ucs[0]]["completeness"]["doses"])
+        assert values[("Uc0aaaaaaaa", "dqDosesxxx1")]["period"] == str(year)
+        assert ("Uc1aaaaaaaa", "dqDosesxxx1") not in values  # suppressed: never sent
+        assert int(r.headers["X-Export-Skipped"]) >= 1
+        r = c.get("/api/v1/reports/data-quality/export", params={**period, "to": f"{year}-02-10"}, headers=h)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "from"
+    finally:
+        with runtime.sessions.begin() as s:
+            s.execute(t.delete().where(t.c.jurisdiction_code == "PK-PB"))
+            if before is not None:
+                s.execute(t.insert().values(jurisdiction_code="PK-PB", document=before, loaded_at=datetime.now(UTC), loaded_by="test"))

@@ -11,6 +11,8 @@ Create Date: 2026-12-02 22:00:00
   contraindication, stock-out, child absent...): a code from the versioned value set
   registry/immunizations/data/not-done-reasons-*.json, in clear so reports count it without
   decrypting anything. NULL for every other status.
+- report_dhis2_quality_mappings: data-quality metrics -> DHIS2 data elements, per province or
+  for the country (reference data, no patient data).
 """
 from typing import Sequence, Union
 
@@ -24,6 +26,13 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
+    op.create_table('report_dhis2_quality_mappings',
+    sa.Column('jurisdiction_code', sa.String(length=32), nullable=False),
+    sa.Column('document', sa.JSON(), nullable=False),
+    sa.Column('loaded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('loaded_by', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('jurisdiction_code', name=op.f('pk_report_dhis2_quality_mappings'))
+    )
     with op.batch_alter_table('patients', schema=None) as batch_op:
         batch_op.add_column(sa.Column('unnamed', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('birth_facility', sa.String(length=32), nullable=True))
@@ -34,6 +43,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('report_dhis2_quality_mappings')
     with op.batch_alter_table('immunizations', schema=None) as batch_op:
         batch_op.drop_column('not_done_reason')
     with op.batch_alter_table('patients', schema=None) as batch_op:
