@@ -20,6 +20,9 @@ import json
 from functools import cache
 from importlib import resources
 
+from registry.errors import InvalidInput
+from registry.immunizations import validation
+
 VERSION = "2026.1"
 STATUS = "not-done"
 V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -89,9 +92,6 @@ def judge(patient, data, today) -> None:
     override (nothing was given, no rule is broken), a dose number out of range, a date before
     birth or in the future. Schedule rules do not apply: recording that a dose was *not* given
     is never refused for being early, late or a duplicate."""
-    from registry.errors import InvalidInput
-    from registry.immunizations import validation
-
     if data.lot_number is not None:
         raise InvalidInput("a dose not given has no lot number", field="lot_number")
     if data.override_reason is not None:
