@@ -158,3 +158,30 @@ def test_fhir_not_done_round_trips_with_status_reason(world):
     assert r.json()["issue"][0]["expression"] == ["Immunization.statusReason"] and SECRET not in r.text
     r = c.post("/fhir/R4/Immunization", json={**res, "lotNumber": "LOT-77"}, headers=world.h("clinic_a"))
     assert r.status_code == 422 and r.json()["issue"][0]["expression"] == ["Immunization.lotNumber"]
+
+
+def test_bulk_import_keeps_a_not_done_record_as_not_done(world, runtime, tmp_path):
+    """`nhr import` of FHIR NDJSON: a not-done Immunization is stored not-done with its reason
+    (never as a completed dose), is no duplicate of the dose given later, and one with a lot
+    number is rejected by field."""
+    import json
+
+    from registry.bulk import importer
+
+    pid = world.register("clinic_a")["id"]
+
+    def imm(status, when, **over):
+        res = {"resourceType": "Immunization", "status": status, "vaccineCode": codes.vaccine_codeable("PENTA"),
+               "patient": {"reference": f"Patient/{pid}"}, "occurrenceDateTime": when,
+               "protocolApplied": [{"doseNumberPositiveInt": 1}], **over}
+        if status == "not-done":
+            res["statusReason"] = not_done.to_fhir("refusal-religious")
+        return res
+
+    lines = [imm("not-done", "2026-07-14"), imm("completed", "2026-07-20"), imm("not-done", "2026-07-15", lotNumber="L9")]
+    f = tmp_path / "doses.ndjson"
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    res = importer.run(runtime, f, username=world.users["clinic_a"])
+    assert (res.imported, res.rejected) == (2, 1)
+    doses = world.client.get(f"/api/v1/patients/{pid}/immunizations", headers=world.h("clinic_a")).json()
+    assert [(d["status"], d["not_done_reason"]) for d in doses] == [("not-done", "refusal-religious"), ("completed", None)]
