@@ -224,3 +224,27 @@ def test_data_quality_as_dhis2_data_values(shared_world, quality_place, runtime)
             s.execute(t.delete().where(t.c.jurisdiction_code == "PK-PB"))
             if before is not None:
                 s.execute(t.insert().values(jurisdiction_code="PK-PB", document=before, loaded_at=datetime.now(UTC), loaded_by="test"))
+
+
+def test_units_place_records_like_the_coverage_report():
+    from types import SimpleNamespace as N
+
+    from registry.reports.coverage import Tree
+    from registry.reports.units import TOTAL, Units, suppress
+
+    rows = [N(code="PK", name="Pakistan", level="country", parent_code=None, province=None, district=None),
+            N(code="PK-XX", name="P", level="province", parent_code="PK", province="PK-XX", district=None),
+            N(code="PK-XX-D", name="D", level="district", parent_code="PK-XX", province="PK-XX", district="PK-XX-D"),
+            N(code="PK-XX-D-T", name="T", level="tehsil", parent_code="PK-XX-D", province="PK-XX", district="PK-XX-D"),
+            N(code="PK-XX-D-T-U", name="U", level="union_council", parent_code="PK-XX-D-T", province="PK-XX", district="PK-XX-D")]
+    kids: dict = {}
+    for r in rows:
+        kids.setdefault(r.parent_code, []).append(r.code)
+    tree = Tree({r.code: r for r in rows}, kids)
+    units = Units(None, tree.nodes["PK-XX-D"], tree)
+    assert units.unit_of("PK-XX", "PK-XX-D", "PK-XX-D-T-U", "F1") == "PK-XX-D-T"
+    assert units.unit_of("PK-XX", "PK-XX-D", "PK-XX-D", "F2") == "PK-XX-D"  # a facility attached at district level
+    assert units.unit_of("PK-XX", "PK-XX-E", "PK-XX-E", "F3") is None
+    assert sorted(units.codes) == ["PK-XX-D", "PK-XX-D-T"]
+    values, hidden = suppress(sorted(units.codes), {"n": {"PK-XX-D": 7, "PK-XX-D-T": 9}}, 5)
+    assert values[TOTAL]["n"] == 16 and not hidden[TOTAL]  # the district's own row counts in the total

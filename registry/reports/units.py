@@ -56,9 +56,9 @@ class Units:
         if self.by_facility:
             return facility
         unit = self.tree.child_toward(node.code, leaf) or node.code
-        if unit not in self.names:
+        if unit not in self.codes:  # the node's own code: records under none of its children
             self.codes.append(unit)
-            self.names[unit] = unit
+            self.names.setdefault(unit, unit)
         return unit
 
 
