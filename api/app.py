@@ -16,6 +16,7 @@ from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, heal
 from api.routes import bulk_export as bulk_export_routes
 from api.routes import certificates as certificate_routes
 from api.routes import reports as report_routes
+from api.routes import field_reports as field_report_routes
 from api.routes import schedules as schedule_routes
 from api.routes import aefi as aefi_routes
 from api.routes import docs as docs_routes
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(due_list_routes.router)
     app.include_router(aefi_routes.router)
     app.include_router(report_routes.router)
+    app.include_router(field_report_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(docs_routes.router)

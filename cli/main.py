@@ -23,6 +23,7 @@ from cli import backup as backup_cli
 from cli import certificates as certificates_cli
 from cli import reference as reference_cli
 from cli import reports as reports_cli
+from cli import field_reports as _field_reports  # noqa: F401  (registers `reports refusals`, `reports data-quality`)
 from cli import imports as imports_cli
 from cli import schedules as schedules_cli
 from registry import bootstrap

@@ -25,6 +25,7 @@ from registry.clock import local_today
 from registry.bulk import identity
 from registry.bulk.sources import Item, Parsed, RowInvalid
 from registry.bulk.writer import insert_rows, rows_by_ids
+from registry.immunizations import not_done
 from registry.immunizations.models import Immunization
 from registry.immunizations.vaccines import VACCINES, first_dose
 from registry.patients import codec
@@ -151,7 +152,7 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             "id": p.id, "version": 1, "custodian": custodian, "province": node.province, "district": node.code,
             "home_facility": actor.facility, "sex": data.sex, "birth_date": data.birth_date,
             "guardian_relationship": data.guardian.relationship if data.guardian else None,
-            "created_at": now, "updated_at": now, "created_by": user,
+            "created_at": now, "updated_at": now, "created_by": user, "unnamed": data.unnamed, "birth_facility": None,
             **codec.encrypt_fields(rt.cipher, custodian, p.id, {c: plain.get(c) for c in codec.ENCRYPTED}),
         })
         i_rows += codec.index_rows(rt.indexer, custodian, p.id, plain)
@@ -186,19 +187,24 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
         if data.date_given > today:
             result.reject(row, "date_given", "in_future")
             continue
+        not_given = data.status == not_done.STATUS  # a dose not given: never a duplicate, never counted
+        if not_given and data.lot_number is not None:
+            result.reject(row, "lot_number", "not_done_with_lot")
+            continue
         key = (prow.id, data.vaccine, data.dose_number)
-        if key in given:
+        if key in given and not not_given:
             result.reject(row, "dose_number", "duplicate_dose")
             continue
-        given.add(key)
+        if not not_given:
+            given.add(key)
         outside |= reach is not Access.CAPTURE
         subjects.add(prow.id)
         d_rows.append({
             "id": p.id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
             "district": prow.district, "facility": actor.facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
             "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
-            "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": now,
-            "updated_at": now, "override_rule": None, "override_reason_ct": None,
+            "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": now,
+            "updated_at": now, "override_rule": None, "override_reason_ct": None, "not_done_reason": data.not_done_reason,
         })
     insert_rows(session, D, d_rows)
     _mark_for_reports(session, subjects)

@@ -44,6 +44,8 @@ from security.crypto.keyring import FileKeyring
 
 RESOURCE = "Certificate"
 CERTIFICATE_NOT_FOUND = "certificate not found"
+UNNAMED = ("the child is registered before naming: a certificate is issued once the name is recorded "
+           "(update the patient with its given name)")
 _ISSUERS: weakref.WeakKeyDictionary[FileKeyring, IssuerKeys] = weakref.WeakKeyDictionary()
 
 
@@ -77,6 +79,10 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
     action = "certificate.issue"
     prow, _ = reachable(ctx, patient_id, action, allow=(Access.CAPTURE,))
     pref = PatientRef(prow.id, prow.province, prow.district)
+    if prow.unnamed:  # a certificate names its holder: none for a child registered before naming
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type=RESOURCE, patient=pref,
+                         detail={"field": "given_name", "reason": "unnamed"})
+        raise Conflict(UNNAMED, field="given_name")
     disease = disease or DEFAULT_DISEASE
     doses = doses_repo.for_patient(ctx.session, prow.id)
     dose = latest_dose(doses, disease) if disease in DISEASES else None

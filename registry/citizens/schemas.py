@@ -74,7 +74,8 @@ class CitizenDose(BaseModel):
     dose_number: int
     date_given: date
     facility: Place
-    status: str = Field(description="completed, entered-in-error (voided) or superseded (corrected by a later entry)")
+    status: str = Field(description="completed, entered-in-error (voided), superseded (corrected by a later entry) or "
+                                    "not-done (a due dose that was not given; it does not count)")
     voided: bool
     superseded: bool
     recorded_at: datetime

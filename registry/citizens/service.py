@@ -26,7 +26,7 @@ from registry.citizens import repository as repo
 from registry.citizens.schemas import (AccessCodeIssued, AccessLogEntry, AccessLogPage, CitizenDose, CitizenRecord,
                                        CitizenToken, Place)
 from registry.context import ServiceContext
-from registry.errors import Forbidden, InvalidInput, TooManyAttempts, Unauthenticated
+from registry.errors import Conflict, Forbidden, InvalidInput, TooManyAttempts, Unauthenticated
 from registry.immunizations import repository as doses
 from registry.patients import codec
 from registry.patients.repository import Access
@@ -123,6 +123,10 @@ def _own(ctx: ServiceContext, action: str, generation: object):
         ctx.trail.record(ctx.session, action, audit.UNAUTHENTICATED, patient=_ref(row) if row is not None else None,
                          detail={"reason": "code replaced" if row is not None else "no such patient"})
         raise Unauthenticated(STALE)
+    if row.unnamed:  # the citizen view waits for the name (registry/patients/newborns.py)
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, patient=_ref(row), detail={"reason": "unnamed"})
+        raise Conflict("the child is registered before naming: the citizen view opens once the clinic records "
+                       "the child's name", field="given_name")
     return row
 
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from registry.errors import InvalidInput
 from registry.fhir import codes
+from registry.immunizations import not_done
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.patients.schemas import Guardian, PatientCreate, PatientView
 
@@ -105,6 +106,8 @@ def patient_to_fhir(view: PatientView) -> dict:
         if value:
             ids.append({"use": "official", "system": codes.IDENTIFIER_SYSTEMS[column], "value": value})
     name = {"use": "official", "given": [view.given_name]}
+    if getattr(view, "unnamed", False):  # not yet named: no given name, a temporary name (docs/fhir.md)
+        name = {"use": "temp", "text": view.display_name}
     if view.family_name:
         name["family"] = view.family_name
     res: dict = {"resourceType": "Patient", "id": str(view.id)}
@@ -195,6 +198,8 @@ def patient_from_fhir(resource: dict) -> PatientCreate:
     if picked is None:
         raise FhirInvalid("Patient.name", "a name with a given name is required")
     i, name = picked
+    if name.get("use") == "temp" and not name.get("given"):  # "Baby of <mother>": registered before naming
+        data["unnamed"], name = True, {k: v for k, v in name.items() if k != "text"}
     data["given_name"], family = _name_text(name)
     if family:
         data["family_name"] = family
@@ -264,13 +269,15 @@ def immunization_to_fhir(view: DoseView) -> dict:
     if extensions:
         res["extension"] = extensions
     res.update({
-        "status": "completed" if view.status == "completed" else "entered-in-error",
+        "status": view.status if view.status in ("completed", not_done.STATUS) else "entered-in-error",
         "vaccineCode": codes.vaccine_codeable(view.vaccine),
         "patient": {"reference": f"Patient/{view.patient_id}"},
         "occurrenceDateTime": view.date_given.isoformat(),
         "recorded": view.recorded_at.isoformat(),
         "primarySource": True,
     })
+    if view.status == not_done.STATUS and getattr(view, "not_done_reason", None):
+        res["statusReason"] = not_done.to_fhir(view.not_done_reason)
     if view.lot_number:
         res["lotNumber"] = view.lot_number
     res["location"] = {"identifier": {"system": codes.SID_FACILITY, "value": view.facility}}
@@ -322,8 +329,8 @@ def immunization_from_fhir(resource: dict) -> tuple[uuid.UUID | str, DoseCreate]
     (the acting user, their facility, now) and are not taken from input."""
     if resource.get("resourceType") != "Immunization":
         raise FhirInvalid("Immunization.resourceType", "must be Immunization")
-    if resource.get("status") != "completed":
-        raise FhirInvalid("Immunization.status", "only completed doses can be recorded")
+    if resource.get("status") not in ("completed", not_done.STATUS):
+        raise FhirInvalid("Immunization.status", "only completed and not-done doses can be recorded")
     if resource.get("isSubpotent") is True:
         raise FhirInvalid("Immunization.isSubpotent", "a subpotent dose does not count and is not recorded")
     vaccine = _vaccine(resource.get("vaccineCode") or {})
@@ -340,6 +347,9 @@ def immunization_from_fhir(resource: dict) -> tuple[uuid.UUID | str, DoseCreate]
              "date_given": "Immunization.occurrenceDateTime", "lot_number": "Immunization.lotNumber"}
     if resource.get("lotNumber"):
         data["lot_number"] = resource["lotNumber"]
+    if resource.get("status") == not_done.STATUS:  # a dose not given, with its coded reason (docs/field-work.md)
+        data["status"], data["not_done_reason"] = not_done.STATUS, not_done.from_fhir(resource.get("statusReason"))
+        where["not_done_reason"] = "Immunization.statusReason"
     for i, ext in enumerate(resource.get("extension") or []):
         if ext.get("url") == codes.EXT_OVERRIDE_REASON:
             data["override_reason"] = ext.get("valueString")

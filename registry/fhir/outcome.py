@@ -28,9 +28,11 @@ REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 4
 FIELD_PATHS = {
     "Patient": {"district": "Patient.address.district", "bform": "Patient.identifier", "cnic": "Patient.identifier",
                 "given_name": "Patient.name.given", "family_name": "Patient.name.family", "id": "Patient.id",
-                "phone": "Patient.telecom", "sex": "Patient.gender", "birth_date": "Patient.birthDate"},
+                "phone": "Patient.telecom", "sex": "Patient.gender", "birth_date": "Patient.birthDate",
+                "guardian.name": "Patient.contact.name", "guardian.relationship": "Patient.contact.relationship"},
     "Immunization": {"dose_number": "Immunization.protocolApplied.doseNumber", "date_given": "Immunization.occurrenceDateTime",
-                     "vaccine": "Immunization.vaccineCode", "id": "Immunization.id", "lot_number": "Immunization.lotNumber"},
+                     "vaccine": "Immunization.vaccineCode", "id": "Immunization.id", "lot_number": "Immunization.lotNumber",
+                     "not_done_reason": "Immunization.statusReason", "override_reason": "Immunization.extension"},
 }
 _CODE_BY_STATUS = {status: code for _, status, code in STATUS} | {400: "structure", 405: "not-supported", 500: "exception"}
 

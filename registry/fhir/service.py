@@ -43,7 +43,7 @@ from security.audit.trail import PatientRef
 
 _HEALTH_ID = re.compile(r"^\d{4}-?\d{4}-?\d{4}$")
 # FHIR Immunization.status -> registry dose statuses
-_STATUSES = {"completed": ["completed"], "entered-in-error": ["entered-in-error", "superseded"], "not-done": []}
+_STATUSES = {"completed": ["completed"], "entered-in-error": ["entered-in-error", "superseded"], "not-done": ["not-done"]}
 
 
 @dataclass

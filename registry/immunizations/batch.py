@@ -36,10 +36,10 @@ from registry.bulk.writer import driver_rows, insert_rows, rows_by_ids
 from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from registry.immunizations import validation
+from registry.immunizations import not_done, validation
 from registry.immunizations.models import Immunization
 from registry.immunizations.schemas import DoseCreate, DoseView
-from registry.immunizations.service import override_columns, override_detail, to_view
+from registry.immunizations.service import not_done_detail, override_columns, override_detail, to_view
 from registry.patients.models import Patient
 from registry.patients.repository import Access, access_to
 from registry.patients.service import NOT_FOUND
@@ -160,8 +160,12 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
         trail.record(session, ACTION, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("a dose with this id already exists", field="id")
     try:
-        verdict = validation.judge(prow, data.vaccine, data.dose_number, data.date_given, lambda: doses[prow.id],
-                                   lambda: schedule_of(prow.custodian), today)
+        if data.status == not_done.STATUS:  # as service.record: impossible facts only, no schedule verdict
+            not_done.judge(prow, data, today)
+            verdict = validation.Verdict(None, None)
+        else:
+            verdict = validation.judge(prow, data.vaccine, data.dose_number, data.date_given, lambda: doses[prow.id],
+                                       lambda: schedule_of(prow.custodian), today)
         if verdict.rule is not None and data.override_reason is None:
             raise validation.DoseRefused(verdict.rule, overridable=True)
     except InvalidInput as exc:
@@ -172,16 +176,17 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
         "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
-        "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
-        **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
+        "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
+        "not_done_reason": data.not_done_reason, **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     taken.add(dose_id)
     mine = doses[prow.id]
-    mine.append(_Dose(dose_id, prow.id, data.vaccine, data.dose_number, data.date_given, "completed"))
+    mine.append(_Dose(dose_id, prow.id, data.vaccine, data.dose_number, data.date_given, data.status))
     mine.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
     outside = access is not Access.CAPTURE
     out.events.append(trail.build(ACTION, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                                  outside_capture_scope=outside, detail=override_detail(verdict) or None))
+                                  outside_capture_scope=outside,
+                                  detail=override_detail(verdict) or not_done_detail(data) or None))
     return Recorded(row, verdict, outside)
 
 

@@ -7,6 +7,9 @@ Invariants:
 - A dose recorded despite breaking a validation rule (registry/immunizations/validation.py)
   carries that rule's code in `override_rule` and the recorder's free-text reason, encrypted, in
   `override_reason_ct`; both are NULL for a dose that passed every check.
+- A dose *not given* (refusal, contraindication, stock-out, child absent...) is a row with
+  status `not-done` and a coded `not_done_reason`. It never counts as a dose: the schedule
+  engine, due lists, certificates and coverage aggregates count status `completed` only.
 - `province`/`district` are the patient's residence at the time the dose was recorded, kept in
   clear for coverage reports that never decrypt anything.
 """
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
 
-STATUSES = ("completed", "entered-in-error", "superseded")
+STATUSES = ("completed", "entered-in-error", "superseded", "not-done")
 
 
 class Immunization(Base):
@@ -41,6 +44,8 @@ class Immunization(Base):
     performer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     status: Mapped[str] = mapped_column(String(20), default="completed")
     status_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # a `not-done` dose's coded reason (registry/immunizations/not_done.py); NULL otherwise
+    not_done_reason: Mapped[str | None] = mapped_column(String(32))
     supersedes_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("immunizations.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     override_rule: Mapped[str | None] = mapped_column(String(32))

@@ -29,9 +29,10 @@ def get(session: Session, dose_id: uuid.UUID) -> Row | None:
     return session.execute(select(DOSES).where(DOSES.c.id == dose_id)).first()
 
 
-def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, status: str, reason_ct: bytes) -> bool:
+def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, status: str, reason_ct: bytes,
+               from_statuses: tuple[str, ...] = ("completed",)) -> bool:
     res = session.execute(
-        update(DOSES).where(DOSES.c.id == dose_id, DOSES.c.version == expected_version, DOSES.c.status == "completed")
+        update(DOSES).where(DOSES.c.id == dose_id, DOSES.c.version == expected_version, DOSES.c.status.in_(from_statuses))
         .values(status=status, status_reason_ct=reason_ct, version=expected_version + 1, updated_at=datetime.now(UTC))
     )
     return res.rowcount == 1

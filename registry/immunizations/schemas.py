@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from registry.immunizations import not_done
 from registry.immunizations.vaccines import VACCINES
 
 
@@ -17,6 +20,17 @@ def _vaccine(v: str | None) -> str | None:
     if v not in VACCINES:
         raise ValueError(f"must be one of {', '.join(VACCINES)}")
     return v
+
+
+def _not_done_reason(v: str | None, info: ValidationInfo) -> str | None:
+    """Required (a code of the value set) for status `not-done`, absent otherwise."""
+    if info.data.get("status", "completed") != not_done.STATUS:
+        if v is not None:
+            raise ValueError("only for a dose recorded with status not-done")
+        return None
+    if v is None:
+        raise ValueError(f"required when status is not-done: one of {', '.join(not_done.reasons())}")
+    return not_done.check(v.strip().lower())
 
 
 _OVERRIDE = Field(None, min_length=10, max_length=500,
@@ -34,8 +48,14 @@ class DoseCreate(BaseModel):
     date_given: date
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
     override_reason: str | None = _OVERRIDE
+    status: Literal["completed", "not-done"] = Field(
+        "completed", description="`not-done`: the due dose was NOT given (refusal, contraindication, stock-out, child "
+                                 "absent...); it never counts as a dose. Give `not_done_reason`; no lot number")
+    not_done_reason: str | None = Field(None, validate_default=True, description=(
+        "for status not-done only, one of: " + ", ".join(not_done.reasons()) + " (see docs/field-work.md)"))
 
     _v = field_validator("vaccine")(_vaccine)
+    _ndr = field_validator("not_done_reason")(_not_done_reason)
 
 
 class DoseCorrection(BaseModel):
@@ -76,3 +96,4 @@ class DoseView(BaseModel):
     validity_reason: str | None = Field(None, description="why an invalid dose is invalid (a schedule rule code)")
     override_rule: str | None = Field(None, description="the rule this dose was recorded in spite of, with an override")
     override_reason: str | None = Field(None, description="the recorder's reason for the override")
+    not_done_reason: str | None = Field(None, description="status not-done: why the dose was not given (a code)")

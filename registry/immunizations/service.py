@@ -21,7 +21,7 @@ from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.immunizations import repository as repo
-from registry.immunizations import validation
+from registry.immunizations import not_done, validation
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
 from registry.patients.repository import Access
 from registry.patients.service import parse_if_match, reachable
@@ -48,7 +48,7 @@ def to_view(ctx: ServiceContext, row, validity: tuple[str | None, str | None] = 
         lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id, status=row.status,
         status_reason=reason, supersedes_id=row.supersedes_id, recorded_at=row.recorded_at, version=row.version,
         validity=validity[0], validity_reason=validity[1], override_rule=getattr(row, "override_rule", None),
-        override_reason=override,
+        override_reason=override, not_done_reason=getattr(row, "not_done_reason", None),
     )
 
 
@@ -102,20 +102,40 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
     if data.id is not None and repo.get(ctx.session, dose_id) is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("a dose with this id already exists", field="id")
-    verdict = _validate(ctx, action, prow, pref, data.vaccine, data.dose_number, data.date_given, data.override_reason)
+    if data.status == not_done.STATUS:
+        verdict = _not_done(ctx, action, prow, pref, data)
+    else:
+        verdict = _validate(ctx, action, prow, pref, data.vaccine, data.dose_number, data.date_given, data.override_reason)
     row = {
         "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": ctx.principal.user_id,
-        "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
+        "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
+        "not_done_reason": data.not_done_reason,
         **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     repo.insert_dose(ctx.session, row)
     report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
-                     detail=override_detail(verdict) or None)
+                     detail=override_detail(verdict) or not_done_detail(data) or None)
     return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
+
+
+def _not_done(ctx: ServiceContext, action: str, prow, pref: PatientRef, data: DoseCreate) -> validation.Verdict:
+    """A dose not given: only impossible facts are refused (audited `invalid`); no schedule verdict."""
+    try:
+        not_done.judge(prow, data, local_today())
+    except InvalidInput as exc:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", patient=pref,
+                         detail={"field": exc.field, "rule": getattr(exc, "code", None)})
+        raise
+    return validation.Verdict(None, None)
+
+
+def not_done_detail(data: DoseCreate) -> dict:
+    """What the audit event says of a dose not given: that it was not given, never the reason."""
+    return {"status": not_done.STATUS} if data.status == not_done.STATUS else {}
 
 
 def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseView]:
@@ -132,7 +152,8 @@ def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseVie
     return views
 
 
-def _amendable(ctx: ServiceContext, dose_id: uuid.UUID, action: str, if_match: str | None):
+def _amendable(ctx: ServiceContext, dose_id: uuid.UUID, action: str, if_match: str | None,
+               statuses: tuple[str, ...] = ("completed",)):
     dose = repo.get(ctx.session, dose_id)
     if dose is None:
         ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type="Immunization", resource_id=dose_id)
@@ -146,7 +167,7 @@ def _amendable(ctx: ServiceContext, dose_id: uuid.UUID, action: str, if_match: s
         raise Forbidden("only the facility that recorded a dose can correct or void it")
     try:
         expected = parse_if_match(if_match)
-        if expected != dose.version or dose.status != "completed":
+        if expected != dose.version or dose.status not in statuses:
             raise PreconditionFailed("the dose has changed since it was read (or is already amended)", field="If-Match")
     except (PreconditionFailed, PreconditionRequired):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
@@ -156,8 +177,10 @@ def _amendable(ctx: ServiceContext, dose_id: uuid.UUID, action: str, if_match: s
 
 def void(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: DoseVoid) -> DoseView:
     action = "immunization.void"
-    dose, _, pref, expected = _amendable(ctx, dose_id, action, if_match)
-    if not repo.set_status(ctx.session, dose_id, expected, "entered-in-error", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
+    amendable = ("completed", not_done.STATUS)  # a not-done record entered by mistake is voided too
+    dose, _, pref, expected = _amendable(ctx, dose_id, action, if_match, amendable)
+    if not repo.set_status(ctx.session, dose_id, expected, "entered-in-error", _reason_ct(ctx, dose.custodian, dose_id, data.reason),
+                           amendable):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
     report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report

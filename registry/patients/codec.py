@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from registry import identifiers
-from registry.patients.schemas import Guardian, PatientMatch, PatientView
+from registry.patients.schemas import Guardian, PatientMatch, PatientView, display_name
 from security.crypto.blind_index import BlindIndexer
 from security.crypto.fields import FieldCipher
 
@@ -48,8 +48,11 @@ def to_view(cipher: FieldCipher, row) -> PatientView:
     guardian = None
     if d["guardian_name"] or d["guardian_cnic"] or row.guardian_relationship:
         guardian = Guardian.model_construct(name=d["guardian_name"], relationship=row.guardian_relationship, cnic=d["guardian_cnic"])
+    unnamed = bool(getattr(row, "unnamed", False))
     return PatientView.model_construct(
-        id=row.id, health_id=d["health_id"], given_name=d["given_name"], family_name=d["family_name"],
+        id=row.id, health_id=d["health_id"], given_name=d["given_name"], family_name=d["family_name"], unnamed=unnamed,
+        display_name=display_name(d["given_name"], d["family_name"], d["guardian_name"], unnamed),
+        birth_facility=getattr(row, "birth_facility", None),
         sex=row.sex, birth_date=row.birth_date, bform=d["bform"], cnic=d["cnic"], guardian=guardian,
         phone=d["phone"], address=d["address"], province=row.province, district=row.district,
         home_facility=row.home_facility, custodian=row.custodian, version=row.version,
@@ -68,8 +71,10 @@ def to_match(cipher: FieldCipher, row, *, full: bool) -> PatientMatch:
     d = {name: decrypt_column(cipher, row, name) for name in SEARCH_FIELDS}
     guardian = Guardian.model_construct(name=d["guardian_name"], relationship=row.guardian_relationship, cnic=None) \
         if d["guardian_name"] or row.guardian_relationship else None
+    unnamed = bool(getattr(row, "unnamed", False))
     return PatientMatch.model_construct(
         access="search", id=row.id, health_id=d["health_id"], given_name=d["given_name"], family_name=d["family_name"],
+        unnamed=unnamed, display_name=display_name(d["given_name"], d["family_name"], d["guardian_name"], unnamed),
         sex=row.sex, birth_date=row.birth_date, guardian=guardian, province=row.province, district=row.district,
         home_facility=row.home_facility, bform=None, cnic=None, phone=None, address=None, custodian=None, version=None,
     )

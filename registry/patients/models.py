@@ -8,6 +8,9 @@ Invariants (DESIGN 1-3):
   birth date, residence province and district, home facility.
 - `custodian` is the province where the patient was registered; its keys encrypt the row and
   it never changes, even when the family moves.
+- `unnamed` is true for a child registered before naming (DESIGN 8: "Baby of <mother>"): it has
+  no given name, the guardian is its mother, and its display name is derived, never stored.
+  Naming it (an audited update with If-Match) clears the flag; a named child never goes back.
 - Identifier values (on the patient row, encrypted) are found through the blind index table (blind index, 26 bits) and always confirmed by
   decrypting the candidate.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -37,7 +40,10 @@ class Patient(Base):
     home_facility: Mapped[str] = mapped_column(ForeignKey("facilities.code"))
     sex: Mapped[str] = mapped_column(String(8))
     birth_date: Mapped[date] = mapped_column(Date)
-    given_name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    # NULL only while `unnamed` (a newborn registered as "Baby of <mother>", named later)
+    given_name_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    unnamed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    birth_facility: Mapped[str | None] = mapped_column(ForeignKey("facilities.code"))
     family_name_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     guardian_name_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     guardian_relationship: Mapped[str | None] = mapped_column(String(16))

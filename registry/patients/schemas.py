@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from registry import identifiers
 from registry.clock import local_today
@@ -64,7 +64,12 @@ class PatientCreate(BaseModel):
     }]})
 
     id: uuid.UUID | None = Field(None, description="client-generated UUID, for records created offline")
-    given_name: str = _Text
+    # declared before given_name, whose validator reads it
+    unnamed: bool = Field(False, description="a newborn not yet named: no given_name; the guardian is the mother "
+                                             "(name required, relationship `mother`); shown as \"Baby of <mother>\" "
+                                             "until named by an update")
+    given_name: str | None = Field(None, min_length=1, max_length=100, validate_default=True,
+                                   description="required, unless the child is registered `unnamed`")
     family_name: str | None = Field(None, min_length=1, max_length=100)
     sex: str = Field(description=f"one of {', '.join(SEXES)}")
     birth_date: date
@@ -74,10 +79,22 @@ class PatientCreate(BaseModel):
     phone: str | None = None
     address: str | None = Field(None, max_length=300, description="address below district level (encrypted)")
     district: str | None = Field(None, description="district of residence; defaults to the facility's district")
+    birth_facility: str | None = Field(None, max_length=32, description="facility code where the child was born")
 
     _ids = field_validator("bform", "cnic")(_nadra)
     _ph = field_validator("phone")(_phone)
     _bd = field_validator("birth_date")(_birth_date)
+
+    @field_validator("given_name")
+    @classmethod
+    def _given(cls, v: str | None, info: ValidationInfo) -> str | None:
+        unnamed = info.data.get("unnamed", False)
+        if v is None and not unnamed:
+            raise ValueError("required, unless the child is registered before naming (unnamed: true, with the mother "
+                             "as guardian)")
+        if v is not None and unnamed:
+            raise ValueError("a child registered as unnamed has no given name: leave it out, or register it named")
+        return v
 
     @field_validator("sex")
     @classmethod
@@ -101,6 +118,7 @@ class PatientUpdate(BaseModel):
     phone: str | None = None
     address: str | None = Field(None, max_length=300)
     district: str | None = None
+    birth_facility: str | None = Field(None, max_length=32)
 
     _ids = field_validator("bform", "cnic")(_nadra)
     _ph = field_validator("phone")(_phone)
@@ -121,8 +139,11 @@ class PatientUpdate(BaseModel):
 class PatientView(BaseModel):
     id: uuid.UUID
     health_id: str
-    given_name: str
+    given_name: str | None = Field(description="null only while `unnamed`")
     family_name: str | None
+    unnamed: bool = Field(False, description="registered before naming; certificates and the citizen view wait for the name")
+    display_name: str = Field("", description="given and family name, or \"Baby of <mother's name>\" while unnamed")
+    birth_facility: str | None = None
     sex: str
     birth_date: date
     bform: str | None
@@ -164,8 +185,10 @@ class PatientMatch(BaseModel):
     access: str
     id: uuid.UUID
     health_id: str
-    given_name: str
+    given_name: str | None
     family_name: str | None
+    unnamed: bool = False
+    display_name: str = ""
     sex: str
     birth_date: date
     guardian: Guardian | None
@@ -178,3 +201,10 @@ class PatientMatch(BaseModel):
     address: str | None = None
     custodian: str | None = None
     version: int | None = None
+
+
+def display_name(given: str | None, family: str | None, guardian_name: str | None, unnamed: bool) -> str:
+    """Derived, never stored: "Baby of <mother>" for a child not yet named (DESIGN 8)."""
+    if unnamed:
+        return f"Baby of {guardian_name}" if guardian_name else "Baby (not yet named)"
+    return " ".join(p for p in (given, family) if p)

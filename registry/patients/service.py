@@ -24,7 +24,7 @@ from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.pagination import Page
 from registry.reports import queue as report_queue
-from registry.patients import audited_read, codec
+from registry.patients import audited_read, codec, newborns
 from registry.patients import repository as repo
 from registry.patients.repository import Access
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientRegistered, PatientUpdate, PatientView
@@ -148,6 +148,10 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     custodian = p.scope.province
     patient_id = data.id or uuid.uuid4()
     raw = data.model_dump()
+    refused = newborns.registration_refusal(raw, ctx.session)
+    if refused is not None:
+        ctx.trail.record(ctx.session, action, audit.INVALID, detail={"field": refused.field})
+        raise refused
     plain = plaintext_columns(raw)
     _check_unique(ctx, plain, action)
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
@@ -158,6 +162,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     row = {
         "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
         "home_facility": p.facility, "sex": data.sex, "birth_date": data.birth_date,
+        "unnamed": data.unnamed, "birth_facility": data.birth_facility,
         "guardian_relationship": data.guardian.relationship if data.guardian else None,
         "created_at": now, "updated_at": now, "created_by": p.user_id,
         **codec.encrypt_fields(ctx.runtime.cipher, custodian, patient_id, {c: plain.get(c) for c in codec.ENCRYPTED}),
@@ -166,7 +171,8 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id,
-                     patient=PatientRef(patient_id, province, district), detail={"access_code_issued": True})
+                     patient=PatientRef(patient_id, province, district),
+                     detail={"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})})
     view = codec.to_view(ctx.runtime.cipher, SimpleNamespace(**row))
     return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
 
@@ -288,15 +294,20 @@ def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, cha
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row), detail={"reason": "precondition"})
         raise
     data = changes.model_dump(exclude_unset=True)
-    if "given_name" in data and data["given_name"] is None:
-        ctx.trail.record(ctx.session, action, audit.INVALID, resource_id=patient_id, patient=_ref(row))
-        raise InvalidInput("given_name cannot be removed", field="given_name")
+    refused = newborns.update_refusal(row, data, ctx.session)
+    if refused is not None:
+        ctx.trail.record(ctx.session, action, audit.INVALID, resource_id=patient_id, patient=_ref(row),
+                         detail={"field": refused.field})
+        raise refused
     plain = plaintext_columns(data)
     _check_unique(ctx, plain, action, exclude=patient_id)
     values: dict = {}
-    for key in ("sex", "birth_date"):
+    for key in ("sex", "birth_date", "birth_facility"):
         if data.get(key) is not None:
             values[key] = data[key]
+    named = bool(row.unnamed and data.get("given_name"))
+    if named:  # the newborn registered as "Baby of <mother>" gets its name: the flag is cleared for good
+        values["unnamed"] = False
     if "district" in data and data["district"] is not None:
         try:
             values["province"], values["district"] = _residence(ctx, data["district"])
@@ -318,5 +329,5 @@ def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, cha
     new_row, _ = repo.get(ctx.session, ctx.principal, patient_id)
     view = codec.to_view(ctx.runtime.cipher, new_row)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id, patient=_ref(new_row),
-                     detail={"fields": sorted(data)})
+                     detail={"fields": sorted(data), **({"named": True} if named else {})})
     return view

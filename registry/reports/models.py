@@ -88,3 +88,15 @@ class Dhis2Mapping(Base):
     loaded_by: Mapped[str] = mapped_column(String(64))
 
 
+
+
+class Dhis2QualityMapping(Base):
+    """A province's (or the country's) mapping of data-quality metrics to DHIS2 data elements
+    (registry/reports/dhis2_quality.py); organisation units come from its Dhis2Mapping."""
+
+    __tablename__ = "report_dhis2_quality_mappings"
+
+    jurisdiction_code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    document: Mapped[dict] = mapped_column(JSON)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    loaded_by: Mapped[str] = mapped_column(String(64))

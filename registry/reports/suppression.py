@@ -164,3 +164,33 @@ def _one_more(incident: list[Edge], hidden: set, *, ground_only: bool) -> set:
     if released and not ground_only:
         return {min(released, key=lambda e: (e.value, e.cell)).cell}
     return set()
+
+
+# -- one table on its own -----------------------------------------------------------------------
+
+_TABLE_TOTAL = "\x01total"
+
+
+@dataclass
+class Column:
+    """One additive group of a single table: values per unit (row) and their total;
+    `suppressed_units` and `total_suppressed` are filled in by `suppress_column`."""
+
+    units: dict[str, int]
+    total: int
+    suppressed_units: set[str] | None = None
+    total_suppressed: bool = False
+
+
+def suppress_column(col: Column, threshold: int) -> Column:
+    """Suppress one table's column with the same rule as the hierarchy (`protect`), the table
+    being a one-level tree: its total and its rows. Used by the reports computed live per
+    request (refusals, data quality), which publish one table at a time; their protection holds
+    within the table (docs/reports.md says so), not across every report of the tree."""
+    units = list(col.units)
+    h = Hierarchy(parent={_TABLE_TOTAL: None, **{u: _TABLE_TOTAL for u in units}}, kids={_TABLE_TOTAL: units})
+    value = {_TABLE_TOTAL: col.total, **col.units}
+    hidden = protect(edges(h, value, {}, set(value), set()), threshold)
+    col.suppressed_units = {code for kind, code in hidden if code != _TABLE_TOTAL}
+    col.total_suppressed = (VALUE, _TABLE_TOTAL) in hidden
+    return col
