@@ -113,7 +113,8 @@ def dose_pivot(pg: bool, dose_where: str = "1 = 1") -> str:
 
 def status_select(pg: bool, groups: list[Group], where: str, doses: str) -> str:
     """SELECT of `report_child_status` rows (columns `STATUS_COLUMNS`) for the patients matching
-    `where` (over `patients p`); `doses` is `dose_pivot(...)` as a subquery, or a table holding
+    `where` (over `patients p`), except records merged into another (issue 13: only the survivor
+    counts, with the doses moved to it); `doses` is `dose_pivot(...)` as a subquery, or a table holding
     it. On PostgreSQL, `OFFSET 0` keeps the inner query from being flattened, which would copy
     each age threshold into every test that reads it."""
     p1 = cat.ITEMS.index(cat.ZERO_DOSE_ITEM)
@@ -129,7 +130,7 @@ FROM (
   FROM patients p JOIN facilities f ON f.code = p.home_facility
   JOIN ({_ages(pg, groups, where)}) a ON a.birth_date = p.birth_date
   LEFT JOIN {doses} d ON d.patient_id = p.id
-  WHERE {where}{" OFFSET 0" if pg else ""}
+  WHERE {where} AND p.merged_into IS NULL{" OFFSET 0" if pg else ""}
 ) s"""
 
 
