@@ -104,7 +104,8 @@ def revoke(ctx: ServiceContext, uvci: str, reason: str, *, now: datetime | None 
     if row is None:
         ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_type=RESOURCE, resource_id=uvci[:64])
         raise NotFound("certificate not found")
-    prow, _ = reachable(ctx, row.patient_id, action, allow=(Access.CAPTURE,))
+    # a certificate issued before a merge is revoked through the survivor's scope (issue 13)
+    prow, _ = reachable(ctx, row.patient_id, action, allow=(Access.CAPTURE,), follow_merged=True)
     pref = PatientRef(prow.id, prow.province, prow.district)
     if reason not in REVOCATION_REASONS:
         ctx.trail.record(ctx.session, action, audit.INVALID, resource_type=RESOURCE, resource_id=uvci, patient=pref,

@@ -98,7 +98,9 @@ def validate(resource: dict) -> dict:
 
 # ---------------------------------------------------------------- Patient
 
-def patient_to_fhir(view: PatientView) -> dict:
+def patient_to_fhir(view: PatientView, replaces: list[uuid.UUID] | tuple = ()) -> dict:
+    """`replaces`: records merged into this one (issue 13), as `Patient.link` `replaces`; a merged
+    record itself says where it went (`replaced-by`) and is not `active`."""
     ids = [{"use": "official", "system": codes.SID_HEALTH_ID, "value": view.health_id}]
     for column in ("bform", "cnic"):
         value = getattr(view, column, None)
@@ -124,6 +126,13 @@ def patient_to_fhir(view: PatientView) -> dict:
     if view.guardian is not None:
         res["contact"] = [_guardian_to_fhir(view.guardian)]
     res["managingOrganization"] = {"identifier": {"system": codes.SID_FACILITY, "value": view.home_facility}}
+    merged_into = getattr(view, "merged_into", None)
+    links = [{"other": {"reference": f"Patient/{merged_into}"}, "type": "replaced-by"}] if merged_into else []
+    links += [{"other": {"reference": f"Patient/{other}"}, "type": "replaces"} for other in replaces]
+    if links:
+        res["link"] = links
+    if merged_into:
+        res["active"] = False
     return res
 
 

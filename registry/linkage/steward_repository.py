@@ -192,28 +192,3 @@ def merges_in_scope(session: Session, principal: Principal, *, cursor: str | Non
     q = (select(MERGES, merged.c.province.label("merged_province"), merged.c.district.label("merged_district"))
          .join(merged, merged.c.id == MERGES.c.merged_id).where(scoping.capture_clause(principal, merged)))
     return pagination.newest_first(session, q, MERGES.c.merged_at, MERGES.c.id, cursor=cursor, limit=limit)
-
-
-def survivors_of(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    """The final survivor of each merged record among `ids` (following chains of merges)."""
-    out: dict[uuid.UUID, uuid.UUID] = {}
-    rows = dict(session.execute(select(PATIENTS.c.id, PATIENTS.c.merged_into).where(PATIENTS.c.id.in_(ids))).all())
-    for pid, target in rows.items():
-        seen = {pid}
-        while target is not None and target not in seen:
-            seen.add(target)
-            out[pid] = target
-            target = session.execute(select(PATIENTS.c.merged_into).where(PATIENTS.c.id == target)).scalar()
-    return out
-
-
-def merged_into_chain(session: Session, survivor_id: uuid.UUID) -> list[uuid.UUID]:
-    """Every record merged (directly or through a chain) into `survivor_id`."""
-    found: list[uuid.UUID] = []
-    frontier = [survivor_id]
-    while frontier:
-        rows = session.execute(select(PATIENTS.c.id).where(PATIENTS.c.merged_into.in_(frontier))).scalars().all()
-        rows = [r for r in rows if r not in found and r != survivor_id]
-        found.extend(rows)
-        frontier = rows
-    return found
