@@ -285,3 +285,34 @@ def test_merge_then_unmerge_restores_every_owner(world, runtime, twins):
     listed = world.client.get(f"{L}/merges?limit=100", headers=world.h("steward_district")).json()["items"]
     mine = [m for m in listed if m["merged_id"] == b["id"]]
     assert len(mine) == 1 and mine[0]["unmerged_at"] and mine[0]["unmerge_moved_dose_ids"] == [also_later]
+
+
+def test_racing_decisions_one_wins_nothing_half_applied(world, runtime, twins):
+    """Two stewards decide the same pair at the same moment, with different survivors: one 200,
+    one 409, exactly one merge, one record merged."""
+    import threading
+
+    a, b = twins
+    cid = pair(runtime, a["id"], b["id"])
+    headers = {who: world.h(who, **{"If-Match": '"1"'}) for who in ("steward_district", "steward_province")}
+    barrier, results = threading.Barrier(2), {}
+
+    def go(who, survivor):
+        barrier.wait()
+        results[who] = world.client.post(f"{L}/candidates/{cid}/decision", json={"decision": "same", "survivor_id": survivor},
+                                         headers=headers[who])
+
+    threads = [threading.Thread(target=go, args=("steward_district", a["id"])),
+               threading.Thread(target=go, args=("steward_province", b["id"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in results.values()) == [200, 409]
+    lost = next(r for r in results.values() if r.status_code == 409)
+    assert lost.json()["reason"] in ("already_decided", "already_merged", "survivor_merged")
+    with runtime.sessions() as s:
+        rows = repo.patients(s, [uuid.UUID(a["id"]), uuid.UUID(b["id"])])
+        assert sorted(r.merged_into is not None for r in rows.values()) == [False, True]
+        merges = s.execute(repo.MERGES.select().where(repo.MERGES.c.candidate_id == uuid.UUID(cid))).all()
+        assert len(merges) == 1
