@@ -150,3 +150,16 @@ def test_both_guardians_codes_show_the_survivor_and_the_log_covers_both(world, m
     log = world.client.get("/api/v1/citizen/me/access-log?limit=100", headers=login(world, s)).json()["items"]
     assert any(e["emergency"] for e in log)  # the break-glass read of the merged record
     assert any(e["action"] == "linkage.merge" for e in log)
+
+
+def test_fhir_seealso_for_unsure_pairs_in_capture_scope_only(world, runtime):
+    from test_linkage_steward import pair
+
+    a, a2, c = world.register("clinic_a"), world.register("clinic_a"), world.register("clinic_c")
+    for other in (a2, c):
+        cid = pair(runtime, a["id"], other["id"])
+        r = world.client.post(f"{L}/candidates/{cid}/decision", json={"decision": "unsure"},
+                              headers=world.h("steward_province", **{"If-Match": '"1"'}))
+        assert r.status_code == 200
+    links = world.client.get(f"/fhir/R4/Patient/{a['id']}", headers=world.h("clinic_a")).json()["link"]
+    assert links == [{"other": {"reference": f"Patient/{a2['id']}"}, "type": "seealso"}]  # the Sindh record stays hidden

@@ -80,6 +80,22 @@ def test_steward_reads_no_patient_directly(world, twins):
     assert r.status_code == 403
 
 
+def test_permission_invariants():
+    """Who reads clinical data (security/access/permissions.py): clinic workers and officials
+    through patient routes; the data steward only through the linkage queue, and no other role."""
+    from security.access.permissions import CITIZEN_ROLE, ROLE_PERMISSIONS, ROLE_SCOPE_LEVELS, Permission, Role
+
+    clinical = {p for p in Permission if p.value.split(":")[0] in ("patient", "immunization", "bulk", "sync")}
+    linkage = {p for p in Permission if p.value.startswith("linkage:")}
+    readers = {role for role, perms in ROLE_PERMISSIONS.items() if perms & clinical}
+    assert readers == {Role.CLINIC_WORKER, Role.HEALTH_OFFICIAL}
+    assert {role for role, perms in ROLE_PERMISSIONS.items() if perms & linkage} == {Role.DATA_STEWARD}
+    steward = ROLE_PERMISSIONS[Role.DATA_STEWARD]
+    assert linkage <= steward and not (steward - linkage - {Permission.FACILITY_READ, Permission.JURISDICTION_READ})
+    assert ROLE_SCOPE_LEVELS[Role.DATA_STEWARD] == {"district", "province"}
+    assert CITIZEN_ROLE not in readers
+
+
 @pytest.mark.parametrize("who", ["clinic_a", "official_province", "auditor", "admin"])
 def test_other_roles_cannot_use_the_queue(world, who):
     assert world.client.get(f"{L}/candidates", headers=world.h(who)).status_code == 403

@@ -192,3 +192,16 @@ def merges_in_scope(session: Session, principal: Principal, *, cursor: str | Non
     q = (select(MERGES, merged.c.province.label("merged_province"), merged.c.district.label("merged_district"))
          .join(merged, merged.c.id == MERGES.c.merged_id).where(scoping.capture_clause(principal, merged)))
     return pagination.newest_first(session, q, MERGES.c.merged_at, MERGES.c.id, cursor=cursor, limit=limit)
+
+
+def unsure_partners(session: Session, principal: Principal, patient_id: uuid.UUID) -> list[uuid.UUID]:
+    """The other records of pairs a steward marked `unsure` with this one, limited to records in
+    the principal's capture scope and not merged (FHIR `Patient.link` `seealso`): nothing
+    outside the caller's reach is revealed."""
+    other = PATIENTS.alias("o")
+    partner = case((CANDIDATES.c.left_id == patient_id, CANDIDATES.c.right_id), else_=CANDIDATES.c.left_id)
+    q = (select(other.c.id).join(CANDIDATES, other.c.id == partner)
+         .where(CANDIDATES.c.status == "unsure", or_(CANDIDATES.c.left_id == patient_id, CANDIDATES.c.right_id == patient_id),
+                other.c.merged_into.is_(None), scoping.capture_clause(principal, other))
+         .order_by(other.c.id))
+    return list(session.execute(q).scalars())
