@@ -163,3 +163,13 @@ def test_fhir_seealso_for_unsure_pairs_in_capture_scope_only(world, runtime):
         assert r.status_code == 200
     links = world.client.get(f"/fhir/R4/Patient/{a['id']}", headers=world.h("clinic_a")).json()["link"]
     assert links == [{"other": {"reference": f"Patient/{a2['id']}"}, "type": "seealso"}]  # the Sindh record stays hidden
+
+
+def test_offline_dose_on_a_merged_id_is_rejected_with_code_merged(world, merged):
+    s, m, _, _ = merged
+    item = {"op": "dose.record", "patient_id": m["id"],
+            "data": {"id": str(uuid.uuid4()), "vaccine": "PENTA", "dose_number": 1, "date_given": "2026-07-13"}}
+    r = world.client.post("/api/v1/sync/batch", json={"items": [item]}, headers=world.h("clinic_a"))
+    assert r.status_code == 200, r.json()
+    (res,) = r.json()["results"]
+    assert (res["result"], res["reason"], res["code"]) == ("rejected", "conflict", "merged")

@@ -43,6 +43,7 @@ class Merged(Conflict):
     def __init__(self, survivor: uuid.UUID) -> None:
         super().__init__("this record was merged into another; use the surviving record")
         self.merged_into = survivor
+        self.code = "merged"  # a batch item's rejection code (registry/sync/batch.py)
         self.extensions = {"reason": "merged", "merged_into": str(survivor)}
 
 
