@@ -80,14 +80,13 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
     if row is None:
         ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_id=patient_id)
         raise NotFound(NOT_FOUND)
-    if access in allow:
+    emergency = break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
+    if access in allow or emergency:
         if row.merged_into is not None:
             ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
-                             detail={"reason": "merged"})
+                             outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
             raise Merged(row.merged_into)
         return row, access is not Access.CAPTURE
-    if break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS):
-        return row, True
     ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
     raise NotFound(NOT_FOUND)
 
