@@ -177,7 +177,7 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
         "status": "completed", "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
-        **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
+        "original_patient_id": None, **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     taken.add(dose_id)
     mine = doses[prow.id]

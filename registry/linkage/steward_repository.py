@@ -112,7 +112,13 @@ def doses_of(session: Session, patient_id: uuid.UUID) -> list[Row]:
 
 def mark_merged(session: Session, merged_id: uuid.UUID, survivor_id: uuid.UUID, now: datetime) -> bool:
     """Both rows change only if neither is merged yet, in id order (so two crossing merges
-    cannot deadlock on PostgreSQL: the second waits, then finds a row already merged)."""
+    cannot deadlock on PostgreSQL: the second waits, then finds a row already merged). On
+    PostgreSQL both rows are first locked FOR UPDATE, which also waits for a dose being inserted
+    for either record (its foreign-key check holds a KEY SHARE lock) to commit, so that the move
+    that follows sees it."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids = sorted((merged_id, survivor_id), key=str)
+        session.execute(select(PATIENTS.c.id).where(PATIENTS.c.id.in_(ids)).order_by(PATIENTS.c.id).with_for_update())
     for pid in sorted((merged_id, survivor_id), key=str):
         values = {"merged_into": survivor_id} if pid == merged_id else {}
         res = session.execute(update(PATIENTS).where(PATIENTS.c.id == pid, PATIENTS.c.merged_into.is_(None))
