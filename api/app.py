@@ -21,6 +21,7 @@ from api.routes import schedules as schedule_routes
 from api.routes import aefi as aefi_routes
 from api.routes import docs as docs_routes
 from api.routes import due_lists as due_list_routes
+from api.routes import linkage as linkage_routes
 from api.routes import sync as sync_routes
 from registry.audit_log import sealing
 from registry.reports import background as report_refresher
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(report_routes.router)
     app.include_router(field_report_routes.router)
     app.include_router(sync_routes.router)
+    app.include_router(linkage_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(docs_routes.router)
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4

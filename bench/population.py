@@ -209,7 +209,7 @@ def _load_share(args) -> tuple[int, int]:
             created = now - timedelta(seconds=scale - n)
             row = {"id": pid, "version": 1, "custodian": province, "province": province, "district": district,
                    "home_facility": code, "sex": sex, "birth_date": birth, "guardian_relationship": "mother",
-                   "created_at": created, "updated_at": created, "created_by": LOADER_ID, "unnamed": False,
+                   "created_at": created, "updated_at": created, "created_by": LOADER_ID, "unnamed": False, "merged_into": None,
                    "birth_facility": None, **codec.encrypt_fields(rt.cipher, province, pid, {c: plain.get(c) for c in codec.ENCRYPTED})}
             batch["patients"].append(tuple(row[c] for c in cols["patients"]))
             for ix in codec.index_rows(rt.indexer, province, pid, plain):

@@ -54,6 +54,7 @@ DEMO_USERS = [
     ("clinic.karachi", "Vaccinator, EPI Centre North Nazimabad (Karachi, Sindh)", Role.CLINIC_WORKER, "F-KRC-02"),
     ("official.lahore", "District Health Officer, Lahore", Role.HEALTH_OFFICIAL, "PK-PB-LAH"),
     ("official.punjab", "Provincial EPI Manager, Punjab", Role.HEALTH_OFFICIAL, "PK-PB"),
+    ("steward.punjab", "Data steward, Punjab (record linkage review)", Role.DATA_STEWARD, "PK-PB"),
     ("auditor.national", "National data protection auditor", Role.AUDITOR, "PK"),
     ("admin.national", "National registry administrator", Role.ADMIN, "PK"),
 ]

@@ -159,6 +159,8 @@ USERS = {
     "official_national": ("health_official", "PK"),
     "auditor": ("auditor", "PK"), "auditor_province": ("auditor", "PK-PB"), "auditor_other_province": ("auditor", "PK-SD"),
     "admin": ("admin", "PK"),
+    "steward_district": ("data_steward", "PK-PB-LAH"), "steward_province": ("data_steward", "PK-PB"),
+    "steward_other_province": ("data_steward", "PK-SD"),
 }
 
 

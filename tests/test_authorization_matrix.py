@@ -50,6 +50,8 @@ MATRIX = {
     "official_other_province": (404, HIDDEN, 403, HIDDEN, HIDDEN, HIDDEN, 403, 404, 403, 403),
     "official_national":       (200, SEEN,   403, SEEN,   SEEN,   SEEN,   403, 200, 403, 403),
     "auditor": _ALL_403, "auditor_province": _ALL_403, "auditor_other_province": _ALL_403, "admin": _ALL_403,
+    # data stewards read records only through their review queue (tests/test_linkage_steward.py)
+    "steward_district": _ALL_403, "steward_province": _ALL_403, "steward_other_province": _ALL_403,
 }
 assert set(MATRIX) == set(USERS) and all(len(v) == len(ENDPOINTS) for v in MATRIX.values())
 CAPTURE = {"clinic_a", "official_district", "official_province", "official_national"}
@@ -307,7 +309,7 @@ def test_break_glass_does_not_allow_update(shared_world, runtime, subject, user,
     assert ev.outcome == "denied" and ev.break_glass
 
 
-@pytest.mark.parametrize("user", ["auditor", "auditor_province", "auditor_other_province", "admin"])
+@pytest.mark.parametrize("user", ["auditor", "auditor_province", "auditor_other_province", "admin", "steward_province"])
 def test_break_glass_refused_to_roles_without_patient_access(shared_world, runtime, subject, user):
     """Role-based refusal: 403 whatever the headers say (the auditor and admin read no patient)."""
     w, request_id = shared_world, rid()

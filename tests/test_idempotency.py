@@ -228,7 +228,8 @@ def test_public_posts_are_exactly_the_known_ones(app):
 
 
 def _who_can(permission: str) -> str:
-    by_role = {"clinic_worker": "clinic_a", "health_official": "official_national", "auditor": "auditor", "admin": "admin"}
+    by_role = {"clinic_worker": "clinic_a", "health_official": "official_national", "auditor": "auditor", "admin": "admin",
+               "data_steward": "steward_province"}
     for role, who in by_role.items():
         if Permission(permission) in ROLE_PERMISSIONS[role]:
             return who

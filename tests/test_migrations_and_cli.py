@@ -186,6 +186,18 @@ def test_users_create_official_bound_to_a_jurisdiction(cli):
     assert f"created {username}" in out and "district PK-PB-LAH" in out
 
 
+@pytest.mark.parametrize("scope,ok", [("PK-PB", "province PK-PB"), ("PK-SD-KRC", "district PK-SD-KRC"), ("PK", None)])
+def test_users_create_data_steward(cli, scope, ok):
+    """Record linkage (issue 13): a data steward is bound to a district or a province, never the nation."""
+    username = f"clistew{secrets.token_hex(2)}"
+    r = cli("users", "create", "--username", username, "--role", "data_steward", "--scope", scope,
+            "--password-stdin", input="a long enough passphrase for the steward 3\n")
+    if ok is None:
+        assert r.exit_code == 1 and "scope_code" in r.output
+    else:
+        assert r.exit_code == 0 and f"created {username}" in r.output and ok in r.output
+
+
 def test_users_create_refuses_a_bad_scope(cli):
     r = cli("users", "create", "--username", "cliscope1", "--role", "clinic_worker", "--scope", "PK-PB",
             "--password-stdin", input="a long enough passphrase for the clinic 7\n")

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import problems
 from api.deps import require
 from api.responses import json_response
 from registry.context import ServiceContext
@@ -55,9 +56,15 @@ async def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(
     return json_response(await service.search_async(ctx, body.system, body.value), exclude_none=True)
 
 
-@router.get("/{patient_id}", response_model=PatientView, summary="Read a patient (capture scope, or break-glass)")
-async def read(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))]):
+@router.get("/{patient_id}", response_model=PatientView, summary="Read a patient (capture scope, or break-glass)",
+            responses={301: {"description": "the record was merged into another by a data steward: `Location` and the "
+                                            "problem's `merged_into` name the surviving record"}})
+async def read(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))], request: Request):
     view = await service.read_async(ctx, patient_id)
+    if view.merged_into is not None:  # issue 13: the id still resolves, to its survivor
+        return problems.problem(301, "merged", "Record merged", "this record was merged into another; the surviving "
+                                "record is at Location", request, headers={"Location": f"/api/v1/patients/{view.merged_into}"},
+                                extensions={"merged_into": str(view.merged_into)})
     return json_response(view, headers={"ETag": service.etag(view.version)})
 
 

@@ -152,7 +152,7 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             "id": p.id, "version": 1, "custodian": custodian, "province": node.province, "district": node.code,
             "home_facility": actor.facility, "sex": data.sex, "birth_date": data.birth_date,
             "guardian_relationship": data.guardian.relationship if data.guardian else None,
-            "created_at": now, "updated_at": now, "created_by": user, "unnamed": data.unnamed, "birth_facility": None,
+            "created_at": now, "updated_at": now, "created_by": user, "unnamed": data.unnamed, "birth_facility": None, "merged_into": None,
             **codec.encrypt_fields(rt.cipher, custodian, p.id, {c: plain.get(c) for c in codec.ENCRYPTED}),
         })
         i_rows += codec.index_rows(rt.indexer, custodian, p.id, plain)
@@ -204,7 +204,7 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
             "district": prow.district, "facility": actor.facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
             "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
             "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": now,
-            "updated_at": now, "override_rule": None, "override_reason_ct": None, "not_done_reason": data.not_done_reason,
+            "updated_at": now, "override_rule": None, "override_reason_ct": None, "not_done_reason": data.not_done_reason, "original_patient_id": None,
         })
     insert_rows(session, D, d_rows)
     _mark_for_reports(session, subjects)

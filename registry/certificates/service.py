@@ -118,6 +118,9 @@ def revoke(ctx: ServiceContext, uvci: str, reason: str, *, now: datetime | None 
     action = "certificate.revoke"
     row = repo.get(ctx.session, uvci)
     prow, access = patients_repo.get(ctx.session, ctx.principal, row.patient_id) if row is not None else (None, None)
+    if prow is not None and prow.merged_into is not None:
+        # a certificate issued before a merge is revoked through the survivor's scope (issue 13)
+        prow, access = patients_repo.get(ctx.session, ctx.principal, patients_repo.survivor_of(ctx.session, prow).id)
     if prow is None or access is not Access.CAPTURE:
         # An unknown UVCI and one whose patient is outside the caller's capture scope answer alike
         # (status, body, audit outcome), so revoking cannot probe for certificates. The event of

@@ -54,13 +54,13 @@ def patient_and_generation(session: Session, patient_id: uuid.UUID) -> tuple[Row
     return (row, row.code_generation) if row is not None else (None, None)
 
 
-def access_events(session: Session, patient_id: uuid.UUID, *, cursor: str | None, limit: int,
+def access_events(session: Session, patient_ids: list[uuid.UUID], *, cursor: str | None, limit: int,
                   include_own_views: bool) -> tuple[list[Row], str | None]:
-    """Every audit event about this patient (as the event's patient or one of its subjects),
-    newest first. The citizen's own views are left out unless asked for; citizen logins (with
+    """Every audit event about these patients (a survivor and the records merged into it), as
+    the event's patient or one of its subjects, newest first. The citizen's own views are left out unless asked for; citizen logins (with
     this code, or failed attempts on this health ID) always stay in."""
-    q = select(EVENTS).where(or_(EVENTS.c.patient_id == patient_id,
-                                 EVENTS.c.id.in_(select(SUBJECTS.c.event_id).where(SUBJECTS.c.patient_id == patient_id))))
+    q = select(EVENTS).where(or_(EVENTS.c.patient_id.in_(patient_ids),
+                                 EVENTS.c.id.in_(select(SUBJECTS.c.event_id).where(SUBJECTS.c.patient_id.in_(patient_ids)))))
     if not include_own_views:
         q = q.where(or_(EVENTS.c.actor_role.is_(None), EVENTS.c.actor_role != CITIZEN_ROLE, EVENTS.c.action == LOGIN_ACTION))
     return pagination.newest_first(session, q, EVENTS.c.occurred_at, EVENTS.c.id, cursor=cursor, limit=limit)

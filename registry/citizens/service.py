@@ -29,6 +29,7 @@ from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, TooManyAttempts, Unauthenticated
 from registry.immunizations import repository as doses
 from registry.patients import codec
+from registry.patients import repository as patient_repo
 from registry.patients.repository import Access
 from registry.patients.service import _confirmed, reachable
 from security import throttle, tokens
@@ -123,6 +124,9 @@ def _own(ctx: ServiceContext, action: str, generation: object):
         ctx.trail.record(ctx.session, action, audit.UNAUTHENTICATED, patient=_ref(row) if row is not None else None,
                          detail={"reason": "code replaced" if row is not None else "no such patient"})
         raise Unauthenticated(STALE)
+    # issue 13: a record merged into another shows its survivor; both guardians' codes keep working
+    if row.merged_into is not None:
+        row = patient_repo.survivor_of(ctx.session, row)
     if row.unnamed:  # the citizen view waits for the name (registry/patients/newborns.py)
         ctx.trail.record(ctx.session, action, audit.CONFLICT, patient=_ref(row), detail={"reason": "unnamed"})
         raise Conflict("the child is registered before naming: the citizen view opens once the clinic records "
@@ -176,7 +180,9 @@ def access_log(ctx: ServiceContext, generation: object, cursor: str | None, limi
     action = "citizen.access_log"
     row = _own(ctx, action, generation)
     try:
-        events, nxt = repo.access_events(ctx.session, row.id, cursor=cursor, limit=limit,
+        # the survivor's log shows the accesses to every record merged into it (issue 13)
+        ids = [row.id, *patient_repo.merged_chain(ctx.session, row.id)]
+        events, nxt = repo.access_events(ctx.session, ids, cursor=cursor, limit=limit,
                                          include_own_views=include_own_views)
     except InvalidInput:
         ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="AuditEvent", patient=_ref(row),

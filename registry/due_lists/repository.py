@@ -5,6 +5,7 @@ Which patients belong to a place:
 - a union council: patients whose home facility is located in that union council (the
   facility's `jurisdiction_code`). A child's residence is kept only down to district level (in
   clear), so the home facility is the finest place the registry knows.
+A record merged into another (issue 13) is never listed: its survivor carries its doses.
 Either way only patients in the caller's capture scope (registry/scoping), so an official never
 sees a child of the place who lives outside its jurisdiction.
 """
@@ -30,12 +31,14 @@ FACILITIES = Facility.__table__
 
 
 def patients_of_facility(principal: Principal, code: str):
-    return select(PATIENTS).where(PATIENTS.c.home_facility == code, scoping.capture_clause(principal, PATIENTS))
+    return select(PATIENTS).where(PATIENTS.c.home_facility == code, scoping.capture_clause(principal, PATIENTS),
+                                  PATIENTS.c.merged_into.is_(None))
 
 
 def patients_of_union_council(principal: Principal, code: str):
     inside = select(FACILITIES.c.code).where(FACILITIES.c.jurisdiction_code == code)
-    return select(PATIENTS).where(PATIENTS.c.home_facility.in_(inside), scoping.capture_clause(principal, PATIENTS))
+    return select(PATIENTS).where(PATIENTS.c.home_facility.in_(inside), scoping.capture_clause(principal, PATIENTS),
+                                  PATIENTS.c.merged_into.is_(None))
 
 
 def batches(session: Session, query, cursor: str | None, batch: int) -> Iterator[list[Row]]:

@@ -99,7 +99,10 @@ def validate(resource: dict) -> dict:
 
 # ---------------------------------------------------------------- Patient
 
-def patient_to_fhir(view: PatientView) -> dict:
+def patient_to_fhir(view: PatientView, replaces: list[uuid.UUID] | tuple = (), see_also: list[uuid.UUID] | tuple = ()) -> dict:
+    """`replaces`: records merged into this one (issue 13), as `Patient.link` `replaces`; a merged
+    record itself says where it went (`replaced-by`) and is not `active`. `see_also`: records a
+    data steward marked as possibly the same child (`unsure`)."""
     ids = [{"use": "official", "system": codes.SID_HEALTH_ID, "value": view.health_id}]
     for column in ("bform", "cnic"):
         value = getattr(view, column, None)
@@ -127,6 +130,14 @@ def patient_to_fhir(view: PatientView) -> dict:
     if view.guardian is not None:
         res["contact"] = [_guardian_to_fhir(view.guardian)]
     res["managingOrganization"] = {"identifier": {"system": codes.SID_FACILITY, "value": view.home_facility}}
+    merged_into = getattr(view, "merged_into", None)
+    links = [{"other": {"reference": f"Patient/{merged_into}"}, "type": "replaced-by"}] if merged_into else []
+    links += [{"other": {"reference": f"Patient/{other}"}, "type": "replaces"} for other in replaces]
+    links += [{"other": {"reference": f"Patient/{other}"}, "type": "seealso"} for other in see_also]
+    if links:
+        res["link"] = links
+    if merged_into:
+        res["active"] = False
     return res
 
 

@@ -33,6 +33,8 @@ from registry.immunizations import repository as dose_repo
 from registry.immunizations import service as doses
 from registry.immunizations.schemas import DoseCreate
 from registry.patients import codec
+from registry.linkage import steward_repository as linkage_repo
+from registry.patients import repository as patient_repo
 from registry.patients import service as patients
 from registry.patients.models import SEXES
 from registry.patients.repository import Access
@@ -63,7 +65,12 @@ def _id(raw: str, what: str) -> uuid.UUID:
 # ---------------------------------------------------------------- Patient
 
 def read_patient(ctx: ServiceContext, raw_id: str) -> dict:
-    return mapping.patient_to_fhir(patients.read(ctx, _id(raw_id, "patient")))
+    """A merged record answers with `link` `replaced-by` naming its survivor (issue 13); a
+    survivor lists the records it replaces; `seealso` names records of the caller's capture
+    scope a data steward marked as possibly the same child."""
+    view = patients.read(ctx, _id(raw_id, "patient"))
+    return mapping.patient_to_fhir(view, patient_repo.replaced_by(ctx.session, view.id),
+                                   linkage_repo.unsure_partners(ctx.session, ctx.principal, view.id))
 
 
 def vread(res: dict, version_id: str) -> dict:

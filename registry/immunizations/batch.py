@@ -42,7 +42,7 @@ from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.immunizations.service import not_done_detail, override_columns, override_detail, to_view
 from registry.patients.models import Patient
 from registry.patients.repository import Access, access_to
-from registry.patients.service import NOT_FOUND
+from registry.patients.service import NOT_FOUND, Merged
 from registry.reports.models import DirtyPatient
 from security.audit import trail as audit
 from security.audit.models import AuditEventRow
@@ -50,7 +50,8 @@ from security.audit.trail import PatientRef
 
 ACTION = "immunization.create"
 P, D = Patient.__table__, Immunization.__table__
-_Patient = namedtuple("_Patient", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex"))
+_Patient = namedtuple("_Patient", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex",
+                                   "merged_into"))
 _Dose = namedtuple("_Dose", ("id", "patient_id", "vaccine", "dose_number", "date_given", "status"))
 
 
@@ -150,6 +151,9 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
     if access not in (Access.CAPTURE, Access.SEARCH):
         trail.record(session, ACTION, audit.DENIED, resource_id=pid, patient=pref, outside_capture_scope=True)
         raise NotFound(NOT_FOUND)
+    if prow.merged_into is not None:  # as `reachable`: a merged record takes no dose (issue 13)
+        trail.record(session, ACTION, audit.CONFLICT, resource_id=pid, patient=pref, detail={"reason": "merged"})
+        raise Merged(prow.merged_into)
     facility = principal.facility
     if facility is None:
         trail.record(session, ACTION, audit.DENIED, resource_type="Immunization", patient=pref,
@@ -177,7 +181,7 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
         "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
         "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
         "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
-        "not_done_reason": data.not_done_reason, **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
+        "not_done_reason": data.not_done_reason, "original_patient_id": None, **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
     }
     taken.add(dose_id)
     mine = doses[prow.id]

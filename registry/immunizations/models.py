@@ -54,5 +54,8 @@ class Immunization(Base):
     # Nullable so that bulk loaders that predate it keep working; the feed reads it as
     # coalesce(updated_at, recorded_at).
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Record linkage (issue 13): the patient this dose was recorded on, when a merge moved it to
+    # the survivor (NULL for a dose never moved). An unmerge moves it back and clears it.
+    original_patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
 
     __table_args__ = (Index(None, "district", "vaccine", "dose_number", "date_given"),)

@@ -56,7 +56,7 @@ def to_view(cipher: FieldCipher, row) -> PatientView:
         sex=row.sex, birth_date=row.birth_date, bform=d["bform"], cnic=d["cnic"], guardian=guardian,
         phone=d["phone"], address=d["address"], province=row.province, district=row.district,
         home_facility=row.home_facility, custodian=row.custodian, version=row.version,
-        created_at=row.created_at, updated_at=row.updated_at,
+        created_at=row.created_at, updated_at=row.updated_at, merged_into=getattr(row, "merged_into", None),
     )
 
 

@@ -56,6 +56,9 @@ class Patient(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[uuid.UUID] = mapped_column(Uuid)
+    # Record linkage (issue 13): set when a data steward merged this record into another (the
+    # survivor). The row is never deleted; its id resolves to the survivor; an unmerge clears it.
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"), index=True)
 
     __table_args__ = (
         Index(None, "home_facility", "created_at", "id"),

@@ -114,6 +114,32 @@ def list_in_capture(session: Session, principal: Principal, *, cursor: str | Non
     return pagination.newest_first(session, q, PATIENTS.c.created_at, PATIENTS.c.id, cursor=cursor, limit=limit)
 
 
+def survivor_of(session: Session, row: Row) -> Row:
+    """The record a merged record now lives on (following a chain of merges), or `row` itself."""
+    seen = {row.id}
+    while row.merged_into is not None and row.merged_into not in seen:
+        seen.add(row.merged_into)
+        row = session.execute(select(PATIENTS).where(PATIENTS.c.id == row.merged_into)).one()
+    return row
+
+
+def merged_chain(session: Session, survivor_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every record merged into `survivor_id`, directly or through a chain of merges."""
+    found: list[uuid.UUID] = []
+    frontier = [survivor_id]
+    while frontier:
+        ids = session.execute(select(PATIENTS.c.id).where(PATIENTS.c.merged_into.in_(frontier))).scalars().all()
+        frontier = [i for i in ids if i not in found and i != survivor_id]
+        found.extend(frontier)
+    return found
+
+
+def replaced_by(session: Session, patient_id: uuid.UUID) -> list[uuid.UUID]:
+    """The records merged directly into this one (issue 13), oldest id first."""
+    q = select(PATIENTS.c.id).where(PATIENTS.c.merged_into == patient_id).order_by(PATIENTS.c.id)
+    return list(session.execute(q).scalars())
+
+
 def update_if_version(session: Session, patient_id: uuid.UUID, expected_version: int, values: dict, now: datetime) -> bool:
     res = session.execute(
         update(PATIENTS)

@@ -158,6 +158,8 @@ class PatientView(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    merged_into: uuid.UUID | None = Field(None, description="set when a data steward merged this record into another: "
+                                                            "the surviving record (GET answers 301 to it)")
 
 
 class PatientRegistered(PatientView):

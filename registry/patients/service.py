@@ -36,6 +36,17 @@ NOT_FOUND = "patient not found"
 _LABEL = {"bform": "B-form number", "cnic": "CNIC", "health_id": "health ID"}
 
 
+class Merged(Conflict):
+    """The record was merged into another by a data steward (issue 13): writes and reads of
+    doses go to the survivor, which the problem names (`merged_into`)."""
+
+    def __init__(self, survivor: uuid.UUID) -> None:
+        super().__init__("this record was merged into another; use the surviving record")
+        self.merged_into = survivor
+        self.code = "merged"  # a batch item's rejection code (registry/sync/batch.py)
+        self.extensions = {"reason": "merged", "merged_into": str(survivor)}
+
+
 def _ref(row) -> PatientRef:
     return PatientRef(row.id, row.province, row.district)
 
@@ -54,20 +65,28 @@ def etag(version: int) -> str:
 
 
 def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...],
-              break_glass: bool = False):
+              break_glass: bool = False, follow_merged: bool = False):
     """Fetch a patient the caller may reach, or audit the refusal and raise NotFound.
 
     `break_glass=True` marks a read-only use case: there, an emergency request (the permission
     plus a stated reason) reaches any patient. Writes never pass `break_glass=True`.
+    A record merged into another (issue 13) is refused (409 `merged`, naming the survivor),
+    unless `follow_merged`: then the survivor is what is reached.
     Returns (row, outside_capture_scope)."""
     row, access = repo.get(ctx.session, ctx.principal, patient_id)
+    if follow_merged and row is not None and row.merged_into is not None:
+        row = repo.survivor_of(ctx.session, row)
+        access = repo.access_to(ctx.principal, row)
     if row is None:
         ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_id=patient_id)
         raise NotFound(NOT_FOUND)
-    if access in allow:
+    emergency = break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
+    if access in allow or emergency:
+        if row.merged_into is not None:
+            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
+                             outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
+            raise Merged(row.merged_into)
         return row, access is not Access.CAPTURE
-    if break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS):
-        return row, True
     ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
     raise NotFound(NOT_FOUND)
 
@@ -214,9 +233,18 @@ def _read_view(ctx: ServiceContext, row, written: dict) -> PatientView:
     return codec.to_view(ctx.runtime.cipher, row)
 
 
+def _survivors(ctx: ServiceContext, rows: list) -> list:
+    """An identifier of a merged record finds its survivor (issue 13), once."""
+    out = {}
+    for row in rows:
+        found = repo.survivor_of(ctx.session, row) if row.merged_into is not None else row
+        out.setdefault(found.id, found)
+    return list(out.values())
+
+
 def search(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
     norm = _normalised_or_refuse(ctx, system, value)
-    views, event = _search_result(ctx, system, _confirmed(ctx, system, norm))
+    views, event = _search_result(ctx, system, _survivors(ctx, _confirmed(ctx, system, norm)))
     ctx.trail.record(ctx.session, SEARCH, **event)
     return views
 
@@ -238,9 +266,12 @@ async def search_async(ctx: ServiceContext, system: str, value: str) -> list[Pat
         rows = await db.all(conn, _CANDIDATES, {"system": system, "bidx": sorted(set(by_custodian.values()))}) \
             if by_custodian else []
         confirmed = _confirm(ctx, repo.matching_custodian(rows, by_custodian), system, norm)
-        views, event = _search_result(ctx, system, confirmed)
-        await async_events.record(db, conn, ctx.trail, SEARCH, **event)
-    return views
+        if not any(r.merged_into is not None for r in confirmed):
+            views, event = _search_result(ctx, system, confirmed)
+            await async_events.record(db, conn, ctx.trail, SEARCH, **event)
+            return views
+    # a merged record was found: its survivor is looked up on the sync path (rare), nothing written yet
+    return await to_thread.run_sync(search, ctx, system, value)
 
 
 SEARCH = "patient.search"

@@ -32,7 +32,7 @@ _UNITS = {"d": "days", "w": "weeks", "m": "months", "y": "years"}
 STATUS_COLUMNS = "patient_id, province, district, leaf, cohort_month, any_mask, valid_mask, penta1_by_12m, engine"
 # The patients the aggregates count (a condition over `patients p`); one place, so that a filter
 # (e.g. merged records) is a one-line change for the rebuild, the refresher and the engine path.
-SELECTED_PATIENTS = "1 = 1"
+SELECTED_PATIENTS = "p.merged_into IS NULL"  # a record merged into another counts through its survivor (issue 13)
 # The dose rows a child's judgement sees (SQL pivot and engine alike): every completed dose row.
 DOSES_SEEN = "SELECT patient_id, vaccine, dose_number, date_given FROM immunizations WHERE status = 'completed'"
 # A child's leaf jurisdiction: the home facility's node when it lies in the child's district.
@@ -212,7 +212,8 @@ def dose_pivot(pg: bool, dose_where: str = "1 = 1") -> str:
 
 def status_select(pg: bool, groups: list[Group], where: str, doses: str) -> str:
     """SELECT of `report_child_status` rows (columns `STATUS_COLUMNS`) for the patients matching
-    `where` (over `patients p`); `doses` is `dose_pivot(...)` as a subquery, or a table holding
+    `where` (over `patients p`), except records merged into another (issue 13: only the survivor
+    counts, with the doses moved to it); `doses` is `dose_pivot(...)` as a subquery, or a table holding
     it. On PostgreSQL, `OFFSET 0` keeps the inner query from being flattened, which would copy
     each age threshold into every test that reads it."""
     p1 = cat.ITEMS.index(cat.ZERO_DOSE_ITEM)

@@ -5,6 +5,10 @@ entries ordered by change position (changed_at, kind, id). A patient entry carri
 current doses, so a patient who moves in arrives with its history; a dose entry is a dose that
 was recorded, corrected (the replacement and the superseded row) or voided.
 
+Merges (issue 13): a merge moves both patients' change positions and the moved doses', so the
+feed carries the merged record with `replaced_by` naming its survivor, the survivor with every
+dose it now holds, and each moved dose under its new owner; an unmerge does the same in reverse.
+
 Who: the facility must be in the caller's capture scope (registry/scoping): a clinic sees only
 its own facility, an official the facilities of its jurisdiction. Anything else, or an unknown
 facility, is 404; out of scope is audited `denied`. Each page writes one `sync.changes` event
@@ -92,7 +96,8 @@ def _entries(ctx: ServiceContext, rows) -> list[Change]:
     for (changed_at, kind, rid), r in rows:
         if kind == repo.PATIENT:
             out.append(Change(type="patient", id=rid, version=r.version, changed_at=changed_at, patient=codec.to_view(cipher, r),
-                              immunizations=[dose_view(ctx, d) for d in their_doses.get(rid, [])]))
+                              immunizations=[dose_view(ctx, d) for d in their_doses.get(rid, [])],
+                              replaced_by=r.merged_into))
         else:
             out.append(Change(type="immunization", id=rid, version=r.version, changed_at=changed_at,
                               immunization=dose_view(ctx, r)))

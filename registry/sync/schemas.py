@@ -89,6 +89,9 @@ class Change(BaseModel):
     patient: PatientView | None = None
     immunizations: list[DoseView] | None = None  # with a patient: all its doses (a patient moving in brings them)
     immunization: DoseView | None = None
+    # issue 13: a patient entry of a record a data steward merged into another names the survivor
+    # (the device replaces its copy; the survivor's own entry carries the moved doses)
+    replaced_by: uuid.UUID | None = None
 
 
 class ChangesPage(BaseModel):

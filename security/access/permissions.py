@@ -4,7 +4,10 @@ Invariants:
 - A role that is not in `ROLE_PERMISSIONS` has no permission at all (fail closed).
 - No role other than `clinic_worker` and `health_official` may read clinical data; the
   administrator manages users and facilities but reads no patient, and the auditor reads the
-  audit log but no clinical record.
+  audit log but no clinical record. The one exception is the `data_steward` (record linkage,
+  issue 13): it holds no patient permission at all (it cannot browse, list or search patients)
+  and reads decrypted identity data and doses only of the two records of a candidate pair in
+  its review queue, through `linkage:review` (registry/linkage/steward_service.py).
 - Purposes of use are HL7 v3 PurposeOfUse codes; a request may only state one its role allows.
 """
 
@@ -41,6 +44,9 @@ class Permission(StrEnum):
     SYNC_UPLOAD = "sync:upload"  # a device's batch upload (each item also needs its own permission)
     SYNC_READ = "sync:read"  # the changes feed of a facility in the caller's capture scope
     BULK_EXPORT = "bulk:export"  # FHIR Bulk Data $export of the jurisdiction (health officials only)
+    LINKAGE_REVIEW = "linkage:review"  # the review queue and one candidate pair side by side (data stewards)
+    LINKAGE_DECIDE = "linkage:decide"  # decide a pair: same child (merge), not the same, unsure
+    LINKAGE_MERGE = "linkage:merge"  # list merges, unmerge
 
 
 class Role(StrEnum):
@@ -48,6 +54,7 @@ class Role(StrEnum):
     HEALTH_OFFICIAL = "health_official"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    DATA_STEWARD = "data_steward"
 
 
 P = Permission
@@ -107,6 +114,13 @@ ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] 
 ROLE_PERMISSIONS[Role.ADMIN] = ROLE_PERMISSIONS[Role.ADMIN] | {P.REPORT_CONFIGURE}
 ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] = ROLE_PERMISSIONS[Role.HEALTH_OFFICIAL] | {P.BULK_EXPORT}
 
+# Record linkage (issue 13): the data steward reviews candidate pairs of its district or province
+# and merges or unmerges them. It reads no patient outside its queue (no patient:* permission).
+ROLE_PERMISSIONS[Role.DATA_STEWARD] = frozenset({P.LINKAGE_REVIEW, P.LINKAGE_DECIDE, P.LINKAGE_MERGE,
+                                                 P.FACILITY_READ, P.JURISDICTION_READ})
+ROLE_PURPOSES[Role.DATA_STEWARD] = ("HOPERAT", "HQUALIMP")
+ROLE_SCOPE_LEVELS[Role.DATA_STEWARD] = frozenset({"district", "province"})
+
 
 def permissions_of(role: str) -> frozenset[Permission]:
     return ROLE_PERMISSIONS.get(role, frozenset())
@@ -137,4 +151,7 @@ AUDITED: dict[Permission, str] = {
     P.SYNC_UPLOAD: "sync.batch",
     P.SYNC_READ: "sync.changes",
     P.BULK_EXPORT: "bulk.export",
+    P.LINKAGE_REVIEW: "linkage.queue",
+    P.LINKAGE_DECIDE: "linkage.decide",
+    P.LINKAGE_MERGE: "linkage.merge",
 }
