@@ -64,6 +64,7 @@ class Compiled:
 class AsyncDatabase:
     def __init__(self, url: str, *, max_size: int = 20) -> None:
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.event_mac = None  # the audit events' MAC key (security/audit/event_mac.py), set by the Runtime
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False,
                                         kwargs={"row_factory": namedtuple_row, "autocommit": True})
 

@@ -52,5 +52,6 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def make_session_factory(engine: Engine, *, info: dict | None = None) -> sessionmaker[Session]:
+    """`info` is copied into every session's `Session.info` (the audit events' MAC key)."""
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})

@@ -14,6 +14,15 @@ Invariants:
 - The next root comes from the previous checkpoint's compact range (O(log n)), not from
   re-reading every leaf; `verify` recomputes everything from the events and trusts nothing
   stored here.
+- It vouches only for events the registry wrote: an event is sealed as ordinary only if its MAC
+  (event_mac.py, keyed by a secret the database never holds) verifies over its canonical bytes
+  and it is not dated before the latest checkpoint's signing time minus `grace`. Any other event
+  is *quarantined*: sealed at its position with the reason bound into its leaf hash
+  (leaf.quarantined_leaf_hash) and reported by `verify` and the sealer's caller. Why seal it
+  rather than skip it: the log never stalls on a forged row; the event can no longer be altered
+  or deleted unnoticed (it is evidence of a direct write to the database); the mark cannot be
+  removed to launder it nor added to discredit a genuine event later; and verify's rule "every
+  event older than the sealed range is sealed" keeps holding, so nothing needs a side list.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from sqlalchemy.orm import Session
 
 from security.audit import leaf
 from security.audit.checkpoint import Checkpoint, Signer
-from security.audit.merkle import Frontier
+from security.audit.event_mac import EventMac
+from security.audit.merkle import Frontier, leaf_hash
 from security.audit.models import AuditCheckpointRow, AuditEventRow, AuditEventSubjectRow, AuditLogLeafRow
 
 EVENTS = AuditEventRow.__table__
@@ -35,6 +45,8 @@ LEAVES = AuditLogLeafRow.__table__
 CHECKPOINTS = AuditCheckpointRow.__table__
 ADVISORY_LOCK = 0x6E68722D61756474  # "nhr-audt"
 _CHUNK = 2000
+MISSING_MAC, BAD_MAC, BACKDATED = "missing_mac", "bad_mac", "backdated"
+QUARANTINE_REASONS = (MISSING_MAC, BAD_MAC, BACKDATED)
 
 
 class SealError(RuntimeError):
@@ -45,6 +57,7 @@ class SealError(RuntimeError):
 class SealResult:
     sealed: int
     checkpoint: Checkpoint
+    quarantined: tuple[tuple[int, str], ...] = ()  # (position, reason) of the events sealed without being vouched for
 
 
 def latest_checkpoint(session: Session) -> Checkpoint | None:
@@ -74,13 +87,27 @@ def _subjects(session: Session, ids: list) -> dict:
     return out
 
 
-def seal(session: Session, signer: Signer, *, limit: int = 100_000,
+def _quarantine(mac: EventMac, leaf_bytes: bytes, stored_mac, occurred_at: datetime,
+                not_before: datetime | None) -> str | None:
+    """Why the sealer cannot vouch for an event, or None."""
+    if stored_mac is None:
+        return MISSING_MAC
+    if not mac.verifies(leaf_bytes, stored_mac):
+        return BAD_MAC
+    if not_before is not None and occurred_at < not_before:
+        return BACKDATED
+    return None
+
+
+def seal(session: Session, signer: Signer, *, mac: EventMac, grace: timedelta, limit: int = 100_000,
          lookback: timedelta | None = None) -> SealResult | None:
     """Seal up to `limit` unsealed events; None if there were none (no checkpoint is written).
 
-    `lookback` bounds the search for unsealed events to those no older than the last sealed
-    event minus `lookback` (the background sealer's cheap path); None scans the whole table.
-    The caller commits (the session's transaction is the seal's unit)."""
+    `mac` checks each event's MAC; `grace`: how far before the latest checkpoint's signing time an
+    event may be dated and still be vouched for (a transaction that began before the last seal and
+    committed after it). `lookback` bounds the search for unsealed events to those no older than
+    the last sealed event minus `lookback` (the background sealer's cheap path); None scans the
+    whole table. The caller commits (the session's transaction is the seal's unit)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
     last = session.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size.desc()).limit(1)).first()
@@ -97,14 +124,19 @@ def seal(session: Session, signer: Signer, *, limit: int = 100_000,
     if not events:
         return None
     subjects = _subjects(session, [e.id for e in events])
-    rows = []
+    not_before = last.signed_at - grace if last else None
+    rows, quarantined = [], []
     for i, e in enumerate(events):
-        h = leaf.event_leaf_hash(e._mapping, subjects.get(e.id, ()))
+        data = leaf.encode(leaf.canonical_fields(e._mapping), leaf.canonical_subjects(subjects.get(e.id, ())))
+        reason = _quarantine(mac, data, e.mac, e.occurred_at, not_before)
+        h = leaf.sealed_leaf_hash(leaf_hash(data), reason)
         frontier.append(h)
-        rows.append({"position": size + i, "event_id": e.id, "leaf_hash": h})
+        rows.append({"position": size + i, "event_id": e.id, "leaf_hash": h, "quarantine": reason})
+        if reason is not None:
+            quarantined.append((size + i, reason))
     session.execute(insert(LEAVES), rows)
     cp = signer.sign(frontier.size, frontier.root(), datetime.now(UTC))
     session.execute(insert(CHECKPOINTS).values(
         tree_size=cp.tree_size, root_hash=cp.root_hash, signed_at=cp.signed_at, key_id=cp.key_id,
         signature=cp.signature, compact_range=frontier.pack()))
-    return SealResult(len(rows), cp)
+    return SealResult(len(rows), cp, tuple(quarantined))
