@@ -69,11 +69,14 @@ def _report(quarantined) -> None:
                 len(quarantined), ", ".join(f"position {p} {r}" for p, r in quarantined[:20]))
 
 
-def seal_all(rt: Runtime, *, full: bool = True) -> int:
-    """Seal until nothing is left; returns the number of events sealed."""
+def seal_all(rt: Runtime, *, full: bool = True, quarantined: list | None = None) -> int:
+    """Seal until nothing is left; returns the number of events sealed. `quarantined` collects
+    the (position, reason) of events sealed as quarantined."""
     total = 0
     while (result := seal_once(rt, full=full)) is not None:
         total += result.sealed
+        if quarantined is not None:
+            quarantined.extend(result.quarantined)
     return total
 
 
