@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select, type_coerce
+from sqlalchemy import Boolean, Integer, LargeBinary, String, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -185,11 +185,27 @@ def _rows(session: Session, table, order_by=None) -> Iterator[tuple[int, dict | 
         out, bad = {}, None
         for c, proc, value in zip(cols, procs, raw):
             try:
+                if value is not None and not _plausible(c.type, value):
+                    raise TypeError
                 out[c.name] = proc(value) if proc is not None and value is not None else value
             except Exception:  # noqa: BLE001 - any failure of a type to read a stored value is damage
                 bad = c.name
                 break
         yield n, (None if bad else out), dict(zip((c.name for c in cols), raw)), bad
+
+
+def _plausible(type_, value) -> bool:
+    """Whether a stored value has a type its column can hold (SQLite keeps any value in any
+    column, and some types' readers accept anything: `bool('yes')` is True)."""
+    if isinstance(type_, Boolean):
+        return value in (0, 1)
+    if isinstance(type_, String):
+        return isinstance(value, str)
+    if isinstance(type_, Integer):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(type_, LargeBinary):
+        return isinstance(value, (bytes, memoryview))
+    return True
 
 
 def _hashable(value) -> object:
