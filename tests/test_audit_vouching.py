@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -235,3 +235,23 @@ def test_api_events_on_every_write_path_are_vouched_for(world, client, runtime):
     assert {("patient.read", "success"), ("patient.read", "not_found"), ("immunization.create", "success")} <= actions
     assert len(rows) >= 8
     assert [(a, o, q) for a, o, q in rows if q is not None] == []
+
+
+def test_inclusion_proof_states_the_quarantine_and_binds_it(world, client, runtime):
+    """Auditors see the status through the API too: an inclusion proof of a quarantined event says
+    so, checks offline, and no longer checks if the mark is dropped from it."""
+    from security.audit.proof_check import ProofRejected, check_inclusion
+
+    forged = _forged(datetime.now(UTC) - timedelta(days=1))
+    _insert_directly(runtime, forged)
+    sealing.seal_all(runtime)
+    r = client.get(f"/api/v1/audit/events/{forged['id']}/proof", headers=world.h("auditor"))
+    assert r.status_code == 200, r.json()
+    proof = r.json()
+    assert proof["quarantine"] == MISSING_MAC
+    with runtime.sessions() as s:
+        row = s.execute(select(EVENTS).where(EVENTS.c.id == forged["id"])).one()._mapping
+    record = {"event": dict(zip(leaf.FIELDS, leaf.canonical_fields(row))), "subjects": []}
+    assert "QUARANTINED (missing_mac)" in check_inclusion(proof, sealing.public_key(runtime), record)
+    with pytest.raises(ProofRejected):
+        check_inclusion({**proof, "quarantine": None}, sealing.public_key(runtime), record)
