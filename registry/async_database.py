@@ -21,7 +21,8 @@ Invariants:
 - A connection broken while idle in the pool (a PostgreSQL restart, a terminated backend) costs
   no request: a read (`one`, `all`) that is the first statement of its block and fails because
   the connection is gone is run again, once, on a fresh connection; the dead one goes back to the
-  pool, which discards it. Nothing was written before it, so the retry is safe; a write
+  pool, which discards it, and the pool tests its other idle connections (`check`: after a
+  restart they are all dead). Nothing was written before it, so the retry is safe; a write
   (`execute`) is never retried (its outcome on a lost connection is unknown). Checking each
   connection on checkout (psycopg_pool's `check`) would cost a round trip on every request.
 """
@@ -72,7 +73,8 @@ class AsyncDatabase:
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.event_mac = None  # the audit events' MAC key (security/audit/event_mac.py), set by the Runtime
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False, timeout=CHECKOUT_TIMEOUT,
-                                        kwargs={"row_factory": namedtuple_row, "autocommit": True, "connect_timeout": 5})
+                                        kwargs={"row_factory": namedtuple_row, "autocommit": True, "connect_timeout": 5,
+                                                "application_name": "nhr-hot-path"})
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30)
@@ -89,7 +91,8 @@ class AsyncDatabase:
         try:
             yield lease
         finally:
-            await self.pool.putconn(lease.conn)
+            if lease.conn is not None:
+                await self.pool.putconn(lease.conn)
 
     async def _read(self, lease: Lease, statement: Compiled, values: dict):
         first, lease.used = not lease.used, True
@@ -98,8 +101,12 @@ class AsyncDatabase:
         except psycopg.OperationalError as exc:
             if not (first and _gone(exc, lease.conn)):
                 raise
-        dead, lease.conn = lease.conn, await self.pool.getconn(timeout=CHECKOUT_TIMEOUT)
-        await self.pool.putconn(dead)  # broken: the pool discards it and opens another
+        dead, lease.conn = lease.conn, None
+        await self.pool.putconn(dead)  # broken: the pool discards it
+        # One dead connection means the server went away: the other idle ones are dead too. Test
+        # them all now (one round trip each, once per outage) rather than hand each out to fail.
+        await self.pool.check()
+        lease.conn = await self.pool.getconn(timeout=CHECKOUT_TIMEOUT)
         return await lease.conn.execute(statement.sql, statement.params(values), prepare=True)
 
     async def one(self, conn: Lease, statement: Compiled, values: dict):
@@ -125,7 +132,7 @@ class Lease:
     __slots__ = ("conn", "used")
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
-        self.conn = conn
+        self.conn: psycopg.AsyncConnection | None = conn
         self.used = False
 
 

@@ -95,3 +95,38 @@ def test_a_killed_worker_is_replaced_promptly(runtime, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)  # the group this test started, by its id
             server.wait(10)
+
+
+def test_a_ping_to_a_killed_worker_does_not_wait_for_the_timeout(tmp_path):
+    """The race uvicorn's supervisor lost: a worker killed while (or just before) it is pinged.
+    The parent no longer holds the child's end of the pipe, so the ping sees end-of-file at once
+    instead of waiting out the health-check timeout (600 s here: the deadline below is 60 s)."""
+    import threading
+
+    import uvicorn
+
+    from cli.supervisor import _Worker
+
+    config = uvicorn.Config("tests.test_worker_replacement:_tiny_app", host="127.0.0.1", port=_free_port(), log_level="error")
+    sock = config.bind_socket()
+    worker = _Worker(config, [sock])
+    worker.start()
+    try:
+        assert worker.child_conn.closed
+        assert _until(lambda: worker.ping(timeout=5), START_DEADLINE)
+        os.kill(worker.pid, signal.SIGKILL)
+        answer: list = []
+        t = threading.Thread(target=lambda: answer.append(worker._healthcheck(600)), daemon=True)
+        t.start()
+        t.join(60)
+        assert answer == [None], "the ping to a dead worker waited for the timeout"
+    finally:
+        worker.kill()
+        worker.join()
+        sock.close()
+
+
+async def _tiny_app(scope, receive, send):  # pragma: no cover - runs in the spawned worker
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
