@@ -134,3 +134,29 @@ def test_every_damaged_row_is_listed(sealed):
         other = s.execute(select(LEAVES.c.event_id).where(LEAVES.c.position == 2)).scalar_one()
     _tamper(rt, "UPDATE audit_events SET occurred_at = 'x' WHERE id IN (:a, :b)", {"a": event_id.hex, "b": other.hex})
     _check(_verify(rt), "2 damaged row(s)", "position 1:", "position 2:")
+
+
+@pytest.mark.parametrize("damage", ["occurred_at", "subject"])
+def test_an_unreadable_unsealed_row_does_not_stall_the_sealer(sealed, damage):
+    """Written behind the registry's back, an unreadable row must not stop sealing: it is skipped
+    and counted; the genuine events around it are sealed; verify reports it as damaged."""
+    if PG_URL:
+        pytest.skip("PostgreSQL's column types refuse these values at write time")
+    rt, _ = sealed
+    bad_id = uuid.uuid4()
+    occurred = "'2026-13-45 99:99:99'" if damage == "occurred_at" else "'2026-01-01 00:00:00.000000'"
+    values = (f"'{bad_id.hex}', {occurred}, 'r', NULL, NULL, '{MARKER}', NULL, NULL, NULL, NULL, NULL, "
+              "'patient.read', 'Patient', NULL, NULL, NULL, NULL, 'success', NULL, 0, NULL, 0, '{}'")
+    with rt.engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ({values})"))
+        if damage == "subject":
+            conn.execute(text(f"INSERT INTO audit_event_subjects (event_id, patient_id) VALUES ('{bad_id.hex}', '{MARKER}')"))
+    trail = AuditTrail(AccessContext(None, "TREAT", "req-damaged", "10.0.0.7"))
+    with rt.sessions.begin() as s:
+        good = trail.record(s, "patient.read", SUCCESS, resource_id=uuid.uuid4())
+    result = sealing.seal_once(rt)
+    assert result is not None and result.sealed == 1 and result.unreadable == 1
+    with rt.sessions() as s:
+        assert s.execute(select(LEAVES.c.quarantine).where(LEAVES.c.event_id == good)).scalar_one() is None
+    assert sealing.seal_all(rt) == 0  # the unreadable row stays out; nothing loops
+    _check(_verify(rt), "audit_events row" if damage == "occurred_at" else "audit_event_subjects")

@@ -40,7 +40,7 @@ def rt(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vouching")
     url = fresh_database_url(tmp, "vouching")
     runtime = Runtime.build(make_settings(url, tmp / "keyring", audit={"seal_grace_seconds": int(GRACE.total_seconds())}))
-    bootstrap.upgrade(url)
+    bootstrap.init(runtime)
     yield runtime
     runtime.engine.dispose()
     drop_database(url)
@@ -237,9 +237,20 @@ def test_api_events_on_every_write_path_are_vouched_for(world, client, runtime):
     assert [(a, o, q) for a, o, q in rows if q is not None] == []
 
 
-def test_inclusion_proof_states_the_quarantine_and_binds_it(world, client, runtime):
+def test_inclusion_proof_states_the_quarantine_and_binds_it(rt):
     """Auditors see the status through the API too: an inclusion proof of a quarantined event says
-    so, checks offline, and no longer checks if the mark is dropped from it."""
+    so, checks offline, and no longer checks if the mark is dropped from it. (On this module's own
+    database: the shared one must stay free of forged events.)"""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from conftest import build_world
+
+    with TestClient(create_app(rt.settings, rt), raise_server_exceptions=False) as client:
+        _proof_of_a_quarantined_event(rt, build_world(client, rt), client)
+
+
+def _proof_of_a_quarantined_event(runtime, world, client):
     from security.audit.proof_check import ProofRejected, check_inclusion
 
     forged = _forged(datetime.now(UTC) - timedelta(days=1))

@@ -33,6 +33,7 @@ from security.audit.checkpoint import Signer, origin_for
 log = logging.getLogger("nhr.audit.sealer")
 LOOKBACK = timedelta(minutes=10)
 FULL_SCAN_EVERY = 300
+UNREADABLE = Counter("nhr_audit_unreadable_events_total", "Unsealed audit rows the sealer could not read (damaged)")
 QUARANTINED = Counter("nhr_audit_quarantined_events_total",
                       "Audit events sealed as quarantined (not vouched for by the registry)", ["reason"])
 
@@ -54,6 +55,10 @@ def seal_once(rt: Runtime, *, full: bool = True) -> sealer.SealResult | None:
         result = sealer.seal(s, signer(rt), mac=rt.event_mac, grace=grace(rt), lookback=None if full else LOOKBACK)
     if result is not None and result.quarantined:
         _report(result.quarantined)
+    if result is not None and result.unreadable:
+        UNREADABLE.inc(result.unreadable)
+        log.warning("audit sealer skipped %d unsealed row(s) that cannot be read (run `nhr audit verify`)",
+                    result.unreadable)
     return result
 
 
@@ -73,7 +78,7 @@ def seal_all(rt: Runtime, *, full: bool = True, quarantined: list | None = None)
     """Seal until nothing is left; returns the number of events sealed. `quarantined` collects
     the (position, reason) of events sealed as quarantined."""
     total = 0
-    while (result := seal_once(rt, full=full)) is not None:
+    while (result := seal_once(rt, full=full)) is not None and result.sealed:
         total += result.sealed
         if quarantined is not None:
             quarantined.extend(result.quarantined)

@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Boolean, Integer, LargeBinary, String, select, type_coerce
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.types import NullType
 
-from security.audit import leaf
+from security.audit import leaf, rows
 from security.audit.checkpoint import Checkpoint, public_key_pem
 from security.audit.merkle import Frontier, ProofError, Tree, verify_consistency
 from security.audit.sealer import CHECKPOINTS, EVENTS, LEAVES, SUBJECTS, _checkpoint
@@ -171,49 +170,12 @@ def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, public_key: Ed25
 
 # --- from the database -----------------------------------------------------------------------
 
-def _rows(session: Session, table, order_by=None) -> Iterator[tuple[int, dict | None, dict, str | None]]:
-    """Every row of `table` as (row number, its values or None, its raw values, the first column
-    that could not be read). Each column is converted by its own type's result processor, one
-    value at a time, so a value the type cannot read damages its row instead of ending the read."""
-    dialect = session.get_bind().dialect
-    cols = list(table.columns)
-    procs = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols]
-    stmt = select(*[type_coerce(c, NullType()).label(c.name) for c in cols])
-    if order_by is not None:
-        stmt = stmt.order_by(type_coerce(order_by, NullType()))
-    for n, raw in enumerate(session.execute(stmt).yield_per(5000)):
-        out, bad = {}, None
-        for c, proc, value in zip(cols, procs, raw):
-            try:
-                if value is not None and not _plausible(c.type, value):
-                    raise TypeError
-                out[c.name] = proc(value) if proc is not None and value is not None else value
-            except Exception:  # noqa: BLE001 - any failure of a type to read a stored value is damage
-                bad = c.name
-                break
-        yield n, (None if bad else out), dict(zip((c.name for c in cols), raw)), bad
+def _rows(session: Session, table, order_by=None):
+    stmt = rows.raw_select(table)
+    return rows.read(session, stmt.order_by(rows.raw(order_by)) if order_by is not None else stmt, table)
 
 
-def _plausible(type_, value) -> bool:
-    """Whether a stored value has a type its column can hold (SQLite keeps any value in any
-    column, and some types' readers accept anything: `bool('yes')` is True)."""
-    if isinstance(type_, Boolean):
-        return value in (0, 1)
-    if isinstance(type_, String):
-        return isinstance(value, str)
-    if isinstance(type_, Integer):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(type_, LargeBinary):
-        return isinstance(value, (bytes, memoryview))
-    return True
-
-
-def _hashable(value) -> object:
-    try:
-        hash(value)
-        return value
-    except TypeError:
-        return repr(type(value))
+_hashable = rows.hashable
 
 
 def _db_events(session: Session, snap: Snapshot, positions: dict) -> Iterator[tuple[list, list]]:
