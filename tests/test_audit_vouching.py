@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from conftest import drop_database, fresh_database_url, is_postgres, make_settings
+from conftest import drop_database, fresh_database_url, is_postgres, make_settings, new_child
 from registry import bootstrap
 from registry.audit_log import sealing
 from registry.runtime import Runtime
@@ -208,9 +208,13 @@ def test_mac_is_not_in_the_leaf_and_differs_per_event(rt):
     assert event_mac.SECRET_NAME in __import__("security.crypto.keyring", fromlist=["SECRET_NAMES"]).SECRET_NAMES
 
 
-def test_api_events_on_every_write_path_are_vouched_for(world, client, runtime):
+def test_api_events_on_every_write_path_are_vouched_for(world, client, runtime, tmp_path):
     """Sync and async paths, refusals replayed after a rollback, the set-based batch writer, a failed
-    login: every event the API writes is sealed without quarantine."""
+    login, the bulk importer (COPY on PostgreSQL): every event written is sealed without quarantine."""
+    import csv
+
+    from registry.bulk import importer, sources
+
     child = world.register()
     pid = child["id"]
     assert client.get(f"/api/v1/patients/{pid}", headers=world.h("clinic_a")).status_code == 200
@@ -225,6 +229,15 @@ def test_api_events_on_every_write_path_are_vouched_for(world, client, runtime):
                         "data": {"id": str(uuid.uuid4()), "vaccine": "OPV", "dose_number": 0, "date_given": "2026-06-02"}}]}
     assert client.post("/api/v1/sync/batch", json=batch, headers=world.h("clinic_a")).status_code == 200
     assert client.post("/api/v1/auth/token", data={"username": world.users["clinic_b"], "password": "wrong"}).status_code == 401
+    with open(tmp_path / "patients.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(sources.PATIENT_COLUMNS))
+        w.writeheader()
+        for c in (new_child(), new_child()):
+            w.writerow({"id": str(uuid.uuid4()), "given_name": c["given_name"], "family_name": c["family_name"], "sex": "female",
+                        "birth_date": "2026-06-01", "bform": c["bform"], "cnic": "", "guardian_name": c["guardian"]["name"],
+                        "guardian_relationship": "mother", "guardian_cnic": c["guardian"]["cnic"], "phone": c["phone"],
+                        "address": c["address"], "district": ""})
+    assert importer.run(runtime, tmp_path / "patients.csv", username=world.users["clinic_a"]).imported == 2
     sealing.seal_all(runtime)
     names = list(world.users.values())
     with runtime.sessions() as s:
@@ -232,7 +245,8 @@ def test_api_events_on_every_write_path_are_vouched_for(world, client, runtime):
                          .outerjoin(LEAVES, LEAVES.c.event_id == EVENTS.c.id)
                          .where(EVENTS.c.actor_username.in_(names) | (EVENTS.c.patient_id == uuid.UUID(pid)))).all()
     actions = {(a, o) for a, o, _ in rows}
-    assert {("patient.read", "success"), ("patient.read", "not_found"), ("immunization.create", "success")} <= actions
+    assert {("patient.read", "success"), ("patient.read", "not_found"), ("immunization.create", "success"),
+            ("patient.import", "success")} <= actions
     assert len(rows) >= 8
     assert [(a, o, q) for a, o, q in rows if q is not None] == []
 
