@@ -17,6 +17,10 @@ Invariants:
   thread hand-off, and commit and close run in a worker thread only when the session connected.
 - Every route declares `require(permission)` or `public`; `check_routes` refuses to start an
   app with a route that declares neither (fail closed).
+- Recovery (registry/database.py): a request that cannot reach the database answers 503
+  `database-unavailable` with Retry-After, never 500; a commit whose connection was lost while
+  COMMIT was in flight answers 503 `outcome-unknown` (the change may have been made: a retry
+  with the same Idempotency-Key is safe), never "nothing was changed".
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
 from api.client_address import client_address
+from registry import database
 from registry import errors as e
 from registry.context import ServiceContext
 from registry.runtime import Runtime
@@ -104,13 +109,16 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
             deferred = True
             return
         if session.in_transaction():
-            await run_in_threadpool(session.commit)
+            await run_in_threadpool(database.commit, session)  # DatabaseUnavailable / OutcomeUnknown
     except idempotency.IdempotentReplay:
-        await run_in_threadpool(session.commit)  # the replay's audit event
+        await run_in_threadpool(database.commit, session)  # the replay's audit event
         raise
     except BaseException as exc:
-        await run_in_threadpool(_after_failure, session, uow, exc)
-        raise
+        failure = database.unavailable_error() if database.unavailable(exc) else exc
+        await run_in_threadpool(_after_failure, session, uow, failure)
+        if failure is exc:
+            raise
+        raise failure from None
     finally:
         if not deferred:
             if session.in_transaction():

@@ -9,7 +9,10 @@ How it fits the unit of work (api/deps.py):
   request. This middleware sees the response FastAPI built, stores it (encrypted) on the claim
   in the SAME transaction as the data, commits, and only then lets the response out. A failed
   commit answers 500 and releases the claim; a request that failed releases it in its refusal
-  transaction. So a key never exists without its data, nor data without its key.
+  transaction. So a key never exists without its data, nor data without its key. A commit that
+  could not reach the database answers 503 `database-unavailable`; one whose connection was lost
+  during COMMIT answers 503 `outcome-unknown`: the retry with the same key either replays the
+  stored answer (it was committed) or runs once (it was not).
 - Public POSTs (login, citizen token, certificate verification) have no principal to scope a key
   to; they ignore the header and store nothing (bearer tokens are not kept at rest to be replayed).
 """
@@ -24,12 +27,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from registry import database
+from registry import errors as e
 from registry.sync import idempotency as store
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
 log = logging.getLogger("nhr.api")
 _PENDING = "nhr_idempotency"
+_CONN = "nhr_idempotency_connection"
 _INSTALLED = "nhr_idempotency_installed"
 REPLAY_ACTION = "idempotency.replay"
 
@@ -55,8 +61,9 @@ class Pending:
     def defer(self, session) -> None:
         self.session = session
 
-    def finish(self, status: int, headers: dict, body: bytes) -> bool:
-        """Store the response and commit with the data. False: nothing was committed."""
+    def finish(self, status: int, headers: dict, body: bytes) -> Exception | None:
+        """Store the response and commit with the data. None: committed; otherwise the failure
+        (`DatabaseUnavailable`/`OutcomeUnknown` as for every commit, anything else: nothing was committed)."""
         session, self.done = self.session, True
         try:
             if 200 <= status < 300:
@@ -65,13 +72,15 @@ class Pending:
                     raise RuntimeError("the idempotency claim was lost (lock timeout) before the response was stored")
             else:
                 store.release(session, self.claim)
-            session.commit()
-            return True
-        except Exception as exc:  # noqa: BLE001 - answered as 500 by the middleware, nothing committed
+            database.commit(session)
+            return None
+        except Exception as exc:  # noqa: BLE001 - answered by the middleware
             log.error("idempotent commit failed: %s", type(exc).__name__)
             session.rollback()
-            self._release_quietly(session)
-            return False
+            self._release_quietly(session)  # only ever a PENDING claim of ours: a committed one stays DONE
+            if isinstance(exc, e.ServiceUnavailable):
+                return exc
+            return database.unavailable_error() if database.unavailable(exc) else exc
         finally:
             session.close()
 
@@ -104,6 +113,11 @@ async def begin(request: Request, uow, principal) -> None:
     target = path + ("?" + request.url.query if request.url.query else "")
     kh = store.key_hash(principal.user_id, request.method, path, key)
     fp = store.fingerprint(request.method, target, await request.body())
+    if rt.engine.dialect.name == "postgresql" and not uow.session.in_transaction():
+        # One connection for the claim and the work: the claim names its backend, so a claim whose
+        # backend is gone (worker killed, connection dropped) is released at once (store.claim).
+        conn = request.scope["state"][_CONN] = await run_in_threadpool(rt.engine.connect)
+        uow.session.bind = conn
     result = await run_in_threadpool(_claim, uow.session, rt, kh, fp)
     if isinstance(result, store.Claim):
         request.scope["state"][_PENDING] = uow.idempotency = Pending(rt, result, uow.trail)
@@ -146,6 +160,26 @@ _FAILED = json.dumps({"type": "urn:nhr:problem:internal-error", "title": "Intern
                       "detail": "the request failed; nothing was changed"}).encode()
 
 
+def _failure_messages(exc: Exception, request_id: str | None) -> list[dict]:
+    """The raw ASGI answer to a commit that failed: 503 with Retry-After when the database was
+    unreachable or the outcome is unknown (api/problems.py's shape), else 500."""
+    if isinstance(exc, e.ServiceUnavailable):
+        unknown = isinstance(exc, e.OutcomeUnknown)
+        body = {"type": f"urn:nhr:problem:{'outcome-unknown' if unknown else 'database-unavailable'}",
+                "title": "Outcome unknown" if unknown else "Database unavailable", "status": 503, "detail": exc.message}
+        if request_id:
+            body["request_id"] = request_id
+        if unknown:
+            body["outcome"] = "unknown"
+        raw, status = json.dumps(body).encode(), 503
+        extra = [(b"retry-after", str(exc.retry_after or database.RETRY_AFTER_SECONDS).encode())]
+    else:
+        raw, status, extra = _FAILED, 500, []
+    return [{"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/problem+json"), (b"content-length", str(len(raw)).encode()), *extra]},
+            {"type": "http.response.body", "body": raw}]
+
+
 class IdempotencyMiddleware:
     """Holds back the response of a request whose unit of work deferred its commit, until the
     response is stored with the data and committed (see the module docstring)."""
@@ -171,13 +205,9 @@ class IdempotencyMiddleware:
                 body = b"".join(m.get("body", b"") for m in held[1:])
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in start.get("headers", [])}
                 keep = {k: v for k, v in headers.items() if k in store.STORED_HEADERS}
-                if await run_in_threadpool(p.finish, start["status"], keep, body):
-                    for m in held:
-                        await send(m)
-                else:
-                    await send({"type": "http.response.start", "status": 500, "headers": [
-                        (b"content-type", b"application/problem+json"), (b"content-length", str(len(_FAILED)).encode())]})
-                    await send({"type": "http.response.body", "body": _FAILED})
+                failure = await run_in_threadpool(p.finish, start["status"], keep, body)
+                for m in held if failure is None else _failure_messages(failure, scope["state"].get("request_id")):
+                    await send(m)
 
         try:
             await self.app(scope, receive, hold)
@@ -185,6 +215,9 @@ class IdempotencyMiddleware:
             p = scope["state"].get(_PENDING)
             if p is not None and p.session is not None and not p.done:
                 await run_in_threadpool(p.abandon)
+            conn = scope["state"].pop(_CONN, None)
+            if conn is not None:  # the request's pinned connection (begin), after its session was closed
+                await run_in_threadpool(conn.close)
 
 
 def install(app: FastAPI) -> None:

@@ -32,6 +32,8 @@ STATUS = {
     e.InvalidInput: (422, "invalid-input", "Invalid input"),
     e.PreconditionRequired: (428, "precondition-required", "Precondition required"),
     e.TooManyAttempts: (429, "too-many-attempts", "Too many attempts"),
+    e.DatabaseUnavailable: (503, "database-unavailable", "Database unavailable"),
+    e.OutcomeUnknown: (503, "outcome-unknown", "Outcome unknown"),
     e.ServiceUnavailable: (503, "unavailable", "Service unavailable"),
 }
 
@@ -76,7 +78,7 @@ async def _domain(request: Request, exc: e.DomainError) -> JSONResponse:
     headers = {}
     if isinstance(exc, e.Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, e.TooManyAttempts):
+    if isinstance(exc, (e.TooManyAttempts, e.ServiceUnavailable)) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     # RFC 9457 extension members a domain error chooses to carry (e.g. a refused dose's rule `reason`)
     extensions = {k: v for k, v in (getattr(exc, "extensions", None) or {}).items() if k not in _CORE_MEMBERS}

@@ -1,7 +1,11 @@
 """`nhr audit`: seal the audit log, verify it (from the database or offline from an export),
 export it, and print the checkpoint verification key.
 
-Exit codes: 0 when the log is intact, 1 with the first discrepancy printed (patient-data-free).
+Exit codes of `verify`: 0 when the log is intact; 1 with the first discrepancy, or every damaged
+row, printed (positions and column names, never a stored value); 3 when the log is intact but
+holds quarantined events (sealed without the registry vouching for them: written into the
+database by something other than the registry, or back-dated; see security/audit/sealer.py),
+each listed by position and event id: investigate them.
 """
 
 from __future__ import annotations
@@ -37,12 +41,15 @@ def seal():
     from registry.audit_log import sealing
 
     rt = _runtime()
-    n = sealing.seal_all(rt)
+    quarantined: list = []
+    n = sealing.seal_all(rt, quarantined=quarantined)
     with rt.sessions() as s:
         from security.audit.sealer import latest_checkpoint
 
         cp = latest_checkpoint(s)
     console.print(f"sealed {n} events; latest checkpoint: size {cp.tree_size if cp else 0}")
+    for position, reason in quarantined:
+        console.print(f"[yellow]quarantined[/]: position {position} ({reason}): not vouched for by the registry")
 
 
 @app.command("verify")
@@ -80,6 +87,11 @@ def verify_cmd(
     except Discrepancy as exc:
         console.print(f"[red]NOT INTACT[/]: {exc}", soft_wrap=True)
         raise typer.Exit(1)
+    if report.quarantined:
+        console.print(f"[yellow]{report.summary()}[/]", soft_wrap=True)
+        for line in report.findings():
+            console.print(f"[yellow]QUARANTINED[/]: {line}", soft_wrap=True)
+        raise typer.Exit(3)
     console.print(f"[green]{report.summary()}[/]", soft_wrap=True)
 
 
@@ -87,8 +99,14 @@ def verify_cmd(
 def export(file: Path = typer.Argument(..., help="NDJSON file to write (mode 0600)")):
     """Export the sealed log (events, leaves, checkpoints, public key) for offline verification."""
     from registry.audit_log import sealing
+    from security.audit.verify import Discrepancy
 
-    size = sealing.export(_runtime(), file)
+    try:
+        size = sealing.export(_runtime(), file)
+    except Discrepancy as exc:
+        file.unlink(missing_ok=True)
+        console.print(f"[red]NOT EXPORTED[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"exported {size} sealed events to {file}")
 
 

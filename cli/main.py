@@ -126,9 +126,16 @@ def serve(host: str = typer.Option(None), port: int = typer.Option(None), worker
                   "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
                   "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
                   "root": {"level": "INFO", "handlers": ["stderr"]}}
-    uvicorn.run("api.main:app", host=host or s.serve.host, port=port or s.serve.port, workers=workers or s.serve.workers,
-                access_log=False, proxy_headers=False, log_level="info", log_config=log_config,
-                timeout_worker_healthcheck=s.serve.worker_healthcheck_seconds)
+    options = dict(host=host or s.serve.host, port=port or s.serve.port, workers=workers or s.serve.workers,
+                   access_log=False, proxy_headers=False, log_level="info", log_config=log_config,
+                   timeout_worker_healthcheck=s.serve.worker_healthcheck_seconds)
+    if options["workers"] <= 1:
+        uvicorn.run("api.main:app", **options)
+        return
+    from cli.supervisor import Supervisor  # uvicorn's, replacing a killed worker at once
+
+    config = uvicorn.Config("api.main:app", **options)
+    Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 @app.command()

@@ -18,6 +18,13 @@ Invariants:
   polls the always-writable socket and cost more CPU than it saved: measured, not used).
 - The pool is opened and closed by the application's lifespan, on the loop that serves the
   requests; connections are never shared between loops.
+- A connection broken while idle in the pool (a PostgreSQL restart, a terminated backend) costs
+  no request: a read (`one`, `all`) that is the first statement of its block and fails because
+  the connection is gone is run again, once, on a fresh connection; the dead one goes back to the
+  pool, which discards it, and the pool tests its other idle connections (`check`: after a
+  restart they are all dead). Nothing was written before it, so the retry is safe; a write
+  (`execute`) is never retried (its outcome on a lost connection is unknown). Checking each
+  connection on checkout (psycopg_pool's `check`) would cost a round trip on every request.
 """
 
 from __future__ import annotations
@@ -64,8 +71,10 @@ class Compiled:
 class AsyncDatabase:
     def __init__(self, url: str, *, max_size: int = 20) -> None:
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False,
-                                        kwargs={"row_factory": namedtuple_row, "autocommit": True})
+        self.event_mac = None  # the audit events' MAC key (security/audit/event_mac.py), set by the Runtime
+        self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False, timeout=CHECKOUT_TIMEOUT,
+                                        kwargs={"row_factory": namedtuple_row, "autocommit": True, "connect_timeout": 5,
+                                                "application_name": "nhr-hot-path"})
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30)
@@ -74,21 +83,60 @@ class AsyncDatabase:
         await self.pool.close()
 
     @asynccontextmanager
-    async def statements(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def statements(self) -> AsyncIterator[Lease]:
         """A pooled connection on which each statement commits on its own (autocommit). For
         blocks whose only write is their last statement: if anything fails before it, nothing
         was written, the guarantee of a transaction without BEGIN and COMMIT."""
-        async with self.pool.connection() as conn:
-            yield conn
+        lease = Lease(await self.pool.getconn(timeout=CHECKOUT_TIMEOUT))
+        try:
+            yield lease
+        finally:
+            if lease.conn is not None:
+                await self.pool.putconn(lease.conn)
 
-    async def one(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict):
-        """Run `statement`; the single row (or None)."""
-        cur = await conn.execute(statement.sql, statement.params(values), prepare=True)
-        return await cur.fetchone()
+    async def _read(self, lease: Lease, statement: Compiled, values: dict):
+        first, lease.used = not lease.used, True
+        try:
+            return await lease.conn.execute(statement.sql, statement.params(values), prepare=True)
+        except psycopg.OperationalError as exc:
+            if not (first and _gone(exc, lease.conn)):
+                raise
+        dead, lease.conn = lease.conn, None
+        await self.pool.putconn(dead)  # broken: the pool discards it
+        # One dead connection means the server went away: the other idle ones are dead too. Test
+        # them all now (one round trip each, once per outage) rather than hand each out to fail.
+        await self.pool.check()
+        lease.conn = await self.pool.getconn(timeout=CHECKOUT_TIMEOUT)
+        return await lease.conn.execute(statement.sql, statement.params(values), prepare=True)
 
-    async def execute(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict) -> None:
-        await conn.execute(statement.sql, statement.params(values), prepare=True)
+    async def one(self, conn: Lease, statement: Compiled, values: dict):
+        """Run `statement` (a read); the single row (or None)."""
+        return await (await self._read(conn, statement, values)).fetchone()
 
-    async def all(self, conn: psycopg.AsyncConnection, statement: Compiled, values: dict) -> list:
-        cur = await conn.execute(statement.sql, statement.params(values), prepare=True)
-        return await cur.fetchall()
+    async def all(self, conn: Lease, statement: Compiled, values: dict) -> list:
+        """Run `statement` (a read); all rows."""
+        return await (await self._read(conn, statement, values)).fetchall()
+
+    async def execute(self, conn: Lease, statement: Compiled, values: dict) -> None:
+        """Run `statement` (a write: never retried)."""
+        conn.used = True
+        await conn.conn.execute(statement.sql, statement.params(values), prepare=True)
+
+
+CHECKOUT_TIMEOUT = 10.0  # seconds a request waits for a pooled connection before it is answered 503
+
+
+class Lease:
+    """A connection lent to one block of statements, and whether any statement ran on it yet."""
+
+    __slots__ = ("conn", "used")
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn: psycopg.AsyncConnection | None = conn
+        self.used = False
+
+
+def _gone(exc: psycopg.OperationalError, conn: psycopg.AsyncConnection) -> bool:
+    """The connection died before the statement ran (a terminated or restarted server), not a
+    failure of the statement itself."""
+    return conn.broken or conn.closed

@@ -5,15 +5,28 @@ Invariants:
   starts with BEGIN IMMEDIATE so that two writers queue instead of failing mid-transaction.
 - PostgreSQL URLs are normalised to the psycopg 3 driver.
 - Services never commit; the unit of work that owns the request does (see api/deps.py).
+- `unavailable(exc)` is the one place that decides whether an error means "the database cannot
+  be reached" (server down, restarting, connection lost), on both drivers; `commit` tells a
+  commit whose outcome is unknown (the connection was lost while COMMIT was in flight) from one
+  that failed before anything was sent.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from registry import errors
+
+RETRY_AFTER_SECONDS = 5  # what a client is told to wait while the database is unreachable (as /readyz)
+# SQLSTATEs that mean the server is going away or not accepting connections (class 08 is added below):
+# admin_shutdown (pg_terminate_backend, a fast shutdown), crash_shutdown, cannot_connect_now (starting up).
+_GONE = ("57P01", "57P02", "57P03")
 
 
 def normalise_url(url: str) -> str:
@@ -49,8 +62,54 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # No pre-ping: it costs a round trip per request; stale connections are recycled instead and a
     # disconnect invalidates the pool, so only the request that hit it fails.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    # connect_timeout: while the server is unreachable a request answers 503 promptly instead of hanging.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                         connect_args={"connect_timeout": 5})
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def make_session_factory(engine: Engine, *, info: dict | None = None) -> sessionmaker[Session]:
+    """`info` is copied into every session's `Session.info` (the audit events' MAC key)."""
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot be reached: a lost or refused connection, a server
+    shutting down or starting up, an exhausted wait for a pooled connection. Not a deadlock, a
+    serialization failure or a constraint: those are answers from a reachable server."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _GONE
+    return False
+
+
+def commit(session: Session) -> None:
+    """Flush, then COMMIT. Raises `errors.DatabaseUnavailable` when the database could not be
+    reached before COMMIT was sent (nothing was changed) and `errors.OutcomeUnknown` when the
+    connection was lost during COMMIT (the server may have committed: only an idempotent retry
+    can tell the client which)."""
+    try:
+        session.flush()
+    except Exception as exc:
+        if unavailable(exc):
+            raise errors.DatabaseUnavailable(UNAVAILABLE, retry_after=RETRY_AFTER_SECONDS) from exc
+        raise
+    try:
+        session.commit()
+    except Exception as exc:
+        if unavailable(exc):
+            raise errors.OutcomeUnknown(OUTCOME_UNKNOWN, retry_after=RETRY_AFTER_SECONDS) from exc
+        raise
+
+
+UNAVAILABLE = "the database cannot be reached; nothing was changed; retry later"
+OUTCOME_UNKNOWN = ("the connection to the database was lost while the change was being committed: it may or may not "
+                   "have been made. A retry with the same Idempotency-Key is safe (it replays the answer if the change "
+                   "was made, and makes it once otherwise); without one, check before repeating the request")
+
+
+def unavailable_error() -> errors.DatabaseUnavailable:
+    return errors.DatabaseUnavailable(UNAVAILABLE, retry_after=RETRY_AFTER_SECONDS)

@@ -8,6 +8,8 @@
     ├── PreconditionRequired an update without If-Match
     ├── InvalidInput         domain validation failed; names the field
     └── ServiceUnavailable   a dependency (keys, database) is not available
+        ├── DatabaseUnavailable  the database cannot be reached: nothing was changed, retry later
+        └── OutcomeUnknown       the connection was lost during COMMIT: the change may have been made
 
 Messages are shown to clients: they name fields and rules, never patient data.
 """
@@ -49,7 +51,21 @@ class InvalidInput(DomainError):
 
 
 class ServiceUnavailable(DomainError):
+    """`retry_after`: seconds a client should wait before retrying (the Retry-After header)."""
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(ServiceUnavailable):
     pass
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """A commit whose result is unknown: the client must not be told that nothing was changed."""
+
+    extensions = {"outcome": "unknown"}
 
 
 class Unauthenticated(DomainError):

@@ -20,6 +20,7 @@ from registry.database import make_engine, make_session_factory
 from registry.jurisdictions.models import Jurisdiction
 from registry.schedules.cache import ScheduleCache
 from registry.settings import Settings
+from security.audit import event_mac as audit_mac
 from security.crypto.blind_index import BlindIndexer
 from security.crypto.data_keys import DataKeyStore
 from security.crypto.fields import FieldCipher
@@ -79,8 +80,9 @@ class Runtime:
         """`provisioning=True` is for the explicit key-provisioning commands (`nhr init`, `nhr keys
         init`): they may create missing keys even in production, where the API never does."""
         engine = engine or make_engine(settings.database_url)
-        sessions = make_session_factory(engine)
         keyring = FileKeyring(settings.key_dir, create_missing=settings.create_missing_keys or provisioning)
+        # Every audit event written through these sessions is MACed with this key (event_mac.py).
+        sessions = make_session_factory(engine, info={audit_mac.INFO_KEY: audit_mac.EventMac(keyring.secret(audit_mac.SECRET_NAME))})
 
         def reload_keys(load) -> None:
             with engine.connect() as conn:
@@ -97,6 +99,10 @@ class Runtime:
             code_hasher=PasswordHasher(memory_kib=2048, time_cost=1),
             tokens=tokens, verified_tokens=VerifiedTokens(tokens), jurisdictions=JurisdictionCache(sessions),
         )
+
+    @property
+    def event_mac(self) -> audit_mac.EventMac:
+        return self.sessions.kw["info"][audit_mac.INFO_KEY]
 
     def warm(self) -> None:
         """Load keys and reference data before the first request."""
@@ -118,6 +124,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         if loop not in self._pools and self.engine.dialect.name == "postgresql":
             db = AsyncDatabase(self.settings.database_url, max_size=self.settings.serve.async_pool_size)
+            db.event_mac = self.event_mac
             await db.open()
             self._pools[loop] = db
 

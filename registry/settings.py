@@ -79,6 +79,10 @@ class AuditSettings(_Strict):
     echoed in every anomaly response. Working hours are local hours in `timezone`, [start, end)."""
     model_config = _env("NHR_AUDIT_")
     seal_interval_seconds: float = Field(2, ge=0)  # 0: no background sealer (seal on demand)
+    # The sealer vouches for an event dated at most this long before its latest checkpoint (a transaction that began
+    # before a seal and committed after it); older unsealed events are quarantined (README, threat model). Longer
+    # than any transaction that writes audit events, shorter than the window in which a back-dated forgery matters.
+    seal_grace_seconds: int = Field(600, ge=0, le=86_400)
     export_max_rows: int = Field(100_000, ge=1, le=1_000_000)
     timezone: str = "Asia/Karachi"
     working_hours_start: int = Field(7, ge=0, le=23)  # local hour, inclusive

@@ -30,13 +30,14 @@ def _insert_events(rt, n: int) -> list[uuid.UUID]:
     rows = [trail.build("patient.read", SUCCESS, resource_id=uuid.uuid4(), patient=PatientRef(uuid.uuid4(), "PK-PB", "PK-PB-LAH"),
                         detail={"i": i}) for i in range(n)]
     with rt.sessions.begin() as s:
-        s.execute(insert(EVENTS), rows)
+        s.execute(insert(EVENTS), [rt.event_mac.sign(r, [r["patient_id"]]) for r in rows])
         s.execute(insert(SUBJECTS), [{"event_id": r["id"], "patient_id": r["patient_id"]} for r in rows])
     return [r["id"] for r in rows]
 
 
 def test_leaf_encoding_covers_every_column():
-    assert list(leaf.FIELDS) == [c.name for c in AuditEventRow.__table__.columns]
+    """Every column but the MAC, which is computed over the leaf (security/audit/event_mac.py)."""
+    assert list(leaf.FIELDS) + ["mac"] == [c.name for c in AuditEventRow.__table__.columns]
 
 
 def test_leaf_encoding_is_length_prefixed_and_null_distinct():
@@ -205,5 +206,5 @@ def test_seal_refuses_when_leaves_and_checkpoint_disagree(runtime):
     with runtime.sessions() as s:
         s.execute(insert(LEAVES).values(position=10**9, event_id=_insert_events(runtime, 1)[0], leaf_hash=b"\0" * 32))
         with pytest.raises(SealError):
-            seal(s, sealing.signer(runtime))
+            seal(s, sealing.signer(runtime), mac=runtime.event_mac, grace=sealing.grace(runtime))
         s.rollback()

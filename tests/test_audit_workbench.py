@@ -316,7 +316,7 @@ class Scenario:
 
     def write(self):
         with self.runtime.sessions.begin() as s:
-            s.execute(insert(AuditEventRow.__table__), self.rows)
+            s.execute(insert(AuditEventRow.__table__), [self.runtime.event_mac.sign(r) for r in self.rows])
 
     def window(self):
         return {"since": (self.day - timedelta(hours=5)).isoformat(), "until": (self.day + timedelta(hours=19)).isoformat()}

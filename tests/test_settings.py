@@ -34,6 +34,7 @@ ENV = {
     "NHR_PAGE_SIZE_DEFAULT": ("page_size.default", "25", 25),
     "NHR_PAGE_SIZE_MAX": ("page_size.max", "200", 200),
     "NHR_AUDIT_SEAL_INTERVAL_SECONDS": ("audit.seal_interval_seconds", "0.5", 0.5),
+    "NHR_AUDIT_SEAL_GRACE_SECONDS": ("audit.seal_grace_seconds", "90", 90),
     "NHR_AUDIT_EXPORT_MAX_ROWS": ("audit.export_max_rows", "5000", 5000),
     "NHR_AUDIT_TIMEZONE": ("audit.timezone", "Asia/Kabul", "Asia/Kabul"),
     "NHR_AUDIT_WORKING_HOURS_START": ("audit.working_hours_start", "8", 8),

@@ -52,8 +52,11 @@ def sealed(tmp_path_factory):
             row["break_glass"] = rng.random() < 0.1
             rows.append(row)
             subjects += [{"event_id": row["id"], "patient_id": uuid.uuid4()} for _ in range(rng.randint(0, 2))]
+        of = {}
+        for sub in subjects:
+            of.setdefault(sub["event_id"], []).append(sub["patient_id"])
         with rt.sessions.begin() as s:
-            s.execute(insert(EVENTS), rows)
+            s.execute(insert(EVENTS), [rt.event_mac.sign(r, of.get(r["id"], ())) for r in rows])
             if subjects:
                 s.execute(insert(SUBJECTS), subjects)
         sealing.seal_all(rt)
@@ -264,7 +267,7 @@ def test_superuser_tampering_in_the_database_is_detected(sealed, n):
         sql = (f"INSERT INTO audit_events SELECT '{new}', occurred_at, request_id, client_address, actor_user_id, actor_username, "
                "actor_role, actor_scope_level, actor_scope_code, actor_province, actor_district, action, resource_type, "
                "resource_id, patient_id, patient_province, patient_district, outcome, purpose_of_use, break_glass, "
-               "break_glass_reason, outside_capture_scope, detail FROM audit_events LIMIT 1")
+               "break_glass_reason, outside_capture_scope, detail, mac FROM audit_events LIMIT 1")
     if not pg:
         sql = sql.replace("occurred_at - interval '1 second'", "strftime('%Y-%m-%d %H:%M:%f', occurred_at, '-1 second')")
         sql = sql.replace("'00000000-0000-4000-8000-00000000abcd'", "'000000000000400080000000000abcd0'")

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import Public
+from registry.database import RETRY_AFTER_SECONDS
 
 router = APIRouter(tags=["operations"], dependencies=[Public])
 
@@ -29,6 +30,8 @@ def readyz(request: Request, response: Response):
     checks["keys"] = "ok" if rt.keyring.readable() and rt.keys.custodians() else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     response.status_code = 200 if ready else 503
+    if not ready:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return {"status": "ready" if ready else "not ready", "checks": checks}
 
 

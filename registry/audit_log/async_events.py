@@ -8,7 +8,7 @@ routes), in one statement with its subject rows:
     INSERT INTO audit_event_subjects (event_id, patient_id) SELECT ev.id, unnest(:subjects) FROM ev
 
 A data-modifying CTE always runs to completion, so the event is written when there are no
-subjects too.
+subjects too. The row is MACed as written (security/audit/event_mac.py) with the pool's key.
 """
 
 from __future__ import annotations
@@ -50,5 +50,6 @@ async def record(db: AsyncDatabase, conn, trail: AuditTrail, action: str, outcom
 async def insert(db: AsyncDatabase, conn, trail: AuditTrail, row: dict, subjects: Iterable[uuid.UUID] = ()) -> None:
     """Insert an event built by `trail.build` (and completed by the caller) with its subjects."""
     subject_ids = list(dict.fromkeys(subjects))
+    row["mac"] = db.event_mac.tag(row, subject_ids) if db.event_mac is not None else None
     await db.execute(conn, _INSERT, {**row, "subjects": subject_ids})
     trail.written(row, [{"event_id": row["id"], "patient_id": s} for s in subject_ids])

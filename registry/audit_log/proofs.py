@@ -69,6 +69,9 @@ class InclusionProofView(BaseModel):
     tree_size: int
     audit_path: list[str]  # hex, leaf side first (RFC 9162 section 2.1.3)
     checkpoint: CheckpointView
+    # Set when the sealer sealed this event without vouching for it (no valid MAC, or back-dated:
+    # security/audit/sealer.py); bound into the leaf hash, so a proof cannot drop or add it.
+    quarantine: str | None = None
 
 
 class ConsistencyProofView(BaseModel):
@@ -130,7 +133,8 @@ def latest_checkpoint(ctx: ServiceContext) -> CheckpointView:
 
 def inclusion(ctx: ServiceContext, event_id: uuid.UUID, tree_size: int | None) -> InclusionProofView:
     visible = ctx.session.execute(select(repo.EVENTS.c.id).where(repo.EVENTS.c.id == event_id, repo._scope(ctx.principal))).first()
-    position = ctx.session.execute(select(LEAVES.c.position).where(LEAVES.c.event_id == event_id)).scalar_one_or_none()
+    sealed = ctx.session.execute(select(LEAVES.c.position, LEAVES.c.quarantine).where(LEAVES.c.event_id == event_id)).first()
+    position, quarantine = sealed if sealed is not None else (None, None)
     if visible is None or position is None:
         _record(ctx, audit.NOT_FOUND, "inclusion")
         raise NotFound("no sealed event with that id in your jurisdiction")
@@ -142,7 +146,8 @@ def inclusion(ctx: ServiceContext, event_id: uuid.UUID, tree_size: int | None) -
     path = tree.inclusion_proof(position, cp.tree_size)
     _record(ctx, audit.SUCCESS, "inclusion", tree_size=cp.tree_size, leaf_index=position)
     return InclusionProofView(event_id=event_id, leaf_index=position, leaf_hash=tree.levels[0][position].hex(),
-                              tree_size=cp.tree_size, audit_path=[p.hex() for p in path], checkpoint=_view(ctx, cp))
+                              tree_size=cp.tree_size, audit_path=[p.hex() for p in path], checkpoint=_view(ctx, cp),
+                              quarantine=quarantine)
 
 
 def consistency(ctx: ServiceContext, first: int, second: int) -> ConsistencyProofView:

@@ -8,6 +8,9 @@ Invariants:
 - A failed seal is logged by exception class only (no data) and retried on the next tick.
 - Each tick looks for unsealed events near the sealed head (cheap); every `FULL_SCAN_EVERY`
   ticks, and at start, it scans the whole table, so an event committed very late is still sealed.
+- Events the sealer cannot vouch for (security/audit/sealer.py: no valid MAC, or back-dated
+  beyond `settings.audit.seal_grace_seconds`) are sealed as quarantined, counted in the metric
+  `nhr_audit_quarantined_events_total{reason}` and logged by position and reason only.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client import Counter
 
 from registry import periodic
 from registry.runtime import Runtime
@@ -29,6 +33,9 @@ from security.audit.checkpoint import Signer, origin_for
 log = logging.getLogger("nhr.audit.sealer")
 LOOKBACK = timedelta(minutes=10)
 FULL_SCAN_EVERY = 300
+UNREADABLE = Counter("nhr_audit_unreadable_events_total", "Unsealed audit rows the sealer could not read (damaged)")
+QUARANTINED = Counter("nhr_audit_quarantined_events_total",
+                      "Audit events sealed as quarantined (not vouched for by the registry)", ["reason"])
 
 
 def origin(rt: Runtime) -> str:
@@ -45,14 +52,36 @@ def public_key(rt: Runtime) -> Ed25519PublicKey:
 
 def seal_once(rt: Runtime, *, full: bool = True) -> sealer.SealResult | None:
     with rt.sessions.begin() as s:
-        return sealer.seal(s, signer(rt), lookback=None if full else LOOKBACK)
+        result = sealer.seal(s, signer(rt), mac=rt.event_mac, grace=grace(rt), lookback=None if full else LOOKBACK)
+    if result is not None and result.quarantined:
+        _report(result.quarantined)
+    if result is not None and result.unreadable:
+        UNREADABLE.inc(result.unreadable)
+        log.warning("audit sealer skipped %d unsealed row(s) that cannot be read (run `nhr audit verify`)",
+                    result.unreadable)
+    return result
 
 
-def seal_all(rt: Runtime, *, full: bool = True) -> int:
-    """Seal until nothing is left; returns the number of events sealed."""
+def grace(rt: Runtime) -> timedelta:
+    return timedelta(seconds=rt.settings.audit.seal_grace_seconds)
+
+
+def _report(quarantined) -> None:
+    """A metric and a log line naming positions and reasons, never an event's contents."""
+    for _, reason in quarantined:
+        QUARANTINED.labels(reason).inc()
+    log.warning("audit sealer quarantined %d event(s) it cannot vouch for (written outside the registry?): %s",
+                len(quarantined), ", ".join(f"position {p} {r}" for p, r in quarantined[:20]))
+
+
+def seal_all(rt: Runtime, *, full: bool = True, quarantined: list | None = None) -> int:
+    """Seal until nothing is left; returns the number of events sealed. `quarantined` collects
+    the (position, reason) of events sealed as quarantined."""
     total = 0
-    while (result := seal_once(rt, full=full)) is not None:
+    while (result := seal_once(rt, full=full)) is not None and result.sealed:
         total += result.sealed
+        if quarantined is not None:
+            quarantined.extend(result.quarantined)
     return total
 
 

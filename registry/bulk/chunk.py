@@ -33,6 +33,7 @@ from registry.patients.models import Patient, PatientIdentifierIndex
 from registry.patients.repository import Access, access_to
 from registry.reports.models import DirtyPatient
 from registry.patients.service import plaintext_columns
+from security.audit import event_mac
 from security.audit import trail as audit
 from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import AuditTrail
@@ -102,7 +103,7 @@ def _unique_ids(rows: list[tuple[int, Parsed]], exists: set[uuid.UUID], result: 
 
 def _event(session: Session, actor: Actor, action: str, resource: str, subjects: set, detail: dict, outside: bool = False) -> None:
     event = actor.trail.build(action, audit.SUCCESS, resource_type=resource, outside_capture_scope=outside, detail=detail)
-    insert_rows(session, AuditEventRow.__table__, [event])
+    insert_rows(session, AuditEventRow.__table__, event_mac.sign_rows(session, [event], {event["id"]: subjects}))
     insert_rows(session, AuditEventSubjectRow.__table__, [{"event_id": event["id"], "patient_id": s} for s in subjects])
 
 

@@ -21,6 +21,7 @@ from registry.immunizations.models import Immunization
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
 from registry.runtime import Runtime
+from security.audit import event_mac
 from security.audit.models import AuditEventRow
 
 LOADER_ID = uuid.UUID("00000000-0000-5000-8000-00000000d3e0")
@@ -114,6 +115,7 @@ def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: da
         a_rows.append(_event(now, "patient.create", pid, f, "Patient"))
         if given:
             a_rows.append(_event(now, "immunization.create", pid, f, "Immunization", {"count": given, "via": "demo"}))
+    event_mac.sign_rows(session, a_rows)
     for table, rows in ((Patient.__table__, p_rows), (PatientIdentifierIndex.__table__, i_rows),
                         (Immunization.__table__, d_rows), (AuditEventRow.__table__, a_rows)):
         for i in range(0, len(rows), 1000):

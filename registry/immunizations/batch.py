@@ -44,6 +44,7 @@ from registry.patients.models import Patient
 from registry.patients.repository import Access, access_to
 from registry.patients.service import NOT_FOUND, Merged
 from registry.reports.models import DirtyPatient
+from security.audit import event_mac
 from security.audit import trail as audit
 from security.audit.models import AuditEventRow
 from security.audit.trail import PatientRef
@@ -204,7 +205,7 @@ def write(ctx: ServiceContext, p: Plan) -> None:
     insert_rows(session, D, [r.row for r in accepted])
     # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
     insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
-    insert_rows(session, AuditEventRow.__table__, p.events)
+    insert_rows(session, AuditEventRow.__table__, event_mac.sign_rows(session, p.events))
 
 
 def written(ctx: ServiceContext, p: Plan) -> None:

@@ -10,7 +10,12 @@ Invariants:
   the key while the first runs sees the claim and is refused (409). A claim is owned by a random
   token; `complete` (the response, written in the data's transaction) and `release` (after a
   failure) act only on the caller's own claim. A claim not completed by `locked_until` is
-  abandoned (its worker died) and may be taken over.
+  abandoned (its worker died) and may be taken over. On PostgreSQL a claim also names the
+  backend that made it (pid and start time; the API makes the claim and does the work on one
+  connection, api/idempotency.py): once that backend is gone (its worker was killed, its
+  connection dropped) the claim is abandoned at once, without waiting for `locked_until`. The
+  takeover is safe even if the first request lived on: `complete` checks the claim token, so
+  only one of them can commit its data.
 - The stored response carries patient data: it is AES-256-GCM ciphertext under a keyring secret,
   with the row name as associated data (a ciphertext moved to another row does not decrypt).
 - Keys expire `ttl` after their first use; expired rows are purged on write (a fraction of
@@ -28,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,8 +113,10 @@ def claim(session: Session, keyring, kh: bytes, fp: bytes, *, lock_seconds: floa
         purge_expired(session, now)
     token = secrets.token_bytes(16)
     locked_until = now + timedelta(seconds=lock_seconds)
+    owner = _owner(session)
     fresh = {"key_hash": kh, "fingerprint": fp, "state": PENDING, "claim_token": token, "locked_until": locked_until,
-             "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds), "status_code": None, "response_ct": None}
+             "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds), "status_code": None, "response_ct": None,
+             **owner}
     if _insert_if_absent(session, fresh):  # the usual case, a new key: one statement
         return Claim(kh, token)
     row = session.execute(select(KEYS).where(KEYS.c.key_hash == kh)).first()
@@ -119,7 +126,7 @@ def claim(session: Session, keyring, kh: bytes, fp: bytes, *, lock_seconds: floa
     if row is None:
         try:
             with session.begin_nested():
-                session.execute(insert(KEYS), [fresh])
+                session.execute(insert(KEYS).values(**fresh))
         except IntegrityError:  # another request inserted it first and is running
             raise Conflict("a request with this Idempotency-Key is still being processed; retry later", field=HEADER) from None
         return Claim(kh, token)
@@ -127,14 +134,34 @@ def claim(session: Session, keyring, kh: bytes, fp: bytes, *, lock_seconds: floa
         raise InvalidInput("this Idempotency-Key was already used for a different request", field=HEADER)
     if row.state == DONE:
         return unseal(keyring, kh, row.response_ct)
-    if row.locked_until > now:
+    if row.locked_until > now and owner_alive(session, row.owner_pid, row.owner_started):
         raise Conflict("a request with this Idempotency-Key is still being processed; retry later", field=HEADER)
     taken = session.execute(update(KEYS).where(KEYS.c.key_hash == kh, KEYS.c.state == PENDING,
                                                KEYS.c.claim_token == row.claim_token)
-                            .values(claim_token=token, locked_until=locked_until)).rowcount
+                            .values(claim_token=token, locked_until=locked_until, **owner)).rowcount
     if taken != 1:
         raise Conflict("a request with this Idempotency-Key is still being processed; retry later", field=HEADER)
     return Claim(kh, token)
+
+
+_BACKEND_START = literal_column("(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())")
+_ALIVE = text("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = :pid "
+              "AND (backend_start = :started OR backend_start IS NULL))")  # NULL: another role's session, start hidden
+
+
+def _owner(session: Session) -> dict:
+    """The claiming backend, as SQL evaluated by the claim's own statement (PostgreSQL); none on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        return {"owner_pid": None, "owner_started": None}
+    return {"owner_pid": literal_column("pg_backend_pid()"), "owner_started": _BACKEND_START}
+
+
+def owner_alive(session: Session, pid: int | None, started: datetime | None) -> bool:
+    """Whether the backend that made a claim still exists. Unknown owner (SQLite, a claim made before
+    owners were recorded): True, and the lock timeout decides."""
+    if pid is None or session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.execute(_ALIVE, {"pid": pid, "started": started}).scalar())
 
 
 def _insert_if_absent(session: Session, row: dict) -> bool:

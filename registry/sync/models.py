@@ -34,6 +34,10 @@ class IdempotencyKey(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     status_code: Mapped[int | None] = mapped_column(Integer)
     response_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The PostgreSQL backend that holds a pending claim (pid and start time, so a reused pid is not
+    # mistaken for it): a claim whose backend is gone is abandoned at once (registry/sync/idempotency.py).
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_started: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SyncReceipt(Base):

@@ -22,11 +22,20 @@ turned into text as follows:
   it is stored as JSON;
 - every other column: its text as stored.
 
-The leaf hash is SHA-256(0x00 || leaf) (RFC 9162). Exports carry each event already in this text
+The leaf hash is SHA-256(0x00 || leaf) (RFC 9162).
+
+A *quarantined* leaf (an event the sealer sealed without vouching for it: no valid MAC, or dated
+before its last checkpoint beyond the grace; see sealer.py) hashes instead
+
+    SHA-256(0x00 || "nhr-audit-quarantined/v1\n" || field(reason) || SHA-256(0x00 || leaf))
+
+so the event's content and the quarantine mark are both fixed by the tree: neither can be
+changed, added or removed after sealing. The two prefixes differ, so no leaf can pass as the
+other kind. Exports carry each event already in this text
 form (`canonical_fields`), so a verifier only has to length-prefix and hash.
 
 Invariants:
-- Every column of `audit_events` is covered (a test compares `FIELDS` with the table), so no
+- Every column of `audit_events` but `mac` (computed over these bytes, event_mac.py) is covered (a test compares `FIELDS` with the table), so no
   column can be altered without changing the leaf; a new column needs a new version.
 - The encoding is injective: length prefixes and the NULL marker make field boundaries and
   NULL-versus-empty unambiguous.
@@ -43,6 +52,7 @@ from typing import Iterable, Mapping
 from security.audit.merkle import leaf_hash as _leaf_hash
 
 PREFIX = b"nhr-audit-leaf/v1\n"
+QUARANTINE_PREFIX = b"nhr-audit-quarantined/v1\n"
 VERSION = "nhr-audit-leaf/v1"
 FIELDS = (
     "id", "occurred_at", "request_id", "client_address", "actor_user_id", "actor_username", "actor_role",
@@ -118,3 +128,12 @@ def event_leaf_hash(row: Mapping[str, object], subjects: Iterable[object] = ()) 
 def text_leaf_hash(fields: list[str | None], subjects: list[str]) -> bytes:
     """Leaf hash of an event already in canonical text (an export record)."""
     return _leaf_hash(encode(fields, subjects))
+
+
+def quarantined_leaf_hash(event_hash: bytes, reason: str) -> bytes:
+    """The leaf hash of a quarantined event, from its ordinary leaf hash and the reason."""
+    return _leaf_hash(QUARANTINE_PREFIX + _field(reason) + event_hash)
+
+
+def sealed_leaf_hash(event_hash: bytes, quarantine: str | None) -> bytes:
+    return event_hash if quarantine is None else quarantined_leaf_hash(event_hash, quarantine)

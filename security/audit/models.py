@@ -53,6 +53,9 @@ class AuditEventRow(Base):
     break_glass_reason: Mapped[str | None] = mapped_column(String(500))
     outside_capture_scope: Mapped[bool] = mapped_column(Boolean, default=False)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    # HMAC of the event's canonical bytes with the keyring's `audit-events` secret, written with the
+    # event (security/audit/event_mac.py); not part of the leaf (it is computed over the leaf).
+    mac: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
         Index(None, "patient_province", "patient_district", "occurred_at"),
@@ -75,6 +78,9 @@ class AuditLogLeafRow(Base):
     position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audit_events.id"), unique=True)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    # Why the sealer did not vouch for this event (None: vouched for); see sealer.QUARANTINE_REASONS.
+    # Bound into the leaf hash (leaf.quarantined_leaf_hash), so it cannot be added or removed later.
+    quarantine: Mapped[str | None] = mapped_column(String(16))
 
 
 class AuditCheckpointRow(Base):

@@ -55,13 +55,18 @@ def check_inclusion(doc: dict, public_key: Ed25519PublicKey, event: dict | None 
         fields = [content.get(f) for f in leaf.FIELDS]
         if str(content.get("id")) != str(doc.get("event_id")):
             raise ProofRejected("the event given is not the event the proof is about")
-        if leaf.text_leaf_hash(fields, event.get("subjects", [])) != leaf_hash:
+        quarantine = doc.get("quarantine")
+        if quarantine is not None and not isinstance(quarantine, str):
+            raise ProofRejected("proof: quarantine must be a reason or null")
+        if leaf.sealed_leaf_hash(leaf.text_leaf_hash(fields, event.get("subjects", [])), quarantine) != leaf_hash:
             raise ProofRejected("the event's content does not hash to the proof's leaf hash")
     try:
         merkle.verify_inclusion(index, size, leaf_hash, _hexes(doc.get("audit_path", []), "audit_path"), cp.root_hash)
     except merkle.ProofError as exc:
         raise ProofRejected(f"inclusion: {exc}") from None
     tied = " and the event's content matches it" if event is not None else ""
+    if doc.get("quarantine") is not None:
+        tied += f"; QUARANTINED ({doc['quarantine']}): sealed without the registry vouching for it"
     return f"event {doc.get('event_id')} is leaf {index} of the log of {size} events signed at {doc['checkpoint']['signed_at']}{tied}"
 
 

@@ -14,19 +14,33 @@ Invariants:
 - The next root comes from the previous checkpoint's compact range (O(log n)), not from
   re-reading every leaf; `verify` recomputes everything from the events and trusts nothing
   stored here.
+- It vouches only for events the registry wrote: an event is sealed as ordinary only if its MAC
+  (event_mac.py, keyed by a secret the database never holds) verifies over its canonical bytes
+  and it is not dated before the latest checkpoint's signing time minus `grace`. Any other event
+  is *quarantined*: sealed at its position with the reason bound into its leaf hash
+  (leaf.quarantined_leaf_hash) and reported by `verify` and the sealer's caller. Why seal it
+  rather than skip it: the log never stalls on a forged row; the event can no longer be altered
+  or deleted unnoticed (it is evidence of a direct write to the database); the mark cannot be
+  removed to launder it nor added to discredit a genuine event later; and verify's rule "every
+  event older than the sealed range is sealed" keeps holding, so nothing needs a side list.
+- A pending row that cannot be read at all (rows.py: an impossible date, a malformed UUID,
+  broken JSON, a wrong type) has no canonical bytes to seal: it is skipped and counted, never a
+  reason to stall, and `verify` reports it as damaged.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
-from security.audit import leaf
+from security.audit import leaf, rows
 from security.audit.checkpoint import Checkpoint, Signer
-from security.audit.merkle import Frontier
+from security.audit.event_mac import EventMac
+from security.audit.merkle import Frontier, leaf_hash
 from security.audit.models import AuditCheckpointRow, AuditEventRow, AuditEventSubjectRow, AuditLogLeafRow
 
 EVENTS = AuditEventRow.__table__
@@ -35,6 +49,8 @@ LEAVES = AuditLogLeafRow.__table__
 CHECKPOINTS = AuditCheckpointRow.__table__
 ADVISORY_LOCK = 0x6E68722D61756474  # "nhr-audt"
 _CHUNK = 2000
+MISSING_MAC, BAD_MAC, BACKDATED = "missing_mac", "bad_mac", "backdated"
+QUARANTINE_REASONS = (MISSING_MAC, BAD_MAC, BACKDATED)
 
 
 class SealError(RuntimeError):
@@ -44,7 +60,9 @@ class SealError(RuntimeError):
 @dataclass(frozen=True)
 class SealResult:
     sealed: int
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None  # None: nothing could be sealed (only unreadable rows were pending)
+    quarantined: tuple[tuple[int, str], ...] = ()  # (position, reason) of the events sealed without being vouched for
+    unreadable: int = 0  # pending rows that cannot be read at all: left unsealed (verify reports them damaged)
 
 
 def latest_checkpoint(session: Session) -> Checkpoint | None:
@@ -56,31 +74,61 @@ def _checkpoint(row) -> Checkpoint:
     return Checkpoint(row.tree_size, bytes(row.root_hash), row.signed_at, row.key_id, bytes(row.signature))
 
 
-def _pending(session: Session, limit: int, lookback: timedelta | None, since: datetime | None):
-    q = (select(EVENTS).outerjoin(LEAVES, LEAVES.c.event_id == EVENTS.c.id).where(LEAVES.c.event_id.is_(None))
-         .order_by(EVENTS.c.occurred_at, EVENTS.c.id).limit(limit))
+def _pending(session: Session, limit: int, lookback: timedelta | None, since: datetime | None) -> tuple[list[dict], int]:
+    """Unsealed events (oldest first) and how many unsealed rows could not be read at all
+    (rows.py: skipped, never sealed, never a reason to stall; `verify` reports them as damaged)."""
+    q = (rows.raw_select(EVENTS).select_from(EVENTS.outerjoin(LEAVES, LEAVES.c.event_id == EVENTS.c.id))
+         .where(LEAVES.c.event_id.is_(None)).order_by(rows.raw(EVENTS.c.occurred_at), rows.raw(EVENTS.c.id)).limit(limit))
     if lookback is not None and since is not None:
         q = q.where(EVENTS.c.occurred_at >= since - lookback)
-    return session.execute(q).all()
+    events, unreadable = [], 0
+    for _, values, _, _ in rows.read(session, q, EVENTS):
+        if values is None or not isinstance(values["id"], uuid.UUID):
+            unreadable += 1
+        else:
+            events.append(values)
+    return events, unreadable
 
 
-def _subjects(session: Session, ids: list) -> dict:
+def _subjects(session: Session, ids: list) -> tuple[dict, set]:
+    """Subject ids per event, and the events with a subject row that cannot be read."""
     out: dict = {}
+    damaged: set = set()
     for i in range(0, len(ids), _CHUNK):
-        rows = session.execute(select(SUBJECTS.c.event_id, SUBJECTS.c.patient_id)
-                               .where(SUBJECTS.c.event_id.in_(ids[i:i + _CHUNK]))).all()
-        for event_id, patient_id in rows:
-            out.setdefault(event_id, []).append(patient_id)
-    return out
+        q = rows.raw_select(SUBJECTS).where(SUBJECTS.c.event_id.in_(ids[i:i + _CHUNK]))
+        for _, values, stored, _ in rows.read(session, q, SUBJECTS):
+            if values is None:
+                try:
+                    damaged.add(stored["event_id"] if isinstance(stored["event_id"], uuid.UUID)
+                                else uuid.UUID(str(stored["event_id"])))
+                except ValueError:  # cannot be: the row matched one of `ids`
+                    pass
+                continue
+            out.setdefault(values["event_id"], []).append(values["patient_id"])
+    return out, damaged
 
 
-def seal(session: Session, signer: Signer, *, limit: int = 100_000,
+def _quarantine(mac: EventMac, leaf_bytes: bytes, stored_mac, occurred_at: datetime,
+                not_before: datetime | None) -> str | None:
+    """Why the sealer cannot vouch for an event, or None."""
+    if stored_mac is None:
+        return MISSING_MAC
+    if not mac.verifies(leaf_bytes, stored_mac):
+        return BAD_MAC
+    if not_before is not None and occurred_at < not_before:
+        return BACKDATED
+    return None
+
+
+def seal(session: Session, signer: Signer, *, mac: EventMac, grace: timedelta, limit: int = 100_000,
          lookback: timedelta | None = None) -> SealResult | None:
     """Seal up to `limit` unsealed events; None if there were none (no checkpoint is written).
 
-    `lookback` bounds the search for unsealed events to those no older than the last sealed
-    event minus `lookback` (the background sealer's cheap path); None scans the whole table.
-    The caller commits (the session's transaction is the seal's unit)."""
+    `mac` checks each event's MAC; `grace`: how far before the latest checkpoint's signing time an
+    event may be dated and still be vouched for (a transaction that began before the last seal and
+    committed after it). `lookback` bounds the search for unsealed events to those no older than
+    the last sealed event minus `lookback` (the background sealer's cheap path); None scans the
+    whole table. The caller commits (the session's transaction is the seal's unit)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
     last = session.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size.desc()).limit(1)).first()
@@ -93,18 +141,30 @@ def seal(session: Session, signer: Signer, *, limit: int = 100_000,
     if lookback is not None and top is not None:
         since = session.execute(select(EVENTS.c.occurred_at).join(LEAVES, LEAVES.c.event_id == EVENTS.c.id)
                                 .where(LEAVES.c.position == top)).scalar_one()
-    events = _pending(session, limit, lookback, since)
-    if not events:
-        return None
-    subjects = _subjects(session, [e.id for e in events])
-    rows = []
-    for i, e in enumerate(events):
-        h = leaf.event_leaf_hash(e._mapping, subjects.get(e.id, ()))
+    events, unreadable = _pending(session, limit, lookback, since)
+    subjects, damaged = _subjects(session, [e["id"] for e in events])
+    not_before = last.signed_at - grace if last else None
+    leaves, quarantined = [], []
+    for e in events:
+        try:
+            data = leaf.encode(leaf.canonical_fields(e), leaf.canonical_subjects(subjects.get(e["id"], ())))
+            if e["id"] in damaged or not isinstance(e["detail"], dict):
+                raise ValueError
+        except (ValueError, TypeError):  # a value of the wrong type (rows.py): not sealed, reported
+            unreadable += 1
+            continue
+        position = size + len(leaves)
+        reason = _quarantine(mac, data, e["mac"], e["occurred_at"], not_before)
+        h = leaf.sealed_leaf_hash(leaf_hash(data), reason)
         frontier.append(h)
-        rows.append({"position": size + i, "event_id": e.id, "leaf_hash": h})
-    session.execute(insert(LEAVES), rows)
+        leaves.append({"position": position, "event_id": e["id"], "leaf_hash": h, "quarantine": reason})
+        if reason is not None:
+            quarantined.append((position, reason))
+    if not leaves:
+        return SealResult(0, None, (), unreadable) if unreadable else None
+    session.execute(insert(LEAVES), leaves)
     cp = signer.sign(frontier.size, frontier.root(), datetime.now(UTC))
     session.execute(insert(CHECKPOINTS).values(
         tree_size=cp.tree_size, root_hash=cp.root_hash, signed_at=cp.signed_at, key_id=cp.key_id,
         signature=cp.signature, compact_range=frontier.pack()))
-    return SealResult(len(rows), cp)
+    return SealResult(len(leaves), cp, tuple(quarantined), unreadable)

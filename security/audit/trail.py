@@ -12,6 +12,8 @@ Invariants:
   access did not happen. Using the request's own connection for this matters on SQLite, where
   a second writer would wait on the request's own lock.
 - There is no exemption: system and admin actors are recorded like anyone else.
+- Every insert goes through `_insert`, which MACs the row as written (event_mac.py) with the key
+  attached to the session, so the sealer can vouch for it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from security.access.principal import AccessContext
+from security.audit import event_mac
 from security.audit.models import AuditEventRow, AuditEventSubjectRow
 
 SUCCESS = "success"
@@ -133,9 +136,7 @@ class AuditTrail:
         row = self.build(action, outcome, resource_type=resource_type, resource_id=resource_id, patient=patient,
                          outside_capture_scope=outside_capture_scope, detail=detail)
         subject_rows = [{"event_id": row["id"], "patient_id": s} for s in dict.fromkeys(subjects)]
-        session.execute(insert(_EVENTS), [row])
-        if subject_rows:
-            session.execute(insert(_SUBJECTS), subject_rows)
+        _insert(session, row, subject_rows)
         self.written(row, subject_rows)
         return row["id"]
 
@@ -148,17 +149,20 @@ class AuditTrail:
         Returns how many were written (0: the item was refused before any service recorded it)."""
         rows = self._refusals[mark:]
         for row, subject_rows in rows:
-            session.execute(insert(_EVENTS), [row])
-            if subject_rows:
-                session.execute(insert(_SUBJECTS), subject_rows)
+            _insert(session, row, subject_rows)
         return len(rows)
 
     def replay_refusals(self, session: Session) -> int:
         """After a rollback: write the refusals again so the attempt stays on record."""
         for row, subject_rows in self._refusals:
-            session.execute(insert(_EVENTS), [row])
-            if subject_rows:
-                session.execute(insert(_SUBJECTS), subject_rows)
+            _insert(session, row, subject_rows)
         for effect in self._effects:
             effect(session)
         return len(self._refusals)
+
+
+def _insert(session: Session, row: dict, subject_rows: list[dict]) -> None:
+    event_mac.sign_rows(session, [row], {row["id"]: [s["patient_id"] for s in subject_rows]})
+    session.execute(insert(_EVENTS), [row])
+    if subject_rows:
+        session.execute(insert(_SUBJECTS), subject_rows)

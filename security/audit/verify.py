@@ -12,16 +12,25 @@ Checks, in log order, stopping at the first disagreement:
 - optionally, the log extends a checkpoint the verifier trusted earlier (this is what catches a
   log truncated together with its checkpoints).
 
-Invariants: messages name positions, event ids, checkpoint sizes and key ids, never a value of
-an event; nothing stored by the sealer is trusted (roots are recomputed from the events).
+Quarantined leaves (events the sealer sealed without vouching for them, sealer.py) verify like any
+other leaf (their hash binds the reason) and are listed in the report: the log is intact, but it
+holds events the registry did not write.
+
+A row that cannot be read (an impossible date, a malformed UUID, broken JSON, a value of the wrong
+type: possible on SQLite, whose columns are not typed) is not a crash: every such row is reported
+as damaged, by leaf position (or table and row number), with the column's name, never its value.
+
+Invariants: messages name positions, event ids, checkpoint sizes, key ids and column names, never
+a value of an event; nothing stored by the sealer is trusted (roots are recomputed from the events).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -29,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from security.audit import leaf
+from security.audit import leaf, rows
 from security.audit.checkpoint import Checkpoint, public_key_pem
 from security.audit.merkle import Frontier, ProofError, Tree, verify_consistency
 from security.audit.sealer import CHECKPOINTS, EVENTS, LEAVES, SUBJECTS, _checkpoint
@@ -41,6 +50,10 @@ class Discrepancy(Exception):
     """The first place where the log and its seals disagree (the message is patient-data-free)."""
 
 
+class Damaged(Discrepancy):
+    """Rows that cannot be read at all (listed by position or row number and column, no value)."""
+
+
 @dataclass
 class Snapshot:
     """What verification needs: per event its recomputed leaf hash and time, the leaves, the
@@ -49,8 +62,9 @@ class Snapshot:
     origin: str
     event_hashes: dict[str, bytes] = field(default_factory=dict)
     event_times: dict[str, str] = field(default_factory=dict)
-    leaves: list[tuple[int, str, bytes]] = field(default_factory=list)
+    leaves: list[tuple[int, str, bytes, str | None]] = field(default_factory=list)  # position, event, hash, quarantine
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # where rows could not be read (no values)
 
     def add_event(self, fields: list[str | None], subjects: Iterable[str]) -> None:
         eid = fields[0]
@@ -66,26 +80,35 @@ class Report:
     checkpoints: int
     events: int
     unsealed: int
+    quarantined: list[tuple[int, str, str]] = field(default_factory=list)  # position, event id, reason
 
     def summary(self) -> str:
         return (f"intact: {self.tree_size} sealed events under {self.checkpoints} signed checkpoints"
-                + (f"; {self.unsealed} recent events not yet sealed" if self.unsealed else ""))
+                + (f"; {self.unsealed} recent events not yet sealed" if self.unsealed else "")
+                + (f"; {len(self.quarantined)} QUARANTINED events (sealed but not vouched for by the registry: "
+                   "written outside it, or back-dated)" if self.quarantined else ""))
+
+    def findings(self) -> list[str]:
+        return [f"position {p}: event {eid} quarantined ({reason})" for p, eid, reason in self.quarantined]
 
 
 def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_before: str | None = None,
                     trusted: tuple[int, bytes] | None = None) -> Report:
     """Raises Discrepancy at the first disagreement. `unsealed_before`: canonical timestamp;
     an event without a leaf older than it is a discrepancy (None: every event must be sealed)."""
+    if snap.damaged:
+        shown = "; ".join(snap.damaged[:50]) + (f"; and {len(snap.damaged) - 50} more" if len(snap.damaged) > 50 else "")
+        raise Damaged(f"{len(snap.damaged)} damaged row(s) that cannot be read: {shown}")
     leaves = sorted(snap.leaves, key=lambda x: x[0])
     checkpoints = sorted(snap.checkpoints, key=lambda c: c.tree_size)
     for a, b in zip(checkpoints, checkpoints[1:]):
         if a.tree_size == b.tree_size:
             raise Discrepancy(f"two checkpoints claim tree size {a.tree_size}")
-    frontier, hashes, seen, ci = Frontier(), [], {}, 0
+    frontier, hashes, seen, ci, quarantined = Frontier(), [], {}, 0, []
     while ci < len(checkpoints) and checkpoints[ci].tree_size == 0:
         _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), public_key)
         ci += 1
-    for expected, (position, eid, stored) in enumerate(leaves):
+    for expected, (position, eid, stored, reason) in enumerate(leaves):
         if position != expected:
             raise Discrepancy(f"leaf positions are not consecutive: expected {expected}, found {position}")
         recomputed = snap.event_hashes.get(eid)
@@ -94,6 +117,9 @@ def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_be
         if eid in seen:
             raise Discrepancy(f"event {eid} is sealed twice (positions {seen[eid]} and {position})")
         seen[eid] = position
+        if reason is not None:
+            recomputed = leaf.quarantined_leaf_hash(recomputed, reason)
+            quarantined.append((position, eid, reason))
         if recomputed != stored:
             raise Discrepancy(f"event {eid} at position {position}: its columns or subjects do not match its sealed "
                               "leaf hash (altered or moved event)")
@@ -130,7 +156,7 @@ def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_be
         if unsealed_before is None or snap.event_times[eid] < unsealed_before:
             raise Discrepancy(f"event {eid} is not in the sealed log although it is older than the sealed range "
                               "(inserted event)")
-    return Report(latest, len(checkpoints), len(snap.event_hashes), len(unsealed))
+    return Report(latest, len(checkpoints), len(snap.event_hashes), len(unsealed), quarantined)
 
 
 def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, public_key: Ed25519PublicKey) -> None:
@@ -144,12 +170,53 @@ def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, public_key: Ed25
 
 # --- from the database -----------------------------------------------------------------------
 
-def _db_events(session: Session) -> Iterator[tuple[list, list]]:
+def _rows(session: Session, table, order_by=None):
+    stmt = rows.raw_select(table)
+    return rows.read(session, stmt.order_by(rows.raw(order_by)) if order_by is not None else stmt, table)
+
+
+_hashable = rows.hashable
+
+
+def _db_events(session: Session, snap: Snapshot, positions: dict) -> Iterator[tuple[list, list]]:
+    """Events as canonical text with their subjects; unreadable ones go to `snap.damaged`, by leaf
+    position when their raw id names a leaf (`positions`: raw event id -> position)."""
+    def where(raw_id, table: str, n: int) -> str:
+        p = positions.get(_hashable(raw_id))
+        return f"position {p}" if p is not None else f"{table} row {n} (unsealed)"
+
     subjects: dict = {}
-    for event_id, patient_id in session.execute(select(SUBJECTS.c.event_id, SUBJECTS.c.patient_id)):
-        subjects.setdefault(event_id, []).append(patient_id)
-    for row in session.execute(select(EVENTS)).yield_per(5000):
-        yield leaf.canonical_fields(row._mapping), [str(s) for s in subjects.get(row.id, ())]
+    damaged_ids: set = set()
+    for n, row, raw, bad in _rows(session, SUBJECTS):
+        if row is None or not isinstance(row["event_id"], uuid.UUID) or not isinstance(row["patient_id"], uuid.UUID):
+            snap.damaged.append(f"{where(raw['event_id'], 'audit_event_subjects', n)}: audit_event_subjects."
+                                f"{bad or 'patient_id'} cannot be read")
+            damaged_ids.add(_hashable(raw["event_id"]))
+            continue
+        subjects.setdefault(row["event_id"], []).append(row["patient_id"])
+    for n, row, raw, bad in _rows(session, EVENTS):
+        if _hashable(raw["id"]) in damaged_ids:
+            continue
+        try:
+            if row is None:
+                raise ValueError
+            fields = leaf.canonical_fields(row)
+            if fields[0] is None or not isinstance(row["detail"], dict):
+                raise ValueError
+        except Exception:  # noqa: BLE001 - a value of the wrong type is damage, whatever it raises
+            column = bad or _bad_column(row)
+            snap.damaged.append(f"{where(raw['id'], 'audit_events', n)}: audit_events.{column} cannot be read")
+            continue
+        yield fields, [str(s) for s in subjects.get(row["id"], ())]
+
+
+def _bad_column(row: dict | None) -> str:
+    for name in leaf.FIELDS:
+        try:
+            leaf.canonical_fields({**{f: None for f in leaf.FIELDS}, name: row[name]})
+        except Exception:  # noqa: BLE001
+            return name
+    return "detail"
 
 
 def _isolate(session: Session) -> None:
@@ -161,14 +228,39 @@ def _isolate(session: Session) -> None:
 
 def snapshot_from_db(session: Session, origin: str, *, sealed_only: bool = False) -> Snapshot:
     snap = Snapshot(origin)
-    snap.checkpoints = [_checkpoint(r) for r in session.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size))]
-    snap.leaves = [(r.position, str(r.event_id), bytes(r.leaf_hash))
-                   for r in session.execute(select(LEAVES).order_by(LEAVES.c.position))]
-    sealed = {eid for _, eid, _ in snap.leaves} if sealed_only else None
-    for fields, subjects in _db_events(session):
+    for n, row, _raw, bad in _rows(session, CHECKPOINTS, CHECKPOINTS.c.tree_size):
+        try:
+            snap.checkpoints.append(_checkpoint(_Row(row)))
+            if not isinstance(row["signed_at"], datetime):
+                raise TypeError
+        except Exception:  # noqa: BLE001
+            snap.damaged.append(f"audit_checkpoints row {n}: {bad or 'a column'} cannot be read")
+    positions: dict = {}
+    for n, row, raw, bad in _rows(session, LEAVES, LEAVES.c.position):
+        try:
+            item = (int(row["position"]), str(uuid.UUID(str(row["event_id"]))), bytes(row["leaf_hash"]),
+                    row["quarantine"])
+            if item[3] is not None and not isinstance(item[3], str):
+                raise TypeError
+        except Exception:  # noqa: BLE001
+            snap.damaged.append(f"audit_log_leaves row {n}: {bad or 'a column'} cannot be read")
+            continue
+        snap.leaves.append(item)
+        positions[_hashable(raw["event_id"])] = item[0]
+    sealed = {eid for _, eid, _, _ in snap.leaves} if sealed_only else None
+    for fields, subjects in _db_events(session, snap, positions):
         if sealed is None or fields[0] in sealed:
             snap.add_event(fields, subjects)
     return snap
+
+
+class _Row:
+    """Attribute access to a row read by `_rows` (for `sealer._checkpoint`)."""
+
+    def __init__(self, values: dict | None) -> None:
+        if values is None:
+            raise ValueError
+        self.__dict__.update(values)
 
 
 def verify_database(session: Session, origin: str, public_key: Ed25519PublicKey, *,
@@ -179,7 +271,8 @@ def verify_database(session: Session, origin: str, public_key: Ed25519PublicKey,
     if isolate:
         _isolate(session)
     snap = snapshot_from_db(session, origin)
-    cutoff = leaf.timestamp(snap.checkpoints[-1].signed_at - grace) if snap.checkpoints else ""
+    latest = max(snap.checkpoints, key=lambda c: c.tree_size) if snap.checkpoints and not snap.damaged else None
+    cutoff = leaf.timestamp(latest.signed_at - grace) if latest else ""
     return verify_snapshot(snap, public_key, unsealed_before=cutoff, trusted=trusted)
 
 
@@ -193,14 +286,17 @@ def export_lines(session: Session, origin: str, public_key: Ed25519PublicKey) ->
     size = cps[-1].tree_size if cps else 0
     leaves = session.execute(select(LEAVES).where(LEAVES.c.position < size).order_by(LEAVES.c.position)).all()
     sealed = {str(r.event_id) for r in leaves}
+    snap = Snapshot(origin)
     yield json.dumps({"format": EXPORT_FORMAT, "leaf_encoding": leaf.VERSION, "origin": origin, "tree_size": size,
                       "fields": list(leaf.FIELDS), "public_key": public_key_pem(public_key)})
-    for fields, subjects in _db_events(session):
+    for fields, subjects in _db_events(session, snap, {}):
         if fields[0] in sealed:
             yield json.dumps({"kind": "event", "event": dict(zip(leaf.FIELDS, fields)), "subjects": sorted(subjects)})
+    if snap.damaged:
+        raise Damaged(f"{len(snap.damaged)} damaged row(s): run `nhr audit verify`")
     for r in leaves:
         yield json.dumps({"kind": "leaf", "position": r.position, "event_id": str(r.event_id),
-                          "leaf_hash": bytes(r.leaf_hash).hex()})
+                          "leaf_hash": bytes(r.leaf_hash).hex(), "quarantine": r.quarantine})
     for cp in cps:
         yield json.dumps({"kind": "checkpoint", **cp.as_json()})
 
@@ -217,7 +313,10 @@ def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
             if kind == "event":
                 snap.add_event([rec["event"].get(f) for f in leaf.FIELDS], rec.get("subjects", []))
             elif kind == "leaf":
-                snap.leaves.append((int(rec["position"]), str(rec["event_id"]), bytes.fromhex(rec["leaf_hash"])))
+                reason = rec.get("quarantine")
+                if reason is not None and not isinstance(reason, str):
+                    raise TypeError
+                snap.leaves.append((int(rec["position"]), str(rec["event_id"]), bytes.fromhex(rec["leaf_hash"]), reason))
             elif kind == "checkpoint":
                 snap.checkpoints.append(Checkpoint.from_json(rec))
             else:
