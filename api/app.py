@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import idempotency, problems
+from api.body_limit import BodyLimitMiddleware
 from api.deps import check_routes
 from api.fhir import responses as fhir_responses
 from api.fhir import routes as fhir_routes
@@ -70,5 +71,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     check_routes(app.routes)
 
     idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes,
+                       max_batch_bytes=settings.limits.max_batch_body_bytes)  # 413 before anything parses
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.aefi import codes
+from registry.text import Text
 
 
 def _one_of(kind: str, allowed: dict[str, str], value: str) -> str:
@@ -27,7 +28,7 @@ class AdverseEventCreate(BaseModel):
     seriousness: str = Field(description="non_serious, or a WHO serious criterion: death, life_threatening, hospitalisation, "
                                          "disability, congenital_anomaly, other_medically_important")
     outcome: str = Field(description="recovered, recovering, not_recovered, recovered_with_sequelae, died, unknown")
-    notes: str | None = Field(None, min_length=1, max_length=2000, description="free text, stored encrypted")
+    notes: Text | None = Field(None, min_length=1, max_length=2000, description="free text, stored encrypted")
 
     @field_validator("symptoms")
     @classmethod

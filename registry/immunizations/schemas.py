@@ -8,6 +8,7 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.immunizations.vaccines import VACCINES
+from registry.text import Text
 
 
 def _vaccine(v: str | None) -> str | None:
@@ -33,7 +34,7 @@ class DoseCreate(BaseModel):
     dose_number: int = Field(ge=0, le=10)
     date_given: date
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
-    override_reason: str | None = _OVERRIDE
+    override_reason: Text | None = _OVERRIDE
 
     _v = field_validator("vaccine")(_vaccine)
 
@@ -46,15 +47,15 @@ class DoseCorrection(BaseModel):
     dose_number: int | None = Field(None, ge=0, le=10)
     date_given: date | None = None
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
-    reason: str = Field(min_length=3, max_length=500)
-    override_reason: str | None = _OVERRIDE
+    reason: Text = Field(min_length=3, max_length=500)
+    override_reason: Text | None = _OVERRIDE
 
     _v = field_validator("vaccine")(_vaccine)
 
 
 class DoseVoid(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=500)
+    reason: Text = Field(min_length=3, max_length=500)
 
 
 class DoseView(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from registry import identifiers
 from registry.clock import local_today
 from registry.patients.models import GUARDIAN_RELATIONSHIPS, SEXES
+from registry.text import Line
 
 _PHONE = re.compile(r"^(\+92|0092|0)3\d{2}-?\d{7}$")
 _Text = Field(min_length=1, max_length=100)
@@ -42,7 +43,7 @@ def _birth_date(v: date) -> date:
 
 class Guardian(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, min_length=1, max_length=100)
+    name: Line | None = Field(None, min_length=1, max_length=100)
     relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}")
     cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"])
 
@@ -64,15 +65,15 @@ class PatientCreate(BaseModel):
     }]})
 
     id: uuid.UUID | None = Field(None, description="client-generated UUID, for records created offline")
-    given_name: str = _Text
-    family_name: str | None = Field(None, min_length=1, max_length=100)
+    given_name: Line = _Text
+    family_name: Line | None = Field(None, min_length=1, max_length=100)
     sex: str = Field(description=f"one of {', '.join(SEXES)}")
     birth_date: date
     bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X")
     cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X")
     guardian: Guardian | None = None
     phone: str | None = None
-    address: str | None = Field(None, max_length=300, description="address below district level (encrypted)")
+    address: Line | None = Field(None, max_length=300, description="address below district level (encrypted)")
     district: str | None = Field(None, description="district of residence; defaults to the facility's district")
 
     _ids = field_validator("bform", "cnic")(_nadra)
@@ -91,15 +92,15 @@ class PatientUpdate(BaseModel):
     """Partial update: only the fields present are changed; `null` clears an optional field."""
 
     model_config = ConfigDict(extra="forbid")
-    given_name: str | None = Field(None, min_length=1, max_length=100)
-    family_name: str | None = Field(None, min_length=1, max_length=100)
+    given_name: Line | None = Field(None, min_length=1, max_length=100)
+    family_name: Line | None = Field(None, min_length=1, max_length=100)
     sex: str | None = None
     birth_date: date | None = None
     bform: str | None = None
     cnic: str | None = None
     guardian: Guardian | None = None
     phone: str | None = None
-    address: str | None = Field(None, max_length=300)
+    address: Line | None = Field(None, max_length=300)
     district: str | None = None
 
     _ids = field_validator("bform", "cnic")(_nadra)
