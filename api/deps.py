@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
 from registry import errors as e
+from registry import rate_limit
 from registry.context import ServiceContext
 from registry.runtime import Runtime
 from registry.users.service import principal_from_claims
@@ -182,6 +183,7 @@ def require(permission: Permission, *, action: str | None = None):
             raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
         if purpose_error is not None:
             raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
+        await rate_limit.check(rt, principal, permission)  # 429 past the principal's window (registry/rate_limit.py)
         await idempotency.begin(request, uow, principal)
         return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else rt.aio)
 
