@@ -210,6 +210,11 @@ def _complete_operation(method: str, path: str, access: str | None, op: dict) ->
     if not params:
         op.pop("parameters")
     responses = op.setdefault("responses", {})
+    if fhir:  # FHIR answers fhir+json unless the client asks for plain JSON (api/fhir/responses.media_type)
+        for code, response in responses.items():
+            content = response.get("content", {})
+            if code.startswith("2") and "application/json" in content and FHIR_JSON not in content:
+                content[FHIR_JSON] = copy.deepcopy(content["application/json"])
     for status in sorted(statuses_of(method, path, access, op)):
         responses[str(status)] = _error_response(status, fhir)
     for name in RESPONSE_HEADERS.get((method, path), ()):

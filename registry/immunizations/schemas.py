@@ -30,7 +30,7 @@ class DoseCreate(BaseModel):
         {"vaccine": "PENTA", "dose_number": 1, "date_given": "2026-10-13", "lot_number": "PN2026-114"}]})
 
     id: uuid.UUID | None = Field(None, description="client-generated UUID, for doses recorded offline")
-    vaccine: str = Field(description=f"one of {', '.join(VACCINES)}")
+    vaccine: str = Field(description=f"one of {', '.join(VACCINES)}", json_schema_extra={"enum": list(VACCINES)})
     dose_number: int = Field(ge=0, le=10)
     date_given: date
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
@@ -43,7 +43,7 @@ class DoseCorrection(BaseModel):
     """The corrected values (only those that change) and why. The old record is kept, superseded."""
 
     model_config = ConfigDict(extra="forbid")
-    vaccine: str | None = None
+    vaccine: str | None = Field(None, json_schema_extra={"enum": list(VACCINES)})
     dose_number: int | None = Field(None, ge=0, le=10)
     date_given: date | None = None
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")

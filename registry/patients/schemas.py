@@ -44,7 +44,8 @@ def _birth_date(v: date) -> date:
 class Guardian(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Line | None = Field(None, min_length=1, max_length=100)
-    relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}")
+    relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}",
+                                     json_schema_extra={"enum": list(GUARDIAN_RELATIONSHIPS)})
     cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"])
 
     _cnic = field_validator("cnic")(_nadra)
@@ -67,7 +68,7 @@ class PatientCreate(BaseModel):
     id: uuid.UUID | None = Field(None, description="client-generated UUID, for records created offline")
     given_name: Line = _Text
     family_name: Line | None = Field(None, min_length=1, max_length=100)
-    sex: str = Field(description=f"one of {', '.join(SEXES)}")
+    sex: str = Field(description=f"one of {', '.join(SEXES)}", json_schema_extra={"enum": list(SEXES)})
     birth_date: date
     bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X")
     cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X")
@@ -94,7 +95,7 @@ class PatientUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     given_name: Line | None = Field(None, min_length=1, max_length=100)
     family_name: Line | None = Field(None, min_length=1, max_length=100)
-    sex: str | None = None
+    sex: str | None = Field(None, json_schema_extra={"enum": list(SEXES)})
     birth_date: date | None = None
     bform: str | None = None
     cnic: str | None = None
