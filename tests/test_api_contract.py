@@ -28,9 +28,11 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from api.app import create_app
 
-EXAMPLES = 4
+EXAMPLES = 12
 ROLES = ("clinic_a", "official_national")
 # Operations left out of the fuzz run, each with its reason.
+# Fields whose rule depends on today's date, which a JSON schema cannot state (their descriptions say it).
+DATE_RULES = {"birth_date"}
 SKIP = {
     "POST /api/v1/auth/token": "login: every wrong guess feeds the login throttle of the test client",
     "POST /api/v1/citizen/token": "login: as above",
@@ -78,8 +80,9 @@ def test_the_app_keeps_its_openapi_contract(contract_app, shared_world):
         rid = response.headers.get("x-request-id", [""])[0] if isinstance(response.headers.get("x-request-id"), list) \
             else response.headers.get("x-request-id", "")
         if rid in rejected:
-            raise AssertionError("a schema-valid request was rejected by request validation: "
-                                 f"{[e.get('field') for e in (response.json().get('errors') or [])]}")
+            fields = {e.get("field") for e in (response.json().get("errors") or [])}
+            if fields - DATE_RULES:
+                raise AssertionError(f"a schema-valid request was rejected by request validation: {sorted(fields)}")
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
               valid_request_accepted_by_validation]

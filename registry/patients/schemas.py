@@ -15,6 +15,10 @@ from registry.text import Line
 
 _PHONE = re.compile(r"^(\+92|0092|0)3\d{2}-?\d{7}$")
 _Text = Field(min_length=1, max_length=100)
+# The format rules below, stated in the schema too (what clients and schema-driven tools see)
+_NADRA_SCHEMA = {"pattern": r"^[0-9]{5}-?[0-9]{7}-?[0-9]$"}
+_PHONE_SCHEMA = {"pattern": r"^(\+92|0092|0)3[0-9]{2}-?[0-9]{7}$"}
+_BIRTH_DATE = "not in the future, and at most 120 years ago (a rule of today's date, which a schema cannot state)"
 
 
 def _nadra(v: str | None) -> str | None:
@@ -46,7 +50,8 @@ class Guardian(BaseModel):
     name: Line | None = Field(None, min_length=1, max_length=100)
     relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}",
                                      json_schema_extra={"enum": list(GUARDIAN_RELATIONSHIPS)})
-    cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"])
+    cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"],
+                             json_schema_extra=_NADRA_SCHEMA)
 
     _cnic = field_validator("cnic")(_nadra)
 
@@ -69,11 +74,12 @@ class PatientCreate(BaseModel):
     given_name: Line = _Text
     family_name: Line | None = Field(None, min_length=1, max_length=100)
     sex: str = Field(description=f"one of {', '.join(SEXES)}", json_schema_extra={"enum": list(SEXES)})
-    birth_date: date
-    bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X")
-    cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X")
+    birth_date: date = Field(description=_BIRTH_DATE)
+    bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X", json_schema_extra=_NADRA_SCHEMA)
+    cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X",
+                             json_schema_extra=_NADRA_SCHEMA)
     guardian: Guardian | None = None
-    phone: str | None = None
+    phone: str | None = Field(None, json_schema_extra=_PHONE_SCHEMA)
     address: Line | None = Field(None, max_length=300, description="address below district level (encrypted)")
     district: str | None = Field(None, description="district of residence; defaults to the facility's district")
 
@@ -96,11 +102,11 @@ class PatientUpdate(BaseModel):
     given_name: Line | None = Field(None, min_length=1, max_length=100)
     family_name: Line | None = Field(None, min_length=1, max_length=100)
     sex: str | None = Field(None, json_schema_extra={"enum": list(SEXES)})
-    birth_date: date | None = None
-    bform: str | None = None
-    cnic: str | None = None
+    birth_date: date | None = Field(None, description=_BIRTH_DATE)
+    bform: str | None = Field(None, json_schema_extra=_NADRA_SCHEMA)
+    cnic: str | None = Field(None, json_schema_extra=_NADRA_SCHEMA)
     guardian: Guardian | None = None
-    phone: str | None = None
+    phone: str | None = Field(None, json_schema_extra=_PHONE_SCHEMA)
     address: Line | None = Field(None, max_length=300)
     district: str | None = None
 
