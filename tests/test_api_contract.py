@@ -20,6 +20,7 @@ import uuid
 import pytest
 import schemathesis
 from fastapi.exceptions import RequestValidationError
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -27,6 +28,9 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                status_code_conformance)
 
 from api.app import create_app
+from conftest import build_world, drop_database, fresh_database_url, make_settings
+from registry import bootstrap
+from registry.runtime import Runtime
 
 EXAMPLES = 12
 ROLES = ("clinic_a", "official_national")
@@ -40,9 +44,14 @@ SKIP = {
 
 
 @pytest.fixture(scope="module")
-def contract_app(runtime):
-    """A second app on the same runtime, whose request-validation handler is watched."""
-    app = create_app(runtime.settings, runtime)
+def contract(tmp_path_factory):
+    """An app on a database of its own (other tests corrupt ciphertexts on purpose in the shared
+    one), whose request-validation handler is watched; and a world of users in it."""
+    tmp = tmp_path_factory.mktemp("contract")
+    url = fresh_database_url(tmp, "contract")
+    rt = Runtime.build(make_settings(url, tmp / "keyring"))
+    bootstrap.init(rt)
+    app = create_app(rt.settings, rt)
     rejected: set[str] = set()
     handler = app.exception_handlers[RequestValidationError]
 
@@ -52,7 +61,10 @@ def contract_app(runtime):
 
     app.exception_handlers[RequestValidationError] = watched
     app.state.rejected_by_validation = rejected
-    return app
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app, build_world(client, rt)
+    rt.engine.dispose()
+    drop_database(url)
 
 
 def _fuzz(strategy, headers: dict, checks: list) -> int:
@@ -70,10 +82,11 @@ def _fuzz(strategy, headers: dict, checks: list) -> int:
     return calls
 
 
-def test_the_app_keeps_its_openapi_contract(contract_app, shared_world):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app)
-    rejected = contract_app.state.rejected_by_validation
-    tokens = {who: shared_world.token(who) for who in ROLES}
+def test_the_app_keeps_its_openapi_contract(contract):
+    app, world = contract
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    rejected = app.state.rejected_by_validation
+    tokens = {who: world.token(who) for who in ROLES}
 
     @schemathesis.check
     def valid_request_accepted_by_validation(ctx, response, case):
