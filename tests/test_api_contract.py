@@ -32,7 +32,7 @@ from conftest import build_world, drop_database, fresh_database_url, make_settin
 from registry import bootstrap
 from registry.runtime import Runtime
 
-EXAMPLES = 12
+EXAMPLES = 8
 ROLES = ("clinic_a", "official_national")
 # Operations left out of the fuzz run, each with its reason.
 # Fields whose rule depends on today's date, which a JSON schema cannot state (their descriptions say it).
