@@ -22,6 +22,7 @@ import copy
 
 from fastapi import FastAPI
 
+from api import openapi_examples
 from api.deps import declared_access, iter_api_routes
 from registry.rate_limit import PATIENT_DATA
 from security.access.permissions import ROLE_PURPOSES, Permission
@@ -180,6 +181,9 @@ def _error_response(status: int, fhir: bool) -> dict:
 def complete(spec: dict, routes) -> None:
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(Problem=PROBLEM_SCHEMA, ProblemFieldError=FIELD_ERROR_SCHEMA, OperationOutcome=OUTCOME_SCHEMA)
+    for name, example in openapi_examples.by_component().items():
+        if name in schemas and not schemas[name].get("examples"):
+            schemas[name]["examples"] = [example]
     paths = spec.get("paths", {})
     if "/metrics" in paths:  # Prometheus text, not JSON
         paths["/metrics"]["get"]["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"},

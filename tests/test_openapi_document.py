@@ -74,3 +74,15 @@ def test_success_headers_and_logins(spec):
     login = spec["paths"]["/api/v1/auth/token"]["post"]["responses"]
     assert {"401", "413", "422", "429"} <= set(login) and "Retry-After" in login["429"]["headers"]
     assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+
+def test_central_examples_land_on_their_components_and_validate(spec):
+    from api.openapi_examples import EXAMPLES, by_component
+
+    schemas = spec["components"]["schemas"]
+    for model in EXAMPLES:
+        name = type(model).__name__
+        assert name in schemas, f"{name} is not a component of the document"
+        [example] = schemas[name]["examples"]
+        assert example == by_component()[name]
+        type(model).model_validate(example)  # the JSON form reads back as the model
