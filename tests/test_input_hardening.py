@@ -10,6 +10,7 @@ import uuid
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from api.deps import UNSAFE_REASON
 from conftest import audit_events, new_child
 from registry.aefi.schemas import AdverseEventCreate
 from registry.audit_log.break_glass import FindingIn
@@ -138,3 +139,14 @@ def test_batch_routes_have_their_own_limit(world, client, runtime):
     fhir = client.post("/fhir/R4", content=b"{" + b" " * (limits.max_batch_body_bytes + 1) + b"}",
                        headers=world.h("clinic_a", **{"content-type": "application/fhir+json"}))
     assert fhir.status_code == 413 and fhir.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_break_glass_reason_with_control_characters_is_refused(world, client, runtime):
+    child = world.register("clinic_a")
+    rid = uuid.uuid4().hex
+    r = client.get(f"/api/v1/patients/{child['id']}", headers=world.h(
+        "official_other_province", **{"X-Break-Glass-Reason": b"unconscious child \x85 at DHQ", "X-Request-ID": rid}))
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["X-Break-Glass-Reason"]
+    [ev] = audit_events(runtime, request_id=rid)
+    assert ev.outcome == "invalid" and ev.break_glass  # the attempt stays on record for the auditor ...
+    assert ev.break_glass_reason == UNSAFE_REASON  # ... without the characters
