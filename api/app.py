@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import idempotency, problems
+from api import idempotency, openapi, problems
+from api.body_limit import BodyLimitMiddleware
 from api.deps import check_routes
 from api.fhir import responses as fhir_responses
 from api.fhir import routes as fhir_routes
@@ -75,7 +76,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(docs_routes.router)
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)
+    openapi.install(app)  # every error status, header and problem schema, derived from the routes' declarations
 
     idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes,
+                       max_batch_bytes=settings.limits.max_batch_body_bytes)  # 413 before anything parses
     app.add_middleware(RequestContextMiddleware)
     return app

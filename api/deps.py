@@ -39,6 +39,7 @@ from api import idempotency
 from api.client_address import client_address
 from registry import database
 from registry import errors as e
+from registry import rate_limit, text
 from registry.context import ServiceContext
 from registry.runtime import Runtime
 from registry.users.service import principal_from_claims
@@ -50,6 +51,7 @@ from security.audit.trail import AuditTrail, PatientRef
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
+UNSAFE_REASON = "(refused: the stated reason held control or bidirectional characters)"
 _RESOURCE = {"patient": "Patient", "immunization": "Immunization", "audit": "AuditEvent", "user": "User", "auth": "User",
              "aefi": "AdverseEvent", "report": "Report"}
 
@@ -176,6 +178,9 @@ def require(permission: Permission, *, action: str | None = None):
         # header could be anything), then the role decides (403 whatever the headers say), and only
         # then are header errors reported (422).
         reason = break_glass.strip()[:500] if break_glass is not None else None
+        unsafe = reason is not None and not text.is_safe(reason, newlines=False)
+        if unsafe:  # kept on record as an attempt, without the characters (registry/text.py)
+            reason = UNSAFE_REASON
         try:
             resolved, purpose_error = resolve_purpose(principal.role, purpose, reason), None
         except PurposeRejected as exc:
@@ -187,8 +192,11 @@ def require(permission: Permission, *, action: str | None = None):
             raise e.Forbidden("your role cannot use break-glass access")
         if reason is not None and len(reason) < 10:
             raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
+        if unsafe:
+            raise e.InvalidInput(text.MESSAGE, field="X-Break-Glass-Reason")
         if purpose_error is not None:
             raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
+        await rate_limit.check(rt, principal, permission)  # 429 past the principal's window (registry/rate_limit.py)
         await idempotency.begin(request, uow, principal)
         return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else rt.aio)
 

@@ -98,6 +98,11 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc.__cause__, UnicodeError):
+        # FastAPI answers a body that is not UTF-8 (or another JSON encoding) with a bare 400 "error
+        # parsing the body"; it is invalid JSON like any other, and gets the same 422 and shape.
+        return await _validation(request, RequestValidationError([{"type": "json_invalid", "loc": ("body", 0),
+                                                                   "msg": "JSON decode error"}]))
     slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthenticated"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else None
     return problem(exc.status_code, slug, detail or "HTTP error", detail, request, headers=getattr(exc, "headers", None))

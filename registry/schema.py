@@ -11,6 +11,7 @@ from registry.jurisdictions import models as _jurisdictions  # noqa: F401
 from registry.linkage import models as _linkage  # noqa: F401
 from registry.linkage import merge_models as _linkage_merges  # noqa: F401
 from registry.patients import models as _patients  # noqa: F401
+from registry import rate_limit as _rate_limit  # noqa: F401
 from registry.reports import models as _reports  # noqa: F401
 from registry.schedules import models as _schedules  # noqa: F401
 from registry.sync import models as _sync  # noqa: F401

@@ -59,12 +59,30 @@ class PasswordSettings(_Strict):
 
 
 class LoginSettings(_Strict):
-    """Login throttle, for staff and citizens alike: past `max_failures_per_*` failures within the window, an account
-    or a client address is refused before its password is checked, and told to retry after `window_seconds`."""
+    """Login throttle, for staff and citizens alike (security/throttle.py). Failures count per (account, client)
+    pair, per account and per client within the window. A pair past `max_failures_per_pair` is refused; an account
+    past `max_failures_per_account` (a slower ceiling against guessing spread over many clients) is refused only to
+    clients that have not logged into it within `known_client_days`, so a stranger elsewhere cannot lock the owner
+    out; a client past `max_failures_per_client` is refused for every account. Refusals come before the password
+    is checked and say to retry after `window_seconds`."""
     model_config = _env("NHR_LOGIN_")
     window_seconds: int = 900
-    max_failures_per_account: int = 5
-    max_failures_per_client: int = 30
+    max_failures_per_pair: int = Field(5, ge=1)
+    max_failures_per_account: int = Field(50, ge=1)
+    max_failures_per_client: int = Field(30, ge=1)
+    known_client_days: int = Field(30, ge=0)
+
+
+class LimitSettings(_Strict):
+    """Request limits (issue 18). A body over `max_body_bytes` (`max_batch_body_bytes` for the batch sync and the
+    FHIR Bundle endpoints) answers 413 before it is parsed. Each principal may make `rate_limit_requests` requests
+    to patient-data routes per `rate_limit_window_seconds` (fixed windows counted in the database, so shared by all
+    workers), then gets 429 with Retry-After; 0 turns the rate limit off."""
+    model_config = _env("NHR_")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_batch_body_bytes: int = Field(33_554_432, ge=1024)
+    rate_limit_requests: int = Field(600, ge=0)
+    rate_limit_window_seconds: int = Field(60, ge=1, le=86_400)
 
 
 class PageSizeSettings(_Strict):
@@ -192,6 +210,7 @@ class Settings(_Strict):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @model_validator(mode="after")
     def _production_requires_explicit_values(self) -> Settings:

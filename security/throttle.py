@@ -1,19 +1,33 @@
 """Login throttling that works across workers and hosts: failures are rows in the database.
 
+The scheme (issue 18: a stranger must not be able to lock the owner out), for staff and citizens:
+- **pair**: failures of one account from one client. Past `per_pair` within the window, that
+  client is refused for that account. This is what slows a guesser, and it cannot touch the owner
+  logging in from anywhere else.
+- **account**: failures of the account from every client together, a slower ceiling (`per_account`,
+  ten times the pair limit by default) against guessing spread over many addresses. Past it, the
+  account is refused only to clients that have not logged into it within `known_for`: the owner's
+  own device still gets in (subject to its own pair limit), an attacker's new addresses do not.
+- **client**: failures from one client over all accounts (`per_client`), against spraying one
+  password over many accounts.
+A successful login clears its pair's failures and marks the client as known to the account.
+
 Invariants:
-- Keys are SHA-256 digests of `account:<username>` and `client:<address>`, so the table holds
-  no usernames or addresses in clear.
-- A key over its limit within the window is refused *before* the password is checked, so a
-  throttled attacker learns nothing from further guesses.
-- A successful login clears the account's failures (not the client's).
+- Keys are SHA-256 digests of a namespace and the values (`account:<username>` ...), so the table
+  holds no usernames or addresses in clear; callers with guessable account names key them first
+  (registry/citizens/service.py).
+- A refused attempt is refused *before* the password is checked, so a throttled guesser learns
+  nothing from further guesses.
+- One query reads every count (`refused`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Index, Integer, String, delete, func, insert, select
+from sqlalchemy import Index, Integer, String, and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -23,7 +37,7 @@ class LoginFailureRow(Base):
     __tablename__ = "login_failures"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))  # a failure key, or a `known` key (the time of a successful login)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index(None, "key", "at"),)
@@ -33,15 +47,61 @@ def throttle_key(kind: str, value: str) -> str:
     return hashlib.sha256(f"{kind}:{value.lower()}".encode()).hexdigest()
 
 
-def failures_since(session: Session, key: str, window: timedelta) -> int:
+@dataclass(frozen=True)
+class Limits:
+    window: timedelta
+    per_pair: int
+    per_account: int
+    per_client: int
+    known_for: timedelta
+
+    @classmethod
+    def of(cls, login) -> Limits:
+        """From `settings.login` (registry/settings.LoginSettings)."""
+        return cls(timedelta(seconds=login.window_seconds), login.max_failures_per_pair, login.max_failures_per_account,
+                   login.max_failures_per_client, timedelta(days=login.known_client_days))
+
+
+@dataclass(frozen=True)
+class Keys:
+    account: str
+    client: str
+    pair: str
+    known: str
+
+    @classmethod
+    def of(cls, namespace: str, account: str, client: str) -> Keys:
+        """`namespace` "" for staff, "citizen-" for citizens: separate budgets."""
+        pair_value = f"{account.lower()}\x00{client}"
+        return cls(throttle_key(f"{namespace}account", account), throttle_key(f"{namespace}client", client),
+                   throttle_key(f"{namespace}pair", pair_value), throttle_key(f"{namespace}known", pair_value))
+
+
+def refused(session: Session, keys: Keys, limits: Limits) -> str | None:
+    """Why this attempt is refused before its password is checked ('pair', 'client', 'account'), or None."""
     t = LoginFailureRow.__table__
-    return session.execute(select(func.count()).select_from(t).where(t.c.key == key, t.c.at >= datetime.now(UTC) - window)).scalar_one()
-
-
-def record_failure(session: Session, keys: list[str]) -> None:
     now = datetime.now(UTC)
-    session.execute(insert(LoginFailureRow.__table__), [{"key": k, "at": now} for k in keys])
+    rows = session.execute(
+        select(t.c.key, func.count()).where(or_(
+            and_(t.c.key.in_([keys.pair, keys.account, keys.client]), t.c.at >= now - limits.window),
+            and_(t.c.key == keys.known, t.c.at >= now - limits.known_for))).group_by(t.c.key)).all()
+    counts = dict(rows)
+    if counts.get(keys.pair, 0) >= limits.per_pair:
+        return "pair"
+    if counts.get(keys.client, 0) >= limits.per_client:
+        return "client"
+    if counts.get(keys.account, 0) >= limits.per_account and not counts.get(keys.known):
+        return "account"
+    return None
 
 
-def clear(session: Session, key: str) -> None:
-    session.execute(delete(LoginFailureRow.__table__).where(LoginFailureRow.__table__.c.key == key))
+def record_failure(session: Session, keys: Keys) -> None:
+    now = datetime.now(UTC)
+    session.execute(insert(LoginFailureRow.__table__), [{"key": k, "at": now} for k in (keys.pair, keys.account, keys.client)])
+
+
+def record_success(session: Session, keys: Keys) -> None:
+    """Clear the pair's failures and remember the client as known to the account (one row per pair)."""
+    t = LoginFailureRow.__table__
+    session.execute(delete(t).where(t.c.key.in_([keys.pair, keys.known])))
+    session.execute(insert(t), [{"key": keys.known, "at": datetime.now(UTC)}])

@@ -62,10 +62,12 @@ def drop_database(url: str) -> None:
 
 
 def make_settings(url: str, key_dir: Path, **groups: dict) -> Settings:
-    """Test settings: cheap argon2, no client throttle, no background sealer or refresher. `groups` adds to
-    these per group (e.g. `audit={"export_max_rows": 2}`); other fields come from the environment as usual."""
+    """Test settings: cheap argon2, no client throttle, a rate limit that only its own test reaches, no background
+    sealer or refresher. `groups` adds to these per group (e.g. `audit={"export_max_rows": 2}`); other fields come
+    from the environment as usual."""
     base = {"passwords": {"argon2_memory_kib": 1024, "argon2_time_cost": 1}, "login": {"max_failures_per_client": 1000},
-            "audit": {"seal_interval_seconds": 0}, "reports": {"refresh_interval_seconds": 0}}
+            "audit": {"seal_interval_seconds": 0}, "reports": {"refresh_interval_seconds": 0},
+            "limits": {"rate_limit_requests": 100_000}}  # counted on every request, refused only in its own test
     merged = {name: {**base.get(name, {}), **fields} for name, fields in groups.items()}
     return Settings(env="test", database_url=url, key_dir=key_dir, **{**base, **merged})
 

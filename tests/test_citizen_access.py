@@ -135,7 +135,7 @@ def test_unknown_health_id_and_wrong_code_are_indistinguishable(world, runtime, 
 
 def test_login_is_throttled_per_health_id_and_the_count_survives_rollback(world, runtime):
     child = world.register("clinic_a")
-    limit = runtime.settings.login.max_failures_per_account
+    limit = runtime.settings.login.max_failures_per_pair
     for _ in range(limit):
         assert login(world.client, child["health_id"], wrong_code(child["access_code"])).status_code == 401
     r = login(world.client, child["health_id"], child["access_code"])  # even the right code, once throttled

@@ -124,3 +124,32 @@ def test_batch_with_idempotency_key_replays(world, client, runtime):
     a = client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"Idempotency-Key": "day-1"}))
     b = client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"Idempotency-Key": "day-1"}))
     assert a.status_code == b.status_code == 200 and b.headers["idempotent-replayed"] == "true" and a.content == b.content
+
+
+def test_someone_elses_receipt_is_not_seen(world, client, runtime):
+    """The batch checks the caller's permission on the record before a receipt can answer: a
+    clinic elsewhere resending another facility's items gets exactly the answer it would get if no
+    receipt existed, so it learns neither that the upload happened nor whether its guess of the
+    content matches (the receipt's MAC must not become an oracle)."""
+    pid = str(uuid.uuid4())
+    child = new_child(id=pid)
+    mine = client.post(URL, json={"items": [{"op": "patient.create", "data": child}]}, headers=world.h("clinic_a")).json()
+    assert mine["created"] == 1
+    dose = client.post(f"/api/v1/patients/{pid}/immunizations", json=_dose(), headers=world.h("clinic_a")).json()
+    void = {"op": "dose.void", "dose_id": dose["id"], "if_match": '"1"', "data": {"reason": "entered twice"}}
+    assert client.post(URL, json={"items": [void]}, headers=world.h("clinic_a")).json()["created"] == 1
+
+    def answer(item) -> tuple:
+        [res] = client.post(URL, json={"items": [item]}, headers=world.h("clinic_c")).json()["results"]
+        return res["result"], res.get("reason"), res.get("field")
+
+    same = answer({"op": "patient.create", "data": child})
+    guessed_wrong = answer({"op": "patient.create", "data": {**child, "given_name": child["given_name"] + "x"}})
+    assert same == guessed_wrong and same[0] == "rejected"
+    assert answer(void) == ("rejected", "forbidden", None)  # as for any dose of another facility, voided or not
+    other = world.register()
+    other_dose = client.post(f"/api/v1/patients/{other['id']}/immunizations", json=_dose(), headers=world.h("clinic_a")).json()
+    assert answer({**void, "dose_id": other_dose["id"]}) == ("rejected", "forbidden", None)
+    # The uploader still sees its receipt.
+    again = client.post(URL, json={"items": [void]}, headers=world.h("clinic_a")).json()["results"][0]
+    assert again["result"] == "duplicate"

@@ -61,7 +61,7 @@ def chart(ctx: Annotated[ServiceContext, _READ], cohort: Cohort, jurisdiction: J
 
 @router.post("/target-populations", summary="Load target population figures (CSV: jurisdiction_code,year,population)")
 def load_population(ctx: Annotated[ServiceContext, _CONFIGURE],
-                    file: Annotated[str, Body(media_type="text/csv", openapi_examples={
+                    file: Annotated[str, Body(media_type="text/csv", min_length=1, openapi_examples={
                         "figures": {"value": POPULATION_EXAMPLE}})]) -> dict:
     return {"loaded": service.load_population(ctx, file)}
 

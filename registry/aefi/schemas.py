@@ -8,6 +8,7 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.aefi import codes
+from registry.text import Text
 
 
 def _one_of(kind: str, allowed: dict[str, str], value: str) -> str:
@@ -23,11 +24,14 @@ class AdverseEventCreate(BaseModel):
          "seriousness": "non_serious", "outcome": "recovered", "notes": "settled after paracetamol"}]})
 
     onset_date: date
-    symptoms: list[str] = Field(min_length=1, max_length=10, description="codes from the AEFI coded list (docs/field-work.md)")
+    symptoms: list[str] = Field(min_length=1, max_length=10, description="codes from the AEFI coded list (docs/field-work.md)",
+                                json_schema_extra={"items": {"type": "string", "enum": list(codes.symptoms())}, "uniqueItems": True})
     seriousness: str = Field(description="non_serious, or a WHO serious criterion: death, life_threatening, hospitalisation, "
-                                         "disability, congenital_anomaly, other_medically_important")
-    outcome: str = Field(description="recovered, recovering, not_recovered, recovered_with_sequelae, died, unknown")
-    notes: str | None = Field(None, min_length=1, max_length=2000, description="free text, stored encrypted")
+                                         "disability, congenital_anomaly, other_medically_important",
+                             json_schema_extra={"enum": list(codes.seriousness())})
+    outcome: str = Field(description="recovered, recovering, not_recovered, recovered_with_sequelae, died, unknown",
+                         json_schema_extra={"enum": list(codes.outcomes())})
+    notes: Text | None = Field(None, min_length=1, max_length=2000, description="free text, stored encrypted")
 
     @field_validator("symptoms")
     @classmethod

@@ -30,6 +30,7 @@ from registry.audit_log.schemas import EXAMPLE_BREAK_GLASS_READ, AuditEventView
 from registry.audit_log.service import as_view
 from registry.context import ServiceContext
 from registry.errors import Conflict, InvalidInput, NotFound
+from registry.text import Text
 from security.audit import trail as audit
 from security.crypto.errors import CryptoError
 
@@ -42,7 +43,7 @@ class FindingIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"finding": "justified", "note": "Emergency admission confirmed with the facility's register."}]})
     finding: Literal["justified", "not_justified"]
-    note: str | None = Field(None, max_length=NOTE_MAX)
+    note: Text | None = Field(None, max_length=NOTE_MAX)
 
 
 _EXAMPLE_FINDING = {"finding": "justified", "note": "Emergency admission confirmed with the facility's register.",

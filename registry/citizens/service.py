@@ -5,8 +5,9 @@ Invariants:
 - A citizen principal is bound to one patient by its token (scope level "patient", scope code
   the patient id); nothing in a request names the patient. Every citizen request checks that the
   code generation in the token is still current, so a reissued code ends older sessions.
-- Login is throttled per health ID and per client before any code is checked (keys in their own
-  namespaces, separate from staff login); an unknown health ID, a malformed code and a wrong code
+- Login is throttled per (health ID, client) pair, per client, and per health ID for clients that
+  have not logged in with it before (security/throttle.py), before any code is checked (keys in
+  their own namespaces, separate from staff login), so a stranger cannot lock a guardian out; an unknown health ID, a malformed code and a wrong code
   all cost one argon2id verification and get the same answer. Every attempt is audited
   (`citizen.login`); neither the health ID nor the code appears in the event.
 - Each use case writes exactly one audit event.
@@ -18,7 +19,7 @@ import dataclasses
 import hashlib
 import hmac
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from registry import identifiers
 from registry.citizens import codes
@@ -48,12 +49,12 @@ def _ref(row) -> PatientRef:
     return PatientRef(row.id, row.province, row.district)
 
 
-def _throttle_keys(ctx: ServiceContext, health_id: str, client: str) -> tuple[str, str]:
+def _throttle_keys(ctx: ServiceContext, health_id: str, client: str) -> throttle.Keys:
     """The health ID is keyed before hashing: a plain SHA-256 of an 11-digit ID would be
     reversible by enumeration, and the throttle table (and the audit detail) must not hold it."""
     secret = ctx.runtime.keyring.secret("citizen-throttle")
     keyed = hmac.new(secret, health_id.strip().replace("-", "").encode(), hashlib.sha256).hexdigest()
-    return throttle.throttle_key("citizen-account", keyed), throttle.throttle_key("citizen-client", client)
+    return throttle.Keys.of("citizen-", keyed, client)
 
 
 def _find(ctx: ServiceContext, health_id: str):
@@ -67,12 +68,11 @@ def _find(ctx: ServiceContext, health_id: str):
 
 def login(ctx: ServiceContext, health_id: str, access_code: str, client: str) -> CitizenToken:
     rt, session, s = ctx.runtime, ctx.session, ctx.runtime.settings
-    window = timedelta(seconds=s.login.window_seconds)
-    account_key, client_key = _throttle_keys(ctx, health_id, client)
-    key_detail = {"account_key": account_key[:16]}
-    if (throttle.failures_since(session, account_key, window) >= s.login.max_failures_per_account
-            or throttle.failures_since(session, client_key, window) >= s.login.max_failures_per_client):
-        ctx.trail.record(session, LOGIN, audit.DENIED, detail={"reason": "throttled", **key_detail})
+    keys = _throttle_keys(ctx, health_id, client)
+    key_detail = {"account_key": keys.account[:16]}
+    why = throttle.refused(session, keys, throttle.Limits.of(s.login))
+    if why is not None:
+        ctx.trail.record(session, LOGIN, audit.DENIED, detail={"reason": "throttled", "throttle": why, **key_detail})
         raise TooManyAttempts("too many failed attempts; try again later", retry_after=s.login.window_seconds)
     patient = _find(ctx, health_id)
     stored = repo.code_of(session, patient.id) if patient is not None else None
@@ -84,11 +84,11 @@ def login(ctx: ServiceContext, health_id: str, access_code: str, client: str) ->
         ok = False
     if not ok:
         # The failure count must outlive this request's rollback, like the refusal event itself.
-        ctx.trail.keep_on_refusal(lambda sess: throttle.record_failure(sess, [account_key, client_key]))
+        ctx.trail.keep_on_refusal(lambda sess: throttle.record_failure(sess, keys))
         ctx.trail.record(session, LOGIN, audit.UNAUTHENTICATED, patient=_ref(patient) if patient is not None else None,
                          detail={"reason": "bad credentials", **key_detail})
         raise Unauthenticated(BAD_CREDENTIALS)
-    throttle.clear(session, account_key)
+    throttle.record_success(session, keys)
     # The scope code is the patient id in 32 hex digits: audit_events.actor_scope_code holds 32 characters.
     principal = Principal.build(patient.id, CITIZEN_ROLE, CITIZEN_ROLE,
                                 Scope("patient", patient.id.hex, patient.province, patient.district))

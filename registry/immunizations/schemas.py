@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from registry.immunizations import not_done
 from registry.immunizations.vaccines import VACCINES
+from registry.text import Text
 
 
 def _vaccine(v: str | None) -> str | None:
@@ -43,11 +44,11 @@ class DoseCreate(BaseModel):
         {"vaccine": "PENTA", "dose_number": 1, "date_given": "2026-10-13", "lot_number": "PN2026-114"}]})
 
     id: uuid.UUID | None = Field(None, description="client-generated UUID, for doses recorded offline")
-    vaccine: str = Field(description=f"one of {', '.join(VACCINES)}")
+    vaccine: str = Field(description=f"one of {', '.join(VACCINES)}", json_schema_extra={"enum": list(VACCINES)})
     dose_number: int = Field(ge=0, le=10)
     date_given: date
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
-    override_reason: str | None = _OVERRIDE
+    override_reason: Text | None = _OVERRIDE
     status: Literal["completed", "not-done"] = Field(
         "completed", description="`not-done`: the due dose was NOT given (refusal, contraindication, stock-out, child "
                                  "absent...); it never counts as a dose. Give `not_done_reason`; no lot number")
@@ -62,19 +63,19 @@ class DoseCorrection(BaseModel):
     """The corrected values (only those that change) and why. The old record is kept, superseded."""
 
     model_config = ConfigDict(extra="forbid")
-    vaccine: str | None = None
+    vaccine: str | None = Field(None, json_schema_extra={"enum": list(VACCINES)})
     dose_number: int | None = Field(None, ge=0, le=10)
     date_given: date | None = None
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
-    reason: str = Field(min_length=3, max_length=500)
-    override_reason: str | None = _OVERRIDE
+    reason: Text = Field(min_length=3, max_length=500)
+    override_reason: Text | None = _OVERRIDE
 
     _v = field_validator("vaccine")(_vaccine)
 
 
 class DoseVoid(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=500)
+    reason: Text = Field(min_length=3, max_length=500)
 
 
 class DoseView(BaseModel):

@@ -11,9 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from registry import identifiers
 from registry.clock import local_today
 from registry.patients.models import GUARDIAN_RELATIONSHIPS, SEXES
+from registry.text import Line
 
 _PHONE = re.compile(r"^(\+92|0092|0)3\d{2}-?\d{7}$")
 _Text = Field(min_length=1, max_length=100)
+# The format rules below, stated in the schema too (what clients and schema-driven tools see)
+_NADRA_SCHEMA = {"pattern": r"^[0-9]{5}-?[0-9]{7}-?[0-9]$"}
+_PHONE_SCHEMA = {"pattern": r"^(\+92|0092|0)3[0-9]{2}-?[0-9]{7}$"}
+_BIRTH_DATE = "not in the future, and at most 120 years ago (a rule of today's date, which a schema cannot state)"
 
 
 def _nadra(v: str | None) -> str | None:
@@ -42,9 +47,11 @@ def _birth_date(v: date) -> date:
 
 class Guardian(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, min_length=1, max_length=100)
-    relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}")
-    cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"])
+    name: Line | None = Field(None, min_length=1, max_length=100)
+    relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}",
+                                     json_schema_extra={"enum": list(GUARDIAN_RELATIONSHIPS)})
+    cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"],
+                             json_schema_extra=_NADRA_SCHEMA)
 
     _cnic = field_validator("cnic")(_nadra)
 
@@ -68,16 +75,17 @@ class PatientCreate(BaseModel):
     unnamed: bool = Field(False, description="a newborn not yet named: no given_name; the guardian is the mother "
                                              "(name required, relationship `mother`); shown as \"Baby of <mother>\" "
                                              "until named by an update")
-    given_name: str | None = Field(None, min_length=1, max_length=100, validate_default=True,
-                                   description="required, unless the child is registered `unnamed`")
-    family_name: str | None = Field(None, min_length=1, max_length=100)
-    sex: str = Field(description=f"one of {', '.join(SEXES)}")
-    birth_date: date
-    bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X")
-    cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X")
+    given_name: Line | None = Field(None, min_length=1, max_length=100, validate_default=True,
+                                    description="required, unless the child is registered `unnamed`")
+    family_name: Line | None = Field(None, min_length=1, max_length=100)
+    sex: str = Field(description=f"one of {', '.join(SEXES)}", json_schema_extra={"enum": list(SEXES)})
+    birth_date: date = Field(description=_BIRTH_DATE)
+    bform: str | None = Field(None, description="child's B-form number, XXXXX-XXXXXXX-X", json_schema_extra=_NADRA_SCHEMA)
+    cnic: str | None = Field(None, description="the patient's own CNIC (adults), XXXXX-XXXXXXX-X",
+                             json_schema_extra=_NADRA_SCHEMA)
     guardian: Guardian | None = None
-    phone: str | None = None
-    address: str | None = Field(None, max_length=300, description="address below district level (encrypted)")
+    phone: str | None = Field(None, json_schema_extra=_PHONE_SCHEMA)
+    address: Line | None = Field(None, max_length=300, description="address below district level (encrypted)")
     district: str | None = Field(None, description="district of residence; defaults to the facility's district")
     birth_facility: str | None = Field(None, max_length=32, description="facility code where the child was born")
 
@@ -108,15 +116,15 @@ class PatientUpdate(BaseModel):
     """Partial update: only the fields present are changed; `null` clears an optional field."""
 
     model_config = ConfigDict(extra="forbid")
-    given_name: str | None = Field(None, min_length=1, max_length=100)
-    family_name: str | None = Field(None, min_length=1, max_length=100)
-    sex: str | None = None
-    birth_date: date | None = None
-    bform: str | None = None
-    cnic: str | None = None
+    given_name: Line | None = Field(None, min_length=1, max_length=100)
+    family_name: Line | None = Field(None, min_length=1, max_length=100)
+    sex: str | None = Field(None, json_schema_extra={"enum": list(SEXES)})
+    birth_date: date | None = Field(None, description=_BIRTH_DATE)
+    bform: str | None = Field(None, json_schema_extra=_NADRA_SCHEMA)
+    cnic: str | None = Field(None, json_schema_extra=_NADRA_SCHEMA)
     guardian: Guardian | None = None
-    phone: str | None = None
-    address: str | None = Field(None, max_length=300)
+    phone: str | None = Field(None, json_schema_extra=_PHONE_SCHEMA)
+    address: Line | None = Field(None, max_length=300)
     district: str | None = None
     birth_facility: str | None = Field(None, max_length=32)
 

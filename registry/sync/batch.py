@@ -15,7 +15,9 @@ Invariants:
 - Resending the whole batch is safe: each applied item leaves a receipt (kind, record id, keyed
   MAC of its content) in the same transaction as its record. An item whose receipt matches is
   `duplicate` and changes nothing; the same id with other content is `rejected: conflict`,
-  never an overwrite.
+  never an overwrite. The role's permission for the item is checked before any receipt is
+  looked up, and only receipts of the caller or its facility are seen (repository.receipts): a
+  caller cannot learn that someone else's receipt exists, nor test guessed content against it.
 - Nothing acknowledged is lost: the results are returned only after the unit of work commits
   the whole batch (api/deps.py); a failed commit answers 5xx and the device resends.
 - Audit: one event per applied or refused item, the one the single-record service writes (a
@@ -119,7 +121,7 @@ def _doses(ctx: ServiceContext, run: list[tuple[int, DoseItem]]) -> list[tuple[I
     out: dict[int, tuple[ItemResult, uuid.UUID | None]] = {}
     if not ctx.principal.can(_NEEDS["dose.record"]):
         return [_one(ctx, index, item) for index, item in run]
-    seen = repo.receipts(ctx.session, "dose", [item.data.id for _, item in run])
+    seen = repo.receipts(ctx.session, ctx.principal, "dose", [item.data.id for _, item in run])
     todo, macs = [], {}
     for index, item in run:
         macs[index] = mac = _mac(ctx, item)
@@ -173,7 +175,7 @@ def _one(ctx: ServiceContext, index: int, item) -> tuple[ItemResult, uuid.UUID |
         ctx.trail.record(ctx.session, _ACTION_OF[item.op], audit.DENIED, resource_id=record_id, detail={"reason": "role"})
         return ItemResult(**base, result="rejected", reason="forbidden", detail="your role does not allow this"), None
     mac = _mac(ctx, item)
-    seen = repo.receipt(ctx.session, kind, record_id)
+    seen = repo.receipt(ctx.session, ctx.principal, kind, record_id)
     if seen is not None:
         return _seen(ctx, index, item, seen, mac)
     mark = ctx.trail.refusal_mark()

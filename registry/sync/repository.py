@@ -19,6 +19,8 @@ from registry.bulk.writer import insert_rows, rows_by_ids
 from registry.immunizations.models import Immunization
 from registry.patients.models import Patient
 from registry.sync.models import SyncReceipt
+from registry.users.models import User
+from security.access.principal import Principal
 from security.orm import UTCDateTime
 
 RECEIPTS = SyncReceipt.__table__
@@ -30,17 +32,37 @@ DOSE_CHANGED = type_coerce(func.coalesce(DOSES.c.updated_at, DOSES.c.recorded_at
 Position = tuple[datetime, int, uuid.UUID]
 
 
-def receipt(session: Session, kind: str, record_id: uuid.UUID) -> Row | None:
-    return session.execute(select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id == record_id)).first()
+def receipt(session: Session, principal: Principal, kind: str, record_id: uuid.UUID) -> Row | None:
+    """The receipt of (kind, record id) if the caller may see it (see `receipts`), else None."""
+    row = session.execute(select(RECEIPTS).where(RECEIPTS.c.kind == kind, RECEIPTS.c.record_id == record_id)).first()
+    return row if row is not None and _writers_in_reach(session, principal, {row.user_id}) else None
 
 
 _Receipt = namedtuple("_Receipt", ("record_id", "content_mac", "result_id"))
 
 
-def receipts(session: Session, kind: str, record_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple]:
-    """The receipts of `kind` for `record_ids`, by record id (one query)."""
-    columns = ("record_id", "content_mac", "result_id")
-    return {r[0]: _Receipt(*r) for r in rows_by_ids(session, RECEIPTS, columns, "record_id", record_ids, {"kind": kind})}
+def receipts(session: Session, principal: Principal, kind: str, record_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple]:
+    """The receipts of `kind` for `record_ids` that the caller may see, by record id (two queries at most).
+
+    A receipt is the caller's own upload or one from its own facility (a device shared by a
+    clinic's staff). Anyone else's is treated as absent, so its item goes through the services and
+    gets the answer it would get if no receipt existed: a receipt's existence, and its content MAC
+    (an oracle for guessed names and birth dates), stay with the uploader's facility."""
+    columns = ("record_id", "content_mac", "result_id", "user_id")
+    rows = rows_by_ids(session, RECEIPTS, columns, "record_id", record_ids, {"kind": kind})
+    allowed = _writers_in_reach(session, principal, {r[3] for r in rows})
+    return {r[0]: _Receipt(*r[:3]) for r in rows if r[3] in allowed}
+
+
+def _writers_in_reach(session: Session, principal: Principal, writers: set) -> set:
+    """The uploaders among `writers` whose receipts `principal` may see: itself, its facility's users."""
+    mine = {w for w in writers if w == principal.user_id}
+    others = writers - mine
+    if others and principal.facility:
+        users = User.__table__
+        mine |= set(session.execute(select(users.c.id).where(users.c.id.in_(others),
+                                                             users.c.facility_code == principal.facility)).scalars())
+    return mine
 
 
 def add_receipts(session: Session, rows: list[dict]) -> None:

@@ -61,7 +61,7 @@ class BatchUpload(BaseModel):
 
 class ItemResult(BaseModel):
     index: int
-    op: str | None
+    op: str | None = None  # None: the item named no known op (omitted from the answer)
     id: uuid.UUID | None = None  # the record the item is about (patient, dose)
     result: Literal["created", "duplicate", "rejected"]
     version: int | None = None

@@ -3,15 +3,16 @@
 Invariants:
 - A role is bound to a scope level it allows (security/access/permissions.ROLE_SCOPE_LEVELS);
   a clinic worker is always bound to exactly one facility.
-- Login is throttled per account and per client before the password is checked; an unknown
-  username costs one hash like a known one; every attempt is audited (`auth.login`).
+- Login is throttled per (account, client) pair, per client, and per account for clients the
+  account has not logged in from (security/throttle.py) before the password is checked, so a
+  stranger cannot lock the owner out; an unknown username costs one hash like a known one; every attempt is audited (`auth.login`).
 - Login is the only place a password hash is computed: tokens carry the principal afterwards.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -96,12 +97,12 @@ def list_users(session: Session, *, province: str | None = None) -> list[UserVie
 
 def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> TokenResponse:
     s = rt.settings
-    window = timedelta(seconds=s.login.window_seconds)
-    account_key, client_key = throttle.throttle_key("account", username), throttle.throttle_key("client", client)
-    if (throttle.failures_since(session, account_key, window) >= s.login.max_failures_per_account
-            or throttle.failures_since(session, client_key, window) >= s.login.max_failures_per_client):
+    keys = throttle.Keys.of("", username, client)
+    account_key = keys.account
+    why = throttle.refused(session, keys, throttle.Limits.of(s.login))
+    if why is not None:
         trail.record(session, "auth.login", audit.DENIED, resource_type="User",
-                     detail={"reason": "throttled", "account_key": account_key[:16]})
+                     detail={"reason": "throttled", "throttle": why, "account_key": account_key[:16]})
         raise TooManyAttempts("too many failed logins; try again later", retry_after=s.login.window_seconds)
     user = session.scalars(select(User).where(User.username == username)).first()
     if user is None or not user.active:
@@ -111,13 +112,13 @@ def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, passw
         ok = rt.hasher.verify(password, user.password_hash)
     if not ok:
         # The failure count must outlive this request's rollback, like the refusal event itself.
-        trail.keep_on_refusal(lambda s: throttle.record_failure(s, [account_key, client_key]))
+        trail.keep_on_refusal(lambda s: throttle.record_failure(s, keys))
         trail.record(session, "auth.login", audit.UNAUTHENTICATED, resource_type="User",
                      resource_id=user.id if user else None, detail={"reason": "bad credentials", "account_key": account_key[:16]})
         raise Unauthenticated("incorrect username or password")
     if rt.hasher.needs_rehash(user.password_hash):
         user.password_hash = rt.hasher.hash(password)
-    throttle.clear(session, account_key)
+    throttle.record_success(session, keys)
     principal = principal_of(user)
     trail.context = AccessContext(principal, trail.context.purpose, trail.context.request_id, trail.context.client_address)
     trail.record(session, "auth.login", audit.SUCCESS, resource_type="User", resource_id=user.id)

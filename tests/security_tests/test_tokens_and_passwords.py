@@ -209,7 +209,7 @@ def test_common_list_is_enforced_for_every_listed_password_long_enough():
 
 def test_login_is_throttled_per_account_and_every_attempt_audited(world, runtime):
     c, user = world.client, world.users["clinic_a"]
-    limit = runtime.settings.login.max_failures_per_account
+    limit = runtime.settings.login.max_failures_per_pair
     rids = []
 
     def attempt(password: str, username: str = user):
