@@ -35,3 +35,13 @@ def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, stat
         .values(status=status, status_reason_ct=reason_ct, version=expected_version + 1, updated_at=datetime.now(UTC))
     )
     return res.rowcount == 1
+
+
+def set_components_status(session: Session, main_id: uuid.UUID, status: str) -> list[Row]:
+    """Void or supersede a combination dose's component rows with it; returns them as they were."""
+    parts = list(session.execute(select(DOSES).where(DOSES.c.component_of == main_id,
+                                                      DOSES.c.status == "completed")).all())
+    if parts:
+        session.execute(update(DOSES).where(DOSES.c.component_of == main_id, DOSES.c.status == "completed")
+                        .values(status=status, version=DOSES.c.version + 1, updated_at=datetime.now(UTC)))
+    return parts

@@ -12,6 +12,12 @@ Rules, each with a machine-readable code (the problem's `reason` member):
   force only the checks above apply.
 Duplicates and schedule violations are refused unless the caller gives an override reason; then
 the dose is recorded and marked with the rule it broke.
+
+Reported doses (issue 12: given elsewhere or earlier, `reported=True`) are judged the same way
+but never refused for these rules, and their dose number is checked only against the
+impossible (a vaccine outside the EPI list has no range). A dose with no number (None) gets the
+number the order of the series' valid doses gives it (the engine's `counted_as`), or the next
+position in its series when it does not count; the verdict carries it as `dose_number`.
 """
 
 from __future__ import annotations
@@ -62,25 +68,36 @@ class Verdict:
 
     validity: str | None
     rule: str | None
+    dose_number: int | None = None  # the number to record (given, or inferred when none was)
+
+
+def engine_dose(row) -> engine.Dose:
+    """A dose row as the engine sees it: an inferred dose number is no number (None), so that a
+    dose reported later but given earlier takes its place in the series."""
+    inferred = getattr(row, "dose_number_inferred", False)
+    return engine.Dose(row.vaccine, None if inferred else row.dose_number, row.date_given, row.status)
 
 
 def check(ctx: ServiceContext, patient, vaccine: str, dose_number: int, date_given: date, *,
-          replacing: uuid.UUID | None = None) -> Verdict:
+          replacing: uuid.UUID | None = None, reported: bool = False) -> Verdict:
     """Raise DoseRefused for an impossible dose; otherwise return the verdict, whose `rule` the
     caller must refuse unless overridden. `replacing` is the dose a correction supersedes."""
     today = local_today()
     return judge(patient, vaccine, dose_number, date_given, lambda: repo.for_patient(ctx.session, patient.id),
-                 lambda: ctx.runtime.schedules.in_force(ctx.session, patient.custodian, today)[1], today, replacing=replacing)
+                 lambda: ctx.runtime.schedules.in_force(ctx.session, patient.custodian, today)[1], today, replacing=replacing,
+                 reported=reported)
 
 
-def judge(patient, vaccine: str, dose_number: int, date_given: date, existing_doses: Callable[[], Iterable],
-          schedule: Callable[[], engine.Schedule | None], today: date, *, replacing: uuid.UUID | None = None) -> Verdict:
+def judge(patient, vaccine: str, dose_number: int | None, date_given: date, existing_doses: Callable[[], Iterable],
+          schedule: Callable[[], engine.Schedule | None], today: date, *, replacing: uuid.UUID | None = None,
+          reported: bool = False) -> Verdict:
     """`check` without the database, for callers that hold a snapshot (registry/immunizations/batch.py):
     `existing_doses()` gives the patient's dose rows (id, vaccine, dose_number, date_given, status),
     in `repository.for_patient`'s order; `schedule()` the schedule in force for its custodian.
     Both are called only when the rules before them have passed, as `check` reads them."""
-    spec = VACCINES[vaccine]
-    if not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
+    spec = VACCINES.get(vaccine)
+    if spec is not None and dose_number is not None and not reported \
+            and not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
         raise DoseRefused(OUT_OF_RANGE, overridable=False, field="dose_number",
                           message=f"dose number for {vaccine} must be between {first_dose(vaccine)} and {spec['max_dose']}")
     if date_given < patient.birth_date:
@@ -88,30 +105,35 @@ def judge(patient, vaccine: str, dose_number: int, date_given: date, existing_do
     if date_given > today:
         raise DoseRefused(IN_FUTURE, overridable=False)
     existing = list(existing_doses()) if replacing is None else [d for d in existing_doses() if d.id != replacing]
-    if any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number for d in existing):
-        return Verdict(engine.INVALID, DUPLICATE)
+    fallback = dose_number if dose_number is not None else 1 + sum(
+        1 for d in existing if d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.date_given <= date_given)
+    if dose_number is not None and any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number
+                                       and not getattr(d, "dose_number_inferred", False) for d in existing):
+        return Verdict(engine.INVALID, DUPLICATE, dose_number)
     in_force = schedule()
     if in_force is None:
-        return Verdict(None, None)
-    doses = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in existing]
+        return Verdict(None, None, fallback)
+    doses = [engine_dose(d) for d in existing]
     result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)], today)
     mine = next(r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given))
-    return Verdict(mine.status, mine.reason)
+    return Verdict(mine.status, mine.reason, dose_number if dose_number is not None else
+                   (mine.counted_as if mine.counted_as is not None else fallback))
 
 
 def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:
-    """Each completed dose row's (validity, reason) under `schedule`, for the dose view."""
+    """Each completed dose row's (validity, reason) under `schedule`, for the dose view (component
+    rows of combination products included: they are ordinary doses to the engine)."""
     if schedule is None:
         return {}
     counted = [r for r in rows if r.status == engine.COUNTED_STATUS]
     result = engine.evaluate(schedule, patient.birth_date, patient.sex,
-                             [engine.Dose(r.vaccine, r.dose_number, r.date_given, r.status) for r in counted], as_of)
+                             [engine_dose(r) for r in counted], as_of)
     pending: dict[tuple, list] = {}
     for r in result.recorded:
         pending.setdefault((r.vaccine, r.dose_number, r.date_given), []).append(r)
     out = {}
     for row in sorted(counted, key=lambda r: (r.date_given, r.recorded_at)):
-        queue = pending.get((row.vaccine, row.dose_number, row.date_given))
+        queue = pending.get((row.vaccine, engine_dose(row).dose_number, row.date_given))
         if queue:
             r = queue.pop(0)
             out[row.id] = (r.status, r.reason)
