@@ -78,6 +78,9 @@ class CitizenDose(BaseModel):
     voided: bool
     superseded: bool
     recorded_at: datetime
+    reported: bool = Field(False, description="given elsewhere or earlier and reported to NHR: `facility` recorded it, "
+                                              "it did not give it")
+    code_text: str | None = Field(None, description="the vaccine as reported, when NHR does not know its code")
 
 
 class AccessLogEntry(BaseModel):

@@ -41,7 +41,7 @@ def doses_in_capture(session: Session, principal: Principal, *, given: DateRange
     """Doses (with their patient's province and district) of patients in capture scope."""
     q = (select(DOSES, PATIENTS.c.province.label("patient_province"), PATIENTS.c.district.label("patient_district"))
          .join(PATIENTS, PATIENTS.c.id == DOSES.c.patient_id)
-         .where(scoping.capture_clause(principal, PATIENTS)))
+         .where(scoping.capture_clause(principal, PATIENTS), DOSES.c.component_of.is_(None)))
     if given.low is not None:
         q = q.where(DOSES.c.date_given >= given.low)
     if given.high is not None:
