@@ -232,6 +232,9 @@ def immunization_input(resource: dict, resolve: Callable[[str], uuid.UUID] | Non
     `urn:uuid:` reference to the patient it created."""
     ref, data = mapping.immunization_from_fhir(mapping.validate(resource))
     if isinstance(ref, str):
+        if not ref.startswith("urn:uuid:"):
+            raise FhirInvalid("Immunization.patient",
+                              "must reference a registry patient (Patient/<id>) or a bundle entry (urn:uuid:)")
         if resolve is None:
             raise FhirInvalid("Immunization.patient", "a urn:uuid reference resolves only inside a Bundle")
         ref = resolve(ref)

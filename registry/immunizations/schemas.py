@@ -157,3 +157,5 @@ class DoseView(BaseModel):
     counts_for: list[str] = Field(default_factory=list, description="every EPI vaccine this dose counts for")
     dose_number_inferred: bool = Field(False, description="true: no dose number was given; NHR inferred it from the "
                                                           "order of the series' doses")
+    # the provenance elements of the FHIR Immunization the dose came from, exactly as sent (FHIR output only)
+    _fhir_source: dict | None = PrivateAttr(None)

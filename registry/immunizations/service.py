@@ -56,7 +56,7 @@ def to_view(ctx: ServiceContext, row, validity: tuple[str | None, str | None] = 
     here = getattr(row, "administered_here", True)
     code_text = text(ctx, row, "code_text_ct")
     system, code = getattr(row, "code_system", None), getattr(row, "code", None)
-    return DoseView.model_construct(
+    view = DoseView.model_construct(
         id=row.id, patient_id=row.patient_id, vaccine=row.vaccine, dose_number=row.dose_number, date_given=row.date_given,
         lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id if here else None,
         status=row.status, status_reason=text(ctx, row, "status_reason_ct"), supersedes_id=row.supersedes_id,
@@ -70,6 +70,8 @@ def to_view(ctx: ServiceContext, row, validity: tuple[str | None, str | None] = 
         code=VaccineCode.model_construct(system=system, code=code, text=code_text) if (code or code_text) else None,
         counts_for=counts_for(row, components), dose_number_inferred=getattr(row, "dose_number_inferred", False),
     )
+    view._fhir_source = fhir_source(ctx, row)
+    return view
 
 
 def fhir_source(ctx: ServiceContext, row) -> dict | None:
