@@ -26,7 +26,8 @@ from registry.bulk import identity
 from registry.bulk.sources import Item, Parsed, RowInvalid
 from registry.bulk.writer import insert_rows, rows_by_ids
 from registry.errors import InvalidInput
-from registry.immunizations import intake
+from registry.immunizations import intake, validation
+from registry.immunizations import repository as dose_repo
 from registry.immunizations.models import Immunization
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
@@ -203,6 +204,15 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
         outside |= reach is not Access.CAPTURE
         subjects.add(prow.id)
         d_rows += built.rows
+    # inferred dose numbers, in the order of each touched child's series (a file need not be in date order)
+    new = {r["id"]: r for r in d_rows}
+    for pid in subjects:
+        prow = patients[pid]
+        numbers = validation.inferred_numbers(schedule_of(prow.custodian), prow, given[pid], today)
+        for dose_id, number in numbers.items():
+            if dose_id in new:
+                new[dose_id]["dose_number"] = number
+        dose_repo.set_inferred_numbers(session, {k: v for k, v in numbers.items() if k not in new})
     insert_rows(session, D, d_rows)
     _mark_for_reports(session, subjects)
     if d_rows:

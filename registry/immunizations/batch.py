@@ -38,6 +38,7 @@ from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from registry.immunizations import intake, validation
 from registry.immunizations.models import Immunization
+from registry.immunizations.repository import set_inferred_numbers
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.immunizations.service import override_detail, to_view
 from registry.patients.models import Patient
@@ -72,6 +73,7 @@ class Recorded:
 class Plan:
     outcomes: list[Recorded | DomainError] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
+    renumbered: dict = field(default_factory=dict)  # inferred dose numbers of doses already in the registry
 
     @property
     def accepted(self) -> list[Recorded]:
@@ -99,7 +101,20 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
             out.outcomes.append(exc)
             if stop_on_error:
                 break
+    _renumber(out, patients, doses, schedule_of, today)
     return out
+
+
+def _renumber(out: Plan, patients, doses, schedule_of, today) -> None:
+    """Inferred dose numbers in the order of each child's series, once every item is judged."""
+    new = {row["id"]: row for r in out.accepted for row in (r.row, *r.parts) if row["dose_number_inferred"]}
+    for pid in {row["patient_id"] for row in new.values()}:
+        prow = patients[pid]
+        for dose_id, number in validation.inferred_numbers(schedule_of(prow.custodian), prow, doses[pid], today).items():
+            if dose_id in new:
+                new[dose_id]["dose_number"] = number
+            else:
+                out.renumbered[dose_id] = number
 
 
 def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
@@ -192,6 +207,7 @@ def write(ctx: ServiceContext, p: Plan) -> None:
     # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
     insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
     insert_rows(session, AuditEventRow.__table__, p.events)
+    set_inferred_numbers(session, p.renumbered)
 
 
 def written(ctx: ServiceContext, p: Plan) -> None:

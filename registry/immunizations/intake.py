@@ -8,8 +8,9 @@
   data-quality report counts `vaccine = 'UNKNOWN'` by `code_system`, `code`); an unknown code
   with no text is refused (`code`). A subpotent dose is recorded as SUBPOTENT (counts for
   nothing).
-- The date: `date_given`, or for a reported dose an estimate from `occurrence_text` (its year:
-  1 July, or its month and year: the 15th), never before birth nor after today.
+- The date: `date_given`, or for a reported dose an estimate from `occurrence_text` (a year:
+  1 July; a month and year, `2019-03` or `March 2019`: the 15th; nothing: the day it is
+  reported), never before birth nor after today.
 - Judgement (validation.judge): impossible facts are refused for every dose; schedule rules
   (duplicate, age, interval, maximum age) refuse a dose administered here unless overridden,
   never a reported one. A missing dose number is inferred (`dose_number_inferred`).
@@ -39,6 +40,8 @@ from registry.immunizations.vocabulary import SUBPOTENT, UNKNOWN, load as vocabu
 TABLE = "immunizations"
 _YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
 _MONTH_YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)-(0[1-9]|1[0-2])(?!\d)")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_NAMED_MONTH = re.compile(r"\b(" + "|".join(_MONTHS) + r")[a-z]*\.?\s+(1[89]\d\d|20\d\d)(?!\d)", re.I)
 
 
 @dataclass
@@ -87,9 +90,11 @@ def resolve(data: DoseCreate) -> _Code:
 
 def estimate(text: str, birth: date, today: date) -> date:
     """The date an approximate occurrence stands for, within [birth, today]."""
-    m = _MONTH_YEAR.search(text)
+    m, named = _MONTH_YEAR.search(text), _NAMED_MONTH.search(text)
     if m:
         guess = date(int(m.group(1)), int(m.group(2)), 15)
+    elif named:
+        guess = date(int(named.group(2)), _MONTHS.index(named.group(1).lower()[:3]) + 1, 15)
     else:
         y = _YEAR.search(text)
         guess = date(int(y.group(1)), 7, 1) if y else today

@@ -37,6 +37,14 @@ def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, stat
     return res.rowcount == 1
 
 
+def set_inferred_numbers(session: Session, numbers: dict[uuid.UUID, int]) -> None:
+    """Renumber inferred doses (validation.inferred_numbers); a changed number is a change for the sync feed."""
+    now = datetime.now(UTC)
+    for dose_id, number in numbers.items():
+        session.execute(update(DOSES).where(DOSES.c.id == dose_id, DOSES.c.dose_number_inferred.is_(True))
+                        .values(dose_number=number, updated_at=now))
+
+
 def set_components_status(session: Session, main_id: uuid.UUID, status: str) -> list[Row]:
     """Void or supersede a combination dose's component rows with it; returns them as they were."""
     parts = list(session.execute(select(DOSES).where(DOSES.c.component_of == main_id,

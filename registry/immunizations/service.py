@@ -145,6 +145,12 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
         raise
     for row in built.rows:
         repo.insert_dose(ctx.session, row)
+    if any(r["dose_number_inferred"] for r in built.rows):  # a dose reported late may move the others along
+        numbers = validation.inferred_numbers(ctx.runtime.schedules.in_force(ctx.session, prow.custodian, today)[1], prow,
+                                              repo.for_patient(ctx.session, prow.id), today)
+        repo.set_inferred_numbers(ctx.session, numbers)
+        for r in built.rows:
+            r["dose_number"] = numbers.get(r["id"], r["dose_number"])
     report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data

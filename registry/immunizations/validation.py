@@ -120,6 +120,38 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
                    (mine.counted_as if mine.counted_as is not None else fallback))
 
 
+def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, int]:
+    """The dose numbers of the patient's inferred dose rows (objects or dicts) as the order of the
+    series' doses gives them now, for the rows whose stored number differs: a dose reported later
+    but given earlier moves the others along. A dose that does not count takes its position."""
+    def get(r, k):
+        return r[k] if isinstance(r, dict) else getattr(r, k)
+
+    counted = sorted((r for r in rows if get(r, "status") == engine.COUNTED_STATUS),
+                     key=lambda r: (get(r, "date_given"), str(get(r, "id"))))
+    if not any(get(r, "dose_number_inferred") for r in counted):
+        return {}
+    pending: dict[tuple, list] = {}
+    if schedule is not None:
+        view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
+                            get(r, "date_given")) for r in counted]
+        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of).recorded:
+            pending.setdefault((res.vaccine, res.dose_number, res.date_given), []).append(res)
+    position: dict[str, int] = {}
+    out = {}
+    for r in counted:
+        vaccine = get(r, "vaccine")
+        position[vaccine] = position.get(vaccine, 0) + 1
+        if not get(r, "dose_number_inferred"):
+            continue
+        queue = pending.get((vaccine, None, get(r, "date_given")))
+        res = queue.pop(0) if queue else None
+        number = res.counted_as if res is not None and res.counted_as is not None else position[vaccine]
+        if number != get(r, "dose_number"):
+            out[get(r, "id")] = number
+    return out
+
+
 def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:
     """Each completed dose row's (validity, reason) under `schedule`, for the dose view (component
     rows of combination products included: they are ordinary doses to the engine)."""
