@@ -274,3 +274,18 @@ def test_batch_sync_takes_reported_doses(world):
     view, = _doses(world, pid)
     assert (view["vaccine"], view["dose_number"], view["dose_number_inferred"], view["validity"]) == \
         ("PENTA", 2, False, "invalid")
+
+
+def test_bulk_csv_takes_codes_and_provenance(world, runtime, tmp_path):
+    from registry.bulk import importer
+
+    pid, birth = _child(world)
+    f = tmp_path / "history.csv"
+    f.write_text("patient_id,code_system,code,code_text,date_given,occurrence_text,provenance,report_origin,country\n"
+                 f"{pid},{CVX},146,,{(birth + timedelta(weeks=15)).isoformat()},,reported,abroad,AE\n"
+                 f"{pid},urn:x,LOCAL-7,Local typhoid,,about {birth.year + 1},reported,recall,\n"
+                 f"{pid},urn:x,LOCAL-8,,{birth.isoformat()},,reported,recall,\n", encoding="utf-8")
+    res = importer.run(runtime, f, username=world.users["clinic_a"])
+    assert (res.imported, res.rejected) == (2, 1)  # the unknown code with no text
+    views = sorted((v["vaccine"], v["counts_for"], v["report_origin"], v["country"]) for v in _doses(world, pid))
+    assert views == [("PENTA", ["PENTA", "IPV"], "abroad", "AE"), ("UNKNOWN", [], "recall", None)]

@@ -178,6 +178,7 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
         given.setdefault(r[0], []).append(_DoseRow(*r))
     d_rows, subjects, outside, principal, today = [], set(), False, actor.principal, local_today()
     schedules: dict = {}
+    accepted = 0  # records of the file (a combination product's component rows are not rows of the file)
 
     def schedule_of(custodian: str):
         if custodian not in schedules:
@@ -204,6 +205,7 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
         outside |= reach is not Access.CAPTURE
         subjects.add(prow.id)
         d_rows += built.rows
+        accepted += 1
     # inferred dose numbers, in the order of each touched child's series (a file need not be in date order)
     new = {r["id"]: r for r in d_rows}
     for pid in subjects:
@@ -217,8 +219,8 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
     _mark_for_reports(session, subjects)
     if d_rows:
         _event(session, actor, "immunization.import", "Immunization", subjects,
-               {"run": str(actor.run_id), "chunk": chunk_no, "count": len(d_rows), "via": "nhr import"}, outside)
-    result.imported += len(d_rows)
+               {"run": str(actor.run_id), "chunk": chunk_no, "count": accepted, "via": "nhr import"}, outside)
+    result.imported += accepted
 
 
 __all__ = ["Actor", "ChunkResult", "process"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from registry.bulk.sources import Parsed, RowInvalid, derived_id, pydantic_errors
+from registry.bulk.rows import Parsed, RowInvalid, derived_id, pydantic_errors
 
 TYPES = ("Patient", "Immunization")
 
