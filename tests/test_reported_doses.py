@@ -289,3 +289,23 @@ def test_bulk_csv_takes_codes_and_provenance(world, runtime, tmp_path):
     assert (res.imported, res.rejected) == (2, 1)  # the unknown code with no text
     views = sorted((v["vaccine"], v["counts_for"], v["report_origin"], v["country"]) for v in _doses(world, pid))
     assert views == [("PENTA", ["PENTA", "IPV"], "abroad", "AE"), ("UNKNOWN", [], "recall", None)]
+
+
+def test_correcting_a_reported_combination_dose_keeps_provenance_and_components(world, runtime):
+    pid, birth = _child(world)
+    secret = f"Sister Rukhsana {uuid.uuid4().hex[:6]}"
+    r = _post(world, pid, provenance="reported", report_origin="home_record", performer_text=secret,
+              code={"system": CVX, "code": "146"}, date_given=(birth + timedelta(weeks=15)).isoformat())
+    assert r.status_code == 201
+    dose = r.json()
+    fixed = world.client.post(f"/api/v1/immunizations/{dose['id']}/correct",
+                              json={"date_given": (birth + timedelta(weeks=16)).isoformat(), "reason": "card misread"},
+                              headers=world.h("clinic_a", **{"If-Match": f'"{dose["version"]}"'}))
+    assert fixed.status_code == 201, fixed.json()
+    new = fixed.json()
+    assert (new["provenance"], new["report_origin"], new["performer_text"], new["counts_for"], new["code"]["code"]) == \
+        ("reported", "home_record", secret, ["PENTA", "IPV"], "146")
+    listed = [d for d in _doses(world, pid) if d["status"] == "completed"]
+    assert [d["id"] for d in listed] == [new["id"]]
+    schedule = world.client.get(f"/api/v1/patients/{pid}/schedule", headers=world.h("clinic_a")).json()
+    assert sorted(d["vaccine"] for d in schedule["doses"]) == ["IPV", "PENTA"]  # the old component is superseded

@@ -252,16 +252,16 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
         **_carried(ctx, dose, new_id, inferred=dose.dose_number_inferred and data.dose_number is None),
     }
     repo.insert_dose(ctx.session, row)
-    parts = repo.set_components_status(ctx.session, dose_id, "superseded")
+    parts, new_parts = repo.set_components_status(ctx.session, dose_id, "superseded"), []
     if vaccine == dose.vaccine:  # the same product: its further EPI vaccines count again, from the new row
         for part in parts:
-            repo.insert_dose(ctx.session, {**row, "id": uuid.uuid5(new_id, part.vaccine), "vaccine": part.vaccine,
-                                           "dose_number": part.dose_number, "dose_number_inferred": True,
-                                           "component_of": new_id, "status_reason_ct": None, "override_rule": None,
-                                           "override_reason_ct": None, "fhir_source_ct": None,
-                                           **_carried(ctx, dose, uuid.uuid5(new_id, part.vaccine), inferred=True, part=True)})
+            part_id = uuid.uuid5(new_id, part.vaccine)
+            new_parts.append({**row, "id": part_id, "vaccine": part.vaccine, "dose_number": part.dose_number,
+                              "component_of": new_id, "status_reason_ct": None, "override_rule": None,
+                              "override_reason_ct": None, **_carried(ctx, dose, part_id, inferred=True, part=True)})
+            repo.insert_dose(ctx.session, new_parts[-1])
     fields = sorted(data.model_dump(exclude_unset=True, exclude={"reason", "override_reason"}))
     report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      detail={"replacement": str(new_id), "fields": fields, **override_detail(verdict)})
-    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
+    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule), [SimpleNamespace(**p) for p in new_parts])
