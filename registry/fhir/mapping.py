@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date
 
 from pydantic import ValidationError
 

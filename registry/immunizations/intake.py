@@ -152,7 +152,3 @@ def build(cipher, prow, data: DoseCreate, dose_id: uuid.UUID, *, existing: Calla
         out.rows.append(row(uuid.uuid5(dose_id, vaccine), vaccine, part.dose_number if part.dose_number is not None else 1,
                             True, dose_id))
     return out
-
-
-def refusal_code(exc: InvalidInput) -> str | None:
-    return getattr(exc, "code", None)
