@@ -309,3 +309,12 @@ def test_correcting_a_reported_combination_dose_keeps_provenance_and_components(
     assert [d["id"] for d in listed] == [new["id"]]
     schedule = world.client.get(f"/api/v1/patients/{pid}/schedule", headers=world.h("clinic_a")).json()
     assert sorted(d["vaccine"] for d in schedule["doses"]) == ["IPV", "PENTA"]  # the old component is superseded
+
+
+def test_fhir_search_by_a_product_code(world):
+    pid, birth = _child(world)
+    assert _post(world, pid, provenance="reported", code={"system": CVX, "code": "133"},
+                 date_given=(birth + timedelta(weeks=7)).isoformat()).status_code == 201
+    r = world.client.get("/fhir/R4/Immunization", params={"patient": f"Patient/{pid}", "vaccine-code": f"{CVX}|133"},
+                         headers=world.h("clinic_a"))
+    assert r.status_code == 200 and len(r.json().get("entry", [])) == 1

@@ -32,6 +32,7 @@ from registry.fhir.recommendation import recommendation_to_fhir
 from registry.immunizations import repository as dose_repo
 from registry.immunizations import service as doses
 from registry.immunizations.schemas import DoseCreate
+from registry.immunizations.vocabulary import load as vocabulary
 from registry.patients import codec
 from registry.patients import service as patients
 from registry.patients.models import SEXES
@@ -179,9 +180,10 @@ def _vaccines(values: list[str]) -> list[str] | None:
             if system is None:
                 nhr = codes.vaccine_from_coding(codes.EPI_ANTIGEN, code)
                 alternatives |= {nhr} if nhr else {v for (s, c), v in codes.MAPPED_TO_NHR.items() if c == code}
-            else:
+            else:  # any code of the vocabulary: the doses recorded under what it counts for first
                 nhr = codes.vaccine_from_coding(system, code)
-                alternatives |= {nhr} if nhr else set()
+                known = None if nhr else vocabulary().lookup(system, code)
+                alternatives |= {nhr} if nhr else ({known[0].vaccine} if known else set())
         found.append(alternatives)
     return sorted(set.intersection(*found))
 
