@@ -140,7 +140,14 @@ def _import_rows(rt, username: str, path: Path, n: int) -> float:
     t0 = time.perf_counter()
     res = importer.run(rt, path, username=username)
     elapsed = time.perf_counter() - t0
-    assert res.imported == n, (res.imported, res.rejected)
+    if res.imported != n:
+        from collections import Counter
+
+        report = path.with_suffix(".errors.csv")
+        importer.write_error_report(rt, res.run_id, report)
+        with open(report, newline="") as f:
+            reasons = Counter((r["field"], r["reason"]) for r in csv.DictReader(f))
+        raise AssertionError(f"{res.rejected} rows refused: {dict(reasons)}")
     return n / elapsed
 
 

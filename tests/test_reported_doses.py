@@ -82,6 +82,9 @@ def test_the_engine_places_a_dose_with_no_number():
     got = engine.evaluate(s, birth, None, [engine.Dose("OPV", None, birth), engine.Dose("OPV", None, date(2025, 4, 20)),
                                            engine.Dose("OPV", None, date(2025, 2, 15))], date(2026, 1, 1))
     assert [(r.series, r.counted_as) for r in got.recorded] == [("OPV-birth", 0), ("OPV", 1), ("OPV", 2)]
+    twice = engine.evaluate(s, birth, None, [engine.Dose("OPV", 1, date(2025, 2, 15)), engine.Dose("OPV", None, date(2025, 2, 15))],
+                            date(2026, 1, 1))  # numbered and unnumbered doses on one day sort without error
+    assert sorted(r.status for r in twice.recorded) == ["invalid", "valid"]
 
 
 # ------------------------------------------------------------------ reported doses, native API

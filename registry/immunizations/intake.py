@@ -106,13 +106,13 @@ def build(cipher, prow, data: DoseCreate, dose_id: uuid.UUID, *, existing: Calla
           refuse_schedule: bool = True) -> Built:
     """Judge `data` for patient `prow` and build its rows; raises InvalidInput (DoseRefused for a
     rule) for a dose that must not be recorded. `refuse_schedule=False` (bulk import) refuses only
-    the impossible and duplicates of a dose administered here."""
+    the impossible and a dose administered here whose vaccine and number the child already has."""
     here = data.administered_here
     code = resolve(data)
     when = data.date_given or estimate(data.occurrence_text, prow.birth_date, today)
     verdict = validation.judge(prow, code.vaccine, code.dose_number, when, existing, schedule, today, reported=not here)
-    if here and verdict.rule is not None and data.override_reason is None and \
-            (refuse_schedule or verdict.rule == validation.DUPLICATE):
+    if here and verdict.rule is not None and data.override_reason is None and (refuse_schedule or (
+            verdict.rule == validation.DUPLICATE and validation.recorded_twice(existing(), code.vaccine, code.dose_number))):
         raise validation.DoseRefused(verdict.rule, overridable=True)
 
     def ct(column: str, value: str | None, row_id: uuid.UUID) -> bytes | None:

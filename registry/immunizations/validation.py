@@ -107,8 +107,7 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
     existing = list(existing_doses()) if replacing is None else [d for d in existing_doses() if d.id != replacing]
     fallback = dose_number if dose_number is not None else 1 + sum(
         1 for d in existing if d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.date_given <= date_given)
-    if dose_number is not None and any(d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number
-                                       and not getattr(d, "dose_number_inferred", False) for d in existing):
+    if recorded_twice(existing, vaccine, dose_number):
         return Verdict(engine.INVALID, DUPLICATE, dose_number)
     in_force = schedule()
     if in_force is None:
@@ -150,6 +149,13 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
         if number != get(r, "dose_number"):
             out[get(r, "id")] = number
     return out
+
+
+def recorded_twice(existing: Iterable, vaccine: str, dose_number: int | None) -> bool:
+    """The patient already has a completed dose of this vaccine with this (given, not inferred) number."""
+    return dose_number is not None and any(
+        d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.dose_number == dose_number
+        and not getattr(d, "dose_number_inferred", False) for d in existing)
 
 
 def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:

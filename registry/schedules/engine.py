@@ -264,5 +264,5 @@ def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Itera
         if s.sex is not None and s.sex != sex and not by_series[s.id]:
             continue
         _evaluate_series(s, birth_date, by_series[s.id], as_of, out)
-    out.recorded.sort(key=lambda r: (r.date_given, r.vaccine, r.dose_number))
+    out.recorded.sort(key=lambda r: (r.date_given, r.vaccine, -1 if r.dose_number is None else r.dose_number))
     return out
