@@ -112,8 +112,9 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
     in_force = schedule()
     if in_force is None:
         return Verdict(None, None, fallback)
-    doses = [engine_dose(d) for d in existing]
-    result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)], today)
+    doses = [engine_dose(d) for d in existing if d.vaccine == vaccine]  # a series is made of one vaccine's doses
+    result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)],
+                             today, forecast=False)
     mine = next(r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given))
     return Verdict(mine.status, mine.reason, dose_number if dose_number is not None else
                    (mine.counted_as if mine.counted_as is not None else fallback))
@@ -134,7 +135,7 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
     if schedule is not None:
         view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
                             get(r, "date_given")) for r in counted]
-        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of).recorded:
+        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of, forecast=False).recorded:
             pending.setdefault((res.vaccine, res.dose_number, res.date_given), []).append(res)
     position: dict[str, int] = {}
     out = {}
@@ -165,7 +166,7 @@ def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> 
         return {}
     counted = [r for r in rows if r.status == engine.COUNTED_STATUS]
     result = engine.evaluate(schedule, patient.birth_date, patient.sex,
-                             [engine_dose(r) for r in counted], as_of)
+                             [engine_dose(r) for r in counted], as_of, forecast=False)
     pending: dict[tuple, list] = {}
     for r in result.recorded:
         pending.setdefault((r.vaccine, r.dose_number, r.date_given), []).append(r)

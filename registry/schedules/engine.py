@@ -26,6 +26,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, timedelta
 from typing import Iterable
 
@@ -43,6 +44,7 @@ class ScheduleError(ValueError):
     """A schedule document that does not follow the format."""
 
 
+@lru_cache(maxsize=256)
 def parse_duration(text: str) -> tuple[int, str]:
     m = _DURATION.match(text or "")
     if not m:
@@ -50,6 +52,7 @@ def parse_duration(text: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
+@lru_cache(maxsize=8192)
 def add(start: date, duration: str | None) -> date:
     """start + duration; months and years are calendar ones (31 Jan + 1m = 28/29 Feb)."""
     if duration is None:
@@ -190,7 +193,7 @@ def _series_without_number(schedule: Schedule, vaccine: str, birth: date, given:
     return candidates[-1] if candidates else None
 
 
-def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out: Evaluation) -> None:
+def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out: Evaluation, forecast: bool = True) -> None:
     counted: list[tuple[Dose, Slot]] = []
     for d in sorted(doses, key=lambda d: (d.date_given, -1 if d.dose_number is None else d.dose_number)):
         if any(c.date_given == d.date_given or (d.dose_number is not None and c.dose_number == d.dose_number)
@@ -207,6 +210,8 @@ def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out
             continue
         counted.append((d, slot))
         out.recorded.append(RecordedResult(d.vaccine, d.dose_number, d.date_given, VALID, None, s.id, slot.dose))
+    if not forecast:
+        return
     previous = counted[-1][0].date_given if counted else None
     prev_recommended = previous
     for slot in s.slots[len(counted):]:
@@ -242,11 +247,13 @@ def _forecast(slot: Slot, birth: date, previous: date | None, prev_recommended: 
     return Forecast(slot.series, slot.vaccine, slot.dose, status, earliest, recommended, latest)
 
 
-def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Iterable[Dose | tuple], as_of: date) -> Evaluation:
+def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Iterable[Dose | tuple], as_of: date,
+             *, forecast: bool = True) -> Evaluation:
     """Every recorded dose with its status and every future dose of the schedule with its dates.
 
     `doses` are Dose objects or (vaccine, dose_number, date_given, status) tuples; voided and
-    superseded ones are ignored. Series restricted to a sex are skipped for the other sexes."""
+    superseded ones are ignored. Series restricted to a sex are skipped for the other sexes.
+    `forecast=False` judges the recorded doses only (no future dates: what recording needs)."""
     index = _series_for(schedule)
     by_series: dict[str, list[Dose]] = {s.id: [] for s in schedule.series}
     out = Evaluation()
@@ -261,8 +268,8 @@ def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Itera
             continue
         by_series[s.id].append(d)
     for s in schedule.series:
-        if s.sex is not None and s.sex != sex and not by_series[s.id]:
+        if (s.sex is not None and s.sex != sex or not forecast) and not by_series[s.id]:
             continue
-        _evaluate_series(s, birth_date, by_series[s.id], as_of, out)
+        _evaluate_series(s, birth_date, by_series[s.id], as_of, out, forecast)
     out.recorded.sort(key=lambda r: (r.date_given, r.vaccine, -1 if r.dose_number is None else r.dose_number))
     return out
