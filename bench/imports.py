@@ -102,15 +102,20 @@ ORIGINS = ("home_record", "facility_register", "other_system", "abroad", "recall
 CVX = "http://hl7.org/fhir/sid/cvx"
 
 
+def _day(dose_number: int) -> str:
+    """A series' doses on different days, all after every bench patient's birth (400+ days ago)."""
+    return (date.today() - timedelta(days=400 - 35 * dose_number)).isoformat()
+
+
 def _csv(path: Path, triples: list[tuple]) -> Path:
     """A mixed history: even rows administered here (EPI code, dose number), odd rows reported
     (product code; every third of them with no dose number)."""
-    day = (date.today() - timedelta(days=10)).isoformat()
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "patient_id", "vaccine", "dose_number", "date_given", "lot_number", "code_system", "code",
                     "provenance", "report_origin"])
         for i, (p, v, d) in enumerate(triples):
+            day = _day(d)
             if i % 2 == 0:
                 w.writerow([uuid.uuid4(), p, v, d, day, "LOT-1", "", "", "", ""])
             else:

@@ -106,11 +106,13 @@ def build(cipher, prow, data: DoseCreate, dose_id: uuid.UUID, *, existing: Calla
           refuse_schedule: bool = True) -> Built:
     """Judge `data` for patient `prow` and build its rows; raises InvalidInput (DoseRefused for a
     rule) for a dose that must not be recorded. `refuse_schedule=False` (bulk import) refuses only
-    the impossible and a dose administered here whose vaccine and number the child already has."""
+    the impossible and a dose administered here whose vaccine and number the child already has,
+    and leaves the schedule to `validation.inferred_numbers`, which the caller runs once per child."""
     here = data.administered_here
     code = resolve(data)
     when = data.date_given or estimate(data.occurrence_text, prow.birth_date, today)
-    verdict = validation.judge(prow, code.vaccine, code.dose_number, when, existing, schedule, today, reported=not here)
+    verdict = validation.judge(prow, code.vaccine, code.dose_number, when, existing, schedule, today, reported=not here,
+                               judged=refuse_schedule)
     if here and verdict.rule is not None and data.override_reason is None and (refuse_schedule or (
             verdict.rule == validation.DUPLICATE and validation.recorded_twice(existing(), code.vaccine, code.dose_number))):
         raise validation.DoseRefused(verdict.rule, overridable=True)
@@ -148,7 +150,7 @@ def build(cipher, prow, data: DoseCreate, dose_id: uuid.UUID, *, existing: Calla
     number = verdict.dose_number if verdict.dose_number is not None else 1
     out = Built(verdict, [row(dose_id, code.vaccine, number, code.dose_number is None, None)])
     for vaccine in code.counts_for[1:]:
-        part = validation.judge(prow, vaccine, None, when, existing, schedule, today, reported=True)
+        part = validation.judge(prow, vaccine, None, when, existing, schedule, today, reported=True, judged=refuse_schedule)
         out.rows.append(row(uuid.uuid5(dose_id, vaccine), vaccine, part.dose_number if part.dose_number is not None else 1,
                             True, dose_id))
     return out

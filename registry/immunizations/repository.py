@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -38,11 +38,14 @@ def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, stat
 
 
 def set_inferred_numbers(session: Session, numbers: dict[uuid.UUID, int]) -> None:
-    """Renumber inferred doses (validation.inferred_numbers); a changed number is a change for the sync feed."""
+    """Renumber inferred doses (validation.inferred_numbers), in one statement; a changed number
+    is a change for the sync feed."""
+    if not numbers:
+        return
+    stmt = (update(DOSES).where(DOSES.c.id == bindparam("dose_id"), DOSES.c.dose_number_inferred.is_(True))
+            .values(dose_number=bindparam("number"), updated_at=bindparam("now")))
     now = datetime.now(UTC)
-    for dose_id, number in numbers.items():
-        session.execute(update(DOSES).where(DOSES.c.id == dose_id, DOSES.c.dose_number_inferred.is_(True))
-                        .values(dose_number=number, updated_at=now))
+    session.connection().execute(stmt, [{"dose_id": k, "number": v, "now": now} for k, v in numbers.items()])
 
 
 def set_components_status(session: Session, main_id: uuid.UUID, status: str) -> list[Row]:

@@ -90,11 +90,13 @@ def check(ctx: ServiceContext, patient, vaccine: str, dose_number: int, date_giv
 
 def judge(patient, vaccine: str, dose_number: int | None, date_given: date, existing_doses: Callable[[], Iterable],
           schedule: Callable[[], engine.Schedule | None], today: date, *, replacing: uuid.UUID | None = None,
-          reported: bool = False) -> Verdict:
+          reported: bool = False, judged: bool = True) -> Verdict:
     """`check` without the database, for callers that hold a snapshot (registry/immunizations/batch.py):
     `existing_doses()` gives the patient's dose rows (id, vaccine, dose_number, date_given, status),
     in `repository.for_patient`'s order; `schedule()` the schedule in force for its custodian.
-    Both are called only when the rules before them have passed, as `check` reads them."""
+    Both are called only when the rules before them have passed, as `check` reads them.
+    `judged=False` (bulk import) stops before the schedule: the verdict has no validity, and an
+    inferred number is the dose's position, which `inferred_numbers` corrects for the whole child."""
     spec = VACCINES.get(vaccine)
     if spec is not None and dose_number is not None and not reported \
             and not first_dose(vaccine) <= dose_number <= spec["max_dose"]:
@@ -109,7 +111,7 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
         1 for d in existing if d.status == engine.COUNTED_STATUS and d.vaccine == vaccine and d.date_given <= date_given)
     if recorded_twice(existing, vaccine, dose_number):
         return Verdict(engine.INVALID, DUPLICATE, dose_number)
-    in_force = schedule()
+    in_force = schedule() if judged else None
     if in_force is None:
         return Verdict(None, None, fallback)
     doses = [engine_dose(d) for d in existing if d.vaccine == vaccine]  # a series is made of one vaccine's doses

@@ -181,7 +181,11 @@ def _check(slot: Slot, birth: date, given: date, previous: date | None) -> str |
 
 
 def _series_for(schedule: Schedule) -> dict[tuple[str, int], Series]:
-    return {(x.vaccine, x.dose): s for s in schedule.series for x in s.slots}
+    index = schedule.__dict__.get("_index")  # built once per parsed schedule (a frozen dataclass)
+    if index is None:
+        index = {(x.vaccine, x.dose): s for s in schedule.series for x in s.slots}
+        object.__setattr__(schedule, "_index", index)
+    return index
 
 
 def _series_without_number(schedule: Schedule, vaccine: str, birth: date, given: date) -> Series | None:
