@@ -129,10 +129,11 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
     def get(r, k):
         return r[k] if isinstance(r, dict) else getattr(r, k)
 
-    counted = sorted((r for r in rows if get(r, "status") == engine.COUNTED_STATUS),
-                     key=lambda r: (get(r, "date_given"), str(get(r, "id"))))
-    if not any(get(r, "dose_number_inferred") for r in counted):
+    wanted = {get(r, "vaccine") for r in rows if get(r, "dose_number_inferred") and get(r, "status") == engine.COUNTED_STATUS}
+    if not wanted:
         return {}
+    counted = sorted((r for r in rows if get(r, "status") == engine.COUNTED_STATUS and get(r, "vaccine") in wanted),
+                     key=lambda r: (get(r, "date_given"), str(get(r, "id"))))
     pending: dict[tuple, list] = {}
     if schedule is not None:
         view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
