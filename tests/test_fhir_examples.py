@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from registry.fhir.immunization_map import PROVENANCE
+from registry.immunizations import intake
+
 from registry.fhir import codes
 from registry.fhir.mapping import (FhirInvalid, immunization_from_fhir, immunization_to_fhir, patient_from_fhir,
                                    patient_to_fhir, validate)
@@ -42,15 +45,18 @@ def test_patient_example_imports_what_nhr_represents():
     assert data.id is None and data.bform is None and data.cnic is None and data.phone is None and data.district is None
 
 
-def test_immunization_example_is_refused_naming_the_element():
+def test_immunization_example_is_taken_as_published():
+    """Issue 12: the spec example (an influenza vaccine NHR has no code for, subpotent, given by
+    a practitioner at a location) is a reported dose, kept with its code text and provenance."""
     spec = _load("immunization-example.json")
-    with pytest.raises(FhirInvalid) as err:
-        immunization_from_fhir(spec)
-    assert err.value.expression == "Immunization.isSubpotent" and err.value.status == 422
-    spec.pop("isSubpotent")
-    with pytest.raises(FhirInvalid) as err:
-        immunization_from_fhir(spec)
-    assert err.value.expression == "Immunization.vaccineCode"  # influenza is not an EPI antigen
+    ref, dose = immunization_from_fhir(spec)
+    assert ref == "Patient/example"  # resolved by the caller (the same Bundle or import file)
+    assert dose.provenance == "reported" and dose.primary_source is True and dose.subpotent
+    assert dose.code.system == "urn:oid:1.2.36.1.2001.1005.17" and dose.code.code == "FLUVAX" and dose.code.text
+    assert dose.dose_number is None and dose.date_given == date(2013, 1, 10)  # no protocolApplied: inferred
+    with pytest.raises(FhirInvalid) as err:  # only an unknown code with no text is refused
+        immunization_from_fhir({**spec, "vaccineCode": {"coding": [{"system": "urn:x", "code": "Q"}]}})
+    assert err.value.expression == "Immunization.vaccineCode" and err.value.status == 422
 
 
 def _epi_variant(patient_ref: str) -> dict:
@@ -66,7 +72,8 @@ def test_immunization_example_recoded_to_an_epi_antigen_imports():
     pid = uuid.uuid4()
     ref, dose = immunization_from_fhir(_epi_variant(f"Patient/{pid}"))
     assert ref == pid
-    assert (dose.vaccine, dose.dose_number, dose.date_given, dose.lot_number) == ("BCG", 1, date(2013, 1, 10), "AAJN11K")
+    assert (dose.code.code, dose.dose_number, dose.date_given, dose.lot_number) == ("19", 1, date(2013, 1, 10), "AAJN11K")
+    assert intake.resolve(dose).vaccine == "BCG"  # CVX 19 counts for BCG (registry/immunizations/vocabulary.py)
     assert immunization_from_fhir(_epi_variant("urn:uuid:0c3b1f3e-0f4c-4cde-9a4e-2b1d9d0f7a11"))[0].startswith("urn:uuid:")
 
 
@@ -85,19 +92,19 @@ def test_spec_patient_round_trips_through_the_api(world):
     assert again.model_dump(exclude={"id", "district"}) == first.model_dump(exclude={"id", "district"})
     assert again.district == out["address"][0]["district"]  # the facility's district, now explicit
 
-    # The example's dose (BCG at 38, in 2013) is refused by the EPI schedule as it stands ...
+    # Issue 12: the example's dose (BCG at 38, in 2013, given by a practitioner at a location) is a
+    # reported dose: recorded as published (no override), judged invalid for counting, never refused.
     dose = _epi_variant(f"Patient/{pid}")
-    r = c.post("/fhir/R4/Immunization", json=dose, headers=world.h("clinic_a"))
-    assert r.status_code == 422 and r.json()["issue"][0]["expression"] == ["Immunization.occurrenceDateTime"]
-    # ... and recorded when the clinic states why, in the override extension (kept on read).
-    dose["extension"] = [{"url": codes.EXT_OVERRIDE_REASON, "valueString": "documented dose given abroad, card seen"}]
     r = c.post("/fhir/R4/Immunization", json=dose, headers=world.h("clinic_a"))
     assert r.status_code == 201, r.json()
     back = c.get(f"/fhir/R4/Immunization/{r.json()['id']}", headers=world.h("clinic_a")).json()
     validate(back)
+    assert {k: back.get(k) for k in PROVENANCE} == {k: dose.get(k) for k in PROVENANCE}
     ref, recorded = immunization_from_fhir(back)
-    assert ref == uuid.UUID(pid)
-    assert recorded.model_dump(exclude={"id"}) == immunization_from_fhir(dose)[1].model_dump(exclude={"id"})
+    assert ref == uuid.UUID(pid) and recorded.provenance == "reported" and intake.resolve(recorded).vaccine == "BCG"
+    view = next(d for d in c.get(f"/api/v1/patients/{pid}/immunizations", headers=world.h("clinic_a")).json())
+    assert (view["provenance"], view["primary_source"], view["performer_id"], view["validity"]) == \
+        ("reported", True, None, "invalid")
 
 
 @pytest.mark.parametrize("vaccine", sorted(VACCINES))
@@ -114,7 +121,7 @@ def test_every_antigen_round_trips(vaccine):
     for mapped in codings[1:]:  # each mapped code alone is understood too
         alone = copy.deepcopy(res)
         alone["vaccineCode"] = {"coding": [mapped]}
-        assert immunization_from_fhir(alone)[1].vaccine == vaccine
+        assert intake.resolve(immunization_from_fhir(alone)[1]).vaccine == vaccine
 
 
 def test_superseded_and_voided_doses_are_entered_in_error():

@@ -25,9 +25,10 @@ from registry.clock import local_today
 from registry.bulk import identity
 from registry.bulk.sources import Item, Parsed, RowInvalid
 from registry.bulk.writer import insert_rows, rows_by_ids
-from registry.immunizations import not_done
+from registry.errors import InvalidInput
+from registry.immunizations import intake, validation
+from registry.immunizations import repository as dose_repo
 from registry.immunizations.models import Immunization
-from registry.immunizations.vaccines import VACCINES, first_dose
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
 from registry.patients.repository import Access, access_to
@@ -39,7 +40,10 @@ from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import AuditTrail
 
 P, IX, D = Patient.__table__, PatientIdentifierIndex.__table__, Immunization.__table__
-_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date"))
+_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex"))
+_DoseRow = namedtuple("_DoseRow", ("patient_id", "id", "vaccine", "dose_number", "date_given", "status", "dose_number_inferred"))
+# a refused dose's rule (registry/immunizations/validation.py) -> the import report's reason code
+_REASONS = {"dose_number_out_of_range": "out_of_range", "duplicate": "duplicate_dose"}
 _OWN = {"bform": identifiers.BFORM_SYSTEM, "cnic": identifiers.CNIC_SYSTEM}
 
 
@@ -170,49 +174,54 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
     rows = _unique_ids(rows, _existing(session, D, [p.id for _, p in rows]), result)
     pids = sorted({p.patient_id for _, p in rows})
     patients = {r[0]: _PatientRow(*r) for r in rows_by_ids(session, P, _PatientRow._fields, "id", pids)}
-    given = set(rows_by_ids(session, D, ("patient_id", "vaccine", "dose_number"), "patient_id", pids, {"status": "completed"}))
+    given: dict[uuid.UUID, list] = {}
+    for r in rows_by_ids(session, D, _DoseRow._fields, "patient_id", pids, {"status": "completed"}):
+        given.setdefault(r[0], []).append(_DoseRow(*r))
     d_rows, subjects, outside, principal, today = [], set(), False, actor.principal, local_today()
+    schedules: dict = {}
+    accepted = 0  # records of the file (a combination product's component rows are not rows of the file)
+
+    def schedule_of(custodian: str):
+        if custodian not in schedules:
+            schedules[custodian] = rt.schedules.in_force(session, custodian, today)[1]
+        return schedules[custodian]
+
     for row, p in rows:
         prow = patients.get(p.patient_id)
         reach = access_to(principal, prow) if prow is not None else Access.NONE
         if reach is Access.NONE:  # unknown or out of reach: the same answer, so existence does not leak
             result.reject(row, "patient_id", "unknown_patient")
             continue
-        data = p.data
-        if not first_dose(data.vaccine) <= data.dose_number <= VACCINES[data.vaccine]["max_dose"]:
-            result.reject(row, "dose_number", "out_of_range")
+        mine = given.setdefault(prow.id, [])
+        try:  # history: impossible facts and duplicates of doses administered here are refused, schedule rules are not
+            built = intake.build(rt.cipher, prow, p.data, p.id, existing=lambda: mine,
+                                 schedule=lambda: schedule_of(prow.custodian), today=today, now=now,
+                                 facility=actor.facility, user_id=principal.user_id, refuse_schedule=False)
+        except InvalidInput as exc:
+            code = getattr(exc, "code", None)
+            result.reject(row, exc.field or "row", _REASONS.get(code, code or "invalid"))
             continue
-        if data.date_given < prow.birth_date:
-            result.reject(row, "date_given", "before_birth")
-            continue
-        if data.date_given > today:
-            result.reject(row, "date_given", "in_future")
-            continue
-        not_given = data.status == not_done.STATUS  # a dose not given: never a duplicate, never counted
-        if not_given and data.lot_number is not None:
-            result.reject(row, "lot_number", "not_done_with_lot")
-            continue
-        key = (prow.id, data.vaccine, data.dose_number)
-        if key in given and not not_given:
-            result.reject(row, "dose_number", "duplicate_dose")
-            continue
-        if not not_given:
-            given.add(key)
+        mine += [_DoseRow(prow.id, r["id"], r["vaccine"], r["dose_number"], r["date_given"], r["status"],
+                          r["dose_number_inferred"]) for r in built.rows]
         outside |= reach is not Access.CAPTURE
         subjects.add(prow.id)
-        d_rows.append({
-            "id": p.id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
-            "district": prow.district, "facility": actor.facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
-            "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
-            "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": now,
-            "updated_at": now, "override_rule": None, "override_reason_ct": None, "not_done_reason": data.not_done_reason, "original_patient_id": None,
-        })
+        d_rows += built.rows
+        accepted += 1
+    # inferred dose numbers, in the order of each touched child's series (a file need not be in date order)
+    new = {r["id"]: r for r in d_rows}
+    for pid in subjects:
+        prow = patients[pid]
+        numbers = validation.inferred_numbers(schedule_of(prow.custodian), prow, given[pid], today)
+        for dose_id, number in numbers.items():
+            if dose_id in new:
+                new[dose_id]["dose_number"] = number
+        dose_repo.set_inferred_numbers(session, {k: v for k, v in numbers.items() if k not in new})
     insert_rows(session, D, d_rows)
     _mark_for_reports(session, subjects)
     if d_rows:
         _event(session, actor, "immunization.import", "Immunization", subjects,
-               {"run": str(actor.run_id), "chunk": chunk_no, "count": len(d_rows), "via": "nhr import"}, outside)
-    result.imported += len(d_rows)
+               {"run": str(actor.run_id), "chunk": chunk_no, "count": accepted, "via": "nhr import"}, outside)
+    result.imported += accepted
 
 
 __all__ = ["Actor", "ChunkResult", "process"]

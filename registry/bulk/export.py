@@ -106,7 +106,7 @@ def _snapshot_query(ctx: ServiceContext, job, rtype: str, after: str | None, lim
         key = P.c.id
     else:
         q = (select(D.c.id, D.c.patient_id).join(P, P.c.id == D.c.patient_id)
-             .where(scoping.capture_clause(ctx.principal, P), D.c.recorded_at <= tt))
+             .where(scoping.capture_clause(ctx.principal, P), D.c.recorded_at <= tt, D.c.component_of.is_(None)))
         if since is not None:
             q = q.where(D.c.recorded_at >= since)
         key = D.c.id

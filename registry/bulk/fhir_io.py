@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from registry.bulk.sources import Parsed, RowInvalid, derived_id, pydantic_errors
+from registry.bulk.rows import Parsed, RowInvalid, derived_id, pydantic_errors
 
 TYPES = ("Patient", "Immunization")
 
@@ -78,6 +78,8 @@ def parse(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_u
             pid = data.id or _own_id(sha, row, resource, full_url)
             if full_url:
                 urns.setdefault(full_url, pid)
+            if resource.get("id") and _as_uuid(resource["id"]) is None:  # `Patient/example` in the same file
+                urns.setdefault(f"Patient/{resource['id']}", pid)
             return Parsed("patient", pid, data)
         ref, data = mapping.immunization_from_fhir(resource)
     except mapping.FhirInvalid as exc:

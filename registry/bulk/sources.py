@@ -22,32 +22,23 @@ from typing import Callable, Iterator
 
 from pydantic import ValidationError
 
+from registry.bulk import fhir_io
+from registry.bulk.rows import Parsed, RowInvalid, derived_id, pydantic_errors
 from registry.immunizations.schemas import DoseCreate
 from registry.patients.schemas import PatientCreate
 
 FORMATS = ("csv-patients", "csv-doses", "fhir-ndjson", "fhir-bundle")
 PATIENT_COLUMNS = ("id", "given_name", "family_name", "sex", "birth_date", "bform", "cnic", "guardian_name",
                    "guardian_relationship", "guardian_cnic", "phone", "address", "district")
-DOSE_COLUMNS = ("id", "patient_id", "vaccine", "dose_number", "date_given", "lot_number")
-_NS = uuid.UUID("6f1c52e4-5a0e-4b7e-9a55-0d3c1e3b5a10")
+# issue 12: a dose row may say where it comes from and carry any vaccine code (docs/bulk.md)
+PROVENANCE_COLUMNS = ("provenance", "primary_source", "report_origin", "performer_facility", "performer_text",
+                      "location_text", "country", "occurrence_text", "source_recorded", "subpotent")
+CODE_COLUMNS = ("code_system", "code", "code_text")
+DOSE_COLUMNS = ("id", "patient_id", "vaccine", "dose_number", "date_given", "lot_number", *CODE_COLUMNS, *PROVENANCE_COLUMNS)
 
 
 class UnreadableFile(ValueError):
     """The file as a whole cannot be imported (unknown format, unknown column). No values in it."""
-
-
-class RowInvalid(Exception):
-    def __init__(self, errors: list[tuple[str, str]]):
-        super().__init__(errors)
-        self.errors = errors  # [(field, reason code)]
-
-
-@dataclass(slots=True)
-class Parsed:
-    kind: str                      # "patient" | "dose"
-    id: uuid.UUID
-    data: object                   # PatientCreate | DoseCreate
-    patient_id: uuid.UUID | None = None  # doses: the patient referenced
 
 
 @dataclass(slots=True)
@@ -68,10 +59,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def derived_id(sha: str, row: int) -> uuid.UUID:
-    return uuid.uuid5(_NS, f"{sha}:{row}")
-
-
 def detect(path: Path) -> str:
     name = path.name.lower()
     if name.endswith((".ndjson", ".jsonl")):
@@ -85,11 +72,6 @@ def detect(path: Path) -> str:
     if "given_name" in header:
         return "csv-patients"
     raise UnreadableFile("cannot tell the format: use --format")
-
-
-def pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    """Field and error type only: pydantic's `input` (the submitted value) is never kept."""
-    return [(prefix + ".".join(str(p) for p in e["loc"]) or "row", e["type"][:48]) for e in exc.errors()]
 
 
 def _uuid(value: str | None, field: str) -> uuid.UUID | None:
@@ -119,7 +101,12 @@ def _dose_row(sha: str, row: int, r: dict) -> Parsed:
     patient = _uuid(r.get("patient_id"), "patient_id")
     errors = [] if patient else [("patient_id", "missing")]
     try:
-        data = DoseCreate.model_validate({k: r.get(k) for k in ("vaccine", "dose_number", "date_given", "lot_number")})
+        body = {k: r.get(k) for k in ("vaccine", "dose_number", "date_given", "lot_number", *PROVENANCE_COLUMNS)
+                if r.get(k) is not None}
+        if any(r.get(k) for k in CODE_COLUMNS):
+            body["code"] = {k: v for k, v in (("system", r.get("code_system")), ("code", r.get("code")),
+                                              ("text", r.get("code_text"))) if v}
+        data = DoseCreate.model_validate(body)
     except ValidationError as exc:
         raise RowInvalid(errors + pydantic_errors(exc)) from None
     if errors:
@@ -142,8 +129,6 @@ def read_csv(path: Path, sha: str, fmt: str) -> Iterator[Item]:
 
 def _fhir(sha: str, row: int, resource: dict, urns: dict[str, uuid.UUID], full_url: str | None = None,
           validated: bool = False) -> Parsed:
-    from registry.bulk import fhir_io
-
     return fhir_io.parse(sha, row, resource, urns, full_url, validated=validated)
 
 
@@ -157,8 +142,6 @@ def read_ndjson(path: Path, sha: str) -> Iterator[Item]:
 
 
 def read_bundle(path: Path, sha: str) -> Iterator[Item]:
-    from registry.bulk import fhir_io
-
     try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
@@ -193,4 +176,4 @@ def items(path: Path, sha: str, fmt: str) -> Iterator[Item]:
     raise UnreadableFile(f"format must be one of {', '.join(FORMATS)}")
 
 
-__all__ = ["Item", "Parsed", "RowInvalid", "UnreadableFile", "items", "detect", "file_sha256"]
+__all__ = ["Item", "Parsed", "RowInvalid", "UnreadableFile", "derived_id", "items", "detect", "file_sha256"]

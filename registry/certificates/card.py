@@ -37,7 +37,8 @@ def html_card(issued) -> str:
     name = " ".join(x for x in (dcc["nam"].get("gn"), dcc["nam"].get("fn")) if x)
     rows = "".join(
         f"<tr><td>{e(VACCINES.get(d.vaccine, {}).get('name', d.vaccine))}</td><td>{e(d.vaccine)}-{d.dose_number}</td>"
-        f"<td>{e(d.date_given.isoformat())}</td></tr>" for d in issued.doses)
+        f"<td>{e(d.date_given.isoformat())}</td><td>{'reported' if d.reported else 'administered'}</td></tr>"
+        for d in issued.doses)
     v = dcc["v"][0]
     svg = _qr(issued.hc1).svg_inline(scale=3, border=4)
     return f"""<!DOCTYPE html>
@@ -53,7 +54,7 @@ td,th{{border:1px solid #999;padding:.3em;text-align:left}}.qr{{float:right;marg
 <strong>Certificate identifier:</strong> <code>{e(v["ci"])}</code><br>
 <strong>Valid until:</strong> {e(issued.expires_at.date().isoformat())}</p>
 <h2>Doses recorded</h2>
-<table><tr><th>Vaccine</th><th>Dose</th><th>Date given</th></tr>{rows}</table>
+<table><tr><th>Vaccine</th><th>Dose</th><th>Date given</th><th>Record</th></tr>{rows}</table>
 <p class="noprint"><small>The QR code is an EU DCC / WHO DDCC:VS compatible signed certificate (HC1).
 Any verifier holding the registry's trust list can check it offline.</small></p>
 </body></html>

@@ -80,12 +80,17 @@ class Dose:
     vaccine: str
     dose_number: int
     date_given: date
+    reported: bool = False  # given elsewhere or earlier and reported to NHR (issue 12)
 
 
 def latest_dose(doses: list, disease: str) -> Dose | None:
-    """The most recent completed dose of a vaccine that protects against `disease`."""
+    """The most recent completed dose of a vaccine that protects against `disease`, among the
+    doses administered here. A reported dose (home card, recall, another system, abroad) is
+    never on the HC1 certificate: the DCC has no element that says "reported", its `co`
+    (country of vaccination) and `is` (issuer) would present NHR as attesting an administration
+    it did not witness, and a verifier cannot tell the difference. It is listed on the card."""
     wanted = vaccines_for(disease)
-    valid = [d for d in doses if d.status == "completed" and d.vaccine in wanted]
+    valid = [d for d in doses if d.status == "completed" and d.vaccine in wanted and getattr(d, "administered_here", True)]
     if not valid:
         return None
     d = max(valid, key=lambda d: (d.date_given, d.dose_number))

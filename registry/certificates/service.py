@@ -92,7 +92,8 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
                          detail={"field": field_name, "disease": disease if disease in DISEASES else None})
         if disease not in DISEASES:
             raise InvalidInput(f"disease must be one of: {', '.join(sorted(DISEASES))}", field=field_name)
-        raise InvalidInput("the patient has no completed dose against this disease", field=field_name)
+        raise InvalidInput("the patient has no completed dose against this disease administered here "
+                           "(reported doses are not certified)", field=field_name)
     rt = ctx.runtime
     signer = issuer_keys(rt).signer(prow.custodian)
     country = rt.settings.country
@@ -110,7 +111,8 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
                                      "issued_at": issued_at, "expires_at": expires_at, "issued_by": ctx.principal.user_id})
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type=RESOURCE, resource_id=uvci, patient=pref,
                      detail={"uvci": uvci, "disease": disease, "kid": signer.kid.hex()})
-    completed = [Dose(d.vaccine, d.dose_number, d.date_given) for d in doses if d.status == "completed"]
+    completed = [Dose(d.vaccine, d.dose_number, d.date_given, not d.administered_here) for d in doses
+                 if d.status == "completed" and d.component_of is None]
     return Issued(hc1, uvci, dcc, disease, issued_at, expires_at, completed)
 
 

@@ -59,11 +59,14 @@ class CitizenRecord(BaseModel):
 # The doses of one child as the citizen view lists them (an OPV entry voided and re-entered).
 EXAMPLE_DOSES = [
     {"vaccine": "BCG", "dose_number": 1, "date_given": "2026-03-15", "facility": {"code": "F-LAH-02", "name": "BHU Example Town"},
-     "status": "completed", "voided": False, "superseded": False, "recorded_at": "2026-03-15T06:12:40.331000Z"},
+     "status": "completed", "voided": False, "superseded": False, "recorded_at": "2026-03-15T06:12:40.331000Z",
+     "reported": False, "code_text": None},
     {"vaccine": "OPV", "dose_number": 1, "date_given": "2026-04-26", "facility": {"code": "F-LAH-02", "name": "BHU Example Town"},
-     "status": "entered-in-error", "voided": True, "superseded": False, "recorded_at": "2026-04-26T05:40:02.118000Z"},
+     "status": "entered-in-error", "voided": True, "superseded": False, "recorded_at": "2026-04-26T05:40:02.118000Z",
+     "reported": False, "code_text": None},
     {"vaccine": "OPV", "dose_number": 1, "date_given": "2026-04-25", "facility": {"code": "F-LAH-02", "name": "BHU Example Town"},
-     "status": "completed", "voided": False, "superseded": False, "recorded_at": "2026-04-26T05:44:19.907000Z"},
+     "status": "completed", "voided": False, "superseded": False, "recorded_at": "2026-04-26T05:44:19.907000Z",
+     "reported": False, "code_text": None},
 ]
 
 
@@ -79,6 +82,9 @@ class CitizenDose(BaseModel):
     voided: bool
     superseded: bool
     recorded_at: datetime
+    reported: bool = Field(False, description="given elsewhere or earlier and reported to NHR: `facility` recorded it, "
+                                              "it did not give it")
+    code_text: str | None = Field(None, description="the vaccine as reported, when NHR does not know its code")
 
 
 class AccessLogEntry(BaseModel):

@@ -29,6 +29,7 @@ from registry.citizens.schemas import (AccessCodeIssued, AccessLogEntry, AccessL
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, TooManyAttempts, Unauthenticated
 from registry.immunizations import repository as doses
+from registry.immunizations.service import text as dose_text
 from registry.patients import codec
 from registry.patients import repository as patient_repo
 from registry.patients.repository import Access
@@ -163,12 +164,13 @@ def read_own(ctx: ServiceContext, generation: object) -> CitizenRecord:
 def immunizations(ctx: ServiceContext, generation: object) -> list[CitizenDose]:
     action = "citizen.immunizations"
     row = _own(ctx, action, generation)
-    rows = doses.for_patient(ctx.session, row.id)
+    rows = [r for r in doses.for_patient(ctx.session, row.id) if r.component_of is None]
     names = repo.facility_names(ctx.session, {r.facility for r in rows})
     views = [CitizenDose(
         vaccine=r.vaccine, dose_number=r.dose_number, date_given=r.date_given, facility=_place(r.facility, names),
         status=r.status, voided=r.status == "entered-in-error", superseded=r.status == "superseded",
-        recorded_at=r.recorded_at,
+        recorded_at=r.recorded_at, reported=not r.administered_here,
+        code_text=dose_text(ctx, r, "code_text_ct") if r.vaccine == "UNKNOWN" else None,
     ) for r in rows]
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", patient=_ref(row),
                      detail={"count": len(views)})

@@ -26,6 +26,14 @@ EXT_ACCESS_CODE = f"{BASE}/StructureDefinition/access-code"  # only in the regis
 # Why a dose the schedule refuses was recorded anyway (10-500 characters; stored encrypted).
 EXT_OVERRIDE_REASON = f"{BASE}/StructureDefinition/schedule-override-reason"
 FORECAST_STATUS = f"{BASE}/CodeSystem/forecast-status"
+# Issue 12: reported doses and every vaccine code
+VACCINE_GROUP = f"{BASE}/CodeSystem/vaccine-group"        # INFLUENZA, HPV, ... UNKNOWN, SUBPOTENT
+REPORT_ORIGIN_NHR = f"{BASE}/CodeSystem/report-origin"    # home_record, facility_register, other_system, abroad, recall
+REPORT_ORIGIN_HL7 = "http://terminology.hl7.org/CodeSystem/immunization-origin"
+EXT_COUNTS_FOR = f"{BASE}/StructureDefinition/counts-for"  # valueCode: each EPI vaccine a dose counts for
+EXT_DOSE_NUMBER_INFERRED = f"{BASE}/StructureDefinition/dose-number-inferred"  # on protocolApplied
+EXT_COUNTRY = f"{BASE}/StructureDefinition/country-of-vaccination"  # valueCode, ISO 3166-1 alpha-2
+PK_EPI_NAME = f"{BASE}/CodeSystem/pk-epi-name"
 
 SNOMED = "http://snomed.info/sct"
 CVX = "http://hl7.org/fhir/sid/cvx"
@@ -67,6 +75,8 @@ MAPPED_TO_NHR = {(system, code): nhr for nhr, (_, codings) in ANTIGENS.items() f
 
 
 def vaccine_codeable(vaccine: str) -> dict:
+    if vaccine not in ANTIGENS:  # a group outside the schedule (INFLUENZA, HPV...), UNKNOWN or SUBPOTENT
+        return {"coding": [{"system": VACCINE_GROUP, "code": vaccine}], "text": vaccine.title()}
     display, mapped = ANTIGENS[vaccine]
     coding = [{"system": EPI_ANTIGEN, "code": vaccine, "display": display}]
     coding += [{"system": s, "code": c, "display": d} for s, c, d in mapped]

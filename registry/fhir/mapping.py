@@ -18,57 +18,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date
 
 from pydantic import ValidationError
 
-from registry.errors import InvalidInput
 from registry.fhir import codes
-from registry.immunizations import not_done
-from registry.immunizations.schemas import DoseCreate, DoseView
+from registry.fhir.immunization_map import immunization_from_fhir, immunization_to_fhir, patient_reference  # noqa: F401
+from registry.fhir.invalid import FhirInvalid, _message, _path  # noqa: F401
 from registry.patients.schemas import Guardian, PatientCreate, PatientView
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _DISTRICT_CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]+){2,}$")
 _PK_PHONE_PREFIX = re.compile(r"^\s*(\+92|0092|03)")
-# pydantic error type -> a message that never echoes the input
-_MESSAGES = {"missing": "is required", "extra_forbidden": "is not an element of this resource",
-             "string_type": "must be a string", "int_type": "must be an integer", "bool_type": "must be a boolean",
-             "list_type": "must be an array", "dict_type": "must be an object", "model_type": "must be an object",
-             "date_from_datetime_parsing": "must be a date", "date_type": "must be a date"}
 # code elements with a required binding that the R4B models do not enforce
 _REQUIRED_BINDINGS = {
     "Patient": {"gender": ("male", "female", "other", "unknown")},
     "Immunization": {"status": ("completed", "entered-in-error", "not-done")},
 }
-
-
-class FhirInvalid(InvalidInput):
-    """An invalid FHIR resource. `expression` is FHIRPath-like, e.g. `Patient.name[0].given`.
-
-    A domain `InvalidInput` (audited as `invalid`); `status` is 400 for a resource that is not
-    valid FHIR (validate) and 422 for valid FHIR that NHR cannot accept (the mappings)."""
-
-    def __init__(self, expression: str, message: str, *, status: int = 422) -> None:
-        super().__init__(message, field=expression)
-        self.expression = expression
-        self.status = status
-
-
-def _path(resource_type: str, loc: tuple) -> str:
-    out = resource_type
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-def _message(err: dict) -> str:
-    kind = err.get("type", "")
-    if kind in _MESSAGES:
-        return _MESSAGES[kind]
-    if kind.startswith("literal") or kind.startswith("enum"):
-        return "is not one of the allowed codes"
-    return "is not a valid value for its FHIR datatype"
 
 
 def validate(resource: dict) -> dict:
@@ -264,117 +228,3 @@ def _address_from_fhir(addresses: list, data: dict, where: dict) -> None:
             data["address"] = text
             where["address"] = f"Patient.address[{i}]"
         return
-
-
-# ---------------------------------------------------------------- Immunization
-
-def immunization_to_fhir(view: DoseView) -> dict:
-    res: dict = {"resourceType": "Immunization", "id": str(view.id), "meta": {"versionId": str(view.version)}}
-    if view.status == "superseded":
-        res["meta"]["tag"] = [{"system": codes.DOSE_STATUS, "code": "superseded"}]
-    extensions = []
-    if view.supersedes_id:
-        extensions.append({"url": codes.EXT_SUPERSEDES, "valueReference": {"reference": f"Immunization/{view.supersedes_id}"}})
-    if getattr(view, "override_reason", None):
-        extensions.append({"url": codes.EXT_OVERRIDE_REASON, "valueString": view.override_reason})
-    if extensions:
-        res["extension"] = extensions
-    res.update({
-        "status": view.status if view.status in ("completed", not_done.STATUS) else "entered-in-error",
-        "vaccineCode": codes.vaccine_codeable(view.vaccine),
-        "patient": {"reference": f"Patient/{view.patient_id}"},
-        "occurrenceDateTime": view.date_given.isoformat(),
-        "recorded": view.recorded_at.isoformat(),
-        "primarySource": True,
-    })
-    if view.status == not_done.STATUS and getattr(view, "not_done_reason", None):
-        res["statusReason"] = not_done.to_fhir(view.not_done_reason)
-    if view.lot_number:
-        res["lotNumber"] = view.lot_number
-    res["location"] = {"identifier": {"system": codes.SID_FACILITY, "value": view.facility}}
-    res["performer"] = [{"actor": {"identifier": {"system": codes.SID_USER, "value": str(view.performer_id)}}}]
-    dose = {"doseNumberPositiveInt": view.dose_number} if view.dose_number >= 1 else {"doseNumberString": str(view.dose_number)}
-    res["protocolApplied"] = [dose]
-    return res
-
-
-def patient_reference(reference: str | None, expression: str) -> uuid.UUID | str:
-    """`Patient/<uuid>` -> UUID; `urn:uuid:<uuid>` -> the string (a bundle-internal reference)."""
-    if reference:
-        if reference.startswith("urn:uuid:"):
-            return reference
-        tail = reference.rsplit("/", 2)
-        if len(tail) >= 2 and tail[-2] == "Patient":
-            try:
-                return uuid.UUID(tail[-1])
-            except ValueError:
-                pass
-    raise FhirInvalid(expression, "must reference a registry patient (Patient/<id>) or a bundle entry (urn:uuid:)")
-
-
-def _vaccine(codeable: dict) -> str:
-    coding = codeable.get("coding") or []
-    ordered = [c for c in coding if c.get("system") == codes.EPI_ANTIGEN] + [c for c in coding if c.get("system") != codes.EPI_ANTIGEN]
-    for c in ordered:
-        found = codes.vaccine_from_coding(c.get("system"), c.get("code"))
-        if found:
-            return found
-    raise FhirInvalid("Immunization.vaccineCode", "no coding is an EPI antigen NHR records (see docs/fhir.md)")
-
-
-def _dose_number(resource: dict) -> int:
-    for i, p in enumerate(resource.get("protocolApplied") or []):
-        if "doseNumberPositiveInt" in p:
-            return p["doseNumberPositiveInt"]
-        if "doseNumberString" in p:
-            try:
-                return int(p["doseNumberString"])
-            except (TypeError, ValueError):
-                raise FhirInvalid(f"Immunization.protocolApplied[{i}].doseNumberString", "must be a dose number") from None
-    raise FhirInvalid("Immunization.protocolApplied", "a dose number (protocolApplied.doseNumber) is required")
-
-
-def immunization_from_fhir(resource: dict) -> tuple[uuid.UUID | str, DoseCreate]:
-    """A validated Immunization -> (patient ref, DoseCreate). Only given doses that count are
-    recorded: status must be `completed` and the dose not subpotent; performer, location and recorded date are the registry's own
-    (the acting user, their facility, now) and are not taken from input."""
-    if resource.get("resourceType") != "Immunization":
-        raise FhirInvalid("Immunization.resourceType", "must be Immunization")
-    if resource.get("status") not in ("completed", not_done.STATUS):
-        raise FhirInvalid("Immunization.status", "only completed and not-done doses can be recorded")
-    if resource.get("isSubpotent") is True:
-        raise FhirInvalid("Immunization.isSubpotent", "a subpotent dose does not count and is not recorded")
-    vaccine = _vaccine(resource.get("vaccineCode") or {})
-    patient = patient_reference((resource.get("patient") or {}).get("reference"), "Immunization.patient")
-    when = resource.get("occurrenceDateTime")
-    if not when or not _DATE.match(when):
-        raise FhirInvalid("Immunization.occurrence", "an occurrenceDateTime with a full date is required")
-    try:
-        given = date.fromisoformat(when[:10])
-    except ValueError:
-        raise FhirInvalid("Immunization.occurrenceDateTime", "is not a calendar date") from None
-    data: dict = {"vaccine": vaccine, "dose_number": _dose_number(resource), "date_given": given}
-    where = {"vaccine": "Immunization.vaccineCode", "dose_number": "Immunization.protocolApplied[0]",
-             "date_given": "Immunization.occurrenceDateTime", "lot_number": "Immunization.lotNumber"}
-    if resource.get("lotNumber"):
-        data["lot_number"] = resource["lotNumber"]
-    if resource.get("status") == not_done.STATUS:  # a dose not given, with its coded reason (docs/field-work.md)
-        data["status"], data["not_done_reason"] = not_done.STATUS, not_done.from_fhir(resource.get("statusReason"))
-        where["not_done_reason"] = "Immunization.statusReason"
-    for i, ext in enumerate(resource.get("extension") or []):
-        if ext.get("url") == codes.EXT_OVERRIDE_REASON:
-            data["override_reason"] = ext.get("valueString")
-            where["override_reason"] = f"Immunization.extension[{i}]"
-    rid = resource.get("id")
-    if rid:
-        try:
-            data["id"] = uuid.UUID(rid)
-        except ValueError:
-            pass
-    try:
-        return patient, DoseCreate.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err.get("loc") else ""
-        message = (err.get("ctx") or {}).get("error")
-        raise FhirInvalid(where.get(field, "Immunization"), str(message) if isinstance(message, ValueError) else _message(err)) from None

@@ -51,7 +51,7 @@ def count_patients_in_capture(session: Session, principal: Principal, **filters)
 def _doses(principal: Principal, *, given: DateRange, vaccines: list[str] | None, statuses: list[str] | None):
     q = (select(DOSES, PATIENTS.c.province.label("patient_province"), PATIENTS.c.district.label("patient_district"))
          .join(PATIENTS, PATIENTS.c.id == DOSES.c.patient_id)
-         .where(scoping.capture_clause(principal, PATIENTS)))
+         .where(scoping.capture_clause(principal, PATIENTS), DOSES.c.component_of.is_(None)))
     if given.low is not None:
         q = q.where(DOSES.c.date_given >= given.low)
     if given.high is not None:

@@ -32,6 +32,7 @@ from registry.fhir.recommendation import recommendation_to_fhir
 from registry.immunizations import repository as dose_repo
 from registry.immunizations import service as doses
 from registry.immunizations.schemas import DoseCreate
+from registry.immunizations.vocabulary import load as vocabulary
 from registry.patients import codec
 from registry.linkage import steward_repository as linkage_repo
 from registry.patients import repository as patient_repo
@@ -202,9 +203,10 @@ def _vaccines(values: list[str]) -> list[str] | None:
             if system is None:
                 nhr = codes.vaccine_from_coding(codes.EPI_ANTIGEN, code)
                 alternatives |= {nhr} if nhr else {v for (s, c), v in codes.MAPPED_TO_NHR.items() if c == code}
-            else:
+            else:  # any code of the vocabulary: the doses recorded under what it counts for first
                 nhr = codes.vaccine_from_coding(system, code)
-                alternatives |= {nhr} if nhr else set()
+                known = None if nhr else vocabulary().lookup(system, code)
+                alternatives |= {nhr} if nhr else ({known[0].vaccine} if known else set())
         found.append(alternatives)
     return sorted(set.intersection(*found))
 
@@ -258,6 +260,9 @@ def immunization_input(resource: dict, resolve: Callable[[str], uuid.UUID] | Non
     `urn:uuid:` reference to the patient it created."""
     ref, data = mapping.immunization_from_fhir(mapping.validate(resource))
     if isinstance(ref, str):
+        if not ref.startswith("urn:uuid:"):
+            raise FhirInvalid("Immunization.patient",
+                              "must reference a registry patient (Patient/<id>) or a bundle entry (urn:uuid:)")
         if resolve is None:
             raise FhirInvalid("Immunization.patient", "a urn:uuid reference resolves only inside a Bundle")
         ref = resolve(ref)

@@ -36,10 +36,11 @@ from registry.bulk.writer import driver_rows, insert_rows, rows_by_ids
 from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from registry.immunizations import not_done, validation
+from registry.immunizations import intake, validation
 from registry.immunizations.models import Immunization
+from registry.immunizations.repository import set_inferred_numbers
 from registry.immunizations.schemas import DoseCreate, DoseView
-from registry.immunizations.service import not_done_detail, override_columns, override_detail, to_view
+from registry.immunizations.service import not_done_detail, override_detail, to_view
 from registry.patients.models import Patient
 from registry.patients.repository import Access, access_to
 from registry.patients.service import NOT_FOUND, Merged
@@ -53,7 +54,7 @@ ACTION = "immunization.create"
 P, D = Patient.__table__, Immunization.__table__
 _Patient = namedtuple("_Patient", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex",
                                    "merged_into"))
-_Dose = namedtuple("_Dose", ("id", "patient_id", "vaccine", "dose_number", "date_given", "status"))
+_Dose = namedtuple("_Dose", ("id", "patient_id", "vaccine", "dose_number", "date_given", "status", "dose_number_inferred"))
 
 
 @dataclass
@@ -63,15 +64,18 @@ class Recorded:
     row: dict
     verdict: validation.Verdict
     outside: bool
+    parts: list[dict] = field(default_factory=list)  # component rows of a combination product
 
     def view(self, ctx: ServiceContext) -> DoseView:
-        return to_view(ctx, SimpleNamespace(**self.row), (self.verdict.validity, self.verdict.rule))
+        return to_view(ctx, SimpleNamespace(**self.row), (self.verdict.validity, self.verdict.rule),
+                       [SimpleNamespace(**r) for r in self.parts])
 
 
 @dataclass
 class Plan:
     outcomes: list[Recorded | DomainError] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
+    renumbered: dict = field(default_factory=dict)  # inferred dose numbers of doses already in the registry
 
     @property
     def accepted(self) -> list[Recorded]:
@@ -99,7 +103,20 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
             out.outcomes.append(exc)
             if stop_on_error:
                 break
+    _renumber(out, patients, doses, schedule_of, today)
     return out
+
+
+def _renumber(out: Plan, patients, doses, schedule_of, today) -> None:
+    """Inferred dose numbers in the order of each child's series, once every item is judged."""
+    new = {row["id"]: row for r in out.accepted for row in (r.row, *r.parts) if row["dose_number_inferred"]}
+    for pid in {row["patient_id"] for row in new.values()}:
+        prow = patients[pid]
+        for dose_id, number in validation.inferred_numbers(schedule_of(prow.custodian), prow, doses[pid], today).items():
+            if dose_id in new:
+                new[dose_id]["dose_number"] = number
+            else:
+                out.renumbered[dose_id] = number
 
 
 def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
@@ -165,34 +182,23 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
         trail.record(session, ACTION, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("a dose with this id already exists", field="id")
     try:
-        if data.status == not_done.STATUS:  # as service.record: impossible facts only, no schedule verdict
-            not_done.judge(prow, data, today)
-            verdict = validation.Verdict(None, None)
-        else:
-            verdict = validation.judge(prow, data.vaccine, data.dose_number, data.date_given, lambda: doses[prow.id],
-                                       lambda: schedule_of(prow.custodian), today)
-        if verdict.rule is not None and data.override_reason is None:
-            raise validation.DoseRefused(verdict.rule, overridable=True)
+        built = intake.build(ctx.runtime.cipher, prow, data, dose_id, existing=lambda: doses[prow.id],
+                             schedule=lambda: schedule_of(prow.custodian), today=today, now=now, facility=facility,
+                             user_id=principal.user_id)
     except InvalidInput as exc:
         trail.record(session, ACTION, audit.INVALID, resource_type="Immunization", patient=pref,
                      detail={"field": exc.field, "rule": getattr(exc, "code", None)})
         raise
-    row = {
-        "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
-        "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
-        "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": principal.user_id,
-        "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": now, "updated_at": now,
-        "not_done_reason": data.not_done_reason, "original_patient_id": None, **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
-    }
     taken.add(dose_id)
     mine = doses[prow.id]
-    mine.append(_Dose(dose_id, prow.id, data.vaccine, data.dose_number, data.date_given, data.status))
+    mine += [_Dose(r["id"], prow.id, r["vaccine"], r["dose_number"], r["date_given"], r["status"], r["dose_number_inferred"])
+             for r in built.rows]
     mine.sort(key=lambda d: (d.date_given, d.vaccine, d.dose_number))
     outside = access is not Access.CAPTURE
+    detail = not_done_detail(data) or (override_detail(built.verdict) if data.administered_here else {"reported": True})
     out.events.append(trail.build(ACTION, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                                  outside_capture_scope=outside,
-                                  detail=override_detail(verdict) or not_done_detail(data) or None))
-    return Recorded(row, verdict, outside)
+                                  outside_capture_scope=outside, detail=detail or None))
+    return Recorded(built.row, built.verdict, outside, built.rows[1:])
 
 
 def write(ctx: ServiceContext, p: Plan) -> None:
@@ -202,10 +208,11 @@ def write(ctx: ServiceContext, p: Plan) -> None:
     if not accepted:
         return
     session = ctx.session
-    insert_rows(session, D, [r.row for r in accepted])
+    insert_rows(session, D, [row for r in accepted for row in (r.row, *r.parts)])
     # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
     insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
     insert_rows(session, AuditEventRow.__table__, event_mac.sign_rows(session, p.events))
+    set_inferred_numbers(session, p.renumbered)
 
 
 def written(ctx: ServiceContext, p: Plan) -> None:

@@ -87,7 +87,8 @@ def from_fhir(concept: object) -> str | None:
     return None
 
 
-def judge(patient, data, today) -> None:
+def judge(patient, data, today, *, vaccine: str | None = None, dose_number: int | None = None,
+          date_given=None) -> None:
     """Refuse an impossible not-done record (InvalidInput naming the field): a lot number or an
     override (nothing was given, no rule is broken), a dose number out of range, a date before
     birth or in the future. Schedule rules do not apply: recording that a dose was *not* given
@@ -96,4 +97,5 @@ def judge(patient, data, today) -> None:
         raise InvalidInput("a dose not given has no lot number", field="lot_number")
     if data.override_reason is not None:
         raise InvalidInput("a dose not given breaks no rule: override_reason does not apply", field="override_reason")
-    validation.judge(patient, data.vaccine, data.dose_number, data.date_given, list, lambda: None, today)
+    validation.judge(patient, vaccine or data.vaccine, dose_number if vaccine else data.dose_number,
+                     date_given or data.date_given, list, lambda: None, today)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -36,3 +36,24 @@ def set_status(session: Session, dose_id: uuid.UUID, expected_version: int, stat
         .values(status=status, status_reason_ct=reason_ct, version=expected_version + 1, updated_at=datetime.now(UTC))
     )
     return res.rowcount == 1
+
+
+def set_inferred_numbers(session: Session, numbers: dict[uuid.UUID, int]) -> None:
+    """Renumber inferred doses (validation.inferred_numbers), in one statement; a changed number
+    is a change for the sync feed."""
+    if not numbers:
+        return
+    stmt = (update(DOSES).where(DOSES.c.id == bindparam("dose_id"), DOSES.c.dose_number_inferred.is_(True))
+            .values(dose_number=bindparam("number"), updated_at=bindparam("now")))
+    now = datetime.now(UTC)
+    session.connection().execute(stmt, [{"dose_id": k, "number": v, "now": now} for k, v in numbers.items()])
+
+
+def set_components_status(session: Session, main_id: uuid.UUID, status: str) -> list[Row]:
+    """Void or supersede a combination dose's component rows with it; returns them as they were."""
+    parts = list(session.execute(select(DOSES).where(DOSES.c.component_of == main_id,
+                                                      DOSES.c.status == "completed")).all())
+    if parts:
+        session.execute(update(DOSES).where(DOSES.c.component_of == main_id, DOSES.c.status == "completed")
+                        .values(status=status, version=DOSES.c.version + 1, updated_at=datetime.now(UTC)))
+    return parts

@@ -21,8 +21,9 @@ from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.immunizations import repository as repo
-from registry.immunizations import not_done, validation
-from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
+from registry.immunizations import intake, not_done, validation
+from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid, VaccineCode
+from registry.immunizations.vocabulary import load as vocabulary
 from registry.patients.repository import Access
 from registry.patients.service import parse_if_match, reachable
 from registry.reports import queue as report_queue
@@ -37,27 +38,57 @@ def _reason_ct(ctx: ServiceContext, custodian: str, dose_id: uuid.UUID, reason: 
     return ctx.runtime.cipher.encrypt(reason, table=TABLE, column="status_reason_ct", row_id=dose_id, custodian=custodian)
 
 
-def to_view(ctx: ServiceContext, row, validity: tuple[str | None, str | None] = (None, None)) -> DoseView:
-    decrypt = ctx.runtime.cipher.decrypt
-    reason = decrypt(row.status_reason_ct, table=TABLE, column="status_reason_ct", row_id=row.id, custodian=row.custodian)
-    override_ct = getattr(row, "override_reason_ct", None)
-    override = decrypt(override_ct, table=TABLE, column="override_reason_ct", row_id=row.id, custodian=row.custodian) \
-        if override_ct is not None else None
-    return DoseView.model_construct(
+def text(ctx: ServiceContext, row, column: str) -> str | None:
+    """An encrypted free-text column of a dose row, decrypted (None when absent)."""
+    value = getattr(row, column, None)
+    if value is None:
+        return None
+    return ctx.runtime.cipher.decrypt(value, table=TABLE, column=column, row_id=row.id, custodian=row.custodian)
+
+
+def counts_for(row, components=()) -> list[str]:
+    """The EPI vaccines a dose row counts for (itself and its component rows)."""
+    own = [row.vaccine] if row.vaccine in validation.VACCINES else []
+    return own + [c.vaccine for c in components]
+
+
+def to_view(ctx: ServiceContext, row, validity: tuple[str | None, str | None] = (None, None), components=()) -> DoseView:
+    here = getattr(row, "administered_here", True)
+    code_text = text(ctx, row, "code_text_ct")
+    system, code = getattr(row, "code_system", None), getattr(row, "code", None)
+    view = DoseView.model_construct(
         id=row.id, patient_id=row.patient_id, vaccine=row.vaccine, dose_number=row.dose_number, date_given=row.date_given,
-        lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id, status=row.status,
-        status_reason=reason, supersedes_id=row.supersedes_id, recorded_at=row.recorded_at, version=row.version,
-        validity=validity[0], validity_reason=validity[1], override_rule=getattr(row, "override_rule", None),
-        override_reason=override, not_done_reason=getattr(row, "not_done_reason", None),
+        lot_number=row.lot_number, facility=row.facility, performer_id=row.performer_id if here else None,
+        status=row.status, status_reason=text(ctx, row, "status_reason_ct"), supersedes_id=row.supersedes_id,
+        recorded_at=row.recorded_at, version=row.version, validity=validity[0], validity_reason=validity[1],
+        override_rule=getattr(row, "override_rule", None), override_reason=text(ctx, row, "override_reason_ct"),
+        provenance="administered" if here else "reported", primary_source=getattr(row, "primary_source", True),
+        recorder_id=row.performer_id, report_origin=getattr(row, "report_origin", None),
+        performer_facility=getattr(row, "performer_facility", None), performer_text=text(ctx, row, "performer_text_ct"),
+        location_text=text(ctx, row, "location_text_ct"), country=getattr(row, "country", None),
+        occurrence_text=text(ctx, row, "occurrence_text_ct"), source_recorded=getattr(row, "source_recorded", None),
+        code=VaccineCode.model_construct(system=system, code=code, text=code_text) if (code or code_text) else None,
+        counts_for=counts_for(row, components), not_done_reason=getattr(row, "not_done_reason", None), dose_number_inferred=getattr(row, "dose_number_inferred", False),
     )
+    view._fhir_source = fhir_source(ctx, row)
+    return view
+
+
+def fhir_source(ctx: ServiceContext, row) -> dict | None:
+    """The provenance elements of the FHIR Immunization the dose came from, exactly as sent."""
+    import json
+
+    raw = text(ctx, row, "fhir_source_ct")
+    return json.loads(raw) if raw is not None else None
 
 
 def _validate(ctx: ServiceContext, action: str, prow, pref: PatientRef, vaccine: str, dose_number: int, date_given,
-              override_reason: str | None, *, resource_id=None, replacing=None) -> validation.Verdict:
-    """Refuse (audited `invalid`, with the rule code) or return the verdict to record."""
+              override_reason: str | None, *, resource_id=None, replacing=None, reported: bool = False) -> validation.Verdict:
+    """Refuse (audited `invalid`, with the rule code) or return the verdict to record. A
+    reported dose is refused only for impossible facts."""
     try:
-        verdict = validation.check(ctx, prow, vaccine, dose_number, date_given, replacing=replacing)
-        if verdict.rule is not None and override_reason is None:
+        verdict = validation.check(ctx, prow, vaccine, dose_number, date_given, replacing=replacing, reported=reported)
+        if verdict.rule is not None and override_reason is None and not reported:
             raise validation.DoseRefused(verdict.rule, overridable=True)
     except InvalidInput as exc:
         ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", resource_id=resource_id,
@@ -102,35 +133,31 @@ def record(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> Dose
     if data.id is not None and repo.get(ctx.session, dose_id) is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("a dose with this id already exists", field="id")
-    if data.status == not_done.STATUS:
-        verdict = _not_done(ctx, action, prow, pref, data)
-    else:
-        verdict = _validate(ctx, action, prow, pref, data.vaccine, data.dose_number, data.date_given, data.override_reason)
-    row = {
-        "id": dose_id, "version": 1, "patient_id": prow.id, "custodian": prow.custodian, "province": prow.province,
-        "district": prow.district, "facility": facility, "vaccine": data.vaccine, "dose_number": data.dose_number,
-        "date_given": data.date_given, "lot_number": data.lot_number, "performer_id": ctx.principal.user_id,
-        "status": data.status, "status_reason_ct": None, "supersedes_id": None, "recorded_at": datetime.now(UTC),
-        "not_done_reason": data.not_done_reason,
-        **override_columns(ctx, prow.custodian, dose_id, verdict, data.override_reason),
-    }
-    repo.insert_dose(ctx.session, row)
-    report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
-    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
-                     outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
-                     detail=override_detail(verdict) or not_done_detail(data) or None)
-    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
-
-
-def _not_done(ctx: ServiceContext, action: str, prow, pref: PatientRef, data: DoseCreate) -> validation.Verdict:
-    """A dose not given: only impossible facts are refused (audited `invalid`); no schedule verdict."""
+    today = local_today()
     try:
-        not_done.judge(prow, data, local_today())
+        built = intake.build(ctx.runtime.cipher, prow, data, dose_id,
+                             existing=lambda: repo.for_patient(ctx.session, prow.id),
+                             schedule=lambda: ctx.runtime.schedules.in_force(ctx.session, prow.custodian, today)[1],
+                             today=today, now=datetime.now(UTC), facility=facility, user_id=ctx.principal.user_id)
     except InvalidInput as exc:
         ctx.trail.record(ctx.session, action, audit.INVALID, resource_type="Immunization", patient=pref,
                          detail={"field": exc.field, "rule": getattr(exc, "code", None)})
         raise
-    return validation.Verdict(None, None)
+    for row in built.rows:
+        repo.insert_dose(ctx.session, row)
+    if any(r["dose_number_inferred"] for r in built.rows):  # a dose reported late may move the others along
+        numbers = validation.inferred_numbers(ctx.runtime.schedules.in_force(ctx.session, prow.custodian, today)[1], prow,
+                                              repo.for_patient(ctx.session, prow.id), today)
+        repo.set_inferred_numbers(ctx.session, numbers)
+        for r in built.rows:
+            r["dose_number"] = numbers.get(r["id"], r["dose_number"])
+    report_queue.mark(ctx.session, prow.id)  # coverage aggregates: refreshed before the next report
+    ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
+                     outside_capture_scope=outside,  # no vaccine or dose in the event: auditors see no clinical data
+                     detail=not_done_detail(data) or (override_detail(built.verdict) if data.administered_here
+                                                                  else {"reported": True}) or None)
+    return to_view(ctx, SimpleNamespace(**built.row), (built.verdict.validity, built.verdict.rule),
+                   [SimpleNamespace(**r) for r in built.rows[1:]])
 
 
 def not_done_detail(data: DoseCreate) -> dict:
@@ -145,7 +172,11 @@ def list_for_patient(ctx: ServiceContext, patient_id: uuid.UUID) -> list[DoseVie
     today = local_today()
     _, schedule = ctx.runtime.schedules.in_force(ctx.session, prow.custodian, today)
     judged = validation.validities(schedule, prow, rows, today)
-    views = [to_view(ctx, r, judged.get(r.id, (None, None))) for r in rows]
+    parts: dict = {}
+    for r in rows:
+        if r.component_of is not None:
+            parts.setdefault(r.component_of, []).append(r)
+    views = [to_view(ctx, r, judged.get(r.id, (None, None)), parts.get(r.id, ())) for r in rows if r.component_of is None]
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization",
                      patient=PatientRef(prow.id, prow.province, prow.district), outside_capture_scope=outside,
                      detail={"count": len(views)})
@@ -183,9 +214,27 @@ def void(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: Do
                            amendable):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
+    repo.set_components_status(ctx.session, dose_id, "entered-in-error")
     report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref)
     return to_view(ctx, repo.get(ctx.session, dose_id))
+
+
+_CLEAR = ("primary_source", "administered_here", "report_origin", "performer_facility", "country", "source_recorded",
+          "code_system", "code")
+_SEALED = ("performer_text_ct", "location_text_ct", "occurrence_text_ct", "code_text_ct", "fhir_source_ct")
+
+
+def _carried(ctx: ServiceContext, dose, new_id: uuid.UUID, *, inferred: bool, part: bool = False) -> dict:
+    """A correction's provenance and code columns, taken from the dose it replaces (free texts
+    re-encrypted for the new row, to which their ciphertext is bound)."""
+    out = {c: getattr(dose, c) for c in _CLEAR}
+    for column in _SEALED:
+        value = text(ctx, dose, column)
+        out[column] = None if value is None or (part and column == "fhir_source_ct") else ctx.runtime.cipher.encrypt(
+            value, table=TABLE, column=column, row_id=new_id, custodian=dose.custodian)
+    out["dose_number_inferred"] = inferred
+    return out
 
 
 def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data: DoseCorrection) -> DoseView:
@@ -194,8 +243,9 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
     vaccine = data.vaccine or dose.vaccine
     dose_number = data.dose_number if data.dose_number is not None else dose.dose_number
     date_given = data.date_given or dose.date_given
+    here = dose.administered_here
     verdict = _validate(ctx, action, prow, pref, vaccine, dose_number, date_given, data.override_reason,
-                        resource_id=dose_id, replacing=dose_id)
+                        resource_id=dose_id, replacing=dose_id, reported=not here)
     if not repo.set_status(ctx.session, dose_id, expected, "superseded", _reason_ct(ctx, dose.custodian, dose_id, data.reason)):
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise PreconditionFailed("the dose has changed since it was read", field="If-Match")
@@ -206,11 +256,21 @@ def correct(ctx: ServiceContext, dose_id: uuid.UUID, if_match: str | None, data:
         "date_given": date_given, "lot_number": data.lot_number if data.lot_number is not None else dose.lot_number,
         "performer_id": dose.performer_id, "status": "completed",
         "status_reason_ct": _reason_ct(ctx, dose.custodian, new_id, data.reason), "supersedes_id": dose_id,
-        "recorded_at": datetime.now(UTC), **override_columns(ctx, dose.custodian, new_id, verdict, data.override_reason),
+        "recorded_at": datetime.now(UTC),
+        **(override_columns(ctx, dose.custodian, new_id, verdict, data.override_reason) if here else {}),
+        **_carried(ctx, dose, new_id, inferred=dose.dose_number_inferred and data.dose_number is None),
     }
     repo.insert_dose(ctx.session, row)
+    parts, new_parts = repo.set_components_status(ctx.session, dose_id, "superseded"), []
+    if vaccine == dose.vaccine:  # the same product: its further EPI vaccines count again, from the new row
+        for part in parts:
+            part_id = uuid.uuid5(new_id, part.vaccine)
+            new_parts.append({**row, "id": part_id, "vaccine": part.vaccine, "dose_number": part.dose_number,
+                              "component_of": new_id, "status_reason_ct": None, "override_rule": None,
+                              "override_reason_ct": None, **_carried(ctx, dose, part_id, inferred=True, part=True)})
+            repo.insert_dose(ctx.session, new_parts[-1])
     fields = sorted(data.model_dump(exclude_unset=True, exclude={"reason", "override_reason"}))
     report_queue.mark(ctx.session, dose.patient_id)  # coverage aggregates: refreshed before the next report
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", resource_id=dose_id, patient=pref,
                      detail={"replacement": str(new_id), "fields": fields, **override_detail(verdict)})
-    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule))
+    return to_view(ctx, SimpleNamespace(**row), (verdict.validity, verdict.rule), [SimpleNamespace(**p) for p in new_parts])

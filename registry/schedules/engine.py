@@ -10,6 +10,10 @@ Rules (the schedule file's `assumptions` say the same in prose):
   the slot's minimum age, less than the minimum interval after the previous counted dose, or
   after the slot's maximum age (inclusive). Invalid doses do not count.
 - Voided (`entered-in-error`) and `superseded` doses are ignored entirely.
+- A dose with no dose number (None: a reported dose whose number nobody wrote down) belongs to
+  the first series of its vaccine whose last slot's maximum age it does not pass (OPV within 14
+  days of birth is OPV-0, later OPV-1..3), takes the slot the order of valid doses gives it
+  (`counted_as`), and is never a duplicate by number.
 - Each unfilled slot gets earliest / recommended / latest dates and a status as of a date:
   `not_yet_due` before recommended, `due` up to latest, `overdue` after latest,
   `not_applicable` once the last valid day (birth + max age) has passed or can no longer be
@@ -23,6 +27,7 @@ import calendar
 import functools
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, timedelta
 from typing import Iterable
 
@@ -48,6 +53,7 @@ def parse_duration(text: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
+@lru_cache(maxsize=8192)
 def add(start: date, duration: str | None) -> date:
     """start + duration; months and years are calendar ones (31 Jan + 1m = 28/29 Feb)."""
     if duration is None:
@@ -132,7 +138,7 @@ def parse(document: dict, vaccines: Iterable[str] | None = None) -> Schedule:
 @dataclass(frozen=True)
 class Dose:
     vaccine: str
-    dose_number: int
+    dose_number: int | None
     date_given: date
     status: str = COUNTED_STATUS
 
@@ -140,7 +146,7 @@ class Dose:
 @dataclass(frozen=True)
 class RecordedResult:
     vaccine: str
-    dose_number: int
+    dose_number: int | None
     date_given: date
     status: str  # valid / invalid / not_in_schedule
     reason: str | None = None
@@ -176,13 +182,27 @@ def _check(slot: Slot, birth: date, given: date, previous: date | None) -> str |
 
 
 def _series_for(schedule: Schedule) -> dict[tuple[str, int], Series]:
-    return {(x.vaccine, x.dose): s for s in schedule.series for x in s.slots}
+    index = schedule.__dict__.get("_index")  # built once per parsed schedule (a frozen dataclass)
+    if index is None:
+        index = {(x.vaccine, x.dose): s for s in schedule.series for x in s.slots}
+        object.__setattr__(schedule, "_index", index)
+    return index
+
+
+def _series_without_number(schedule: Schedule, vaccine: str, birth: date, given: date) -> Series | None:
+    candidates = [s for s in schedule.series if s.vaccine == vaccine]
+    for s in candidates:
+        last = s.slots[-1].max_age
+        if last is None or given <= add(birth, last):
+            return s
+    return candidates[-1] if candidates else None
 
 
 def _evaluate_series(s: Series, birth: date, doses: list[Dose], as_of: date, out: Evaluation, forecast: bool = True) -> None:
     counted: list[tuple[Dose, Slot]] = []
-    for d in sorted(doses, key=lambda d: (d.date_given, d.dose_number)):
-        if any(c.date_given == d.date_given or c.dose_number == d.dose_number for c, _ in counted):
+    for d in sorted(doses, key=lambda d: (d.date_given, -1 if d.dose_number is None else d.dose_number)):
+        if any(c.date_given == d.date_given or (d.dose_number is not None and c.dose_number == d.dose_number)
+               for c, _ in counted):
             out.recorded.append(RecordedResult(d.vaccine, d.dose_number, d.date_given, INVALID, DUPLICATE, s.id))
             continue
         if len(counted) == len(s.slots):
@@ -238,7 +258,8 @@ def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Itera
 
     `doses` are Dose objects or (vaccine, dose_number, date_given, status) tuples; voided and
     superseded ones are ignored. Series restricted to a sex are skipped for the other sexes.
-    `forecast=False` judges the recorded doses only (the coverage aggregates need no forecast)."""
+    `forecast=False` judges the recorded doses only (no future dates: what recording and the coverage
+    aggregates need)."""
     index = _series_for(schedule)
     by_series: dict[str, list[Dose]] = {s.id: [] for s in schedule.series}
     out = Evaluation()
@@ -246,14 +267,15 @@ def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Itera
         d = raw if isinstance(raw, Dose) else Dose(*raw)
         if d.status != COUNTED_STATUS:
             continue
-        s = index.get((d.vaccine, d.dose_number))
+        s = index.get((d.vaccine, d.dose_number)) if d.dose_number is not None else \
+            _series_without_number(schedule, d.vaccine, birth_date, d.date_given)
         if s is None:
             out.recorded.append(RecordedResult(d.vaccine, d.dose_number, d.date_given, NOT_IN_SCHEDULE))
             continue
         by_series[s.id].append(d)
     for s in schedule.series:
-        if s.sex is not None and s.sex != sex and not by_series[s.id]:
+        if (s.sex is not None and s.sex != sex or not forecast) and not by_series[s.id]:
             continue
         _evaluate_series(s, birth_date, by_series[s.id], as_of, out, forecast)
-    out.recorded.sort(key=lambda r: (r.date_given, r.vaccine, r.dose_number))
+    out.recorded.sort(key=lambda r: (r.date_given, r.vaccine, -1 if r.dose_number is None else r.dose_number))
     return out

@@ -17,7 +17,7 @@ class ScheduleRef(BaseModel):
 
 class DoseEvaluation(BaseModel):
     vaccine: str
-    dose_number: int
+    dose_number: int | None = Field(description="as recorded; null when NHR inferred it (see counted_as)")
     date_given: date
     status: str = Field(description="valid, invalid or not_in_schedule")
     reason: str | None = Field(None, description="for invalid doses: too_early_for_age, interval_too_short, "

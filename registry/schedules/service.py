@@ -23,6 +23,7 @@ from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import InvalidInput, NotFound
 from registry.immunizations import repository as doses
+from registry.immunizations.validation import engine_dose
 from registry.immunizations.vaccines import VACCINES
 from registry.jurisdictions import repository as jurisdictions
 from registry.patients.repository import Access
@@ -83,7 +84,7 @@ def for_patient(ctx: ServiceContext, patient_id: uuid.UUID, as_of: date | None =
         ctx.trail.record(ctx.session, ACTION, audit.NOT_FOUND, resource_type="Immunization", patient=pref,
                          outside_capture_scope=outside, detail={"reason": "no schedule in force"})
         raise NotFound("no immunization schedule is in force for this patient's province")
-    given = [engine.Dose(d.vaccine, d.dose_number, d.date_given, d.status) for d in doses.for_patient(ctx.session, patient_id)]
+    given = [engine_dose(d) for d in doses.for_patient(ctx.session, patient_id)]  # inferred numbers: the engine's
     result = engine.evaluate(schedule, prow.birth_date, prow.sex, given, as_of)
     ctx.trail.record(ctx.session, ACTION, audit.SUCCESS, resource_type="Immunization", patient=pref,
                      outside_capture_scope=outside, detail={"schedule": f"{row.code}@{row.version}", "jurisdiction": row.jurisdiction_code})

@@ -92,7 +92,8 @@ def patients_after(session: Session, facility: str, cursor: Position | None, lim
 
 def doses_after(session: Session, facility: str, cursor: Position | None, limit: int) -> list[Row]:
     q = (select(DOSES, DOSE_CHANGED).join(PATIENTS, PATIENTS.c.id == DOSES.c.patient_id)
-         .where(PATIENTS.c.home_facility == facility, _after(DOSE_CHANGED, DOSE, DOSES.c.id, cursor))
+         .where(PATIENTS.c.home_facility == facility, _after(DOSE_CHANGED, DOSE, DOSES.c.id, cursor),
+                DOSES.c.component_of.is_(None))
          .order_by(DOSE_CHANGED, DOSES.c.id).limit(limit))
     return list(session.execute(q).all())
 
@@ -101,7 +102,7 @@ def doses_of(session: Session, patient_ids: list[uuid.UUID]) -> dict[uuid.UUID, 
     if not patient_ids:
         return {}
     out: dict[uuid.UUID, list[Row]] = {pid: [] for pid in patient_ids}
-    q = select(DOSES).where(DOSES.c.patient_id.in_(patient_ids)).order_by(DOSES.c.date_given, DOSES.c.vaccine, DOSES.c.dose_number)
+    q = select(DOSES).where(DOSES.c.patient_id.in_(patient_ids), DOSES.c.component_of.is_(None)).order_by(DOSES.c.date_given, DOSES.c.vaccine, DOSES.c.dose_number)
     for row in session.execute(q).all():
         out[row.patient_id].append(row)
     return out
