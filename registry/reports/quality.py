@@ -15,9 +15,11 @@ individual records):
 - Internal consistency (DQR dimension 2): doses recorded against a schedule rule, by rule
   (`override_rule`), as a share of the period's doses.
 - Provenance: the share of doses *reported* (not administered here) among the period's doses,
-  read from `immunizations.primary_source` (false = reported) when that column exists (added by
-  the intake work of issue 12, items 1-2); until then the metric is absent from the report,
-  not estimated. Unknown vaccine codes: doses stored with vaccine `UNKNOWN` (same origin).
+  read from `immunizations.administered_here` (false = reported; FHIR's `primarySource` alone
+  does not say it: a partner's own record of a dose it gave is primary but not given here).
+  Unknown vaccine codes: doses stored with vaccine `UNKNOWN` (the vocabulary of issue 12).
+  Records, not components: the extra rows of a combination product (`component_of`) are
+  left out of every dose count.
 - Suspected duplicates will join once record linkage decides pairs; this report has no section
   for them yet rather than an empty one.
 
@@ -48,7 +50,7 @@ WITHIN = (7, 30)
 
 
 def has_provenance() -> bool:
-    return "primary_source" in D.c
+    return "administered_here" in D.c
 
 
 def _lag_days(dialect: str):
@@ -94,11 +96,11 @@ def load(session: Session, units: Units, start: date, end: date) -> tuple[dict, 
         for name, n in zip(PATIENT_FIELDS, counts[1:]):
             add(f"with_{name}", unit, n)
     doses = D.join(F, F.c.code == D.c.facility)
-    given = (D.c.status == "completed", D.c.date_given >= start, D.c.date_given <= end)
+    given = (D.c.status == "completed", D.c.date_given >= start, D.c.date_given <= end, D.c.component_of.is_(None))
     measures = [func.count(), func.count(D.c.lot_number), func.count(D.c.override_rule),
                 func.sum(case((D.c.vaccine == UNKNOWN_VACCINE, 1), else_=0))]
     if has_provenance():
-        measures.append(func.sum(case((D.c.primary_source == False, 1), else_=0)))  # noqa: E712
+        measures.append(func.sum(case((D.c.administered_here == False, 1), else_=0)))  # noqa: E712
     for unit, _, counts in _grouped(session, units, doses, given, measures=measures):
         add("doses", unit, counts[0])
         add("with_lot_number", unit, counts[1])
@@ -109,7 +111,7 @@ def load(session: Session, units: Units, start: date, end: date) -> tuple[dict, 
     for unit, (rule,), (n,) in _grouped(session, units, doses, (*given, D.c.override_rule.is_not(None)),
                                         extra=(D.c.override_rule,), measures=(func.count(),)):
         add(f"invalid:{rule}", unit, n)
-    administered = (*given, D.c.primary_source == True) if has_provenance() else given  # noqa: E712
+    administered = (*given, D.c.administered_here == True) if has_provenance() else given  # noqa: E712
     lag = _lag_days(session.get_bind().dialect.name).label("lag")
     lags: dict[str, dict[int, int]] = {}
     for unit, (days,), (n,) in _grouped(session, units, doses, administered, extra=(lag,), measures=(func.count(),)):
