@@ -9,6 +9,7 @@ from registry.facilities import models as _facilities  # noqa: F401
 from registry.immunizations import models as _immunizations  # noqa: F401
 from registry.jurisdictions import models as _jurisdictions  # noqa: F401
 from registry.linkage import models as _linkage  # noqa: F401
+from registry.linkage import match_models as _linkage_match  # noqa: F401
 from registry.patients import models as _patients  # noqa: F401
 from registry.reports import models as _reports  # noqa: F401
 from registry.schedules import models as _schedules  # noqa: F401
