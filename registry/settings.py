@@ -172,6 +172,8 @@ class Settings(_Strict):
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
+    # Duplicate check at registration (issue 13, registry/linkage): off only to measure its cost
+    linkage_check: bool = True
     serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")

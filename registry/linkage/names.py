@@ -90,7 +90,7 @@ def _latin_tokens(name: str) -> list[str]:
         name = " ".join(_transliterate_word(w) for w in normalise_urdu(name).split())
     ascii_ = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
     ascii_ = ascii_.replace("-", " ").replace("'", "")
-    return [t for t in re.split(r"[^a-z]+", ascii_) if t]
+    return [t for t in re.split(r"[^a-z0-9]+", ascii_) if t]
 
 
 @lru_cache(maxsize=65536)
