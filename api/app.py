@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import idempotency, problems
 from api.deps import check_routes
 from api.fhir import responses as fhir_responses
+from api.fhir import match as fhir_match_routes
 from api.fhir import routes as fhir_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(aefi_routes.router)
     app.include_router(report_routes.router)
     app.include_router(sync_routes.router)
+    app.include_router(fhir_match_routes.router)  # Patient/$match (issue 13)
     app.include_router(fhir_routes.router)
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from cli import audit as audit_cli
 from cli import certificates as certificates_cli
+from cli import dedupe as dedupe_cli
 from cli import reports as reports_cli
 from cli import imports as imports_cli
 from cli import schedules as schedules_cli
@@ -39,6 +40,7 @@ app.add_typer(audit_cli.app, name="audit")
 app.add_typer(certificates_cli.app, name="certificate")
 app.add_typer(schedules_cli.app, name="schedules")
 app.add_typer(reports_cli.app, name="reports")
+app.add_typer(dedupe_cli.app, name="dedupe")
 app.command("import")(imports_cli.import_file)
 console = Console()
 

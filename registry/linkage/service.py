@@ -32,8 +32,8 @@ from security.audit.trail import PatientRef
 log = logging.getLogger("nhr.linkage")
 CONFIGURED_VERSION = "configured-1"
 LIKELY = ("certain", "probable")
-CONFIRM = ("register anyway with \"confirm_not_duplicate\": true (recorded in the audit log), or record the dose "
-           "on the child found: GET /api/v1/patients/{id} or search by identifier")
+CONFIRM = ("register anyway with \"confirm_not_duplicate\": true (FHIR: header X-Confirm-Not-Duplicate: true; "
+           "recorded in the audit log), or record the dose on the child found (FHIR: Patient/$match lists the candidates)")
 _CACHE_SECONDS = 30.0
 
 
