@@ -13,6 +13,7 @@ to Splink as custom SQL levels, so the stored m and u apply identically in both.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Iterable
 
 import duckdb
@@ -71,6 +72,8 @@ def linker(con: duckdb.DuckDBPyConnection, table: str, parameters: dict | None =
 def estimate(records: list[dict], *, seed: int = 13, max_pairs: float = 2e6) -> dict:
     """m, u and the prior estimated from prepared records; levels Splink left without an
     estimate (none of the sampled pairs fell in them) keep the configured defaults."""
+    from splink.internals.exceptions import EMTrainingException
+
     con = duckdb.connect(":memory:")
     try:
         load(con, records)
@@ -79,7 +82,10 @@ def estimate(records: list[dict], *, seed: int = 13, max_pairs: float = 2e6) -> 
             ['l."bd" = r."bd" AND l."given_key" = r."given_key" AND l."guardian_key" = r."guardian_key"'], recall=0.7)
         lk.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
         for rule in _EM_BLOCKS:
-            lk.training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
+            try:
+                lk.training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
+            except (ValueError, ZeroDivisionError, EMTrainingException):  # too few pairs in this block to estimate: the others still count
+                logging.getLogger("nhr.linkage").warning("linkage: one EM session had too few pairs and was skipped")
         model = lk.misc.save_model_to_json()
     finally:
         con.close()
@@ -87,20 +93,29 @@ def estimate(records: list[dict], *, seed: int = 13, max_pairs: float = 2e6) -> 
 
 
 def parameters_from_splink(model: dict) -> dict:
+    """Splink's saved model -> our parameters, level by level (matched by label); a level
+    without a usable estimate keeps the configured default."""
     defaults = scoring.default_parameters()
+    by_name = {c.get("output_column_name"): c for c in model.get("comparisons", [])}
     fields = {}
-    for comp_json, comp in zip(model["comparisons"], comparisons.COMPARISONS):
+    for comp in comparisons.COMPARISONS:
+        saved = {lv.get("label_for_charts"): lv for lv in by_name.get(comp.field, {}).get("comparison_levels", [])}
         out = {}
-        for lv_json, value in zip(comp_json["comparison_levels"], comp.values()):
+        for lv, value in zip(comp.levels, comp.values()):
             if value == -1:
                 continue
             d = defaults["fields"][comp.field][str(value)]
-            m, u = lv_json.get("m_probability"), lv_json.get("u_probability")
+            got = saved.get(lv.label, {})
+            m, u = _usable(got.get("m_probability")), _usable(got.get("u_probability"))
             out[str(value)] = {"m": _clamp(m if m is not None else d["m"], M_FLOOR),
                                "u": _clamp(u if u is not None else d["u"], U_FLOOR)}
         fields[comp.field] = out
-    prior = model.get("probability_two_random_records_match") or defaults["prior"]
-    return {"prior": prior, "fields": fields}
+    prior = _usable(model.get("probability_two_random_records_match")) or defaults["prior"]
+    return {"prior": min(prior, 0.5), "fields": fields}
+
+
+def _usable(p) -> float | None:
+    return float(p) if p is not None and math.isfinite(float(p)) and float(p) > 0 else None
 
 
 def _clamp(p: float, floor: float) -> float:

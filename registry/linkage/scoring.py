@@ -112,4 +112,4 @@ def check_complete(parameters: dict) -> None:
                 continue
             p = lv.get(str(value))
             if not p or not (0 < p["m"] <= 1 and 0 < p["u"] <= 1):
-                raise ValueError(f"parameters.{comp.field}.{value}")
+                raise ValueError(f"parameters.{comp.field}.{value}: {p}")
