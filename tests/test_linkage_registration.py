@@ -220,3 +220,27 @@ def test_candidate_and_model_tables_hold_no_plaintext(world, runtime):
     assert blob
     leaked = [v for v in values if v and v.lower() in blob]
     assert not leaked, "plaintext in linkage tables"
+
+
+def test_bulk_import_rejects_a_likely_duplicate_row_unless_confirmed(world, runtime, tmp_path):
+    import csv as csvmod
+
+    from registry.bulk import importer
+
+    first = _post(world, "clinic_a", _child()).json()
+    row = {"id": str(uuid.uuid4()), "given_name": "Mohd", "family_name": first["family_name"], "sex": "male",
+           "birth_date": "2026-07-03", "guardian_name": first["guardian"]["name"], "guardian_relationship": "mother",
+           "guardian_cnic": first["guardian"]["cnic"]}
+    confirmed = {**row, "id": str(uuid.uuid4()), "confirm_not_duplicate": "true"}
+    f = tmp_path / "children.csv"
+    with open(f, "w", newline="") as out:
+        w = csvmod.DictWriter(out, fieldnames=list(confirmed))
+        w.writeheader()
+        w.writerows([row, confirmed])
+    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients")
+    assert (res.imported, res.rejected) == (1, 1)
+    report = tmp_path / "errors.csv"
+    importer.write_error_report(runtime, res.run_id, report)
+    assert [(x["row"], x["field"], x["reason"]) for x in csvmod.DictReader(open(report))] == \
+           [("1", "confirm_not_duplicate", "likely_duplicate")]
+    assert any(c.source == "registration" for c in _candidates(runtime, uuid.UUID(confirmed["id"])))

@@ -89,12 +89,16 @@ def active_model(session) -> Model:
 def candidates(ctx: ServiceContext, rec: dict, *, exclude: uuid.UUID | None = None) -> list[Candidate]:
     """Records in the caller's capture or search scope that score as at least `possible`
     against the prepared record `rec`, best first; pairs decided `not_same` are left out."""
-    rt = ctx.runtime
-    rows = repo.by_keys(ctx.session, ctx.principal, records.lookup_keys(rt.indexer, rec), exclude=exclude)
+    return find(ctx.session, ctx.runtime, ctx.principal, rec, exclude=exclude)
+
+
+def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None) -> list[Candidate]:
+    """`candidates` for callers without a ServiceContext (bulk import: one event per chunk)."""
+    rows = repo.by_keys(session, principal, records.lookup_keys(rt.indexer, rec), exclude=exclude)
     if not rows:
         return []
-    model = active_model(ctx.session)
-    not_same = repo.not_same_pairs(ctx.session, [exclude]) if exclude else set()
+    model = active_model(session)
+    not_same = repo.not_same_pairs(session, [exclude]) if exclude else set()
     out = []
     for row in rows:
         if exclude and repo.ordered(exclude, row.id) in not_same:
@@ -106,7 +110,7 @@ def candidates(ctx: ServiceContext, rec: dict, *, exclude: uuid.UUID | None = No
             continue
         s = score(model, rec, other)
         if s.grade is not None:
-            out.append(Candidate(row, access_to(ctx.principal, row), s))
+            out.append(Candidate(row, access_to(principal, row), s))
     out.sort(key=lambda c: -c.scored.weight)
     return out
 
@@ -137,9 +141,13 @@ def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed
 
 def propose_for(ctx: ServiceContext, patient_id: uuid.UUID, found: list[Candidate], source: str = "registration") -> int:
     """Queue the new record's candidates for the stewards (ids, scores and levels only)."""
-    model = active_model(ctx.session)
+    return propose_found(ctx.session, patient_id, found, source)
+
+
+def propose_found(session, patient_id: uuid.UUID, found: list[Candidate], source: str = "registration") -> int:
+    model = active_model(session)
     for c in found:
-        repo.propose(ctx.session, patient_id, c.row.id, weight=c.scored.weight, probability=c.scored.probability,
+        repo.propose(session, patient_id, c.row.id, weight=c.scored.weight, probability=c.scored.probability,
                      grade=c.scored.grade, levels=c.scored.levels, model_version=model.version, source=source)
     return len(found)
 
