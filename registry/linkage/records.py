@@ -56,16 +56,18 @@ def key_rows(indexer, custodian: str, patient_id: uuid.UUID, rec: dict) -> list[
 
 
 def lookup_keys(indexer, rec: dict) -> dict[str, list[tuple[str, int]]]:
-    """kind -> [(custodian, bidx)] to look up for a new record: its birth date, the date with
-    day and month swapped and the days around it, for every custodian whose keys we hold."""
+    """kind -> [(custodian, bidx)] to look up for a new record, for every custodian whose keys
+    we hold: the given name with the birth date, the date with day and month swapped and the days
+    around it; the family and guardian names with the birth date and the swapped date; the phone."""
     out: dict[str, list[tuple[str, int]]] = {}
     if rec["bd"]:
         d = date.fromisoformat(rec["bd"])
-        dates = {rec["bd"], *(x for x in [rec["bd_swap"]] if x), *((d + timedelta(days=k)).isoformat() for k in _NEAR_DAYS)}
+        exact = [rec["bd"], *([rec["bd_swap"]] if rec["bd_swap"] else [])]
+        near = exact + [(d + timedelta(days=k)).isoformat() for k in _NEAR_DAYS]
         for kind, col in DATED_KEYS.items():
             if rec[col]:
-                for day in sorted(dates):
-                    out.setdefault(kind, []).extend(indexer.for_all_custodians(_system(kind), f"{rec[col]}|{day}").items())
+                days = near if kind == "gbd" else exact
+                out[kind] = [(c, b) for c, _, b in indexer.for_all_custodians_many(_system(kind), [f"{rec[col]}|{x}" for x in days])]
     if rec["phone"]:
-        out[PHONE_KEY] = list(indexer.for_all_custodians(_system(PHONE_KEY), rec["phone"]).items())
+        out[PHONE_KEY] = [(c, b) for c, _, b in indexer.for_all_custodians_many(_system(PHONE_KEY), [rec["phone"]])]
     return out

@@ -112,17 +112,21 @@ def keyed(session: Session, patient_ids: list[uuid.UUID]) -> set[uuid.UUID]:
 def by_keys(session: Session, principal: Principal, wanted: dict[str, list[tuple[str, int]]],
             exclude: uuid.UUID | None = None) -> list[Row]:
     """Patients in the principal's capture or search scope whose blocking key matches one of
-    `wanted` (kind -> [(custodian, bidx)]). Candidates only: the caller decrypts and scores."""
-    conds = [and_(KEYS.c.kind == kind, KEYS.c.custodian == c, KEYS.c.bidx == v)
-             for kind, pairs in wanted.items() for c, v in pairs]
-    if not conds:
+    `wanted` (kind -> [(custodian, bidx)]). Candidates only: the caller decrypts and scores.
+    One statement: kind IN (...) AND bidx IN (...) on the (kind, bidx) index, joined to the
+    patients in scope; the (kind, custodian, bidx) triple is checked here."""
+    want = {(kind, c, v) for kind, pairs in wanted.items() for c, v in pairs}
+    if not want:
         return []
-    ids = select(KEYS.c.patient_id).where(or_(*conds)).distinct().scalar_subquery()
     scope = or_(scoping.capture_clause(principal, PATIENTS), scoping.search_clause(principal, PATIENTS))
-    q = select(PATIENTS).where(PATIENTS.c.id.in_(ids), scope)
-    if exclude is not None:
-        q = q.where(PATIENTS.c.id != exclude)
-    return list(session.execute(q))
+    q = (select(PATIENTS, KEYS.c.kind.label("key_kind"), KEYS.c.custodian.label("key_custodian"), KEYS.c.bidx.label("key_bidx"))
+         .join(KEYS, KEYS.c.patient_id == PATIENTS.c.id)
+         .where(KEYS.c.kind.in_(sorted(wanted)), KEYS.c.bidx.in_(sorted({v for _, _, v in want})), scope))
+    out: dict[uuid.UUID, Row] = {}
+    for r in session.execute(q):
+        if (r.key_kind, r.key_custodian, r.key_bidx) in want and r.id != exclude:
+            out.setdefault(r.id, r)
+    return list(out.values())
 
 
 def province_rows(session: Session, province: str, *, after: uuid.UUID | None = None, limit: int = 5000) -> list[Row]:
