@@ -1,4 +1,4 @@
-"""Matching engine: versioned models, blocking keys, dedupe runs (issue 13)
+"""Matching engine: versioned models, blocking keys, dedupe runs, cross-province encodings (issue 13)
 
 Revision ID: 0017
 Revises: 0011
@@ -37,7 +37,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('patient_id', 'kind', name=op.f('pk_link_keys'))
     )
     with op.batch_alter_table('link_keys', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_link_keys_kind_bidx'), ['kind', 'bidx'], unique=False)
+        batch_op.create_index(batch_op.f('ix_link_keys_bidx'), ['bidx'], unique=False)
     op.create_table('dedupe_runs',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('province', sa.String(length=32), nullable=False),
@@ -55,11 +55,27 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_dedupe_runs_province_status'), ['province', 'status'], unique=False)
 
 
+    op.create_table('link_encodings',
+    sa.Column('patient_id', sa.Uuid(), nullable=False),
+    sa.Column('custodian', sa.String(length=32), nullable=False),
+    sa.Column('block', sa.String(length=24), nullable=False),
+    sa.Column('clk', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_link_encodings_patient_id_patients')),
+    sa.PrimaryKeyConstraint('patient_id', name=op.f('pk_link_encodings'))
+    )
+    with op.batch_alter_table('link_encodings', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_link_encodings_block_custodian'), ['block', 'custodian'], unique=False)
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('link_encodings', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_link_encodings_block_custodian'))
+    op.drop_table('link_encodings')
     with op.batch_alter_table('dedupe_runs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_dedupe_runs_province_status'))
     op.drop_table('dedupe_runs')
     with op.batch_alter_table('link_keys', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_link_keys_kind_bidx'))
+        batch_op.drop_index(batch_op.f('ix_link_keys_bidx'))
     op.drop_table('link_keys')
     op.drop_table('link_models')

@@ -7,6 +7,9 @@
 - `link_keys`: blocking keys for the check at registration: a keyed, truncated hash (the blind
   indexer's, 26 bits, per custodian) of a name's consonant skeleton with the birth year. Like a
   blind index it only narrows the candidates, which are decrypted and scored in memory.
+- `link_encodings`: the national layer's Bloom-filter encoding (CLK, 512 bits, keyed by the
+  national linkage secret: bloom.py) of each record, with a coarse block (birth year and sex).
+  Compared only with other provinces' encodings; never released.
 - `dedupe_runs`: one batch deduplication of a province, with its checkpoint (the blocks done),
   so an interrupted run resumes where it stopped.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -42,7 +45,7 @@ class LinkKey(Base):
     custodian: Mapped[str] = mapped_column(String(32))
     bidx: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index(None, "kind", "bidx"),)
+    __table_args__ = (Index(None, "bidx"),)  # a lookup probes exact values; kind and custodian are checked on the rows
 
 
 class DedupeRun(Base):
@@ -60,3 +63,15 @@ class DedupeRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index(None, "province", "status"),)
+
+
+class LinkEncoding(Base):
+    __tablename__ = "link_encodings"
+
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), primary_key=True)
+    custodian: Mapped[str] = mapped_column(String(32))
+    block: Mapped[str] = mapped_column(String(24))
+    clk: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index(None, "block", "custodian"),)

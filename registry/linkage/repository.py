@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import ARRAY, Integer, any_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -113,17 +113,21 @@ def by_keys(session: Session, principal: Principal, wanted: dict[str, list[tuple
             exclude: uuid.UUID | None = None) -> list[Row]:
     """Patients in the principal's capture or search scope whose blocking key matches one of
     `wanted` (kind -> [(custodian, bidx)]). Candidates only: the caller decrypts and scores.
-    One statement: kind IN (...) AND bidx IN (...) on the (kind, bidx) index, joined to the
+    One statement: bidx IN (...) on the bidx index (one probe per value), joined to the
     patients in scope; the (kind, custodian, bidx) triple is checked here."""
     want = {(kind, c, v) for kind, pairs in wanted.items() for c, v in pairs}
     if not want:
         return []
     scope = or_(scoping.capture_clause(principal, PATIENTS), scoping.search_clause(principal, PATIENTS))
+    values = sorted({v for _, _, v in want})
+    if session.get_bind().dialect.name == "postgresql":  # one array parameter: no per-value bind, a cached plan
+        bidx, params = KEYS.c.bidx == any_(bindparam("bidx", type_=ARRAY(Integer))), {"bidx": values}
+    else:
+        bidx, params = KEYS.c.bidx.in_(values), {}
     q = (select(PATIENTS, KEYS.c.kind.label("key_kind"), KEYS.c.custodian.label("key_custodian"), KEYS.c.bidx.label("key_bidx"))
-         .join(KEYS, KEYS.c.patient_id == PATIENTS.c.id)
-         .where(KEYS.c.kind.in_(sorted(wanted)), KEYS.c.bidx.in_(sorted({v for _, _, v in want})), scope))
+         .join(KEYS, KEYS.c.patient_id == PATIENTS.c.id).where(bidx, scope))
     out: dict[uuid.UUID, Row] = {}
-    for r in session.execute(q):
+    for r in session.execute(q, params):
         if (r.key_kind, r.key_custodian, r.key_bidx) in want and r.id != exclude:
             out.setdefault(r.id, r)
     return list(out.values())

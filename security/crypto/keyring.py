@@ -38,6 +38,7 @@ SECRET_NAMES = {
     "citizen-throttle": "the citizen login throttle's keys (registry/citizens/service.py)",
     "sync-receipts": "MACs of applied batch-sync items (registry/sync/batch.py)",
     "idempotency-responses": "encryption of stored Idempotency-Key responses (registry/sync/idempotency.py)",
+    "linkage-secret": "the national key of cross-province Bloom-filter linkage encodings (registry/linkage/bloom.py)",
 }
 
 _CUSTODIAN = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,8})*$")
