@@ -60,3 +60,29 @@ def estimate(province: str = typer.Option(..., "--province", help="custodian pro
     finally:
         rt.engine.dispose()
     console.print(f"model {version} stored{' and active' if activate else ''}")
+
+
+@app.command("encode")
+def encode(province: str = typer.Option(..., "--province", help="custodian province code, e.g. PK-SD")):
+    """Compute the province's Bloom-filter linkage encodings (cross-province linkage without plaintext)."""
+    from registry.linkage import cross_province
+
+    rt = Runtime.build(get_settings())
+    try:
+        n = cross_province.encode_province(rt, province)
+    finally:
+        rt.engine.dispose()
+    console.print(f"{n} records of {province} encoded")
+
+
+@app.command("cross-province")
+def cross(_: bool = typer.Option(False, hidden=True)):
+    """National layer: compare the provinces' encodings and queue cross-province candidate pairs."""
+    from registry.linkage import cross_province
+
+    rt = Runtime.build(get_settings())
+    try:
+        compared, proposed = cross_province.compare(rt)
+    finally:
+        rt.engine.dispose()
+    console.print(f"{compared} pairs of encodings compared, {proposed} new cross-province candidates")

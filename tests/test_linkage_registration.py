@@ -244,3 +244,31 @@ def test_bulk_import_rejects_a_likely_duplicate_row_unless_confirmed(world, runt
     assert [(x["row"], x["field"], x["reason"]) for x in csvmod.DictReader(open(report))] == \
            [("1", "confirm_not_duplicate", "likely_duplicate")]
     assert any(c.source == "registration" for c in _candidates(runtime, uuid.UUID(confirmed["id"])))
+
+
+def test_cross_province_linkage_compares_encodings_only(world, runtime):
+    """A child registered in Sindh and again in Punjab is found from Bloom-filter encodings;
+    the encodings table holds no value, and pairs within one province are not compared."""
+    from registry.linkage import cross_province
+    from registry.linkage.explain import explain
+
+    first = _post(world, "clinic_c", _child()).json()  # Sindh
+    body = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": unique_nadra()}})
+    dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()  # Punjab
+    with runtime.sessions.begin() as s:
+        s.execute(LinkCandidate.__table__.delete())
+    assert cross_province.encode_province(runtime, "PK-SD") >= 1
+    assert cross_province.encode_province(runtime, "PK-PB") >= 1
+    compared, proposed = cross_province.compare(runtime)
+    assert proposed >= 1
+    cands = [c for c in _candidates(runtime, uuid.UUID(dup["id"])) if c.source == "cross_province"]
+    assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], dup["id"]}]
+    assert list(cands[0].levels) == ["bloom_dice"] and explain(cands[0].levels)
+    with runtime.sessions() as s:
+        blob = "\n".join(json.dumps([str(v) for v in row], ensure_ascii=False).lower()
+                         for row in s.execute(text("SELECT patient_id, custodian, block, created_at FROM link_encodings")))
+    for v in (first["family_name"], first["guardian"]["name"], "muhammad", "mohammad"):
+        assert v.lower() not in blob
+    assert cross_province.compare(runtime)[1] == 0  # idempotent
+    assert len(audit_events(runtime, action="linkage.cross_province")) >= 2

@@ -42,8 +42,16 @@ MESSAGES: dict[str, dict[int, str]] = {
 ORDER = ("birth_date", "given_name", "family_name", "guardian_cnic", "guardian_name", "bform", "phone", "sex", "place")
 
 
+BLOOM = ((92, _("privacy-preserving encodings of names and birth date agree very closely")),
+         (85, _("privacy-preserving encodings of names and birth date agree closely")),
+         (0, _("privacy-preserving encodings of names and birth date partly agree")))
+
+
 def explain(levels: dict[str, int]) -> list[str]:
-    """One sentence per compared field, in ORDER; unknown fields or levels are skipped."""
+    """One sentence per compared field, in ORDER; unknown fields or levels are skipped. A
+    cross-province pair (`bloom_dice`, the encodings' similarity in percent) gets one sentence."""
+    if "bloom_dice" in levels:
+        return [next(msg for floor, msg in BLOOM if int(levels["bloom_dice"]) >= floor)]
     out = []
     for field in ORDER:
         if field in levels:
