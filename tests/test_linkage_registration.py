@@ -272,3 +272,19 @@ def test_cross_province_linkage_compares_encodings_only(world, runtime):
         assert v.lower() not in blob
     assert cross_province.compare(runtime)[1] == 0  # idempotent
     assert len(audit_events(runtime, action="linkage.cross_province")) >= 2
+
+
+def test_blocking_keys_follow_an_update(world, runtime):
+    """A record corrected after registration (names typed again) is found by the check under
+    its new names: only the name keys can find it (no shared guardian, CNIC or phone)."""
+    first = _post(world, "clinic_a", _child(given_name="Xyzabc")).json()
+    family = f"Rahimoon{secrets.token_hex(3)}"
+    r = world.client.patch(f"/api/v1/patients/{first['id']}", json={"given_name": "Muhammad", "family_name": family},
+                           headers={**world.h("clinic_a"), "If-Match": '"1"'})
+    assert r.status_code == 200, r.json()
+    body = {**_child(), "given_name": "Mohammad", "family_name": family, "birth_date": "2026-07-03", "phone": None,
+            "guardian": {"name": "Zubaida Begum", "relationship": "mother"}}
+    again = _post(world, "clinic_a", body)
+    assert again.status_code == 201, again.json()
+    cands = _candidates(runtime, uuid.UUID(again.json()["id"]))
+    assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], again.json()["id"]}]

@@ -35,6 +35,7 @@ from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
 NOT_FOUND = "patient not found"
+_LINKED = {"given_name", "family_name", "guardian", "phone", "birth_date"}
 _LABEL = {"bform": "B-form number", "cnic": "CNIC", "health_id": "health ID"}
 
 
@@ -340,6 +341,8 @@ def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, cha
         repo.replace_index(ctx.session, patient_id, changed_index,
                            codec.index_rows(ctx.runtime.indexer, row.custodian, patient_id, {c: plain[c] for c in changed_index}))
     new_row, _ = repo.get(ctx.session, ctx.principal, patient_id)
+    if ctx.runtime.settings.linkage_check and _LINKED & set(data):  # the registration check's blocking keys follow the record
+        linkage.store_keys(ctx, new_row.custodian, patient_id, linkage_records.from_row(ctx.runtime.cipher, new_row), replace=True)
     view = codec.to_view(ctx.runtime.cipher, new_row)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id, patient=_ref(new_row),
                      detail={"fields": sorted(data)})
