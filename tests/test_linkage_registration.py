@@ -283,7 +283,7 @@ def test_blocking_keys_follow_an_update(world, runtime):
                            headers={**world.h("clinic_a"), "If-Match": '"1"'})
     assert r.status_code == 200, r.json()
     body = {**_child(), "given_name": "Mohammad", "family_name": family, "birth_date": "2026-07-03", "phone": None,
-            "guardian": {"name": "Zubaida Begum", "relationship": "mother"}}
+            "guardian": {"name": f"Zubaida{secrets.token_hex(3)}", "relationship": "mother"}}
     again = _post(world, "clinic_a", body)
     assert again.status_code == 201, again.json()
     cands = _candidates(runtime, uuid.UUID(again.json()["id"]))
