@@ -21,18 +21,22 @@ def _year(r: dict) -> str | None:
     return r["bd"][:4] if r["bd"] else None
 
 
-def _both(*values):
-    return None if any(v is None for v in values) else values
+def _two(a, b):
+    return (a, b) if a is not None and b is not None else None
+
+
+def _three(a, b, c):
+    return (a, b, c) if a is not None and b is not None and c is not None else None
 
 
 RULES: dict[str, Callable[[dict], tuple | None]] = {
-    "given_bd": lambda r: _both(r["given_skel"], r["bd"]),
-    "family_bd": lambda r: _both(r["family_skel"], r["bd"]),
-    "guardian_bd": lambda r: _both(r["guardian_skel"], r["bd"]),
-    "names_year": lambda r: _both(r["given_skel"], r["family_skel"], _year(r)),
-    "guardian_names_year": lambda r: _both(r["guardian_skel"], r["given_skel"], _year(r)),
-    "guardian_cnic": lambda r: _both(r["guardian_cnic"]),
-    "phone": lambda r: _both(r["phone"]),
+    "given_bd": lambda r: _two(r["given_skel"], r["bd"]),
+    "family_bd": lambda r: _two(r["family_skel"], r["bd"]),
+    "guardian_bd": lambda r: _two(r["guardian_skel"], r["bd"]),
+    "names_year": lambda r: _three(r["given_skel"], r["family_skel"], _year(r)),
+    "guardian_names_year": lambda r: _three(r["guardian_skel"], r["given_skel"], _year(r)),
+    "guardian_cnic": lambda r: (r["guardian_cnic"],) if r["guardian_cnic"] else None,
+    "phone": lambda r: (r["phone"],) if r["phone"] else None,
 }
 # the swapped date: rules on a birth date also meet the other record's swapped date
 SWAPPED = {"given_bd": "given_skel", "family_bd": "family_skel", "guardian_bd": "guardian_skel"}
@@ -43,7 +47,8 @@ def units() -> list[str]:
 
 
 def _bucket(key: tuple) -> int:
-    return zlib.crc32(repr(key).encode()) % BUCKETS
+    """Stable across processes and runs (a checkpoint names buckets): crc32, not hash()."""
+    return zlib.crc32("\x1f".join(key).encode()) % BUCKETS
 
 
 def _keys(rule: str, r: dict) -> list[tuple]:

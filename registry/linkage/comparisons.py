@@ -75,8 +75,7 @@ class Comparison:
     field: str
     levels: tuple[Level, ...]
 
-    def values(self) -> list[int]:
-        """Splink's comparison vector values, in level order (null -1, then n-1 .. 0)."""
+    def __post_init__(self) -> None:
         n = sum(1 for lv in self.levels if not lv.null)
         out, k = [], n - 1
         for lv in self.levels:
@@ -85,11 +84,16 @@ class Comparison:
             else:
                 out.append(k)
                 k -= 1
-        return out
+        object.__setattr__(self, "_values", tuple(out))
+        object.__setattr__(self, "_tests", tuple(zip((lv.test for lv in self.levels), out)))
+
+    def values(self) -> list[int]:
+        """Splink's comparison vector values, in level order (null -1, then n-1 .. 0)."""
+        return list(self._values)
 
     def level(self, a: dict, b: dict) -> int:
-        for lv, value in zip(self.levels, self.values()):
-            if lv.test(a, b):
+        for test, value in self._tests:
+            if test(a, b):
                 return value
         return 0  # pragma: no cover - the last level is always "else"
 
