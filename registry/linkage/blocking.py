@@ -21,6 +21,10 @@ def _year(r: dict) -> str | None:
     return r["bd"][:4] if r["bd"] else None
 
 
+def _month(r: dict) -> str | None:
+    return r["bd"][:7] if r["bd"] else None
+
+
 def _two(a, b):
     return (a, b) if a is not None and b is not None else None
 
@@ -31,15 +35,15 @@ def _three(a, b, c):
 
 RULES: dict[str, Callable[[dict], tuple | None]] = {
     "given_bd": lambda r: _two(r["given_skel"], r["bd"]),
-    "family_bd": lambda r: _two(r["family_skel"], r["bd"]),
+    "family_bd": lambda r: _three(r["family_skel"], r["bd"], r["sex"] or "-"),
     "guardian_bd": lambda r: _two(r["guardian_skel"], r["bd"]),
-    "names_year": lambda r: _three(r["given_skel"], r["family_skel"], _year(r)),
+    "names_month": lambda r: _three(r["given_skel"], r["family_skel"], _month(r)),
     "guardian_names_year": lambda r: _three(r["guardian_skel"], r["given_skel"], _year(r)),
     "guardian_cnic": lambda r: (r["guardian_cnic"],) if r["guardian_cnic"] else None,
     "phone": lambda r: (r["phone"],) if r["phone"] else None,
 }
 # the swapped date: rules on a birth date also meet the other record's swapped date
-SWAPPED = {"given_bd": "given_skel", "family_bd": "family_skel", "guardian_bd": "guardian_skel"}
+SWAPPED = {"given_bd", "family_bd", "guardian_bd"}
 
 
 def units() -> list[str]:
@@ -51,11 +55,19 @@ def _bucket(key: tuple) -> int:
     return zlib.crc32("\x1f".join(key).encode()) % BUCKETS
 
 
+def _swapped_key(rule: str, r: dict) -> tuple | None:
+    """The rule's key with the swapped birth date in place of the date."""
+    if rule not in SWAPPED or not r["bd_swap"]:
+        return None
+    return RULES[rule]({**r, "bd": r["bd_swap"]})
+
+
 def _keys(rule: str, r: dict) -> list[tuple]:
     k = RULES[rule](r)
     out = [k] if k is not None else []
-    if rule in SWAPPED and r["bd_swap"] and r[SWAPPED[rule]]:
-        out.append((r[SWAPPED[rule]], r["bd_swap"]))
+    ks = _swapped_key(rule, r)
+    if ks is not None:
+        out.append(ks)
     return out
 
 
@@ -77,8 +89,8 @@ def index(records: list[dict]) -> dict[str, dict[tuple, tuple[list[int], list[in
             k = own(r)
             if k is not None:
                 out[f"{rule}:{_bucket(k)}"].setdefault(k, ([], []))[0].append(i)
-            if rule in SWAPPED and r["bd_swap"] and r[SWAPPED[rule]]:
-                ks = (r[SWAPPED[rule]], r["bd_swap"])
+            ks = _swapped_key(rule, r)
+            if ks is not None:
                 out[f"{rule}:{_bucket(ks)}"].setdefault(ks, ([], []))[1].append(i)
     return out
 
