@@ -46,11 +46,14 @@ def encode_province(rt, province: str) -> int:
             now = datetime.now(UTC)
             out = []
             for row in rows:
-                rec = records.from_row(rt.cipher, row)
+                rec = records.prepared_or_none(rt.cipher, row)
+                if rec is None:
+                    continue
                 out.append({"patient_id": row.id, "custodian": row.custodian, "block": f"{row.birth_date.year}:{row.sex}",
                             "clk": bloom.to_bytes(bloom.encode(keys, rec)), "created_at": now})
             s.execute(delete(ENC).where(ENC.c.patient_id.in_([r.id for r in rows])))
-            s.execute(insert(ENC), out)
+            if out:
+                s.execute(insert(ENC), out)
             n += len(out)
         after = rows[-1].id
     with rt.sessions.begin() as s:

@@ -67,7 +67,9 @@ def load(rt, province: str, on_progress: Callable[[Progress], None] | None = Non
             have = repo.keyed(s, [r.id for r in rows])
             new_keys = []
             for row in rows:
-                rec = records.from_row(rt.cipher, row)
+                rec = records.prepared_or_none(rt.cipher, row)
+                if rec is None:  # a damaged record (integrity failure, logged by id) is left out
+                    continue
                 recs.append(rec)
                 ids.append(row.id)
                 if row.id not in have:

@@ -9,11 +9,15 @@ the phone number, so a lookup narrows the candidates without any value in the da
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import date, timedelta
 
 from registry.linkage import comparisons
 from registry.patients import codec
+from security.crypto.errors import DecryptionError
+
+log = logging.getLogger("nhr.linkage")
 
 _NAMES = ("given_name", "family_name", "guardian_name", "guardian_cnic", "bform", "phone")
 # blocking key kind -> the prepared column paired with the birth date
@@ -29,6 +33,16 @@ def from_row(cipher, row) -> dict:
                               district=row.district, province=row.province, unnamed=bool(getattr(row, "unnamed", False)))
     rec["unique_id"] = str(row.id)
     return rec
+
+
+def prepared_or_none(cipher, row) -> dict | None:
+    """`from_row`, or None for a record that fails its integrity check (logged by table, column
+    and row id only): a batch job skips a damaged record instead of stopping."""
+    try:
+        return from_row(cipher, row)
+    except DecryptionError as exc:
+        log.error("linkage: record skipped, integrity failure: %s", exc)
+        return None
 
 
 def from_input(*, given_name, family_name, guardian_name, guardian_cnic, bform, phone, birth_date, sex,
