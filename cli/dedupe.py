@@ -18,7 +18,8 @@ console = Console(highlight=False)
 
 
 @app.command("run")
-def run(province: str = typer.Option(..., "--province", help="custodian province code, e.g. PK-PB")):
+def run(province: str = typer.Option(..., "--province", help="custodian province code, e.g. PK-PB"),
+        workers: int = typer.Option(1, "--workers", min=1, max=16, help="processes scoring blocking units (forked; helps only with idle cores)")):
     """Scan a province for likely duplicates and fill the review queue; rerun to resume."""
     from registry.linkage import dedupe
 
@@ -37,7 +38,7 @@ def run(province: str = typer.Option(..., "--province", help="custodian province
                     bar.update(reading, total=bar.tasks[reading].completed)
                     bar.update(scoring, visible=True, total=p.total, completed=p.done, pairs=p.pairs, proposed=p.proposed)
 
-            summary = dedupe.run(rt, province, on_progress=show)
+            summary = dedupe.run(rt, province, on_progress=show, workers=workers)
     finally:
         rt.engine.dispose()
     resumed = " (resumed)" if summary.resumed else ""

@@ -160,7 +160,7 @@ def test_dedupe_is_resumable_idempotent_audited(world, runtime):
     part = dedupe.run(runtime, "PK-PB", stop_after_units=3)
     with runtime.sessions() as s:
         assert s.execute(select(DedupeRun.__table__.c.status).where(DedupeRun.__table__.c.id == part.run_id)).scalar_one() == "running"
-    rest = dedupe.run(runtime, "PK-PB")
+    rest = dedupe.run(runtime, "PK-PB", workers=2)  # the rest scored in two forked processes
     assert rest.resumed and rest.run_id == part.run_id
     ids = {first["id"], dup["id"]}
     assert any({str(c.left_id), str(c.right_id)} == ids and c.source == "dedupe" for c in _candidates(runtime, uuid.UUID(dup["id"])))

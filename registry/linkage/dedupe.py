@@ -82,10 +82,40 @@ def load(rt, province: str, on_progress: Callable[[Progress], None] | None = Non
     return recs, ids, written
 
 
+_STATE: tuple = ()  # (records, blocking index, model) of the run, inherited by forked workers
+
+
+def score_unit(unit: str) -> tuple[str, int, list]:
+    """Score one blocking unit: (unit, pairs scored, [(i, j, Scored)] graded at least possible)."""
+    recs, idx, model = _STATE
+    n, graded = 0, []
+    for i, j in blocking.pairs(recs, idx, unit):
+        n += 1
+        sc = score(model, recs[i], recs[j])
+        if sc.grade is not None:
+            graded.append((i, j, sc))
+    return unit, n, graded
+
+
+def _scored_units(todo: list[str], workers: int):
+    """Units scored in order, in this process or in `workers` forked processes (units are
+    independent; the records and the index are shared copy-on-write, nothing is sent back but
+    indexes, scores and levels). Writing stays in this process."""
+    if workers <= 1 or len(todo) < 2:
+        yield from map(score_unit, todo)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(score_unit, todo)
+
+
 def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = None,
-        model: Model | None = None, stop_after_units: int | None = None) -> Summary:
+        model: Model | None = None, stop_after_units: int | None = None, workers: int = 1) -> Summary:
     """Deduplicate `province`, resuming its unfinished run if there is one.
-    `stop_after_units` interrupts the run (for tests of resumption)."""
+    `stop_after_units` interrupts the run (for tests of resumption); `workers` > 1 scores
+    blocking units in that many forked processes."""
+    global _STATE
     with rt.sessions.begin() as s:
         model = model or active_model(s)
         existing = repo.open_run(s, province)
@@ -96,27 +126,29 @@ def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = N
         else:
             run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
     recs, ids, written = load(rt, province, on_progress)
-    idx = blocking.index(recs)
+    _STATE = (recs, blocking.index(recs), model)
     todo = [u for u in units if u not in set(done)]
-    for n, unit in enumerate(todo):
-        if stop_after_units is not None and n >= stop_after_units:
-            return Summary(run_id, len(recs), pairs, proposed, resumed, written)
-        with rt.sessions.begin() as s:
-            for i, j in blocking.pairs(recs, idx, unit):
-                pairs += 1
-                sc = score(model, recs[i], recs[j])
-                if sc.grade is None:
-                    continue
-                if repo.propose(s, ids[i], ids[j], weight=sc.weight, probability=sc.probability, grade=sc.grade,
-                                levels=sc.levels, model_version=model.version, source="dedupe") == "new":
-                    proposed += 1
-            done.append(unit)
-            last = n == len(todo) - 1
-            repo.checkpoint(s, run_id, done, pairs, proposed, done=last)
-            if last:
-                _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed)
-        if on_progress:
-            on_progress(Progress("scoring", len(done), len(units), pairs, proposed))
+    if stop_after_units is not None:
+        todo_now = todo[:stop_after_units]
+    else:
+        todo_now = todo
+    try:
+        for n, (unit, n_pairs, graded) in enumerate(_scored_units(todo_now, workers)):
+            with rt.sessions.begin() as s:
+                pairs += n_pairs
+                for i, j, sc in graded:
+                    if repo.propose(s, ids[i], ids[j], weight=sc.weight, probability=sc.probability, grade=sc.grade,
+                                    levels=sc.levels, model_version=model.version, source="dedupe") == "new":
+                        proposed += 1
+                done.append(unit)
+                last = len(done) == len(units)
+                repo.checkpoint(s, run_id, done, pairs, proposed, done=last)
+                if last:
+                    _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed)
+            if on_progress:
+                on_progress(Progress("scoring", len(done), len(units), pairs, proposed))
+    finally:
+        _STATE = ()
     if not todo:  # nothing left: close the run
         with rt.sessions.begin() as s:
             repo.checkpoint(s, run_id, done, pairs, proposed, done=True)
