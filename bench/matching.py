@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-import uuid
 from datetime import UTC, datetime
 
 from registry.demo import linkage_population as population
