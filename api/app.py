@@ -11,6 +11,7 @@ from api import idempotency, openapi, problems
 from api.body_limit import BodyLimitMiddleware
 from api.deps import check_routes
 from api.fhir import responses as fhir_responses
+from api.fhir import match as fhir_match_routes
 from api.fhir import routes as fhir_routes
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, health, immunizations, patients, reference
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(field_report_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(linkage_routes.router)
+    app.include_router(fhir_match_routes.router)  # Patient/$match (issue 13)
     app.include_router(fhir_routes.router)
     app.include_router(docs_routes.router)
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4

@@ -22,6 +22,7 @@ from cli import audit as audit_cli
 from cli import backup as backup_cli
 from cli import certificates as certificates_cli
 from cli import reference as reference_cli
+from cli import dedupe as dedupe_cli
 from cli import reports as reports_cli
 from cli import field_reports as _field_reports  # noqa: F401  (registers `reports refusals`, `reports data-quality`)
 from cli import imports as imports_cli
@@ -44,6 +45,7 @@ app.add_typer(schedules_cli.app, name="schedules")
 app.add_typer(reports_cli.app, name="reports")
 app.add_typer(reference_cli.jurisdictions_app, name="jurisdictions")
 app.add_typer(reference_cli.facilities_app, name="facilities")
+app.add_typer(dedupe_cli.app, name="dedupe")
 app.command("import")(imports_cli.import_file)
 app.command("backup")(backup_cli.backup)
 app.command("restore")(backup_cli.restore)

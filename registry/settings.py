@@ -209,6 +209,8 @@ class Settings(_Strict):
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
+    # Duplicate check at registration (issue 13, registry/linkage): off only to measure its cost
+    linkage_check: bool = True
     serve: ServeSettings = Field(default_factory=ServeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
 

@@ -61,6 +61,7 @@ ENV = {
     "NHR_BULK_EXPORT_TTL_SECONDS": ("bulk_export.ttl_seconds", "7200", 7200),
     "NHR_BULK_EXPORT_STEP_ROWS": ("bulk_export.step_rows", "1000", 1000),
     "NHR_BULK_EXPORT_FILE_ROWS": ("bulk_export.file_rows", "500", 500),
+    "NHR_LINKAGE_CHECK": ("linkage_check", "false", False),
     "NHR_HOST": ("serve.host", "0.0.0.0", "0.0.0.0"),
     "NHR_PORT": ("serve.port", "9000", 9000),
     "NHR_WORKERS": ("serve.workers", "2", 2),

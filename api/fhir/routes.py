@@ -131,8 +131,9 @@ async def search_patients_post(request: Request,
 @router.post("/Patient", status_code=201, summary="Create a Patient (conditional with If-None-Exist: identifier=system|value)")
 def create_patient(body: Resource, request: Request,
                    ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_CREATE, body="resource"))],
-                   if_none_exist: Annotated[str | None, Header(alias="If-None-Exist", max_length=200)] = None):
-    status, res = service.create_patient(ctx, body, if_none_exist)
+                   if_none_exist: Annotated[str | None, Header(alias="If-None-Exist", max_length=200)] = None,
+                   confirm: Annotated[bool, Header(alias="X-Confirm-Not-Duplicate")] = False):
+    status, res = service.create_patient(ctx, body, if_none_exist, confirm_not_duplicate=confirm)
     return fhir_response(request, res, status, _headers(request, res))
 
 

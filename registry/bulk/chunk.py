@@ -29,6 +29,9 @@ from registry.errors import InvalidInput
 from registry.immunizations import intake, validation
 from registry.immunizations import repository as dose_repo
 from registry.immunizations.models import Immunization
+from registry.linkage import records as linkage_records
+from registry.linkage import repository as linkage_repo
+from registry.linkage import service as linkage
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
 from registry.patients.repository import Access, access_to
@@ -148,6 +151,7 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             result.reject(item[0], col, "duplicate_identifier")
         if not clash:
             keep.append(item)
+    keep, found = _likely_duplicates(session, rt, actor, keep, result)
     health_ids = identity.new_health_ids(session, rt, len(keep))
     p_rows, i_rows, custodian, user = [], [], actor.province, actor.principal.user_id
     for (row, p, node, plain, _), hid in zip(keep, health_ids):
@@ -163,11 +167,41 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
         i_rows += codec.index_rows(rt.indexer, custodian, p.id, plain)
     insert_rows(session, P, p_rows)
     insert_rows(session, IX, i_rows)
+    if found is not None:
+        link_keys = []
+        for (row, p, node, plain, _), (rec, cands) in zip(keep, found):
+            link_keys += linkage_records.key_rows(rt.indexer, custodian, p.id, rec)
+            linkage.propose_found(session, p.id, cands)
+        linkage_repo.insert_keys(session, link_keys)
     _mark_for_reports(session, {r["id"] for r in p_rows})
     if p_rows:
         _event(session, actor, "patient.import", "Patient", {r["id"] for r in p_rows},
                {"run": str(actor.run_id), "chunk": chunk_no, "count": len(p_rows), "via": "nhr import"})
     result.imported += len(p_rows)
+
+
+def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResult):
+    """The probabilistic duplicate check of registration (registry/linkage), row by row against
+    the registry: a likely duplicate (certain/probable) is rejected as `likely_duplicate` unless
+    the row confirms (`confirm_not_duplicate`); possible matches are queued once imported.
+    Returns the rows kept and, per row, (prepared record, candidates), or None when the check is off."""
+    if not rt.settings.linkage_check:
+        return items, None
+    keep, found = [], []
+    for item in items:
+        row, p, node, plain, _ = item
+        data = p.data
+        rec = linkage_records.from_input(
+            given_name=data.given_name, family_name=data.family_name, guardian_name=plain.get("guardian_name"),
+            guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
+            birth_date=data.birth_date, sex=data.sex, facility=actor.facility, district=node.code, province=node.province)
+        cands = linkage.find(session, rt, actor.principal, rec)
+        if not data.confirm_not_duplicate and any(c.scored.grade in linkage.LIKELY for c in cands):
+            result.reject(row, "confirm_not_duplicate", "likely_duplicate")
+            continue
+        keep.append(item)
+        found.append((rec, cands))
+    return keep, found
 
 
 def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:

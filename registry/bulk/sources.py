@@ -29,7 +29,7 @@ from registry.patients.schemas import PatientCreate
 
 FORMATS = ("csv-patients", "csv-doses", "fhir-ndjson", "fhir-bundle")
 PATIENT_COLUMNS = ("id", "given_name", "family_name", "sex", "birth_date", "bform", "cnic", "guardian_name",
-                   "guardian_relationship", "guardian_cnic", "phone", "address", "district")
+                   "guardian_relationship", "guardian_cnic", "phone", "address", "district", "confirm_not_duplicate")
 # issue 12: a dose row may say where it comes from and carry any vaccine code (docs/bulk.md)
 PROVENANCE_COLUMNS = ("provenance", "primary_source", "report_origin", "performer_facility", "performer_text",
                       "location_text", "country", "occurrence_text", "source_recorded", "subpotent")
@@ -89,6 +89,8 @@ def _patient_row(sha: str, row: int, r: dict) -> Parsed:
     if r.get("guardian_name") or r.get("guardian_relationship") or r.get("guardian_cnic"):
         guardian = {"name": r.get("guardian_name"), "relationship": r.get("guardian_relationship"), "cnic": r.get("guardian_cnic")}
     body = {k: r.get(k) for k in ("given_name", "family_name", "sex", "birth_date", "bform", "cnic", "phone", "address", "district")}
+    # optional column: the importer confirms a row the duplicate check answered `likely_duplicate`
+    body["confirm_not_duplicate"] = (r.get("confirm_not_duplicate") or "").strip().lower() in ("true", "1", "yes")
     try:
         data = PatientCreate.model_validate({**body, "guardian": guardian})
     except ValidationError as exc:

@@ -157,10 +157,14 @@ def find_existing(ctx: ServiceContext, condition: str, expression: str) -> dict 
 
 
 def create_patient(ctx: ServiceContext, resource: dict, if_none_exist: str | None = None,
-                   *, expression: str = "If-None-Exist") -> tuple[int, dict]:
+                   *, expression: str = "If-None-Exist", confirm_not_duplicate: bool = False) -> tuple[int, dict]:
     """(201, the new Patient) or, for a conditional create that matches, (200, the existing one).
-    The new Patient carries the citizen access code once, as an extension (as /api/v1 does)."""
+    The new Patient carries the citizen access code once, as an extension (as /api/v1 does).
+    A likely duplicate (registry/linkage) is a 409 unless `confirm_not_duplicate` (the
+    X-Confirm-Not-Duplicate header); Patient/$match shows the candidates."""
     data = mapping.patient_from_fhir(mapping.validate(resource))
+    if confirm_not_duplicate:
+        data.confirm_not_duplicate = True
     if if_none_exist:
         existing = find_existing(ctx, if_none_exist, expression)
         if existing is not None:

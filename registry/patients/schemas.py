@@ -88,6 +88,8 @@ class PatientCreate(BaseModel):
     address: Line | None = Field(None, max_length=300, description="address below district level (encrypted)")
     district: str | None = Field(None, description="district of residence; defaults to the facility's district")
     birth_facility: str | None = Field(None, max_length=32, description="facility code where the child was born")
+    confirm_not_duplicate: bool = Field(False, description="register even though the registry answered 409 "
+                                        "`likely_duplicate` for this child (the confirmation is audited)")
 
     _ids = field_validator("bform", "cnic")(_nadra)
     _ph = field_validator("phone")(_phone)

@@ -23,6 +23,8 @@ from registry.citizens import repository as access_code_repo
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from registry.pagination import Page
+from registry.linkage import records as linkage_records
+from registry.linkage import service as linkage
 from registry.reports import queue as report_queue
 from registry.patients import audited_read, codec, newborns
 from registry.patients import repository as repo
@@ -33,6 +35,7 @@ from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
 NOT_FOUND = "patient not found"
+_LINKED = {"given_name", "family_name", "guardian", "phone", "birth_date"}
 _LABEL = {"bform": "B-form number", "cnic": "CNIC", "health_id": "health ID"}
 
 
@@ -150,6 +153,19 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     return node.province, node.code
 
 
+def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str):
+    """Probabilistic duplicate check (registry/linkage): raises LikelyDuplicate (409, audited)
+    for a certain or probable match the caller has not confirmed; returns the prepared record
+    and the candidates to queue for review once the record exists."""
+    if not ctx.runtime.settings.linkage_check:
+        return None, []
+    rec = linkage_records.from_input(
+        given_name=data.given_name, family_name=data.family_name, guardian_name=plain.get("guardian_name"),
+        guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
+        birth_date=data.birth_date, sex=data.sex, facility=ctx.principal.facility, district=district, province=province)
+    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate)
+
+
 def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     """The response carries the patient's access code (citizen view), shown this once only."""
     p = ctx.principal
@@ -176,6 +192,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
         raise Conflict("a patient with this id already exists", field="id")
+    rec, found = _duplicate_check(ctx, data, plain, action, province, district)
     plain["health_id"] = _new_health_id(ctx)
     now = datetime.now(UTC)
     row = {
@@ -189,9 +206,16 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     repo.insert_patient(ctx.session, row, codec.index_rows(ctx.runtime.indexer, custodian, patient_id, plain))
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
+    detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}
+    if rec is not None:
+        linkage.store_keys(ctx, custodian, patient_id, rec)
+        if found:
+            linkage.propose_for(ctx, patient_id, found)
+            detail["link_candidates"] = len(found)
+            if data.confirm_not_duplicate and any(c.scored.grade in linkage.LIKELY for c in found):
+                detail["confirmed_not_duplicate"] = True
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id,
-                     patient=PatientRef(patient_id, province, district),
-                     detail={"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})})
+                     patient=PatientRef(patient_id, province, district), detail=detail)
     view = codec.to_view(ctx.runtime.cipher, SimpleNamespace(**row))
     return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
 
@@ -358,6 +382,8 @@ def update(ctx: ServiceContext, patient_id: uuid.UUID, if_match: str | None, cha
         repo.replace_index(ctx.session, patient_id, changed_index,
                            codec.index_rows(ctx.runtime.indexer, row.custodian, patient_id, {c: plain[c] for c in changed_index}))
     new_row, _ = repo.get(ctx.session, ctx.principal, patient_id)
+    if ctx.runtime.settings.linkage_check and _LINKED & set(data):  # the registration check's blocking keys follow the record
+        linkage.store_keys(ctx, new_row.custodian, patient_id, linkage_records.from_row(ctx.runtime.cipher, new_row), replace=True)
     view = codec.to_view(ctx.runtime.cipher, new_row)
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_id=patient_id, patient=_ref(new_row),
                      detail={"fields": sorted(data), **({"named": True} if named else {})})

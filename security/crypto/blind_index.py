@@ -40,3 +40,15 @@ class BlindIndexer:
     def for_all_custodians(self, system: str, normalised: str) -> dict[str, int]:
         """One index value per custodian whose keys this process holds."""
         return {c: self.compute(c, system, normalised) for c in sorted(self.keys.custodians())}
+
+    def for_all_custodians_many(self, system: str, values: list[str]) -> list[tuple[str, str, int]]:
+        """(custodian, value, index) for every value and custodian: `for_all_custodians` over
+        many values, each custodian's key fetched once (the linkage blocking keys)."""
+        out = []
+        for c in sorted(self.keys.custodians()):
+            key = self.keys.active(c, "index").raw
+            prefix = system.encode() + b"\x00"
+            for v in values:
+                digest = hmac.new(key, prefix + v.encode(), hashlib.sha256).digest()
+                out.append((c, v, int.from_bytes(digest[:4], "big") >> (32 - BITS)))
+        return out

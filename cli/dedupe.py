@@ -1,0 +1,89 @@
+"""`nhr dedupe run --province PK-PB` and `nhr dedupe estimate --province PK-PB`.
+
+Both run in the custodian's process (its keys decrypt the records in memory) and print counts
+only, never a value. See docs/linkage.md.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from registry.runtime import Runtime
+from registry.settings import get_settings
+
+app = typer.Typer(help="Record linkage: batch deduplication and model estimation (issue 13).", no_args_is_help=True)
+console = Console(highlight=False)
+
+
+@app.command("run")
+def run(province: str = typer.Option(..., "--province", help="custodian province code, e.g. PK-PB"),
+        workers: int = typer.Option(1, "--workers", min=1, max=16, help="processes scoring blocking units (forked; helps only with idle cores)")):
+    """Scan a province for likely duplicates and fill the review queue; rerun to resume."""
+    from registry.linkage import dedupe
+
+    rt = Runtime.build(get_settings())
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[pairs]} pairs scored, {task.fields[proposed]} proposed"),
+                      TimeElapsedColumn(), console=console) as bar:
+            reading = bar.add_task("reading records", total=None, pairs=0, proposed=0)
+            scoring = bar.add_task("scoring blocks", total=None, pairs=0, proposed=0, visible=False)
+
+            def show(p: dedupe.Progress) -> None:
+                if p.phase == "reading":
+                    bar.update(reading, completed=p.done)
+                else:
+                    bar.update(reading, total=bar.tasks[reading].completed)
+                    bar.update(scoring, visible=True, total=p.total, completed=p.done, pairs=p.pairs, proposed=p.proposed)
+
+            summary = dedupe.run(rt, province, on_progress=show, workers=workers)
+    finally:
+        rt.engine.dispose()
+    resumed = " (resumed)" if summary.resumed else ""
+    console.print(f"run {summary.run_id}{resumed}: {summary.records} records, {summary.pairs_scored} pairs scored, "
+                  f"{summary.proposed} new candidates; {summary.keys_written} blocking keys written")
+
+
+@app.command("estimate")
+def estimate(province: str = typer.Option(..., "--province", help="custodian province code, e.g. PK-PB"),
+             activate: bool = typer.Option(True, help="make the new model the active one")):
+    """Estimate m, u and the prior by EM (Splink, in memory) from the province's records; store them as a new model version."""
+    from registry.linkage import modelling
+
+    rt = Runtime.build(get_settings())
+    try:
+        version = modelling.estimate_and_store(rt, province, activate=activate)
+    except ValueError as exc:
+        console.print(f"[red]refused[/]: {exc}")
+        raise typer.Exit(1)
+    finally:
+        rt.engine.dispose()
+    console.print(f"model {version} stored{' and active' if activate else ''}")
+
+
+@app.command("encode")
+def encode(province: str = typer.Option(..., "--province", help="custodian province code, e.g. PK-SD")):
+    """Compute the province's Bloom-filter linkage encodings (cross-province linkage without plaintext)."""
+    from registry.linkage import cross_province
+
+    rt = Runtime.build(get_settings())
+    try:
+        n = cross_province.encode_province(rt, province)
+    finally:
+        rt.engine.dispose()
+    console.print(f"{n} records of {province} encoded")
+
+
+@app.command("cross-province")
+def cross(_: bool = typer.Option(False, hidden=True)):
+    """National layer: compare the provinces' encodings and queue cross-province candidate pairs."""
+    from registry.linkage import cross_province
+
+    rt = Runtime.build(get_settings())
+    try:
+        compared, proposed = cross_province.compare(rt)
+    finally:
+        rt.engine.dispose()
+    console.print(f"{compared} pairs of encodings compared, {proposed} new cross-province candidates")

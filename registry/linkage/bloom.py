@@ -1,0 +1,96 @@
+"""Cryptographic long-term keys (CLKs): Bloom-filter encodings for linkage across provinces.
+
+Each province encodes its own records (in its process, with its keys); the national layer
+compares encodings only and proposes pairs to both provinces' stewards (source
+`cross_province`). Neither province sees the other's names until a steward with capture scope
+opens the pair. See docs/linkage.md for what this protects and what it does not.
+
+Encoding (Schnell, Bachteler and Reiher 2009; the CLK of Schnell 2011), as clkhash does it:
+- features: character bigrams of the name keys (given, family, guardian: names.key, so
+  romanisation variants and Urdu meet), the birth date's year, month and day, the day/month
+  swapped date, sex; each feature prefixed with its field, so "ali" as a given name and as a
+  family name set different bits;
+- each feature sets K bits chosen by double hashing with two HMAC-SHA256 keys derived from the
+  national linkage secret (g_i = h1 + i*h2 mod L): without the secret, no one can compute a
+  record's bits (keyed hashing against dictionary attacks);
+- the L = 1024 bit filter is XOR-folded once to 512 bits (Schnell et al. 2016): each stored bit
+  mixes two positions, which breaks the bit-to-bigram mapping that pattern-mining attacks use.
+
+Why not clkhash/anonlink: clkhash 0.18 pins `cryptography<41` (the registry needs >= 43), and
+anonlink adds numpy and a Cython build for what is, here, a popcount; the Dice coefficient on
+Python integers (`int.bit_count`) does the same computation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import date
+
+L = 1024
+K = 20
+FOLDED = L // 2
+DICE_CERTAIN, DICE_PROBABLE, DICE_POSSIBLE = 0.92, 0.85, 0.78
+
+
+def derive_keys(secret: bytes) -> tuple[bytes, bytes]:
+    return (hmac.new(secret, b"nhr-clk-h1", hashlib.sha256).digest(),
+            hmac.new(secret, b"nhr-clk-h2", hashlib.sha256).digest())
+
+
+def _bigrams(text: str | None) -> list[str]:
+    if not text:
+        return []
+    padded = f"_{text}_"
+    return [padded[i:i + 2] for i in range(len(padded) - 1)]
+
+
+def features(rec: dict) -> list[str]:
+    """The features of a prepared record (comparisons.prepare)."""
+    out = []
+    for field in ("given_key", "family_key", "guardian_key"):
+        out += [f"{field[0]}:{g}" for g in _bigrams(rec.get(field))]
+    if rec.get("bd"):
+        d = date.fromisoformat(rec["bd"])
+        out += [f"y:{d.year}", f"m:{d.month}", f"d:{d.day}"]
+        if rec.get("bd_swap"):
+            out.append(f"s:{rec['bd_swap']}")
+    if rec.get("sex"):
+        out.append(f"x:{rec['sex']}")
+    return out
+
+
+def encode(keys: tuple[bytes, bytes], rec: dict) -> int:
+    """The folded CLK of a record, as an integer of FOLDED bits."""
+    k1, k2 = keys
+    bits = 0
+    for f in features(rec):
+        fb = f.encode()
+        h1 = int.from_bytes(hmac.new(k1, fb, hashlib.sha256).digest()[:8], "big")
+        h2 = int.from_bytes(hmac.new(k2, fb, hashlib.sha256).digest()[:8], "big")
+        for i in range(K):
+            bits |= 1 << ((h1 + i * h2) % L)
+    return (bits >> FOLDED) ^ (bits & ((1 << FOLDED) - 1))
+
+
+def to_bytes(clk: int) -> bytes:
+    return clk.to_bytes(FOLDED // 8, "big")
+
+
+def from_bytes(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def dice(a: int, b: int) -> float:
+    na, nb = a.bit_count(), b.bit_count()
+    return 2 * (a & b).bit_count() / (na + nb) if na + nb else 0.0
+
+
+def grade(similarity: float) -> str | None:
+    if similarity >= DICE_CERTAIN:
+        return "certain"
+    if similarity >= DICE_PROBABLE:
+        return "probable"
+    if similarity >= DICE_POSSIBLE:
+        return "possible"
+    return None

@@ -1,0 +1,90 @@
+"""Linkage across provinces without plaintext (issue 13, item 7).
+
+1. Each custodian province, in its own process with its keys, decrypts its records in memory and
+   computes their Bloom-filter encodings (bloom.py, keyed by the national linkage secret):
+   `nhr dedupe encode --province PK-SD`. Only the encodings (512-bit CLKs) and a coarse block
+   (birth year and sex, already clear on the patient row) reach `link_encodings`.
+2. The national layer compares encodings of *different* custodians within a block (Dice
+   similarity) and proposes every pair at or above the `possible` similarity to the review queue
+   with source `cross_province` (`nhr dedupe cross-province`): ids, the similarity and a level
+   `{"bloom_dice": percent}` only. Both provinces' stewards see the pair in their queue; names
+   are shown only to a steward with capture scope on a record, by the steward's views.
+
+Each step writes one audit event by the system actor (counts only).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, insert, select
+
+from registry.linkage import bloom, dedupe, records
+from registry.linkage import repository as repo
+from registry.linkage.match_models import LinkEncoding
+from security.audit import trail as audit
+
+ENC = LinkEncoding.__table__
+MODEL_VERSION = "clk-1"
+
+
+def _keys(rt) -> tuple[bytes, bytes]:
+    return bloom.derive_keys(rt.keyring.secret("linkage-secret"))
+
+
+def encode_province(rt, province: str) -> int:
+    """(Re)compute the encodings of a custodian's records; returns how many."""
+    keys, after, n = _keys(rt), None, 0
+    while True:
+        with rt.sessions.begin() as s:
+            rows = repo.province_rows(s, province, after=after, limit=dedupe.PAGE)
+            if not rows:
+                break
+            now = datetime.now(UTC)
+            out = []
+            for row in rows:
+                rec = records.prepared_or_none(rt.cipher, row)
+                if rec is None:
+                    continue
+                out.append({"patient_id": row.id, "custodian": row.custodian, "block": f"{row.birth_date.year}:{row.sex}",
+                            "clk": bloom.to_bytes(bloom.encode(keys, rec)), "created_at": now})
+            s.execute(delete(ENC).where(ENC.c.patient_id.in_([r.id for r in rows])))
+            if out:
+                s.execute(insert(ENC), out)
+            n += len(out)
+        after = rows[-1].id
+    with rt.sessions.begin() as s:
+        dedupe._trail(uuid.uuid4()).record(s, "linkage.encode", audit.SUCCESS, resource_type="LinkCandidate",
+                                           detail={"province": province, "encoded": n})
+    return n
+
+
+def compare(rt) -> tuple[int, int]:
+    """National layer: compare encodings across custodians; returns (pairs compared, new candidates)."""
+    with rt.sessions() as s:
+        rows = s.execute(select(ENC.c.patient_id, ENC.c.custodian, ENC.c.block, ENC.c.clk)).all()
+    blocks: dict[str, list] = defaultdict(list)
+    for r in rows:
+        blocks[r.block].append((r.patient_id, r.custodian, bloom.from_bytes(r.clk)))
+    compared, proposed = 0, 0
+    with rt.sessions.begin() as s:
+        for members in blocks.values():
+            for i, (a, ca, xa) in enumerate(members):
+                for b, cb, xb in members[i + 1:]:
+                    if ca == cb:
+                        continue
+                    compared += 1
+                    d = bloom.dice(xa, xb)
+                    g = bloom.grade(d)
+                    if g is None:
+                        continue
+                    weight = math.log2(d / (1 - d)) if d < 1 else 60.0
+                    if repo.propose(s, a, b, weight=weight, probability=d, grade=g, levels={"bloom_dice": round(d * 100)},
+                                    model_version=MODEL_VERSION, source="cross_province") == "new":
+                        proposed += 1
+        dedupe._trail(uuid.uuid4()).record(s, "linkage.cross_province", audit.SUCCESS, resource_type="LinkCandidate",
+                                           detail={"compared": compared, "proposed": proposed})
+    return compared, proposed

@@ -1,0 +1,162 @@
+"""Batch deduplication of a custodian province (`nhr dedupe run --province PK-PB`).
+
+Runs in the custodian's process with its keys: the province's records are decrypted and
+prepared in memory (page by page), blocked (blocking.py), scored with the active model, and
+every pair graded at least `possible` is proposed to the review queue (source `dedupe`).
+
+- Resumable: the run and the blocking units it finished are in `dedupe_runs`; each unit's
+  proposals and the checkpoint commit together, so a rerun after an interruption continues
+  with the next unit.
+- Idempotent: `propose` inserts a pair once, refreshes an open pair, and never reopens a decided
+  one, so running again proposes nothing new.
+- Audited as a system action: one `linkage.dedupe` event per run (counts and the run id only).
+- Blocking keys for the registration check (link_keys) are written for records that lack them
+  (records loaded by the demo generator or before this feature).
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from registry.linkage import blocking, records
+from registry.linkage import repository as repo
+from registry.linkage.scoring import Model, score
+from registry.linkage.service import active_model
+from security.access.principal import AccessContext
+from security.audit import trail as audit
+from security.audit.trail import AuditTrail
+
+ACTION = "linkage.dedupe"
+PAGE = 5000
+
+
+@dataclass
+class Progress:
+    phase: str          # "reading" | "scoring"
+    done: int
+    total: int
+    pairs: int = 0
+    proposed: int = 0
+
+
+@dataclass
+class Summary:
+    run_id: uuid.UUID
+    records: int
+    pairs_scored: int
+    proposed: int
+    resumed: bool
+    keys_written: int
+
+
+def _trail(run_id: uuid.UUID) -> AuditTrail:
+    return AuditTrail(AccessContext(None, "HOPERAT", f"dedupe-{run_id.hex[:12]}", f"system:{getpass.getuser()}"))
+
+
+def load(rt, province: str, on_progress: Callable[[Progress], None] | None = None) -> tuple[list[dict], list[uuid.UUID], int]:
+    """The province's records, prepared; their ids; blocking-key rows written for those lacking them."""
+    recs, ids, written, after = [], [], 0, None
+    while True:
+        with rt.sessions.begin() as s:
+            rows = repo.province_rows(s, province, after=after, limit=PAGE)
+            if not rows:
+                break
+            have = repo.keyed(s, [r.id for r in rows])
+            new_keys = []
+            for row in rows:
+                rec = records.prepared_or_none(rt.cipher, row)
+                if rec is None:  # a damaged record (integrity failure, logged by id) is left out
+                    continue
+                recs.append(rec)
+                ids.append(row.id)
+                if row.id not in have:
+                    new_keys += records.key_rows(rt.indexer, row.custodian, row.id, rec)
+            repo.insert_keys(s, new_keys)
+            written += len(new_keys)
+        after = rows[-1].id
+        if on_progress:
+            on_progress(Progress("reading", len(recs), len(recs)))
+    return recs, ids, written
+
+
+_STATE: tuple = ()  # (records, blocking index, model) of the run, inherited by forked workers
+
+
+def score_unit(unit: str) -> tuple[str, int, list]:
+    """Score one blocking unit: (unit, pairs scored, [(i, j, Scored)] graded at least possible)."""
+    recs, idx, model = _STATE
+    n, graded = 0, []
+    for i, j in blocking.pairs(recs, idx, unit):
+        n += 1
+        sc = score(model, recs[i], recs[j])
+        if sc.grade is not None:
+            graded.append((i, j, sc))
+    return unit, n, graded
+
+
+def _scored_units(todo: list[str], workers: int):
+    """Units scored in order, in this process or in `workers` forked processes (units are
+    independent; the records and the index are shared copy-on-write, nothing is sent back but
+    indexes, scores and levels). Writing stays in this process."""
+    if workers <= 1 or len(todo) < 2:
+        yield from map(score_unit, todo)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(score_unit, todo)
+
+
+def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = None,
+        model: Model | None = None, stop_after_units: int | None = None, workers: int = 1) -> Summary:
+    """Deduplicate `province`, resuming its unfinished run if there is one.
+    `stop_after_units` interrupts the run (for tests of resumption); `workers` > 1 scores
+    blocking units in that many forked processes."""
+    global _STATE
+    with rt.sessions.begin() as s:
+        model = model or active_model(s)
+        existing = repo.open_run(s, province)
+        units = blocking.units()
+        if existing is not None:
+            run_id, done, pairs, proposed, resumed = existing.id, list(existing.blocks_done), existing.pairs_scored, \
+                existing.proposed, True
+        else:
+            run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
+    recs, ids, written = load(rt, province, on_progress)
+    _STATE = (recs, blocking.index(recs), model)
+    todo = [u for u in units if u not in set(done)]
+    if stop_after_units is not None:
+        todo_now = todo[:stop_after_units]
+    else:
+        todo_now = todo
+    try:
+        for n, (unit, n_pairs, graded) in enumerate(_scored_units(todo_now, workers)):
+            with rt.sessions.begin() as s:
+                pairs += n_pairs
+                for i, j, sc in graded:
+                    if repo.propose(s, ids[i], ids[j], weight=sc.weight, probability=sc.probability, grade=sc.grade,
+                                    levels=sc.levels, model_version=model.version, source="dedupe") == "new":
+                        proposed += 1
+                done.append(unit)
+                last = len(done) == len(units)
+                repo.checkpoint(s, run_id, done, pairs, proposed, done=last)
+                if last:
+                    _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed)
+            if on_progress:
+                on_progress(Progress("scoring", len(done), len(units), pairs, proposed))
+    finally:
+        _STATE = ()
+    if not todo:  # nothing left: close the run
+        with rt.sessions.begin() as s:
+            repo.checkpoint(s, run_id, done, pairs, proposed, done=True)
+            _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed)
+    return Summary(run_id, len(recs), pairs, proposed, resumed, written)
+
+
+def _audit(s, run_id, province, model, n_records, pairs, proposed, resumed) -> None:
+    _trail(run_id).record(s, ACTION, audit.SUCCESS, resource_type="LinkCandidate", resource_id=run_id,
+                          detail={"province": province, "model_version": model.version, "records": n_records,
+                                  "pairs_scored": pairs, "proposed": proposed, "resumed": resumed})

@@ -1,0 +1,169 @@
+"""Linkage queries of the matching side: candidate pairs, models, blocking keys, dedupe runs.
+
+Patient rows are read with the acting principal's scope in the query (registry/scoping.py);
+candidate and model rows hold ids, scores, levels and probabilities only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import ARRAY, Integer, any_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from registry import scoping
+from registry.linkage.match_models import DedupeRun, LinkKey, LinkModel
+from registry.linkage.models import LinkCandidate
+from registry.patients.models import Patient
+from security.access.principal import Principal
+
+PATIENTS = Patient.__table__
+CANDIDATES = LinkCandidate.__table__
+KEYS = LinkKey.__table__
+MODELS = LinkModel.__table__
+RUNS = DedupeRun.__table__
+
+
+def ordered(a: uuid.UUID, b: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    """A pair's storage order: left < right by the UUIDs' string form (see models.py)."""
+    return (a, b) if str(a) < str(b) else (b, a)
+
+
+def propose(session: Session, a: uuid.UUID, b: uuid.UUID, *, weight: float, probability: float, grade: str,
+            levels: dict[str, int], model_version: str, source: str, now: datetime | None = None) -> str:
+    """Insert the pair as an open candidate, or refresh an open one; a pair already decided
+    (merged, not_same, unsure) is left exactly as it is, never reopened.
+    Returns "new", "updated", "unchanged" or "decided"."""
+    left, right = ordered(a, b)
+    row = session.execute(select(CANDIDATES.c.id, CANDIDATES.c.status, CANDIDATES.c.match_weight, CANDIDATES.c.levels,
+                                 CANDIDATES.c.model_version)
+                          .where(CANDIDATES.c.left_id == left, CANDIDATES.c.right_id == right)).first()
+    values = {"match_weight": weight, "match_probability": probability, "grade": grade,
+              "levels": {k: int(v) for k, v in levels.items()}, "model_version": model_version}
+    if row is None:
+        session.execute(insert(CANDIDATES), [{"id": uuid.uuid4(), "version": 1, "left_id": left, "right_id": right,
+                                              "source": source, "status": "open", "created_at": now or datetime.now(UTC),
+                                              **values}])
+        return "new"
+    if row.status != "open":
+        return "decided"
+    if abs(row.match_weight - weight) < 1e-9 and row.levels == values["levels"] and row.model_version == model_version:
+        return "unchanged"
+    session.execute(update(CANDIDATES).where(CANDIDATES.c.id == row.id, CANDIDATES.c.status == "open")
+                    .values(**values, version=CANDIDATES.c.version + 1))
+    return "updated"
+
+
+def not_same_pairs(session: Session, ids: list[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """Pairs among/with `ids` a steward decided are not the same child (never proposed again)."""
+    if not ids:
+        return set()
+    rows = session.execute(select(CANDIDATES.c.left_id, CANDIDATES.c.right_id).where(
+        CANDIDATES.c.status == "not_same", or_(CANDIDATES.c.left_id.in_(ids), CANDIDATES.c.right_id.in_(ids))))
+    return {(r.left_id, r.right_id) for r in rows}
+
+
+# ---------------------------------------------------------------- models
+
+def active_model(session: Session) -> Row | None:
+    return session.execute(select(MODELS).where(MODELS.c.active.is_(True)).order_by(MODELS.c.created_at.desc())).first()
+
+
+def model(session: Session, version: str) -> Row | None:
+    return session.execute(select(MODELS).where(MODELS.c.version == version)).first()
+
+
+def save_model(session: Session, *, version: str, method: str, parameters: dict, thresholds: dict, activate: bool,
+               note: str | None = None) -> None:
+    if activate:
+        session.execute(update(MODELS).where(MODELS.c.active.is_(True)).values(active=False))
+    session.execute(insert(MODELS), [{"version": version, "method": method, "parameters": parameters,
+                                      "thresholds": thresholds, "active": activate, "created_at": datetime.now(UTC),
+                                      "note": note}])
+
+
+def list_models(session: Session) -> list[Row]:
+    return list(session.execute(select(MODELS.c.version, MODELS.c.method, MODELS.c.active, MODELS.c.created_at,
+                                       MODELS.c.note).order_by(MODELS.c.created_at)))
+
+
+# ---------------------------------------------------------------- blocking keys
+
+def replace_keys(session: Session, patient_id: uuid.UUID, rows: list[dict]) -> None:
+    session.execute(delete(KEYS).where(KEYS.c.patient_id == patient_id))
+    if rows:
+        session.execute(insert(KEYS), rows)
+
+
+def insert_keys(session: Session, rows: list[dict]) -> None:
+    if rows:
+        session.execute(insert(KEYS), rows)
+
+
+def keyed(session: Session, patient_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    out: set[uuid.UUID] = set()
+    for i in range(0, len(patient_ids), 1000):
+        out |= set(session.scalars(select(KEYS.c.patient_id).where(KEYS.c.patient_id.in_(patient_ids[i:i + 1000]))))
+    return out
+
+
+def by_keys(session: Session, principal: Principal, wanted: dict[str, list[tuple[str, int]]],
+            exclude: uuid.UUID | None = None) -> list[Row]:
+    """Patients in the principal's capture or search scope whose blocking key matches one of
+    `wanted` (kind -> [(custodian, bidx)]). Candidates only: the caller decrypts and scores.
+    One statement: bidx IN (...) on the bidx index (one probe per value), joined to the
+    patients in scope; the (kind, custodian, bidx) triple is checked here."""
+    want = {(kind, c, v) for kind, pairs in wanted.items() for c, v in pairs}
+    if not want:
+        return []
+    scope = or_(scoping.capture_clause(principal, PATIENTS), scoping.search_clause(principal, PATIENTS))
+    values = sorted({v for _, _, v in want})
+    if session.get_bind().dialect.name == "postgresql":  # one array parameter: no per-value bind, a cached plan
+        bidx, params = KEYS.c.bidx == any_(bindparam("bidx", type_=ARRAY(Integer))), {"bidx": values}
+    else:
+        bidx, params = KEYS.c.bidx.in_(values), {}
+    q = (select(PATIENTS, KEYS.c.kind.label("key_kind"), KEYS.c.custodian.label("key_custodian"), KEYS.c.bidx.label("key_bidx"))
+         .join(KEYS, KEYS.c.patient_id == PATIENTS.c.id).where(bidx, scope))
+    out: dict[uuid.UUID, Row] = {}
+    for r in session.execute(q, params):
+        if (r.key_kind, r.key_custodian, r.key_bidx) in want and r.id != exclude:
+            out.setdefault(r.id, r)
+    return list(out.values())
+
+
+def province_rows(session: Session, province: str, *, after: uuid.UUID | None = None, limit: int = 5000) -> list[Row]:
+    """One page of a custodian's patients (batch deduplication runs as the custodian's system
+    actor, over the records it holds the keys of), in id order."""
+    q = select(PATIENTS).where(PATIENTS.c.custodian == province).order_by(PATIENTS.c.id).limit(limit)
+    if after is not None:
+        q = q.where(PATIENTS.c.id > after)
+    return list(session.execute(q))
+
+
+def patients_by_ids(session: Session, ids: list[uuid.UUID]) -> list[Row]:
+    return list(session.execute(select(PATIENTS).where(PATIENTS.c.id.in_(ids)))) if ids else []
+
+
+# ---------------------------------------------------------------- dedupe runs
+
+def open_run(session: Session, province: str) -> Row | None:
+    return session.execute(select(RUNS).where(RUNS.c.province == province, RUNS.c.status == "running")
+                           .order_by(RUNS.c.started_at.desc())).first()
+
+
+def start_run(session: Session, province: str, model_version: str, blocks_total: int) -> uuid.UUID:
+    run_id = uuid.uuid4()
+    session.execute(insert(RUNS), [{"id": run_id, "province": province, "model_version": model_version,
+                                    "status": "running", "blocks_total": blocks_total, "blocks_done": [],
+                                    "pairs_scored": 0, "proposed": 0, "started_at": datetime.now(UTC)}])
+    return run_id
+
+
+def checkpoint(session: Session, run_id: uuid.UUID, blocks_done: list[str], pairs: int, proposed: int,
+               done: bool = False) -> None:
+    values = {"blocks_done": blocks_done, "pairs_scored": pairs, "proposed": proposed}
+    if done:
+        values.update(status="done", finished_at=datetime.now(UTC))
+    session.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values))

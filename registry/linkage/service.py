@@ -1,0 +1,175 @@
+"""Matching use cases: the duplicate check at registration, Patient/$match, candidates in scope.
+
+Matching runs here, in the custodian's process: candidate rows are found by keyed blocking
+keys (records.lookup_keys) within the caller's capture or search scope, decrypted in memory,
+scored with the active model (scoring.py) and dropped. What leaves: ids, scores, levels, and for
+the caller the identity-confirmation view search already returns (codec.to_match, full=False).
+
+Audit: these functions run inside another use case (registration) or are one (`match`, which
+writes exactly one `patient.search` event with `via: $match`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from registry.context import ServiceContext
+from registry.errors import Conflict
+from registry.linkage import records
+from registry.linkage import repository as repo
+from registry.linkage.scoring import DEFAULT_THRESHOLDS, Model, Scored, default_parameters, score
+from registry.patients import codec
+from registry.patients.repository import Access, access_to
+from registry.patients.schemas import PatientMatch
+from security.audit import trail as audit
+from security.crypto.errors import DecryptionError
+from security.audit.trail import PatientRef
+
+log = logging.getLogger("nhr.linkage")
+CONFIGURED_VERSION = "configured-1"
+LIKELY = ("certain", "probable")
+CONFIRM = ("register anyway with \"confirm_not_duplicate\": true (FHIR: header X-Confirm-Not-Duplicate: true; "
+           "recorded in the audit log), or record the dose on the child found (FHIR: Patient/$match lists the candidates)")
+_CACHE_SECONDS = 30.0
+
+
+class LikelyDuplicate(Conflict):
+    """A registration that looks like a child already registered (grade certain or probable)."""
+
+    code = "likely_duplicate"
+
+    def __init__(self, candidates: list[dict]) -> None:
+        super().__init__("this child may already be registered: see `candidates`; " + CONFIRM, field="confirm_not_duplicate")
+        self.candidates = candidates
+        self.extensions = {"code": self.code, "candidates": candidates, "confirm": CONFIRM}
+
+
+@dataclass
+class Candidate:
+    row: object
+    access: Access
+    scored: Scored
+
+
+class _ModelCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model: Model | None = None
+        self._until = 0.0
+
+    def get(self, session) -> Model:
+        now = time.monotonic()
+        with self._lock:
+            if self._model is not None and now < self._until:
+                return self._model
+        row = repo.active_model(session)
+        model = Model.from_parameters(row.version, row.parameters, row.thresholds) if row is not None else \
+            Model.from_parameters(CONFIGURED_VERSION, default_parameters(), DEFAULT_THRESHOLDS)
+        with self._lock:
+            self._model, self._until = model, now + _CACHE_SECONDS
+        return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._model, self._until = None, 0.0
+
+
+models = _ModelCache()
+
+
+def active_model(session) -> Model:
+    """The active stored model (re-read at most every 30 s), or the configured defaults."""
+    return models.get(session)
+
+
+def candidates(ctx: ServiceContext, rec: dict, *, exclude: uuid.UUID | None = None) -> list[Candidate]:
+    """Records in the caller's capture or search scope that score as at least `possible`
+    against the prepared record `rec`, best first; pairs decided `not_same` are left out."""
+    return find(ctx.session, ctx.runtime, ctx.principal, rec, exclude=exclude)
+
+
+def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None) -> list[Candidate]:
+    """`candidates` for callers without a ServiceContext (bulk import: one event per chunk)."""
+    rows = repo.by_keys(session, principal, records.lookup_keys(rt.indexer, rec), exclude=exclude)
+    if not rows:
+        return []
+    model = active_model(session)
+    not_same = repo.not_same_pairs(session, [exclude]) if exclude else set()
+    out = []
+    for row in rows:
+        if exclude and repo.ordered(exclude, row.id) in not_same:
+            continue
+        try:
+            other = records.from_row(rt.cipher, row)
+        except DecryptionError as exc:  # a damaged record must not block registering another child
+            log.error("linkage: candidate skipped, integrity failure: %s", exc)  # table, column, row id only
+            continue
+        s = score(model, rec, other)
+        if s.grade is not None:
+            out.append(Candidate(row, access_to(principal, row), s))
+    out.sort(key=lambda c: -c.scored.weight)
+    return out
+
+
+def confirmation_view(ctx: ServiceContext, c: Candidate) -> dict:
+    """What the caller is shown of a candidate: identity confirmation only (as search shows a
+    visiting child), its grade and score, and the reasons in plain language."""
+    from registry.linkage.explain import explain
+
+    view = codec.to_match(ctx.runtime.cipher, c.row, full=False).model_dump(mode="json", exclude_none=True)
+    return {**view, "match_grade": c.scored.grade, "match_probability": round(c.scored.probability, 6),
+            "reasons": explain(c.scored.levels)}
+
+
+def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool) -> list[Candidate]:
+    """Before a registration is written: refuse (LikelyDuplicate, audited as a conflict) when a
+    certain or probable match exists and the caller has not confirmed; otherwise return the
+    candidates to propose once the new record exists (`propose_for`)."""
+    found = candidates(ctx, rec)
+    likely = [c for c in found if c.scored.grade in LIKELY]
+    if likely and not confirmed:
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, subjects=[c.row.id for c in likely],
+                         outside_capture_scope=any(c.access is not Access.CAPTURE for c in likely),
+                         detail={"reason": "likely_duplicate", "candidates": len(likely)})
+        raise LikelyDuplicate([confirmation_view(ctx, c) for c in likely])
+    return found
+
+
+def propose_for(ctx: ServiceContext, patient_id: uuid.UUID, found: list[Candidate], source: str = "registration") -> int:
+    """Queue the new record's candidates for the stewards (ids, scores and levels only)."""
+    return propose_found(ctx.session, patient_id, found, source)
+
+
+def propose_found(session, patient_id: uuid.UUID, found: list[Candidate], source: str = "registration") -> int:
+    model = active_model(session)
+    for c in found:
+        repo.propose(session, patient_id, c.row.id, weight=c.scored.weight, probability=c.scored.probability,
+                     grade=c.scored.grade, levels=c.scored.levels, model_version=model.version, source=source)
+    return len(found)
+
+
+def store_keys(ctx: ServiceContext, custodian: str, patient_id: uuid.UUID, rec: dict, *, replace: bool = False) -> None:
+    rows = records.key_rows(ctx.runtime.indexer, custodian, patient_id, rec)
+    if replace:
+        repo.replace_keys(ctx.session, patient_id, rows)
+    else:
+        repo.insert_keys(ctx.session, rows)
+
+
+def match(ctx: ServiceContext, rec: dict, *, only_certain: bool, count: int) -> list[tuple[PatientMatch, Scored]]:
+    """Patient/$match: candidates in search scope, identity confirmation only outside capture
+    scope (the full record inside it, as search returns it). One `patient.search` event."""
+    found = candidates(ctx, rec)
+    if only_certain:
+        found = [c for c in found if c.scored.grade == "certain"]
+    found = found[:count]
+    out = [(codec.to_match(ctx.runtime.cipher, c.row, full=c.access is Access.CAPTURE), c.scored) for c in found]
+    ctx.trail.record(ctx.session, "patient.search", audit.SUCCESS,
+                     patient=PatientRef(found[0].row.id, found[0].row.province, found[0].row.district) if len(found) == 1 else None,
+                     subjects=[c.row.id for c in found], outside_capture_scope=any(c.access is Access.SEARCH for c in found),
+                     detail={"via": "$match", "matches": len(found), "only_certain": only_certain})
+    return out

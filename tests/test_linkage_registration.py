@@ -1,0 +1,290 @@
+"""The duplicate check where records enter (API, FHIR, sync), Patient/$match, batch
+deduplication, and where matching runs: no value in candidate or model rows, nothing echoed."""
+
+import json
+import secrets
+import uuid
+
+from sqlalchemy import select, text
+
+from conftest import audit_events, unique_nadra
+from registry.linkage.match_models import DedupeRun, LinkModel
+from registry.linkage.models import LinkCandidate
+
+
+def _child(**over) -> dict:
+    tag = secrets.token_hex(3)
+    body = {"given_name": "Muhammad", "family_name": f"Qizil{tag}", "sex": "male", "birth_date": "2026-03-07",
+            "guardian": {"name": f"Mehrun{tag} Bibi", "relationship": "mother", "cnic": unique_nadra()},
+            "phone": f"0333-{secrets.randbelow(10**7):07d}", "address": f"House {tag}, Gali Qasaban"}
+    body.update(over)
+    return body
+
+
+def _variant(body: dict) -> dict:
+    """The same child written again: Mohammad, day and month swapped, no phone, another address."""
+    return {**body, "given_name": "Mohammad", "birth_date": "2026-07-03", "phone": None, "address": "elsewhere"}
+
+
+def _post(world, who, body, **headers):
+    return world.client.post("/api/v1/patients", json=body, headers=world.h(who, **headers))
+
+
+def _candidates(runtime, *ids):
+    t = LinkCandidate.__table__
+    with runtime.sessions() as s:
+        return list(s.execute(select(t).where(t.c.left_id.in_(ids) | t.c.right_id.in_(ids))))
+
+
+def test_likely_duplicate_answers_409_with_identity_confirmation_only(world, runtime):
+    first = _post(world, "clinic_a", _child())
+    assert first.status_code == 201
+    body = _variant({**_child(), "family_name": first.json()["family_name"],
+                     "guardian": {"name": first.json()["guardian"]["name"], "relationship": "mother",
+                                  "cnic": first.json()["guardian"]["cnic"]}})
+    before = len(audit_events(runtime, action="patient.create", outcome="conflict"))
+    r = _post(world, "clinic_b", body)  # another district: found through search scope
+    assert r.status_code == 409
+    assert r.headers["content-type"].startswith("application/problem+json")
+    p = r.json()
+    assert p["code"] == "likely_duplicate" and p["errors"][0]["field"] == "confirm_not_duplicate" and "confirm" in p
+    [c] = p["candidates"]
+    assert c["id"] == first.json()["id"] and c["access"] == "search"
+    assert c["match_grade"] in ("certain", "probable") and "reasons" in c
+    for withheld in ("phone", "address", "bform", "cnic", "custodian"):
+        assert withheld not in c
+    assert "cnic" not in (c.get("guardian") or {})
+    raw = r.text
+    assert body["address"] not in raw and "Mohammad" not in raw  # nothing submitted is echoed
+    events = audit_events(runtime, action="patient.create", outcome="conflict")
+    assert len(events) == before + 1 and events[-1].detail["reason"] == "likely_duplicate"
+    with runtime.sessions() as s:  # nothing half-written
+        assert s.execute(text("SELECT count(*) FROM link_keys lk JOIN patients p ON p.id = lk.patient_id "
+                              "WHERE p.created_by = (SELECT id FROM users WHERE username = 'clinic_b') "
+                              "AND p.birth_date = '2026-07-03'")).scalar_one() == 0
+
+
+def test_confirmed_registration_is_audited_and_queued_for_review(world, runtime):
+    first = _post(world, "clinic_a", _child()).json()
+    body = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": first["guardian"]["cnic"]}})
+    assert _post(world, "clinic_a", body).status_code == 409
+    r = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True})
+    assert r.status_code == 201
+    new_id = r.json()["id"]
+    [cand] = _candidates(runtime, uuid.UUID(new_id))
+    assert {str(cand.left_id), str(cand.right_id)} == {new_id, first["id"]}
+    assert cand.source == "registration" and cand.status == "open" and all(isinstance(v, int) for v in cand.levels.values())
+    [event] = [e for e in audit_events(runtime, action="patient.create", outcome="success") if e.resource_id == new_id]
+    assert event.detail["confirmed_not_duplicate"] is True and event.detail["link_candidates"] == 1
+
+
+def test_possible_match_registers_and_goes_to_the_queue(world, runtime):
+    first = _post(world, "clinic_a", _child()).json()
+    # same given name, birth date, family name and facility; no phone or guardian CNIC to compare,
+    # another guardian's name: possible, not likely
+    body = {**_child(), "family_name": first["family_name"], "birth_date": first["birth_date"], "phone": None,
+            "guardian": {"name": "Zubaida Begum", "relationship": "mother"}}
+    r = _post(world, "clinic_a", body)
+    assert r.status_code == 201, r.json()
+    cands = _candidates(runtime, uuid.UUID(r.json()["id"]))
+    assert [c.grade for c in cands] == ["possible"]
+
+
+def test_exact_identifier_conflict_is_unchanged(world):
+    bform = unique_nadra()
+    assert _post(world, "clinic_a", _child(bform=bform)).status_code == 201
+    r = _post(world, "clinic_a", _child(bform=bform, given_name="Zarnigar"))
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "bform" and "candidates" not in r.json()
+
+
+def test_fhir_create_of_a_likely_duplicate_is_409_until_confirmed(world):
+    first = _post(world, "clinic_a", _child()).json()
+    patient = {"resourceType": "Patient", "name": [{"given": ["Mohammad"], "family": first["family_name"]}],
+               "gender": "male", "birthDate": "2026-07-03",
+               "contact": [{"relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0131", "code": "N"}]}],
+                            "name": {"text": first["guardian"]["name"]}}]}
+    h = {**world.h("clinic_a"), "Content-Type": "application/fhir+json"}
+    r = world.client.post("/fhir/R4/Patient", json=patient, headers=h)
+    assert r.status_code == 409 and r.json()["resourceType"] == "OperationOutcome"
+    r = world.client.post("/fhir/R4/Patient", json=patient, headers={**h, "X-Confirm-Not-Duplicate": "true"})
+    assert r.status_code == 201
+
+
+def test_sync_batch_reports_a_likely_duplicate_per_item(world):
+    first = _post(world, "clinic_a", _child()).json()
+    item = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": first["guardian"]["cnic"]}})
+    item["id"] = str(uuid.uuid4())
+    r = world.client.post("/api/v1/sync/batch", json={"items": [{"op": "patient.create", "data": item}]},
+                          headers=world.h("clinic_a"))
+    assert r.status_code == 200, r.json()
+    [res] = r.json()["results"]
+    assert res["result"] == "rejected" and res["reason"] == "conflict" and res["code"] == "likely_duplicate"
+
+
+def test_match_operation_grades_and_scores_within_search_scope(world):
+    first = _post(world, "clinic_a", _child()).json()
+    patient = {"resourceType": "Patient", "name": [{"given": ["Md"], "family": first["family_name"]}], "gender": "male",
+               "birthDate": "2026-03-07", "contact": [{"name": {"text": first["guardian"]["name"]}}]}
+    params = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": patient},
+                                                           {"name": "count", "valueInteger": 5}]}
+    h = {**world.h("clinic_c"), "Content-Type": "application/fhir+json"}  # Sindh: Punjab's child is in search scope only
+    r = world.client.post("/fhir/R4/Patient/$match", json=params, headers=h)
+    assert r.status_code == 200, r.json()
+    b = r.json()
+    assert b["resourceType"] == "Bundle" and b["type"] == "searchset"
+    top = b["entry"][0]
+    assert top["resource"]["id"] == first["id"] and 0 < top["search"]["score"] <= 1
+    assert top["search"]["extension"][0]["valueCode"] in ("certain", "probable")
+    # identity confirmation only: no phone, no street address, no national ID numbers
+    assert "telecom" not in top["resource"] and all("line" not in a for a in top["resource"].get("address", []))
+    assert {i["system"].rsplit("/", 1)[-1] for i in top["resource"]["identifier"]} == {"health-id"}
+    only = {**params, "parameter": params["parameter"] + [{"name": "onlyCertainMatches", "valueBoolean": True}]}
+    r2 = world.client.post("/fhir/R4/Patient/$match", json=only, headers=h)
+    assert all(e["search"]["extension"][0]["valueCode"] == "certain" for e in r2.json()["entry"])
+    bad = world.client.post("/fhir/R4/Patient/$match", json={"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": patient}, {"name": "count", "valueInteger": 1000}]}, headers=h)
+    assert bad.status_code == 400 and bad.json()["issue"][0]["expression"] == ["Parameters.parameter[1].valueInteger"]
+
+
+def test_dedupe_is_resumable_idempotent_audited(world, runtime):
+    from registry.linkage import dedupe
+
+    first = _post(world, "clinic_a", _child()).json()
+    body = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": first["guardian"]["cnic"]}})
+    dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()
+    with runtime.sessions.begin() as s:  # the steward's queue forgets the pair: dedupe must find it again
+        s.execute(LinkCandidate.__table__.delete())
+    part = dedupe.run(runtime, "PK-PB", stop_after_units=3)
+    with runtime.sessions() as s:
+        assert s.execute(select(DedupeRun.__table__.c.status).where(DedupeRun.__table__.c.id == part.run_id)).scalar_one() == "running"
+    rest = dedupe.run(runtime, "PK-PB", workers=2)  # the rest scored in two forked processes
+    assert rest.resumed and rest.run_id == part.run_id
+    ids = {first["id"], dup["id"]}
+    assert any({str(c.left_id), str(c.right_id)} == ids and c.source == "dedupe" for c in _candidates(runtime, uuid.UUID(dup["id"])))
+    again = dedupe.run(runtime, "PK-PB")
+    assert again.proposed == 0 and not again.resumed  # idempotent: nothing new
+    events = audit_events(runtime, action="linkage.dedupe")
+    assert [e.resource_id for e in events].count(str(part.run_id)) == 1  # one event per run, resumed or not
+    assert set(events[-1].detail) == {"province", "model_version", "records", "pairs_scored", "proposed", "resumed"}
+
+
+def test_not_same_is_never_proposed_again(world, runtime):
+    from registry.linkage import dedupe
+
+    first = _post(world, "clinic_a", _child()).json()
+    body = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": first["guardian"]["cnic"]}})
+    dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()
+    t = LinkCandidate.__table__
+    with runtime.sessions.begin() as s:
+        s.execute(t.update().where(t.c.left_id.in_([uuid.UUID(dup["id"])]) | t.c.right_id.in_([uuid.UUID(dup["id"])]))
+                  .values(status="not_same", version=t.c.version + 1))
+    dedupe.run(runtime, "PK-PB")
+    [c] = _candidates(runtime, uuid.UUID(dup["id"]))
+    assert c.status == "not_same" and c.version == 2
+
+
+def test_candidate_and_model_tables_hold_no_plaintext(world, runtime):
+    """Matching runs in custody: after registrations, checks, a dedupe run and a stored EM
+    model, no value of the test patients appears in link_candidates, link_models, link_keys or
+    dedupe_runs (compared as text, case-insensitively, including Urdu script)."""
+    from registry.linkage import dedupe, modelling
+
+    made = []
+    for _ in range(3):
+        first = _post(world, "clinic_a", _child(given_name="عائشہ", sex="female")).json()
+        made.append(first)
+        body = _variant({**_child(given_name="Ayesha", sex="female"), "family_name": first["family_name"],
+                         "guardian": {"name": first["guardian"]["name"], "relationship": "mother",
+                                      "cnic": first["guardian"]["cnic"]}})
+        made.append(_post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json())
+    dedupe.run(runtime, "PK-PB")
+    modelling.MIN_RECORDS = 5
+    modelling.estimate_and_store(runtime, "PK-PB", activate=False)
+    values = set()
+    for p in made:
+        values |= {p["given_name"], p["family_name"], p["guardian"]["name"], p["guardian"]["cnic"], p["phone"],
+                   p["address"], p["health_id"], p["guardian"]["cnic"].replace("-", ""),
+                   (p["phone"] or "").removeprefix("+92")}
+        values |= set(p["family_name"].lower().split()) | {"ayesha", "mehrun"}
+    with runtime.sessions() as s:
+        dumped = []
+        for table in ("link_candidates", "link_models", "link_keys", "dedupe_runs"):
+            dumped += [json.dumps([str(v) for v in row], ensure_ascii=False).lower()
+                       for row in s.execute(text(f"SELECT * FROM {table}"))]
+        assert s.execute(select(LinkModel.__table__.c.method)).scalars().all()
+    blob = "\n".join(dumped)
+    assert blob
+    leaked = [v for v in values if v and v.lower() in blob]
+    assert not leaked, "plaintext in linkage tables"
+
+
+def test_bulk_import_rejects_a_likely_duplicate_row_unless_confirmed(world, runtime, tmp_path):
+    import csv as csvmod
+
+    from registry.bulk import importer
+
+    first = _post(world, "clinic_a", _child()).json()
+    row = {"id": str(uuid.uuid4()), "given_name": "Mohd", "family_name": first["family_name"], "sex": "male",
+           "birth_date": "2026-07-03", "guardian_name": first["guardian"]["name"], "guardian_relationship": "mother",
+           "guardian_cnic": first["guardian"]["cnic"]}
+    confirmed = {**row, "id": str(uuid.uuid4()), "confirm_not_duplicate": "true"}
+    f = tmp_path / "children.csv"
+    with open(f, "w", newline="") as out:
+        w = csvmod.DictWriter(out, fieldnames=list(confirmed))
+        w.writeheader()
+        w.writerows([row, confirmed])
+    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients")
+    assert (res.imported, res.rejected) == (1, 1)
+    report = tmp_path / "errors.csv"
+    importer.write_error_report(runtime, res.run_id, report)
+    assert [(x["row"], x["field"], x["reason"]) for x in csvmod.DictReader(open(report))] == \
+           [("1", "confirm_not_duplicate", "likely_duplicate")]
+    assert any(c.source == "registration" for c in _candidates(runtime, uuid.UUID(confirmed["id"])))
+
+
+def test_cross_province_linkage_compares_encodings_only(world, runtime):
+    """A child registered in Sindh and again in Punjab is found from Bloom-filter encodings;
+    the encodings table holds no value, and pairs within one province are not compared."""
+    from registry.linkage import cross_province
+    from registry.linkage.explain import explain
+
+    first = _post(world, "clinic_c", _child()).json()  # Sindh
+    body = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": unique_nadra()}})
+    dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()  # Punjab
+    with runtime.sessions.begin() as s:
+        s.execute(LinkCandidate.__table__.delete())
+    assert cross_province.encode_province(runtime, "PK-SD") >= 1
+    assert cross_province.encode_province(runtime, "PK-PB") >= 1
+    compared, proposed = cross_province.compare(runtime)
+    assert proposed >= 1
+    cands = [c for c in _candidates(runtime, uuid.UUID(dup["id"])) if c.source == "cross_province"]
+    assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], dup["id"]}]
+    assert list(cands[0].levels) == ["bloom_dice"] and explain(cands[0].levels)
+    with runtime.sessions() as s:
+        blob = "\n".join(json.dumps([str(v) for v in row], ensure_ascii=False).lower()
+                         for row in s.execute(text("SELECT patient_id, custodian, block, created_at FROM link_encodings")))
+    for v in (first["family_name"], first["guardian"]["name"], "muhammad", "mohammad"):
+        assert v.lower() not in blob
+    assert cross_province.compare(runtime)[1] == 0  # idempotent
+    assert len(audit_events(runtime, action="linkage.cross_province")) >= 2
+
+
+def test_blocking_keys_follow_an_update(world, runtime):
+    """A record corrected after registration (names typed again) is found by the check under
+    its new names: only the name keys can find it (no shared guardian, CNIC or phone)."""
+    first = _post(world, "clinic_a", _child(given_name="Xyzabc")).json()
+    family = f"Rahimoon{secrets.token_hex(3)}"
+    r = world.client.patch(f"/api/v1/patients/{first['id']}", json={"given_name": "Muhammad", "family_name": family},
+                           headers={**world.h("clinic_a"), "If-Match": '"1"'})
+    assert r.status_code == 200, r.json()
+    body = {**_child(), "given_name": "Mohammad", "family_name": family, "birth_date": "2026-07-03", "phone": None,
+            "guardian": {"name": f"Zubaida{secrets.token_hex(3)}", "relationship": "mother"}}
+    again = _post(world, "clinic_a", body)
+    assert again.status_code == 201, again.json()
+    cands = _candidates(runtime, uuid.UUID(again.json()["id"]))
+    assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], again.json()["id"]}]
