@@ -41,7 +41,9 @@ def _not_done_reason(v: str | None, info: ValidationInfo) -> str | None:
 class VaccineCode(BaseModel):
     """A vaccine code as the sender wrote it (CVX, SNOMED CT, ATC, ICD-11, a Pakistan EPI name...)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["code"], "properties": {"code": {"type": "string"}}},
+        {"required": ["text"], "properties": {"text": {"type": "string"}}}]})
     system: str | None = Field(None, min_length=1, max_length=200, pattern=r"^\S+$")
     code: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
     text: str | None = Field(None, min_length=1, max_length=200, pattern=_FREE,
@@ -59,20 +61,38 @@ _OVERRIDE = Field(None, min_length=10, max_length=500,
                               "schedule), and say why; stored encrypted, and the override is audited")
 
 
+_REPORTED_ONLY = ("report_origin", "performer_facility", "performer_text", "location_text", "country", "occurrence_text",
+                  "source_recorded")
+# The rules of `DoseCreate._consistent`, stated in the schema so that clients (and the contract test) see them.
+_CREATE_RULES = [
+    {"anyOf": [{"required": ["vaccine"], "properties": {"vaccine": {"type": "string"}}},
+               {"required": ["code"], "properties": {"code": {"type": "object"}}}]},
+    {"anyOf": [{"required": ["date_given"], "properties": {"date_given": {"type": "string"}}},
+               {"required": ["occurrence_text"], "properties": {"occurrence_text": {"type": "string"}}}]},
+    {"if": {"not": {"required": ["provenance"], "properties": {"provenance": {"const": "reported"}}}},
+     "then": {"properties": {**{f: {"type": "null"} for f in _REPORTED_ONLY}, "primary_source": {"not": {"const": False}}}}},
+]
+
+
+def _vaccine_names() -> list[str]:
+    return [*VACCINES, *sorted(_vocabulary().groups)]
+
+
 class DoseCreate(BaseModel):
     """A dose *administered here* (the default: the caller gave it, at their facility) or
     *reported* (given elsewhere or earlier: home card, facility register, another system,
     abroad, recall). Reported doses are never refused for schedule rules, only for impossible
     facts; the caller is their recorder, never their performer."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": _CREATE_RULES, "examples": [
         {"vaccine": "PENTA", "dose_number": 1, "date_given": "2026-10-13", "lot_number": "PN2026-114"},
         {"provenance": "reported", "report_origin": "home_record", "code": {"system": "http://hl7.org/fhir/sid/cvx",
          "code": "146"}, "date_given": "2025-03-02", "country": "AE"}]})
 
     id: uuid.UUID | None = Field(None, description="client-generated UUID, for doses recorded offline")
     vaccine: str | None = Field(None, description=f"one of {', '.join(VACCINES)}, or a vocabulary group (INFLUENZA, "
-                                                  "HPV, ...); or give `code` instead")
+                                                  "HPV, ...); or give `code` instead",
+                                json_schema_extra={"enum": _vaccine_names()})
     code: VaccineCode | None = Field(None, description="the vaccine code as sent (CVX, SNOMED CT, ATC, ICD-11, EPI name)")
     dose_number: int | None = Field(None, ge=0, le=10, description="absent: inferred from the order of the series' "
                                                                   "valid doses, and marked as inferred")
@@ -112,8 +132,7 @@ class DoseCreate(BaseModel):
         if self.date_given is None and self.occurrence_text is None:
             raise ValueError("give date_given (or, for a reported dose, occurrence_text)")
         if self.provenance == "administered":
-            extra = [f for f in ("report_origin", "performer_facility", "performer_text", "location_text", "country",
-                                 "occurrence_text", "source_recorded") if getattr(self, f) is not None]
+            extra = [f for f in _REPORTED_ONLY if getattr(self, f) is not None]
             if extra or self.primary_source is False:
                 raise ValueError(f"{(extra or ['primary_source'])[0]} is for reported doses (provenance: reported)")
         return self
@@ -127,7 +146,7 @@ class DoseCorrection(BaseModel):
     """The corrected values (only those that change) and why. The old record is kept, superseded."""
 
     model_config = ConfigDict(extra="forbid")
-    vaccine: str | None = None
+    vaccine: str | None = Field(None, json_schema_extra={"enum": _vaccine_names()})
     dose_number: int | None = Field(None, ge=0, le=10)
     date_given: date | None = None
     lot_number: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")
