@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import idempotency, problems
+from api import console, idempotency, problems
 from api.deps import check_routes
 from api.fhir import responses as fhir_responses
 from api.fhir import routes as fhir_routes
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(sync_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(docs_routes.router)
+    console.install(app)  # the web console (api/console/): pages, their assets, errors as pages
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)
 

@@ -95,6 +95,16 @@ def list_users(session: Session, *, province: str | None = None) -> list[UserVie
 
 
 def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> TokenResponse:
+    user = authenticate(session, rt, trail, username, password, client)
+    token, ttl = tokens.issue(rt.tokens, str(user.id), {
+        "name": user.username, "role": user.role, "scope_level": user.scope_level, "scope_code": user.scope_code,
+        "prov": user.province, "dist": user.district,
+    })
+    return TokenResponse(access_token=token, expires_in=ttl, role=user.role, scope_level=user.scope_level, scope_code=user.scope_code)
+
+
+def authenticate(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> User:
+    """The password check behind every login (API token and console session): throttled, audited."""
     s = rt.settings
     window = timedelta(seconds=s.login.window_seconds)
     account_key, client_key = throttle.throttle_key("account", username), throttle.throttle_key("client", client)
@@ -121,11 +131,7 @@ def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, passw
     principal = principal_of(user)
     trail.context = AccessContext(principal, trail.context.purpose, trail.context.request_id, trail.context.client_address)
     trail.record(session, "auth.login", audit.SUCCESS, resource_type="User", resource_id=user.id)
-    token, ttl = tokens.issue(rt.tokens, str(user.id), {
-        "name": user.username, "role": user.role, "scope_level": user.scope_level, "scope_code": user.scope_code,
-        "prov": user.province, "dist": user.district,
-    })
-    return TokenResponse(access_token=token, expires_in=ttl, role=user.role, scope_level=user.scope_level, scope_code=user.scope_code)
+    return user
 
 
 def principal_from_claims(claims: dict) -> Principal:
