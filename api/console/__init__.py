@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import Response
 
-from api.console import children_routes, errors, session_routes, templating, verify_routes
+from api.console import children_routes, errors, i18n, session_routes, templating, verify_routes
 from api.deps import Public
 
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
@@ -29,5 +29,7 @@ router.include_router(static_router)
 
 
 def install(app: FastAPI) -> None:
+    for code in i18n.LANGUAGES:  # compile the catalogues now: a broken .po stops the start, not a page
+        templating.environment(code)
     app.include_router(router)
     errors.install(app)

@@ -1,0 +1,113 @@
+"""Console pages call the same services through the same gate as the API (issue 14): the same
+answers, the same scope (404 outside it), the same audit events; identifiers only in POST bodies."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from conftest import audit_events
+from console_helpers import browser, csrf_of, signed_in
+
+
+@pytest.fixture(scope="module")
+def child(shared_world):
+    w = shared_world
+    p = w.register("clinic_a")
+    for vaccine, n in (("BCG", 1), ("OPV", 0)):
+        r = w.client.post(f"/api/v1/patients/{p['id']}/immunizations", headers=w.h("clinic_a"),
+                          json={"vaccine": vaccine, "dose_number": n, "date_given": p["_input"]["birth_date"]})
+        assert r.status_code == 201, r.json()
+    return p
+
+
+def _events(runtime, rid):
+    return [(e.action, e.outcome) for e in audit_events(runtime, request_id=rid)]
+
+
+def test_official_finds_a_child_and_opens_the_record_with_the_apis_audit_events(app, runtime, shared_world, child):
+    c, csrf = signed_in(app, shared_world.users["official_district"])
+    rid = uuid.uuid4().hex
+    r = c.post("/console/children/find", data={"csrf": csrf, "system": "bform", "value": child["_input"]["bform"]},
+               headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and child["health_id"] in r.text and child["_input"]["given_name"] in r.text
+    assert str(r.url).endswith("/console/children/find")  # the identifier travelled in the body only
+    [ev] = audit_events(runtime, request_id=rid)
+    assert (ev.action, ev.outcome, ev.purpose_of_use, ev.break_glass) == ("patient.search", "success", "PUBHLTH", False)
+    rid = uuid.uuid4().hex
+    r = c.post("/console/children/record", data={"csrf": csrf, "patient_id": child["id"]}, headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and "BCG" in r.text and "Schedule status" in r.text
+    assert r.headers["cache-control"] == "no-store"
+    events = _events(runtime, rid)
+    assert ("patient.read", "success") in events and len(events) == 3  # record, doses, schedule: one event per service
+
+
+def test_a_clinic_worker_cannot_open_another_provinces_child_through_the_console(app, runtime, shared_world, child):
+    c, csrf = signed_in(app, shared_world.users["clinic_c"])
+    rid = uuid.uuid4().hex
+    r = c.post("/console/children/record", data={"csrf": csrf, "patient_id": child["id"]}, headers={"X-Request-ID": rid})
+    assert r.status_code == 404 and child["_input"]["given_name"] not in r.text
+    console_events = _events(runtime, rid)
+    rid = uuid.uuid4().hex
+    api = shared_world.client.get(f"/api/v1/patients/{child['id']}", headers=shared_world.h("clinic_c", **{"X-Request-ID": rid}))
+    assert api.status_code == 404  # the same answer as the API, and the same event
+    assert console_events == _events(runtime, rid) == [("patient.read", "denied")]
+
+
+def test_break_glass_through_the_console_is_marked_and_audited(app, runtime, shared_world, child):
+    c, csrf = signed_in(app, shared_world.users["official_other_province"])
+    reason = "child brought unconscious to emergency"
+    rid = uuid.uuid4().hex
+    r = c.post("/console/children/record", data={"csrf": csrf, "patient_id": child["id"], "reason": reason},
+               headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and "Emergency access" in r.text
+    ev = next(e for e in audit_events(runtime, request_id=rid) if e.action == "patient.read")
+    assert ev.break_glass and ev.break_glass_reason == reason and ev.purpose_of_use == "ETREAT"
+    rid = uuid.uuid4().hex
+    r = c.post("/console/children/record", data={"csrf": csrf, "patient_id": child["id"], "reason": "short"},
+               headers={"X-Request-ID": rid})
+    assert r.status_code == 422 and "short" not in r.text.replace("break-glass reason", "")
+    assert _events(runtime, rid) == [("patient.read", "invalid")]
+
+
+@pytest.mark.parametrize("who", ["auditor", "admin"])
+def test_roles_without_clinical_access_are_refused_and_audited(app, runtime, shared_world, child, who):
+    c, csrf = signed_in(app, shared_world.users[who])
+    rid = uuid.uuid4().hex
+    r = c.post("/console/children/record", data={"csrf": csrf, "patient_id": child["id"]}, headers={"X-Request-ID": rid})
+    assert r.status_code == 403 and child["_input"]["given_name"] not in r.text
+    assert _events(runtime, rid) == [("patient.read", "denied")]
+
+
+@pytest.mark.parametrize("path", ["/console/children/find", "/console/children/record"])
+def test_without_a_session_pages_redirect_to_login_and_the_attempt_is_audited(app, runtime, path):
+    rid = uuid.uuid4().hex
+    r = browser(app).post(path, data={"system": "nhr", "value": "X", "patient_id": str(uuid.uuid4())},
+                          headers={"X-Request-ID": rid})
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    [ev] = audit_events(runtime, request_id=rid)
+    assert ev.outcome == "unauthenticated" and ev.actor_user_id is None
+
+
+def test_verify_page_shows_valid_or_the_reason(app, shared_world, child):
+    w = shared_world
+    hc1 = w.client.get(f"/api/v1/patients/{child['id']}/certificate", headers=w.h("clinic_a")).json()["hc1"]
+    c = browser(app)
+    page = c.get("/verify")
+    assert page.status_code == 200
+    r = c.post("/verify", data={"csrf": csrf_of(page.text), "hc1": hc1})
+    assert r.status_code == 200 and "Valid certificate" in r.text and child["_input"]["given_name"] in r.text
+    r = c.post("/verify", data={"csrf": csrf_of(page.text), "hc1": hc1[:-6] + "AAAAAA"})
+    assert r.status_code == 200 and "Not valid" in r.text and child["_input"]["given_name"] not in r.text
+    r = c.post("/verify", data={"hc1": hc1})  # no CSRF token
+    assert r.status_code == 403
+
+
+def test_urdu_pages_are_right_to_left_and_translated(app):
+    c = browser(app)
+    r = c.get("/console/language/ur?back=/verify")
+    assert r.status_code == 303 and r.headers["location"] == "/verify"
+    page = c.get("/verify", headers={"Cookie": "nhr_lang=ur"})
+    assert 'lang="ur" dir="rtl"' in page.text and "سرٹیفکیٹ" in page.text
+    assert c.get("/console/language/ur?back=//evil.example").headers["location"] == "/console"
