@@ -111,3 +111,35 @@ def test_urdu_pages_are_right_to_left_and_translated(app):
     page = c.get("/verify", headers={"Cookie": "nhr_lang=ur"})
     assert 'lang="ur" dir="rtl"' in page.text and "سرٹیفکیٹ" in page.text
     assert c.get("/console/language/ur?back=//evil.example").headers["location"] == "/console"
+
+
+def test_official_coverage_dashboard_drill_down_chart_and_csv(app, runtime, shared_world, child):
+    c, csrf = signed_in(app, shared_world.users["official_province"])
+    assert c.get("/console/coverage").status_code == 200
+    rid = uuid.uuid4().hex
+    r = c.post("/console/coverage", data={"csrf": csrf, "cohort": "2026", "jurisdiction": "", "item": "BCG-1"},
+               headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and "<svg" in r.text and 'role="img"' in r.text and "PK-PB-LAH" in r.text
+    [ev] = audit_events(runtime, request_id=rid)
+    assert (ev.action, ev.outcome, ev.resource_id) == ("report.coverage", "success", "PK-PB")
+    rid = uuid.uuid4().hex  # drill down to a district
+    r = c.post("/console/coverage", data={"csrf": csrf, "cohort": "2026", "jurisdiction": "PK-PB-LAH"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 200
+    assert [(e.action, e.resource_id) for e in audit_events(runtime, request_id=rid)] == [("report.coverage", "PK-PB-LAH")]
+    rid = uuid.uuid4().hex
+    r = c.post("/console/coverage/export", data={"csrf": csrf, "cohort": "2026", "jurisdiction": "PK-PB-LAH"},
+               headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.text.startswith("jurisdiction_code,") and r.headers["cache-control"] == "no-store"
+    assert _events(runtime, rid) == [("report.export", "success")]
+    rid = uuid.uuid4().hex  # another province answers 404, as the API does
+    r = c.post("/console/coverage", data={"csrf": csrf, "cohort": "2026", "jurisdiction": "PK-SD"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 404 and _events(runtime, rid) == [("report.coverage", "denied")]
+
+
+def test_a_clinic_worker_has_no_coverage_dashboard(app, runtime, shared_world):
+    c, csrf = signed_in(app, shared_world.users["clinic_a"])
+    rid = uuid.uuid4().hex
+    r = c.post("/console/coverage", data={"csrf": csrf, "cohort": "2026"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 403 and _events(runtime, rid) == [("report.coverage", "denied")]
+    assert "/console/coverage" not in c.get("/console").text

@@ -4,6 +4,8 @@ out right to left; a clinic worker cannot open another province's child through 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import PASSWORD, build_world
@@ -123,3 +125,23 @@ def test_the_checks_can_fail(watched, server):
     with pytest.raises(AssertionError):
         v.assert_clean()
     assert "image-alt" in {x["id"] for x in v.axe_serious()}
+
+
+def test_official_reads_coverage_drills_down_and_downloads_csv(watched, server, people, tmp_path):
+    w, _, _ = people
+    v = watched()
+    log_in(v, server, w.users["official_province"])
+    v.page.get_by_role("link", name="Coverage", exact=True).first.click()
+    v.page.get_by_label("Birth cohort (year or year-month)").fill("2026")
+    v.page.get_by_role("button", name="Show").click()
+    v.page.locator("figure.chart svg[role=img]").wait_for()
+    v.assert_clean()
+    v.page.locator("form:has(input[name=jurisdiction][value='PK-PB-LAH']) button").first.click()
+    v.page.get_by_role("heading", name="birth cohort").wait_for()
+    assert "PK-PB-LAH" in v.page.locator("input#jurisdiction").input_value()
+    v.shot(tmp_path, "coverage")
+    v.assert_clean()
+    with v.page.expect_download() as d:
+        v.page.get_by_role("button", name="Download CSV").click()
+    assert d.value.suggested_filename == "coverage-2026.csv"
+    assert Path(d.value.path()).read_text().startswith("jurisdiction_code,")
