@@ -29,7 +29,7 @@ router = APIRouter(prefix="/console/coverage", include_in_schema=False)
 Cohort = Annotated[str, Form(pattern=r"^\d{4}(-\d{2})?$")]
 Code = Annotated[str | None, Form(max_length=32)]
 Denominator = Annotated[Literal["registered", "target"], Form()]
-KEY_ITEMS = ("BCG-1", "PENTA-1", "PENTA-3", "MR-1", "MR-2")
+KEY_ITEMS = ("BCG-1", "PENTA-1", "PENTA-3", "MR-1")
 
 
 def _form(call: ConsoleCall, **context):
