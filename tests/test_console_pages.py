@@ -143,3 +143,24 @@ def test_a_clinic_worker_has_no_coverage_dashboard(app, runtime, shared_world):
     r = c.post("/console/coverage", data={"csrf": csrf, "cohort": "2026"}, headers={"X-Request-ID": rid})
     assert r.status_code == 403 and _events(runtime, rid) == [("report.coverage", "denied")]
     assert "/console/coverage" not in c.get("/console").text
+
+
+def test_auditor_searches_events_with_filters_through_the_same_service(app, runtime, shared_world, child):
+    w = shared_world
+    reason = "unconscious child at the border post"
+    r = w.client.get(f"/api/v1/patients/{child['id']}", headers=w.h("official_other_province", **{"X-Break-Glass-Reason": reason}))
+    assert r.status_code == 200
+    c, csrf = signed_in(app, w.users["auditor"])
+    assert c.get("/console/audit").status_code == 200
+    rid = uuid.uuid4().hex
+    r = c.post("/console/audit", data={"csrf": csrf, "patient_id": child["id"], "break_glass": "yes", "action": "patient.read",
+                                       "outcome": "success", "since": "2026-01-01"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and reason in r.text and w.users["official_other_province"] in r.text
+    assert child["id"] not in str(r.url)
+    assert _events(runtime, rid) == [("audit.query", "success")]
+    r = c.post("/console/audit", data={"csrf": csrf, "patient_id": child["id"], "break_glass": "no", "action": "nothing.such"})
+    assert r.status_code == 200 and reason not in r.text and "No event matches" in r.text
+    c2, csrf2 = signed_in(app, w.users["clinic_a"])
+    rid = uuid.uuid4().hex
+    r = c2.post("/console/audit", data={"csrf": csrf2}, headers={"X-Request-ID": rid})
+    assert r.status_code == 403 and _events(runtime, rid) == [("audit.query", "denied")]

@@ -146,3 +146,20 @@ def test_official_reads_coverage_drills_down_and_downloads_csv(watched, server, 
         v.page.get_by_role("button", name="Download CSV").click()
     assert d.value.suggested_filename == "coverage-2026.csv"
     assert Path(d.value.path()).read_text().startswith("jurisdiction_code,")
+
+
+def test_auditor_reviews_emergency_accesses(watched, server, people, tmp_path):
+    w, child, _ = people
+    reason = "child brought in after a road accident"
+    r = w.client.get(f"/api/v1/patients/{child['id']}", headers=w.h("official_other_province", **{"X-Break-Glass-Reason": reason}))
+    assert r.status_code == 200
+    v = watched()
+    log_in(v, server, w.users["auditor"])
+    v.page.get_by_role("link", name="Audit events", exact=True).first.click()
+    v.page.get_by_label("Emergency access").select_option("yes")
+    v.page.get_by_label("Patient (record id)").fill(child["id"])
+    v.page.get_by_role("button", name="Search", exact=True).click()
+    v.page.get_by_role("heading", name="Events", exact=True).wait_for()
+    assert reason in v.page.content() and child["id"] not in v.page.url
+    v.shot(tmp_path, "audit-events")
+    v.assert_clean()
