@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from conftest import audit_events
-from console_helpers import browser, csrf_of, signed_in
+from console_helpers import browser, csrf_of, log_in, signed_in
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +164,40 @@ def test_auditor_searches_events_with_filters_through_the_same_service(app, runt
     rid = uuid.uuid4().hex
     r = c2.post("/console/audit", data={"csrf": csrf2}, headers={"X-Request-ID": rid})
     assert r.status_code == 403 and _events(runtime, rid) == [("audit.query", "denied")]
+
+
+def test_administrator_creates_and_deactivates_staff_with_audit(app, runtime, shared_world):
+    w = shared_world
+    c, csrf = signed_in(app, w.users["admin"])
+    page = c.get("/console/staff")
+    assert page.status_code == 200 and w.users["clinic_a"] in page.text
+    username = f"vaccinator.{uuid.uuid4().hex[:8]}"
+    rid = uuid.uuid4().hex
+    r = c.post("/console/staff/create", headers={"X-Request-ID": rid}, data={
+        "csrf": csrf, "username": username, "display_name": "New Vaccinator", "password": "a-long-enough-passphrase-77",
+        "role": "clinic_worker", "scope_code": w.facilities["a"]})
+    assert r.status_code == 303 and _events(runtime, rid) == [("user.create", "success")]
+    assert "a-long-enough-passphrase-77" not in c.get("/console/staff").text
+    newbie = browser(app)
+    assert log_in(newbie, username, "a-long-enough-passphrase-77").status_code == 303  # the new account logs in
+    assert newbie.get("/console").status_code == 200
+    user_id = next(u["id"] for u in w.client.get("/api/v1/users", headers=w.h("admin")).json() if u["username"] == username)
+    rid = uuid.uuid4().hex
+    r = c.post("/console/staff/deactivate", data={"csrf": csrf, "user_id": user_id}, headers={"X-Request-ID": rid})
+    assert r.status_code == 303 and _events(runtime, rid) == [("user.deactivate", "success")]
+    assert newbie.get("/console").status_code == 303  # its session ended with it
+    r = c.post("/console/staff/create", data={"csrf": csrf, "username": f"x.{uuid.uuid4().hex[:6]}", "display_name": "X",
+                                              "password": "password", "role": "clinic_worker", "scope_code": w.facilities["a"]})
+    assert r.status_code == 422 and "password" in r.text
+
+
+def test_only_administrators_manage_staff(app, runtime, shared_world):
+    w = shared_world
+    c, csrf = signed_in(app, w.users["auditor"])
+    page = c.get("/console/staff")
+    assert page.status_code == 200 and "/console/staff/deactivate" not in page.text  # auditors read the list only
+    rid = uuid.uuid4().hex
+    r = c.post("/console/staff/deactivate", data={"csrf": csrf, "user_id": str(uuid.uuid4())}, headers={"X-Request-ID": rid})
+    assert r.status_code == 403 and _events(runtime, rid) == [("user.deactivate", "denied")]
+    c, csrf = signed_in(app, w.users["clinic_a"])
+    assert c.get("/console/staff").status_code == 403

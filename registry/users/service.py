@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from registry.console_sessions import repository as console_sessions
+from registry.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
 from registry.facilities.models import Facility
 from registry.runtime import Runtime
 from registry.users.models import User
@@ -137,3 +138,21 @@ def authenticate(session: Session, rt: Runtime, trail: AuditTrail, username: str
 def principal_from_claims(claims: dict) -> Principal:
     return Principal.build(uuid.UUID(claims["sub"]), claims["name"], claims["role"],
                            Scope(claims["scope_level"], claims["scope_code"], claims.get("prov"), claims.get("dist")))
+
+
+def deactivate(session: Session, trail: AuditTrail, user_id: uuid.UUID, *, within: Scope) -> UserView:
+    """Deactivate a staff account in the administrator's jurisdiction (`user.deactivate`): it can no
+    longer log in, and its console sessions end now. Outside the jurisdiction answers NotFound."""
+    user = session.get(User, user_id)
+    if user is None or (within.level != "national" and user.province != within.province):
+        trail.record(session, "user.deactivate", audit.NOT_FOUND, resource_type="User", resource_id=user_id)
+        raise NotFound("no such account in your jurisdiction")
+    if trail.context.principal is not None and user.id == trail.context.principal.user_id:
+        trail.record(session, "user.deactivate", audit.INVALID, resource_type="User", resource_id=user_id,
+                     detail={"reason": "own account"})
+        raise InvalidInput("you cannot deactivate your own account", field="user_id")
+    user.active = False
+    ended = console_sessions.end_all_of(session, user.id, datetime.now(UTC))
+    trail.record(session, "user.deactivate", audit.SUCCESS, resource_type="User", resource_id=user.id,
+                 detail={"sessions_ended": ended})
+    return view(user)

@@ -163,3 +163,24 @@ def test_auditor_reviews_emergency_accesses(watched, server, people, tmp_path):
     assert reason in v.page.content() and child["id"] not in v.page.url
     v.shot(tmp_path, "audit-events")
     v.assert_clean()
+
+
+def test_administrator_creates_and_deactivates_an_account(watched, server, people, tmp_path):
+    w, _, _ = people
+    v = watched(width=360, height=740)
+    log_in(v, server, w.users["admin"])
+    v.page.goto(f"{server}/console/staff")
+    name = f"outreach.{w.tag}"
+    v.page.get_by_label("Username").fill(name)
+    v.page.get_by_label("Name", exact=True).fill("Outreach Vaccinator")
+    v.page.get_by_label("Role").select_option("clinic_worker")
+    v.page.get_by_label("Facility or jurisdiction code").fill(w.facilities["a"])
+    v.page.get_by_label("Initial password", exact=False).fill("a-long-enough-passphrase-77")
+    v.page.get_by_role("button", name="Create account").click()
+    v.page.get_by_role("button", name=f"Deactivate {name}").wait_for()
+    v.shot(tmp_path, "staff-accounts")
+    v.assert_clean()
+    v.page.get_by_role("button", name=f"Deactivate {name}").click()
+    v.page.wait_for_url(f"{server}/console/staff")
+    assert v.page.get_by_role("button", name=f"Deactivate {name}").count() == 0
+    v.assert_clean()
