@@ -42,7 +42,8 @@ def test_walk_matches_openapi(app):
     assert all(declared_access(r) == "public" for r in iter_api_routes(app.routes)
                if not r.route.include_in_schema and not is_console(r.path))
     console_public = {r.path for r in iter_api_routes(app.routes) if is_console(r.path) and declared_access(r) == "public"}
-    assert console_public == {"/console/login", "/console/language/{lang}", "/console/static/{version}/{name}", "/verify"}
+    assert console_public == {"/console/login", "/console/language/{lang}", "/console/static/{version}/{name}", "/verify",
+                              "/my/login"}
 
 
 def test_patient_routes_are_not_public(app):

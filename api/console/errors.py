@@ -44,11 +44,12 @@ def _message(exc: BaseException) -> str | None:
 
 def page_for(request: Request, exc: BaseException):
     if isinstance(exc, LoginRequired):
-        return RedirectResponse("/console/login", status_code=303)
+        return RedirectResponse("/my/login" if request.url.path.startswith("/my") else "/console/login", status_code=303)
     status = _status(exc)
-    if request.url.path == "/console/login" and status in (401, 429):
+    if request.url.path in ("/console/login", "/my/login") and status in (401, 429):
         token, new = anonymous_csrf(request)
-        response = render(request, "login.html", status_code=status, csrf=token, error=_message(exc))
+        template = "login.html" if request.url.path == "/console/login" else "my_login.html"
+        response = render(request, template, status_code=status, csrf=token, error=_message(exc))
         if new:
             set_cookie(request, response, "nhr_csrf", token, None)
         if status == 429 and isinstance(exc, e.TooManyAttempts):

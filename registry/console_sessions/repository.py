@@ -12,11 +12,11 @@ from registry.console_sessions.models import ConsoleSession
 from registry.users.models import User
 
 
-def live_with_user(session: Session, session_id: str, now: datetime) -> tuple[ConsoleSession, User] | None:
-    """The session and its user if the session has not ended and its lifetime has not run out
-    (the idle timeout is the service's decision: it needs the settings)."""
+def live(session: Session, session_id: str, now: datetime) -> tuple[ConsoleSession, User | None] | None:
+    """The session (and its staff user, if any) if it has not ended and its lifetime has not run
+    out (the idle timeout is the service's decision: it needs the settings)."""
     row = session.execute(
-        select(ConsoleSession, User).join(User, User.id == ConsoleSession.user_id)
+        select(ConsoleSession, User).outerjoin(User, User.id == ConsoleSession.user_id)
         .where(ConsoleSession.id == session_id, ConsoleSession.ended_at.is_(None), ConsoleSession.expires_at > now)
     ).first()
     return (row[0], row[1]) if row else None

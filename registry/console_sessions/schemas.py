@@ -19,3 +19,4 @@ class LiveSession:
     id: str
     principal: Principal
     csrf: str
+    generation: int | None = None  # a guardian session's access-code generation

@@ -184,3 +184,19 @@ def test_administrator_creates_and_deactivates_an_account(watched, server, peopl
     v.page.wait_for_url(f"{server}/console/staff")
     assert v.page.get_by_role("button", name=f"Deactivate {name}").count() == 0
     v.assert_clean()
+
+
+def test_guardian_sees_the_record_doses_and_who_opened_it_in_urdu(watched, server, people, tmp_path):
+    _, child, _ = people
+    v = watched(width=360, height=740, lang="ur")
+    v.page.goto(f"{server}/my/login")
+    assert v.page.evaluate("() => document.documentElement.dir") == "rtl"
+    v.page.locator("#health_id").fill(child["health_id"])
+    v.page.locator("#access_code").fill(child["access_code"])
+    v.page.locator("main button[type=submit]").click()
+    v.page.wait_for_url(f"{server}/my")
+    assert child["_input"]["given_name"] in v.page.content() and "BCG" in v.page.content()
+    assert "patient.create" in v.page.content()  # the access log
+    assert v.page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    v.shot(tmp_path, "guardian-urdu")
+    v.assert_clean()
