@@ -35,7 +35,11 @@ def test_guardian_sees_the_childs_record_doses_and_access_log(app, runtime, worl
     assert other["_input"]["given_name"] not in page.text
     assert sorted(e.action for e in audit_events(runtime, request_id=rid)) == [
         "citizen.access_log", "citizen.immunizations", "citizen.read"]
-    assert c.get("/console").status_code == 403  # a guardian session opens no staff page
+    csrf = csrf_of(page.text)
+    for method, path in (("GET", "/console"), ("GET", "/console/children"), ("POST", "/console/children/record"),
+                         ("POST", "/console/coverage"), ("POST", "/console/audit"), ("GET", "/console/staff")):
+        r = c.request(method, path, data={"csrf": csrf, "patient_id": other["id"], "cohort": "2026"} if method == "POST" else None)
+        assert r.status_code == 403, (method, path)  # a guardian session opens no staff page
     # reissuing the access code ends the session, as it ends a citizen token
     assert world.client.post(f"/api/v1/patients/{child['id']}/access-code", headers=world.h("clinic_a")).status_code == 201
     r = c.get("/my")
