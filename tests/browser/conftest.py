@@ -2,7 +2,7 @@
 launched by path: no browser is downloaded) against a real server (uvicorn on a free port) on the
 suite's own database (SQLite, or PostgreSQL with NHR_TEST_DATABASE_URL) and keyring.
 
-One server and one browser for the whole directory. Each page gets a context that records every
+One server and one browser for the whole directory (package scope). Each page gets a context that records every
 request leaving the server's origin (and blocks it), every console error and page error. Without
 Chromium the tests skip with how to install it, unless NHR_REQUIRE_BROWSER=1 (CI), where they fail.
 """
@@ -41,7 +41,7 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(runtime, chromium_path, tmp_path_factory) -> str:
     """uvicorn serving `api.main:app` on the suite's database and keyring; its base URL."""
     port = _free_port()
@@ -75,8 +75,10 @@ def server(runtime, chromium_path, tmp_path_factory) -> str:
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path):
+    """One browser for the directory; closed when it is done, so that Playwright's event loop does
+    not outlive it into the tests that run their own (asyncio.run)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
