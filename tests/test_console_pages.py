@@ -201,3 +201,27 @@ def test_only_administrators_manage_staff(app, runtime, shared_world):
     assert r.status_code == 403 and _events(runtime, rid) == [("user.deactivate", "denied")]
     c, csrf = signed_in(app, w.users["clinic_a"])
     assert c.get("/console/staff").status_code == 403
+
+
+def test_auditor_reviews_a_break_glass_access_with_a_finding(app, runtime, world):
+    child = world.register("clinic_a")
+    reason = f"emergency at a border clinic {uuid.uuid4().hex[:6]}"
+    rid = uuid.uuid4().hex
+    r = world.client.get(f"/api/v1/patients/{child['id']}",
+                         headers=world.h("official_other_province", **{"X-Break-Glass-Reason": reason, "X-Request-ID": rid}))
+    assert r.status_code == 200
+    [bg] = audit_events(runtime, request_id=rid)
+    c, csrf = signed_in(app, world.users["auditor"])
+    rid = uuid.uuid4().hex
+    page = c.get("/console/audit/break-glass", headers={"X-Request-ID": rid})
+    assert page.status_code == 200 and reason in page.text and _events(runtime, rid) == [("audit.review_queue", "success")]
+    rid = uuid.uuid4().hex
+    r = c.post("/console/audit/break-glass/finding", data={"csrf": csrf, "event_id": str(bg.id), "verdict": "justified",
+                                                          "note": "confirmed with the clinic"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 303 and _events(runtime, rid) == [("audit.finding", "success")]
+    reviewed = c.get("/console/audit/break-glass?status=reviewed").text
+    assert reason in reviewed and "confirmed with the clinic" in reviewed
+    r = c.post("/console/audit/break-glass/finding", data={"csrf": csrf, "event_id": str(bg.id), "verdict": "not_justified"})
+    assert r.status_code == 409  # final, as in the API
+    admin, admin_csrf = signed_in(app, world.users["admin"])
+    assert admin.get("/console/audit/break-glass").status_code == 403

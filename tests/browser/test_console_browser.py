@@ -200,3 +200,25 @@ def test_guardian_sees_the_record_doses_and_who_opened_it_in_urdu(watched, serve
     assert v.page.evaluate("() => document.documentElement.scrollWidth") <= 360
     v.shot(tmp_path, "guardian-urdu")
     v.assert_clean()
+
+
+def test_auditor_records_a_finding_on_an_emergency_access(watched, server, people, tmp_path):
+    w, child, _ = people
+    reason = f"patient transferred from another province {w.tag}"
+    r = w.client.get(f"/api/v1/patients/{child['id']}", headers=w.h("official_other_province", **{"X-Break-Glass-Reason": reason}))
+    assert r.status_code == 200
+    v = watched()
+    log_in(v, server, w.users["auditor"])
+    v.page.get_by_role("link", name="Emergency accesses to review").first.click()
+    card = v.page.locator("article", has_text=reason)
+    card.wait_for()
+    v.shot(tmp_path, "break-glass-review")
+    v.assert_clean()
+    card.get_by_label("justified", exact=True).check()
+    card.get_by_label("Note (optional)").fill("confirmed with the receiving facility")
+    card.get_by_role("button", name="Record finding").click()
+    v.page.wait_for_url(f"{server}/console/audit/break-glass")
+    assert v.page.locator("article", has_text=reason).count() == 0  # no longer pending
+    v.page.get_by_role("link", name="Reviewed").click()
+    v.page.locator("article", has_text=reason).wait_for()
+    v.assert_clean()
