@@ -225,3 +225,20 @@ def test_auditor_reviews_a_break_glass_access_with_a_finding(app, runtime, world
     assert r.status_code == 409  # final, as in the API
     admin, admin_csrf = signed_in(app, world.users["admin"])
     assert admin.get("/console/audit/break-glass").status_code == 403
+
+
+def test_due_list_for_a_facility_and_refused_outside_scope(app, runtime, shared_world, child):
+    w = shared_world
+    c, csrf = signed_in(app, w.users["clinic_a"])
+    assert w.facilities["a"] in c.get("/console/due").text
+    rid = uuid.uuid4().hex
+    r = c.post("/console/due", data={"csrf": csrf, "kind": "facility", "code": w.facilities["a"], "date_from": "2026-07-01",
+                                     "date_to": "2026-07-31"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and child["_input"]["given_name"] in r.text and "PENTA-1" in r.text
+    assert _events(runtime, rid) == [("immunization.due_list", "success")]
+    api = w.client.get(f"/api/v1/facilities/{w.facilities['a']}/due-list", params={"from": "2026-07-01", "to": "2026-07-31"},
+                       headers=w.h("clinic_a"))
+    assert child["id"] in {row["patient_id"] for row in api.json()["items"]}  # the API lists the same child
+    rid = uuid.uuid4().hex
+    r = c.post("/console/due", data={"csrf": csrf, "kind": "facility", "code": w.facilities["c"]}, headers={"X-Request-ID": rid})
+    assert r.status_code == 404 and [a for a, _ in _events(runtime, rid)] == ["immunization.due_list"]

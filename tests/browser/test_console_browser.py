@@ -222,3 +222,19 @@ def test_auditor_records_a_finding_on_an_emergency_access(watched, server, peopl
     v.page.get_by_role("link", name="Reviewed").click()
     v.page.locator("article", has_text=reason).wait_for()
     v.assert_clean()
+
+
+def test_clinic_worker_prints_the_due_list(watched, server, people, tmp_path):
+    w, child, _ = people
+    v = watched()
+    log_in(v, server, w.users["clinic_a"])
+    v.page.get_by_role("link", name="Due list").first.click()
+    v.page.get_by_label("From (date)").fill("2026-07-01")
+    v.page.get_by_label("To (date)").fill("2026-07-31")
+    v.page.get_by_role("button", name="Show").click()
+    v.page.locator("table.list").wait_for()
+    assert child["_input"]["given_name"] in v.page.content()
+    v.assert_clean()
+    v.page.emulate_media(media="print")  # A4: no navigation or forms, a blank "given" column to tick
+    assert not v.page.locator("header.top").is_visible() and v.page.locator("th.print-only").is_visible()
+    v.shot(tmp_path, "due-list-print")
