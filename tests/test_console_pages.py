@@ -3,6 +3,7 @@ answers, the same scope (404 outside it), the same audit events; identifiers onl
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -242,3 +243,20 @@ def test_due_list_for_a_facility_and_refused_outside_scope(app, runtime, shared_
     rid = uuid.uuid4().hex
     r = c.post("/console/due", data={"csrf": csrf, "kind": "facility", "code": w.facilities["c"]}, headers={"X-Request-ID": rid})
     assert r.status_code == 404 and [a for a, _ in _events(runtime, rid)] == ["immunization.due_list"]
+
+
+def test_a_pages_first_load_is_light_and_its_assets_are_fingerprinted(app, shared_world):
+    """Under 150 KB for the heaviest page's first load (HTML and every asset it links), with no script;
+    assets are immutable under a content fingerprint, pages are never cached."""
+    c, csrf = signed_in(app, shared_world.users["official_province"])
+    page = c.post("/console/coverage", data={"csrf": csrf, "cohort": "2026"})
+    assert page.status_code == 200 and "<script" not in page.text and page.headers["cache-control"] == "no-store"
+    assets = re.findall(r'(?:href|src)="(/console/static/[^"]+)"', page.text)
+    assert len(assets) == 2
+    total = len(page.content)
+    for url in assets:
+        r = c.get(url)
+        assert r.status_code == 200 and "immutable" in r.headers["cache-control"]
+        total += len(r.content)
+    assert total < 150_000
+    assert c.get("/console/static/0000000000000000/console.css").status_code == 404
