@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import idempotency, openapi, problems
 from api.body_limit import BodyLimitMiddleware
+from api import console, idempotency, problems
 from api.deps import check_routes
 from api.fhir import responses as fhir_responses
 from api.fhir import match as fhir_match_routes
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(fhir_match_routes.router)  # Patient/$match (issue 13)
     app.include_router(fhir_routes.router)
     app.include_router(docs_routes.router)
+    console.install(app)  # the web console (api/console/): pages, their assets, errors as pages
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)
     openapi.install(app)  # every error status, header and problem schema, derived from the routes' declarations

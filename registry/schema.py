@@ -4,6 +4,7 @@ from registry.audit_log import models as _audit_reviews  # noqa: F401
 from registry.aefi import models as _aefi  # noqa: F401
 from registry.bulk import models as _bulk  # noqa: F401
 from registry.citizens import models as _citizens  # noqa: F401
+from registry.console_sessions import models as _console_sessions  # noqa: F401
 from registry.certificates import models as _certificates  # noqa: F401
 from registry.facilities import models as _facilities  # noqa: F401
 from registry.immunizations import models as _immunizations  # noqa: F401

@@ -157,6 +157,15 @@ class BulkExportSettings(_Strict):
     file_rows: int = Field(10_000, ge=1)
 
 
+class ConsoleSettings(_Strict):
+    """The web console's sessions (issue 14): idle timeout, absolute lifetime, and whether the cookie is
+    `Secure` (None: everywhere but `env=development`)."""
+    model_config = _env("NHR_CONSOLE_")
+    idle_minutes: int = Field(15, ge=1, le=480)
+    lifetime_minutes: int = Field(720, ge=5, le=7 * 24 * 60)
+    secure_cookie: bool | None = None
+
+
 class ServeSettings(_Strict):
     """`nhr serve` (its options override these). None for `threadpool_size` keeps AnyIO's default."""
     model_config = _env("NHR_")
@@ -213,6 +222,7 @@ class Settings(_Strict):
     linkage_check: bool = True
     serve: ServeSettings = Field(default_factory=ServeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _production_requires_explicit_values(self) -> Settings:

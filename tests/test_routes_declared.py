@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 
 import api.app
+from api.console.errors import is_console
 from api.deps import Public, check_routes, declared_access, iter_api_routes, public, require
 from conftest import audit_events, count_events
 from security.access.permissions import AUDITED, Permission
@@ -35,9 +36,14 @@ def test_walk_matches_openapi(app):
     documented = {(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops}
     hidden = {(m, r.path) for r in iter_api_routes(app.routes) if not r.route.include_in_schema for m in r.methods}
     assert operations(app) == documented | hidden
-    # only the offline OpenAPI UI and its assets stay out of the document, and they are public, not data
-    assert {p for _, p in hidden} <= {"/docs", "/assets/{version}/{name}"}
-    assert all(declared_access(r) == "public" for r in iter_api_routes(app.routes) if not r.route.include_in_schema)
+    # only the offline OpenAPI UI and its assets, and the console's pages (issue 14: HTML, not API), stay out of
+    # the document; the UI is public, the console's pages are public or gated like any route
+    assert {p for _, p in hidden if not is_console(p)} <= {"/docs", "/assets/{version}/{name}"}
+    assert all(declared_access(r) == "public" for r in iter_api_routes(app.routes)
+               if not r.route.include_in_schema and not is_console(r.path))
+    console_public = {r.path for r in iter_api_routes(app.routes) if is_console(r.path) and declared_access(r) == "public"}
+    assert console_public == {"/console/login", "/console/language/{lang}", "/console/static/{version}/{name}", "/verify",
+                              "/my/login"}
 
 
 def test_patient_routes_are_not_public(app):
@@ -165,7 +171,8 @@ def _audited_routes():
     rows = []
     for r in iter_api_routes(probe.routes):
         access = declared_access(r)
-        if access != "public" and Permission(access) in AUDITED:
+        # console pages answer a missing session with a redirect to the login form (tests/test_console_pages.py)
+        if access != "public" and Permission(access) in AUDITED and not is_console(r.path):
             rows.extend(pytest.param(m, r.path, access, id=f"{m} {r.path}") for m in sorted(r.methods))
     return rows
 

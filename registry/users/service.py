@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from registry.console_sessions import repository as console_sessions
+from registry.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
 from registry.facilities.models import Facility
 from registry.runtime import Runtime
 from registry.users.models import User
@@ -96,6 +97,16 @@ def list_users(session: Session, *, province: str | None = None) -> list[UserVie
 
 
 def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> TokenResponse:
+    user = authenticate(session, rt, trail, username, password, client)
+    token, ttl = tokens.issue(rt.tokens, str(user.id), {
+        "name": user.username, "role": user.role, "scope_level": user.scope_level, "scope_code": user.scope_code,
+        "prov": user.province, "dist": user.district,
+    })
+    return TokenResponse(access_token=token, expires_in=ttl, role=user.role, scope_level=user.scope_level, scope_code=user.scope_code)
+
+
+def authenticate(session: Session, rt: Runtime, trail: AuditTrail, username: str, password: str, client: str) -> User:
+    """The password check behind every login (API token and console session): throttled, audited."""
     s = rt.settings
     keys = throttle.Keys.of("", username, client)
     account_key = keys.account
@@ -122,13 +133,27 @@ def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, passw
     principal = principal_of(user)
     trail.context = AccessContext(principal, trail.context.purpose, trail.context.request_id, trail.context.client_address)
     trail.record(session, "auth.login", audit.SUCCESS, resource_type="User", resource_id=user.id)
-    token, ttl = tokens.issue(rt.tokens, str(user.id), {
-        "name": user.username, "role": user.role, "scope_level": user.scope_level, "scope_code": user.scope_code,
-        "prov": user.province, "dist": user.district,
-    })
-    return TokenResponse(access_token=token, expires_in=ttl, role=user.role, scope_level=user.scope_level, scope_code=user.scope_code)
+    return user
 
 
 def principal_from_claims(claims: dict) -> Principal:
     return Principal.build(uuid.UUID(claims["sub"]), claims["name"], claims["role"],
                            Scope(claims["scope_level"], claims["scope_code"], claims.get("prov"), claims.get("dist")))
+
+
+def deactivate(session: Session, trail: AuditTrail, user_id: uuid.UUID, *, within: Scope) -> UserView:
+    """Deactivate a staff account in the administrator's jurisdiction (`user.deactivate`): it can no
+    longer log in, and its console sessions end now. Outside the jurisdiction answers NotFound."""
+    user = session.get(User, user_id)
+    if user is None or (within.level != "national" and user.province != within.province):
+        trail.record(session, "user.deactivate", audit.NOT_FOUND, resource_type="User", resource_id=user_id)
+        raise NotFound("no such account in your jurisdiction")
+    if trail.context.principal is not None and user.id == trail.context.principal.user_id:
+        trail.record(session, "user.deactivate", audit.INVALID, resource_type="User", resource_id=user_id,
+                     detail={"reason": "own account"})
+        raise InvalidInput("you cannot deactivate your own account", field="user_id")
+    user.active = False
+    ended = console_sessions.end_all_of(session, user.id, datetime.now(UTC))
+    trail.record(session, "user.deactivate", audit.SUCCESS, resource_type="User", resource_id=user.id,
+                 detail={"sessions_ended": ended})
+    return view(user)

@@ -1,0 +1,37 @@
+"""The web console (issue 14): server-rendered pages in the same app, through the same gate.
+
+`install(app)` adds the pages, their static files and the HTML rendering of errors on console
+paths (after the app's own handlers are installed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import Response
+
+from api.console import (audit_routes, children_routes, coverage_routes, due_routes, errors, guardian_routes, i18n,
+                         review_routes, session_routes, staff_routes, templating, verify_routes)
+from api.deps import Public
+
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+static_router = APIRouter(include_in_schema=False, dependencies=[Public])
+
+
+@static_router.get("/console/static/{version}/{name}")
+def static(version: str, name: str) -> Response:
+    if version != templating.fingerprint() or name not in templating.STATIC:
+        raise HTTPException(404)
+    return Response(templating.static_file(name), media_type=templating.STATIC[name], headers=_IMMUTABLE)
+
+
+router = APIRouter()
+for _module in (session_routes, verify_routes, children_routes, coverage_routes, due_routes, review_routes, audit_routes,
+                staff_routes, guardian_routes):
+    router.include_router(_module.router)
+router.include_router(static_router)
+
+
+def install(app: FastAPI) -> None:
+    for code in i18n.LANGUAGES:  # compile the catalogues now: a broken .po stops the start, not a page
+        templating.environment(code)
+    app.include_router(router)
+    errors.install(app)
