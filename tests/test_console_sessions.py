@@ -52,7 +52,7 @@ def test_wrong_password_is_refused_and_audited(app, runtime, world):
 
 def test_console_and_api_share_one_login_throttle(app, client, runtime, world):
     user = world.users["clinic_b"]
-    limit = runtime.settings.login.max_failures_per_account
+    limit = runtime.settings.login.max_failures_per_pair  # the same client (address) as the API calls below
     for _ in range(limit):
         assert client.post("/api/v1/auth/token", data={"username": user, "password": "wrong-wrong-wrong"}).status_code == 401
     r = log_in(browser(app), user)  # the right password, but the account is throttled
