@@ -66,7 +66,7 @@ def _validation(exc: BaseException) -> tuple[str, str]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "__root__")
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         names.append(f"{prefix}{loc.upper()}: {msg}" if loc else msg)
-    return "settings refused: " + ("; ".join(names) or "invalid value"), "see the Configuration section of the README"
+    return "settings refused: " + ("; ".join(names) or "invalid value"), "see docs/configuration.md"
 
 
 def explain(exc: BaseException) -> tuple[str, str | None]:
@@ -89,7 +89,7 @@ def explain(exc: BaseException) -> tuple[str, str | None]:
         if isinstance(exc, kind):
             return handler(exc)
     if isinstance(exc, ValueError) and "production" in str(exc):
-        return f"settings refused: {exc}", "see the Configuration section of the README"
+        return f"settings refused: {exc}", "see docs/configuration.md"
     return f"unexpected error ({type(exc).__name__})", "run the same command with --debug for the traceback"
 
 
