@@ -172,12 +172,45 @@ def demo(patients: int = typer.Option(3000, help="synthetic patients to load on 
         console.print(f"loaded {n} synthetic patients and {d} doses")
     url = f"http://{rt.settings.serve.host}:{rt.settings.serve.port}"
     console.print("[bold]Demo logins[/] (generated on first run, kept in the key directory):", soft_wrap=True)
+    if "guardian.demo" not in logins and bootstrap.patient_count(rt) > 0:
+        logins["guardian.demo"] = _demo_guardian(rt)
+        fd = os.open(logins_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(logins, f, indent=1)
     for username, info in logins.items():
+        if "access_code" in info:  # the guardian: the child's health ID and the card's access code, at /my
+            console.print(f"  {username:<18} health ID {info['health_id']}, access code {info['access_code']}   "
+                          f"citizen          {info['who']}", soft_wrap=True, highlight=False)
+            continue
         console.print(f"  {username:<18} {info['password']:<22} {info['role']:<16} {info['scope']:<10} {info['who']}",
                       soft_wrap=True, highlight=False)
     console.print(f"API: [bold]{url}[/]   docs: {url}/docs   health: {url}/healthz", soft_wrap=True)
     if serve_api:
         serve(None, None, None)
+
+
+def _demo_guardian(rt: Runtime) -> dict:
+    """A guardian's login for the demo: the first synthetic child's health ID and a new access code
+    for its card (audited as the CLI, like every demo account)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from registry.citizens import codes as access_codes
+    from registry.citizens import repository as access_code_repo
+    from registry.patients import codec
+    from registry.patients.models import Patient
+    from security.audit import trail as audit
+
+    code, code_hash = access_codes.issue(rt.code_hasher)
+    with rt.sessions.begin() as s:
+        row = s.execute(select(Patient).where(Patient.merged_into.is_(None)).order_by(Patient.created_at, Patient.id)
+                        .limit(1)).scalar_one()
+        generation = access_code_repo.replace_code(s, row.id, code_hash, datetime.now(UTC), uuid.UUID(int=0))
+        _cli_trail().record(s, "patient.access_code", audit.SUCCESS, resource_type="Patient", resource_id=row.id,
+                            detail={"generation": generation, "via": "cli demo"})
+        health_id = codec.decrypt_column(rt.cipher, row, "health_id")
+    return {"health_id": health_id, "access_code": code, "role": "citizen", "who": "Guardian of a demo child (open /my)"}
 
 
 @db_app.command("upgrade")

@@ -226,6 +226,12 @@ def test_demo_loads_patients_and_prints_working_logins(cli):
             assert r.status_code == 200, r.status_code
             listed = c.get("/api/v1/patients?limit=100", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
             assert listed.status_code == 200 and listed.json()["items"], "the demo clinic sees no patients"
+            guardian = logins["guardian.demo"]  # printed with the staff logins; opens the child's record
+            assert guardian["health_id"] in out and guardian["access_code"] in out
+            t = c.post("/api/v1/citizen/token", json={"health_id": guardian["health_id"], "access_code": guardian["access_code"]})
+            assert t.status_code == 200, t.status_code
+            me = c.get("/api/v1/citizen/me", headers={"Authorization": f"Bearer {t.json()['access_token']}"})
+            assert me.status_code == 200
     finally:
         rt.engine.dispose()
     # a second run keeps the data and the logins
