@@ -16,6 +16,7 @@ from conftest import audit_events
 from registry.clock import local_today
 from registry.immunizations.models import Immunization
 from registry.patients import codec
+from registry.linkage.models import LinkCandidate
 from registry.patients.models import Patient
 from registry.reports import quality
 from registry.reports.models import ChildStatus
@@ -135,6 +136,14 @@ def quality_place(runtime):
             dose(k, today - timedelta(days=40))
         dose(0, today - timedelta(days=3), status="entered-in-error")
         dose(1, today - timedelta(days=90))
+        # record linkage (issue 13): 3 open pairs (6 records) and 3 decided ones (5 records, record 0 in both states)
+        for a, b, status in ((0, 1, "open"), (2, 3, "unsure"), (4, 5, "open"),
+                             (6, 7, "merged"), (8, 9, "not_same"), (0, 9, "not_same")):
+            left, right = sorted((pids[a], pids[b]), key=str)
+            s.execute(insert(LinkCandidate.__table__), [{
+                "id": uuid.uuid4(), "version": 1, "left_id": left, "right_id": right, "match_weight": 7.0,
+                "match_probability": 0.99, "grade": "probable", "levels": {"birth_date": 3}, "model_version": "test",
+                "source": "dedupe", "status": status, "created_at": now}])
     return p
 
 
@@ -154,6 +163,7 @@ def test_data_quality_of_a_facility(shared_world, quality_place, runtime):
     assert (t["doses_timed"], t["median_days"], t["within_7_days_pct"], t["within_30_days_pct"]) == (18, 3, 66.7, 66.7)
     assert row["consistency"]["invalid_by_rule"] == {"too_early_for_age": {"count": 5, "pct": 27.8}}
     assert row["unknown_vaccine_codes"] == {"count": 5, "pct": 27.8}
+    assert row["suspected_duplicates"] == {"records_open": 6, "records_resolved": 5}
     assert ("provenance" in row) == quality.has_provenance() == body["provenance_available"] is True
     assert row["provenance"]["reported"] is None  # 0 reported doses: a small cell, suppressed
     [ev] = audit_events(runtime, request_id=r.headers["X-Request-ID"])

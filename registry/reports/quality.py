@@ -20,8 +20,11 @@ individual records):
   Unknown vaccine codes: doses stored with vaccine `UNKNOWN` (the vocabulary of issue 12).
   Records, not components: the extra rows of a combination product (`component_of`) are
   left out of every dose count.
-- Suspected duplicates will join once record linkage decides pairs; this report has no section
-  for them yet rather than an empty one.
+- Suspected duplicates (record linkage, issue 13): records that belong to a candidate pair
+  proposed in the period, at their home facility, split into those whose pair is still open
+  (open or unsure) and those whose pair a data steward decided (merged or not the same). A
+  record counts once per state however many pairs it is in; a cross-place pair counts in both
+  places. Nothing but ids and statuses is read.
 
 Places: patients count at their home facility (the registering facility), doses at the
 facility that recorded them; both by that facility's jurisdiction. The period is [from, to] in
@@ -34,12 +37,13 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import case, func, literal_column, select
+from sqlalchemy import case, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from registry.clock import LOCAL_TZ
 from registry.facilities.models import Facility
 from registry.immunizations.models import Immunization
+from registry.linkage.models import LinkCandidate
 from registry.patients.models import Patient
 from registry.reports.units import TOTAL, Units, pct, suppress
 
@@ -112,6 +116,15 @@ def load(session: Session, units: Units, start: date, end: date) -> tuple[dict, 
                                         extra=(D.c.override_rule,), measures=(func.count(),)):
         add(f"invalid:{rule}", unit, n)
     administered = (*given, D.c.administered_here == True) if has_provenance() else given  # noqa: E712
+    C = LinkCandidate.__table__
+    in_period = (C.c.created_at >= lo, C.c.created_at < hi)
+    members = union_all(*(select(C.c[side].label("patient_id"),
+                                 case((C.c.status.in_(("open", "unsure")), "open"), else_="resolved").label("state"))
+                          .where(*in_period) for side in ("left_id", "right_id"))).subquery()
+    paired = members.join(P, P.c.id == members.c.patient_id).join(F, F.c.code == P.c.home_facility)
+    for unit, (state,), (n,) in _grouped(session, units, paired, (), extra=(members.c.state,),
+                                         measures=(func.count(func.distinct(P.c.id)),)):
+        add(f"duplicates_{state}", unit, n)
     lag = _lag_days(session.get_bind().dialect.name).label("lag")
     lags: dict[str, dict[int, int]] = {}
     for unit, (days,), (n,) in _grouped(session, units, doses, administered, extra=(lag,), measures=(func.count(),)):
@@ -145,7 +158,8 @@ def build(session: Session, node, tree, start: date, end: date, threshold: int) 
     units = Units(session, node, tree)
     cols, lags = load(session, units, start, end)
     base = ["patients", *(f"with_{f}" for f in PATIENT_FIELDS), "doses", "with_lot_number", "invalid", "unknown_vaccine",
-            "timed", *(f"within_{k}_days" for k in WITHIN)] + (["reported"] if has_provenance() else [])
+            "timed", *(f"within_{k}_days" for k in WITHIN), "duplicates_open", "duplicates_resolved"] + \
+        (["reported"] if has_provenance() else [])
     rules = sorted(c for c in cols if c.startswith("invalid:"))
     for name in base:
         cols.setdefault(name, {})
@@ -175,6 +189,7 @@ def build(session: Session, node, tree, start: date, end: date, threshold: int) 
                 "invalid_pct": pct(shown("invalid"), doses),
                 "invalid_by_rule": {r.split(":", 1)[1]: {"count": shown(r), "pct": pct(shown(r), doses)} for r in rules}},
             "unknown_vaccine_codes": {"count": shown("unknown_vaccine"), "pct": pct(shown("unknown_vaccine"), doses)},
+            "suspected_duplicates": {"records_open": shown("duplicates_open"), "records_resolved": shown("duplicates_resolved")},
             "suppressed": sorted(hidden[code]),
         }
         if has_provenance():
