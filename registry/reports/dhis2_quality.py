@@ -43,6 +43,8 @@ METRICS = {
     "invalid_pct": ("consistency", "invalid_pct"),
     "unknown_vaccine_codes": ("unknown_vaccine_codes", "count"),
     "reported_pct": ("provenance", "reported_pct"),
+    "suspected_duplicates_open": ("suspected_duplicates", "records_open"),
+    "suspected_duplicates_resolved": ("suspected_duplicates", "records_resolved"),
 }
 
 
