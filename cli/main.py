@@ -141,7 +141,7 @@ def serve(host: str = typer.Option(None), port: int = typer.Option(None), worker
 
 
 @app.command()
-def demo(patients: int = typer.Option(3000, help="synthetic patients to load on first run"),
+def demo(patients: int = typer.Option(12000, help="synthetic patients to load on first run"),
          serve_api: bool = typer.Option(True, "--serve/--no-serve", help="start the API afterwards")):
     """Set up the embedded database with demo data (first run only), print the logins, and serve."""
     from datetime import date
@@ -165,6 +165,13 @@ def demo(patients: int = typer.Option(3000, help="synthetic patients to load on 
             with os.fdopen(fd, "w") as f:
                 json.dump(logins, f, indent=1)
     if bootstrap.patient_count(rt) == 0 and patients > 0:
+        from registry import reference_data
+        from registry.demo.generator import district_facility_rows
+
+        with rt.sessions.begin() as s:  # an invented EPI centre in every district without a facility (demo only)
+            added = reference_data.apply_facilities(s, district_facility_rows(s), "demo facilities").added
+        if added:
+            console.print(f"added {len(added)} demo EPI centres, one in each district that had no facility")
         with console.status(f"generating {patients} synthetic patients and their doses (encrypted)..."):
             with rt.sessions.begin() as s:
                 n, d = generate(rt, s, patients=patients)
