@@ -3,14 +3,13 @@ same builders and numbers as the API; audited as `system:cli` reads, like `nhr r
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from cli.reports import _refused, _trail, app, console
+from cli.reports import _refused, _trail, app, console, load_mapping
 from registry.clock import local_today
 from registry.errors import DomainError, InvalidInput
 from registry.immunizations import not_done
@@ -96,18 +95,5 @@ def data_quality_table(jurisdiction: str = typer.Option("PK", help="jurisdiction
 @app.command("dhis2-quality-mapping")
 def dhis2_quality_mapping(file: Path = typer.Argument(..., help="mapping JSON (see docs/reports.md)")):
     """Load a province's (or the country's) DHIS2 data elements for the data-quality metrics."""
-    rt = Runtime.build(get_settings())
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except ValueError:
-        console.print("[red]refused[/]: file: not valid JSON")
-        raise typer.Exit(1)
-    try:
-        with rt.sessions.begin() as s:
-            doc = dhis2_quality.validate(document, coverage.Tree.load(s))
-            dhis2_quality.store(s, doc, "system:cli")
-            _trail().record(s, "report.dhis2_mapping", audit.SUCCESS, resource_type="Report", resource_id=doc["jurisdiction"],
-                            detail={"via": "cli", "report": "data-quality"})
-    except DomainError as exc:
-        _refused(exc)
+    doc = load_mapping(file, dhis2_quality, {"report": "data-quality"})
     console.print(f"loaded the DHIS2 data-quality mapping of {doc['jurisdiction']}: {len(doc['data_elements'])} data elements")

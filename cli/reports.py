@@ -88,9 +88,9 @@ def population_load(file: Path = typer.Argument(..., help="CSV with the header j
     console.print(f"loaded {count} target population figure(s)")
 
 
-@app.command("dhis2-mapping")
-def dhis2_mapping(file: Path = typer.Argument(..., help="mapping JSON (see docs/reports.md)")):
-    """Load a province's (or the country's) mapping to DHIS2 data elements and organisation units."""
+def load_mapping(file: Path, kind, detail: dict) -> dict:
+    """Read, validate and store a DHIS2 mapping file with `kind`'s validate and store (the coverage
+    mapping, registry/reports/dhis2.py, or another made the same way); audited; exits 1 when refused."""
     rt = Runtime.build(get_settings())
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
@@ -99,12 +99,19 @@ def dhis2_mapping(file: Path = typer.Argument(..., help="mapping JSON (see docs/
         raise typer.Exit(1)
     try:
         with rt.sessions.begin() as s:
-            doc = dhis2.validate(document, coverage.Tree.load(s))
-            dhis2.store(s, doc, "system:cli")
+            doc = kind.validate(document, coverage.Tree.load(s))
+            kind.store(s, doc, "system:cli")
             _trail().record(s, "report.dhis2_mapping", audit.SUCCESS, resource_type="Report", resource_id=doc["jurisdiction"],
-                            detail={"via": "cli"})
+                            detail={"via": "cli", **detail})
     except DomainError as exc:
         _refused(exc)
+    return doc
+
+
+@app.command("dhis2-mapping")
+def dhis2_mapping(file: Path = typer.Argument(..., help="mapping JSON (see docs/reports.md)")):
+    """Load a province's (or the country's) mapping to DHIS2 data elements and organisation units."""
+    doc = load_mapping(file, dhis2, {})
     console.print(f"loaded the DHIS2 mapping of {doc['jurisdiction']}: {len(doc['data_elements'])} data elements, "
                   f"{len(doc['org_units'])} organisation units")
 

@@ -37,19 +37,3 @@ def _message(err: dict) -> str:
     if kind.startswith("literal") or kind.startswith("enum"):
         return "is not one of the allowed codes"
     return "is not a valid value for its FHIR datatype"
-
-
-def _path(resource_type: str, loc: tuple) -> str:
-    out = resource_type
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-def _message(err: dict) -> str:
-    kind = err.get("type", "")
-    if kind in _MESSAGES:
-        return _MESSAGES[kind]
-    if kind.startswith("literal") or kind.startswith("enum"):
-        return "is not one of the allowed codes"
-    return "is not a valid value for its FHIR datatype"

@@ -77,22 +77,23 @@ def validate(document: object, tree: Tree) -> dict:
     return {"jurisdiction": code, "measure": measure, "data_elements": elements, "org_units": units}
 
 
-def store(session: Session, document: dict, loaded_by: str) -> None:
-    t = Dhis2Mapping.__table__
+def store(session: Session, document: dict, loaded_by: str, table=None) -> None:
+    """Replace the jurisdiction's mapping (in `table`: the coverage mappings unless another is given)."""
+    t = table if table is not None else Dhis2Mapping.__table__
     session.execute(delete(t).where(t.c.jurisdiction_code == document["jurisdiction"]))
     session.execute(insert(t).values(jurisdiction_code=document["jurisdiction"], document=document,
                                      loaded_at=datetime.now(UTC), loaded_by=loaded_by[:64]))
 
 
-def mapping_for(session: Session, tree: Tree, code: str) -> dict | None:
-    """The mapping of the jurisdiction's province, else of the country."""
+def mapping_for(session: Session, tree: Tree, code: str, table=None) -> dict | None:
+    """The mapping of the jurisdiction's province, else of the country (in `table`, as `store`)."""
     node = tree.nodes.get(code)
     candidates = [node.province] if node is not None and node.province else []
     while node is not None and node.parent_code is not None:
         node = tree.nodes.get(node.parent_code)
     if node is not None:
         candidates.append(node.code)
-    t = Dhis2Mapping.__table__
+    t = table if table is not None else Dhis2Mapping.__table__
     for candidate in candidates:
         doc = session.execute(select(t.c.document).where(t.c.jurisdiction_code == candidate)).scalar_one_or_none()
         if doc is not None:

@@ -20,12 +20,12 @@ Mapping file (JSON), one per province or for the country (the fallback), loaded 
 from __future__ import annotations
 
 from calendar import monthrange
-from datetime import UTC, date, datetime
+from datetime import date
 
-from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidInput
+from registry.reports import dhis2
 from registry.reports.dhis2 import UID
 from registry.reports.models import Dhis2QualityMapping
 
@@ -70,26 +70,12 @@ def validate(document: object, tree) -> dict:
 
 
 def store(session: Session, document: dict, loaded_by: str) -> None:
-    t = Dhis2QualityMapping.__table__
-    session.execute(delete(t).where(t.c.jurisdiction_code == document["jurisdiction"]))
-    session.execute(insert(t).values(jurisdiction_code=document["jurisdiction"], document=document,
-                                     loaded_at=datetime.now(UTC), loaded_by=loaded_by[:64]))
+    dhis2.store(session, document, loaded_by, Dhis2QualityMapping.__table__)
 
 
 def mapping_for(session: Session, tree, code: str) -> dict | None:
-    """The mapping of the jurisdiction's province, else of the country."""
-    node = tree.nodes.get(code)
-    candidates = [node.province] if node is not None and node.province else []
-    while node is not None and node.parent_code is not None:
-        node = tree.nodes.get(node.parent_code)
-    if node is not None:
-        candidates.append(node.code)
-    t = Dhis2QualityMapping.__table__
-    for candidate in candidates:
-        doc = session.execute(select(t.c.document).where(t.c.jurisdiction_code == candidate)).scalar_one_or_none()
-        if doc is not None:
-            return doc
-    return None
+    """The mapping of the jurisdiction's province, else of the country (as the coverage mapping)."""
+    return dhis2.mapping_for(session, tree, code, Dhis2QualityMapping.__table__)
 
 
 def period(start: date, end: date) -> str:
