@@ -1,4 +1,4 @@
-"""The `nhr` command line: init, serve, demo, db, users, keys.
+"""The `nhr` command line: init, serve, worker, demo, db, users, keys.
 
 Commands that change accounts are audited like API calls, with the operator recorded as
 `system:cli` (there is no exemption for administrators).
@@ -27,6 +27,7 @@ from cli import reports as reports_cli
 from cli import field_reports as _field_reports  # noqa: F401  (registers `reports refusals`, `reports data-quality`)
 from cli import imports as imports_cli
 from cli import schedules as schedules_cli
+from cli import worker as worker_cli
 from registry import bootstrap
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -49,6 +50,7 @@ app.add_typer(dedupe_cli.app, name="dedupe")
 app.command("import")(imports_cli.import_file)
 app.command("backup")(backup_cli.backup)
 app.command("restore")(backup_cli.restore)
+app.command("worker")(worker_cli.worker)
 console = Console()
 
 DEMO_USERS = [
