@@ -10,7 +10,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TextColumn, TimeRemainingColumn
+
+from cli import progress
 
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -36,9 +38,8 @@ def import_file(
     report = errors or file.with_name(file.name + ".errors.csv")
     try:
         total = importer.count_rows(file, fmt)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[imported]} imported, {task.fields[rejected]} rejected"),
-                      TimeRemainingColumn(), console=console) as bar:
+        with progress.bar(console, TextColumn("{task.fields[imported]} imported, {task.fields[rejected]} rejected"),
+                          TimeRemainingColumn()) as bar:
             task = bar.add_task(file.name, total=total, imported=0, rejected=0)
             result = importer.run(rt, file, username=user, fmt=fmt, facility=facility, chunk_size=chunk_size, workers=workers,
                                   on_chunk=lambda p: bar.update(task, completed=p.rows_done, imported=p.imported,

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import audit as audit_cli
+from cli import progress
 from cli import backup as backup_cli
 from cli import certificates as certificates_cli
 from cli import reference as reference_cli
@@ -151,10 +152,10 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
     from registry.demo.generator import generate
     from registry.reports import aggregate as report_aggregates
 
-    rt = _runtime()
-    if rt.settings.env == "production":
+    if get_settings().env == "production":  # before anything connects: no demo data, logins or mappings there
         console.print("[red]refusing to load demo data in production[/]")
         raise typer.Exit(2)
+    rt = _runtime()
     bootstrap.init(rt)
     logins_file = Path(rt.settings.key_dir) / "demo-logins.json"
     logins = json.loads(logins_file.read_text()) if logins_file.exists() else {}
@@ -174,11 +175,21 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
             added = reference_data.apply_facilities(s, district_facility_rows(s), "demo facilities").added
         if added:
             console.print(f"added {len(added)} demo EPI centres, one in each district that had no facility")
-        with console.status(f"generating {patients} synthetic patients and their doses (encrypted)..."):
+        with progress.bar(console) as bar:
+            tasks = {"generating": bar.add_task("synthetic patients (encrypted)", total=patients),
+                     "writing": bar.add_task("rows written", total=None, visible=False),
+                     "aggregates": bar.add_task("coverage aggregates", total=1, visible=False)}
+
+            def show(phase: str, done: int, total: int) -> None:
+                bar.update(tasks[phase], completed=done, total=total, visible=True)
+
             with rt.sessions.begin() as s:
-                n, d = generate(rt, s, patients=patients)
+                n, d = generate(rt, s, patients=patients, on_progress=show)
                 report_aggregates.rebuild(s, date.today())  # the generator inserts doses directly
+                show("aggregates", 1, 1)
         console.print(f"loaded {n} synthetic patients and {d} doses")
+    if bootstrap.patient_count(rt) > 0:
+        _demo_programme(rt)
     url = f"http://{rt.settings.serve.host}:{rt.settings.serve.port}"
     console.print("[bold]Demo logins[/] (generated on first run, kept in the key directory):", soft_wrap=True)
     if "guardian.demo" not in logins and bootstrap.patient_count(rt) > 0:
@@ -196,6 +207,29 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
     console.print(f"API: [bold]{url}[/]   docs: {url}/docs   health: {url}/healthz", soft_wrap=True)
     if serve_api:
         serve(None, None, None)
+
+
+def _demo_programme(rt: Runtime) -> None:
+    """The demo's target populations and DHIS2 mapping (registry/demo/programme.py), once; audited
+    like `nhr reports population load` and `nhr reports dhis2-mapping`. Never in production: `demo`
+    refuses it before anything is loaded."""
+    from datetime import date
+
+    from registry.demo import programme
+    from security.audit import trail as audit
+
+    with rt.sessions.begin() as s:
+        if not programme.missing(s):
+            return
+        loaded = programme.load(s, date.today())
+        trail = _cli_trail()
+        trail.record(s, "report.population_load", audit.SUCCESS, resource_type="Report",
+                     detail={"rows": loaded["figures"], "via": "cli demo"})
+        trail.record(s, "report.dhis2_mapping", audit.SUCCESS, resource_type="Report", resource_id=loaded["mapping"],
+                     detail={"via": "cli demo"})
+    console.print(f"loaded demo target populations for {loaded['places']} jurisdictions ({loaded['figures']} figures) and "
+                  f"a demo DHIS2 mapping ({loaded['data_elements']} data elements, {loaded['org_units']} organisation units)",
+                  soft_wrap=True)
 
 
 def _demo_guardian(rt: Runtime) -> dict:
