@@ -185,6 +185,7 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
 
             with rt.sessions.begin() as s:
                 n, d = generate(rt, s, patients=patients, on_progress=show)
+                show("aggregates", 0, 1)
                 report_aggregates.rebuild(s, date.today())  # the generator inserts doses directly
                 show("aggregates", 1, 1)
         console.print(f"loaded {n} synthetic patients and {d} doses")
