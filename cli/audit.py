@@ -54,10 +54,10 @@ def seal():
 
 @app.command("verify")
 def verify_cmd(
-    export: Path = typer.Option(None, "--export", help="verify this export file offline instead of the database"),
+    export: Path = typer.Option(None, "--export", help="verify this export file offline instead of the database (default: none, verify the database)"),
     public_key: Path = typer.Option(None, "--public-key", help="PEM public key (default: this registry's keyring)"),
     trusted: Path = typer.Option(None, "--trusted-checkpoint",
-                                 help="a checkpoint JSON you kept earlier: the log must extend it"),
+                                 help="a checkpoint JSON you kept earlier: the log must extend it (default: none, the log alone)"),
 ):
     """Recompute every leaf, root and signature; report the first place where they disagree."""
     from security.audit.checkpoint import load_public_key
@@ -133,7 +133,7 @@ def _json(path: Path) -> dict:
 def check_proof_cmd(
     proof: Path = typer.Argument(..., help="JSON of GET /api/v1/audit/events/{id}/proof"),
     public_key: Path = typer.Option(..., help="the log's public key (PEM, from `nhr audit public-key` or the API)"),
-    event: Path = typer.Option(None, help="the event's record from `nhr audit export` (one JSON line), to tie the proof to its content"),
+    event: Path = typer.Option(None, help="the event's record from `nhr audit export` (one JSON line), to tie the proof to its content (default: none, the proof only)"),
 ):
     """Check an inclusion proof offline: signed checkpoint, audit path, and optionally the event's content."""
     from security.audit.checkpoint import load_public_key

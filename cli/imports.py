@@ -23,7 +23,7 @@ console = Console(highlight=False)
 def import_file(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV, NDJSON (.ndjson) or Bundle (.json)"),
     user: str = typer.Option(..., "--user", help="the clinic account the records are recorded by (its facility is the import's)"),
-    facility: str = typer.Option(None, "--facility", help="facility code; must be the account's own (a safety check)"),
+    facility: str = typer.Option(None, "--facility", help="facility code; must be the account's own (a safety check; default: not checked, the account's facility is used)"),
     fmt: str = typer.Option(None, "--format", help="csv-patients | csv-doses | fhir-ndjson | fhir-bundle (default: detected)"),
     chunk_size: int = typer.Option(5000, "--chunk-size", min=1, help="rows per committed chunk"),
     errors: Path = typer.Option(None, "--errors", help="error report path (default: FILE.errors.csv)"),

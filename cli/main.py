@@ -120,7 +120,9 @@ def init(jurisdictions: Path = typer.Option(None, exists=True, dir_okay=False,
 
 
 @app.command()
-def serve(host: str = typer.Option(None), port: int = typer.Option(None), workers: int = typer.Option(None)):
+def serve(host: str = typer.Option(None, help="address to listen on (default: NHR_HOST, 127.0.0.1)"),
+          port: int = typer.Option(None, help="port to listen on (default: NHR_PORT, 8000)"),
+          workers: int = typer.Option(None, help="worker processes, one or two per core (default: NHR_WORKERS, 1)")):
     """Run the API with uvicorn (the access log is NHR's own: route templates, never ids or queries)."""
     import uvicorn
 
@@ -258,7 +260,7 @@ def _demo_guardian(rt: Runtime) -> dict:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head")):
+def db_upgrade(revision: str = typer.Argument("head", help="target revision")):
     """Apply migrations up to REVISION (default head)."""
     bootstrap.upgrade(get_settings().database_url, revision)
     console.print(f"upgraded to {revision}")
@@ -279,9 +281,9 @@ def db_check():
 
 
 @users_app.command("create")
-def users_create(username: str = typer.Option(...), role: Role = typer.Option(...),
+def users_create(username: str = typer.Option(..., help="the login name"), role: Role = typer.Option(..., help="what the account may do"),
                  scope: str = typer.Option(..., help="facility code (clinic_worker) or jurisdiction code"),
-                 display_name: str = typer.Option(None),
+                 display_name: str = typer.Option(None, help="the name shown to others (default: the username)"),
                  password_stdin: bool = typer.Option(False, help="read the password from standard input")):
     """Create a staff account. The password is prompted for (or read from stdin), never an argument."""
     from registry.errors import DomainError
