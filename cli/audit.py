@@ -16,6 +16,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cli import progress
+
 from registry.runtime import Runtime
 from registry.settings import get_settings
 
@@ -42,7 +44,8 @@ def seal():
 
     rt = _runtime()
     quarantined: list = []
-    n = sealing.seal_all(rt, quarantined=quarantined)
+    with progress.working(console, "sealing the audit log..."):
+        n = sealing.seal_all(rt, quarantined=quarantined)
     with rt.sessions() as s:
         from security.audit.sealer import latest_checkpoint
 
@@ -83,7 +86,8 @@ def verify_cmd(
                     report = v.verify_database(s, sealing.origin(rt), load_public_key(public_key.read_bytes()),
                                                trusted=_trusted(trusted))
             else:
-                report = sealing.verify_database(rt, _trusted(trusted))
+                with progress.working(console, "recomputing every leaf, root and signature..."):
+                    report = sealing.verify_database(rt, _trusted(trusted))
     except Discrepancy as exc:
         console.print(f"[red]NOT INTACT[/]: {exc}", soft_wrap=True)
         raise typer.Exit(1)

@@ -3,6 +3,8 @@ a script, a pipe or a log file gets the result lines only, not a stream of redra
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -12,3 +14,9 @@ def bar(console: Console, *columns: ProgressColumn | str) -> Progress:
     disabled (draws nothing) unless `console` is a terminal."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *columns, TimeElapsedColumn(),
                     console=console, disable=not console.is_terminal)
+
+
+def working(console: Console, what: str):
+    """A spinner saying `what` for a long step with no count to show (a dump, a verification);
+    nothing unless `console` is a terminal."""
+    return console.status(what) if console.is_terminal else nullcontext()
