@@ -48,8 +48,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.state.runtime = Runtime.build(settings)
         app.state.runtime.warm()
         await app.state.runtime.open_async()
-        sealer = sealing.start_background(app.state.runtime)
-        refresher = report_refresher.start_background(app.state.runtime)
+        # Off in production by default: `nhr worker` runs them (registry/worker.py)
+        in_process = app.state.runtime.settings.runs_worker_in_process
+        sealer = sealing.start_background(app.state.runtime) if in_process else None
+        refresher = report_refresher.start_background(app.state.runtime) if in_process else None
         yield
         await report_refresher.stop_background(refresher)
         await sealing.stop_background(sealer)

@@ -10,6 +10,7 @@ dropped during the load and rebuilt afterwards. Nothing here prints a name or an
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import random
 import secrets
@@ -221,10 +222,10 @@ def _load_share(args) -> tuple[int, int]:
                     vaccine, dose, when, lot, LOADER_ID, "completed", None, None, created))
                 given += 1
             n_dose += given
-            batch["audit_events"].append(_event(rng, created, "patient.create", pid, code, province, district, '{"via": "bench"}'))
+            batch["audit_events"].append(_event(rt, rng, created, "patient.create", pid, code, province, district, {"via": "bench"}))
             if given:
-                batch["audit_events"].append(_event(rng, created, "immunization.create", pid, code, province, district,
-                                                    '{"count": %d, "via": "bench"}' % given))
+                batch["audit_events"].append(_event(rt, rng, created, "immunization.create", pid, code, province, district,
+                                                    {"count": given, "via": "bench"}))
             n_pat += 1
             if len(batch["patients"]) >= 5000:
                 _flush(conn, cols, batch)
@@ -238,7 +239,7 @@ DOSE_COLUMNS = ("id", "version", "patient_id", "custodian", "province", "distric
 AUDIT_COLUMNS = ("id", "occurred_at", "request_id", "client_address", "actor_user_id", "actor_username", "actor_role",
                  "actor_scope_level", "actor_scope_code", "actor_province", "actor_district", "action", "resource_type",
                  "resource_id", "patient_id", "patient_province", "patient_district", "outcome", "purpose_of_use",
-                 "break_glass", "break_glass_reason", "outside_capture_scope", "detail")
+                 "break_glass", "break_glass_reason", "outside_capture_scope", "detail", "mac")
 
 
 def _columns(table: str) -> tuple[str, ...]:
@@ -252,12 +253,17 @@ def _columns(table: str) -> tuple[str, ...]:
     return tuple(c.name for c in model.__table__.columns)
 
 
-def _event(rng, at, action, pid, code, province, district, detail) -> tuple:
+def _event(rt, rng, at, action, pid, code, province, district, detail: dict) -> tuple:
+    """One loader event as a COPY row, with its MAC computed by the registry's own code
+    (security/audit/event_mac.py, the runtime's key), so the sealer vouches for it rather than
+    quarantining it. No subject rows are written, as for the demo loader: the MAC covers none."""
     from registry.demo.generator import LOADER_ID
 
-    return (uuid.UUID(int=rng.getrandbits(128), version=4), at, "bench-load", "cli", LOADER_ID, LOADER, "system",
-            "facility", code, province, district, action, "Patient" if action == "patient.create" else "Immunization",
-            str(pid), pid, province, district, "success", "HSYSADMIN", False, None, False, detail)
+    values = (uuid.UUID(int=rng.getrandbits(128), version=4), at, "bench-load", "cli", LOADER_ID, LOADER, "system",
+              "facility", code, province, district, action, "Patient" if action == "patient.create" else "Immunization",
+              str(pid), pid, province, district, "success", "HSYSADMIN", False, None, False, detail)
+    row = rt.event_mac.sign(dict(zip(AUDIT_COLUMNS[:-1], values)))
+    return (*values[:-1], json.dumps(detail), row["mac"])
 
 
 def _health_id(rng: random.Random) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cli import progress
+
 from registry.runtime import Runtime
 from registry.settings import get_settings
 
@@ -42,7 +44,8 @@ def seal():
 
     rt = _runtime()
     quarantined: list = []
-    n = sealing.seal_all(rt, quarantined=quarantined)
+    with progress.working(console, "sealing the audit log..."):
+        n = sealing.seal_all(rt, quarantined=quarantined)
     with rt.sessions() as s:
         from security.audit.sealer import latest_checkpoint
 
@@ -54,10 +57,10 @@ def seal():
 
 @app.command("verify")
 def verify_cmd(
-    export: Path = typer.Option(None, "--export", help="verify this export file offline instead of the database"),
+    export: Path = typer.Option(None, "--export", help="verify this export file offline instead of the database (default: none, verify the database)"),
     public_key: Path = typer.Option(None, "--public-key", help="PEM public key (default: this registry's keyring)"),
     trusted: Path = typer.Option(None, "--trusted-checkpoint",
-                                 help="a checkpoint JSON you kept earlier: the log must extend it"),
+                                 help="a checkpoint JSON you kept earlier: the log must extend it (default: none, the log alone)"),
 ):
     """Recompute every leaf, root and signature; report the first place where they disagree."""
     from security.audit.checkpoint import load_public_key
@@ -83,7 +86,8 @@ def verify_cmd(
                     report = v.verify_database(s, sealing.origin(rt), load_public_key(public_key.read_bytes()),
                                                trusted=_trusted(trusted))
             else:
-                report = sealing.verify_database(rt, _trusted(trusted))
+                with progress.working(console, "recomputing every leaf, root and signature..."):
+                    report = sealing.verify_database(rt, _trusted(trusted))
     except Discrepancy as exc:
         console.print(f"[red]NOT INTACT[/]: {exc}", soft_wrap=True)
         raise typer.Exit(1)
@@ -133,7 +137,7 @@ def _json(path: Path) -> dict:
 def check_proof_cmd(
     proof: Path = typer.Argument(..., help="JSON of GET /api/v1/audit/events/{id}/proof"),
     public_key: Path = typer.Option(..., help="the log's public key (PEM, from `nhr audit public-key` or the API)"),
-    event: Path = typer.Option(None, help="the event's record from `nhr audit export` (one JSON line), to tie the proof to its content"),
+    event: Path = typer.Option(None, help="the event's record from `nhr audit export` (one JSON line), to tie the proof to its content (default: none, the proof only)"),
 ):
     """Check an inclusion proof offline: signed checkpoint, audit path, and optionally the event's content."""
     from security.audit.checkpoint import load_public_key

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli import progress
+
 console = Console()
 
 
@@ -30,7 +32,9 @@ def backup(out_dir: Path = typer.Argument(..., help="folder to write the backup 
 
     s = get_settings()
     try:
-        manifest = backups.backup(s.database_url, Path(s.key_dir), out_dir, _passphrase(passphrase_stdin, confirm=True))
+        passphrase = _passphrase(passphrase_stdin, confirm=True)
+        with progress.working(console, "dumping the database and encrypting the keys..."):
+            manifest = backups.backup(s.database_url, Path(s.key_dir), out_dir, passphrase)
     except backups.BackupError as exc:
         console.print(f"[red]backup failed[/]: {exc}", soft_wrap=True)
         raise typer.Exit(1)
@@ -49,13 +53,16 @@ def restore(manifest: Path = typer.Argument(..., help="the backup's nhr-<time>.j
 
     s = get_settings()
     try:
-        backups.restore(manifest, s.database_url, Path(s.key_dir), _passphrase(passphrase_stdin, confirm=False), force=force)
+        passphrase = _passphrase(passphrase_stdin, confirm=False)
+        with progress.working(console, "restoring the database and the keys..."):
+            backups.restore(manifest, s.database_url, Path(s.key_dir), passphrase, force=force)
     except backups.BackupError as exc:
         console.print(f"[red]restore failed[/]: {exc}", soft_wrap=True)
         raise typer.Exit(1)
     rt = Runtime.build(s)
     rt.load_keys()
-    proof = backups.verify_restored(rt)
+    with progress.working(console, "proving the restore: decrypting every record, verifying the audit log..."):
+        proof = backups.verify_restored(rt)
     table = Table(title="restored")
     table.add_column("check")
     table.add_column("result")

@@ -54,7 +54,7 @@ def _clock(at: str | None) -> datetime | None:
 
 @app.command("verify")
 def verify(hc1: str = typer.Argument(..., help='the QR code text, "HC1:..."'),
-           trust_list: Path = typer.Option(None, "--trust-list", help="verify offline against this trust list JSON"),
+           trust_list: Path = typer.Option(None, "--trust-list", help="verify offline against this trust list JSON (default: none, this registry's own issuers)"),
            at: str = typer.Option(None, help="validation clock (ISO 8601), default now"),
            show: bool = typer.Option(False, help="also print the certificate payload (holder's data)")):
     """Verify a certificate: decode, signature against the trust list, validity, revocation."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
+
+from cli import progress
 
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -25,9 +27,7 @@ def run(province: str = typer.Option(..., "--province", help="custodian province
 
     rt = Runtime.build(get_settings())
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[pairs]} pairs scored, {task.fields[proposed]} proposed"),
-                      TimeElapsedColumn(), console=console) as bar:
+        with progress.bar(console, TextColumn("{task.fields[pairs]} pairs scored, {task.fields[proposed]} proposed")) as bar:
             reading = bar.add_task("reading records", total=None, pairs=0, proposed=0)
             scoring = bar.add_task("scoring blocks", total=None, pairs=0, proposed=0, visible=False)
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TextColumn, TimeRemainingColumn
+
+from cli import progress
 
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -21,7 +23,7 @@ console = Console(highlight=False)
 def import_file(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV, NDJSON (.ndjson) or Bundle (.json)"),
     user: str = typer.Option(..., "--user", help="the clinic account the records are recorded by (its facility is the import's)"),
-    facility: str = typer.Option(None, "--facility", help="facility code; must be the account's own (a safety check)"),
+    facility: str = typer.Option(None, "--facility", help="facility code; must be the account's own (a safety check; default: not checked, the account's facility is used)"),
     fmt: str = typer.Option(None, "--format", help="csv-patients | csv-doses | fhir-ndjson | fhir-bundle (default: detected)"),
     chunk_size: int = typer.Option(5000, "--chunk-size", min=1, help="rows per committed chunk"),
     errors: Path = typer.Option(None, "--errors", help="error report path (default: FILE.errors.csv)"),
@@ -36,9 +38,8 @@ def import_file(
     report = errors or file.with_name(file.name + ".errors.csv")
     try:
         total = importer.count_rows(file, fmt)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[imported]} imported, {task.fields[rejected]} rejected"),
-                      TimeRemainingColumn(), console=console) as bar:
+        with progress.bar(console, TextColumn("{task.fields[imported]} imported, {task.fields[rejected]} rejected"),
+                          TimeRemainingColumn()) as bar:
             task = bar.add_task(file.name, total=total, imported=0, rejected=0)
             result = importer.run(rt, file, username=user, fmt=fmt, facility=facility, chunk_size=chunk_size, workers=workers,
                                   on_chunk=lambda p: bar.update(task, completed=p.rows_done, imported=p.imported,

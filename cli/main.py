@@ -1,4 +1,4 @@
-"""The `nhr` command line: init, serve, demo, db, users, keys.
+"""The `nhr` command line: init, serve, worker, demo, db, users, keys.
 
 Commands that change accounts are audited like API calls, with the operator recorded as
 `system:cli` (there is no exemption for administrators).
@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import audit as audit_cli
+from cli import progress
 from cli import backup as backup_cli
 from cli import certificates as certificates_cli
 from cli import reference as reference_cli
@@ -27,6 +28,7 @@ from cli import reports as reports_cli
 from cli import field_reports as _field_reports  # noqa: F401  (registers `reports refusals`, `reports data-quality`)
 from cli import imports as imports_cli
 from cli import schedules as schedules_cli
+from cli import worker as worker_cli
 from registry import bootstrap
 from registry.runtime import Runtime
 from registry.settings import get_settings
@@ -49,6 +51,7 @@ app.add_typer(dedupe_cli.app, name="dedupe")
 app.command("import")(imports_cli.import_file)
 app.command("backup")(backup_cli.backup)
 app.command("restore")(backup_cli.restore)
+app.command("worker")(worker_cli.worker)
 console = Console()
 
 DEMO_USERS = [
@@ -117,7 +120,9 @@ def init(jurisdictions: Path = typer.Option(None, exists=True, dir_okay=False,
 
 
 @app.command()
-def serve(host: str = typer.Option(None), port: int = typer.Option(None), workers: int = typer.Option(None)):
+def serve(host: str = typer.Option(None, help="address to listen on (default: NHR_HOST, 127.0.0.1)"),
+          port: int = typer.Option(None, help="port to listen on (default: NHR_PORT, 8000)"),
+          workers: int = typer.Option(None, help="worker processes, one or two per core (default: NHR_WORKERS, 1)")):
     """Run the API with uvicorn (the access log is NHR's own: route templates, never ids or queries)."""
     import uvicorn
 
@@ -149,10 +154,10 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
     from registry.demo.generator import generate
     from registry.reports import aggregate as report_aggregates
 
-    rt = _runtime()
-    if rt.settings.env == "production":
+    if get_settings().env == "production":  # before anything connects: no demo data, logins or mappings there
         console.print("[red]refusing to load demo data in production[/]")
         raise typer.Exit(2)
+    rt = _runtime()
     bootstrap.init(rt)
     logins_file = Path(rt.settings.key_dir) / "demo-logins.json"
     logins = json.loads(logins_file.read_text()) if logins_file.exists() else {}
@@ -172,11 +177,22 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
             added = reference_data.apply_facilities(s, district_facility_rows(s), "demo facilities").added
         if added:
             console.print(f"added {len(added)} demo EPI centres, one in each district that had no facility")
-        with console.status(f"generating {patients} synthetic patients and their doses (encrypted)..."):
+        with progress.bar(console) as bar:
+            tasks = {"generating": bar.add_task("synthetic patients (encrypted)", total=patients),
+                     "writing": bar.add_task("rows written", total=None, visible=False),
+                     "aggregates": bar.add_task("coverage aggregates", total=1, visible=False)}
+
+            def show(phase: str, done: int, total: int) -> None:
+                bar.update(tasks[phase], completed=done, total=total, visible=True)
+
             with rt.sessions.begin() as s:
-                n, d = generate(rt, s, patients=patients)
+                n, d = generate(rt, s, patients=patients, on_progress=show)
+                show("aggregates", 0, 1)
                 report_aggregates.rebuild(s, date.today())  # the generator inserts doses directly
+                show("aggregates", 1, 1)
         console.print(f"loaded {n} synthetic patients and {d} doses")
+    if bootstrap.patient_count(rt) > 0:
+        _demo_programme(rt)
     url = f"http://{rt.settings.serve.host}:{rt.settings.serve.port}"
     console.print("[bold]Demo logins[/] (generated on first run, kept in the key directory):", soft_wrap=True)
     if "guardian.demo" not in logins and bootstrap.patient_count(rt) > 0:
@@ -194,6 +210,29 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
     console.print(f"API: [bold]{url}[/]   docs: {url}/docs   health: {url}/healthz", soft_wrap=True)
     if serve_api:
         serve(None, None, None)
+
+
+def _demo_programme(rt: Runtime) -> None:
+    """The demo's target populations and DHIS2 mapping (registry/demo/programme.py), once; audited
+    like `nhr reports population load` and `nhr reports dhis2-mapping`. Never in production: `demo`
+    refuses it before anything is loaded."""
+    from datetime import date
+
+    from registry.demo import programme
+    from security.audit import trail as audit
+
+    with rt.sessions.begin() as s:
+        if not programme.missing(s):
+            return
+        loaded = programme.load(s, date.today())
+        trail = _cli_trail()
+        trail.record(s, "report.population_load", audit.SUCCESS, resource_type="Report",
+                     detail={"rows": loaded["figures"], "via": "cli demo"})
+        trail.record(s, "report.dhis2_mapping", audit.SUCCESS, resource_type="Report", resource_id=loaded["mapping"],
+                     detail={"via": "cli demo"})
+    console.print(f"loaded demo target populations for {loaded['places']} jurisdictions ({loaded['figures']} figures) and "
+                  f"a demo DHIS2 mapping ({loaded['data_elements']} data elements, {loaded['org_units']} organisation units)",
+                  soft_wrap=True)
 
 
 def _demo_guardian(rt: Runtime) -> dict:
@@ -221,7 +260,7 @@ def _demo_guardian(rt: Runtime) -> dict:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head")):
+def db_upgrade(revision: str = typer.Argument("head", help="target revision")):
     """Apply migrations up to REVISION (default head)."""
     bootstrap.upgrade(get_settings().database_url, revision)
     console.print(f"upgraded to {revision}")
@@ -242,9 +281,9 @@ def db_check():
 
 
 @users_app.command("create")
-def users_create(username: str = typer.Option(...), role: Role = typer.Option(...),
+def users_create(username: str = typer.Option(..., help="the login name"), role: Role = typer.Option(..., help="what the account may do"),
                  scope: str = typer.Option(..., help="facility code (clinic_worker) or jurisdiction code"),
-                 display_name: str = typer.Option(None),
+                 display_name: str = typer.Option(None, help="the name shown to others (default: the username)"),
                  password_stdin: bool = typer.Option(False, help="read the password from standard input")):
     """Create a staff account. The password is prompted for (or read from stdin), never an argument."""
     from registry.errors import DomainError

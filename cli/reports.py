@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli import progress
+
 from registry.errors import DomainError
 from registry.reports import aggregate, check, coverage, dhis2, population
 from registry.runtime import Runtime
@@ -42,7 +44,7 @@ def rebuild():
     """Recompute every aggregate from the patients and doses (set-based; run after bulk loads)."""
     rt = Runtime.build(get_settings())
     started = time.perf_counter()
-    with rt.sessions.begin() as s:
+    with progress.working(console, "rebuilding the coverage aggregates..."), rt.sessions.begin() as s:
         facts = aggregate.rebuild(s, datetime.now(UTC).date())
     console.print(f"rebuilt coverage aggregates for {facts['children']} children in {time.perf_counter() - started:.2f} s")
 

@@ -12,8 +12,16 @@ development and the demo only, invented facilities):
 - Loading is idempotent: a row equal to what is stored changes nothing; a new name updates the
   name; a row whose level, parent or place differs from the stored node is refused, since moving
   a node would silently move every record under it (retire the old code and add a new one).
-- A facility that the file lists again after it was retired is reactivated; retiring is explicit
-  (`nhr facilities retire CODE`), never implied by a row missing from a file.
+- A facility or jurisdiction that the file lists again after it was retired is reactivated;
+  retiring is explicit (`nhr facilities retire CODE`, `nhr jurisdictions retire CODE`), never
+  implied by a row missing from a file. Nothing new goes under a retired node: a new child node,
+  a new facility or a reactivated facility whose place (or parent) is retired is refused.
+
+Retiring a jurisdiction (`retire_jurisdiction`) means: no new patient registrations or moves into
+it, no new staff accounts bound to it or to its facilities, nothing new added under it. Its
+records stay where they are, readable as before, and reports (historical and current) still count
+them. A node with active child nodes or active facilities is refused unless `cascade`, which
+retires the whole subtree and its facilities with it. The country cannot be retired.
 
 The result says what changed: added, renamed, reactivated and unchanged, per kind.
 """
@@ -87,6 +95,7 @@ def apply_jurisdictions(session: Session, rows: list[dict], what: str = "jurisdi
     problems: list[str] = []
     _duplicates(rows, problems)
     planned: dict[str, tuple[str, str | None]] = {c: (j.level, j.parent_code) for c, j in existing.items()}
+    listed = {row["code"] for row in rows}
     for n, row in enumerate(rows, start=2):
         code, level, parent = row["code"], row["level"], row["parent_code"] or None
         if not code or not row["name"]:
@@ -102,6 +111,8 @@ def apply_jurisdictions(session: Session, rows: list[dict], what: str = "jurisdi
                 problems.append(f"row {n}: parent {parent or '(none)'} of {code} is neither earlier in the file nor loaded")
             elif planned[parent][0] != _PARENT_LEVEL[level]:
                 problems.append(f"row {n}: a {level} must sit under a {_PARENT_LEVEL[level]}, not a {planned[parent][0]}")
+            elif (code not in existing or not existing[code].active) and parent in existing and not existing[parent].active and parent not in listed:
+                problems.append(f"row {n}: parent {parent} of {code} is retired (list it in the file to reactivate it)")
         old = existing.get(code)
         if old is not None and (old.level, old.parent_code) != (level, parent):
             problems.append(f"row {n}: {code} is already loaded with another level or parent; moving a node is refused "
@@ -121,10 +132,17 @@ def apply_jurisdictions(session: Session, rows: list[dict], what: str = "jurisdi
             session.add(node)
             existing[code] = node
             changes.added.append(code)
-        elif node.name != row["name"]:
+            continue
+        touched = False
+        if not node.active:
+            node.active = True
+            changes.reactivated.append(code)
+            touched = True
+        if node.name != row["name"]:
             node.name = row["name"]
             changes.renamed.append(code)
-        else:
+            touched = True
+        if not touched:
             changes.unchanged += 1
     session.flush()
     return changes
@@ -144,6 +162,10 @@ def apply_facilities(session: Session, rows: list[dict], what: str = "facilities
         node = places.get(row["jurisdiction_code"])
         if node is None or node.district is None:
             problems.append(f"row {n}: {row['jurisdiction_code'] or '(none)'} is not a loaded district or a place below one")
+            continue
+        old = existing.get(row["code"])
+        if not node.active and (old is None or not old.active):
+            problems.append(f"row {n}: {node.code} is retired; no facility is added or reactivated there")
             continue
         old = existing.get(row["code"])
         if old is not None and old.jurisdiction_code != row["jurisdiction_code"]:
@@ -184,3 +206,37 @@ def retire_facility(session: Session, code: str) -> bool:
     facility.active = False
     session.flush()
     return True
+
+
+def retire_jurisdiction(session: Session, code: str, *, cascade: bool = False) -> tuple[list[str], list[str]]:
+    """Retire a node (see the module docstring); returns the (jurisdiction codes, facility codes)
+    retired, both empty if it was already retired. Raises InvalidInput (field `code`) for an
+    unknown code, the country, or active children or facilities without `cascade`."""
+    nodes = {j.code: j for j in session.scalars(select(Jurisdiction))}
+    node = nodes.get(code)
+    if node is None:
+        raise InvalidInput("no jurisdiction has this code", field="code")
+    if node.level == "country":
+        raise InvalidInput("the country cannot be retired", field="code")
+    if not node.active:
+        return [], []
+    kids: dict[str, list[str]] = {}
+    for j in nodes.values():
+        kids.setdefault(j.parent_code, []).append(j.code)
+    subtree, frontier = [code], [code]
+    while frontier:
+        below = kids.get(frontier.pop(), [])
+        subtree += below
+        frontier += below
+    active_nodes = [c for c in subtree if nodes[c].active]
+    facilities = list(session.scalars(select(Facility).where(Facility.jurisdiction_code.in_(subtree), Facility.active.is_(True))
+                                      .order_by(Facility.code)))
+    if not cascade and (len(active_nodes) > 1 or facilities):
+        raise InvalidInput(f"{code} has {len(active_nodes) - 1} active place(s) and {len(facilities)} active facilities "
+                           "below it; retire them first, or give --cascade to retire them with it", field="code")
+    for c in active_nodes:
+        nodes[c].active = False
+    for f in facilities:
+        f.active = False
+    session.flush()
+    return active_nodes, [f.code for f in facilities]

@@ -2,13 +2,15 @@
 
 Everything here is safe to share between threads and holds no state that must be shared
 between processes: keys are reloaded from the keyring and the database, and reference data
-(jurisdictions) is a read-through cache refreshed on a miss.
+(jurisdictions) is a read-through cache refreshed on a miss and at most `JurisdictionCache.MAX_AGE`
+seconds after it was loaded (so another process's change, such as a retirement, is seen within it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -34,12 +36,14 @@ class JurisdictionCache:
     factory: sessionmaker[Session]
     _nodes: dict[str, Jurisdiction] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loaded_at: float = float("-inf")
+    MAX_AGE = 60.0  # seconds; `nhr jurisdictions retire` is seen by running APIs within this
 
     def get(self, code: str, session: Session) -> Jurisdiction | None:
-        """On a miss, reload through the caller's session: a second connection would deadlock
-        against the caller's own write transaction on SQLite (BEGIN IMMEDIATE)."""
+        """On a miss (or when older than MAX_AGE), reload through the caller's session: a second
+        connection would deadlock against the caller's own write transaction on SQLite (BEGIN IMMEDIATE)."""
         node = self._nodes.get(code)
-        if node is None:
+        if node is None or time.monotonic() - self._loaded_at > self.MAX_AGE:
             self.refresh(session)
             node = self._nodes.get(code)
         return node
@@ -56,6 +60,7 @@ class JurisdictionCache:
         nodes = {r.code: Jurisdiction(**r._mapping) for r in rows}
         with self._lock:
             self._nodes = nodes
+            self._loaded_at = time.monotonic()
 
 
 @dataclass

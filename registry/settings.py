@@ -220,6 +220,9 @@ class Settings(_Strict):
     bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
     # Duplicate check at registration (issue 13, registry/linkage): off only to measure its cost
     linkage_check: bool = True
+    # The audit sealer and the coverage refresher inside the API's workers (None: on except in production, where
+    # `nhr worker` runs them as a process of its own; registry/worker.py)
+    in_process_worker: bool | None = None
     serve: ServeSettings = Field(default_factory=ServeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
@@ -237,6 +240,11 @@ class Settings(_Strict):
     @property
     def create_missing_keys(self) -> bool:
         return self.env != "production"
+
+    @property
+    def runs_worker_in_process(self) -> bool:
+        """Whether the API process seals the audit log and refreshes the aggregates itself."""
+        return self.env != "production" if self.in_process_worker is None else self.in_process_worker
 
     @property
     def is_sqlite(self) -> bool:

@@ -106,3 +106,33 @@ def test_upload_bodies_are_fresh_and_distinct():
             assert n == k == len(children) == len(set(children))
             requests += n
     assert len(ids) == requests
+
+
+@needs_postgres
+def test_the_population_loader_writes_events_the_sealer_vouches_for(tmp_path):
+    """bench/population.py writes its audit events by COPY, bypassing the services: each carries the
+    MAC the registry's own code computes (security/audit/event_mac.py), so the sealer seals them all
+    as vouched for and quarantines none."""
+    import secrets
+
+    from bench.population import create_database, drop_database, libpq, load, settings_for
+    from registry import bootstrap
+    from registry.audit_log import sealing
+    from registry.runtime import Runtime
+
+    name = f"nhr_bench_mac_{secrets.token_hex(3)}"
+    url = create_database(PG_URL, name)
+    rt = Runtime.build(settings_for(url, str(tmp_path / "keyring")))
+    try:
+        rt.keyring.create_missing = True
+        bootstrap.init(rt)
+        sealing.seal_all(rt)  # init's own events, so that only the loader's are left
+        patients, _ = load(libpq(url), str(tmp_path / "keyring"), 40, procs=1, seed=7, log=lambda *a: None)
+        assert patients == 40
+        quarantined: list = []
+        assert sealing.seal_all(rt, quarantined=quarantined) >= 40
+        assert quarantined == []
+        assert sealing.verify_database(rt).tree_size >= 40
+    finally:
+        rt.engine.dispose()
+        drop_database(PG_URL, name)

@@ -25,7 +25,7 @@ def _cli_paths() -> set[tuple[str, ...]]:
 
 def test_services_and_order():
     s = COMPOSE["services"]
-    assert {"db", "init", "api"} <= set(s)
+    assert {"db", "init", "api", "worker"} <= set(s)
     assert s["db"]["image"].startswith("postgres:")
     assert s["db"]["healthcheck"]["test"]
     assert s["api"]["healthcheck"]["test"]
@@ -36,12 +36,12 @@ def test_services_and_order():
 
 def test_commands_are_real_cli_commands():
     paths = _cli_paths()
-    for name in ("init", "api"):
+    for name in ("init", "api", "worker"):
         argv = COMPOSE["services"][name]["command"]
         assert argv[0] == "nhr"
         words = tuple(w for w in argv[1:] if not w.startswith("-"))[:2]
         assert words[:1] in paths or words in paths, f"{name}: {argv} is not an nhr command"
-    assert ("init",) in paths and ("serve",) in paths
+    assert ("init",) in paths and ("serve",) in paths and ("worker",) in paths
 
 
 def test_secrets_have_no_defaults():
@@ -61,3 +61,16 @@ def test_image_is_built_once_and_services_restart():
     assert built == ["init"], "one service builds the image; the others reuse it by name"
     assert s["api"]["image"] == s["init"]["image"]
     assert s["api"]["restart"] == "unless-stopped" and s["db"]["restart"] == "unless-stopped"
+    assert s["worker"]["image"] == s["init"]["image"] and s["worker"]["restart"] == "unless-stopped"
+
+
+def test_worker_runs_beside_the_api():
+    """The sealer and refresher run as their own process (issue 17), after the migrations, with the
+    API's settings (production: the API's in-process worker is off, so without this nothing seals)."""
+    s = COMPOSE["services"]
+    assert s["worker"]["command"] == ["nhr", "worker"]
+    assert s["worker"]["environment"] == s["api"]["environment"]
+    assert s["worker"]["environment"]["NHR_ENV"] == "production"
+    assert "NHR_IN_PROCESS_WORKER" not in s["api"]["environment"]  # the production default: off
+    assert s["worker"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert s["worker"]["volumes"] == s["api"]["volumes"]  # the same keys (the audit signing key)

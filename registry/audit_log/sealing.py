@@ -2,7 +2,8 @@
 country setting).
 
 Invariants:
-- The background sealer runs in the API process beside the request path, never in it: an
+- The background sealer runs beside the request path, never in it: in `nhr worker`
+  (registry/worker.py; production) or in the API process (NHR_IN_PROCESS_WORKER), as an
   asyncio task that seals in a worker thread every `settings.audit.seal_interval_seconds` (0 disables
   it). Several workers or hosts may run it; the sealer's lock lets one seal at a time.
 - A failed seal is logged by exception class only (no data) and retried on the next tick.

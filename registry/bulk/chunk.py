@@ -130,6 +130,9 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
         if node is None or node.level != "district":
             result.reject(row, "district", "unknown_district")
             continue
+        if not node.active:
+            result.reject(row, "district", "retired_district")
+            continue
         plain = plaintext_columns(data.model_dump())
         norms, dup = {}, False
         for col, system in _OWN.items():

@@ -13,6 +13,7 @@ import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
+from typing import Callable
 
 from sqlalchemy import insert, select
 
@@ -88,11 +89,13 @@ def _nadra(rng: random.Random) -> str:
 
 
 def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: date | None = None,
-             plaintexts: list[dict] | None = None) -> tuple[int, int]:
+             plaintexts: list[dict] | None = None, on_progress: Callable[[str, int, int], None] | None = None) -> tuple[int, int]:
     """Insert `patients` synthetic children across the demo facilities; returns (patients, doses).
 
     `plaintexts`, if given, receives each patient's clear values, so tests can prove that none
-    of them reaches the database file."""
+    of them reaches the database file. `on_progress(phase, done, total)` is told how far it got:
+    phase "generating" counts patients encrypted, "writing" counts rows inserted."""
+    report = on_progress or (lambda phase, done, total: None)
     from registry.identifiers import new_health_id
 
     rng = random.Random(seed)
@@ -141,11 +144,17 @@ def generate(rt: Runtime, session, *, patients: int, seed: int = 1947, today: da
         a_rows.append(_event(now, "patient.create", pid, f, "Patient"))
         if given:
             a_rows.append(_event(now, "immunization.create", pid, f, "Immunization", {"count": given, "via": "demo"}))
+        if (n + 1) % 100 == 0 or n + 1 == patients:
+            report("generating", n + 1, patients)
     event_mac.sign_rows(session, a_rows)
-    for table, rows in ((Patient.__table__, p_rows), (PatientIdentifierIndex.__table__, i_rows),
-                        (Immunization.__table__, d_rows), (AuditEventRow.__table__, a_rows)):
+    tables = ((Patient.__table__, p_rows), (PatientIdentifierIndex.__table__, i_rows),
+              (Immunization.__table__, d_rows), (AuditEventRow.__table__, a_rows))
+    total, written = sum(len(rows) for _, rows in tables), 0
+    for table, rows in tables:
         for i in range(0, len(rows), 1000):
             session.execute(insert(table), rows[i:i + 1000])
+            written += len(rows[i:i + 1000])
+            report("writing", written, total)
     return patients, n_doses
 
 

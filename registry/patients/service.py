@@ -150,6 +150,8 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     node = ctx.runtime.jurisdictions.get(district, ctx.session) if district else None
     if node is None or node.level != "district":
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
+    if not node.active:
+        raise InvalidInput("this district is retired; no new registrations or moves into it", field="district")
     return node.province, node.code
 
 

@@ -47,11 +47,16 @@ def _resolve_scope(session: Session, rt: Runtime, role: str, code: str) -> tuple
     if facility is not None:
         if not facility.active:
             raise InvalidInput("this facility is retired; no new accounts are bound to it", field="scope_code")
+        place = rt.jurisdictions.get(facility.jurisdiction_code, session)
+        if place is not None and not place.active:
+            raise InvalidInput("this facility's place is retired; no new accounts are bound to it", field="scope_code")
         level, province, district = "facility", facility.province, facility.district
     else:
         node = rt.jurisdictions.get(code, session)
         if node is None:
             raise InvalidInput("no facility or jurisdiction has this code", field="scope_code")
+        if not node.active:
+            raise InvalidInput("this jurisdiction is retired; no new accounts are bound to it", field="scope_code")
         level = "national" if node.level == "country" else node.level
         province, district = node.province, node.district
     if level not in allowed:
