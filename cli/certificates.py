@@ -31,14 +31,15 @@ def _runtime() -> Runtime:
 
 @app.command("keys")
 def keys(custodian: list[str] = typer.Option(None, help="province code(s); default every province")):
-    """Create missing document signer keys and certificates (a national CSCA signs one per province)."""
+    """Create missing document signer keys and certificates (a national CSCA signs one per province); renew a signer
+    within NHR_CERTIFICATE_SIGNER_RENEW_DAYS of its expiry (the old one stays trusted for what it signed)."""
     rt = Runtime.build(get_settings(), provisioning=True)
     issuers = service.issuer_keys(rt)
     if not custodian:
         rt.load_keys()
         custodian = sorted(rt.keys.custodians())
-    for c in custodian:
-        s = issuers.signer(c)
+    for c in custodian:  # renews a signer within NHR_CERTIFICATE_SIGNER_RENEW_DAYS of its expiry
+        s = issuers.signer(c, renew_days=rt.settings.certificates.signer_renew_days)
         console.print(f"{c}: kid {s.kid.hex()} valid until {s.certificate.not_valid_after_utc.date()}")
 
 

@@ -60,10 +60,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # No pre-ping: it costs a round trip per request; stale connections are recycled instead and a
-    # disconnect invalidates the pool, so only the request that hit it fails.
+    # pool_pre_ping: every connection is tested (one `SELECT 1` round trip) before it is lent, and a
+    # dead one is replaced, so after a server restart no request meets a broken connection (without
+    # it, the first request on each pool answered 503). The hot reads run on the async pool
+    # (registry/async_database.py), which retries a read on a dead connection instead; this pool
+    # serves the unit of work (writes and the rest), where a write costs several round trips anyway.
     # connect_timeout: while the server is unreachable a request answers 503 promptly instead of hanging.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, pool_pre_ping=True,
                          connect_args={"connect_timeout": 5})
 
 

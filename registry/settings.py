@@ -119,9 +119,12 @@ class CitizenSettings(_Strict):
 
 
 class CertificateSettings(_Strict):
-    """Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat), 1 day to 10 years."""
+    """Vaccination certificates (issue 6): validity of an issued HC1 certificate (CWT exp - iat), 1 day to 10 years;
+    a document signer is renewed (new key and certificate, the old one kept for verifying) once it is within
+    `signer_renew_days` of its expiry (issue 18; a signer certificate lasts two years)."""
     model_config = _env("NHR_CERTIFICATE_")
     validity_days: int = Field(365, ge=1, le=3650)
+    signer_renew_days: int = Field(30, ge=0, le=365)
 
 
 class ReportSettings(_Strict):

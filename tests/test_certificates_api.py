@@ -156,24 +156,22 @@ def test_revoke_then_verify_fails_as_revoked(shared_world, runtime, child):
     assert service.uvci_hash(body["uvci"]) in tl["revoked_uvci_sha256"]
 
 
-def test_nothing_is_issued_once_the_signers_certificate_has_expired(shared_world, runtime, child, monkeypatch):
-    from datetime import UTC, datetime, timedelta
+def test_nothing_is_issued_while_the_signers_certificate_is_not_yet_valid(shared_world, runtime, child):
+    """A clock before the signer's notBefore (a clock or keyring fault): 503, no certificate, and
+    no new signer either. An expired signer is renewed instead (tests/test_certificate_signer_renewal.py)."""
+    from datetime import timedelta
+
+    from registry import clock
 
     signer = service.issuer_keys(runtime).signer("PK-PB")
-    later = signer.certificate.not_valid_after_utc + timedelta(seconds=1)
-
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return later
-
-    monkeypatch.setattr(service, "datetime", Clock)
-    r, request_id = issue(shared_world, "clinic_a", child["id"])
+    earlier = signer.certificate.not_valid_before_utc - timedelta(seconds=1)
+    with clock.frozen_at(earlier):
+        r, request_id = issue(shared_world, "clinic_a", child["id"])
     assert r.status_code == 503 and "HC1:" not in r.text
     [ev] = audit_events(runtime, request_id=request_id)
     assert (ev.action, ev.outcome) == ("certificate.issue", "error")
-    monkeypatch.setattr(service, "datetime", datetime)
-    assert datetime.now(UTC) < later and issue(shared_world, "clinic_a", child["id"])[0].status_code == 200
+    assert service.issuer_keys(runtime).signer("PK-PB").kid == signer.kid
+    assert issue(shared_world, "clinic_a", child["id"])[0].status_code == 200
 
 
 @pytest.mark.parametrize("who", ["official_other_province", "official_other_district"])

@@ -6,7 +6,8 @@ what is under test.
 - a write that cannot reach the database answers 503 with Retry-After, as /readyz does, not 500;
 - a commit whose connection is lost during COMMIT answers 503 `outcome-unknown` (never "nothing
   was changed"), and the retry with the same Idempotency-Key then makes the change exactly once;
-- after the async pool's connections were cut (as by a server restart) reads still answer 200;
+- after the async pool's connections were cut (as by a server restart) reads still answer 200, and
+  after the sync pool's were cut, writes answer 201 (pre-ping);
 - an Idempotency-Key claimed by a backend that is gone is released at once, not after 120 s.
 """
 
@@ -161,6 +162,31 @@ def test_reads_succeed_after_the_async_pools_connections_were_cut(runtime, world
     search = client.post("/api/v1/patients/search", json={"system": "nhr", "value": world.register()["health_id"]},
                          headers=headers)
     assert search.status_code == 200
+
+
+@pg_only
+def test_writes_and_reads_succeed_after_the_sync_pools_connections_were_cut(runtime, world, client):
+    """As after a PostgreSQL restart: every idle connection of the sync engine (the unit of work's
+    pool, which serves every write) is dead. The pool tests each connection before lending it
+    (pre-ping), so the next requests answer 201 and 200, not 503 or 500."""
+    headers = world.h("clinic_a")
+    # Grow the pool: concurrent writes check out several connections.
+    threads = [threading.Thread(target=lambda: client.post("/api/v1/patients", json=new_child(), headers=headers))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert runtime.engine.pool.checkedin() >= 2
+    assert _terminate(runtime, "application_name <> 'nhr-hot-path'") >= 1
+    created = [client.post("/api/v1/patients", json=new_child(), headers=headers) for _ in range(8)]
+    assert [r.status_code for r in created] == [201] * 8, [r.json().get("type") for r in created]
+    pid = created[0].json()["id"]
+    dose = client.post(f"/api/v1/patients/{pid}/immunizations", headers=headers,
+                       json={"vaccine": "BCG", "dose_number": 1, "date_given": "2026-06-02"})
+    assert dose.status_code == 201, dose.json().get("type")
+    listed = client.get(f"/api/v1/patients/{pid}/immunizations", headers=headers)
+    assert listed.status_code == 200
 
 
 # --- an Idempotency-Key whose owner died ---------------------------------------------------------------

@@ -51,6 +51,7 @@ ENV = {
     "NHR_CITIZEN_TOKEN_TTL_SECONDS": ("citizen.token_ttl_seconds", "300", 300),
     "NHR_CITIZEN_SHOW_STAFF_NAMES": ("citizen.show_staff_names", "true", True),
     "NHR_CERTIFICATE_VALIDITY_DAYS": ("certificates.validity_days", "180", 180),
+    "NHR_CERTIFICATE_SIGNER_RENEW_DAYS": ("certificates.signer_renew_days", "60", 60),
     "NHR_REPORT_MIN_CELL": ("reports.min_cell", "10", 10),
     "NHR_REPORT_REFRESH_MAX": ("reports.refresh_max", "1000", 1000),
     "NHR_REPORT_REFRESH_INTERVAL_SECONDS": ("reports.refresh_interval_seconds", "0", 0),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,7 @@ from registry.certificates import repository as repo
 from registry.certificates.models import REVOCATION_REASONS
 from registry.certificates.payload import Dose, build_dcc, latest_dose, new_uvci
 from registry.certificates.valuesets import DEFAULT_DISEASE, DISEASES
+from registry.clock import utc_now
 from registry.context import ServiceContext
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.immunizations import repository as doses_repo
@@ -95,10 +96,11 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
         raise InvalidInput("the patient has no completed dose against this disease administered here "
                            "(reported doses are not certified)", field=field_name)
     rt = ctx.runtime
-    signer = issuer_keys(rt).signer(prow.custodian)
+    issued_at = (now or utc_now()).replace(microsecond=0)
+    # never a signer that is expired or not yet valid now; renewed within signer_renew_days of its expiry
+    signer = issuer_keys(rt).signer(prow.custodian, at=issued_at, renew_days=rt.settings.certificates.signer_renew_days)
     country = rt.settings.country
     uvci = new_uvci(country, prow.custodian)
-    issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
     expires_at = issued_at + timedelta(days=rt.settings.certificates.validity_days)
     if not signer.certificate.not_valid_before_utc <= issued_at <= signer.certificate.not_valid_after_utc:
         # every verifier would refuse it (signer_not_valid): issue nothing rather than a dud
@@ -139,7 +141,7 @@ def revoke(ctx: ServiceContext, uvci: str, reason: str, *, now: datetime | None 
     if row.revoked_at is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type=RESOURCE, resource_id=uvci, patient=pref)
         raise Conflict("the certificate is already revoked")
-    revoked_at = now or datetime.now(UTC)
+    revoked_at = now or utc_now()
     repo.insert_revocation(ctx.session, {"uvci": uvci, "revoked_at": revoked_at, "reason_code": reason,
                                          "revoked_by": ctx.principal.user_id})
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type=RESOURCE, resource_id=uvci, patient=pref,
@@ -189,7 +191,7 @@ class Verification:
 
 def verify_text(text: str, trust: TrustList, *, now: datetime | None = None, is_revoked=None) -> Verification:
     try:
-        v = hcert.verify(text, trust, now=now, is_revoked=is_revoked)
+        v = hcert.verify(text, trust, now=now or utc_now(), is_revoked=is_revoked)
     except hcert.HcertError as exc:
         return Verification(False, exc.code, str(exc))
     d = v.decoded

@@ -71,6 +71,13 @@ _CREATE_RULES = [
                {"required": ["occurrence_text"], "properties": {"occurrence_text": {"type": "string"}}}]},
     {"if": {"not": {"required": ["provenance"], "properties": {"provenance": {"const": "reported"}}}},
      "then": {"properties": {**{f: {"type": "null"} for f in _REPORTED_ONLY}, "primary_source": {"not": {"const": False}}}}},
+    # `_not_done_reason` and not_done.judge: a reason (a code of the value set) iff status is not-done, and then
+    # no lot number and no override (nothing was given, no rule was broken)
+    {"if": {"required": ["status"], "properties": {"status": {"const": not_done.STATUS}}},
+     "then": {"required": ["not_done_reason"], "properties": {
+         "not_done_reason": {"type": "string", "enum": list(not_done.reasons())},
+         "lot_number": {"type": "null"}, "override_reason": {"type": "null"}}},
+     "else": {"properties": {"not_done_reason": {"type": "null"}}}},
 ]
 
 

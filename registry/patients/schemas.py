@@ -63,8 +63,21 @@ class Guardian(BaseModel):
         return v
 
 
+# The cross-field rules of registration (`PatientCreate._given`, patients/newborns.py), stated in the schema
+# so that clients and the contract test see them: a given name unless the child is registered `unnamed`,
+# and then none, with the mother as guardian (her name required).
+_CREATE_RULES = [
+    {"if": {"required": ["unnamed"], "properties": {"unnamed": {"const": True}}},
+     "then": {"required": ["guardian"], "properties": {
+         "given_name": {"type": "null"},
+         "guardian": {"type": "object", "required": ["name", "relationship"],
+                      "properties": {"name": {"type": "string", "minLength": 1}, "relationship": {"const": "mother"}}}}},
+     "else": {"required": ["given_name"], "properties": {"given_name": {"type": "string"}}}},
+]
+
+
 class PatientCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": _CREATE_RULES, "examples": [{
         "given_name": "Ayesha", "family_name": "Khan", "sex": "female", "birth_date": "2026-09-01",
         "bform": "35202-7654321-2", "guardian": {"name": "Sana Khan", "relationship": "mother", "cnic": "35202-1234567-1"},
         "phone": "0300-1234567", "address": "House 12, Street 4, Shadman",
