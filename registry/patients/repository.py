@@ -109,8 +109,14 @@ def matching_custodian(rows, by_custodian: dict[str, int]) -> list[tuple[Row, st
     return [(r, r.matched_column) for r in rows if by_custodian.get(r.idx_custodian) == r.idx_bidx]
 
 
+def current():
+    """The condition "not merged into another record" (issue 13): lists, searches and exports
+    show each child once, on its surviving record; a merged id still resolves when read by id."""
+    return PATIENTS.c.merged_into.is_(None)
+
+
 def list_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
-    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
+    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS), current())
     return pagination.newest_first(session, q, PATIENTS.c.created_at, PATIENTS.c.id, cursor=cursor, limit=limit)
 
 
