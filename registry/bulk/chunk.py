@@ -34,7 +34,7 @@ from registry.linkage import repository as linkage_repo
 from registry.linkage import service as linkage
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
-from registry.patients.repository import Access, access_to
+from registry.patients.repository import Access, access_to, lock_for_doses
 from registry.reports.models import DirtyPatient
 from registry.patients.service import plaintext_columns
 from security.audit import event_mac
@@ -43,7 +43,8 @@ from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import AuditTrail
 
 P, IX, D = Patient.__table__, PatientIdentifierIndex.__table__, Immunization.__table__
-_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex"))
+_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex",
+                                         "merged_into"))
 _DoseRow = namedtuple("_DoseRow", ("patient_id", "id", "vaccine", "dose_number", "date_given", "status", "dose_number_inferred"))
 # a refused dose's rule (registry/immunizations/validation.py) -> the import report's reason code
 _REASONS = {"dose_number_out_of_range": "out_of_range", "duplicate": "duplicate_dose"}
@@ -210,6 +211,7 @@ def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResu
 def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:
     rows = _unique_ids(rows, _existing(session, D, [p.id for _, p in rows]), result)
     pids = sorted({p.patient_id for _, p in rows})
+    lock_for_doses(session, pids)  # a concurrent merge: committed before (merged_into is read) or waits (issue 13)
     patients = {r[0]: _PatientRow(*r) for r in rows_by_ids(session, P, _PatientRow._fields, "id", pids)}
     given: dict[uuid.UUID, list] = {}
     for r in rows_by_ids(session, D, _DoseRow._fields, "patient_id", pids, {"status": "completed"}):
@@ -228,6 +230,9 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
         reach = access_to(principal, prow) if prow is not None else Access.NONE
         if reach is Access.NONE:  # unknown or out of reach: the same answer, so existence does not leak
             result.reject(row, "patient_id", "unknown_patient")
+            continue
+        if prow.merged_into is not None:  # as the API's 409 `merged`: the dose belongs on the surviving record
+            result.reject(row, "patient_id", "merged_patient")
             continue
         mine = given.setdefault(prow.id, [])
         try:  # history: impossible facts and duplicates of doses administered here are refused, schedule rules are not

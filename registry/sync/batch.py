@@ -243,4 +243,7 @@ def _reason(exc: Exception) -> dict:
         return {"reason": "conflict", "detail": "the record was written concurrently; resend to see its state"}
     reason = next((r for cls, r in _REASONS if isinstance(exc, cls)), "rejected")
     code = getattr(exc, "code", None)
-    return {"reason": reason, "code": code if isinstance(code, str) else None, "field": exc.field, "detail": exc.message}
+    out = {"reason": reason, "code": code if isinstance(code, str) else None, "field": exc.field, "detail": exc.message}
+    if getattr(exc, "merged_into", None) is not None:  # code `merged`: resend the item for the surviving record
+        out["merged_into"] = exc.merged_into
+    return out
