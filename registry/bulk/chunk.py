@@ -32,6 +32,7 @@ from registry.immunizations.models import Immunization
 from registry.linkage import records as linkage_records
 from registry.linkage import repository as linkage_repo
 from registry.linkage import service as linkage
+from registry.linkage import within_batch
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
 from registry.patients.repository import Access, access_to, lock_for_doses
@@ -155,7 +156,7 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             result.reject(item[0], col, "duplicate_identifier")
         if not clash:
             keep.append(item)
-    keep, found = _likely_duplicates(session, rt, actor, keep, result)
+    keep, found, in_file = _likely_duplicates(session, rt, actor, keep, result)
     health_ids = identity.new_health_ids(session, rt, len(keep))
     p_rows, i_rows, custodian, user = [], [], actor.province, actor.principal.user_id
     for (row, p, node, plain, _), hid in zip(keep, health_ids):
@@ -177,6 +178,10 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             link_keys += linkage_records.key_rows(rt.indexer, custodian, p.id, rec)
             linkage.propose_found(session, p.id, cands)
         linkage_repo.insert_keys(session, link_keys)
+        version = linkage.active_model(session).version
+        for a, b, sc in in_file:  # two rows of the file that may be one child: both are in, the stewards decide
+            linkage_repo.propose(session, a, b, weight=sc.weight, probability=sc.probability, grade=sc.grade,
+                                 levels=sc.levels, model_version=version, source="registration")
     _mark_for_reports(session, {r["id"] for r in p_rows})
     if p_rows:
         _event(session, actor, "patient.import", "Patient", {r["id"] for r in p_rows},
@@ -188,9 +193,10 @@ def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResu
     """The probabilistic duplicate check of registration (registry/linkage), row by row against
     the registry: a likely duplicate (certain/probable) is rejected as `likely_duplicate` unless
     the row confirms (`confirm_not_duplicate`); possible matches are queued once imported.
-    Returns the rows kept and, per row, (prepared record, candidates), or None when the check is off."""
+    Then the rows with each other (`_likely_in_file`). Returns the rows kept, per row (prepared
+    record, candidates) or None when the check is off, and the in-file pairs to propose."""
     if not rt.settings.linkage_check:
-        return items, None
+        return items, None, []
     keep, found = [], []
     for item in items:
         row, p, node, plain, _ = item
@@ -205,7 +211,21 @@ def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResu
             continue
         keep.append(item)
         found.append((rec, cands))
-    return keep, found
+    return _likely_in_file(session, keep, found, result)
+
+
+def _likely_in_file(session, keep: list, found: list, result: ChunkResult):
+    """The chunk's rows with each other (registry/linkage/within_batch.py): a row that is likely
+    the same child as an earlier row of the chunk is rejected as `likely_duplicate_in_file`
+    unless it confirms; returns the rows kept, their (record, candidates) and the in-file pairs
+    to propose once both are written, as (earlier row's id, row's id, scored)."""
+    checked = within_batch.check(linkage.active_model(session), [rec for rec, _ in found],
+                                 [bool(item[1].data.confirm_not_duplicate) for item in keep])
+    for i, _ in checked.likely.items():
+        result.reject(keep[i][0], "confirm_not_duplicate", "likely_duplicate_in_file")
+    pairs = [(keep[j][1].id, keep[i][1].id, s) for i, matches in checked.propose.items() for j, s in matches]
+    kept = [n for n in range(len(keep)) if n not in checked.likely]
+    return [keep[n] for n in kept], [found[n] for n in kept], pairs
 
 
 def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:
