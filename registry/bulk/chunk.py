@@ -32,9 +32,10 @@ from registry.immunizations.models import Immunization
 from registry.linkage import records as linkage_records
 from registry.linkage import repository as linkage_repo
 from registry.linkage import service as linkage
+from registry.linkage import within_batch
 from registry.patients import codec
 from registry.patients.models import Patient, PatientIdentifierIndex
-from registry.patients.repository import Access, access_to
+from registry.patients.repository import Access, access_to, lock_for_doses
 from registry.reports.models import DirtyPatient
 from registry.patients.service import plaintext_columns
 from security.audit import event_mac
@@ -43,7 +44,8 @@ from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import AuditTrail
 
 P, IX, D = Patient.__table__, PatientIdentifierIndex.__table__, Immunization.__table__
-_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex"))
+_PatientRow = namedtuple("_PatientRow", ("id", "custodian", "province", "district", "home_facility", "birth_date", "sex",
+                                         "merged_into"))
 _DoseRow = namedtuple("_DoseRow", ("patient_id", "id", "vaccine", "dose_number", "date_given", "status", "dose_number_inferred"))
 # a refused dose's rule (registry/immunizations/validation.py) -> the import report's reason code
 _REASONS = {"dose_number_out_of_range": "out_of_range", "duplicate": "duplicate_dose"}
@@ -154,7 +156,7 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             result.reject(item[0], col, "duplicate_identifier")
         if not clash:
             keep.append(item)
-    keep, found = _likely_duplicates(session, rt, actor, keep, result)
+    keep, found, in_file = _likely_duplicates(session, rt, actor, keep, result)
     health_ids = identity.new_health_ids(session, rt, len(keep))
     p_rows, i_rows, custodian, user = [], [], actor.province, actor.principal.user_id
     for (row, p, node, plain, _), hid in zip(keep, health_ids):
@@ -176,6 +178,10 @@ def _patients(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_n
             link_keys += linkage_records.key_rows(rt.indexer, custodian, p.id, rec)
             linkage.propose_found(session, p.id, cands)
         linkage_repo.insert_keys(session, link_keys)
+        version = linkage.active_model(session).version
+        for a, b, sc in in_file:  # two rows of the file that may be one child: both are in, the stewards decide
+            linkage_repo.propose(session, a, b, weight=sc.weight, probability=sc.probability, grade=sc.grade,
+                                 levels=sc.levels, model_version=version, source="registration")
     _mark_for_reports(session, {r["id"] for r in p_rows})
     if p_rows:
         _event(session, actor, "patient.import", "Patient", {r["id"] for r in p_rows},
@@ -187,9 +193,10 @@ def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResu
     """The probabilistic duplicate check of registration (registry/linkage), row by row against
     the registry: a likely duplicate (certain/probable) is rejected as `likely_duplicate` unless
     the row confirms (`confirm_not_duplicate`); possible matches are queued once imported.
-    Returns the rows kept and, per row, (prepared record, candidates), or None when the check is off."""
+    Then the rows with each other (`_likely_in_file`). Returns the rows kept, per row (prepared
+    record, candidates) or None when the check is off, and the in-file pairs to propose."""
     if not rt.settings.linkage_check:
-        return items, None
+        return items, None, []
     keep, found = [], []
     for item in items:
         row, p, node, plain, _ = item
@@ -204,12 +211,27 @@ def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResu
             continue
         keep.append(item)
         found.append((rec, cands))
-    return keep, found
+    return _likely_in_file(session, keep, found, result)
+
+
+def _likely_in_file(session, keep: list, found: list, result: ChunkResult):
+    """The chunk's rows with each other (registry/linkage/within_batch.py): a row that is likely
+    the same child as an earlier row of the chunk is rejected as `likely_duplicate_in_file`
+    unless it confirms; returns the rows kept, their (record, candidates) and the in-file pairs
+    to propose once both are written, as (earlier row's id, row's id, scored)."""
+    checked = within_batch.check(linkage.active_model(session), [rec for rec, _ in found],
+                                 [bool(item[1].data.confirm_not_duplicate) for item in keep])
+    for i, _ in checked.likely.items():
+        result.reject(keep[i][0], "confirm_not_duplicate", "likely_duplicate_in_file")
+    pairs = [(keep[j][1].id, keep[i][1].id, s) for i, matches in checked.propose.items() for j, s in matches]
+    kept = [n for n in range(len(keep)) if n not in checked.likely]
+    return [keep[n] for n in kept], [found[n] for n in kept], pairs
 
 
 def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: int) -> None:
     rows = _unique_ids(rows, _existing(session, D, [p.id for _, p in rows]), result)
     pids = sorted({p.patient_id for _, p in rows})
+    lock_for_doses(session, pids)  # a concurrent merge: committed before (merged_into is read) or waits (issue 13)
     patients = {r[0]: _PatientRow(*r) for r in rows_by_ids(session, P, _PatientRow._fields, "id", pids)}
     given: dict[uuid.UUID, list] = {}
     for r in rows_by_ids(session, D, _DoseRow._fields, "patient_id", pids, {"status": "completed"}):
@@ -228,6 +250,9 @@ def _doses(session, rt, actor: Actor, rows, result: ChunkResult, now, chunk_no: 
         reach = access_to(principal, prow) if prow is not None else Access.NONE
         if reach is Access.NONE:  # unknown or out of reach: the same answer, so existence does not leak
             result.reject(row, "patient_id", "unknown_patient")
+            continue
+        if prow.merged_into is not None:  # as the API's 409 `merged`: the dose belongs on the surviving record
+            result.reject(row, "patient_id", "merged_patient")
             continue
         mine = given.setdefault(prow.id, [])
         try:  # history: impossible facts and duplicates of doses administered here are refused, schedule rules are not

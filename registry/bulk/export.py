@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 
 from registry import scoping
 from registry.bulk import fhir_io
@@ -35,6 +35,7 @@ from registry.immunizations.models import Immunization
 from registry.immunizations.service import to_view as dose_view
 from registry.patients import codec
 from registry.patients.models import Patient
+from registry.patients.repository import current
 from security.audit import trail as audit
 
 JOBS, ITEMS = ExportJob.__table__, ExportItem.__table__
@@ -100,13 +101,14 @@ def _own_job(ctx: ServiceContext, job_id: uuid.UUID, action: str) -> SimpleNames
 def _snapshot_query(ctx: ServiceContext, job, rtype: str, after: str | None, limit: int):
     tt, since = job.transaction_time, job.since
     if rtype == "Patient":
-        q = select(P.c.id, P.c.id.label("patient_id")).where(scoping.capture_clause(ctx.principal, P), P.c.created_at <= tt)
+        q = select(P.c.id, P.c.id.label("patient_id")).where(scoping.capture_clause(ctx.principal, P), current(),
+                                                             P.c.created_at <= tt)
         if since is not None:
             q = q.where(P.c.updated_at >= since)
         key = P.c.id
     else:
         q = (select(D.c.id, D.c.patient_id).join(P, P.c.id == D.c.patient_id)
-             .where(scoping.capture_clause(ctx.principal, P), D.c.recorded_at <= tt, D.c.component_of.is_(None)))
+             .where(scoping.capture_clause(ctx.principal, P), current(), D.c.recorded_at <= tt, D.c.component_of.is_(None)))
         if since is not None:
             q = q.where(D.c.recorded_at >= since)
         key = D.c.id
@@ -170,7 +172,7 @@ def download(ctx: ServiceContext, job_id: uuid.UUID, rtype: str, n: int) -> tupl
         raise NotFound("no such file in this export")
     ids = select(ITEMS.c.resource_id).where(ITEMS.c.job_id == job_id, ITEMS.c.resource_type == rtype,
                                             ITEMS.c.seq >= n * size, ITEMS.c.seq < (n + 1) * size)
-    scope = scoping.capture_clause(ctx.principal, P)
+    scope = and_(scoping.capture_clause(ctx.principal, P), current())  # merged since the snapshot: left out too
     if rtype == "Patient":
         rows = ctx.session.execute(select(P).where(P.c.id.in_(ids), scope).order_by(P.c.id)).all()
         resources = [fhir_io.patient_resource(codec.to_view(ctx.runtime.cipher, r)) for r in rows]

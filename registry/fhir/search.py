@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 from registry import pagination, scoping
 from registry.fhir.params import DateRange
 from registry.immunizations.repository import DOSES
-from registry.patients.repository import PATIENTS
+from registry.patients.repository import PATIENTS, current
 from security.access.principal import Principal
 
 
 def _patients(principal: Principal, *, birth: DateRange, gender: str | None, province: str | None,
               district: str | None):
-    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
+    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS), current())  # a merged record: once, as its survivor
     if birth.low is not None:
         q = q.where(PATIENTS.c.birth_date >= birth.low)
     if birth.high is not None:

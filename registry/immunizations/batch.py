@@ -42,7 +42,7 @@ from registry.immunizations.repository import set_inferred_numbers
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.immunizations.service import not_done_detail, override_detail, to_view
 from registry.patients.models import Patient
-from registry.patients.repository import Access, access_to
+from registry.patients.repository import Access, access_to, lock_for_doses
 from registry.patients.service import NOT_FOUND, Merged
 from registry.reports.models import DirtyPatient
 from security.audit import event_mac
@@ -125,6 +125,7 @@ def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
     n = len(_Patient._fields)
     if not pids and not client_ids:
         return {}, {}, set()
+    lock_for_doses(session, pids)  # a concurrent merge commits first (then `merged_into` is read) or waits (issue 13)
     if session.get_bind().dialect.name == "postgresql":
         rows = driver_rows(session, _PG_SNAPSHOT, [pids, client_ids])
     else:

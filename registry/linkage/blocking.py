@@ -71,6 +71,11 @@ def _keys(rule: str, r: dict) -> list[tuple]:
     return out
 
 
+def keys_of(r: dict) -> list[tuple[str, tuple]]:
+    """Every (rule, key) of a record, its swapped-date keys under the same rule (within_batch.py)."""
+    return [(rule, k) for rule in RULES for k in _keys(rule, r)]
+
+
 def _found_earlier(rule: str, a: dict, b: dict) -> bool:
     for earlier in RULES:
         if earlier == rule:

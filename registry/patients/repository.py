@@ -39,10 +39,32 @@ def access_to(principal: Principal, row: Row) -> Access:
     return Access.NONE
 
 
-def get(session: Session, principal: Principal, patient_id: uuid.UUID) -> tuple[Row | None, Access]:
-    """The row (or None) and how far `principal` may reach it; the caller decides what to do."""
-    row = session.execute(select(PATIENTS).where(PATIENTS.c.id == patient_id)).first()
+def get(session: Session, principal: Principal, patient_id: uuid.UUID, *,
+        key_share: bool = False) -> tuple[Row | None, Access]:
+    """The row (or None) and how far `principal` may reach it; the caller decides what to do.
+    `key_share`: read it `FOR KEY SHARE` (PostgreSQL; see `lock_for_doses`)."""
+    q = select(PATIENTS).where(PATIENTS.c.id == patient_id)
+    if key_share:
+        q = q.with_for_update(read=True, key_share=True)  # FOR KEY SHARE; nothing on SQLite
+    row = session.execute(q).first()
     return row, (access_to(principal, row) if row is not None else Access.NONE)
+
+
+def lock_for_doses(session: Session, patient_ids) -> None:
+    """Before reading patients that doses will be written for: lock them `FOR KEY SHARE`
+    (PostgreSQL), in id order as a merge locks its two rows, so that a merge (which locks both
+    records `FOR UPDATE`, registry/linkage/steward_repository.mark_merged) either waits for the
+    dose to commit and then moves it, or has committed before the dose's patient is read again,
+    which then sees `merged_into` (issue 13). `FOR KEY SHARE` is the lock the dose's foreign key
+    takes anyway: concurrent doses and patient updates do not wait for each other. SQLite needs
+    nothing: BEGIN IMMEDIATE serialises its writers."""
+    ids = sorted(set(patient_ids), key=str)
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return
+    conn = session.connection()
+    with conn.connection.driver_connection.cursor() as cur:
+        for i in range(0, len(ids), 20000):
+            cur.execute(f"SELECT id FROM {PATIENTS.name} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [ids[i:i + 20000]])
 
 
 def insert_patient(session: Session, row: dict, index_rows: list[dict]) -> None:
@@ -109,8 +131,14 @@ def matching_custodian(rows, by_custodian: dict[str, int]) -> list[tuple[Row, st
     return [(r, r.matched_column) for r in rows if by_custodian.get(r.idx_custodian) == r.idx_bidx]
 
 
+def current():
+    """The condition "not merged into another record" (issue 13): lists, searches and exports
+    show each child once, on its surviving record; a merged id still resolves when read by id."""
+    return PATIENTS.c.merged_into.is_(None)
+
+
 def list_in_capture(session: Session, principal: Principal, *, cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
-    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS))
+    q = select(PATIENTS).where(scoping.capture_clause(principal, PATIENTS), current())
     return pagination.newest_first(session, q, PATIENTS.c.created_at, PATIENTS.c.id, cursor=cursor, limit=limit)
 
 

@@ -68,15 +68,17 @@ def etag(version: int) -> str:
 
 
 def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...],
-              break_glass: bool = False, follow_merged: bool = False):
+              break_glass: bool = False, follow_merged: bool = False, for_dose: bool = False):
     """Fetch a patient the caller may reach, or audit the refusal and raise NotFound.
 
     `break_glass=True` marks a read-only use case: there, an emergency request (the permission
     plus a stated reason) reaches any patient. Writes never pass `break_glass=True`.
     A record merged into another (issue 13) is refused (409 `merged`, naming the survivor),
     unless `follow_merged`: then the survivor is what is reached.
+    `for_dose`: a dose will be written for it, so the row is read `FOR KEY SHARE`
+    (repository.lock_for_doses): a concurrent merge cannot leave the dose on the merged record.
     Returns (row, outside_capture_scope)."""
-    row, access = repo.get(ctx.session, ctx.principal, patient_id)
+    row, access = repo.get(ctx.session, ctx.principal, patient_id, key_share=for_dose)
     if follow_merged and row is not None and row.merged_into is not None:
         row = repo.survivor_of(ctx.session, row)
         access = repo.access_to(ctx.principal, row)

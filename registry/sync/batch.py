@@ -64,6 +64,7 @@ def upload(ctx: ServiceContext, items: list[dict]) -> BatchResult:
         raise e.InvalidInput(f"a batch holds at most {limit} items; split the upload", field="items")
     results: list[ItemResult] = []
     patient_of: list[uuid.UUID | None] = []
+    created: set[str] = set()  # patients created by this batch: a likely duplicate of one is `likely_duplicate_in_file`
     run: list[tuple[int, DoseItem]] = []
     run_ids: set[uuid.UUID] = set()
 
@@ -83,7 +84,9 @@ def upload(ctx: ServiceContext, items: list[dict]) -> BatchResult:
             run_ids.add(parsed.data.id)
             continue
         flush()
-        result, patient_id = parsed if isinstance(parsed, tuple) else _one(ctx, index, parsed)
+        result, patient_id = parsed if isinstance(parsed, tuple) else _one(ctx, index, parsed, created)
+        if result.op == "patient.create" and result.result == "created":
+            created.add(str(result.id))
         results.append(result)
         patient_of.append(patient_id)
     flush()
@@ -167,8 +170,10 @@ def _seen(ctx: ServiceContext, index: int, item, seen, mac: bytes) -> tuple[Item
                       detail="this id was already uploaded with different content; it was not changed"), None
 
 
-def _one(ctx: ServiceContext, index: int, item) -> tuple[ItemResult, uuid.UUID | None]:
-    """One parsed item through the single-record services, in its own savepoint."""
+def _one(ctx: ServiceContext, index: int, item, created: set[str] = frozenset()) -> tuple[ItemResult, uuid.UUID | None]:
+    """One parsed item through the single-record services, in its own savepoint. A registration
+    refused as a likely duplicate of a patient `created` earlier in the same batch (the same child
+    twice in one upload, issue 13) gets the code `likely_duplicate_in_file`."""
     kind, record_id, patient_id = _identity(item)
     base = {"index": index, "op": item.op, "id": record_id}
     if not ctx.principal.can(_NEEDS[item.op]):
@@ -188,7 +193,10 @@ def _one(ctx: ServiceContext, index: int, item) -> tuple[ItemResult, uuid.UUID |
     except (e.DomainError, IntegrityError) as exc:
         savepoint.rollback()
         ctx.trail.rewrite_refusals_since(ctx.session, mark)
-        return ItemResult(**base, result="rejected", **_reason(exc)), None
+        reason = _reason(exc)
+        if reason.get("code") == "likely_duplicate" and created & {c.get("id") for c in getattr(exc, "candidates", ())}:
+            reason["code"] = "likely_duplicate_in_file"
+        return ItemResult(**base, result="rejected", **reason), None
     return ItemResult(**base, result="created", **extra), patient_id
 
 
@@ -243,4 +251,7 @@ def _reason(exc: Exception) -> dict:
         return {"reason": "conflict", "detail": "the record was written concurrently; resend to see its state"}
     reason = next((r for cls, r in _REASONS if isinstance(exc, cls)), "rejected")
     code = getattr(exc, "code", None)
-    return {"reason": reason, "code": code if isinstance(code, str) else None, "field": exc.field, "detail": exc.message}
+    out = {"reason": reason, "code": code if isinstance(code, str) else None, "field": exc.field, "detail": exc.message}
+    if getattr(exc, "merged_into", None) is not None:  # code `merged`: resend the item for the surviving record
+        out["merged_into"] = exc.merged_into
+    return out

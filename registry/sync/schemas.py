@@ -72,6 +72,7 @@ class ItemResult(BaseModel):
     code: str | None = None  # a finer reason code when the rule that refused the item has one
     field: str | None = None
     detail: str | None = None
+    merged_into: uuid.UUID | None = None  # code `merged`: the surviving record, to resend the item for (issue 13)
 
 
 class BatchResult(BaseModel):

@@ -1,0 +1,128 @@
+"""The same child twice in one uploaded file (issue 13): the second row is flagged
+`likely_duplicate_in_file` instead of becoming a second record, in a bulk import (rows of one
+chunk are compared with each other: registry/linkage/within_batch.py) and in a sync batch (a
+registration that matches a patient created earlier in the same batch). Confirmed rows are
+imported and the pair goes to the review queue. Real app and database; values compared, never printed."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import uuid
+
+from sqlalchemy import select
+
+from registry.bulk import importer
+from registry.linkage import comparisons, within_batch
+from registry.linkage.models import LinkCandidate
+from registry.linkage.scoring import DEFAULT_THRESHOLDS, Model, default_parameters
+
+
+def _child() -> dict:
+    """A child with no B-form, no phone and no guardian CNIC: only names, dates and place."""
+    tag = secrets.token_hex(3)
+    return {"id": str(uuid.uuid4()), "given_name": "Muhammad", "family_name": f"Qizil{tag}", "sex": "male",
+            "birth_date": "2026-03-07", "guardian_name": f"Mehrun{tag} Bibi", "guardian_relationship": "mother"}
+
+
+def _again(row: dict, **over) -> dict:
+    """The same child written a second time: another spelling, day and month swapped, a new id."""
+    return {**row, "id": str(uuid.uuid4()), "given_name": "Mohammad", "birth_date": "2026-07-03", **over}
+
+
+def _import(world, runtime, tmp_path, rows: list[dict]):
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    f = tmp_path / f"children-{secrets.token_hex(3)}.csv"
+    with open(f, "w", newline="") as out:
+        w = csv.DictWriter(out, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=100)
+    report = tmp_path / f"errors-{secrets.token_hex(3)}.csv"
+    importer.write_error_report(runtime, res.run_id, report)
+    return res, [(x["row"], x["field"], x["reason"]) for x in csv.DictReader(open(report))]
+
+
+def _exists(world, pid: str) -> bool:
+    return world.client.get(f"/api/v1/patients/{pid}", headers=world.h("clinic_a")).status_code == 200
+
+
+def _pairs(runtime, a: str, b: str) -> list:
+    t = LinkCandidate.__table__
+    left, right = sorted((uuid.UUID(a), uuid.UUID(b)), key=str)
+    with runtime.sessions() as s:
+        return list(s.execute(select(t).where(t.c.left_id == left, t.c.right_id == right)))
+
+
+def test_import_flags_the_second_row_of_the_same_child(world, runtime, tmp_path):
+    first, other = _child(), _child()
+    again, third = _again(first), _again(first, given_name="Md", birth_date="2026-03-08")
+    res, report = _import(world, runtime, tmp_path, [first, other, again, third])
+    assert (res.imported, res.rejected) == (2, 2)
+    assert report == [("3", "confirm_not_duplicate", "likely_duplicate_in_file"),
+                      ("4", "confirm_not_duplicate", "likely_duplicate_in_file")]
+    assert _exists(world, first["id"]) and _exists(world, other["id"])
+    assert not _exists(world, again["id"]) and not _exists(world, third["id"])
+    # no value of the rows in the report
+    text = "\n".join(",".join(r) for r in report)
+    assert first["family_name"] not in text and first["guardian_name"] not in text
+
+
+def test_a_confirmed_second_row_is_imported_and_queued(world, runtime, tmp_path):
+    first = _child()
+    again = _again(first, confirm_not_duplicate="true")
+    res, report = _import(world, runtime, tmp_path, [first, again])
+    assert (res.imported, res.rejected, report) == (2, 0, [])
+    [pair] = _pairs(runtime, first["id"], again["id"])
+    assert pair.status == "open" and pair.grade in ("certain", "probable") and pair.source == "registration"
+
+
+def test_different_children_in_one_file_are_all_imported(world, runtime, tmp_path):
+    rows = [_child() for _ in range(5)]
+    res, report = _import(world, runtime, tmp_path, rows)
+    assert (res.imported, res.rejected, report) == (5, 0, [])
+
+
+def test_within_batch_scores_with_the_engine():
+    """The check itself, on prepared records: flags the later copy only, and the earlier kept row it matches."""
+    model = Model.from_parameters("configured-1", default_parameters(), DEFAULT_THRESHOLDS)
+
+    def rec(given, family, guardian, born):
+        return comparisons.prepare(given_name=given, family_name=family, guardian_name=guardian, guardian_cnic=None,
+                                   bform=None, phone=None, birth_date=born, sex="female", facility="F1",
+                                   district="PK-PB-LAH", province="PK-PB", unnamed=False)
+
+    import datetime as dt
+    d = dt.date(2025, 2, 11)
+    records = [rec("Ayesha", "Qureshi", "Nasreen Bibi", d), rec("Zainab", "Malik", "Rukhsana", d),
+               rec("Aisha", "Qureshi", "Nasreen Bibi", dt.date(2025, 11, 2)), rec("Ayesha", "Qureshi", "Nasreen", d)]
+    out = within_batch.check(model, records, [False, False, False, True])
+    assert set(out.likely) == {2} and out.likely[2][0] == 0
+    assert [j for j, _ in out.propose[3]] == [0]  # confirmed: kept, and proposed with the first
+
+
+def test_sync_batch_flags_the_second_registration_of_the_same_child(world, runtime):
+    def item(body):
+        data = {k: v for k, v in body.items() if k not in ("guardian_name", "guardian_relationship", "confirm_not_duplicate")}
+        data["guardian"] = {"name": body["guardian_name"], "relationship": "mother"}
+        if body.get("confirm_not_duplicate"):
+            data["confirm_not_duplicate"] = True
+        return {"op": "patient.create", "data": data}
+
+    first = _child()
+    again = _again(first)
+    r = world.client.post("/api/v1/sync/batch", json={"items": [item(first), item(again)]}, headers=world.h("clinic_a"))
+    assert r.status_code == 200, r.json()
+    one, two = r.json()["results"]
+    assert one["result"] == "created"
+    assert (two["result"], two["reason"], two["code"], two["field"]) == \
+           ("rejected", "conflict", "likely_duplicate_in_file", "confirm_not_duplicate")
+    assert not _exists(world, again["id"])
+    # a child already in the registry before the batch stays `likely_duplicate`
+    r = world.client.post("/api/v1/sync/batch", json={"items": [item(_again(first))]}, headers=world.h("clinic_a"))
+    assert r.json()["results"][0]["code"] == "likely_duplicate"
+    # resent with the confirmation, it is registered and the pair queued
+    r = world.client.post("/api/v1/sync/batch", json={"items": [item({**again, "confirm_not_duplicate": True})]},
+                          headers=world.h("clinic_a"))
+    assert r.json()["results"][0]["result"] == "created"
+    assert _pairs(runtime, first["id"], again["id"])
