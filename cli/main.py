@@ -147,10 +147,13 @@ def serve(host: str = typer.Option(None, help="address to listen on (default: NH
 
 @app.command()
 def demo(patients: int = typer.Option(12000, help="synthetic patients to load on first run"),
+         duplicates: int = typer.Option(6, min=0, max=100, help="second records of demo children in Punjab, queued as "
+                                                                "duplicate pairs for the demo steward (first run only)"),
          serve_api: bool = typer.Option(True, "--serve/--no-serve", help="start the API afterwards")):
     """Set up the embedded database with demo data (first run only), print the logins, and serve."""
     from datetime import date
 
+    from registry.demo import duplicates as demo_duplicates
     from registry.demo.generator import generate
     from registry.reports import aggregate as report_aggregates
 
@@ -187,10 +190,13 @@ def demo(patients: int = typer.Option(12000, help="synthetic patients to load on
 
             with rt.sessions.begin() as s:
                 n, d = generate(rt, s, patients=patients, on_progress=show)
+                pairs = demo_duplicates.add(rt, s, count=duplicates)  # before the aggregates: they count every record
                 show("aggregates", 0, 1)
                 report_aggregates.rebuild(s, date.today())  # the generator inserts doses directly
                 show("aggregates", 1, 1)
         console.print(f"loaded {n} synthetic patients and {d} doses")
+        if duplicates:
+            console.print(f"queued {pairs} duplicate pairs for steward.punjab (second records of demo children in Punjab)")
     if bootstrap.patient_count(rt) > 0:
         _demo_programme(rt)
     url = f"http://{rt.settings.serve.host}:{rt.settings.serve.port}"

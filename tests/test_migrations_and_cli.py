@@ -210,7 +210,7 @@ def test_db_check(cli):
 
 def test_demo_loads_patients_and_prints_working_logins(cli):
     out = _ok(cli("demo", "--no-serve", "--patients", "50"))
-    assert "loaded 50 synthetic patients" in out
+    assert "loaded 50 synthetic patients" in out and "queued 6 duplicate pairs for steward.punjab" in out
     logins_file = cli.key_dir / "demo-logins.json"
     logins = json.loads(logins_file.read_text())
     assert stat.S_IMODE(os.stat(logins_file).st_mode) == 0o600, "the logins file is readable by others"
@@ -220,12 +220,16 @@ def test_demo_loads_patients_and_prints_working_logins(cli):
     settings = make_settings(cli.url, cli.key_dir)
     rt = Runtime.build(settings)
     try:
-        assert bootstrap.patient_count(rt) == 50
+        assert bootstrap.patient_count(rt) == 50 + 6  # and the second records of six of them (--duplicates 6)
         with TestClient(create_app(settings, rt), raise_server_exceptions=False) as c:
             r = c.post("/api/v1/auth/token", data={"username": "clinic.lahore", "password": logins["clinic.lahore"]["password"]})
             assert r.status_code == 200, r.status_code
             listed = c.get("/api/v1/patients?limit=100", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
             assert listed.status_code == 200 and listed.json()["items"], "the demo clinic sees no patients"
+            r = c.post("/api/v1/auth/token", data={"username": "steward.punjab", "password": logins["steward.punjab"]["password"]})
+            queue = c.get("/api/v1/linkage/candidates", headers={"Authorization": f"Bearer {r.json()['access_token']}"}).json()
+            assert len(queue["items"]) == 6 and all(i["reasons"] and i["source"] == "dedupe" for i in queue["items"])
+            assert {i["grade"] for i in queue["items"]} <= {"certain", "probable", "possible"}
             guardian = logins["guardian.demo"]  # printed with the staff logins; opens the child's record
             assert guardian["health_id"] in out and guardian["access_code"] in out
             t = c.post("/api/v1/citizen/token", json={"health_id": guardian["health_id"], "access_code": guardian["access_code"]})

@@ -56,6 +56,7 @@ def page_for(request: Request, exc: BaseException):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
     return render(request, "error.html", status_code=status, status=status, message=_message(exc),
+                  reason=getattr(exc, "reason", None),  # a stable code (linkage conflicts), never a value
                   signed_in=bool(request.cookies.get(cookie_name(request, "nhr_session"))))
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from api.deps import require
 from registry.context import ServiceContext
-from registry.linkage import decisions, merge, queue
+from registry.linkage import decisions, merge, queue, unmerge_choice
 from registry.linkage.steward_schemas import (Decision, DecisionResult, MergePage, MergeRequest, MergeView, PairView,
                                               QueuePage, UnmergeRequest)
 from security.access.permissions import Permission as P
@@ -67,6 +67,16 @@ def merges(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.LI
              description="409 with a `reason`: `same_record`, `already_merged`, `survivor_merged`.")
 def merge_records(body: MergeRequest, ctx: Annotated[ServiceContext, Depends(require(P.LINKAGE_MERGE))]):
     return merge.merge(ctx, body)
+
+
+@router.get("/patients/{patient_id}/unmerge", response_model=unmerge_choice.UnmergeChoice,
+            response_model_exclude_none=True, summary="Before an unmerge: both records, the doses that go back, the later doses",
+            description="`returning`: doses the merge moved (they go back). `later`: doses recorded on the survivor since "
+                        "the merge; they stay with it unless named in the unmerge's `move_dose_ids` (absent when the "
+                        "survivor is outside your capture scope). 409 `not_merged`. Each record viewed is audited.")
+def unmerge_preview(patient_id: uuid.UUID,
+                    ctx: Annotated[ServiceContext, Depends(require(P.LINKAGE_MERGE, action="linkage.view"))]):
+    return unmerge_choice.choice(ctx, patient_id)
 
 
 @router.post("/patients/{patient_id}/unmerge", response_model=MergeView,

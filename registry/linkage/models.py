@@ -10,6 +10,9 @@ Invariants (DESIGN 8, "linkage runs in custody"):
 - `version` is the optimistic-concurrency counter of the decision: two stewards deciding the same
   pair at once: one wins, the other gets a conflict; nothing half-applied.
 - `not_same` is remembered: the pair is never proposed again (re-running matching leaves it be).
+- The steward's optional decision note may name people, so it is stored only as ciphertext
+  (`note_ct`, bound to this table, column and candidate id) under the keys of `note_custodian`,
+  the deciding steward's province; it is never logged or put in an audit event.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -44,5 +47,7 @@ class LinkCandidate(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note_ct: Mapped[bytes | None] = mapped_column(LargeBinary)  # the latest decision's note, encrypted
+    note_custodian: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (UniqueConstraint("left_id", "right_id"), Index(None, "status", "grade"))

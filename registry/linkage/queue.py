@@ -18,6 +18,7 @@ from registry.context import ServiceContext
 from registry.errors import InvalidInput, NotFound
 from registry.immunizations.service import to_view as dose_view
 from registry.linkage import steward_repository as repo
+from registry.linkage.decision_notes import read_note
 from registry.linkage.merge import in_capture, ref, refuse
 from registry.linkage.reasons import explain
 from registry.linkage.steward_schemas import PairRecord, PairView, QueueItem, QueuePage
@@ -82,5 +83,6 @@ def view_pair(ctx: ServiceContext, candidate_id: uuid.UUID) -> PairView:
         ctx.trail.record(ctx.session, VIEW, audit.SUCCESS, resource_id=pid, patient=ref(rows[pid]),
                          outside_capture_scope=not inside[pid],
                          detail={"candidate_id": str(cand.id), "fields": "full" if inside[pid] else "identity"})
+    note, unreadable = read_note(ctx, cand)
     return PairView(candidate=item(cand, rows[cand.left_id].province != rows[cand.right_id].province),
-                    left=sides[cand.left_id], right=sides[cand.right_id])
+                    left=sides[cand.left_id], right=sides[cand.right_id], note=note, note_unreadable=unreadable)

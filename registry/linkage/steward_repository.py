@@ -87,13 +87,15 @@ def patients(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
 
 
 def decide(session: Session, candidate_id: uuid.UUID, expected_version: int, status: str, by: uuid.UUID,
-           now: datetime, *, from_statuses: tuple[str, ...] = QUEUED) -> bool:
-    """One decision wins: the row changes only if it is still at `expected_version` and queued."""
+           now: datetime, *, from_statuses: tuple[str, ...] = QUEUED, note: tuple[bytes, str] | None = None) -> bool:
+    """One decision wins: the row changes only if it is still at `expected_version` and queued.
+    `note` (ciphertext, custodian) replaces the stored note; without one the earlier note stays."""
+    values = {"note_ct": note[0], "note_custodian": note[1]} if note is not None else {}
     res = session.execute(
         update(CANDIDATES)
         .where(CANDIDATES.c.id == candidate_id, CANDIDATES.c.version == expected_version,
                CANDIDATES.c.status.in_(from_statuses))
-        .values(status=status, version=expected_version + 1, decided_by=by, decided_at=now))
+        .values(status=status, version=expected_version + 1, decided_by=by, decided_at=now, **values))
     return res.rowcount == 1
 
 

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from registry.immunizations.schemas import DoseView
 from registry.patients.schemas import PatientMatch
+from registry.text import Text
+
+NOTE_MAX = 1000
 
 
 class QueueItem(BaseModel):
@@ -44,14 +47,20 @@ class PairView(BaseModel):
     candidate: QueueItem
     left: PairRecord
     right: PairRecord
+    note: str | None = Field(None, description="the note of the latest decision that had one (e.g. an `unsure` pair's), "
+                                               "decrypted for the steward; stored encrypted")
+    note_unreadable: bool = False
 
 
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"decision": "same", "survivor_id": "0b9f1c4e-8d1a-4c1e-9a43-5f3b2a7c9e10"}, {"decision": "not_same"}]})
+        {"decision": "same", "survivor_id": "0b9f1c4e-8d1a-4c1e-9a43-5f3b2a7c9e10"}, {"decision": "not_same"},
+        {"decision": "unsure", "note": "Ask the Shadman vaccinator whether the mother has twins."}]})
     decision: Literal["same", "not_same", "unsure"]
     survivor_id: uuid.UUID | None = Field(None, description="same: the record that survives (one of the pair); "
                                                             "default the one with more doses, then the older")
+    note: Text | None = Field(None, max_length=NOTE_MAX, description="optional; stored encrypted under the steward's "
+                                                                     "province's keys, never logged or audited")
 
 
 class MergeRequest(BaseModel):
