@@ -32,6 +32,7 @@ OPERATIONS = [
     ("GET", "/api/v1/audit/events/export"),
     ("GET", "/api/v1/audit/events/{event_id}/proof"),
     ("GET", "/api/v1/audit/public-key"),
+    ("GET", "/api/v1/audit/verification"),
     ("GET", "/api/v1/citizen/me"),
     ("GET", "/api/v1/citizen/me/access-log"),
     ("GET", "/api/v1/citizen/me/immunizations"),
