@@ -35,6 +35,7 @@ OPERATIONS = [
     ("GET", "/api/v1/audit/verification"),
     ("GET", "/api/v1/citizen/me"),
     ("GET", "/api/v1/citizen/me/access-log"),
+    ("GET", "/api/v1/citizen/me/certificate"),
     ("GET", "/api/v1/citizen/me/immunizations"),
     ("POST", "/api/v1/citizen/token"),
     ACCESS_CODE,
