@@ -57,3 +57,32 @@ def test_guardian_wrong_code_is_refused_audited_and_logout_ends_the_session(app,
     csrf = csrf_of(c.get("/my").text)
     assert c.post("/my/logout", data={"csrf": csrf}).status_code == 303
     assert browser(app).get("/my", headers=stolen).status_code == 303
+
+
+def test_guardian_gets_the_certificate_as_a_qr_code_and_a_printable_card(app, runtime, world):
+    import json
+
+    from console_helpers import signed_in
+
+    child = world.register("clinic_a")
+    r = world.client.post(f"/api/v1/patients/{child['id']}/immunizations", headers=world.h("clinic_a"),
+                          json={"vaccine": "OPV", "dose_number": 0, "date_given": child["_input"]["birth_date"]})
+    assert r.status_code == 201
+    c, _ = guardian_login(app, child)
+    assert 'href="/my/certificate"' in c.get("/my").text
+    rid = uuid.uuid4().hex
+    page = c.get("/my/certificate", headers={"X-Request-ID": rid})
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert '<svg viewBox="0 0 ' in page.text and 'role="img"' in page.text and "<script" not in page.text
+    assert child["_input"]["given_name"] in page.text
+    [ev] = audit_events(runtime, request_id=rid)
+    assert (ev.action, ev.outcome, str(ev.patient_id)) == ("citizen.certificate", "success", child["id"])
+    detail = ev.detail if isinstance(ev.detail, dict) else json.loads(ev.detail)
+    assert detail["uvci"] in page.text  # the card shows the certificate that was issued and audited
+    rid = uuid.uuid4().hex  # no certified dose against measles: a page that says so, audited as the API's refusal
+    page = c.get("/my/certificate", params={"disease": "measles"}, headers={"X-Request-ID": rid})
+    assert page.status_code == 422 and "<svg viewBox" not in page.text and "No certificate can be issued" in page.text
+    assert [(e.action, e.outcome) for e in audit_events(runtime, request_id=rid)] == [("citizen.certificate", "invalid")]
+    assert browser(app).get("/my/certificate").headers["location"] == "/my/login"  # no session
+    staff, _ = signed_in(app, world.users["clinic_a"])
+    assert staff.get("/my/certificate").status_code == 403  # a staff session is no guardian's

@@ -8,8 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import Response
 
-from api.console import (audit_routes, children_routes, coverage_routes, due_routes, errors, guardian_routes, i18n,
-                         review_routes, session_routes, staff_routes, templating, verify_routes)
+from api.console import (audit_routes, audit_status_routes, children_routes, coverage_routes, due_routes, errors,
+                         guardian_routes, i18n, review_routes, session_routes, staff_routes, templating, verify_routes)
 from api.console import linkage_routes, merges_routes
 from api.deps import Public
 
@@ -26,7 +26,7 @@ def static(version: str, name: str) -> Response:
 
 router = APIRouter()
 for _module in (session_routes, verify_routes, children_routes, coverage_routes, due_routes, review_routes, audit_routes,
-                staff_routes, guardian_routes, merges_routes, linkage_routes):
+                audit_status_routes, staff_routes, guardian_routes, merges_routes, linkage_routes):
     router.include_router(_module.router)
 router.include_router(static_router)
 

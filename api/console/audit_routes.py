@@ -1,6 +1,8 @@
 """Audit event search for auditors: every filter of `GET /api/v1/audit/events`, through the same
 service (`audit.query`, one event per page, scoped to the auditor's jurisdiction by the repository)
-and the same gate. Filters and the page cursor travel in POST bodies (a patient id is a search value)."""
+and the same gate; the export buttons (CSV, NDJSON, FHIR AuditEvent) call the service of
+`GET /api/v1/audit/events/export` (`audit.export`, capped and counted as there). Filters and the
+page cursor travel in POST bodies (a patient id is a search value)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
-from registry.audit_log import service
+from registry.audit_log import exports, service
 from registry.audit_log.repository import EventFilter
 from security.access.permissions import Permission as P
 from security.audit.trail import OUTCOMES
@@ -34,24 +37,46 @@ def audit_form(call: Annotated[ConsoleCall, Gate(P.AUDIT_READ, audited=False)]):
     return _form(call)
 
 
+def _filter(patient_id, actor_user_id, action, outcome, since, until, break_glass, facility, purpose_of_use) -> EventFilter:
+    return EventFilter(patient_id, actor_user_id, action or None, outcome or None,
+                       datetime.combine(since, time.min, UTC) if since else None,
+                       datetime.combine(until, time.min, UTC) + timedelta(days=1) if until else None,
+                       {"yes": True, "no": False}.get(break_glass or ""), facility or None, purpose_of_use or None)
+
+
+Outcome = Annotated[Literal[OUTCOMES] | None, Form()]  # type: ignore[valid-type]
+PatientId = Annotated[uuid.UUID | None, Form()]
+Day = Annotated[date | None, Form()]
+BreakGlass = Annotated[Literal["yes", "no"] | None, Form()]
+Facility = Annotated[str | None, Form(max_length=32)]
+Purpose = Annotated[str | None, Form(pattern="^[A-Z]{2,16}$")]
+
+
 @router.post("")
-async def audit_search(call: Annotated[ConsoleCall, Gate(P.AUDIT_READ)],
-                       patient_id: Annotated[uuid.UUID | None, Form()] = None,
-                       actor_user_id: Annotated[uuid.UUID | None, Form()] = None,
-                       action: Text = None,
-                       outcome: Annotated[Literal[OUTCOMES] | None, Form()] = None,  # type: ignore[valid-type]
-                       since: Annotated[date | None, Form()] = None,
-                       until: Annotated[date | None, Form()] = None,
-                       break_glass: Annotated[Literal["yes", "no"] | None, Form()] = None,
-                       facility: Annotated[str | None, Form(max_length=32)] = None,
-                       purpose_of_use: Annotated[str | None, Form(pattern="^[A-Z]{2,16}$")] = None,
-                       cursor: Annotated[str | None, Form(max_length=200)] = None):
+async def audit_search(call: Annotated[ConsoleCall, Gate(P.AUDIT_READ)], patient_id: PatientId = None,
+                       actor_user_id: PatientId = None, action: Text = None, outcome: Outcome = None, since: Day = None,
+                       until: Day = None, break_glass: BreakGlass = None, facility: Facility = None,
+                       purpose_of_use: Purpose = None, cursor: Annotated[str | None, Form(max_length=200)] = None):
     ctx = call.context()
-    f = EventFilter(patient_id, actor_user_id, action or None, outcome or None,
-                    datetime.combine(since, time.min, UTC) if since else None,
-                    datetime.combine(until, time.min, UTC) + timedelta(days=1) if until else None,
-                    {"yes": True, "no": False}.get(break_glass or ""), facility or None, purpose_of_use or None)
+    f = _filter(patient_id, actor_user_id, action, outcome, since, until, break_glass, facility, purpose_of_use)
     page = await run_in_threadpool(service.search, ctx, f, cursor or None, PAGE)
     shown = {"patient_id": patient_id, "actor_user_id": actor_user_id, "action": action, "outcome": outcome, "since": since,
              "until": until, "break_glass": break_glass, "facility": facility, "purpose_of_use": purpose_of_use}
     return _form(call, page=page, f={k: v for k, v in shown.items() if v not in (None, "")})
+
+
+@router.post("/export")
+async def audit_export(call: Annotated[ConsoleCall, Gate(P.AUDIT_READ, action="audit.export")],
+                       format: Annotated[Literal["csv", "ndjson", "fhir"], Form()], patient_id: PatientId = None,
+                       actor_user_id: PatientId = None, action: Text = None, outcome: Outcome = None, since: Day = None,
+                       until: Day = None, break_glass: BreakGlass = None, facility: Facility = None,
+                       purpose_of_use: Purpose = None):
+    """The API's export (same service, cap, headers and `audit.export` event) as a download."""
+    ctx = call.context()
+    f = _filter(patient_id, actor_user_id, action, outcome, since, until, break_glass, facility, purpose_of_use)
+    result = await run_in_threadpool(exports.export, ctx, f, format)
+    ext = "csv" if format == "csv" else "ndjson"
+    headers = {"X-Export-Count": str(result.count), "X-Export-Max-Rows": str(result.max_rows),
+               "X-Export-Truncated": "true" if result.truncated else "false",
+               "Content-Disposition": f'attachment; filename="audit-events.{ext}"'}
+    return StreamingResponse(result.chunks, media_type=result.media_type, headers=headers)

@@ -1,9 +1,11 @@
 """Coverage dashboard for health officials: coverage, dropout and zero-dose of a jurisdiction and
-birth cohort, drill-down to the units below, the SVG chart rendered on the server, CSV download.
+birth cohort, drill-down to the units below, the SVG chart rendered on the server, CSV and DHIS2
+(dataValueSets JSON) downloads.
 
 The same service as `GET /api/v1/reports/coverage` (`report.coverage`, one event per page; the
 chart is drawn from that same report by `registry.reports.render`, so no second query) and
-`GET /api/v1/reports/coverage/export` (`report.export`). Out of scope answers 404 as the API does.
+`GET /api/v1/reports/coverage/export?format=csv|dhis2` (`report.export`; without a DHIS2 mapping
+for the province or country the download answers 404 with the API's message). Out of scope answers 404 as the API does.
 Jurisdiction and cohort travel in POST bodies like every search value.
 """
 
@@ -13,7 +15,7 @@ from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
@@ -58,9 +60,13 @@ async def coverage(call: Annotated[ConsoleCall, Gate(P.REPORT_READ, action="repo
 
 @router.post("/export")
 async def export(call: Annotated[ConsoleCall, Gate(P.REPORT_READ, action="report.export")], cohort: Cohort,
-                 jurisdiction: Code = None, denominator: Denominator = "registered"):
+                 jurisdiction: Code = None, denominator: Denominator = "registered",
+                 format: Annotated[Literal["csv", "dhis2"], Form()] = "csv"):
     ctx = call.context()
-    body, _ = await run_in_threadpool(lambda: reports.export(ctx, fmt="csv", jurisdiction=jurisdiction or None, cohort=cohort,
-                                                             denominator=denominator))
+    body, facts = await run_in_threadpool(lambda: reports.export(ctx, fmt=format, jurisdiction=jurisdiction or None,
+                                                                 cohort=cohort, denominator=denominator))
+    if format == "dhis2":
+        return JSONResponse(body, headers={"X-Export-Skipped": str(facts["skipped"]),
+                                           "Content-Disposition": f'attachment; filename="coverage-{cohort}-dhis2.json"'})
     return Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="coverage-{cohort}.csv"'})

@@ -2,14 +2,17 @@
 API's service: its throttle and `citizen.login` event), then the child's record, doses (voided and
 corrected ones marked) and the access log: who opened the record, when, why, emergency or not.
 The same services as `GET /api/v1/citizen/me`, `/me/immunizations` and `/me/access-log`, one
-event each. The child comes from the session, never from the URL."""
+event each; `/my/certificate` is `GET /api/v1/citizen/me/certificate` (`citizen.certificate`): the QR
+code drawn on the server as inline SVG (segno) and a card that prints on A6 (or A4). The child
+comes from the session, never from the URL."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from api.client_address import client_address
@@ -17,6 +20,9 @@ from api.console.gate import ConsoleCall, Gate, check_anonymous_csrf, cookie_nam
 from api.console.session_routes import anonymous_form
 from api.console.templating import render
 from api.deps import Public, UoW, runtime
+from registry import errors as e
+from registry.certificates import card
+from registry.certificates.valuesets import DEFAULT_DISEASE, DISEASES
 from registry.citizens import service as citizens
 from registry.console_sessions import service as sessions
 from security.access.permissions import Permission as P
@@ -52,6 +58,21 @@ async def my_child(call: Annotated[ConsoleCall, Gate(P.CITIZEN_READ_OWN, action=
 
     record, doses, log = await run_in_threadpool(load)
     return render(call.request, "my.html", guardian=True, csrf=call.csrf, child=record, doses=doses, log=log)
+
+
+@router.get("/certificate")
+async def my_certificate(call: Annotated[ConsoleCall, Gate(P.CITIZEN_READ_OWN, action="citizen.certificate")],
+                         disease: Annotated[str, Query(max_length=32)] = DEFAULT_DISEASE):
+    """A new certificate each time, as the API issues it. Without a certified dose against the
+    disease the page says so (the refusal is audited by the service, as in the API)."""
+    ctx, generation = call.context(), call.live.generation
+    context = {"guardian": True, "csrf": call.csrf, "diseases": DISEASES, "disease": disease}
+    try:
+        view, issued = await run_in_threadpool(citizens.certificate, ctx, generation, disease)
+    except e.InvalidInput as exc:
+        return render(call.request, "my_certificate.html", status_code=422, problem=exc.message, **context)
+    qr = Markup(card.qr_svg_inline(view.hc1))  # segno's SVG: a path of the code's modules, nothing from the record
+    return render(call.request, "my_certificate.html", cert=view, issued=issued, dcc=issued.dcc, qr=qr, **context)
 
 
 @router.post("/logout")

@@ -1,5 +1,5 @@
-"""Signed checkpoints and Merkle proofs of the audit log (RFC 9162), for auditors. Each request is
-itself audited (`audit.proof`)."""
+"""Signed checkpoints and Merkle proofs of the audit log (RFC 9162), and the log's verification
+status, for auditors. Each request is itself audited (`audit.proof`, `audit.verification`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import require
-from registry.audit_log import proofs
+from registry.audit_log import log_status, proofs
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 
@@ -38,3 +38,13 @@ def consistency_proof(ctx: Auditor, first: Annotated[int, Query(ge=1)], second: 
 @router.get("/public-key", response_model=proofs.PublicKeyView, summary="The checkpoint verification key")
 def public_key(ctx: Auditor):
     return proofs.public_key(ctx)
+
+
+@router.get("/verification", response_model=log_status.LogStatus,
+            summary="Verify the audit log now: the latest checkpoint, its size and time, and whether the log up to it verifies",
+            description="Recomputes every leaf hash and root from the events and checks every checkpoint's signature and "
+                        "consistency, as `nhr audit verify` does (one read of the whole log). `intact: false` carries the "
+                        "first discrepancy in `problem` (positions, event ids, sizes; never an event's content). "
+                        "Audited as `audit.verification`.")
+def verification(ctx: Annotated[ServiceContext, Depends(require(P.AUDIT_READ, action=log_status.ACTION))]):
+    return log_status.status(ctx)

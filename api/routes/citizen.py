@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from api.deps import Public, UoW, client_address, oauth2, require, runtime
 from registry import errors as e
 from registry.citizens import service
-from registry.citizens.schemas import (EXAMPLE_DOSES, AccessCodeIssued, AccessLogPage, CitizenDose, CitizenLogin,
-                                       CitizenRecord, CitizenToken)
+from registry.citizens.schemas import (EXAMPLE_DOSES, AccessCodeIssued, AccessLogPage, CitizenCertificate, CitizenDose,
+                                       CitizenLogin, CitizenRecord, CitizenToken)
 from registry.context import ServiceContext
 from security import tokens
 from security.access.permissions import Permission as P
@@ -102,6 +102,18 @@ def my_access_log(request: Request, citizen: Annotated[tuple, Depends(_citizen("
     ctx, generation = citizen
     size = runtime(request).settings.page_size.default if limit is None else limit
     return service.access_log(ctx, generation, cursor, size, include_own_views)
+
+
+@router.get("/citizen/me/certificate", response_model=CitizenCertificate, tags=["citizen"],
+            summary="The child's vaccination certificate (HC1 for a QR code), issued now (citizen view)",
+            description="A signed EU DCC / WHO DDCC:VS certificate for one target disease (`disease`, default polio), "
+                        "from the latest completed dose administered here (reported doses are not certified), as a "
+                        "clinic would issue it: a new UVCI on every call. 422 when there is no such dose. Audited as "
+                        "`citizen.certificate`.")
+def my_certificate(citizen: Annotated[tuple, Depends(_citizen("citizen.certificate"))],
+                   disease: Annotated[str | None, Query(max_length=32, description="target disease, default polio")] = None):
+    view, _ = service.certificate(*citizen, disease)
+    return view
 
 
 @router.post("/patients/{patient_id}/access-code", status_code=201, response_model=AccessCodeIssued, tags=["patients"],

@@ -31,6 +31,12 @@ def qr_svg(hc1: str, scale: int = 4) -> str:
     return buf.getvalue().decode()
 
 
+def qr_svg_inline(hc1: str) -> str:
+    """The QR code as an `<svg>` element for a page: a viewBox and no fixed size, so the page's
+    stylesheet sizes it (the page names it for screen readers)."""
+    return _qr(hc1).svg_inline(scale=1, border=4, omitsize=True, svgclass="qr")
+
+
 def html_card(issued) -> str:
     e = html.escape
     dcc = issued.dcc

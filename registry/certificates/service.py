@@ -79,6 +79,12 @@ class Issued:
 def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None, *, now: datetime | None = None) -> Issued:
     action = "certificate.issue"
     prow, _ = reachable(ctx, patient_id, action, allow=(Access.CAPTURE,))
+    return issue_for(ctx, prow, disease, action=action, now=now)
+
+
+def issue_for(ctx: ServiceContext, prow, disease: str | None, *, action: str, now: datetime | None = None) -> Issued:
+    """Issue for a patient row the caller already reached (a clinic in capture scope, or a guardian
+    bound to the child: `registry.citizens.service.certificate`); one `action` event either way."""
     pref = PatientRef(prow.id, prow.province, prow.district)
     if prow.unnamed:  # a certificate names its holder: none for a child registered before naming
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type=RESOURCE, patient=pref,

@@ -123,3 +123,19 @@ class AccessCodeIssued(BaseModel):
     access_code: str
     generation: int
     issued_at: datetime
+
+
+class CitizenCertificate(BaseModel):
+    """The child's vaccination certificate (HC1, EU DCC / WHO DDCC:VS), issued for the guardian."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "uvci": "URN:UVCI:01:PK:NHR-PK-PB/7Q2M9X4KD1#H", "hc1": "HC1:6BFOXN%TSMAHN-H3O4...",
+        "disease": "polio", "disease_display": "Acute poliomyelitis",
+        "issued_at": "2026-11-22T05:14:00Z", "expires_at": "2027-11-22T05:14:00Z"}]})
+
+    uvci: str
+    hc1: str
+    disease: str
+    disease_display: str
+    issued_at: datetime
+    expires_at: datetime

@@ -11,6 +11,9 @@ Invariants:
   all cost one argon2id verification and get the same answer. Every attempt is audited
   (`citizen.login`); neither the health ID nor the code appears in the event.
 - Each use case writes exactly one audit event.
+- The guardian's certificate is issued like a clinic's (registry/certificates/service.py: a new
+  UVCI each time, doses administered here only), for the child the session is bound to, and
+  audited as `citizen.certificate` (the UVCI in its detail, never a name).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import uuid
 from datetime import UTC, datetime
 
 from registry import identifiers
+from registry.certificates import service as certificates
 from registry.citizens import codes
 from registry.citizens import repository as repo
-from registry.citizens.schemas import (AccessCodeIssued, AccessLogEntry, AccessLogPage, CitizenDose, CitizenRecord,
-                                       CitizenToken, Place)
+from registry.citizens.schemas import (AccessCodeIssued, AccessLogEntry, AccessLogPage, CitizenCertificate, CitizenDose,
+                                       CitizenRecord, CitizenToken, Place)
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput, TooManyAttempts, Unauthenticated
 from registry.immunizations import repository as doses
@@ -175,6 +179,16 @@ def immunizations(ctx: ServiceContext, generation: object) -> list[CitizenDose]:
     ctx.trail.record(ctx.session, action, audit.SUCCESS, resource_type="Immunization", patient=_ref(row),
                      detail={"count": len(views)})
     return views
+
+
+def certificate(ctx: ServiceContext, generation: object, disease: str | None = None) -> tuple[CitizenCertificate, object]:
+    """(the certificate, the issued certificate with its payload and doses for the printable card)."""
+    action = "citizen.certificate"
+    row = _own(ctx, action, generation)
+    issued = certificates.issue_for(ctx, row, disease, action=action)
+    view = CitizenCertificate(uvci=issued.uvci, hc1=issued.hc1, disease=issued.disease, disease_display=issued.disease_display,
+                              issued_at=issued.issued_at, expires_at=issued.expires_at)
+    return view, issued
 
 
 def access_log(ctx: ServiceContext, generation: object, cursor: str | None, limit: int,
