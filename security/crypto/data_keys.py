@@ -14,7 +14,9 @@ Invariants:
 - A version is retired (`retire`) only when no row uses it any more (the caller checks, see
   registry/keys/); a retired version is dropped from the cache and refused for decryption, here
   at once and in other processes at their next reload (at most `MAX_AGE` seconds later); it
-  can then be deleted. The active version can never be retired.
+  can then be deleted. The active version can never be retired. Likewise a rotation elsewhere
+  moves this process's new writes to the new version within `MAX_AGE` seconds, which is why
+  retirement waits twice that long after the newest version was created.
 - Each row records the KEK generation and backend that wrapped it (`kek_version`,
   `kek_backend`), so `rewrap` (KEK rotation, or a move from files to the HSM) can unwrap under
   the old KEK and wrap under the new one in one transaction.
@@ -194,10 +196,15 @@ class DataKeyStore:
             ).values(wrapped_key=self.kek.wrap(custodian, label, raw, new), kek_version=new, kek_backend=backend))
         return new, sorted({(r.kek_backend, r.kek_version) for r in rows} - {(backend, new)})
 
-    def get(self, custodian: str, purpose: str, version: int) -> DataKey:
+    def _reload_if_old(self) -> None:
+        """At most every MAX_AGE seconds: see other processes' rotations (new writes move to the
+        new version) and retirements (the retired version is dropped)."""
         if self._reload is not None and time.monotonic() - self._loaded_at > self.MAX_AGE:
             self._loaded_at = time.monotonic()
-            self._reload(self.load)  # sees retirements made by other processes
+            self._reload(self.load)
+
+    def get(self, custodian: str, purpose: str, version: int) -> DataKey:
+        self._reload_if_old()
         key = self._keys.get((custodian, purpose, version))
         if key is None:
             self._refresh_on_miss((custodian, purpose, version))
@@ -207,6 +214,7 @@ class DataKeyStore:
         return key
 
     def active(self, custodian: str, purpose: str) -> DataKey:
+        self._reload_if_old()
         version = self._active.get((custodian, purpose))
         if version is None:
             self._refresh_on_miss((custodian, purpose))
