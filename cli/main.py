@@ -27,6 +27,7 @@ from cli import dedupe as dedupe_cli
 from cli import reports as reports_cli
 from cli import field_reports as _field_reports  # noqa: F401  (registers `reports refusals`, `reports data-quality`)
 from cli import imports as imports_cli
+from cli import keys as keys_cli
 from cli import schedules as schedules_cli
 from cli import worker as worker_cli
 from registry import bootstrap
@@ -41,6 +42,7 @@ keys_app = typer.Typer(help="Encryption keys", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+keys_cli.register(keys_app)  # rotate, reencrypt, status, retire, rotate-kek
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(certificates_cli.app, name="certificate")
 app.add_typer(schedules_cli.app, name="schedules")
@@ -327,15 +329,6 @@ def keys_init():
     certificate issuers (with `nhr init`, the only way keys are created in production)."""
     custodians = bootstrap.provision_keys(_runtime(provisioning=True))
     console.print(f"keys ready for: {', '.join(custodians)}")
-
-
-@keys_app.command("rotate")
-def keys_rotate(custodian: str = typer.Option(..., help="province code, e.g. PK-PB")):
-    """Add a new field-key version for a custodian; new writes use it, old data stays readable."""
-    rt = _runtime()
-    with rt.engine.begin() as conn:
-        version = rt.keys.rotate(conn, custodian)
-    console.print(f"{custodian}: field key v{version} is now active (re-encryption of old rows is a later step)")
 
 
 def main() -> None:

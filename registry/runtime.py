@@ -26,6 +26,7 @@ from security.audit import event_mac as audit_mac
 from security.crypto.blind_index import BlindIndexer
 from security.crypto.data_keys import DataKeyStore
 from security.crypto.fields import FieldCipher
+from security.crypto.kek_backends import KekRouter
 from security.crypto.keyring import FileKeyring
 from security.passwords import PasswordHasher
 from security.tokens import TokenConfig, VerifiedTokens
@@ -93,7 +94,9 @@ class Runtime:
             with engine.connect() as conn:
                 load(conn.execution_options(isolation_level="AUTOCOMMIT"))
 
-        keys = DataKeyStore(keyring, reload_keys)
+        kek = KekRouter(keyring, settings.key_backends, pkcs11_module=settings.pkcs11_module,
+                        token_label=settings.pkcs11_token_label, pin_file=settings.pkcs11_pin_file, pin=settings.pkcs11_pin)
+        keys = DataKeyStore(kek, reload_keys)
         tokens = TokenConfig(keyring.secret("token-signing"), settings.tokens.issuer, settings.tokens.audience, settings.tokens.ttl_seconds)
         return cls(
             settings=settings, engine=engine, sessions=sessions, keyring=keyring, keys=keys,

@@ -229,6 +229,20 @@ class Settings(_Strict):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    # Where each province's KEK lives (issue 16, security/crypto/kek_backends.py): `PK-PB=pkcs11,*=file`
+    key_backends: str = "*=file"
+    pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    pkcs11_token_label: str = "nhr"
+    pkcs11_pin_file: Path | None = None
+    pkcs11_pin: str | None = Field(None, repr=False)  # prefer the file; never in the repository
+
+    @field_validator("key_backends")
+    @classmethod
+    def _backend_spec(cls, v: str) -> str:
+        from security.crypto.kek_backends import parse_spec
+
+        parse_spec(v)
+        return v
 
     @model_validator(mode="after")
     def _production_requires_explicit_values(self) -> Settings:

@@ -74,6 +74,11 @@ ENV = {
     "NHR_TRUSTED_PROXIES": ("serve.trusted_proxies", "10.0.0.0/8", "10.0.0.0/8"),
     "NHR_WORKER_HEALTHCHECK_SECONDS": ("serve.worker_healthcheck_seconds", "90", 90),
     "NHR_ASYNC_POOL_SIZE": ("serve.async_pool_size", "7", 7),
+    "NHR_KEY_BACKENDS": ("key_backends", "PK-PB=pkcs11,*=file", "PK-PB=pkcs11,*=file"),
+    "NHR_PKCS11_MODULE": ("pkcs11_module", "/opt/hsm/lib.so", Path("/opt/hsm/lib.so")),
+    "NHR_PKCS11_TOKEN_LABEL": ("pkcs11_token_label", "punjab", "punjab"),
+    "NHR_PKCS11_PIN_FILE": ("pkcs11_pin_file", "/run/secrets/pin", Path("/run/secrets/pin")),
+    "NHR_PKCS11_PIN": ("pkcs11_pin", "123456", "123456"),
 }
 
 

@@ -12,8 +12,11 @@ Invariants:
 - Named secrets (`secret(name)`) exist only under a name listed in `SECRET_NAMES`: `nhr keys
   init` provisions exactly that list, so a new use of a secret cannot reach production without
   being provisioned there (it fails in every environment, tests included, until it is listed).
-- A PKCS#11 HSM is the production path: it would implement the same two methods (`wrap`,
-  `unwrap`) without ever exporting the KEK.
+- KEKs have generations (`kek_version`): generation 1 is `kek/<custodian>.key`, a later one
+  `kek/<custodian>.v<N>.key`. `nhr keys rotate-kek` creates the next generation and re-wraps the
+  data keys under it (the version each data key is wrapped under is stored beside it).
+- A PKCS#11 HSM implements the same methods (`security/crypto/hsm.py`) without ever exporting
+  the KEK; `security/crypto/kek_backends.py` chooses the backend per custodian.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class FileKeyring:
         self.create_missing = create_missing
         if create_missing:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._keks: dict[str, AESGCM] = {}
+        self._keks: dict[tuple[str, int], AESGCM] = {}
         self._secrets: dict[str, bytes] = {}
         self._signing: Ed25519PrivateKey | None = None
         self._lock = threading.Lock()
@@ -80,28 +83,60 @@ class FileKeyring:
             pass
         return base64.b64decode(path.read_bytes().strip(), validate=True)
 
-    def _kek(self, custodian: str) -> AESGCM:
-        kek = self._keks.get(custodian)
+    def _kek_path(self, custodian: str, kek_version: int) -> Path:
+        if not _CUSTODIAN.match(custodian):
+            raise KeyUnavailable("custodian code is not valid")
+        return self.directory / "kek" / (f"{custodian}.key" if kek_version == 1 else f"{custodian}.v{kek_version}.key")
+
+    def _kek(self, custodian: str, kek_version: int = 1) -> AESGCM:
+        kek = self._keks.get((custodian, kek_version))
         if kek is None:
-            if not _CUSTODIAN.match(custodian):
-                raise KeyUnavailable("custodian code is not valid")
+            path = self._kek_path(custodian, kek_version)
             with self._lock:
-                raw = self._load_or_create(self.directory / "kek" / f"{custodian}.key", f"KEK of {custodian}")
-                kek = self._keks.setdefault(custodian, AESGCM(raw))
+                if kek_version == 1:
+                    raw = self._load_or_create(path, f"KEK of {custodian}")
+                else:  # a later generation exists only once `new_kek_version` made it
+                    try:
+                        raw = base64.b64decode(path.read_bytes().strip(), validate=True)
+                    except FileNotFoundError:
+                        raise KeyUnavailable(f"KEK v{kek_version} of {custodian} is missing from the keyring") from None
+                kek = self._keks.setdefault((custodian, kek_version), AESGCM(raw))
         return kek
 
-    def wrap(self, custodian: str, label: str, key: bytes) -> bytes:
+    def wrap(self, custodian: str, label: str, key: bytes, kek_version: int = 1) -> bytes:
         """Encrypt a data key under the custodian's KEK; `label` is bound as associated data."""
         nonce = secrets.token_bytes(12)
-        return nonce + self._kek(custodian).encrypt(nonce, key, _WRAP_AAD + f"{custodian}|{label}".encode())
+        return nonce + self._kek(custodian, kek_version).encrypt(nonce, key, _WRAP_AAD + f"{custodian}|{label}".encode())
 
-    def unwrap(self, custodian: str, label: str, wrapped: bytes) -> bytes:
+    def unwrap(self, custodian: str, label: str, wrapped: bytes, kek_version: int = 1) -> bytes:
         try:
-            return self._kek(custodian).decrypt(wrapped[:12], wrapped[12:], _WRAP_AAD + f"{custodian}|{label}".encode())
+            return self._kek(custodian, kek_version).decrypt(wrapped[:12], wrapped[12:], _WRAP_AAD + f"{custodian}|{label}".encode())
         except KeyUnavailable:
             raise
         except Exception:
             raise DecryptionError(f"data key {label} of {custodian} does not unwrap under its KEK") from None
+
+    def new_kek_version(self, custodian: str) -> int:
+        """Create the next KEK generation of `custodian` (an explicit operator step, so also in production)."""
+        version = max(self.kek_versions(custodian), default=1) + 1
+        _write_secret(self._kek_path(custodian, version), base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        return version
+
+    def kek_versions(self, custodian: str) -> list[int]:
+        folder = self.directory / "kek"
+        found = [1] if (folder / f"{custodian}.key").exists() else []
+        for p in folder.glob(f"{custodian}.v*.key") if folder.is_dir() else []:
+            if (n := p.name[len(custodian) + 2:-4]).isdigit():
+                found.append(int(n))
+        return sorted(found)
+
+    def destroy_kek(self, custodian: str, kek_version: int) -> None:
+        """Delete one KEK generation (after every data key was re-wrapped under a newer one)."""
+        self._kek_path(custodian, kek_version).unlink(missing_ok=True)
+        self._keks.pop((custodian, kek_version), None)
+
+    def describe(self, custodian: str) -> str:
+        return "file"
 
     def secret(self, name: str) -> bytes:
         """A named 32-byte secret (e.g. the token signing key), generated on first use in development."""
