@@ -19,6 +19,7 @@ from api.routes import audit, audit_proofs, audit_workbench, auth, citizen, heal
 from api.routes import bulk_export as bulk_export_routes
 from api.routes import certificates as certificate_routes
 from api.routes import reports as report_routes
+from api.routes import transparency as transparency_routes
 from api.routes import field_reports as field_report_routes
 from api.routes import schedules as schedule_routes
 from api.routes import aefi as aefi_routes
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(fhir_match_routes.router)  # Patient/$match (issue 13)
     app.include_router(fhir_routes.router)
     app.include_router(docs_routes.router)
+    app.include_router(transparency_routes.router)  # issue 16: public checkpoints and witness cosignatures
     console.install(app)  # the web console (api/console/): pages, their assets, errors as pages
     fhir_responses.install(app)  # after every exception handler: OperationOutcome under /fhir/R4
     check_routes(app.routes)

@@ -108,6 +108,9 @@ class AuditSettings(_Strict):
     distinct_patients_min: int = Field(50, ge=1)  # never flag a day below this many patients
     distinct_patients_peer_factor: float = Field(3.0, gt=0)  # ... nor below k x the peers' median
     refusals_per_hour: int = Field(5, ge=1)
+    # C2SP verifier keys (cosignature/v1) of the witnesses whose cosignatures the registry accepts and `nhr audit verify
+    # --witnesses K` counts, one per line (docs/custody.md#witnesses-of-the-audit-log); none: no witness is trusted.
+    witnesses_file: Path | None = None
 
 
 class CitizenSettings(_Strict):

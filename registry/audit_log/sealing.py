@@ -28,8 +28,9 @@ from prometheus_client import Counter
 
 from registry import periodic
 from registry.runtime import Runtime
-from security.audit import sealer, verify
+from security.audit import sealer, signing_key, verify
 from security.audit.checkpoint import Signer, origin_for
+from security.audit.checkpoint import verifier as checkpoint_verifier
 
 log = logging.getLogger("nhr.audit.sealer")
 LOOKBACK = timedelta(minutes=10)
@@ -43,17 +44,28 @@ def origin(rt: Runtime) -> str:
     return origin_for(rt.settings.country)
 
 
-def signer(rt: Runtime) -> Signer:
-    return Signer(rt.keyring.audit_signing_key(), origin(rt))
+def signer(rt: Runtime, *, fresh: bool = False) -> Signer:
+    """The current checkpoint key (security/audit/signing_key.py: re-read after a rotation)."""
+    return Signer(signing_key.load(rt.keyring, fresh=fresh), origin(rt))
 
 
 def public_key(rt: Runtime) -> Ed25519PublicKey:
-    return rt.keyring.audit_signing_key().public_key()
+    """The current checkpoint key's public half (older checkpoints: follow the key hand-overs)."""
+    return signing_key.load(rt.keyring).public_key()
+
+
+def verifier(rt: Runtime):
+    return checkpoint_verifier(origin(rt), public_key(rt))
 
 
 def seal_once(rt: Runtime, *, full: bool = True) -> sealer.SealResult | None:
-    with rt.sessions.begin() as s:
-        result = sealer.seal(s, signer(rt), mac=rt.event_mac, grace=grace(rt), lookback=None if full else LOOKBACK)
+    try:
+        with rt.sessions.begin() as s:
+            result = sealer.seal(s, signer(rt), mac=rt.event_mac, grace=grace(rt), lookback=None if full else LOOKBACK)
+    except sealer.KeyHandedOver:  # another process rotated the key: read the new one and seal with it
+        with rt.sessions.begin() as s:
+            result = sealer.seal(s, signer(rt, fresh=True), mac=rt.event_mac, grace=grace(rt),
+                                 lookback=None if full else LOOKBACK)
     if result is not None and result.quarantined:
         _report(result.quarantined)
     if result is not None and result.unreadable:
@@ -86,10 +98,15 @@ def seal_all(rt: Runtime, *, full: bool = True, quarantined: list | None = None)
     return total
 
 
-def verify_database(rt: Runtime, trusted: tuple[int, bytes] | None = None) -> verify.Report:
-    """Raises verify.Discrepancy at the first disagreement."""
+def verify_database(rt: Runtime, trusted: tuple[int, bytes] | None = None, *, required_witnesses: int = 0) -> verify.Report:
+    """Raises verify.Discrepancy at the first disagreement. `required_witnesses`: cosignatures of
+    that many witnesses of NHR_AUDIT_WITNESSES_FILE are required on some checkpoint."""
+    from registry.audit_log import transparency
+
     with rt.sessions() as s:
-        return verify.verify_database(s, origin(rt), public_key(rt), trusted=trusted)
+        return verify.verify_database(s, origin(rt), public_key(rt), trusted=trusted,
+                                      witnesses=transparency.witnesses(rt) if required_witnesses else None,
+                                      required_witnesses=required_witnesses)
 
 
 def export(rt: Runtime, path: Path) -> int:

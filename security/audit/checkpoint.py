@@ -106,3 +106,19 @@ class Signer:
     def sign(self, tree_size: int, root_hash: bytes, signed_at: datetime) -> Checkpoint:
         sig = self._key.sign(body(self.origin, tree_size, root_hash, signed_at))
         return Checkpoint(tree_size, root_hash, signed_at, self.key_id, sig)
+
+
+def signed_note(origin: str, cp: Checkpoint) -> str:
+    """The checkpoint as a C2SP signed note: its body, a blank line and the registry's signature
+    line (key name = origin, key hash = the key id). See security/audit/note.py."""
+    from security.audit import note
+
+    return note.format_note(body(origin, cp.tree_size, cp.root_hash, cp.signed_at).decode(),
+                            [note.Signature(origin, bytes.fromhex(cp.key_id), cp.signature)])
+
+
+def verifier(origin: str, key: Ed25519PublicKey):
+    """The registry's checkpoint key as a C2SP note verifier (vkey: `verifier(...).vkey()`)."""
+    from security.audit import note
+
+    return note.Verifier(origin, note.ED25519, key)

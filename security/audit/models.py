@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, LargeBinary, String, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -96,3 +96,36 @@ class AuditCheckpointRow(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     compact_range: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCosignatureRow(Base):
+    """A witness's C2SP cosignature (cosignature/v1) of the checkpoint at `tree_size`: stored only
+    after it verified under a configured witness key (registry/audit_log/transparency.py).
+    `signature` is what follows the key hash in the note signature line: 8-byte timestamp ||
+    Ed25519 signature. Append-only (migration 0029)."""
+
+    __tablename__ = "audit_cosignatures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(ForeignKey("audit_checkpoints.tree_size"), index=True)
+    witness_name: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(8))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("tree_size", "witness_name", "key_id"),)
+
+
+class AuditKeyHandoverRow(Base):
+    """A hand-over of the checkpoint-signing key: a signed note (security/audit/handover.py) by the
+    old key naming the new key, countersigned by the new key; checkpoints larger than `tree_size`
+    are signed by the new key. `sequence` counts hand-overs from 1. Append-only (migration 0029)."""
+
+    __tablename__ = "audit_key_handovers"
+
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    old_key_id: Mapped[str] = mapped_column(String(8))
+    new_key_id: Mapped[str] = mapped_column(String(8))
+    statement: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -23,6 +23,8 @@ Invariants:
   or deleted unnoticed (it is evidence of a direct write to the database); the mark cannot be
   removed to launder it nor added to discredit a genuine event later; and verify's rule "every
   event older than the sealed range is sealed" keeps holding, so nothing needs a side list.
+- It never signs with a key that was handed over (security/audit/handover.py): if the latest
+  hand-over names another key than the signer's, it refuses (KeyHandedOver) before writing.
 - A pending row that cannot be read at all (rows.py: an impossible date, a malformed UUID,
   broken JSON, a wrong type) has no canonical bytes to seal: it is skipped and counted, never a
   reason to stall, and `verify` reports it as damaged.
@@ -41,12 +43,14 @@ from security.audit import leaf, rows
 from security.audit.checkpoint import Checkpoint, Signer
 from security.audit.event_mac import EventMac
 from security.audit.merkle import Frontier, leaf_hash
-from security.audit.models import AuditCheckpointRow, AuditEventRow, AuditEventSubjectRow, AuditLogLeafRow
+from security.audit.models import (AuditCheckpointRow, AuditEventRow, AuditEventSubjectRow, AuditKeyHandoverRow,
+                                   AuditLogLeafRow)
 
 EVENTS = AuditEventRow.__table__
 SUBJECTS = AuditEventSubjectRow.__table__
 LEAVES = AuditLogLeafRow.__table__
 CHECKPOINTS = AuditCheckpointRow.__table__
+HANDOVERS = AuditKeyHandoverRow.__table__
 ADVISORY_LOCK = 0x6E68722D61756474  # "nhr-audt"
 _CHUNK = 2000
 MISSING_MAC, BAD_MAC, BACKDATED = "missing_mac", "bad_mac", "backdated"
@@ -55,6 +59,11 @@ QUARANTINE_REASONS = (MISSING_MAC, BAD_MAC, BACKDATED)
 
 class SealError(RuntimeError):
     """The stored log is not in a state the sealer can extend (run `nhr audit verify`)."""
+
+
+class KeyHandedOver(SealError):
+    """The checkpoint key was handed over to another key than the one this process signs with
+    (security/audit/handover.py): signing with it would make a checkpoint that does not verify."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,9 @@ def seal(session: Session, signer: Signer, *, mac: EventMac, grace: timedelta, l
     whole table. The caller commits (the session's transaction is the seal's unit)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
+    current = session.execute(select(HANDOVERS.c.new_key_id).order_by(HANDOVERS.c.sequence.desc()).limit(1)).scalar()
+    if current is not None and current != signer.key_id:
+        raise KeyHandedOver(f"the checkpoint key was handed over to key {current}; this signer holds key {signer.key_id}")
     last = session.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.tree_size.desc()).limit(1)).first()
     size = last.tree_size if last else 0
     top = session.execute(select(func.max(LEAVES.c.position))).scalar_one()

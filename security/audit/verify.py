@@ -10,7 +10,11 @@ Checks, in log order, stopping at the first disagreement:
 - the latest checkpoint covers every leaf, and every event has a leaf (in an export: all of
   them; in the database: all but those newer than the latest checkpoint minus a grace period);
 - optionally, the log extends a checkpoint the verifier trusted earlier (this is what catches a
-  log truncated together with its checkpoints).
+  log truncated together with its checkpoints);
+- each checkpoint is signed by the key in force at its size: the verifier's key, or a successor
+  reached through signed key hand-overs (handover.py);
+- optionally (`required_witnesses`), some checkpoint carries that many valid cosignatures of
+  configured witnesses: what catches a log rewritten together with re-signed checkpoints.
 
 Quarantined leaves (events the sealer sealed without vouching for them, sealer.py) verify like any
 other leaf (their hash binds the reason) and are listed in the report: the log is intact, but it
@@ -38,10 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from security.audit import leaf, rows
-from security.audit.checkpoint import Checkpoint, public_key_pem
+from security.audit import handover, leaf, note, rows
+from security.audit.checkpoint import Checkpoint, body, public_key_pem
 from security.audit.merkle import Frontier, ProofError, Tree, verify_consistency
+from security.audit.models import AuditCosignatureRow, AuditKeyHandoverRow
 from security.audit.sealer import CHECKPOINTS, EVENTS, LEAVES, SUBJECTS, _checkpoint
+
+COSIGNATURES = AuditCosignatureRow.__table__
+HANDOVERS = AuditKeyHandoverRow.__table__
 
 EXPORT_FORMAT = "nhr-audit-export/v1"
 
@@ -65,6 +73,8 @@ class Snapshot:
     leaves: list[tuple[int, str, bytes, str | None]] = field(default_factory=list)  # position, event, hash, quarantine
     checkpoints: list[Checkpoint] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # where rows could not be read (no values)
+    handovers: list[str] = field(default_factory=list)  # signed key hand-over statements, in sequence
+    cosignatures: list[dict] = field(default_factory=list)  # tree_size, witness_name, key_id, signature (bytes)
 
     def add_event(self, fields: list[str | None], subjects: Iterable[str]) -> None:
         eid = fields[0]
@@ -81,9 +91,17 @@ class Report:
     events: int
     unsealed: int
     quarantined: list[tuple[int, str, str]] = field(default_factory=list)  # position, event id, reason
+    witnessed: int | None = None  # the largest checkpoint size cosigned by enough witnesses (when required)
+    witnesses_required: int = 0
+    key_handovers: int = 0
 
     def summary(self) -> str:
         return (f"intact: {self.tree_size} sealed events under {self.checkpoints} signed checkpoints"
+                + (f" ({self.key_handovers} signing-key hand-overs followed)" if self.key_handovers else "")
+                + (f"; witnessed by at least {self.witnesses_required} witnesses up to size {self.witnessed}"
+                   + (f" ({self.tree_size - self.witnessed} later events not yet witnessed)"
+                      if self.witnessed is not None and self.witnessed < self.tree_size else "")
+                   if self.witnesses_required else "")
                 + (f"; {self.unsealed} recent events not yet sealed" if self.unsealed else "")
                 + (f"; {len(self.quarantined)} QUARANTINED events (sealed but not vouched for by the registry: "
                    "written outside it, or back-dated)" if self.quarantined else ""))
@@ -93,9 +111,18 @@ class Report:
 
 
 def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_before: str | None = None,
-                    trusted: tuple[int, bytes] | None = None) -> Report:
+                    trusted: tuple[int, bytes] | None = None, witnesses: list[note.Verifier] | None = None,
+                    required_witnesses: int = 0) -> Report:
     """Raises Discrepancy at the first disagreement. `unsealed_before`: canonical timestamp;
-    an event without a leaf older than it is a discrepancy (None: every event must be sealed)."""
+    an event without a leaf older than it is a discrepancy (None: every event must be sealed).
+    `public_key`: a checkpoint key the verifier trusts; checkpoints are checked under the key in
+    force at their size, following the signed key hand-overs (handover.py) through it.
+    `required_witnesses` > 0: some checkpoint must carry that many valid cosignatures of distinct
+    keys among `witnesses` (a log rewritten and re-signed with the registry's key has none)."""
+    try:
+        keys = handover.chain(snap.origin, public_key, snap.handovers)
+    except handover.HandoverError as exc:
+        raise Discrepancy(f"checkpoint keys: {exc}") from None
     if snap.damaged:
         shown = "; ".join(snap.damaged[:50]) + (f"; and {len(snap.damaged) - 50} more" if len(snap.damaged) > 50 else "")
         raise Damaged(f"{len(snap.damaged)} damaged row(s) that cannot be read: {shown}")
@@ -106,7 +133,7 @@ def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_be
             raise Discrepancy(f"two checkpoints claim tree size {a.tree_size}")
     frontier, hashes, seen, ci, quarantined = Frontier(), [], {}, 0, []
     while ci < len(checkpoints) and checkpoints[ci].tree_size == 0:
-        _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), public_key)
+        _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), keys)
         ci += 1
     for expected, (position, eid, stored, reason) in enumerate(leaves):
         if position != expected:
@@ -126,7 +153,7 @@ def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_be
         frontier.append(recomputed)
         hashes.append(recomputed)
         while ci < len(checkpoints) and checkpoints[ci].tree_size == frontier.size:
-            _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), public_key)
+            _check_checkpoint(snap.origin, checkpoints[ci], frontier.root(), keys)
             ci += 1
     if ci < len(checkpoints):
         raise Discrepancy(f"checkpoint at size {checkpoints[ci].tree_size} covers more events than the log holds "
@@ -156,13 +183,43 @@ def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_be
         if unsealed_before is None or snap.event_times[eid] < unsealed_before:
             raise Discrepancy(f"event {eid} is not in the sealed log although it is older than the sealed range "
                               "(inserted event)")
-    return Report(latest, len(checkpoints), len(snap.event_hashes), len(unsealed), quarantined)
+    witnessed = _witnessed(snap, checkpoints, witnesses or [], required_witnesses) if required_witnesses else None
+    return Report(latest, len(checkpoints), len(snap.event_hashes), len(unsealed), quarantined, witnessed,
+                  required_witnesses, len(snap.handovers))
 
 
-def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, public_key: Ed25519PublicKey) -> None:
+def _witnessed(snap: Snapshot, checkpoints: list[Checkpoint], witnesses: list[note.Verifier], k: int) -> int:
+    """The largest checkpoint size with at least `k` valid cosignatures by distinct configured keys
+    (checkpoints were verified already: their roots are the recomputed ones)."""
+    if len(witnesses) < k:
+        raise Discrepancy(f"{k} witnesses are required but only {len(witnesses)} witness keys are configured")
+    by_size = {cp.tree_size: cp for cp in checkpoints}
+    good: dict[int, set[str]] = {}
+    for c in snap.cosignatures:
+        cp = by_size.get(int(c["tree_size"]))
+        if cp is None:
+            continue
+        text = body(snap.origin, cp.tree_size, cp.root_hash, cp.signed_at).decode()
+        sig = note.Signature(str(c["witness_name"]), bytes.fromhex(str(c["key_id"])), bytes(c["signature"]))
+        for w in witnesses:
+            if w.sig_type == note.COSIGNATURE_V1 and note.signature_verifies(text, sig, w) is not None:
+                good.setdefault(cp.tree_size, set()).add(w.vkey())
+    sizes = [size for size, keys in good.items() if len(keys) >= k]
+    if not sizes:
+        raise Discrepancy(f"no checkpoint carries {k} valid cosignatures of configured witnesses: the log is not "
+                          "the one the witnesses saw (rewritten and re-signed?), or it was never witnessed")
+    return max(sizes)
+
+
+def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, keys: handover.KeyChain) -> None:
     if cp.root_hash != root:
         raise Discrepancy(f"checkpoint at size {cp.tree_size}: its root hash differs from the root recomputed "
                           "from the events")
+    key = keys.key_for(cp.tree_size)
+    if cp.key_id != key.key_id:
+        raise Discrepancy(f"checkpoint at size {cp.tree_size}: signed by key id {cp.key_id}, but key {key.key_id} "
+                          "is the one in force at that size (key hand-overs)")
+    public_key = key.public_key
     if not cp.verifies(origin, public_key):
         raise Discrepancy(f"checkpoint at size {cp.tree_size}: the signature (key id {cp.key_id}) does not verify "
                           "with the public key")
@@ -247,11 +304,19 @@ def snapshot_from_db(session: Session, origin: str, *, sealed_only: bool = False
             continue
         snap.leaves.append(item)
         positions[_hashable(raw["event_id"])] = item[0]
+    _witness_rows(session, snap)
     sealed = {eid for _, eid, _, _ in snap.leaves} if sealed_only else None
     for fields, subjects in _db_events(session, snap, positions):
         if sealed is None or fields[0] in sealed:
             snap.add_event(fields, subjects)
     return snap
+
+
+def _witness_rows(session: Session, snap: Snapshot) -> None:
+    snap.handovers = [r[0] for r in session.execute(select(HANDOVERS.c.statement).order_by(HANDOVERS.c.sequence))]
+    snap.cosignatures = [{"tree_size": r.tree_size, "witness_name": r.witness_name, "key_id": r.key_id,
+                          "signature": bytes(r.signature)}
+                         for r in session.execute(select(COSIGNATURES).order_by(COSIGNATURES.c.id))]
 
 
 class _Row:
@@ -265,7 +330,8 @@ class _Row:
 
 def verify_database(session: Session, origin: str, public_key: Ed25519PublicKey, *,
                     grace: timedelta = timedelta(minutes=10), trusted: tuple[int, bytes] | None = None,
-                    isolate: bool = True) -> Report:
+                    isolate: bool = True, witnesses: list[note.Verifier] | None = None,
+                    required_witnesses: int = 0) -> Report:
     """Events newer than the latest checkpoint minus `grace` may be unsealed yet; older ones may not.
     `isolate=False` verifies inside the caller's already-open transaction."""
     if isolate:
@@ -273,7 +339,8 @@ def verify_database(session: Session, origin: str, public_key: Ed25519PublicKey,
     snap = snapshot_from_db(session, origin)
     latest = max(snap.checkpoints, key=lambda c: c.tree_size) if snap.checkpoints and not snap.damaged else None
     cutoff = leaf.timestamp(latest.signed_at - grace) if latest else ""
-    return verify_snapshot(snap, public_key, unsealed_before=cutoff, trusted=trusted)
+    return verify_snapshot(snap, public_key, unsealed_before=cutoff, trusted=trusted, witnesses=witnesses,
+                           required_witnesses=required_witnesses)
 
 
 # --- the offline export (NDJSON) ---------------------------------------------------------------
@@ -299,6 +366,12 @@ def export_lines(session: Session, origin: str, public_key: Ed25519PublicKey) ->
                           "leaf_hash": bytes(r.leaf_hash).hex(), "quarantine": r.quarantine})
     for cp in cps:
         yield json.dumps({"kind": "checkpoint", **cp.as_json()})
+    _witness_rows(session, snap)
+    for statement in snap.handovers:
+        yield json.dumps({"kind": "handover", "statement": statement})
+    for c in snap.cosignatures:
+        if c["tree_size"] <= size:
+            yield json.dumps({"kind": "cosignature", **c, "signature": base64.b64encode(c["signature"]).decode()})
 
 
 def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
@@ -319,6 +392,12 @@ def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
                 snap.leaves.append((int(rec["position"]), str(rec["event_id"]), bytes.fromhex(rec["leaf_hash"]), reason))
             elif kind == "checkpoint":
                 snap.checkpoints.append(Checkpoint.from_json(rec))
+            elif kind == "handover":
+                snap.handovers.append(str(rec["statement"]))
+            elif kind == "cosignature":
+                snap.cosignatures.append({"tree_size": int(rec["tree_size"]), "witness_name": str(rec["witness_name"]),
+                                          "key_id": str(rec["key_id"]),
+                                          "signature": base64.b64decode(rec["signature"], validate=True)})
             else:
                 raise Discrepancy("the export holds a record of an unknown kind")
     except (KeyError, ValueError, TypeError, AttributeError):
@@ -327,11 +406,12 @@ def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
 
 
 def verify_records(records: Iterable[dict], public_key: Ed25519PublicKey, *,
-                   trusted: tuple[int, bytes] | None = None) -> Report:
-    return verify_snapshot(snapshot_from_records(records), public_key, trusted=trusted)
+                   trusted: tuple[int, bytes] | None = None, **witnessing) -> Report:
+    return verify_snapshot(snapshot_from_records(records), public_key, trusted=trusted, **witnessing)
 
 
-def verify_export(path: Path | str, public_key: Ed25519PublicKey, *, trusted: tuple[int, bytes] | None = None) -> Report:
+def verify_export(path: Path | str, public_key: Ed25519PublicKey, *, trusted: tuple[int, bytes] | None = None,
+                  **witnessing) -> Report:
     """Offline: needs only the export file and the registry's public key (never the key embedded
     in the export, which a forger could replace)."""
     def records():
@@ -342,7 +422,7 @@ def verify_export(path: Path | str, public_key: Ed25519PublicKey, *, trusted: tu
                         yield json.loads(line)
                     except json.JSONDecodeError:
                         raise Discrepancy("the export holds a line that is not JSON") from None
-    return verify_records(records(), public_key, trusted=trusted)
+    return verify_records(records(), public_key, trusted=trusted, **witnessing)
 
 
 def trusted_from_json(d: dict) -> tuple[int, bytes]:
