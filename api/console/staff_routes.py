@@ -17,6 +17,7 @@ from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
 from api.deps import runtime
 from registry import errors as e
+from registry.users import actions
 from registry.users import service as users
 from registry.users.schemas import UserCreate
 from security.access.permissions import ROLE_SCOPE_LEVELS, Role
@@ -65,5 +66,5 @@ async def create(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action="user.c
 async def deactivate(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action="user.deactivate")],
                      user_id: Annotated[uuid.UUID, Form()]):
     ctx = call.context()
-    await run_in_threadpool(users.deactivate, ctx.session, ctx.trail, user_id, within=ctx.principal.scope)
+    await run_in_threadpool(actions.deactivate, ctx.session, ctx.trail, user_id, within=ctx.principal.scope)
     return RedirectResponse("/console/staff", status_code=303)
