@@ -60,7 +60,7 @@ def _account(session: Session, trail: AuditTrail, action: str, user_id: uuid.UUI
 
 def _conflict(session: Session, trail: AuditTrail, action: str, user: User, message: str) -> Conflict:
     trail.record(session, action, audit.CONFLICT, resource_type="User", resource_id=user.id, detail={"reason": message})
-    return Conflict(message, field="user_id")
+    return Conflict(message)
 
 
 def _revoke(session: Session, user: User) -> dict:

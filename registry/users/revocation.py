@@ -16,8 +16,9 @@ Invariants:
   is active; a staff token without `tgen` is refused (fail closed). Citizen tokens are not staff
   tokens: their access-code generation (`gen`) is checked by registry/citizens.
 - Each process remembers (generation, active) per account for at most `max_age` seconds
-  (`NHR_TOKEN_REVOCATION_CHECK_SECONDS`, default 0.5; 0 reads on every request), so a revocation
-  committed through any worker is refused by every worker within that time. The read uses its own
+  (`NHR_TOKEN_REVOCATION_CHECK_SECONDS`, default 0.5; 0 reads on every request), counted from the
+  start of the read, so every request a worker handles `max_age` after a revocation was committed
+  (through any worker) is refused. The read uses its own
   autocommit connection: no transaction, no write lock on SQLite.
 - `bump` runs in the caller's transaction: the revocation takes effect when the caller commits.
 """
@@ -56,13 +57,14 @@ class TokenGenerations:
 
     def load(self, user_id: uuid.UUID) -> int | None:
         """Read the account's generation (None if unknown or inactive) and remember it."""
+        started = time.monotonic()  # the copy is as old as the read's start, not its end
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             row = conn.execute(select(User.token_generation, User.active).where(User.id == user_id)).first()
         generation = row.token_generation if row is not None and row.active else None
         with self._lock:
             if len(self._seen) >= self.max_size:
                 self._seen.clear()  # bounded: a burst of accounts only costs re-reading
-            self._seen[user_id] = (generation, time.monotonic())
+            self._seen[user_id] = (generation, started)
         return generation
 
     def current(self, user_id: uuid.UUID) -> int | None:
