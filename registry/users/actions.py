@@ -70,6 +70,15 @@ def _revoke(session: Session, user: User) -> dict:
     return {"token_generation": generation, "sessions_ended": ended}
 
 
+def find(session: Session, user_id: uuid.UUID, *, within: Scope) -> UserView:
+    """An account in the administrator's jurisdiction, for a confirmation page (changes nothing,
+    like the account list it comes from, which is not audited either)."""
+    user = session.get(User, user_id)
+    if user is None or (within.level != "national" and user.province != within.province):
+        raise NotFound("no such account in your jurisdiction")
+    return view(user)
+
+
 def deactivate(session: Session, trail: AuditTrail, user_id: uuid.UUID, *, within: Scope) -> UserView:
     """The account can no longer log in; its tokens and console sessions stop working now."""
     user = _account(session, trail, DEACTIVATE, user_id, within)
