@@ -22,6 +22,7 @@ from api.routes import reports as report_routes
 from api.routes import transparency as transparency_routes
 from api.routes import field_reports as field_report_routes
 from api.routes import schedules as schedule_routes
+from api.routes import accounts as account_routes
 from api.routes import aefi as aefi_routes
 from api.routes import docs as docs_routes
 from api.routes import due_lists as due_list_routes
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(schedule_routes.router)
     app.include_router(due_list_routes.router)
     app.include_router(aefi_routes.router)
+    app.include_router(account_routes.router)
     app.include_router(report_routes.router)
     app.include_router(field_report_routes.router)
     app.include_router(sync_routes.router)

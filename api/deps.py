@@ -15,6 +15,9 @@ Invariants:
   on the trail (`AuditTrail.refusal`) and written here, after the rollback, like every other.
   The unit of work is a coroutine: a request whose service never used the session costs no
   thread hand-off, and commit and close run in a worker thread only when the session connected.
+- A staff token is refused (401) once its account's token generation has moved on (logout,
+  deactivation, password reset, "end all sessions"), seen within `NHR_TOKEN_REVOCATION_CHECK_SECONDS`
+  by every worker (registry/users/revocation.py).
 - Every route declares `require(permission)` or `public`; `check_routes` refuses to start an
   app with a route that declares neither (fail closed).
 - Recovery (registry/database.py): a request that cannot reach the database answers 503
@@ -42,9 +45,10 @@ from registry import errors as e
 from registry import rate_limit, text
 from registry.context import ServiceContext
 from registry.runtime import Runtime
+from registry.users import revocation
 from registry.users.service import principal_from_claims
 from security import tokens
-from security.access.permissions import AUDITED, Permission
+from security.access.permissions import AUDITED, CITIZEN_ROLE, Permission
 from security.access.principal import AccessContext, PurposeRejected, resolve_purpose
 from security.audit import trail as audit
 from security.audit.trail import AuditTrail, PatientRef
@@ -171,9 +175,12 @@ def require(permission: Permission, *, action: str | None = None):
         if not token:
             raise e.Unauthenticated("a bearer token is required")
         try:
-            principal = principal_from_claims(rt.verified_tokens.verify(token))
+            claims = rt.verified_tokens.verify(token)
+            principal = principal_from_claims(claims)
         except (tokens.InvalidToken, KeyError, ValueError):
             raise e.Unauthenticated("the token is invalid or expired") from None
+        if principal.role != CITIZEN_ROLE and not await _current_generation(rt, principal.user_id, claims):
+            raise e.Unauthenticated("the token is invalid or expired")  # revoked: logout, deactivation, reset
         # Order matters: the purpose is resolved for the record (kept only if valid: an unchecked
         # header could be anything), then the role decides (403 whatever the headers say), and only
         # then are header errors reported (422).
@@ -202,6 +209,15 @@ def require(permission: Permission, *, action: str | None = None):
 
     gate.__nhr_permission__ = permission
     return gate
+
+
+async def _current_generation(rt: Runtime, user_id: uuid.UUID, claims: dict) -> bool:
+    """Whether a staff token is of its account's current generation (registry/users/revocation.py):
+    from the per-process cache, or one read in a worker thread when the cached copy is stale."""
+    generation = rt.token_generations.cached(user_id)
+    if generation is revocation.STALE:
+        generation = await run_in_threadpool(rt.token_generations.load, user_id)
+    return revocation.accepts(claims, generation)
 
 
 def public() -> None:

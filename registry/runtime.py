@@ -22,6 +22,7 @@ from registry.database import make_engine, make_session_factory
 from registry.jurisdictions.models import Jurisdiction
 from registry.schedules.cache import ScheduleCache
 from registry.settings import Settings
+from registry.users.revocation import TokenGenerations
 from security.audit import event_mac as audit_mac
 from security.crypto.blind_index import BlindIndexer
 from security.crypto.data_keys import DataKeyStore
@@ -78,6 +79,7 @@ class Runtime:
     tokens: TokenConfig
     verified_tokens: VerifiedTokens
     jurisdictions: JurisdictionCache
+    token_generations: TokenGenerations  # revocable staff tokens: the per-process generation cache
     schedules: ScheduleCache = field(default_factory=ScheduleCache)  # parsed schedules, by row id
     _pools: dict = field(default_factory=dict)  # event loop -> its AsyncDatabase (see `aio`)
 
@@ -106,6 +108,7 @@ class Runtime:
             # entropy, so a cheap argon2id keeps registration off the 30 ms password cost.
             code_hasher=PasswordHasher(memory_kib=2048, time_cost=1),
             tokens=tokens, verified_tokens=VerifiedTokens(tokens), jurisdictions=JurisdictionCache(sessions),
+            token_generations=TokenGenerations(engine, settings.tokens.revocation_check_seconds),
         )
 
     @property

@@ -41,11 +41,15 @@ class _Strict(BaseSettings):
 
 
 class TokenSettings(_Strict):
-    """Staff access tokens (signed JWT): they live 1 to 60 minutes; `iss` and `aud` are checked on every request."""
+    """Staff access tokens (signed JWT): they live 1 to 60 minutes; `iss` and `aud` are checked on every request, and
+    so is the account's token generation (revocation), read at most every `revocation_check_seconds` per worker."""
     model_config = _env("NHR_TOKEN_")
     ttl_seconds: int = Field(900, ge=60, le=3600)
     issuer: str = "nhr"
     audience: str = "nhr-api"
+    # How long a worker may trust its cached copy of an account's token generation (registry/users/revocation.py):
+    # a revoked token (logout, deactivation, password reset, "end all sessions") is refused by every worker within it.
+    revocation_check_seconds: float = Field(0.5, ge=0, le=60)
 
 
 class PasswordSettings(_Strict):

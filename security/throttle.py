@@ -11,6 +11,9 @@ The scheme (issue 18: a stranger must not be able to lock the owner out), for st
 - **client**: failures from one client over all accounts (`per_client`), against spraying one
   password over many accounts.
 A successful login clears its pair's failures and marks the client as known to the account.
+An administrator's **unlock** (`unlock`) writes an `unlock` marker for the account: failures of the
+account and of its pairs before the marker no longer count (the client budget is untouched: it
+guards other accounts). The pair keys hold the client address, so they cannot be found to delete.
 
 Invariants:
 - Keys are SHA-256 digests of a namespace and the values (`account:<username>` ...), so the table
@@ -68,13 +71,15 @@ class Keys:
     client: str
     pair: str
     known: str
+    unlock: str
 
     @classmethod
     def of(cls, namespace: str, account: str, client: str) -> Keys:
         """`namespace` "" for staff, "citizen-" for citizens: separate budgets."""
         pair_value = f"{account.lower()}\x00{client}"
         return cls(throttle_key(f"{namespace}account", account), throttle_key(f"{namespace}client", client),
-                   throttle_key(f"{namespace}pair", pair_value), throttle_key(f"{namespace}known", pair_value))
+                   throttle_key(f"{namespace}pair", pair_value), throttle_key(f"{namespace}known", pair_value),
+                   throttle_key(f"{namespace}unlock", account))
 
 
 def refused(session: Session, keys: Keys, limits: Limits) -> str | None:
@@ -83,7 +88,8 @@ def refused(session: Session, keys: Keys, limits: Limits) -> str | None:
     now = datetime.now(UTC)
     rows = session.execute(
         select(t.c.key, func.count()).where(or_(
-            and_(t.c.key.in_([keys.pair, keys.account, keys.client]), t.c.at >= now - limits.window),
+            and_(t.c.key.in_([keys.pair, keys.account]), t.c.at >= _counted_since(keys.unlock, now - limits.window)),
+            and_(t.c.key == keys.client, t.c.at >= now - limits.window),
             and_(t.c.key == keys.known, t.c.at >= now - limits.known_for))).group_by(t.c.key)).all()
     counts = dict(rows)
     if counts.get(keys.pair, 0) >= limits.per_pair:
@@ -105,3 +111,23 @@ def record_success(session: Session, keys: Keys) -> None:
     t = LoginFailureRow.__table__
     session.execute(delete(t).where(t.c.key.in_([keys.pair, keys.known])))
     session.execute(insert(t), [{"key": keys.known, "at": datetime.now(UTC)}])
+
+
+def _counted_since(unlock_key: str, window_start: datetime):
+    """The start of the window, or the account's latest unlock within it (a SQL expression)."""
+    t = LoginFailureRow.__table__
+    latest = select(func.max(t.c.at)).where(t.c.key == unlock_key, t.c.at >= window_start).scalar_subquery()
+    return func.coalesce(latest, window_start, type_=UTCDateTime)
+
+
+def unlock(session: Session, namespace: str, account: str, limits: Limits) -> int:
+    """An administrator clears the account's failed logins (and those of its pairs) -> how many
+    counted until now (0: nothing was locked or counting, and no marker is written)."""
+    t = LoginFailureRow.__table__
+    now = datetime.now(UTC)
+    account_key, unlock_key = throttle_key(f"{namespace}account", account), throttle_key(f"{namespace}unlock", account)
+    counted = session.execute(select(func.count()).where(
+        t.c.key == account_key, t.c.at >= _counted_since(unlock_key, now - limits.window))).scalar_one()
+    if counted:
+        session.execute(insert(t), [{"key": unlock_key, "at": now}])
+    return counted

@@ -24,6 +24,7 @@ ENV = {
     "NHR_TOKEN_TTL_SECONDS": ("tokens.ttl_seconds", "1200", 1200),
     "NHR_TOKEN_ISSUER": ("tokens.issuer", "nhr-pb", "nhr-pb"),
     "NHR_TOKEN_AUDIENCE": ("tokens.audience", "nhr-api-pb", "nhr-api-pb"),
+    "NHR_TOKEN_REVOCATION_CHECK_SECONDS": ("tokens.revocation_check_seconds", "0.25", 0.25),
     "NHR_PASSWORD_MIN_LENGTH": ("passwords.min_length", "16", 16),
     "NHR_BREACHED_PASSWORDS_FILE": ("passwords.breached_file", "/srv/breached.txt", "/srv/breached.txt"),
     "NHR_ARGON2_MEMORY_KIB": ("passwords.argon2_memory_kib", "65536", 65536),

@@ -1,7 +1,10 @@
 """Staff accounts for administrators: the list (auditors see it too, as `GET /api/v1/users`),
 create (`user.create`, the same service and event as `POST /api/v1/users`: password policy,
-scope rules, the administrator's own province only) and deactivate (`user.deactivate`, which also
-ends the account's console sessions)."""
+scope rules, the administrator's own province only), and the account actions of
+registry/users/actions.py, the same services and events as `POST /api/v1/users/{id}/...`:
+deactivate, reactivate, unlock, password reset (the new password shown once, on a no-store page),
+end all sessions. Each action is chosen on the list, confirmed on a page of its own (a POST with
+the CSRF token, naming the account) and done by the confirmation's POST."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
 from api.deps import runtime
 from registry import errors as e
+from registry.users import actions
 from registry.users import service as users
 from registry.users.schemas import UserCreate
 from security.access.permissions import ROLE_SCOPE_LEVELS, Role
@@ -61,9 +65,64 @@ async def create(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action="user.c
     return RedirectResponse("/console/staff", status_code=303)
 
 
+ACTIONS = ("deactivate", "reactivate", "unlock", "password-reset", "sessions/end")  # each a POST below
+
+
+@router.post("/confirm")
+async def confirm(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, audited=False)],
+                  user_id: Annotated[uuid.UUID, Form()], action: Annotated[str, Form(max_length=32)]):
+    """Ask before acting: nothing changes here (the account is looked up in the same scope)."""
+    if action not in ACTIONS:
+        raise e.InvalidInput("choose one of the listed actions", field="action")
+    account = await run_in_threadpool(actions.find, call.uow.session, user_id, within=call.principal.scope)
+    return render(call.request, "staff_confirm.html", me=call.principal, csrf=call.csrf, account=account, action=action)
+
+
+def _done():
+    return RedirectResponse("/console/staff", status_code=303)
+
+
 @router.post("/deactivate")
-async def deactivate(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action="user.deactivate")],
+async def deactivate(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action=actions.DEACTIVATE)],
                      user_id: Annotated[uuid.UUID, Form()]):
     ctx = call.context()
-    await run_in_threadpool(users.deactivate, ctx.session, ctx.trail, user_id, within=ctx.principal.scope)
-    return RedirectResponse("/console/staff", status_code=303)
+    await run_in_threadpool(actions.deactivate, ctx.session, ctx.trail, user_id, within=ctx.principal.scope)
+    return _done()
+
+
+@router.post("/reactivate")
+async def reactivate(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action=actions.REACTIVATE)],
+                     user_id: Annotated[uuid.UUID, Form()]):
+    ctx = call.context()
+    await run_in_threadpool(actions.reactivate, ctx.session, ctx.trail, user_id, within=ctx.principal.scope)
+    return _done()
+
+
+@router.post("/unlock")
+async def unlock(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action=actions.UNLOCK)],
+                 user_id: Annotated[uuid.UUID, Form()]):
+    ctx = call.context()
+    await run_in_threadpool(actions.unlock, ctx.session, ctx.runtime, ctx.trail, user_id, within=ctx.principal.scope)
+    return _done()
+
+
+@router.post("/sessions/end")
+async def end_sessions(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action=actions.END_SESSIONS)],
+                       user_id: Annotated[uuid.UUID, Form()]):
+    ctx = call.context()
+    await run_in_threadpool(actions.end_sessions, ctx.session, ctx.trail, user_id, within=ctx.principal.scope)
+    return _done()
+
+
+@router.post("/password-reset")
+async def password_reset(call: Annotated[ConsoleCall, Gate(P.USER_MANAGE, action=actions.PASSWORD_RESET)],
+                         user_id: Annotated[uuid.UUID, Form()]):
+    """The new password is on this page only: the response is never stored (no-store) and the
+    page is not reachable again; a lost password means another reset."""
+    ctx = call.context()
+    reset = await run_in_threadpool(actions.reset_password, ctx.session, ctx.runtime, ctx.trail, user_id,
+                                    within=ctx.principal.scope)
+    page = render(call.request, "staff_password.html", me=call.principal, csrf=call.csrf, account=reset.account,
+                  password=reset.password)
+    page.headers["Cache-Control"] = "no-store"
+    return page

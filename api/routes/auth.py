@@ -1,4 +1,4 @@
-"""Login (OAuth2 password flow) and who-am-I."""
+"""Login (OAuth2 password flow), logout and who-am-I."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
     uow.trail = AuditTrail(AccessContext(None, None, request.state.request_id, client))
     uow.action = "auth.login"
     return service.login(uow.session, runtime(request), uow.trail, form.username, form.password, client)
+
+
+@router.post("/auth/logout", status_code=204,
+             summary="Log out: this token and every other access token of the account stop working on every worker")
+def logout(ctx: Annotated[ServiceContext, Depends(require(P.JURISDICTION_READ, action="auth.logout"))]):
+    service.logout(ctx.session, ctx.trail, ctx.principal.user_id)
 
 
 @router.get("/me", summary="The principal behind the token: role, scope and permissions")

@@ -1,11 +1,15 @@
-"""Staff accounts. Each user has one role bound to one scope (facility, district, province, national)."""
+"""Staff accounts. Each user has one role bound to one scope (facility, district, province, national).
+
+`token_generation` is the generation of access tokens the account accepts: every token carries the
+generation it was issued under (`tgen`), and incrementing it (logout, deactivation, password reset,
+"end all sessions") revokes every token issued before (registry/users/revocation.py)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -26,3 +30,4 @@ class User(Base):
     district: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -6,7 +6,9 @@ Invariants:
 - Login is throttled per (account, client) pair, per client, and per account for clients the
   account has not logged in from (security/throttle.py) before the password is checked, so a
   stranger cannot lock the owner out; an unknown username costs one hash like a known one; every attempt is audited (`auth.login`).
-- Login is the only place a password hash is computed: tokens carry the principal afterwards.
+- Login is the only place a password hash is computed: tokens carry the principal afterwards,
+  and the account's token generation (`tgen`), which revokes them when it moves on.
+- Administrators' actions on accounts (deactivate, reset, unlock...) are in actions.py.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.console_sessions import repository as console_sessions
-from registry.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
+from registry.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
 from registry.facilities.models import Facility
 from registry.runtime import Runtime
+from registry.users import revocation
 from registry.users.models import User
 from registry.users.schemas import TokenResponse, UserCreate, UserView
 from security import throttle, tokens
@@ -105,7 +107,7 @@ def login(session: Session, rt: Runtime, trail: AuditTrail, username: str, passw
     user = authenticate(session, rt, trail, username, password, client)
     token, ttl = tokens.issue(rt.tokens, str(user.id), {
         "name": user.username, "role": user.role, "scope_level": user.scope_level, "scope_code": user.scope_code,
-        "prov": user.province, "dist": user.district,
+        "prov": user.province, "dist": user.district, "tgen": user.token_generation,
     })
     return TokenResponse(access_token=token, expires_in=ttl, role=user.role, scope_level=user.scope_level, scope_code=user.scope_code)
 
@@ -146,19 +148,14 @@ def principal_from_claims(claims: dict) -> Principal:
                            Scope(claims["scope_level"], claims["scope_code"], claims.get("prov"), claims.get("dist")))
 
 
-def deactivate(session: Session, trail: AuditTrail, user_id: uuid.UUID, *, within: Scope) -> UserView:
-    """Deactivate a staff account in the administrator's jurisdiction (`user.deactivate`): it can no
-    longer log in, and its console sessions end now. Outside the jurisdiction answers NotFound."""
+def logout(session: Session, trail: AuditTrail, user_id: uuid.UUID) -> None:
+    """`POST /api/v1/auth/logout`: the account's token generation moves on, so this token and every
+    other token of the account stop working on every worker (registry/users/revocation.py says why
+    a generation rather than one token's id). Console sessions are separate and stay."""
     user = session.get(User, user_id)
-    if user is None or (within.level != "national" and user.province != within.province):
-        trail.record(session, "user.deactivate", audit.NOT_FOUND, resource_type="User", resource_id=user_id)
-        raise NotFound("no such account in your jurisdiction")
-    if trail.context.principal is not None and user.id == trail.context.principal.user_id:
-        trail.record(session, "user.deactivate", audit.INVALID, resource_type="User", resource_id=user_id,
-                     detail={"reason": "own account"})
-        raise InvalidInput("you cannot deactivate your own account", field="user_id")
-    user.active = False
-    ended = console_sessions.end_all_of(session, user.id, datetime.now(UTC))
-    trail.record(session, "user.deactivate", audit.SUCCESS, resource_type="User", resource_id=user.id,
-                 detail={"sessions_ended": ended})
-    return view(user)
+    if user is None:
+        trail.record(session, "auth.logout", audit.NOT_FOUND, resource_type="User", resource_id=user_id)
+        raise Unauthenticated("the token is invalid or expired")
+    generation = revocation.bump(session, user)
+    trail.record(session, "auth.logout", audit.SUCCESS, resource_type="User", resource_id=user.id,
+                 detail={"token_generation": generation})

@@ -180,9 +180,20 @@ def test_administrator_creates_and_deactivates_an_account(watched, server, peopl
     v.page.get_by_role("button", name=f"Deactivate {name}").wait_for()
     v.shot(tmp_path, "staff-accounts")
     v.assert_clean()
+    v.page.get_by_role("button", name=f"Reset password {name}").click()  # a confirmation page first
+    v.page.get_by_role("heading", name="Reset this account's password?").wait_for()
+    v.assert_clean()
+    v.page.get_by_role("button", name="Confirm").click()
+    v.page.get_by_role("heading", name="New password").wait_for()
+    assert len(v.page.locator("code.once").inner_text()) >= 20  # shown once
+    v.assert_clean()
+    v.page.get_by_role("link", name="Back to the staff accounts").click()
     v.page.get_by_role("button", name=f"Deactivate {name}").click()
+    v.page.get_by_role("heading", name="Deactivate this account?").wait_for()
+    v.page.get_by_role("button", name="Confirm").click()
     v.page.wait_for_url(f"{server}/console/staff")
     assert v.page.get_by_role("button", name=f"Deactivate {name}").count() == 0
+    v.page.get_by_role("button", name=f"Reactivate {name}").wait_for()
     v.assert_clean()
 
 
