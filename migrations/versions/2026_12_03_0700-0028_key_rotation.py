@@ -1,7 +1,7 @@
 """Key rotation that finishes (issue 16): KEK generation and backend per data key, retirement
 
 Revision ID: 0028
-Revises: 0025
+Revises: 0026
 Create Date: 2026-12-03 07:00:00
 
 - `data_keys.kek_version` / `kek_backend`: which KEK generation, in which backend (`file` or
@@ -19,7 +19,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision: str = '0028'
-down_revision: Union[str, None] = '0025'
+down_revision: Union[str, None] = '0026'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

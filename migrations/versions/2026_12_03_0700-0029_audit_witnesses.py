@@ -1,7 +1,7 @@
 """Witness cosignatures of audit checkpoints and hand-overs of the checkpoint-signing key (issue 16)
 
 Revision ID: 0029
-Revises: 0025
+Revises: 0028
 Create Date: 2026-12-03 07:00:00
 
 `audit_cosignatures`: C2SP cosignatures by configured witnesses, one per checkpoint and witness
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision: str = '0029'
-down_revision: Union[str, None] = '0025'
+down_revision: Union[str, None] = '0028'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

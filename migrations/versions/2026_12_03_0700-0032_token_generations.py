@@ -1,7 +1,7 @@
 """Staff access tokens can be revoked (issue 16 item 5)
 
 Revision ID: 0032
-Revises: 0025
+Revises: 0029
 Create Date: 2026-12-03 07:00:00
 
 `users.token_generation`: every access token carries the generation it was issued under (`tgen`);
@@ -16,7 +16,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision: str = '0032'
-down_revision: Union[str, None] = '0025'
+down_revision: Union[str, None] = '0029'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
