@@ -34,6 +34,8 @@ ENCRYPTED_TABLES: tuple[EncryptedTable, ...] = (
     EncryptedTable("adverse_events", "id", "custodian", ("notes_ct",), "version"),
     # append-only except for exactly this re-encryption (migration 0028)
     EncryptedTable("break_glass_reviews", "event_id", "note_custodian", ("note_ct",)),
+    # a data steward's decision note, under the deciding steward's province (registry/linkage/decision_notes.py)
+    EncryptedTable("link_candidates", "id", "note_custodian", ("note_ct",), "version"),
 )
 
 # `*_ct` columns that are NOT under a province's field key, and why.
