@@ -12,7 +12,8 @@ responses are derived here from facts about the route, not written by hand in ea
 Each error response is `application/problem+json` with the `Problem` schema and an example
 (an OperationOutcome under /fhir/R4), with `Retry-After` on 429 and 503 and `WWW-Authenticate`
 on 401. Success responses get the headers the routes set (`ETag`, `Location`), and the request
-headers of the gate (`X-Purpose-Of-Use`, `X-Break-Glass-Reason`) are described.
+headers of the gate (`X-Purpose-Of-Use`, `X-Break-Glass-Reason`) are described. Every JSON body
+gets an example (api/openapi_bodies.py).
 tests/test_api_contract.py holds the app to this document with schemathesis.
 """
 
@@ -22,7 +23,7 @@ import copy
 
 from fastapi import FastAPI
 
-from api import openapi_examples
+from api import openapi_bodies, openapi_examples
 from api.deps import declared_access, iter_api_routes
 from registry.rate_limit import PATIENT_DATA
 from security.access.permissions import ROLE_PURPOSES, Permission
@@ -198,6 +199,7 @@ def complete(spec: dict, routes) -> None:
             if op is None:
                 continue
             _complete_operation(method, served.path, access, op)
+    openapi_bodies.complete(spec)  # an example for every JSON body left without one
     if "HTTPValidationError" in schemas and "HTTPValidationError" not in repr(spec.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
