@@ -8,11 +8,13 @@ responses are derived here from facts about the route, not written by hand in ea
 - its parameters and body: 422 (with a body also 413); path parameters: 404;
 - a gated POST: the `Idempotency-Key` header, 409 (its first request still running) and 422;
 - an `If-Match` header: 412 (stale) and 428 (missing);
-- every route but liveness and metrics reads the database: 503.
+- every route but liveness and metrics reads the database: 503;
+- a FHIR route that negotiates content: 406 (`_format`, `Accept`), with a body also 415.
 Each error response is `application/problem+json` with the `Problem` schema and an example
 (an OperationOutcome under /fhir/R4), with `Retry-After` on 429 and 503 and `WWW-Authenticate`
 on 401. Success responses get the headers the routes set (`ETag`, `Location`), and the request
-headers of the gate (`X-Purpose-Of-Use`, `X-Break-Glass-Reason`) are described.
+headers of the gate (`X-Purpose-Of-Use`, `X-Break-Glass-Reason`) are described. Every JSON body
+gets an example (api/openapi_bodies.py).
 tests/test_api_contract.py holds the app to this document with schemathesis.
 """
 
@@ -22,7 +24,7 @@ import copy
 
 from fastapi import FastAPI
 
-from api import openapi_examples
+from api import openapi_bodies, openapi_examples
 from api.deps import declared_access, iter_api_routes
 from registry.rate_limit import PATIENT_DATA
 from security.access.permissions import ROLE_PURPOSES, Permission
@@ -33,13 +35,14 @@ FHIR_PREFIX = "/fhir/R4"
 LOGINS = {"/api/v1/auth/token", "/api/v1/citizen/token"}
 NO_DATABASE = {"/healthz", "/metrics", "/readyz"}  # /readyz answers its own 503 (below)
 
-TITLES = {400: "Bad request", 401: "Authentication required", 403: "Not allowed", 404: "Not found", 409: "Conflict",
+TITLES = {406: "Not acceptable", 415: "Unsupported media type", 400: "Bad request", 401: "Authentication required", 403: "Not allowed", 404: "Not found", 409: "Conflict",
           412: "Precondition failed", 413: "Payload too large", 422: "Invalid input", 428: "Precondition required",
           429: "Too many attempts", 503: "Service unavailable"}
-SLUGS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found", 409: "conflict",
+SLUGS = {406: "not-acceptable", 415: "unsupported-media-type", 400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found", 409: "conflict",
          412: "precondition-failed", 413: "payload-too-large", 422: "invalid-input", 428: "precondition-required",
          429: "too-many-attempts", 503: "unavailable"}
-DETAILS = {401: "a bearer token is required", 403: "your role does not allow this", 404: "no such record in your scope",
+DETAILS = {406: "_format or Accept asks for a format this server does not serve (JSON only)",
+           415: "the body must be application/fhir+json (a form for _search)", 401: "a bearer token is required", 403: "your role does not allow this", 404: "no such record in your scope",
            409: "a request with this Idempotency-Key is still being processed; retry later",
            412: "the record has changed since you read it (If-Match)", 413: "the request body is larger than 1048576 bytes",
            422: "invalid value for: given_name", 428: "If-Match is required", 429: "too many requests; slow down",
@@ -124,7 +127,7 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def statuses_of(method: str, path: str, access: str | None, op: dict) -> set[int]:
+def statuses_of(method: str, path: str, access: str | None, op: dict, negotiated: bool = False) -> set[int]:
     params = op.get("parameters", [])
     gated = access not in (None, "public")
     out: set[int] = set()
@@ -148,7 +151,23 @@ def statuses_of(method: str, path: str, access: str | None, op: dict) -> set[int
         out |= {412, 428}
     if path.startswith(FHIR_PREFIX) and (params or "requestBody" in op):
         out.add(400)
+    if negotiated:  # api/fhir/negotiation.py: an unsupported _format or Accept; an unsupported body media type
+        out |= {406, 415} if "requestBody" in op else {406}
     return out
+
+
+def negotiates(route, path: str) -> bool:
+    """Whether the route runs FHIR content negotiation: through its gate (api/fhir/routes.gate), or
+    the CapabilityStatement, which negotiates itself."""
+    if path == f"{FHIR_PREFIX}/metadata":
+        return True
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if getattr(dep.call, "__name__", "") == "fhir_gate":
+            return True
+        stack.extend(dep.dependencies)
+    return False
 
 
 def _example(status: int, fhir: bool) -> dict:
@@ -197,13 +216,14 @@ def complete(spec: dict, routes) -> None:
             op = spec.get("paths", {}).get(served.path, {}).get(method.lower())
             if op is None:
                 continue
-            _complete_operation(method, served.path, access, op)
+            _complete_operation(method, served.path, access, op, negotiates(served.route, served.path))
+    openapi_bodies.complete(spec)  # an example for every JSON body left without one
     if "HTTPValidationError" in schemas and "HTTPValidationError" not in repr(spec.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
 
 
-def _complete_operation(method: str, path: str, access: str | None, op: dict) -> None:
+def _complete_operation(method: str, path: str, access: str | None, op: dict, negotiated: bool) -> None:
     fhir = path.startswith(FHIR_PREFIX)
     params = op.setdefault("parameters", [])
     for p in params:
@@ -219,7 +239,7 @@ def _complete_operation(method: str, path: str, access: str | None, op: dict) ->
             content = response.get("content", {})
             if code.startswith("2") and "application/json" in content and FHIR_JSON not in content:
                 content[FHIR_JSON] = copy.deepcopy(content["application/json"])
-    for status in sorted(statuses_of(method, path, access, op)):
+    for status in sorted(statuses_of(method, path, access, op, negotiated)):
         responses[str(status)] = _error_response(status, fhir)
     for name in RESPONSE_HEADERS.get((method, path), ()):
         for code, response in responses.items():

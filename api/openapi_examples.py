@@ -69,5 +69,6 @@ EXAMPLES: list[BaseModel] = [
 
 
 def by_component() -> dict[str, dict]:
-    """Component name -> its example, as JSON (nulls kept: a required nullable field is part of the shape)."""
-    return {type(m).__name__: m.model_dump(mode="json", by_alias=True) for m in EXAMPLES}
+    """Component name -> its example, as JSON: the fields it was built with (nulls kept: a required nullable field
+    is part of the shape), not the defaults of the others (a PATCH example sends only what changes)."""
+    return {type(m).__name__: m.model_dump(mode="json", by_alias=True, exclude_unset=True) for m in EXAMPLES}

@@ -92,7 +92,7 @@ def provision_keys(rt: Runtime) -> list[str]:
     issuers = certificates.issuer_keys(rt)
     custodians = sorted(rt.keys.custodians())
     for custodian in custodians:
-        issuers.signer(custodian)
+        issuers.signer(custodian, renew_days=rt.settings.certificates.signer_renew_days)
     return custodians
 
 

@@ -79,6 +79,10 @@ def test_renewal_writes_in_production_but_a_first_signer_is_still_provisioned(tm
     assert production.signer("PK-PB", at=expiry).generation == 2
     with pytest.raises(KeyUnavailable):
         production.signer("PK-KP")  # no signer yet: `nhr certificate keys`, never created on first use
+    # a renewal cut off after its key was written: the next process finishes it with that key
+    (tmp_path / "certificates" / "dsc-PK-PB.2.crt.pem").unlink()
+    again = IssuerKeys(FileKeyring(tmp_path, create_missing=False)).signer("PK-PB", at=expiry)
+    assert again.generation == 2 and again.kid != production.signer("PK-PB", at=expiry).kid
 
 
 @pytest.fixture

@@ -86,3 +86,32 @@ def test_central_examples_land_on_their_components_and_validate(spec):
         [example] = schemas[name]["examples"]
         assert example == by_component()[name]
         type(model).model_validate(example)  # the JSON form reads back as the model
+
+
+def test_fhir_operations_document_406_and_415_exactly_when_they_answer_them(app, spec, shared_world):
+    """Asked for XML, every FHIR operation that documents 406 answers 406 and every other one does
+    not; sent a body as text/plain, those documenting 415 answer 415 (api/fhir/negotiation.py)."""
+    import uuid
+
+    from api.openapi_bodies import by_operation
+
+    w = shared_world
+    checked = 0
+    for method, path, _, op in _operations(app, spec):
+        if not path.startswith("/fhir/R4") or "{resource_type}" in path:
+            continue
+        url = path.replace("{version_id}", "1").replace("{patient_id}", str(uuid.uuid4())) \
+                  .replace("{dose_id}", str(uuid.uuid4())).replace("{job_id}", str(uuid.uuid4()))
+        body = by_operation().get(f"{method} {path}", {}).get("request")
+        kwargs = {"json": body} if isinstance(body, dict) and "form" not in str(op.get("requestBody")) else {}
+        for who in ("clinic_a", "official_national"):  # a role that holds the operation's permission
+            headers = w.h(who)
+            xml = w.client.request(method, url, headers={**headers, "Accept": "application/xml"}, **kwargs)
+            if xml.status_code != 403:
+                break
+        assert (xml.status_code == 406) is ("406" in op["responses"]), f"{method} {path}: {xml.status_code}"
+        if "415" in op["responses"]:
+            text = w.client.request(method, url, headers={**headers, "Content-Type": "text/plain"}, content=b"x=1")
+            assert text.status_code == 415, f"{method} {path}: {text.status_code}"
+        checked += 1
+    assert checked >= 15

@@ -175,12 +175,15 @@ class DoseView(BaseModel):
                                      "schedule, UNKNOWN (a code NHR does not know) or SUBPOTENT")
     dose_number: int
     date_given: date
-    lot_number: str | None
+    # nullable fields have a default, so that a view written without its nulls (exclude_none: the pair view, the
+    # search) still matches the documented schema
+    lot_number: str | None = None
     facility: str = Field(description="the recording facility (for a reported dose: the recorder, not where it was given)")
-    performer_id: uuid.UUID | None = Field(description="who gave it, for a dose administered here; null for a reported dose")
+    performer_id: uuid.UUID | None = Field(None, description="who gave it, for a dose administered here; null for a "
+                                                             "reported dose")
     status: str
-    status_reason: str | None
-    supersedes_id: uuid.UUID | None
+    status_reason: str | None = None
+    supersedes_id: uuid.UUID | None = None
     recorded_at: datetime
     version: int
     validity: str | None = Field(None, description="by the schedule in force today: valid, invalid or not_in_schedule "

@@ -49,7 +49,7 @@ class Guardian(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Line | None = Field(None, min_length=1, max_length=100)
     relationship: str | None = Field(None, description=f"one of {', '.join(GUARDIAN_RELATIONSHIPS)}",
-                                     json_schema_extra={"enum": list(GUARDIAN_RELATIONSHIPS)})
+                                     json_schema_extra={"enum": [*GUARDIAN_RELATIONSHIPS, None]})  # null: not recorded
     cnic: str | None = Field(None, description="guardian's CNIC, XXXXX-XXXXXXX-X", examples=["35202-1234567-1"],
                              json_schema_extra=_NADRA_SCHEMA)
 
@@ -210,13 +210,13 @@ class PatientMatch(BaseModel):
     access: str
     id: uuid.UUID
     health_id: str
-    given_name: str | None
-    family_name: str | None
+    given_name: str | None = None  # nullable fields default to None: the search answers without its nulls
+    family_name: str | None = None
     unnamed: bool = False
     display_name: str = ""
     sex: str
     birth_date: date
-    guardian: Guardian | None
+    guardian: Guardian | None = None
     province: str
     district: str
     home_facility: str

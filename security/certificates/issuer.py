@@ -129,7 +129,9 @@ class IssuerKeys:
         if not _CUSTODIAN.match(custodian):
             raise KeyUnavailable("custodian code is not valid")
         with self._lock:
-            found = self._load(custodian, self._latest_generation(custodian) or 1, at, create=None)
+            latest = self._latest_generation(custodian) or 1
+            # a renewal cut off between its key and its certificate is finished (it is a renewal, not a first key)
+            found = self._load(custodian, latest, at, create=None if latest == 1 else True)
             if at < found.certificate.not_valid_before_utc:
                 raise KeyUnavailable("the document signer's certificate is not yet valid (check the clock)")
             if not found.usable_at(at, renew_days):
