@@ -34,13 +34,34 @@ def prepare_all(recs: list[dict]) -> list[dict]:
     return out
 
 
+TIMES: dict[str, tuple[float, float]] = {}  # phase -> (wall seconds, CPU seconds of this process)
+
+
+class phase:
+    """Times a phase in wall-clock and process CPU seconds: on a shared machine the CPU time is
+    what the work costs, the wall time what the neighbours left of it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self):
+        self.t, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        TIMES[self.name] = (time.perf_counter() - self.t, time.process_time() - self.c)
+
+
 def score_all(model: scoring.Model, prep: list[dict], workers: int = 1) -> tuple[list[tuple[str, str, float]], int, float]:
     """(a, b, weight) of every blocked pair graded at least possible; pairs scored; seconds.
-    Scored as `nhr dedupe run` scores (registry/linkage/dedupe.score_unit), in `workers` processes."""
+    Scored as `nhr dedupe run` scores (registry/linkage/dedupe.score_unit), in `workers` processes.
+    The phases `index` and `pairs` are timed in TIMES."""
     from registry.linkage import dedupe
 
     t = time.perf_counter()
-    dedupe._STATE = (prep, blocking.index(prep), model)
+    with phase("index"):
+        dedupe._STATE = (prep, blocking.index(prep), model)
+    p = phase("pairs").__enter__()
     graded, n = [], 0
     try:
         for _, n_pairs, found in dedupe._scored_units(blocking.units(), workers):
@@ -50,6 +71,7 @@ def score_all(model: scoring.Model, prep: list[dict], workers: int = 1) -> tuple
                 graded.append((a, b, s.weight))
     finally:
         dedupe._STATE = ()
+    p.__exit__()
     return graded, n, time.perf_counter() - t
 
 
@@ -116,7 +138,7 @@ def bloom_quality(n: int, seed: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=int, default=50_000, help="children before duplicates (default 50,000)")
+    ap.add_argument("--scale", "--size", type=int, default=50_000, help="children before duplicates (default 50,000)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--workers", type=int, default=1, help="processes scoring blocking units, as nhr dedupe run --workers (default 1)")
     ap.add_argument("--em", action="store_true", help="also estimate the parameters by EM (Splink) and evaluate them")
@@ -126,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    recs = population.generate(args.scale, seed=args.seed)
-    truth = population.truth_pairs(recs)
-    prep = prepare_all(recs)
-    t_prep = time.perf_counter() - t0
+    with phase("generate"):
+        recs = population.generate(args.scale, seed=args.seed)
+        truth = population.truth_pairs(recs)
+    with phase("prepare"):
+        prep = prepare_all(recs)
+    t_prep = TIMES["prepare"][0]
     lines = [f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(recs):,} records ({len(truth):,} true duplicate pairs), "
              f"seed {args.seed}", ""]
     configured = scoring.Model.from_parameters("configured-1", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
@@ -144,6 +168,18 @@ def main(argv: list[str] | None = None) -> int:
         res_em = evaluate(em, prep, truth)
         lines += [""] + _rows(f"EM-estimated (Splink, {t_em:.0f} s)", res_em)
     per_rec = t_prep / len(recs)
+    lines += ["", f"Phases at {len(prep):,} records, wall / CPU seconds of this process (the CPU time is the work; the "
+              "wall time adds what the machine's other jobs took): "
+              + ", ".join(f"{k} {TIMES[k][0]:.1f} / {TIMES[k][1]:.1f}" for k in ("prepare", "index", "pairs") if k in TIMES)
+              + f"; **blocking and scoring {TIMES['index'][0] + TIMES['pairs'][0]:.1f} s wall, "
+              f"{TIMES['index'][1] + TIMES['pairs'][1]:.1f} s CPU**; with preparing, "
+              f"{(t_prep + TIMES['index'][0] + TIMES['pairs'][0]) / 60:.1f} min wall, "
+              f"{(TIMES['prepare'][1] + TIMES['index'][1] + TIMES['pairs'][1]) / 60:.1f} min CPU."]
+    if len(prep) >= 1_000_000:  # measured at scale: no extrapolation
+        if args.bloom:
+            lines += [""] + bloom_quality(args.bloom, args.seed)
+        print("\n".join(lines))
+        return 0
     # Blocks share a fixed key space (names x dates), so pairs grow faster than the records:
     # count the pairs of the first half of the population too and fit pairs ~ n^alpha.
     half = prep[: len(prep) // 2]
