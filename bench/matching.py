@@ -34,13 +34,34 @@ def prepare_all(recs: list[dict]) -> list[dict]:
     return out
 
 
+TIMES: dict[str, tuple[float, float]] = {}  # phase -> (wall seconds, CPU seconds of this process)
+
+
+class phase:
+    """Times a phase in wall-clock and process CPU seconds: on a shared machine the CPU time is
+    what the work costs, the wall time what the neighbours left of it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self):
+        self.t, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        TIMES[self.name] = (time.perf_counter() - self.t, time.process_time() - self.c)
+
+
 def score_all(model: scoring.Model, prep: list[dict], workers: int = 1) -> tuple[list[tuple[str, str, float]], int, float]:
     """(a, b, weight) of every blocked pair graded at least possible; pairs scored; seconds.
-    Scored as `nhr dedupe run` scores (registry/linkage/dedupe.score_unit), in `workers` processes."""
+    Scored as `nhr dedupe run` scores (registry/linkage/dedupe.score_unit), in `workers` processes.
+    The phases `index` and `pairs` are timed in TIMES."""
     from registry.linkage import dedupe
 
     t = time.perf_counter()
-    dedupe._STATE = (prep, blocking.index(prep), model)
+    with phase("index"):
+        dedupe._STATE = (prep, blocking.index(prep), model)
+    p = phase("pairs").__enter__()
     graded, n = [], 0
     try:
         for _, n_pairs, found in dedupe._scored_units(blocking.units(), workers):
@@ -50,6 +71,7 @@ def score_all(model: scoring.Model, prep: list[dict], workers: int = 1) -> tuple
                 graded.append((a, b, s.weight))
     finally:
         dedupe._STATE = ()
+    p.__exit__()
     return graded, n, time.perf_counter() - t
 
 
@@ -95,28 +117,42 @@ def bloom_quality(n: int, seed: int) -> list[str]:
     blocks = defaultdict(list)
     for i, p in enumerate(prep):
         blocks[(p["bd"][:4], p["sex"])].append(i)
-    t, scored = time.perf_counter(), []
+    t, c_all, scored = time.perf_counter(), time.process_time(), []
     for ids in blocks.values():
         for k, a in enumerate(ids):
             for b in ids[k + 1:]:
                 d = bloom.dice(clks[a], clks[b])
                 if d >= bloom.DICE_POSSIBLE:
                     scored.append((*sorted((prep[a]["unique_id"], prep[b]["unique_id"])), d))
-    t_cmp = time.perf_counter() - t
-    lines = [f"| Bloom-filter encodings, {len(recs):,} records ({len(truth):,} true pairs) | threshold | pairs | precision | recall | F1 |",
-             "|---|---|---|---|---|---|"]
+    t_cmp, c_cmp = time.perf_counter() - t, time.process_time() - c_all
+    compared = sum(len(ids) * (len(ids) - 1) // 2 for ids in blocks.values())
+    # the same blocks with LSH banding (bloom.lsh_pairs): only pairs sharing a band are compared
+    t, c, lsh_scored, lsh_compared = time.perf_counter(), time.process_time(), [], 0
+    for ids in blocks.values():
+        members = [(prep[i]["unique_id"], i, clks[i]) for i in ids]  # every record its own "custodian": all pairs
+        for a, b in bloom.lsh_pairs(members):
+            lsh_compared += 1
+            d = bloom.dice(members[a][2], members[b][2])
+            if d >= bloom.DICE_POSSIBLE:
+                lsh_scored.append((*sorted((members[a][0], members[b][0])), d))
+    t_lsh, c_lsh = time.perf_counter() - t, time.process_time() - c
+    lines = [f"| Bloom-filter encodings, {len(recs):,} records ({len(truth):,} true pairs) | threshold | pairs | precision | recall | F1 "
+             "| LSH: pairs | LSH: recall | LSH: F1 |", "|---|---|---|---|---|---|---|---|---|"]
     for label, th in (("certain (Dice >= 0.92)", bloom.DICE_CERTAIN), ("probable (>= 0.85)", bloom.DICE_PROBABLE),
                       ("review (>= 0.78)", bloom.DICE_POSSIBLE)):
-        q = quality(scored, truth, th)
-        lines.append(f"| | {label} | {q['pairs']} | {q['precision']:.4f} | {q['recall']:.4f} | {q['f1']:.4f} |")
-    lines += ["", f"Encoding {t_enc / len(recs) * 1e6:.0f} us a record; comparing {t_cmp:.1f} s (every pair within a "
-              "birth year and sex: quadratic, see docs/linkage.md)."]
+        q, ql = quality(scored, truth, th), quality(lsh_scored, truth, th)
+        lines.append(f"| | {label} | {q['pairs']} | {q['precision']:.4f} | {q['recall']:.4f} | {q['f1']:.4f} "
+                     f"| {ql['pairs']} | {ql['recall']:.4f} | {ql['f1']:.4f} |")
+    lines += ["", f"Encoding {t_enc / len(recs) * 1e6:.0f} us a record; comparing every pair within a birth year and sex: "
+              f"{compared:,} pairs, {t_cmp:.1f} s wall / {c_cmp:.1f} s CPU (quadratic); with LSH banding ({bloom.LSH_BANDS} bands of {bloom.LSH_ROWS} bits): "
+              f"{lsh_compared:,} pairs compared ({lsh_compared / compared:.1%} of them), {t_lsh:.1f} s wall / {c_lsh:.1f} s CPU "
+              "including the banding."]
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=int, default=50_000, help="children before duplicates (default 50,000)")
+    ap.add_argument("--scale", "--size", type=int, default=50_000, help="children before duplicates (default 50,000)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--workers", type=int, default=1, help="processes scoring blocking units, as nhr dedupe run --workers (default 1)")
     ap.add_argument("--em", action="store_true", help="also estimate the parameters by EM (Splink) and evaluate them")
@@ -126,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    recs = population.generate(args.scale, seed=args.seed)
-    truth = population.truth_pairs(recs)
-    prep = prepare_all(recs)
-    t_prep = time.perf_counter() - t0
+    with phase("generate"):
+        recs = population.generate(args.scale, seed=args.seed)
+        truth = population.truth_pairs(recs)
+    with phase("prepare"):
+        prep = prepare_all(recs)
+    t_prep = TIMES["prepare"][0]
     lines = [f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(recs):,} records ({len(truth):,} true duplicate pairs), "
              f"seed {args.seed}", ""]
     configured = scoring.Model.from_parameters("configured-1", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
@@ -144,6 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         res_em = evaluate(em, prep, truth)
         lines += [""] + _rows(f"EM-estimated (Splink, {t_em:.0f} s)", res_em)
     per_rec = t_prep / len(recs)
+    lines += ["", f"Phases at {len(prep):,} records, wall / CPU seconds of this process (the CPU time is the work; the "
+              "wall time adds what the machine's other jobs took): "
+              + ", ".join(f"{k} {TIMES[k][0]:.1f} / {TIMES[k][1]:.1f}" for k in ("prepare", "index", "pairs") if k in TIMES)
+              + f"; **blocking and scoring {TIMES['index'][0] + TIMES['pairs'][0]:.1f} s wall, "
+              f"{TIMES['index'][1] + TIMES['pairs'][1]:.1f} s CPU**; with preparing, "
+              f"{(t_prep + TIMES['index'][0] + TIMES['pairs'][0]) / 60:.1f} min wall, "
+              f"{(TIMES['prepare'][1] + TIMES['index'][1] + TIMES['pairs'][1]) / 60:.1f} min CPU."]
+    if len(prep) >= 1_000_000:  # measured at scale: no extrapolation
+        if args.bloom:
+            lines += [""] + bloom_quality(args.bloom, args.seed)
+        print("\n".join(lines))
+        return 0
     # Blocks share a fixed key space (names x dates), so pairs grow faster than the records:
     # count the pairs of the first half of the population too and fit pairs ~ n^alpha.
     half = prep[: len(prep) // 2]

@@ -295,3 +295,32 @@ def test_blocking_keys_follow_an_update(world, runtime):
     assert again.status_code == 201, again.json()
     cands = _candidates(runtime, uuid.UUID(again.json()["id"]))
     assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], again.json()["id"]}]
+
+
+def test_propose_many_stores_as_propose_does(world, runtime):
+    """The dedupe's batched proposals (repository.propose_many): a new pair is inserted once, an
+    open pair is refreshed when its score changed, a decided pair is never reopened."""
+    from registry.linkage import repository as repo
+    from registry.linkage.scoring import Scored
+
+    a, b, c, d = (uuid.UUID(world.register("clinic_a")["id"]) for _ in range(4))
+    sc = Scored({"given_name": 4, "birth_date": 4}, 14.0, 0.99994, "certain")
+    with runtime.sessions.begin() as s:
+        assert repo.propose(s, a, b, weight=7.0, probability=0.99, grade="probable", levels={"given_name": 3},
+                            model_version="m1", source="dedupe") == "new"
+        assert repo.propose(s, a, c, weight=7.0, probability=0.99, grade="probable", levels={"given_name": 3},
+                            model_version="m1", source="dedupe") == "new"
+        s.execute(LinkCandidate.__table__.update().where(LinkCandidate.__table__.c.left_id.in_([a, c]),
+                                                          LinkCandidate.__table__.c.right_id.in_([a, c]))
+                  .values(status="not_same"))
+    with runtime.sessions.begin() as s:
+        assert repo.propose_many(s, [(b, a, sc), (c, a, sc), (a, d, sc), (d, a, sc)], model_version="m1", source="dedupe") == 1
+    rows = {frozenset((r.left_id, r.right_id)): r for r in _candidates(runtime, a)}
+    assert len(rows) == 3
+    ab, ac, ad = rows[frozenset((a, b))], rows[frozenset((a, c))], rows[frozenset((a, d))]
+    assert (ab.status, ab.version, ab.grade, ab.match_weight) == ("open", 2, "certain", 14.0)
+    assert (ac.status, ac.version, ac.grade) == ("not_same", 1, "probable")
+    assert (ad.status, ad.version, ad.grade, ad.source) == ("open", 1, "certain", "dedupe")
+    with runtime.sessions.begin() as s:  # again: nothing new, nothing changed
+        assert repo.propose_many(s, [(a, b, sc), (a, d, sc)], model_version="m1", source="dedupe") == 0
+    assert {r.version for r in _candidates(runtime, a) if frozenset((r.left_id, r.right_id)) != frozenset((a, c))} == {1, 2}

@@ -42,8 +42,14 @@ RULES: dict[str, Callable[[dict], tuple | None]] = {
     "guardian_cnic": lambda r: (r["guardian_cnic"],) if r["guardian_cnic"] else None,
     "phone": lambda r: (r["phone"],) if r["phone"] else None,
 }
-# the swapped date: rules on a birth date also meet the other record's swapped date
-SWAPPED = {"given_bd", "family_bd", "guardian_bd"}
+# the swapped date: rules on a birth date also meet the other record's swapped date; each such
+# rule's key with a given date in place of the birth date (as RULES, without copying the record)
+_WITH_DATE: dict[str, Callable[[dict, str], tuple | None]] = {
+    "given_bd": lambda r, d: _two(r["given_skel"], d),
+    "family_bd": lambda r, d: _three(r["family_skel"], d, r["sex"] or "-"),
+    "guardian_bd": lambda r, d: _two(r["guardian_skel"], d),
+}
+SWAPPED = set(_WITH_DATE)
 
 
 def units() -> list[str]:
@@ -57,9 +63,10 @@ def _bucket(key: tuple) -> int:
 
 def _swapped_key(rule: str, r: dict) -> tuple | None:
     """The rule's key with the swapped birth date in place of the date."""
-    if rule not in SWAPPED or not r["bd_swap"]:
+    swap = r["bd_swap"]
+    if not swap or rule not in _WITH_DATE:
         return None
-    return RULES[rule]({**r, "bd": r["bd_swap"]})
+    return _WITH_DATE[rule](r, swap)
 
 
 def _keys(rule: str, r: dict) -> list[tuple]:

@@ -86,6 +86,42 @@ def dice(a: int, b: int) -> float:
     return 2 * (a & b).bit_count() / (na + nb) if na + nb else 0.0
 
 
+# LSH banding (bit sampling for Hamming distance, as anonlink's blocking does): the folded CLK cut
+# into LSH_BANDS disjoint bands of LSH_ROWS bits (its bits are set by keyed hashes, so adjacent
+# bits are as independent as sampled ones); two encodings are compared only if they agree on a
+# whole band. A pair agreeing on a fraction s of its bits meets with probability
+# 1 - (1 - s^ROWS)^BANDS: about 0.99 at the `possible` threshold (Dice 0.78 is about s = 0.79 at
+# this fill), a few percent for unrelated children (s about 0.56). bench/matching.py --bloom
+# measures both against comparing every pair of the block.
+LSH_ROWS = 10
+LSH_BANDS = FOLDED // LSH_ROWS
+
+
+def bands(clk: int) -> list[tuple[int, int]]:
+    """(band number, band value) of an encoding."""
+    mask = (1 << LSH_ROWS) - 1
+    return [(j, (clk >> (j * LSH_ROWS)) & mask) for j in range(LSH_BANDS)]
+
+
+def lsh_pairs(members: list[tuple]) -> set[tuple[int, int]]:
+    """Index pairs (i < j) of `members` ((id, custodian, clk), ...) of different custodians that
+    share at least one band: the candidates of one block."""
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, (_, _, clk) in enumerate(members):
+        for key in bands(clk):
+            buckets.setdefault(key, []).append(i)
+    out: set[tuple[int, int]] = set()
+    for ids in buckets.values():
+        if len(ids) < 2:
+            continue
+        for n, a in enumerate(ids):
+            ca = members[a][1]
+            for b in ids[n + 1:]:
+                if members[b][1] != ca:
+                    out.add((a, b))
+    return out
+
+
 def grade(similarity: float) -> str | None:
     if similarity >= DICE_CERTAIN:
         return "certain"

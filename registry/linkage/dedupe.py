@@ -136,10 +136,8 @@ def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = N
         for n, (unit, n_pairs, graded) in enumerate(_scored_units(todo_now, workers)):
             with rt.sessions.begin() as s:
                 pairs += n_pairs
-                for i, j, sc in graded:
-                    if repo.propose(s, ids[i], ids[j], weight=sc.weight, probability=sc.probability, grade=sc.grade,
-                                    levels=sc.levels, model_version=model.version, source="dedupe") == "new":
-                        proposed += 1
+                proposed += repo.propose_many(s, [(ids[i], ids[j], sc) for i, j, sc in graded],
+                                              model_version=model.version, source="dedupe")
                 done.append(unit)
                 last = len(done) == len(units)
                 repo.checkpoint(s, run_id, done, pairs, proposed, done=last)

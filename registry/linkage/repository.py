@@ -56,6 +56,41 @@ def propose(session: Session, a: uuid.UUID, b: uuid.UUID, *, weight: float, prob
     return "updated"
 
 
+def propose_many(session: Session, found: list[tuple[uuid.UUID, uuid.UUID, object]], *, model_version: str,
+                 source: str, now: datetime | None = None) -> int:
+    """`propose` for many pairs (a dedupe unit): one SELECT of the pairs already stored per 500,
+    one INSERT of the new ones, an UPDATE only for an open pair whose score changed. `found`
+    holds (a, b, Scored); returns how many pairs are new. Same outcome as `propose` pair by pair."""
+    from sqlalchemy import tuple_
+
+    wanted: dict[tuple[uuid.UUID, uuid.UUID], object] = {}
+    for a, b, sc in found:
+        wanted.setdefault(ordered(a, b), sc)
+    keys, now = list(wanted), now or datetime.now(UTC)
+    stored = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        q = select(CANDIDATES.c.id, CANDIDATES.c.left_id, CANDIDATES.c.right_id, CANDIDATES.c.status,
+                   CANDIDATES.c.match_weight, CANDIDATES.c.levels, CANDIDATES.c.model_version) \
+            .where(tuple_(CANDIDATES.c.left_id, CANDIDATES.c.right_id).in_(chunk))
+        stored.update({(r.left_id, r.right_id): r for r in session.execute(q)})
+    new = []
+    for key, sc in wanted.items():
+        values = {"match_weight": sc.weight, "match_probability": sc.probability, "grade": sc.grade,
+                  "levels": {k: int(v) for k, v in sc.levels.items()}, "model_version": model_version}
+        row = stored.get(key)
+        if row is None:
+            new.append({"id": uuid.uuid4(), "version": 1, "left_id": key[0], "right_id": key[1], "source": source,
+                        "status": "open", "created_at": now, **values})
+        elif row.status == "open" and not (abs(row.match_weight - sc.weight) < 1e-9 and row.levels == values["levels"]
+                                           and row.model_version == model_version):
+            session.execute(update(CANDIDATES).where(CANDIDATES.c.id == row.id, CANDIDATES.c.status == "open")
+                            .values(**values, version=CANDIDATES.c.version + 1))
+    if new:
+        session.execute(insert(CANDIDATES), new)
+    return len(new)
+
+
 def not_same_pairs(session: Session, ids: list[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
     """Pairs among/with `ids` a steward decided are not the same child (never proposed again)."""
     if not ids:
