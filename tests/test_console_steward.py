@@ -270,3 +270,23 @@ def test_every_reason_grade_and_linkage_refusal_has_an_urdu_translation():
                  "this record is not merged into another; there is nothing to unmerge", "patient not found"}
     ur = i18n.translations("ur")
     assert not sorted(m for m in messages if ur.gettext(m) == m)
+
+
+def test_a_cross_province_pair_shows_the_other_record_for_identity_only_and_offers_it_as_survivor(app, world, runtime):
+    a, other = world.register("clinic_a"), world.register("clinic_c")  # Punjab, Sindh
+    dose(world, "clinic_c", other["id"])
+    cid = pair(runtime, a["id"], other["id"])
+    c, csrf = signed_in(app, world.users["steward_province"])
+    rid = _rid()
+    page = c.post("/console/linkage/pair", data={"csrf": csrf, "candidate_id": cid}, headers={"X-Request-ID": rid}).text
+    assert other["_input"]["given_name"] in page and "identity only" in page
+    for withheld in (other["_input"]["bform"], other["_input"]["phone"], other["_input"]["guardian"]["cnic"], "BCG-1"):
+        assert withheld not in page  # no national IDs, contact details or doses of the other province's child
+    assert a["_input"]["bform"] in page  # the steward's own record in full
+    # only the Sindh record may survive: a Punjab steward never retires the Sindh record
+    assert f'name="survivor_id" value="{other["id"]}"' in page and f'name="survivor_id" value="{a["id"]}"' not in page
+    outside = {str(e.patient_id): e.outside_capture_scope for e in audit_events(runtime, request_id=rid)}
+    assert outside == {a["id"]: False, other["id"]: True}
+    r = c.post("/console/linkage/decide", data={"csrf": csrf, "candidate_id": cid, "version": "1", "decision": "same",
+                                                "survivor_id": a["id"]})  # crafted: retire the Sindh record
+    assert r.status_code == 404 and queue_status(runtime, cid) == ("open", 1)

@@ -9,14 +9,7 @@ from sqlalchemy import select, text
 
 from conftest import audit_events, unique_nadra
 from registry.linkage.match_models import DedupeRun, LinkModel
-from registry.linkage.merge_models import LinkMerge
 from registry.linkage.models import LinkCandidate
-
-
-def _forget_unmerged_candidates(session):
-    """Empty the queue, except pairs a merge of an earlier test still points at (link_merges.candidate_id)."""
-    merged = select(LinkMerge.__table__.c.candidate_id).where(LinkMerge.__table__.c.candidate_id.is_not(None))
-    session.execute(LinkCandidate.__table__.delete().where(LinkCandidate.__table__.c.id.not_in(merged)))
 
 
 def _child(**over) -> dict:
@@ -162,8 +155,9 @@ def test_dedupe_is_resumable_idempotent_audited(world, runtime):
     body = _variant({**_child(), "family_name": first["family_name"],
                      "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": first["guardian"]["cnic"]}})
     dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()
+    t, pair_ids = LinkCandidate.__table__, [uuid.UUID(first["id"]), uuid.UUID(dup["id"])]
     with runtime.sessions.begin() as s:  # the steward's queue forgets the pair: dedupe must find it again
-        _forget_unmerged_candidates(s)
+        s.execute(t.delete().where(t.c.left_id.in_(pair_ids), t.c.right_id.in_(pair_ids)))  # not other tests' merged pairs
     part = dedupe.run(runtime, "PK-PB", stop_after_units=3)
     with runtime.sessions() as s:
         assert s.execute(select(DedupeRun.__table__.c.status).where(DedupeRun.__table__.c.id == part.run_id)).scalar_one() == "running"
@@ -263,8 +257,9 @@ def test_cross_province_linkage_compares_encodings_only(world, runtime):
     body = _variant({**_child(), "family_name": first["family_name"],
                      "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": unique_nadra()}})
     dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()  # Punjab
-    with runtime.sessions.begin() as s:
-        _forget_unmerged_candidates(s)
+    t, pair_ids = LinkCandidate.__table__, [uuid.UUID(first["id"]), uuid.UUID(dup["id"])]
+    with runtime.sessions.begin() as s:  # forget the pair the registration queued (not other tests' merged pairs)
+        s.execute(t.delete().where(t.c.left_id.in_(pair_ids), t.c.right_id.in_(pair_ids)))
     assert cross_province.encode_province(runtime, "PK-SD") >= 1
     assert cross_province.encode_province(runtime, "PK-PB") >= 1
     compared, proposed = cross_province.compare(runtime)

@@ -31,6 +31,7 @@ DONE = {"merged", "not_same", "unsure"}
 FIELDS = (("Given name", "given_name"), ("Family name", "family_name"), ("Birth date", "birth_date"), ("Sex", "sex"),
           ("Guardian", "guardian.name"), ("Guardian's CNIC", "guardian.cnic"), ("B-form number", "bform"),
           ("Phone", "phone"), ("Health ID", "health_id"), ("District", "district"), ("Home facility", "home_facility"))
+NEVER_EQUAL = {"health_id"}  # two records always have two health IDs: not a difference worth marking
 
 
 @router.get("")
@@ -60,7 +61,7 @@ def comparison(pair) -> list[dict]:
         if left is None and right is None:
             continue
         rows.append({"label": label, "path": path, "left": left, "right": right,
-                     "differs": left is not None and right is not None and left != right})
+                     "differs": path not in NEVER_EQUAL and left is not None and right is not None and left != right})
     return rows
 
 
