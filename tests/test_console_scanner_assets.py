@@ -33,6 +33,7 @@ def test_verify_page_links_its_script_and_the_decoder_loads_only_on_demand(app):
     assert zipped.headers["content-encoding"] == "gzip" and zipped.headers["vary"] == "Accept-Encoding"
     assert zipped.content == raw.content  # the client decompressed it: the same file
     assert len(gzip.compress(raw.content)) < 80_000  # what travels over the network
+    assert "content-encoding" not in c.get(decoder, headers={"Accept-Encoding": "gzip;q=0, identity"}).headers
     assert c.get(decoder.replace(decoder.split("/")[3], "0" * 16)).status_code == 404
 
 

@@ -16,6 +16,19 @@ _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 static_router = APIRouter(include_in_schema=False, dependencies=[Public])
 
 
+def _accepts_gzip(header: str) -> bool:
+    """`gzip` (or `*`) listed without `q=0`."""
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        q = params.strip().removeprefix("q=").strip() if params.strip().startswith("q=") else "1"
+        if name.strip().lower() in ("gzip", "*"):
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 @static_router.get("/console/static/{version}/{name}")
 def static(request: Request, version: str, name: str) -> Response:
     if version != templating.fingerprint() or name not in templating.STATIC:
@@ -23,7 +36,7 @@ def static(request: Request, version: str, name: str) -> Response:
     media = templating.STATIC[name]
     if media.startswith("text/javascript"):  # the decoder is 250 KB as shipped, about 60 KB compressed
         headers = {**_IMMUTABLE, "Vary": "Accept-Encoding"}
-        if "gzip" in request.headers.get("accept-encoding", ""):
+        if _accepts_gzip(request.headers.get("accept-encoding", "")):
             return Response(templating.static_gzip(name), media_type=media, headers={**headers, "Content-Encoding": "gzip"})
         return Response(templating.static_file(name), media_type=media, headers=headers)
     return Response(templating.static_file(name), media_type=media, headers=_IMMUTABLE)
