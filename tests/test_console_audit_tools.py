@@ -78,6 +78,10 @@ def test_auditor_sees_anomaly_flags_with_their_explanations(app, runtime, shared
     r = c.post("/console/audit/anomalies", data={"csrf": csrf, "since": "2026-05-02", "until": "2026-01-01"},
                headers={"X-Request-ID": rid})
     assert r.status_code == 422 and "since" in r.text and _events(runtime, rid) == [("audit.anomalies", "invalid")]
+    rid = uuid.uuid4().hex  # a form without the session's CSRF token is refused before the service runs
+    r = c.post("/console/audit/anomalies", data={"csrf": "forged-token-000000000000", "since": "2026-01-01"},
+               headers={"X-Request-ID": rid})
+    assert r.status_code == 403 and _events(runtime, rid) == [("console.csrf", "denied")]
     c2, _ = signed_in(app, w.users["official_province"])
     rid = uuid.uuid4().hex
     assert c2.get("/console/audit/anomalies", headers={"X-Request-ID": rid}).status_code == 403

@@ -48,3 +48,6 @@ def test_official_downloads_the_dhis2_data_value_set_of_the_coverage_page(app, r
     rid = uuid.uuid4().hex
     r = c.post("/console/coverage/export", data={"csrf": csrf, "cohort": cohort, "format": "xml"}, headers={"X-Request-ID": rid})
     assert r.status_code == 422 and "format" in r.text
+    rid = uuid.uuid4().hex  # without the session's CSRF token: refused and audited, nothing exported
+    r = c.post("/console/coverage/export", data={"cohort": cohort, "format": "dhis2"}, headers={"X-Request-ID": rid})
+    assert r.status_code == 403 and "dataValues" not in r.text and _events(runtime, rid) == [("console.csrf", "denied")]

@@ -1,9 +1,12 @@
 """Rendering: Jinja2 templates with autoescaping, the language of the request, and the console's
-static files (CSS, no script needed) served under a content fingerprint with immutable caching, as
-/docs serves Swagger UI (api/routes/docs.py)."""
+static files served under a content fingerprint with immutable caching, as /docs serves Swagger UI
+(api/routes/docs.py). The only scripts are the verifier's QR scanner (`verify.js`, the app's own)
+and the QR decoder it loads on demand (jsQR 1.4.0 from npm, Apache-2.0, `static/vendor/`); a
+script is sent gzip-compressed to a browser that accepts it."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from functools import lru_cache
 from importlib import resources
@@ -14,12 +17,20 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from api.console import i18n
 
-STATIC = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+STATIC = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml",
+          "verify.js": "text/javascript; charset=utf-8", "jsQR.js": "text/javascript; charset=utf-8"}
+_PATHS = {"jsQR.js": ("vendor", "jsQR.js")}  # vendored from npm: `npm pack jsqr@1.4.0`, dist/jsQR.js, with its LICENSE
 
 
 @lru_cache(maxsize=None)
 def static_file(name: str) -> bytes:
-    return resources.files("api.console").joinpath("static", name).read_bytes()
+    return resources.files("api.console").joinpath("static", *_PATHS.get(name, (name,))).read_bytes()
+
+
+@lru_cache(maxsize=None)
+def static_gzip(name: str) -> bytes:
+    """The file gzip-compressed once (deterministic: no file name or time in the header)."""
+    return gzip.compress(static_file(name), compresslevel=9, mtime=0)
 
 
 @lru_cache(maxsize=1)
