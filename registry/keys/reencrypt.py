@@ -107,10 +107,11 @@ def _batch(rt: Runtime, spec: EncryptedTable, custodian: str, target: int, after
 
 
 def reencrypt(rt: Runtime, custodian: str, *, batch_size: int = DEFAULT_BATCH,
-              progress: Callable[[int], None] | None = None, stop_after_batches: int | None = None) -> Outcome:
+              progress: Callable[[int], None] | None = None, stop_after_batches: int | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Outcome:
     """Re-encrypt every value of `custodian` under its active field key. `progress(n)` is called
-    with the rows handled by each batch. `stop_after_batches` ends the job early (as an interrupted
-    run would); calling again continues."""
+    with the rows handled by each batch. `stop_after_batches`, or `should_stop()` turning true
+    between batches, ends the job early (as an interrupted run would); calling again continues."""
     rt.load_keys()
     target = rt.keys.active(custodian, "field").version
     out = Outcome(target)
@@ -119,7 +120,7 @@ def reencrypt(rt: Runtime, custodian: str, *, batch_size: int = DEFAULT_BATCH,
         for spec in ENCRYPTED_TABLES:
             after = None
             while True:
-                if stop_after_batches is not None and out.batches >= stop_after_batches:
+                if (stop_after_batches is not None and out.batches >= stop_after_batches) or (should_stop and should_stop()):
                     out.remaining = pending_rows(rt, custodian, target)
                     return out
                 handled = out.moved + out.conflicts
