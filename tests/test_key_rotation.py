@@ -203,6 +203,13 @@ def test_retirement_refusals_and_the_cli(deployment, monkeypatch):
     with pytest.raises(Conflict, match="active"):
         retire(rt, "PK-PB", active + 1, settle_seconds=0)
     assert [e.action for e in audit_events(rt, action="keys.reencrypt")]
+    r = runner.invoke(keys_cli_app(), ["rotate", "--custodian", "PK-XX"])
+    assert r.exit_code == 1 and "not a province with keys" in r.output
+    r = runner.invoke(keys_cli_app(), ["rotate-kek", "--custodian", "PK-KP", "--destroy-old"])
+    assert r.exit_code == 0 and "destroyed" in r.output, r.output
+    assert not (rt.settings.key_dir / "kek" / "PK-KP.key").exists() and rt.keys.kek.files.kek_versions("PK-KP") == [2]
+    [event] = audit_events(rt, action="keys.rotate_kek", resource_id="PK-KP")
+    assert event.detail["destroyed"] == ["file v1"]
 
 
 def keys_cli_app():
