@@ -137,3 +137,32 @@ def test_kek_rotation_inside_the_token_keeps_reads(deployment, token, tmp_path):
     finally:
         w.client = client
         fresh.engine.dispose()
+
+
+def test_a_province_moves_from_files_into_the_hsm(deployment, token):
+    """`nhr keys rotate-kek` under a configuration that now routes Sindh to the token re-wraps
+    Sindh's data keys inside the HSM; its file KEK can then be destroyed and every read still works."""
+    rt, client = deployment
+    w = build_world(client, rt)
+    child = w.register("clinic_c")
+    moved = Runtime.build(hsm_settings(rt.settings.database_url, rt.settings.key_dir, token).model_copy(
+        update={"key_backends": "PK-PB=pkcs11,PK-SD=pkcs11,*=file"}))
+    try:
+        moved.load_keys()
+        with moved.engine.begin() as conn:
+            new, unused = moved.keys.rewrap(conn, "PK-SD")
+        assert unused == [("file", 1)] and new == 2  # generations count per province, across backends
+        moved.keys.kek.destroy_kek("PK-SD", 1, "file")
+        assert not (rt.settings.key_dir / "kek" / "PK-SD.key").exists()
+        with moved.engine.connect() as c:
+            assert {r.kek_backend for r in c.execute(select(DataKeyRow.kek_backend).where(DataKeyRow.custodian == "PK-SD"))} == {"pkcs11"}
+    finally:
+        moved.engine.dispose()
+    again = Runtime.build(moved.settings)
+    try:
+        with TestClient(create_app(again.settings, again), raise_server_exceptions=False) as c2:
+            w.client = c2
+            assert _read(w, "clinic_c", child["id"])["bform"] == child["_input"]["bform"]
+    finally:
+        w.client = client
+        again.engine.dispose()

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Integer, LargeBinary, func, select
+from sqlalchemy import Integer, LargeBinary, func, select, update
 from typer.testing import CliRunner
 
 from api.app import create_app
@@ -203,6 +203,13 @@ def test_retirement_refusals_and_the_cli(deployment, monkeypatch):
     with pytest.raises(Conflict, match="active"):
         retire(rt, "PK-PB", active + 1, settle_seconds=0)
     assert [e.action for e in audit_events(rt, action="keys.reencrypt")]
+    r = runner.invoke(keys_cli_app(), ["rotate", "--custodian", "PK-XX"])
+    assert r.exit_code == 1 and "not a province with keys" in r.output
+    r = runner.invoke(keys_cli_app(), ["rotate-kek", "--custodian", "PK-KP", "--destroy-old"])
+    assert r.exit_code == 0 and "destroyed" in r.output, r.output
+    assert not (rt.settings.key_dir / "kek" / "PK-KP.key").exists() and rt.keys.kek.files.kek_versions("PK-KP") == [2]
+    [event] = audit_events(rt, action="keys.rotate_kek", resource_id="PK-KP")
+    assert event.detail["destroyed"] == ["file v1"]
 
 
 def keys_cli_app():
@@ -211,3 +218,72 @@ def keys_cli_app():
     app = typer.Typer()
     keys_cli.register(app)
     return app
+
+
+def test_another_process_refuses_a_retired_version_after_its_reload(deployment):
+    """A process that loaded the keys before the retirement drops the retired version at its next
+    reload (at most DataKeyStore.MAX_AGE seconds later; here the clock is moved instead of waited)."""
+    rt, client = deployment
+    w = build_world(client, rt)
+    w.register("clinic_a")
+    other = Runtime.build(rt.settings)
+    try:
+        other.load_keys()
+        old = other.keys.active("PK-PB", "field").version
+        with rt.engine.begin() as conn:
+            rt.keys.rotate(conn, "PK-PB")
+        assert job.reencrypt(rt, "PK-PB").remaining == 0
+        retire(rt, "PK-PB", old, settle_seconds=0)
+        assert other.keys.get("PK-PB", "field", old)  # still cached: not yet reloaded
+        assert other.keys.active("PK-PB", "field").version == old  # and still writing under it
+        other.keys._loaded_at -= other.keys.MAX_AGE + 1
+        with pytest.raises(KeyUnavailable):
+            other.keys.get("PK-PB", "field", old)
+        assert other.keys.active("PK-PB", "field").version == old + 1
+    finally:
+        other.engine.dispose()
+
+
+def test_break_glass_notes_stay_append_only_except_for_reencryption(deployment):
+    """Migration 0028 lets exactly one UPDATE through: `note_ct` to a newer key version, every other
+    column unchanged. Rewriting the note under the same version, or changing anything else, is refused."""
+    from registry.audit_log.models import BreakGlassReviewRow
+
+    rt, client = deployment
+    w = build_world(client, rt)
+    data = _populate(w, n=1)
+    t = BreakGlassReviewRow.__table__
+    key = uuid.UUID(data["finding"])
+    with rt.engine.connect() as c:
+        note = c.execute(select(t.c.note_ct).where(t.c.event_id == key)).scalar_one()
+    v = int.from_bytes(note[1:5], "big")
+    same = note[:5] + bytes(len(note) - 5)  # another ciphertext under the same version
+    newer = note[:1] + (v + 1).to_bytes(4, "big") + note[5:]
+    for values in ({"note_ct": same}, {"note_ct": newer, "finding": "not_justified"}, {"note_ct": None}):
+        with rt.engine.connect() as c:
+            with pytest.raises(Exception, match="append-only"):
+                c.execute(update(t).where(t.c.event_id == key).values(**values))
+            c.rollback()
+    with rt.engine.connect() as c:  # the allowed change (rolled back: this header names no real key)
+        assert c.execute(update(t).where(t.c.event_id == key).values(note_ct=newer)).rowcount == 1
+        c.rollback()
+
+
+def test_kek_rotation_in_files_keeps_every_read(deployment):
+    rt, client = deployment
+    w = build_world(client, rt)
+    data = _populate(w, n=2)
+    with rt.engine.begin() as conn:
+        new, unused = rt.keys.rewrap(conn, "PK-SD")
+    assert unused and all(b == "file" for b, _ in unused) and new == max(g for _, g in unused) + 1
+    for _, generation in unused:
+        rt.keys.kek.destroy_kek("PK-SD", generation)
+    assert rt.keys.kek.files.kek_versions("PK-SD") == [new]
+    fresh = Runtime.build(rt.settings)  # unwraps Sindh's data keys under the new KEK only
+    try:
+        with TestClient(create_app(fresh.settings, fresh), raise_server_exceptions=False) as c2:
+            w.client = c2
+            _reads_match(w, data)
+    finally:
+        w.client = client
+        fresh.engine.dispose()

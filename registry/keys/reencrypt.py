@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 
 from registry.keys.encrypted_columns import ENCRYPTED_TABLES, EncryptedTable
 from registry.runtime import Runtime
@@ -62,7 +62,7 @@ def pending_rows(rt: Runtime, custodian: str, target: int) -> int:
 class Outcome:
     target: int
     moved: int = 0            # rows rewritten
-    values: int = 0           # ciphertexts rewritten
+    values: int = 0           # ciphertexts re-encrypted (including any of a row a concurrent writer then kept)
     conflicts: int = 0        # rows a concurrent writer changed first (retried in the next pass)
     batches: int = 0
     remaining: int = 0        # rows still pending when the job ended (0 unless stopped)
@@ -70,7 +70,10 @@ class Outcome:
 
 
 def _batch(rt: Runtime, spec: EncryptedTable, custodian: str, target: int, after, size: int, out: Outcome):
-    """Move one batch of `spec` rows after primary key `after`; returns the last key seen, or None when done."""
+    """Move one batch of `spec` rows after primary key `after`; returns the last key seen, or None when done.
+    One SELECT and one executemany UPDATE (a pipeline on PostgreSQL), each row guarded by its own
+    compare-and-swap: every encrypted column still as read (unchanged ones are written back as they
+    were), and the row version where the table has one."""
     t = _table(spec)
     pk = t.c[spec.key]
     cols = [t.c[c] for c in spec.columns]
@@ -81,36 +84,43 @@ def _batch(rt: Runtime, spec: EncryptedTable, custodian: str, target: int, after
         if after is not None:
             q = q.where(pk > after)
         rows = conn.execute(q.order_by(pk).limit(size)).all()
+        params, changed = [], 0
         for r in rows:
             m = r._mapping
             row_id = m[spec.key]
-            new = {}
+            p = {"k_": row_id}
+            moved = 0
             for c in spec.columns:
-                blob = m[c]
-                if blob is None or blob[1:5] >= want:
-                    continue
-                plain = rt.cipher.decrypt(blob, table=spec.table, column=c, row_id=row_id, custodian=custodian)
-                new[c] = rt.cipher.encrypt(plain, table=spec.table, column=c, row_id=row_id, custodian=custodian)
-            if not new:
-                continue
-            guard = [pk == row_id, *[t.c[c] == m[c] for c in new]]
+                blob = p[f"o_{c}"] = p[f"n_{c}"] = m[c]
+                if blob is not None and blob[1:5] < want:
+                    plain = rt.cipher.decrypt(blob, table=spec.table, column=c, row_id=row_id, custodian=custodian)
+                    p[f"n_{c}"] = rt.cipher.encrypt(plain, table=spec.table, column=c, row_id=row_id, custodian=custodian)
+                    moved += 1
             if spec.row_version:
-                guard.append(t.c[spec.row_version] == m[spec.row_version])
-            if conn.execute(update(t).where(*guard).values(**new)).rowcount == 1:
-                out.moved += 1
-                out.values += len(new)
-                out.per_table[spec.table] = out.per_table.get(spec.table, 0) + 1
-            else:
-                out.conflicts += 1
+                p["v_"] = m[spec.row_version]
+            if moved:
+                params.append(p)
+                changed += moved
+        if params:
+            guard = [pk == bindparam("k_"), *[t.c[c].is_not_distinct_from(bindparam(f"o_{c}")) for c in spec.columns]]
+            if spec.row_version:
+                guard.append(t.c[spec.row_version] == bindparam("v_"))
+            stmt = update(t).where(*guard).values({c: bindparam(f"n_{c}") for c in spec.columns})
+            done = conn.execute(stmt, params).rowcount
+            out.moved += done
+            out.conflicts += len(params) - done
+            out.values += changed
+            out.per_table[spec.table] = out.per_table.get(spec.table, 0) + done
     out.batches += 1
     return rows[-1][0] if rows else None
 
 
 def reencrypt(rt: Runtime, custodian: str, *, batch_size: int = DEFAULT_BATCH,
-              progress: Callable[[int], None] | None = None, stop_after_batches: int | None = None) -> Outcome:
+              progress: Callable[[int], None] | None = None, stop_after_batches: int | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Outcome:
     """Re-encrypt every value of `custodian` under its active field key. `progress(n)` is called
-    with the rows handled by each batch. `stop_after_batches` ends the job early (as an interrupted
-    run would); calling again continues."""
+    with the rows handled by each batch. `stop_after_batches`, or `should_stop()` turning true
+    between batches, ends the job early (as an interrupted run would); calling again continues."""
     rt.load_keys()
     target = rt.keys.active(custodian, "field").version
     out = Outcome(target)
@@ -119,7 +129,7 @@ def reencrypt(rt: Runtime, custodian: str, *, batch_size: int = DEFAULT_BATCH,
         for spec in ENCRYPTED_TABLES:
             after = None
             while True:
-                if stop_after_batches is not None and out.batches >= stop_after_batches:
+                if (stop_after_batches is not None and out.batches >= stop_after_batches) or (should_stop and should_stop()):
                     out.remaining = pending_rows(rt, custodian, target)
                     return out
                 handled = out.moved + out.conflicts

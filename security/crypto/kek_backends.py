@@ -11,7 +11,6 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -68,7 +67,7 @@ class KekRouter:
             from security.crypto.hsm import DEFAULT_MODULE, Pkcs11Kek
 
             module, label, pin_file, pin = self._hsm_args
-            self._hsm = Pkcs11Kek(module or DEFAULT_MODULE, label, read_pin(pin_file, pin or os.environ.get("NHR_PKCS11_PIN")),
+            self._hsm = Pkcs11Kek(module or DEFAULT_MODULE, label, read_pin(pin_file, pin),
                                   create_missing=self.create_missing)
         return self._hsm
 
