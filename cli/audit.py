@@ -251,7 +251,11 @@ def witness_cmd(
         typer.echo(f"cannot read the witness key: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
     if state.exists():
-        current = State.load(state)
+        try:
+            current = State.load(state)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            typer.echo(f"cannot read the state file: {type(exc).__name__}", err=True)
+            raise typer.Exit(1) from None
     elif log_key:
         try:
             v = note.parse_vkey(log_key)
