@@ -251,7 +251,11 @@ def witness_cmd(
         typer.echo(f"cannot read the witness key: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
     if state.exists():
-        current = State.load(state)
+        try:
+            current = State.load(state)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            typer.echo(f"cannot read the state file: {type(exc).__name__}", err=True)
+            raise typer.Exit(1) from None
     elif log_key:
         try:
             v = note.parse_vkey(log_key)
@@ -293,8 +297,12 @@ def rotate_signing_key_cmd():
     from registry.audit_log import rotation
 
     rt = Runtime.build(get_settings(), provisioning=True)
-    with progress.working(console, "sealing and handing over the checkpoint key..."):
-        done = rotation.rotate(rt)
+    try:
+        with progress.working(console, "sealing and handing over the checkpoint key..."):
+            done = rotation.rotate(rt)
+    except rotation.RotationError as exc:
+        console.print(f"[red]NOT ROTATED[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"checkpoint key {done.old.key_id} handed over to {done.new.key_id} at tree size {done.tree_size}; "
                   f"new verifier key: {done.new.vkey()}", soft_wrap=True)
     console.print("restart nothing: sealers pick the new key up before their next checkpoint")

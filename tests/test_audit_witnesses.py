@@ -382,3 +382,71 @@ def test_a_checkpoint_signed_by_a_retired_key_or_a_forged_hand_over_is_rejected(
     text_, sigs = note.split(statement)
     with pytest.raises(handover.HandoverError, match="not signed by the old key"):
         handover.parse(note.format_note(text_, sigs[1:]), "nhr/PK")
+
+
+def test_an_interrupted_rotation_is_finished_by_running_it_again(reg, monkeypatch):
+    from registry.audit_log import rotation
+    from security.audit import signing_key
+
+    reg.events(2)
+    before = sealing.signer(reg.rt).key_id
+
+    def crash(keyring):
+        raise OSError("power cut")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(signing_key, "install_next", crash)
+        with pytest.raises(OSError):
+            rotation.rotate(reg.rt)
+    trail = AuditTrail(AccessContext(None, "TREAT", "req-witness-test", "127.0.0.1"))
+    with reg.rt.sessions.begin() as s:
+        trail.record(s, "patient.read", SUCCESS, resource_id=uuid.uuid4())
+    with pytest.raises(KeyHandedOver):  # the hand-over is recorded: the old key may no longer sign
+        sealing.seal_all(reg.rt)
+    done = rotation.rotate(reg.rt)
+    assert done.old.key_id == before and sealing.signer(reg.rt).key_id == done.new.key_id
+    with reg.rt.sessions() as s:
+        assert len(transparency.handover_statements(s)) == 1, "the second run finished the first, no new hand-over"
+    sealing.seal_all(reg.rt)
+    assert reg.cli("verify").exit_code == 0
+
+
+@pytest.mark.parametrize("table", ["audit_cosignatures", "audit_key_handovers"])
+@pytest.mark.parametrize("statement", ["UPDATE {t} SET tree_size = tree_size", "DELETE FROM {t}"])
+def test_witness_tables_are_append_only(reg, table, statement):
+    from sqlalchemy.exc import DBAPIError
+
+    reg.events(2)
+    assert reg.witness(0).exit_code == 0
+    assert reg.cli("rotate-signing-key").exit_code == 0
+    with reg.rt.engine.connect() as c:
+        assert c.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 1
+        with pytest.raises(DBAPIError) as exc:
+            c.execute(text(statement.format(t=table)))
+        assert "append-only" in str(exc.value)
+        c.rollback()
+
+
+def test_transparency_endpoints_are_public_unaudited_and_name_no_event(reg):
+    reg.events(3)
+    with reg.rt.sessions() as s:
+        before = s.execute(select(text("count(*)")).select_from(EVENTS)).scalar_one()
+        ids = [str(i) for i in s.execute(select(EVENTS.c.id)).scalars()]
+    with _client(reg) as c:
+        bodies = [c.get(p).text for p in ("/api/v1/transparency/checkpoint", "/api/v1/transparency/cosignatures",
+                                          "/api/v1/transparency/key-handovers", "/api/v1/transparency/consistency?from=1&to=3")]
+    with reg.rt.sessions() as s:
+        assert s.execute(select(text("count(*)")).select_from(EVENTS)).scalar_one() == before, "a witness's poll grows no log"
+    assert not [i for i in ids if any(i in b for b in bodies)]
+
+
+def test_verify_witnesses_needs_the_witness_keys(reg):
+    reg.events(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Registry, "env", lambda self: {"NHR_DATABASE_URL": self.rt.settings.database_url,
+                                                  "NHR_KEY_DIR": str(self.rt.settings.key_dir), "NHR_ENV": "test"})
+        mp.delenv("NHR_AUDIT_WITNESSES_FILE", raising=False)
+        r = reg.cli("verify", "--witnesses", "1")
+    assert r.exit_code == 2 and "NHR_AUDIT_WITNESSES_FILE" in r.output, r.output
+    r = reg.cli("verify", "--witnesses", "4")
+    assert r.exit_code == 1 and "only 3 witness keys are configured" in r.output, r.output

@@ -43,18 +43,26 @@ class HandoversView(BaseModel):
     handovers: list[str]  # signed-note statements, oldest first (security/audit/handover.py)
 
 
+def _problem(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+_NO_CHECKPOINT = {404: _problem("No signed checkpoint yet, or none of that size")}
+
+
 def _text(s: str) -> PlainTextResponse:
     return PlainTextResponse(s, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse, responses={200: _NOTE},
+@router.get("/checkpoint", response_class=PlainTextResponse, responses={200: _NOTE, **_NO_CHECKPOINT},
             summary="The latest checkpoint as a C2SP signed note")
 def checkpoint(rt: Rt):
     with rt.sessions() as s:
         return _text(transparency.checkpoint_note(s, sealing.origin(rt)))
 
 
-@router.get("/consistency", response_model=ConsistencyView, response_model_by_alias=True,
+@router.get("/consistency", response_model=ConsistencyView, response_model_by_alias=True, responses=_NO_CHECKPOINT,
             summary="Consistency proof between two signed checkpoints (RFC 9162), hashes in base64")
 def consistency(rt: Rt, first: Annotated[int, Query(alias="from", ge=1)], second: Annotated[int, Query(alias="to", ge=1)]):
     with rt.sessions() as s:
@@ -62,7 +70,7 @@ def consistency(rt: Rt, first: Annotated[int, Query(alias="from", ge=1)], second
     return ConsistencyView(from_=first, to=second, proof=[base64.b64encode(h).decode() for h in proof])
 
 
-@router.get("/cosignatures", response_class=PlainTextResponse, responses={200: _NOTE},
+@router.get("/cosignatures", response_class=PlainTextResponse, responses={200: _NOTE, **_NO_CHECKPOINT},
             summary="A checkpoint (default the latest) with every witness cosignature appended")
 def cosignatures(rt: Rt, size: Annotated[int | None, Query(ge=1, description="a checkpoint's size; default the latest")] = None):
     with rt.sessions() as s:
@@ -70,6 +78,8 @@ def cosignatures(rt: Rt, size: Annotated[int | None, Query(ge=1, description="a 
 
 
 @router.post("/cosignatures", response_model=CosignaturesStored, status_code=201,
+             responses={**_NO_CHECKPOINT, 409: _problem("The checkpoint differs from the one the registry signed at that "
+                                                        "size: a split view")},
              openapi_extra={"requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}},
              summary="A witness posts the checkpoint note carrying its cosignature (tlog-cosignature v1)")
 async def post_cosignatures(request: Request, rt: Rt):

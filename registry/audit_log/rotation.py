@@ -36,23 +36,36 @@ class Rotated:
     tree_size: int
 
 
+def _finish_interrupted(rt: Runtime, origin: str) -> Rotated | None:
+    """A rotation whose hand-over was committed but whose key was not moved into place: finish it."""
+    old = signing_key.load(rt.keyring, fresh=True)
+    held = verifier(origin, old.public_key())
+    with rt.sessions() as s:
+        last = s.execute(select(HANDOVERS).order_by(HANDOVERS.c.sequence.desc()).limit(1)).first()
+    if last is None or last.new_key_id == held.key_id:
+        return None
+    if signing_key.next_path(rt.keyring).exists():
+        new = signing_key.prepare_next(rt.keyring)  # reads the one left behind
+        if verifier(origin, new.public_key()).key_id == last.new_key_id and last.old_key_id == held.key_id:
+            signing_key.install_next(rt.keyring)
+            return Rotated(held, verifier(origin, new.public_key()), last.tree_size)
+    raise RotationError(f"the recorded hand-overs name key {last.new_key_id}, the keyring holds key {held.key_id}")
+
+
 def rotate(rt: Runtime) -> Rotated:
-    sealing.seal_all(rt)
     origin = sealing.origin(rt)
+    finished = _finish_interrupted(rt, origin)
+    if finished is not None:
+        return finished
+    sealing.seal_all(rt)
     old = signing_key.load(rt.keyring, fresh=True)
     old_v = verifier(origin, old.public_key())
     with rt.sessions.begin() as s:
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
-        last = s.execute(select(HANDOVERS).order_by(HANDOVERS.c.sequence.desc()).limit(1)).first()
-        if last is not None and last.new_key_id != old_v.key_id:
-            pending = signing_key.next_path(rt.keyring)
-            if pending.exists():
-                new = signing_key.prepare_next(rt.keyring)  # reads the one left behind
-                if verifier(origin, new.public_key()).key_id == last.new_key_id:
-                    signing_key.install_next(rt.keyring)
-                    return Rotated(verifier(origin, old.public_key()), verifier(origin, new.public_key()), last.tree_size)
-            raise RotationError(f"the recorded hand-overs name key {last.new_key_id}, the keyring holds key {old_v.key_id}")
+        last = s.execute(select(HANDOVERS.c.new_key_id).order_by(HANDOVERS.c.sequence.desc()).limit(1)).scalar()
+        if last is not None and last != old_v.key_id:
+            raise RotationError(f"another rotation handed the key over to {last} meanwhile")
         new = signing_key.prepare_next(rt.keyring)
         size = s.execute(select(func.max(CHECKPOINTS.c.tree_size))).scalar() or 0
         sequence = (s.execute(select(func.max(HANDOVERS.c.sequence))).scalar() or 0) + 1

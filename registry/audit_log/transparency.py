@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.runtime import Runtime
-from security.audit import note
+from security.audit import note, witnessed
 from security.audit.checkpoint import Checkpoint, body, signed_note
 from security.audit.merkle import Tree
 from security.audit.models import AuditCosignatureRow, AuditKeyHandoverRow
@@ -68,12 +68,13 @@ def witnesses(rt: Runtime) -> list[note.Verifier]:
         return hit[1]
 
 
-def _at(session: Session, size: int | None) -> Checkpoint:
+def _at(session: Session, size: int | None, field: str = "size") -> Checkpoint:
     q = select(CHECKPOINTS)
     q = q.where(CHECKPOINTS.c.tree_size == size) if size is not None else q.order_by(CHECKPOINTS.c.tree_size.desc()).limit(1)
     row = session.execute(q).first()
     if row is None:
-        raise NotFound("no signed checkpoint of that size", field="size" if size is not None else None)
+        raise NotFound("no signed checkpoint of that size" if size is not None else "no signed checkpoint yet",
+                       field=field if size is not None else None)
     return _checkpoint(row)
 
 
@@ -97,7 +98,7 @@ def consistency(session: Session, first: int, second: int) -> list[bytes]:
     not this log still has a checkpoint there) to a signed checkpoint (0 < first <= second)."""
     if not 0 < first <= second:
         raise InvalidInput("sizes must satisfy 0 < from <= to", field="from")
-    _at(session, second)
+    _at(session, second, "to")
     rows = session.execute(select(LEAVES.c.leaf_hash).where(LEAVES.c.position < second).order_by(LEAVES.c.position))
     return Tree([bytes(r[0]) for r in rows]).consistency_proof(first, second)
 
@@ -114,7 +115,7 @@ def add_cosignatures(session: Session, origin: str, trusted: list[note.Verifier]
         raise InvalidInput(f"not a cosigned checkpoint: {exc}", field="body") from None
     if cp_text.origin != origin:
         raise InvalidInput("the checkpoint is of another log", field="body")
-    cp = _at(session, cp_text.tree_size)
+    cp = _at(session, cp_text.tree_size, "body")
     if body(origin, cp.tree_size, cp.root_hash, cp.signed_at).decode() != text:
         log.error("split view: a cosignature was offered for a checkpoint of size %d that the registry did not sign",
                   cp_text.tree_size)
@@ -137,9 +138,8 @@ def add_cosignatures(session: Session, origin: str, trusted: list[note.Verifier]
 
 
 def handover_statements(session: Session) -> list[str]:
-    return [r[0] for r in session.execute(select(HANDOVERS.c.statement).order_by(HANDOVERS.c.sequence))]
+    return witnessed.stored(session)[0]
 
 
 def cosignature_records(session: Session) -> list[dict]:
-    return [{"tree_size": r.tree_size, "witness_name": r.witness_name, "key_id": r.key_id, "signature": bytes(r.signature)}
-            for r in session.execute(select(COSIGNATURES).order_by(COSIGNATURES.c.id))]
+    return witnessed.stored(session)[1]

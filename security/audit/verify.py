@@ -43,13 +43,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from security.audit import handover, leaf, note, rows
-from security.audit.checkpoint import Checkpoint, body, public_key_pem
+from security.audit.checkpoint import Checkpoint, public_key_pem
 from security.audit.merkle import Frontier, ProofError, Tree, verify_consistency
-from security.audit.models import AuditCosignatureRow, AuditKeyHandoverRow
 from security.audit.sealer import CHECKPOINTS, EVENTS, LEAVES, SUBJECTS, _checkpoint
-
-COSIGNATURES = AuditCosignatureRow.__table__
-HANDOVERS = AuditKeyHandoverRow.__table__
+from security.audit import witnessed
+from security.audit.witnessed import NotWitnessed, witnessed_size
 
 EXPORT_FORMAT = "nhr-audit-export/v1"
 
@@ -183,32 +181,14 @@ def verify_snapshot(snap: Snapshot, public_key: Ed25519PublicKey, *, unsealed_be
         if unsealed_before is None or snap.event_times[eid] < unsealed_before:
             raise Discrepancy(f"event {eid} is not in the sealed log although it is older than the sealed range "
                               "(inserted event)")
-    witnessed = _witnessed(snap, checkpoints, witnesses or [], required_witnesses) if required_witnesses else None
+    witnessed = None
+    if required_witnesses:
+        try:
+            witnessed = witnessed_size(snap.origin, checkpoints, snap.cosignatures, witnesses or [], required_witnesses)
+        except NotWitnessed as exc:
+            raise Discrepancy(str(exc)) from None
     return Report(latest, len(checkpoints), len(snap.event_hashes), len(unsealed), quarantined, witnessed,
                   required_witnesses, len(snap.handovers))
-
-
-def _witnessed(snap: Snapshot, checkpoints: list[Checkpoint], witnesses: list[note.Verifier], k: int) -> int:
-    """The largest checkpoint size with at least `k` valid cosignatures by distinct configured keys
-    (checkpoints were verified already: their roots are the recomputed ones)."""
-    if len(witnesses) < k:
-        raise Discrepancy(f"{k} witnesses are required but only {len(witnesses)} witness keys are configured")
-    by_size = {cp.tree_size: cp for cp in checkpoints}
-    good: dict[int, set[str]] = {}
-    for c in snap.cosignatures:
-        cp = by_size.get(int(c["tree_size"]))
-        if cp is None:
-            continue
-        text = body(snap.origin, cp.tree_size, cp.root_hash, cp.signed_at).decode()
-        sig = note.Signature(str(c["witness_name"]), bytes.fromhex(str(c["key_id"])), bytes(c["signature"]))
-        for w in witnesses:
-            if w.sig_type == note.COSIGNATURE_V1 and note.signature_verifies(text, sig, w) is not None:
-                good.setdefault(cp.tree_size, set()).add(w.vkey())
-    sizes = [size for size, keys in good.items() if len(keys) >= k]
-    if not sizes:
-        raise Discrepancy(f"no checkpoint carries {k} valid cosignatures of configured witnesses: the log is not "
-                          "the one the witnesses saw (rewritten and re-signed?), or it was never witnessed")
-    return max(sizes)
 
 
 def _check_checkpoint(origin: str, cp: Checkpoint, root: bytes, keys: handover.KeyChain) -> None:
@@ -304,19 +284,12 @@ def snapshot_from_db(session: Session, origin: str, *, sealed_only: bool = False
             continue
         snap.leaves.append(item)
         positions[_hashable(raw["event_id"])] = item[0]
-    _witness_rows(session, snap)
+    snap.handovers, snap.cosignatures = witnessed.stored(session)
     sealed = {eid for _, eid, _, _ in snap.leaves} if sealed_only else None
     for fields, subjects in _db_events(session, snap, positions):
         if sealed is None or fields[0] in sealed:
             snap.add_event(fields, subjects)
     return snap
-
-
-def _witness_rows(session: Session, snap: Snapshot) -> None:
-    snap.handovers = [r[0] for r in session.execute(select(HANDOVERS.c.statement).order_by(HANDOVERS.c.sequence))]
-    snap.cosignatures = [{"tree_size": r.tree_size, "witness_name": r.witness_name, "key_id": r.key_id,
-                          "signature": bytes(r.signature)}
-                         for r in session.execute(select(COSIGNATURES).order_by(COSIGNATURES.c.id))]
 
 
 class _Row:
@@ -366,12 +339,7 @@ def export_lines(session: Session, origin: str, public_key: Ed25519PublicKey) ->
                           "leaf_hash": bytes(r.leaf_hash).hex(), "quarantine": r.quarantine})
     for cp in cps:
         yield json.dumps({"kind": "checkpoint", **cp.as_json()})
-    _witness_rows(session, snap)
-    for statement in snap.handovers:
-        yield json.dumps({"kind": "handover", "statement": statement})
-    for c in snap.cosignatures:
-        if c["tree_size"] <= size:
-            yield json.dumps({"kind": "cosignature", **c, "signature": base64.b64encode(c["signature"]).decode()})
+    yield from (json.dumps(r) for r in witnessed.export_records(*witnessed.stored(session), size))
 
 
 def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
@@ -395,9 +363,7 @@ def snapshot_from_records(records: Iterable[dict]) -> Snapshot:
             elif kind == "handover":
                 snap.handovers.append(str(rec["statement"]))
             elif kind == "cosignature":
-                snap.cosignatures.append({"tree_size": int(rec["tree_size"]), "witness_name": str(rec["witness_name"]),
-                                          "key_id": str(rec["key_id"]),
-                                          "signature": base64.b64decode(rec["signature"], validate=True)})
+                snap.cosignatures.append(witnessed.cosignature_from_record(rec))
             else:
                 raise Discrepancy("the export holds a record of an unknown kind")
     except (KeyError, ValueError, TypeError, AttributeError):
