@@ -4,8 +4,9 @@ Invariants:
 - The algorithm is pinned (HS256 with a 256-bit key from the keyring); `alg` in the header is
   never trusted, `none` is never accepted.
 - `iss`, `aud`, `exp`, `iat`, `sub`, `jti` are required; the header `typ` must be `at+jwt`.
-- Tokens carry the principal's role and scope so that no request needs a user lookup; the price
-  is that a disabled user keeps access until the token expires (minutes, a setting).
+- Tokens carry the principal's role and scope so that no request needs a user lookup. Revocation
+  is not this module's: a staff token also carries its account's token generation (`tgen`),
+  which the API checks against a short per-process cache (registry/users/revocation.py).
 - `VerifiedTokens` remembers tokens it has verified, so a device's requests do not pay the
   signature and claims checks again (about 60 us each, a tenth of an audited read). A remembered
   token is accepted exactly while `verify` would accept it: the signature, header, issuer and

@@ -5,6 +5,8 @@
 - Requests commit for real (the unit of work is under test), so tests isolate themselves by
   building their own facilities and users (`world`) with unique codes instead of rolling back.
 - No patient data is printed: assertions compare values, and failure messages name fields.
+- Nothing leaves: a socket guard (tests/network_guard.py) fails any test that tries to reach an
+  address outside loopback.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+import network_guard
 from api.app import create_app
 from registry import bootstrap
 from registry.database import normalise_url
@@ -28,6 +31,10 @@ from registry.runtime import Runtime
 from registry.settings import Settings
 from registry.users.schemas import UserCreate
 from registry.users.service import create_user
+
+# Nothing leaves (tests/network_guard.py): any connect() outside loopback fails the test that made it.
+network_guard.install()
+nothing_leaves = network_guard.nothing_leaves  # the autouse fixture, for every test
 
 PG_URL = os.environ.get("NHR_TEST_DATABASE_URL")
 _counter = itertools.count(1)

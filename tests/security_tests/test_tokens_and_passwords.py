@@ -123,7 +123,7 @@ def test_bad_tokens_over_http_are_401(world, runtime):
     me = c.get("/api/v1/me", headers=world.h("clinic_a"))
     assert me.status_code == 200
     real = tokens.verify(runtime.tokens, world.token("clinic_a"))
-    claims = {k: real[k] for k in ("name", "role", "scope_level", "scope_code", "prov", "dist")}
+    claims = {k: real[k] for k in ("name", "role", "scope_level", "scope_code", "prov", "dist", "tgen")}
     key, cfg = runtime.tokens.key, runtime.tokens
     fresh = tokens.issue(cfg, real["sub"], claims)[0]
     assert c.get("/api/v1/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200, "control token refused"
