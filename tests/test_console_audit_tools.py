@@ -72,6 +72,11 @@ def test_auditor_sees_anomaly_flags_with_their_explanations(app, runtime, shared
     assert "Repeated refused requests" in r.text and w.users["clinic_a"] in r.text
     assert "Repeated refusals can mean probing for records" in r.text  # the service's own explanation
     assert _events(runtime, rid) == [("audit.anomalies", "success")]
+    c.get("/console/language/ur")  # in Urdu: the flag in Urdu with its numbers, the service's text as details
+    ur = c.get("/console/audit/anomalies")
+    c.get("/console/language/en")
+    assert 'dir="rtl"' in ur.text and "درخواستیں مسترد ہوئیں" in ur.text and "%(n)s" not in ur.text
+    assert 'lang="en" dir="ltr">' in ur.text and "Repeated refusals can mean probing" in ur.text  # the details, marked English
     api = w.client.get("/api/v1/audit/anomalies", headers=w.h("auditor", **{"X-Purpose-Of-Use": "HCOMPL"})).json()
     assert any(f["actor_username"] == w.users["clinic_a"] and f["kind"] == "repeated_refusals" for f in api["flags"])
     rid = uuid.uuid4().hex

@@ -84,7 +84,8 @@ def issue(ctx: ServiceContext, patient_id: uuid.UUID, disease: str | None = None
 
 def issue_for(ctx: ServiceContext, prow, disease: str | None, *, action: str, now: datetime | None = None) -> Issued:
     """Issue for a patient row the caller already reached (a clinic in capture scope, or a guardian
-    bound to the child: `registry.citizens.service.certificate`); one `action` event either way."""
+    bound to the child: `registry.citizens.service.certificate`); one `action` event either way.
+    `issued_by` records the principal's id: a staff user's, or for a guardian the child's patient id."""
     pref = PatientRef(prow.id, prow.province, prow.district)
     if prow.unnamed:  # a certificate names its holder: none for a child registered before naming
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_type=RESOURCE, patient=pref,
