@@ -21,6 +21,7 @@ tests/test_api_contract.py holds the app to this document with schemathesis.
 from __future__ import annotations
 
 import copy
+from http import HTTPStatus
 
 from fastapi import FastAPI
 
@@ -217,10 +218,26 @@ def complete(spec: dict, routes) -> None:
             if op is None:
                 continue
             _complete_operation(method, served.path, access, op, negotiates(served.route, served.path))
+    _problem_examples(spec)
     openapi_bodies.complete(spec)  # an example for every JSON body left without one
     if "HTTPValidationError" in schemas and "HTTPValidationError" not in repr(spec.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
+
+
+def _problem_examples(spec: dict) -> None:
+    """A problem answer a route documents itself (its own `responses=`) gets the standard example too."""
+    for operations in spec.get("paths", {}).values():
+        for op in operations.values():
+            for status, response in op.get("responses", {}).items():
+                media = response.get("content", {}).get(PROBLEM_JSON)
+                if media is None or "example" in media or media.get("examples") or not status.isdigit():
+                    continue
+                code = int(status)
+                media["example"] = _example(code, False) if code in TITLES else {
+                    "type": "urn:nhr:problem:conflict" if code == 409 else "about:blank",
+                    "title": HTTPStatus(code).phrase, "status": code, "instance": "/api/v1/...",
+                    "request_id": "3f2b9c0d8e7a41f6"}
 
 
 def _complete_operation(method: str, path: str, access: str | None, op: dict, negotiated: bool) -> None:

@@ -10,7 +10,10 @@ body, and a text one such as CSV or NDJSON given a string) that has no example y
   in the examples' style; `tests/test_openapi_bodies.py` validates every example against the
   schema it illustrates (and FHIR ones with fhir.resources), so an example that drifts from its
   route fails there;
-- an array of a component that has an example: a list of that one example.
+- an array of a component that has an example: a list of that one example;
+- last, an example built from the schema itself (`synthesize`: required properties, the first enum
+  value or branch, typical values per format), so that a route added without one still shows its
+  shape; `synthesized()` lists them, and a real example should replace each.
 FastAPI writes the document without nulls (`exclude_none`), examples included, which leaves an
 example without a required nullable property: such properties are put back as null (`restore_nulls`).
 Responses that carry no body at all (a bulk export's kick-off and cancel, its "still running"
@@ -101,11 +104,65 @@ def _from_items(spec: dict, schema: dict | None):
     return None
 
 
-def _fill(spec: dict, content: dict, given) -> None:
+_FORMATS = {"uuid": "0b9f1c4e-8d1a-4c1e-9a43-5f3b2a7c9e10", "date": "2026-10-13", "date-time": "2026-10-13T09:30:12Z",
+            "uri": "https://nhr.example.pk/", "email": "registry@example.pk"}
+_SYNTHESIZED: list[str] = []
+
+
+def synthesize(spec: dict, schema: dict | None, depth: int = 0):
+    """A value valid against `schema` (as far as the usual keywords go): a component's own example
+    if it has one, required properties only, the first enum value, const or non-null branch."""
+    schema = schema or {}
+    found = component(spec, schema)
+    if found is not None:
+        return copy.deepcopy(found["examples"][0]) if found.get("examples") else synthesize(spec, found, depth + 1)
+    if depth > 12:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return next((v for v in schema["enum"] if v is not None), schema["enum"][0])
+    if "example" in schema:
+        return schema["example"]
+    if schema.get("examples"):
+        return schema["examples"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            branches = [b for b in schema[key] if b.get("type") != "null"] or schema[key]
+            return synthesize(spec, branches[0], depth + 1)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {name: synthesize(spec, props.get(name), depth + 1) for name in schema.get("required", [])}
+    if kind == "array":
+        return [synthesize(spec, schema.get("items"), depth + 1)][:max(1, schema.get("minItems", 1))]
+    if kind == "string":
+        value = _FORMATS.get(schema.get("format"), "text")
+        return value if len(value) >= schema.get("minLength", 0) else value * schema["minLength"]
+    if kind == "integer":
+        return max(schema.get("minimum", 1), 1) if "maximum" not in schema else schema.get("minimum", schema["maximum"])
+    if kind == "number":
+        return schema.get("minimum", 1.0)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return {}
+
+
+def synthesized() -> list[str]:
+    """The bodies whose example was built from their schema (the last document built)."""
+    return list(_SYNTHESIZED)
+
+
+def _fill(spec: dict, content: dict, given, where: str) -> None:
     for media_type, media in content.items():
         if examples_of(spec, media):
             continue
         example = given if given is not None else _from_items(spec, media.get("schema"))
+        if example is None and is_json(media_type) and media_type != "application/problem+json":
+            example = synthesize(spec, media.get("schema"))
+            _SYNTHESIZED.append(f"{where} {media_type}")
         if example is not None and _takes(media_type, example):
             media["example"] = copy.deepcopy(example)
 
@@ -126,6 +183,7 @@ def _restore_all(spec: dict) -> None:
 
 
 def complete(spec: dict) -> None:
+    _SYNTHESIZED.clear()
     _restore_all(spec)
     bodies = by_operation()
     for path, operations in spec.get("paths", {}).items():
@@ -134,7 +192,8 @@ def complete(spec: dict) -> None:
             for status, (description, headers) in NO_BODY.get((method.upper(), path), {}).items():
                 op["responses"][status] = {"description": description,
                                            "headers": {h: copy.deepcopy(_HEADERS[h]) for h in headers}}
+            where = f"{method.upper()} {path}"
             if "requestBody" in op:
-                _fill(spec, op["requestBody"].get("content", {}), given.get("request"))
+                _fill(spec, op["requestBody"].get("content", {}), given.get("request"), f"{where} request")
             for status, response in op.get("responses", {}).items():
-                _fill(spec, response.get("content", {}), given.get(status))
+                _fill(spec, response.get("content", {}), given.get(status), f"{where} {status}")

@@ -81,7 +81,7 @@ class UnmergeRequest(BaseModel):
 class MergeView(BaseModel):
     id: uuid.UUID
     version: int
-    candidate_id: uuid.UUID | None
+    candidate_id: uuid.UUID | None = None  # a default: answers written without nulls still match the schema
     survivor_id: uuid.UUID
     merged_id: uuid.UUID
     moved_dose_ids: list[uuid.UUID]
