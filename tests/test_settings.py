@@ -49,6 +49,7 @@ ENV = {
     "NHR_AUDIT_DISTINCT_PATIENTS_MIN": ("audit.distinct_patients_min", "40", 40),
     "NHR_AUDIT_DISTINCT_PATIENTS_PEER_FACTOR": ("audit.distinct_patients_peer_factor", "2.5", 2.5),
     "NHR_AUDIT_REFUSALS_PER_HOUR": ("audit.refusals_per_hour", "7", 7),
+    "NHR_AUDIT_WITNESSES_FILE": ("audit.witnesses_file", "/etc/nhr/witnesses", Path("/etc/nhr/witnesses")),
     "NHR_CITIZEN_TOKEN_TTL_SECONDS": ("citizen.token_ttl_seconds", "300", 300),
     "NHR_CITIZEN_SHOW_STAFF_NAMES": ("citizen.show_staff_names", "true", True),
     "NHR_CERTIFICATE_VALIDITY_DAYS": ("certificates.validity_days", "180", 180),

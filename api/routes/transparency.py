@@ -43,12 +43,15 @@ class HandoversView(BaseModel):
     handovers: list[str]  # signed-note statements, oldest first (security/audit/handover.py)
 
 
-def _problem(description: str) -> dict:
+def _problem(status: int, slug: str, title: str, description: str, detail: str) -> dict:
+    example = {"type": f"urn:nhr:problem:{slug}", "title": title, "status": status, "detail": detail,
+               "instance": "/api/v1/transparency/cosignatures", "request_id": "3f2b9c0d8e7a41f6"}
     return {"description": description,
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}}}
 
 
-_NO_CHECKPOINT = {404: _problem("No signed checkpoint yet, or none of that size")}
+_NO_CHECKPOINT = {404: _problem(404, "not-found", "Not found", "No signed checkpoint yet, or none of that size",
+                                "no signed checkpoint of that size")}
 
 
 def _text(s: str) -> PlainTextResponse:
@@ -78,8 +81,10 @@ def cosignatures(rt: Rt, size: Annotated[int | None, Query(ge=1, description="a 
 
 
 @router.post("/cosignatures", response_model=CosignaturesStored, status_code=201,
-             responses={**_NO_CHECKPOINT, 409: _problem("The checkpoint differs from the one the registry signed at that "
-                                                        "size: a split view")},
+             responses={**_NO_CHECKPOINT, 409: _problem(409, "conflict", "Conflict", "The checkpoint differs from the one the "
+                                                        "registry signed at that size: a split view",
+                                                        "the checkpoint differs from the one the registry signed at that "
+                                                        "size (split view?)")},
              openapi_extra={"requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}},
              summary="A witness posts the checkpoint note carrying its cosignature (tlog-cosignature v1)")
 async def post_cosignatures(request: Request, rt: Rt):
