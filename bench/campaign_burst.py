@@ -147,11 +147,11 @@ def run_device(d: Device, host: str, port: int, body: bytes, start: threading.Ba
                 continue
             if resp.status == 409:  # the dropped request still holds the key: wait, resend
                 out.retried_409 += 1
-                time.sleep(min(2.0, float(resp.getheader("Retry-After") or 1)) / 2)
+                time.sleep(_retry_after(resp) / 2)
                 continue
             if resp.status >= 500:
                 out.status_5xx += 1
-                time.sleep(min(2.0, float(resp.getheader("Retry-After") or 1)))
+                time.sleep(_retry_after(resp))
                 continue  # retry with the same key (outcome-unknown: it replays or makes it once)
             if resp.status != 200:
                 out.other_status += 1
@@ -165,6 +165,14 @@ def run_device(d: Device, host: str, port: int, body: bytes, start: threading.Ba
             break
         out.ack_ms = (time.perf_counter() - t0) * 1000
         conn.close()
+
+
+def _retry_after(resp) -> float:
+    """The answer's Retry-After in seconds, at most 2 (a phone retries soon); 1 when absent or a date."""
+    try:
+        return min(2.0, float(resp.getheader("Retry-After") or 1))
+    except ValueError:
+        return 1.0
 
 
 def burst(base: str, devices: list[Device], opts: Options, nonce: int) -> tuple[dict, Upload]:

@@ -53,6 +53,7 @@ class Profile:
 # Where a GIL sample goes, first match wins (substrings of the collapsed stack, outermost first).
 CATEGORIES = (
     ("audit sealer thread", ("sealing.py",)),
+    ("report refresher thread", ("reports/background",)),
     ("encryption, MACs, blind indexes", ("cryptography", "codec.py", "event_mac", "receipt", "hmac")),
     ("psycopg / SQLAlchemy (statements, round trips, rows)", ("psycopg", "sqlalchemy")),
     ("schedule judgement", ("schedules/", "immunizations/validation", "immunizations/intake", "judge")),
@@ -67,6 +68,8 @@ def summarise_profile(files: list[Path]) -> dict:
     leaves: Counter = Counter()
     total = 0
     for f in files:
+        if not f.exists():  # py-spy refused or wrote nothing
+            continue
         for line in f.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
             if not count.isdigit():

@@ -64,3 +64,25 @@ def test_the_command_line_has_help_and_defaults(capsys):
                    "--quick", "--concurrency", "--scale", "--floor-seconds", "--profile", "--server-url"):
         assert option in text, option
     assert "default 200" in text and "default 1,2,4" in text
+
+
+def test_profile_summary_sorts_gil_samples_by_area(tmp_path):
+    """The shares printed for a py-spy profile: first matching area wins, the sealer and the
+    report refresher threads apart from the request path."""
+    from bench.pyspy import summarise_profile
+
+    stacks = tmp_path / "w1.txt"
+    stacks.write_text(
+        "_worker (concurrent/futures/thread.py:83);seal_all (registry/audit_log/sealing.py:82);"
+        "Cursor.execute (psycopg/cursor.py:97) 30\n"
+        "upload (api/routes/sync.py:24);_snapshot (registry/immunizations/batch.py:129);"
+        "Cursor.fetchall (psycopg/cursor.py:282) 50\n"
+        "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:522) 10\n"
+        "refresh_all (registry/reports/background.py:28);Cursor.fetchall (psycopg/cursor.py:282) 10\n"
+        "not a stack line\n")
+    out = summarise_profile([stacks])
+    assert out["samples"] == 100
+    assert out["shares"] == {"psycopg / SQLAlchemy (statements, round trips, rows)": 0.5, "audit sealer thread": 0.3,
+                             "HTTP, middleware, FastAPI dependencies": 0.1, "report refresher thread": 0.1}
+    assert out["top_leaves"][0] == ("Cursor.fetchall (psycopg/cursor.py:282)", 0.6)
+    assert summarise_profile([tmp_path / "missing.txt"]) == {"samples": 0}
