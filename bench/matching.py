@@ -84,8 +84,12 @@ def quality(graded, truth: set, threshold: float) -> dict:
     return {"pairs": len(found), "precision": p, "recall": r, "f1": f1}
 
 
+GRADED: list = []  # the last evaluation's graded pairs (for the threshold sweep)
+
+
 def evaluate(model: scoring.Model, prep: list[dict], truth: set, workers: int = 1) -> dict:
     graded, n, secs = score_all(model, prep, workers)
+    GRADED[:] = graded
     out = {"pairs_scored": n, "seconds": secs, "pairs_per_second": n / secs if secs else 0.0}
     for g in ("certain", "probable", "possible"):
         out[g] = quality(graded, truth, model.thresholds[g])
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
              f"seed {args.seed}", ""]
     configured = scoring.Model.from_parameters("configured-1", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
     res = evaluate(configured, prep, truth, args.workers)
+    configured_graded = list(GRADED)
     lines += _rows("configured model", res)
     speed = res
     if args.em:
@@ -189,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{TIMES['index'][1] + TIMES['pairs'][1]:.1f} s CPU**; with preparing, "
               f"{(t_prep + TIMES['index'][0] + TIMES['pairs'][0]) / 60:.1f} min wall, "
               f"{(TIMES['prepare'][1] + TIMES['index'][1] + TIMES['pairs'][1]) / 60:.1f} min CPU."]
+    lines += ["", f"Pairs blocked and scored: {res['pairs_scored']:,}, "
+              f"{res['pairs_scored'] / (TIMES['index'][1] + TIMES['pairs'][1]):,.0f} pairs per CPU second "
+              f"({res['pairs_scored'] / (TIMES['index'][0] + TIMES['pairs'][0]):,.0f} per wall second), index included."]
+    sweep = [(th / 2, quality(configured_graded, truth, th / 2)) for th in range(0, 14)]
+    best_th, best = max(sweep, key=lambda x: x[1]["f1"])
+    lines += [f"Review threshold sweep, configured model (match weight 0 to 6.5): best F1 {best['f1']:.4f} at weight >= {best_th:.1f} "
+              f"(precision {best['precision']:.4f}, recall {best['recall']:.4f})."]
     if len(prep) >= 1_000_000:  # measured at scale: no extrapolation
         if args.bloom:
             lines += [""] + bloom_quality(args.bloom, args.seed)
