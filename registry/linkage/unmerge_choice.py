@@ -36,7 +36,7 @@ class UnmergeChoice(BaseModel):
     merged: PatientMatch
     survivor: PatientMatch
     returning: list[DoseView]  # moved by the merge: back to the restored record
-    later: list[DoseView] | None  # recorded on the survivor since the merge: stay unless ticked (None: not shown)
+    later: list[DoseView] | None = None  # recorded on the survivor since the merge: stay unless ticked (None: not shown)
 
 
 def later_doses(doses: list, merged_at: datetime) -> list:
