@@ -84,7 +84,7 @@ def _originals(session, province: str, count: int) -> list:
     t = Patient.__table__
     q = (select(t).where(t.c.province == province, t.c.merged_into.is_(None), t.c.created_by == LOADER_ID,
                          ~t.c.home_facility.like("F-D-%"), t.c.birth_date <= date.today() - timedelta(days=70))
-         .order_by(t.c.home_facility, t.c.id).limit(count * 20))
+         .order_by(t.c.home_facility, t.c.id).limit(count * 50))
     rows = session.execute(q).all()
     by_facility: dict[str, list] = {}
     for r in rows:

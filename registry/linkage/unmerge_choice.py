@@ -13,7 +13,7 @@ ticked. Every record viewed writes its own `linkage.view` event, as the pair vie
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -46,8 +46,6 @@ def later_doses(doses: list, merged_at: datetime) -> list:
 
 
 def _aware(t: datetime) -> datetime:
-    from datetime import UTC
-
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
