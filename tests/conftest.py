@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 import network_guard
@@ -38,6 +39,11 @@ nothing_leaves = network_guard.nothing_leaves  # the autouse fixture, for every 
 
 PG_URL = os.environ.get("NHR_TEST_DATABASE_URL")
 _counter = itertools.count(1)
+
+# Property tests check what is true, never how fast: Hypothesis's default 200 ms deadline per example
+# fails them on a loaded CI machine (seen: a Verhoeff check on a 2-core machine at load 20).
+hypothesis_settings.register_profile("nhr", deadline=None)
+hypothesis_settings.load_profile("nhr")
 
 
 def pytest_report_header(config):
