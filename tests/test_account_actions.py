@@ -122,3 +122,23 @@ def test_only_administrators_act_on_accounts(client, world, who):
 def test_an_administrator_cannot_deactivate_itself(client, world):
     r, events = _act(client, world, "admin", "admin", "deactivate")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "user_id" and events == [("user.deactivate", "invalid")]
+
+
+def test_unlock_lifts_the_account_wide_ceiling_too(runtime, world):
+    """Guessing spread over many clients locks the account for unknown clients; unlock lifts it,
+    and failures after the unlock count again (security/throttle.py)."""
+    from security import throttle
+
+    username, limits = world.users["auditor_province"], throttle.Limits.of(runtime.settings.login)
+    stranger = throttle.Keys.of("", username, "198.51.100.7")
+    with runtime.sessions.begin() as s:
+        for i in range(limits.per_account):
+            throttle.record_failure(s, throttle.Keys.of("", username, f"203.0.113.{i % 250}"))
+        assert throttle.refused(s, stranger, limits) == "account"
+    r, events = _act(world.client, world, "admin", "auditor_province", "unlock")
+    assert r.status_code == 200 and events == [("user.unlock", "success")]
+    with runtime.sessions.begin() as s:
+        assert throttle.refused(s, stranger, limits) is None
+        for i in range(limits.per_account):
+            throttle.record_failure(s, throttle.Keys.of("", username, f"192.0.2.{i % 250}"))
+        assert throttle.refused(s, stranger, limits) == "account"

@@ -96,7 +96,7 @@ def test_a_staff_token_without_its_generation_or_with_an_old_one_is_refused(clie
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {good}"}).status_code == 200
 
 
-def test_the_generation_is_read_at_most_once_per_interval_per_account(client, runtime, world):
+def test_a_cached_generation_is_trusted_only_for_the_interval(client, runtime, world):
     """The cache is real: within the interval a request costs no read (what bench/revocation.py measures)."""
     h = world.h("official_province")
     user_id = uuid.UUID(client.get("/api/v1/me", headers=h).json()["user_id"])

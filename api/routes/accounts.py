@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import require
 from registry.context import ServiceContext
@@ -21,6 +21,12 @@ router = APIRouter(prefix="/api/v1/users", tags=["reference"])
 
 
 class PasswordResetView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "account": {"id": "d7c6b5a4-9382-4716-a5b4-c3d2e1f00a1b", "username": "clinic.shadman",
+                    "display_name": "Vaccinator, BHU Shadman", "role": "clinic_worker", "scope_level": "facility",
+                    "scope_code": "F-LAH-02", "active": True, "created_at": "2026-10-13T09:30:12Z"},
+        "password": "k7qmw-3xhpa-9rtcz-e4nvd"}]})
+
     account: UserView
     password: str = Field(description="the new password, shown this once: it is stored only as a hash")
 
