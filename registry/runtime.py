@@ -151,6 +151,8 @@ class Runtime:
         """Load wrapped data keys; create missing ones for every province (idempotent)."""
         with self.engine.begin() as conn:
             provinces = [r[0] for r in conn.execute(select(Jurisdiction.code).where(Jurisdiction.level == "province"))]
+            if self.settings.node.province is not None:  # a provincial node keeps keys for its own province only
+                provinces = [p for p in provinces if p == self.settings.node.province]
             if self.keyring.create_missing:
                 self.keys.ensure(conn, provinces)
             else:

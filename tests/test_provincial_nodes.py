@@ -114,7 +114,7 @@ class Node:
                     "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0",
                     "NHR_ARGON2_MEMORY_KIB": "1024", "NHR_ARGON2_TIME_COST": "1", "NHR_RATE_LIMIT_REQUESTS": "100000",
                     "NHR_LINKAGE_CHECK": "false"}
-        settings = Settings(env="test", database_url=cluster.url(), key_dir=self.home / "keys",
+        settings = Settings(env="test", database_url=cluster.url(), key_dir=self.home / "keys", node={"province": province},
                             passwords={"argon2_memory_kib": 1024, "argon2_time_cost": 1})
         rt = Runtime.build(settings, provisioning=True)
         try:
@@ -182,7 +182,8 @@ def federation():
         clusters = [Cluster(base, "pg-punjab"), Cluster(base, "pg-sindh")]
         punjab = Node(base, "PK-PB", clusters[0], ca, [("clinic.lahore", Role.CLINIC_WORKER, "F-LAH-02")])
         sindh = Node(base, "PK-SD", clusters[1], ca, [("clinic.karachi", Role.CLINIC_WORKER, "F-KRC-02"),
-                                                       ("official.national", Role.HEALTH_OFFICIAL, "PK")])
+                                                       ("official.national", Role.HEALTH_OFFICIAL, "PK"),
+                                                       ("clinic.misplaced", Role.CLINIC_WORKER, "F-LAH-02")])
         nodes = [punjab, sindh]
         (base / "peers.json").write_text(json.dumps({n.province: n.node_url for n in nodes}))
         for n in nodes:
@@ -235,11 +236,22 @@ def test_a_sindh_clinic_finds_a_punjab_child_by_bform_identity_only_audited_on_b
     assert BFORM not in json.dumps(theirs["detail"]) + json.dumps(ours["detail"])
 
 
+def test_a_node_holds_keys_for_its_own_province_only(federation):
+    for node in (federation["punjab"], federation["sindh"]):
+        with psycopg.connect(node.cluster.url()) as c:
+            custodians = {r[0] for r in c.execute("SELECT DISTINCT custodian FROM data_keys")}
+        assert custodians == {node.province}
+
+
 def test_a_node_registers_only_its_own_provinces_patients(federation):
     with federation["sindh"].client("clinic.karachi") as c:
         r = c.post("/api/v1/patients", json=_child(district="PK-PB-LAH"))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "district"
     assert "Ayesha" not in r.text
+    # an account of this node scoped at another province's facility cannot make this node that province's custodian
+    with federation["sindh"].client("clinic.misplaced") as c:
+        r = c.post("/api/v1/patients", json=_child(district="PK-SD-HYD"))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "district"
 
 
 def _tls(*, cert: tuple[Path, Path] | None, ca: Path) -> ssl.SSLContext:
@@ -257,7 +269,7 @@ def _search_body(signer: NodeSigner, caller: dict) -> dict:
 
 
 CALLER = {"user_id": str(uuid.uuid4()), "username": "clinic.karachi", "role": "clinic_worker", "scope_level": "facility",
-          "scope_code": "F-KRC-02", "province": "PK-SD", "district": "PK-SD-KHI", "purpose": "TREAT"}
+          "scope_code": "F-KRC-02", "province": "PK-SD", "district": "PK-SD-KRC", "purpose": "TREAT"}
 
 
 def test_the_node_listener_refuses_clients_without_a_federation_certificate(federation, punjab_child):

@@ -155,7 +155,7 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     if not node.active:
         raise InvalidInput("this district is retired; no new registrations or moves into it", field="district")
     held = ctx.runtime.settings.node.province  # a provincial node holds its own province's patients only
-    if held is not None and node.province != held:
+    if held is not None and (node.province != held or ctx.principal.scope.province not in (None, held)):
         raise InvalidInput(f"this node holds {held}'s patients only; use that province's node", field="district")
     return node.province, node.code
 
