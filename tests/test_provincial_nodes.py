@@ -11,7 +11,9 @@ node certificate from a federation CA made here. Checked:
   CA issued; an assertion not signed by an admitted node is 401, a caller a node may not speak for 403
   (both audited by the receiving node);
 - with the Punjab cluster stopped, Sindh still registers, records a dose, reads and searches,
-  and the national report marks Punjab `stale` with its last good report instead of failing.
+  and the national report marks Punjab `stale` with its last good report instead of failing,
+  also after the Sindh node restarts (the last good report is in its database);
+- a node holds data keys for its own province only.
 
 Skipped when PostgreSQL's server binaries are missing; `NHR_REQUIRE_NODES=1` (CI) makes that a failure.
 """
@@ -338,3 +340,12 @@ def test_a_punjab_outage_leaves_sindh_working_and_the_national_report_marks_punj
         assert status["PK-PB"]["report"] == {p["province"]: p for p in before.json()["provinces"]}["PK-PB"]["report"]
     [event] = sindh.cluster.events("report.national")[-1:]
     assert event["detail"]["stale"] == ["PK-PB"]
+
+    # the last good report is kept in Sindh's database: a restarted Sindh node still has it
+    sindh.close()
+    sindh.serve()
+    sindh.wait_ready()
+    with sindh.client("official.national") as official:
+        again = official.get("/api/v1/reports/national", params={"cohort": cohort})
+    status = {p["province"]: p for p in again.json()["provinces"]}
+    assert status["PK-PB"]["status"] == "stale" and status["PK-PB"]["as_of"] == good_time

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -64,12 +62,6 @@ def caller_claims(access: AccessContext, principal: Principal) -> dict:
 
 
 @dataclass
-class Cached:
-    report: dict
-    fetched_at: datetime
-
-
-@dataclass
 class Federation:
     province: str
     peers: dict[str, str]
@@ -77,8 +69,6 @@ class Federation:
     verifier: AssertionVerifier | None
     timeout_seconds: float
     transport: Transport | None = None  # set by the API layer when it serves
-    _cache: dict[tuple, Cached] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Federation | None:
@@ -110,14 +100,3 @@ class Federation:
     async def ask(self, province: str, path: str, body: dict) -> dict:
         assert self.transport is not None
         return await self.transport.post(self.peers[province], path, body)
-
-    # the last good aggregate of each province, per question (cohort, denominator, as_of)
-    def remember(self, province: str, question: tuple, report: dict) -> Cached:
-        entry = Cached(report, datetime.now(UTC))
-        with self._lock:
-            self._cache[(province, *question)] = entry
-        return entry
-
-    def last_good(self, province: str, question: tuple) -> Cached | None:
-        with self._lock:
-            return self._cache.get((province, *question))

@@ -27,6 +27,7 @@ from registry import identifiers
 from registry.context import ServiceContext
 from registry.errors import Forbidden, NotFound
 from registry.nodes import remote
+from registry.nodes import repository as repo
 from registry.nodes.federation import Federation, PeerUnavailable, caller_claims, query_digest
 from registry.patients import service as patients
 from registry.patients.schemas import PatientMatch
@@ -125,29 +126,42 @@ async def national_coverage(ctx: ServiceContext, *, cohort: str, denominator: st
         ctx.trail.record(ctx.session, NATIONAL, outcome, resource_type=reports.RESOURCE,
                          detail={"reason": "not a provincial node" if fed is None else "not national scope"})
         raise NotFound("the national report is served by provincial nodes to national officials")
-    question = (cohort, denominator, as_of.isoformat() if as_of else None)
+    question = f"{cohort}|{denominator}|{as_of.isoformat() if as_of else ''}"
     caller = caller_claims(ctx.access, ctx.principal)
 
-    async def one(province: str) -> dict:
+    async def one(province: str) -> tuple[str, dict | None]:
         body = {"assertion": fed.assertion(province, caller), "cohort": cohort, "denominator": denominator,
-                "as_of": question[2]}
+                "as_of": as_of.isoformat() if as_of else None}
         try:
-            if fed.transport is None:
-                raise PeerUnavailable("no transport")
             answer = await fed.ask(province, COVERAGE_PATH, body)
-            if not isinstance(answer, dict) or "rows" not in answer:
-                raise PeerUnavailable("malformed answer")
-            entry = fed.remember(province, question, answer)
-            return {"province": province, "status": "fresh", "as_of": entry.fetched_at.isoformat(), "report": answer}
+            return province, answer if "rows" in answer and "jurisdiction" in answer else None
         except PeerUnavailable:
-            last = fed.last_good(province, question)
-            if last is None:
-                return {"province": province, "status": "unavailable", "as_of": None, "report": None}
-            return {"province": province, "status": "stale", "as_of": last.fetched_at.isoformat(), "report": last.report}
+            return province, None
 
-    peers = list(await asyncio.gather(*(one(p) for p in fed.peers)))
-    extra = {"national": True, "stale": [p["province"] for p in peers if p["status"] != "fresh"]}
-    own = await to_thread.run_sync(lambda: reports.coverage_report(
-        ctx, jurisdiction=fed.province, cohort=cohort, denominator=denominator, as_of=as_of, action=NATIONAL, extra=extra))
-    mine = {"province": fed.province, "status": "fresh", "as_of": datetime.now(UTC).isoformat(), "report": own}
+    answers = dict(await asyncio.gather(*(one(p) for p in fed.peers)))
+    now = datetime.now(UTC)
+
+    def in_transaction() -> tuple[dict, list[dict]]:
+        """The fresh answers are kept and the last good ones read in the report's own transaction."""
+        for province, answer in answers.items():
+            if answer is not None:
+                repo.remember(ctx.session, province, question, answer, now)
+        kept = repo.last_good(ctx.session, [p for p, a in answers.items() if a is None], question)
+        peers = []
+        for province, answer in sorted(answers.items()):
+            if answer is not None:
+                peers.append({"province": province, "status": "fresh", "as_of": now.isoformat(), "report": answer})
+            elif province in kept:
+                last = kept[province]
+                peers.append({"province": province, "status": "stale", "as_of": last.fetched_at.isoformat(),
+                              "report": last.report})
+            else:
+                peers.append({"province": province, "status": "unavailable", "as_of": None, "report": None})
+        extra = {"national": True, "stale": [p["province"] for p in peers if p["status"] != "fresh"]}
+        own = reports.coverage_report(ctx, jurisdiction=fed.province, cohort=cohort, denominator=denominator,
+                                      as_of=as_of, action=NATIONAL, extra=extra)
+        return own, peers
+
+    own, peers = await to_thread.run_sync(in_transaction)
+    mine = {"province": fed.province, "status": "fresh", "as_of": now.isoformat(), "report": own}
     return {"cohort": cohort, "denominator": denominator, "provinces": sorted([mine, *peers], key=lambda p: p["province"])}
