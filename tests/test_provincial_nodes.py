@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -115,7 +116,7 @@ class Node:
                     "NHR_NODE_TLS_CA": str(ca_dir / "ca.pem"), "NHR_NODE_TIMEOUT_SECONDS": "10",
                     "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0",
                     "NHR_ARGON2_MEMORY_KIB": "1024", "NHR_ARGON2_TIME_COST": "1", "NHR_RATE_LIMIT_REQUESTS": "100000",
-                    "NHR_LINKAGE_CHECK": "false"}
+                    "NHR_LINKAGE_CHECK": "false", "NHR_CONSOLE_SECURE_COOKIE": "false"}
         settings = Settings(env="test", database_url=cluster.url(), key_dir=self.home / "keys", node={"province": province},
                             passwords={"argon2_memory_kib": 1024, "argon2_time_cost": 1})
         rt = Runtime.build(settings, provisioning=True)
@@ -236,6 +237,19 @@ def test_a_sindh_clinic_finds_a_punjab_child_by_bform_identity_only_audited_on_b
     assert ours["actor_username"] == "clinic.karachi" and ours["detail"]["remote_matches"] == 1
     assert ours["detail"]["remote_subjects"] == [punjab_child["id"]] and "peers_unreachable" not in ours["detail"]
     assert BFORM not in json.dumps(theirs["detail"]) + json.dumps(ours["detail"])
+
+
+def test_the_console_search_asks_the_peers_too(federation, punjab_child):
+    csrf = re.compile(r'name="csrf" value="([^"]+)"')
+    with httpx.Client(base_url=federation["sindh"].url, timeout=60, trust_env=False) as c:
+        token = csrf.search(c.get("/console/login").text).group(1)
+        r = c.post("/console/login", data={"username": "clinic.karachi", "password": PASSWORD, "csrf": token})
+        assert r.status_code == 303, r.status_code
+        token = csrf.search(c.get("/console").text).group(1)
+        page = c.post("/console/children/find", data={"system": "bform", "value": BFORM, "csrf": token})
+    assert page.status_code == 200 and "Ayesha" in page.text and "PK-PB" in page.text
+    assert punjab_child["id"] not in page.text  # no "open record" for a record this node does not hold
+    assert "35202-1234567-1" not in page.text and "1234567" not in page.text.replace(BFORM, "")  # no CNIC, no phone
 
 
 def test_a_node_holds_keys_for_its_own_province_only(federation):
