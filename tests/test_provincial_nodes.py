@@ -311,6 +311,11 @@ def test_the_node_listener_refuses_clients_without_a_federation_certificate(fede
     r = httpx.post(url, json=forged, verify=sindh_tls, trust_env=False, timeout=30)
     assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
     assert any(e["outcome"] == "unauthenticated" and e["resource_type"] == "Node" for e in punjab.cluster.events("patient.search"))
+    # a node the CA admitted but that is not in Punjab's peers file (left the federation, or never joined): 401
+    outsider = NodeSigner.load(*issue_node(federation["ca"], "PK-KP", federation["base"] / "kp"))
+    r = httpx.post(url, json=_search_body(outsider, {**CALLER, "province": "PK-KP", "scope_code": "F-PEW-01"}),
+                   verify=sindh_tls, trust_env=False, timeout=30)
+    assert r.status_code == 401 and "Ayesha" not in r.text
     # Sindh speaking for someone scoped in Punjab (to claim Punjab's capture scope): 403, audited
     posing = _search_body(signer, {**CALLER, "scope_code": "F-LAH-02", "province": "PK-PB", "district": "PK-PB-LAH"})
     r = httpx.post(url, json=posing, verify=sindh_tls, trust_env=False, timeout=30)

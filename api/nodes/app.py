@@ -7,7 +7,8 @@ process's Runtime with the public API, so the same keys, rules and audit trail a
 
 Invariants:
 - Every route reads a caller assertion signed by the calling node (security/nodes/identity.py),
-  and maps it to a Principal of this node's rules (registry/nodes/remote.py); a rejected assertion
+  accepts it only from a node listed in this node's peers file (removing a province from the file
+  is how it stops being answered, whatever its certificate), and maps it to a Principal of this node's rules (registry/nodes/remote.py); a rejected assertion
   is answered 401 and audited (`node.assertion`, unauthenticated), a caller this node does not
   accept is 403 and audited (denied).
 - Each request is one transaction with its audit event; refusals are written again after the
@@ -59,6 +60,8 @@ def _serve(request: Request, assertion: dict, action: str, principal_of: Callabl
     try:
         try:
             claims = rt.federation.verifier.verify(assertion)
+            if claims["node"] not in rt.federation.peers:  # removed from the peers file: no longer answered
+                raise AssertionRejected("the asking node is not a peer of this node")
         except AssertionRejected as exc:
             trail.record(session, action, audit.UNAUTHENTICATED, resource_type="Node", detail={"reason": str(exc)})
             raise e.Unauthenticated(str(exc)) from None
