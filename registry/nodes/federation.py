@@ -98,5 +98,6 @@ class Federation:
         return self.signer.assert_caller(audience, {**caller, **bound})
 
     async def ask(self, province: str, path: str, body: dict) -> dict:
-        assert self.transport is not None
+        if self.transport is None:
+            raise PeerUnavailable("this process has no transport to peers")
         return await self.transport.post(self.peers[province], path, body)
