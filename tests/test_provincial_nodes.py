@@ -186,7 +186,8 @@ def federation():
         punjab = Node(base, "PK-PB", clusters[0], ca, [("clinic.lahore", Role.CLINIC_WORKER, "F-LAH-02")])
         sindh = Node(base, "PK-SD", clusters[1], ca, [("clinic.karachi", Role.CLINIC_WORKER, "F-KRC-02"),
                                                        ("official.national", Role.HEALTH_OFFICIAL, "PK"),
-                                                       ("clinic.misplaced", Role.CLINIC_WORKER, "F-LAH-02")])
+                                                       ("clinic.misplaced", Role.CLINIC_WORKER, "F-LAH-02"),
+                                                       ("official.sindh", Role.HEALTH_OFFICIAL, "PK-SD")])
         nodes = [punjab, sindh]
         (base / "peers.json").write_text(json.dumps({n.province: n.node_url for n in nodes}))
         for n in nodes:
@@ -331,6 +332,9 @@ def test_the_node_listener_refuses_clients_without_a_federation_certificate(fede
 def test_a_punjab_outage_leaves_sindh_working_and_the_national_report_marks_punjab_stale(federation, punjab_child):
     punjab, sindh = federation["punjab"], federation["sindh"]
     cohort = str((local_today() - timedelta(days=20)).year)  # the children's birth year
+    with sindh.client("official.sindh") as provincial:  # national scope only
+        assert provincial.get("/api/v1/reports/national", params={"cohort": cohort}).status_code == 404
+    assert sindh.cluster.events("report.national")[-1]["outcome"] == "denied"
     with sindh.client("official.national") as official:
         before = official.get("/api/v1/reports/national", params={"cohort": cohort})
         assert before.status_code == 200, before.text
