@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from registry.settings import Settings
 from security.access.principal import AccessContext, Principal
@@ -69,6 +70,8 @@ class Federation:
     verifier: AssertionVerifier | None
     timeout_seconds: float
     transport: Transport | None = None  # set by the API layer when it serves
+    _down_until: dict[str, float] = field(default_factory=dict)  # province -> monotonic time to ask again
+    RETRY_AFTER_SECONDS: ClassVar[float] = 15.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Federation | None:
@@ -98,6 +101,16 @@ class Federation:
         return self.signer.assert_caller(audience, {**caller, **bound})
 
     async def ask(self, province: str, path: str, body: dict) -> dict:
+        """A peer that failed is not asked again for `RETRY_AFTER_SECONDS` (counted unreachable at once), so that
+        a peer that times out does not add its timeout to every search of this node meanwhile."""
         if self.transport is None:
             raise PeerUnavailable("this process has no transport to peers")
-        return await self.transport.post(self.peers[province], path, body)
+        if time.monotonic() < self._down_until.get(province, float("-inf")):
+            raise PeerUnavailable("failed recently; not asked again yet")
+        try:
+            answer = await self.transport.post(self.peers[province], path, body)
+        except PeerUnavailable:
+            self._down_until[province] = time.monotonic() + self.RETRY_AFTER_SECONDS
+            raise
+        self._down_until.pop(province, None)
+        return answer
