@@ -134,7 +134,8 @@ async def national_coverage(ctx: ServiceContext, *, cohort: str, denominator: st
                 "as_of": as_of.isoformat() if as_of else None}
         try:
             answer = await fed.ask(province, COVERAGE_PATH, body)
-            return province, answer if "rows" in answer and "jurisdiction" in answer else None
+            own = isinstance(answer.get("jurisdiction"), dict) and answer["jurisdiction"].get("code") == province
+            return province, answer if own and "rows" in answer else None  # a province answers for itself only
         except PeerUnavailable:
             return province, None
 
