@@ -113,7 +113,7 @@ class Node:
         self.env = {**os.environ, "NHR_ENV": "test", "NHR_DATABASE_URL": cluster.url(), "NHR_KEY_DIR": str(self.home / "keys"),
                     "NHR_NODE_PROVINCE": province, "NHR_NODE_PEERS_FILE": str(base / "peers.json"),
                     "NHR_NODE_TLS_CERT": str(self.cert), "NHR_NODE_TLS_KEY": str(self.key),
-                    "NHR_NODE_TLS_CA": str(ca_dir / "ca.pem"), "NHR_NODE_TIMEOUT_SECONDS": "10",
+                    "NHR_NODE_TLS_CA": str(ca_dir / "ca.pem"), "NHR_NODE_TIMEOUT_SECONDS": "30",
                     "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0",
                     "NHR_ARGON2_MEMORY_KIB": "1024", "NHR_ARGON2_TIME_COST": "1", "NHR_RATE_LIMIT_REQUESTS": "100000",
                     "NHR_LINKAGE_CHECK": "false", "NHR_CONSOLE_SECURE_COOKIE": "false"}
