@@ -11,6 +11,7 @@ from api import idempotency, openapi, problems
 from api.body_limit import BodyLimitMiddleware
 from api import console, idempotency, problems
 from api.deps import check_routes
+from api.nodes import transport as node_transport
 from api.fhir import responses as fhir_responses
 from api.fhir import match as fhir_match_routes
 from api.fhir import routes as fhir_routes
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = Runtime.build(settings)
         app.state.runtime.warm()
+        node_transport.install(app.state.runtime.federation, app.state.runtime.settings)  # provincial nodes' peers
         await app.state.runtime.open_async()
         # Off in production by default: `nhr worker` runs them (registry/worker.py)
         in_process = app.state.runtime.settings.runs_worker_in_process

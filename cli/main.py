@@ -28,6 +28,7 @@ from cli import reports as reports_cli
 from cli import field_reports as _field_reports  # noqa: F401  (registers `reports refusals`, `reports data-quality`)
 from cli import imports as imports_cli
 from cli import keys as keys_cli
+from cli import node as node_cli
 from cli import schedules as schedules_cli
 from cli import worker as worker_cli
 from registry import bootstrap
@@ -50,6 +51,7 @@ app.add_typer(reports_cli.app, name="reports")
 app.add_typer(reference_cli.jurisdictions_app, name="jurisdictions")
 app.add_typer(reference_cli.facilities_app, name="facilities")
 app.add_typer(dedupe_cli.app, name="dedupe")
+app.add_typer(node_cli.app, name="node")
 app.command("import")(imports_cli.import_file)
 app.command("backup")(backup_cli.backup)
 app.command("restore")(backup_cli.restore)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.async_database import AsyncDatabase
 from registry.database import make_engine, make_session_factory
 from registry.jurisdictions.models import Jurisdiction
+from registry.nodes.federation import Federation
 from registry.schedules.cache import ScheduleCache
 from registry.settings import Settings
 from registry.users.revocation import TokenGenerations
@@ -81,6 +82,7 @@ class Runtime:
     jurisdictions: JurisdictionCache
     token_generations: TokenGenerations  # revocable staff tokens: the per-process generation cache
     schedules: ScheduleCache = field(default_factory=ScheduleCache)  # parsed schedules, by row id
+    federation: Federation | None = None  # a provincial node's peers and identity (issue 16 item 4), else None
     _pools: dict = field(default_factory=dict)  # event loop -> its AsyncDatabase (see `aio`)
 
     @classmethod
@@ -109,6 +111,7 @@ class Runtime:
             code_hasher=PasswordHasher(memory_kib=2048, time_cost=1),
             tokens=tokens, verified_tokens=VerifiedTokens(tokens), jurisdictions=JurisdictionCache(sessions),
             token_generations=TokenGenerations(engine, settings.tokens.revocation_check_seconds),
+            federation=Federation.from_settings(settings),
         )
 
     @property
@@ -148,6 +151,8 @@ class Runtime:
         """Load wrapped data keys; create missing ones for every province (idempotent)."""
         with self.engine.begin() as conn:
             provinces = [r[0] for r in conn.execute(select(Jurisdiction.code).where(Jurisdiction.level == "province"))]
+            if self.settings.node.province is not None:  # a provincial node keeps keys for its own province only
+                provinces = [p for p in provinces if p == self.settings.node.province]
             if self.keyring.create_missing:
                 self.keys.ensure(conn, provinces)
             else:

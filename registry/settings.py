@@ -209,6 +209,22 @@ class ServeSettings(_Strict):
         return v
 
 
+class NodeSettings(_Strict):
+    """A provincial node (issue 16, docs/nodes.md). `province` set: this instance registers and holds only that
+    province's patients. `peers_file`: JSON object, province -> base URL of that province's node-to-node listener
+    (https). The node's certificate and key (issued by the federation CA, `nhr node init-tls`) are its TLS identity,
+    server and client, and sign its caller assertions; `tls_ca` is the federation CA that admits peers.
+    `listen_port`: `nhr node serve` also listens there, mutual TLS only, for the node-to-node routes."""
+    model_config = _env("NHR_NODE_")
+    province: str | None = Field(None, pattern=r"^[A-Z]{2}-[A-Z]{2,3}$")
+    peers_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    listen_port: int = Field(8443, ge=1, le=65535)
+    timeout_seconds: float = Field(3, gt=0, le=60)
+
+
 class Settings(_Strict):
     model_config = SettingsConfigDict(env_prefix="NHR_", env_file=".env", extra="ignore")
 
@@ -236,6 +252,7 @@ class Settings(_Strict):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    node: NodeSettings = Field(default_factory=NodeSettings)  # provincial nodes (issue 16 item 4)
     # Where each province's KEK lives (issue 16, security/crypto/kek_backends.py): `PK-PB=pkcs11,*=file`
     key_backends: str = "*=file"
     pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")

@@ -81,6 +81,13 @@ ENV = {
     "NHR_PKCS11_TOKEN_LABEL": ("pkcs11_token_label", "punjab", "punjab"),
     "NHR_PKCS11_PIN_FILE": ("pkcs11_pin_file", "/run/secrets/pin", Path("/run/secrets/pin")),
     "NHR_PKCS11_PIN": ("pkcs11_pin", "123456", "123456"),
+    "NHR_NODE_PROVINCE": ("node.province", "PK-PB", "PK-PB"),
+    "NHR_NODE_PEERS_FILE": ("node.peers_file", "/etc/nhr/peers.json", Path("/etc/nhr/peers.json")),
+    "NHR_NODE_TLS_CERT": ("node.tls_cert", "/etc/nhr/node.pem", Path("/etc/nhr/node.pem")),
+    "NHR_NODE_TLS_KEY": ("node.tls_key", "/etc/nhr/node.key", Path("/etc/nhr/node.key")),
+    "NHR_NODE_TLS_CA": ("node.tls_ca", "/etc/nhr/ca.pem", Path("/etc/nhr/ca.pem")),
+    "NHR_NODE_LISTEN_PORT": ("node.listen_port", "9443", 9443),
+    "NHR_NODE_TIMEOUT_SECONDS": ("node.timeout_seconds", "5", 5),
 }
 
 

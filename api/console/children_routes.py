@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
 from registry.immunizations import service as immunizations
+from registry.nodes import service as nodes
 from registry.patients import service as patients
 from registry.schedules import service as schedules
 from security.access.permissions import Permission as P
@@ -36,7 +37,9 @@ def find_form(call: Annotated[ConsoleCall, Gate(P.PATIENT_SEARCH, audited=False)
 async def find(call: Annotated[ConsoleCall, Gate(P.PATIENT_SEARCH)], system: Annotated[Literal["nhr", "bform", "cnic"], Form()],
                value: Annotated[str, Form(min_length=1, max_length=32)], reason: Reason = None):
     ctx = call.context(break_glass_reason=reason)
-    matches = await run_in_threadpool(patients.search, ctx, system, value)
+    fed = nodes.federation(ctx)  # a provincial node with peers asks them too, as the API does (docs/nodes.md)
+    matches = await (nodes.federated_search(ctx, fed, system, value) if fed is not None
+                     else run_in_threadpool(patients.search, ctx, system, value))
     return render(call.request, "find.html", me=call.principal, csrf=call.csrf, matches=matches, searched=True,
                   break_glass=ctx.access.break_glass, reason=ctx.access.break_glass_reason)
 

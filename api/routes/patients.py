@@ -12,6 +12,7 @@ from api import problems
 from api.deps import require
 from api.responses import json_response
 from registry.context import ServiceContext
+from registry.nodes import service as nodes
 from registry.patients import service
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission as P
@@ -53,6 +54,9 @@ def list_patients(request: Request, ctx: Annotated[ServiceContext, Depends(requi
                          "capture scope (`access: search`) carry identity confirmation only: no contact details or "
                          "national ID numbers.")
 async def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
+    fed = nodes.federation(ctx)  # a provincial node with peers also asks them (registry/nodes, docs/nodes.md)
+    if fed is not None:
+        return json_response(await nodes.federated_search(ctx, fed, body.system, body.value), exclude_none=True)
     return json_response(await service.search_async(ctx, body.system, body.value), exclude_none=True)
 
 

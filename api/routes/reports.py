@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import require
 from registry.context import ServiceContext
+from registry.nodes import service as nodes
 from registry.reports import catalogue as cat
 from registry.reports import service
 from security.access.permissions import Permission as P
@@ -34,6 +35,15 @@ def coverage(ctx: Annotated[ServiceContext, _READ], cohort: Cohort, jurisdiction
              denominator: Denominator = "registered",
              as_of: Annotated[date | None, Query(description="date for zero-dose eligibility (default today)")] = None) -> dict:
     return service.coverage_report(ctx, jurisdiction=jurisdiction, cohort=cohort, denominator=denominator, as_of=as_of)
+
+
+@router.get("/national", summary="National coverage from every provincial node (provincial nodes only)",
+            description="This node's province and each peer node's, each already suppressed by its province. A node "
+                        "that does not answer is `stale` with its last good report and the time of it (`unavailable` "
+                        "if it never answered): the report never fails for a province's outage. National scope only.")
+async def national(ctx: Annotated[ServiceContext, _READ], cohort: Cohort, denominator: Denominator = "registered",
+                   as_of: Annotated[date | None, Query(description="date for zero-dose eligibility (default today)")] = None) -> dict:
+    return await nodes.national_coverage(ctx, cohort=cohort, denominator=denominator, as_of=as_of)
 
 
 @router.get("/coverage/export", summary="The coverage report as CSV or DHIS2 dataValueSets JSON",

@@ -224,6 +224,8 @@ class PatientMatch(BaseModel):
     cnic: str | None = None
     phone: str | None = None
     address: str | None = None
+    held_by: str | None = Field(None, description="provincial nodes only: the province whose node holds this record "
+                                "(found by asking that node; identity confirmation only)")
     custodian: str | None = None
     version: int | None = None
 

@@ -154,6 +154,9 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
     if not node.active:
         raise InvalidInput("this district is retired; no new registrations or moves into it", field="district")
+    held = ctx.runtime.settings.node.province  # a provincial node holds its own province's patients only
+    if held is not None and (node.province != held or ctx.principal.scope.province not in (None, held)):
+        raise InvalidInput(f"this node holds {held}'s patients only; use that province's node", field="district")
     return node.province, node.code
 
 
@@ -224,7 +227,6 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
 
 
-
 def read(ctx: ServiceContext, patient_id: uuid.UUID) -> PatientView:
     """The hot path: the read and its audit event are one statement on PostgreSQL."""
     event = ctx.trail.build("patient.read", audit.SUCCESS, resource_id=patient_id)
@@ -270,10 +272,10 @@ def _survivors(ctx: ServiceContext, rows: list) -> list:
     return list(out.values())
 
 
-def search(ctx: ServiceContext, system: str, value: str) -> list[PatientMatch]:
+def search(ctx: ServiceContext, system: str, value: str, extra: dict | None = None) -> list[PatientMatch]:
     norm = _normalised_or_refuse(ctx, system, value)
     views, event = _search_result(ctx, system, _survivors(ctx, _confirmed(ctx, system, norm)))
-    ctx.trail.record(ctx.session, SEARCH, **event)
+    ctx.trail.record(ctx.session, SEARCH, **{**event, "detail": {**event["detail"], **(extra or {})}})
     return views
 
 

@@ -1,0 +1,111 @@
+"""The node-to-node listener of a provincial node (issue 16 item 4, docs/nodes.md).
+
+A separate ASGI app, served by `nhr node serve` on its own port with mutual TLS required
+(uvicorn: `ssl_cert_reqs=CERT_REQUIRED`, the federation CA as the only trust anchor): a client
+without a certificate issued by the federation CA never completes the handshake. It shares the
+process's Runtime with the public API, so the same keys, rules and audit trail apply.
+
+Invariants:
+- Every route reads a caller assertion signed by the calling node (security/nodes/identity.py),
+  accepts it only from a node listed in this node's peers file (removing a province from the file
+  is how it stops being answered, whatever its certificate), and maps it to a Principal of this node's rules (registry/nodes/remote.py); a rejected assertion
+  is answered 401 and audited (`node.assertion`, unauthenticated), a caller this node does not
+  accept is 403 and audited (denied).
+- Each request is one transaction with its audit event; refusals are written again after the
+  rollback (as in api/deps.py); a database that cannot be reached answers 503.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Callable, Literal
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api import problems
+from registry import database
+from registry import errors as e
+from registry.context import ServiceContext
+from registry.nodes import remote
+from registry.nodes import service as nodes
+from registry.runtime import Runtime
+from security.access.principal import AccessContext
+from security.audit import trail as audit
+from security.audit.trail import AuditTrail
+from security.nodes.identity import AssertionRejected
+
+
+class RemoteSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assertion: dict
+    system: Literal["nhr", "bform", "cnic"]
+    value: str = Field(min_length=1, max_length=32)
+
+
+class RemoteCoverage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assertion: dict
+    cohort: str = Field(pattern=r"^\d{4}(-\d{2})?$")
+    denominator: Literal["registered", "target"] = "registered"
+    as_of: date | None = None
+
+
+def _serve(request: Request, assertion: dict, action: str, principal_of: Callable, use_case: Callable):
+    rt: Runtime = request.app.state.runtime
+    rid = uuid.uuid4().hex
+    session = rt.sessions()
+    trail = AuditTrail(AccessContext(None, None, rid, "node:unverified"))
+    try:
+        try:
+            claims = rt.federation.verifier.verify(assertion)
+            if claims["node"] not in rt.federation.peers:  # removed from the peers file: no longer answered
+                raise AssertionRejected("the asking node is not a peer of this node")
+        except AssertionRejected as exc:
+            trail.record(session, action, audit.UNAUTHENTICATED, resource_type="Node", detail={"reason": str(exc)})
+            raise e.Unauthenticated(str(exc)) from None
+        trail = AuditTrail(AccessContext(None, None, rid, f"node:{claims['node']}"))
+        try:
+            principal = principal_of(claims)
+            purpose = remote.purpose(claims, principal)
+        except e.Forbidden as exc:
+            trail.record(session, action, audit.DENIED, resource_type="Node", detail={**remote.detail(claims), "reason": exc.message})
+            raise
+        trail = AuditTrail(AccessContext(principal, purpose, rid, f"node:{claims['node']}"))
+        result = use_case(ServiceContext(session, rt, trail), claims)
+        database.commit(session)
+        return result
+    except e.DomainError:
+        session.rollback()
+        trail.replay_refusals(session)
+        database.commit(session)
+        raise
+    except Exception as exc:
+        session.rollback()
+        if database.unavailable(exc):
+            raise database.unavailable_error() from None
+        raise
+    finally:
+        session.close()
+
+
+def create_node_app(runtime: Runtime) -> FastAPI:
+    if runtime.federation is None or runtime.federation.verifier is None:
+        raise ValueError("the node listener needs NHR_NODE_PROVINCE and NHR_NODE_TLS_CERT, _KEY and _CA")
+    app = FastAPI(title="NHR node-to-node", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runtime = runtime
+    problems.install(app)
+
+    @app.post(nodes.SEARCH_PATH)
+    def search(body: RemoteSearch, request: Request) -> dict:
+        matches = _serve(request, body.assertion, "patient.search", remote.searcher,
+                         lambda ctx, claims: nodes.answer_search(ctx, claims, body.system, body.value))
+        return {"matches": [m.model_dump(mode="json", exclude_none=True) for m in matches]}
+
+    @app.post(nodes.COVERAGE_PATH)
+    def coverage(body: RemoteCoverage, request: Request) -> dict:
+        return _serve(request, body.assertion, "report.coverage", remote.report_reader,
+                      lambda ctx, claims: nodes.answer_coverage(ctx, claims, body.cohort, body.denominator, body.as_of))
+
+    return app
