@@ -23,3 +23,4 @@ def test_import_benchmark_machinery(tmp_path):
         assert isinstance(doc[key], float) and math.isfinite(doc[key]) and doc[key] > 0, key
     assert len(doc["rounds"]) == 1 and doc["target_ratio"] == 0.20
     assert doc["fhir"]["imported"] == 40 and doc["fhir"]["rejected"] == 0 and doc["fhir"]["validated_per_s"] > 0
+    assert doc["fhir"]["imported_2_workers"] == 40 and doc["fhir"]["rejected_2_workers"] == 0  # new children, not duplicates
