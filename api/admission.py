@@ -24,8 +24,9 @@ console pages, public routes): any of them may check out a sync connection in a 
 Limits: a place is held for the whole request, including the async hot paths (audited read,
 search), which use the async pool and only touch the sync pool for a refusal; they are therefore
 also bounded to the sync pool's capacity per worker. A request refused here was never read nor
-authenticated: nothing was done, so there is no principal to audit; it is logged (method and
-route-free) and counted in `nhr_admission_refused_total`. Checkouts outside requests (the
+authenticated: nothing was done and there is no principal to audit (as for BodyLimitMiddleware's
+413); it is logged (the method only: a path may hold an identifier) and counted in
+`nhr_admission_refused_total`. Checkouts outside requests (the
 in-process sealer, key reloads) are not counted: they hold a connection briefly, from one thread.
 """
 
