@@ -19,6 +19,7 @@ import psycopg
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry import errors
@@ -79,6 +80,8 @@ def unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the database cannot be reached: a lost or refused connection, a server
     shutting down or starting up, an exhausted wait for a pooled connection. Not a deadlock, a
     serialization failure or a constraint: those are answers from a reachable server."""
+    if isinstance(exc, PoolTimeout):  # no connection came free within the pool's timeout
+        return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True

@@ -89,7 +89,7 @@ class Runtime:
     def build(cls, settings: Settings, engine: Engine | None = None, *, provisioning: bool = False) -> Runtime:
         """`provisioning=True` is for the explicit key-provisioning commands (`nhr init`, `nhr keys
         init`): they may create missing keys even in production, where the API never does."""
-        engine = engine or make_engine(settings.database_url)
+        engine = engine or make_engine(settings.database_url, pool_size=settings.serve.db_pool_size)
         keyring = FileKeyring(settings.key_dir, create_missing=settings.create_missing_keys or provisioning)
         # Every audit event written through these sessions is MACed with this key (event_mac.py).
         sessions = make_session_factory(engine, info={audit_mac.INFO_KEY: audit_mac.EventMac(keyring.secret(audit_mac.SECRET_NAME))})

@@ -193,6 +193,12 @@ class ServeSettings(_Strict):
     # the audited read and search. Each request holds one for two round trips, so too few
     # connections queue requests that the CPU could serve; each counts against max_connections.
     async_pool_size: int = Field(20, ge=1, le=200)
+    # The sync pool behind the unit of work (registry/database.py): `db_pool_size` connections per
+    # worker plus as many again as overflow. At most that many requests per worker are in flight
+    # (api/admission.py); the others wait on the event loop, and one that waits longer than
+    # `db_admission_timeout_seconds` is answered 503 with Retry-After.
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_admission_timeout_seconds: float = Field(30.0, gt=0, le=600)
     # Reverse proxies whose X-Forwarded-For is believed for the audited client address
     # (api/client_address.py): comma-separated addresses or CIDR ranges; none by default.
     trusted_proxies: str = ""

@@ -76,6 +76,8 @@ ENV = {
     "NHR_TRUSTED_PROXIES": ("serve.trusted_proxies", "10.0.0.0/8", "10.0.0.0/8"),
     "NHR_WORKER_HEALTHCHECK_SECONDS": ("serve.worker_healthcheck_seconds", "90", 90),
     "NHR_ASYNC_POOL_SIZE": ("serve.async_pool_size", "7", 7),
+    "NHR_DB_POOL_SIZE": ("serve.db_pool_size", "4", 4),
+    "NHR_DB_ADMISSION_TIMEOUT_SECONDS": ("serve.db_admission_timeout_seconds", "12.5", 12.5),
     "NHR_KEY_BACKENDS": ("key_backends", "PK-PB=pkcs11,*=file", "PK-PB=pkcs11,*=file"),
     "NHR_PKCS11_MODULE": ("pkcs11_module", "/opt/hsm/lib.so", Path("/opt/hsm/lib.so")),
     "NHR_PKCS11_TOKEN_LABEL": ("pkcs11_token_label", "punjab", "punjab"),
