@@ -18,7 +18,8 @@ from registry.audit_log import sealing
 BUDGET = 150_000
 # role -> the page it lands on or works in most
 MAIN_PAGES = {"verifier": "/verify", "official_province": "/console/coverage", "official_district": "/console/children",
-              "clinic_a": "/console/due", "auditor": "/console/audit", "admin": "/console/staff", "guardian": "/my"}
+              "clinic_a": "/console/due", "auditor": "/console/audit", "admin": "/console/staff", "guardian": "/my",
+              "steward_province": "/console/linkage"}
 
 
 def _session_state(watched, server, w, child, who) -> dict | None:
