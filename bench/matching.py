@@ -60,17 +60,14 @@ def score_all(model: scoring.Model, prep: list[dict], workers: int = 1) -> tuple
 
     t = time.perf_counter()
     with phase("index"):
-        dedupe._STATE = (prep, blocking.index(prep), model)
+        state = (prep, blocking.index(prep), model)
     p = phase("pairs").__enter__()
     graded, n = [], 0
-    try:
-        for _, n_pairs, found in dedupe._scored_units(blocking.units(), workers):
-            n += n_pairs
-            for i, j, s in found:
-                a, b = sorted((prep[i]["unique_id"], prep[j]["unique_id"]))
-                graded.append((a, b, s.weight))
-    finally:
-        dedupe._STATE = ()
+    for _, n_pairs, found in dedupe._scored_units(blocking.units(), workers, state):
+        n += n_pairs
+        for i, j, s in found:
+            a, b = sorted((prep[i]["unique_id"], prep[j]["unique_id"]))
+            graded.append((a, b, s.weight))
     p.__exit__()
     return graded, n, time.perf_counter() - t
 

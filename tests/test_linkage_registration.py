@@ -169,7 +169,7 @@ def test_dedupe_is_resumable_idempotent_audited(world, runtime):
     assert again.proposed == 0 and not again.resumed  # idempotent: nothing new
     events = audit_events(runtime, action="linkage.dedupe")
     assert [e.resource_id for e in events].count(str(part.run_id)) == 1  # one event per run, resumed or not
-    assert set(events[-1].detail) == {"province", "model_version", "records", "pairs_scored", "proposed", "resumed"}
+    assert set(events[-1].detail) == {"province", "model_version", "records", "pairs_scored", "proposed", "resumed", "trigger"}
 
 
 def test_not_same_is_never_proposed_again(world, runtime):
