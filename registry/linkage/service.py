@@ -41,14 +41,27 @@ CERTAINLY_NOT = Scored(levels={}, weight=float("-inf"), probability=0.0, grade="
 
 
 class LikelyDuplicate(Conflict):
-    """A registration that looks like a child already registered (grade certain or probable)."""
+    """A registration that looks like a child already registered (grade certain or probable).
+    `in_file`: the child it looks like was registered by an earlier entry of the same upload (a
+    FHIR Bundle, an import file, a sync batch): code `likely_duplicate_in_file`."""
 
     code = "likely_duplicate"
 
-    def __init__(self, candidates: list[dict]) -> None:
-        super().__init__("this child may already be registered: see `candidates`; " + CONFIRM, field="confirm_not_duplicate")
+    def __init__(self, candidates: list[dict], *, in_file: bool = False) -> None:
+        where = "by an earlier entry of this upload" if in_file else "already"
+        super().__init__(f"this child may {where} be registered: see `candidates`; " + CONFIRM, field="confirm_not_duplicate")
+        self.code = "likely_duplicate_in_file" if in_file else "likely_duplicate"
         self.candidates = candidates
         self.extensions = {"code": self.code, "candidates": candidates, "confirm": CONFIRM}
+
+    def in_file(self) -> LikelyDuplicate:
+        """The same refusal, as a duplicate of a record created earlier in the same upload."""
+        return LikelyDuplicate(self.candidates, in_file=True)
+
+    @property
+    def detail_code(self) -> str:
+        """For FHIR: OperationOutcome.issue.details (registry/fhir/outcome.py)."""
+        return self.code
 
 
 @dataclass
