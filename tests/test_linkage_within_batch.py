@@ -180,3 +180,31 @@ def test_fhir_bundle_flags_the_same_child_twice_as_in_file(world, runtime):
     # the first is in the registry now: a later Bundle's copy of it is an ordinary likely duplicate
     r = _bundle(world, "transaction", [_fhir_patient(_again(first))])
     assert r.status_code == 409 and _detail(r.json()) == "likely_duplicate"
+
+
+def test_in_file_holds_after_an_interrupted_import_is_resumed(world, runtime, tmp_path):
+    """The first chunk committed, the import interrupted, then resumed: the copy in a later chunk
+    is still recognised as the same file's (the run's events, not the process's memory)."""
+    first, other = _child(), _child()
+    rows = [first, other, _again(first)]
+    f = tmp_path / f"children-{secrets.token_hex(3)}.csv"
+    with open(f, "w", newline="") as out:
+        w = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(progress):
+        raise Interrupted
+
+    try:
+        importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=1, on_chunk=stop_after_first)
+    except Interrupted:
+        pass
+    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=1)
+    assert res.resumed_from == 1 and res.imported == 2
+    report = tmp_path / f"errors-{secrets.token_hex(3)}.csv"
+    importer.write_error_report(runtime, res.run_id, report)
+    assert [(x["row"], x["reason"]) for x in csv.DictReader(open(report))] == [("3", "likely_duplicate_in_file")]
