@@ -198,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     best_th, best = max(sweep, key=lambda x: x[1]["f1"])
     lines += [f"Review threshold sweep, configured model (match weight 0 to 6.5): best F1 {best['f1']:.4f} at weight >= {best_th:.1f} "
               f"(precision {best['precision']:.4f}, recall {best['recall']:.4f})."]
+    lines += ["", "| review threshold (match weight) | pairs to review | false pairs | missed duplicates | precision | recall | F1 |",
+              "|---|---|---|---|---|---|---|"]
+    for th, q in sweep[::2] + [sweep[-1]]:  # 0, 1, ..., 6, 6.5
+        tp = round(q["precision"] * q["pairs"])
+        lines.append(f"| >= {th:.1f} | {q['pairs']:,} | {q['pairs'] - tp:,} | {len(truth) - tp:,} | {q['precision']:.4f} "
+                     f"| {q['recall']:.4f} | {q['f1']:.4f} |")
     if len(prep) >= 1_000_000:  # measured at scale: no extrapolation
         if args.bloom:
             lines += [""] + bloom_quality(args.bloom, args.seed)

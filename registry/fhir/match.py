@@ -4,8 +4,8 @@ In: a Parameters resource with `resource` (a Patient), optional `onlyCertainMatc
 and `count` (integer). Out: a searchset Bundle, best first, each entry with `search.mode` match,
 `search.score` (the match probability) and the `match-grade` extension (certain, probable,
 possible, and certainly-not for a record a steward decided is not the same child as the record
-the Patient resource's `id` names; see registry/linkage/service.match). Candidates come from the matching engine (registry/linkage/service.match) within the
-caller's search scope: the full record in capture scope, identity confirmation only outside it,
+the Patient resource's `id` names). Candidates come from the matching engine
+(registry/linkage/service.match) within the caller's search scope: the full record in capture scope, identity confirmation only outside it,
 exactly as identifier search answers. One `patient.search` audit event (`via: $match`).
 """
 
