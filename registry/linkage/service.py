@@ -31,7 +31,7 @@ from security.crypto.errors import DecryptionError
 from security.audit.trail import PatientRef
 
 log = logging.getLogger("nhr.linkage")
-CONFIGURED_VERSION = "configured-1"
+CONFIGURED_VERSION = "configured-2"  # configured-1: the same m and u, `possible` at weight 0
 LIKELY = ("certain", "probable")
 CONFIRM = ("register anyway with \"confirm_not_duplicate\": true (FHIR: header X-Confirm-Not-Duplicate: true; "
            "recorded in the audit log), or record the dose on the child found (FHIR: Patient/$match lists the candidates)")
