@@ -60,17 +60,14 @@ def score_all(model: scoring.Model, prep: list[dict], workers: int = 1) -> tuple
 
     t = time.perf_counter()
     with phase("index"):
-        dedupe._STATE = (prep, blocking.index(prep), model)
+        state = (prep, blocking.index(prep), model)
     p = phase("pairs").__enter__()
     graded, n = [], 0
-    try:
-        for _, n_pairs, found in dedupe._scored_units(blocking.units(), workers):
-            n += n_pairs
-            for i, j, s in found:
-                a, b = sorted((prep[i]["unique_id"], prep[j]["unique_id"]))
-                graded.append((a, b, s.weight))
-    finally:
-        dedupe._STATE = ()
+    for _, n_pairs, found in dedupe._scored_units(blocking.units(), workers, state):
+        n += n_pairs
+        for i, j, s in found:
+            a, b = sorted((prep[i]["unique_id"], prep[j]["unique_id"]))
+            graded.append((a, b, s.weight))
     p.__exit__()
     return graded, n, time.perf_counter() - t
 
@@ -201,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     best_th, best = max(sweep, key=lambda x: x[1]["f1"])
     lines += [f"Review threshold sweep, configured model (match weight 0 to 6.5): best F1 {best['f1']:.4f} at weight >= {best_th:.1f} "
               f"(precision {best['precision']:.4f}, recall {best['recall']:.4f})."]
+    lines += ["", "| review threshold (match weight) | pairs to review | false pairs | missed duplicates | precision | recall | F1 |",
+              "|---|---|---|---|---|---|---|"]
+    for th, q in sweep[::2] + [sweep[-1]]:  # 0, 1, ..., 6, 6.5
+        tp = round(q["precision"] * q["pairs"])
+        lines.append(f"| >= {th:.1f} | {q['pairs']:,} | {q['pairs'] - tp:,} | {len(truth) - tp:,} | {q['precision']:.4f} "
+                     f"| {q['recall']:.4f} | {q['f1']:.4f} |")
     if len(prep) >= 1_000_000:  # measured at scale: no extrapolation
         if args.bloom:
             lines += [""] + bloom_quality(args.bloom, args.seed)

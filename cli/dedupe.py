@@ -39,6 +39,10 @@ def run(province: str = typer.Option(..., "--province", help="custodian province
                     bar.update(scoring, visible=True, total=p.total, completed=p.done, pairs=p.pairs, proposed=p.proposed)
 
             summary = dedupe.run(rt, province, on_progress=show, workers=workers)
+    except dedupe.RunInProgress:
+        console.print(f"[yellow]not started[/]: a deduplication of {province} is in progress elsewhere (nhr worker or "
+                      "another nhr dedupe run); it resumes and finishes on its own")
+        raise typer.Exit(1)
     finally:
         rt.engine.dispose()
     resumed = " (resumed)" if summary.resumed else ""

@@ -252,6 +252,9 @@ class Settings(_Strict):
     bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
     # Duplicate check at registration (issue 13, registry/linkage): off only to measure its cost
     linkage_check: bool = True
+    # Batch deduplication of every province in `nhr worker` (issue 13, registry/linkage/schedule.py): hours between
+    # runs of a province; 0: never (run `nhr dedupe run` from cron instead)
+    dedupe_interval_hours: float = Field(24, ge=0, le=24 * 366)
     # The audit sealer and the coverage refresher inside the API's workers (None: on except in production, where
     # `nhr worker` runs them as a process of its own; registry/worker.py)
     in_process_worker: bool | None = None

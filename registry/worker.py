@@ -1,15 +1,18 @@
 """The work behind the request path, in a process of its own (`nhr worker`, issue 17).
 
 The audit sealer (registry/audit_log/sealing.py) and the coverage refresher
-(registry/reports/background.py) run here on their usual intervals. In production the API's
+(registry/reports/background.py) run here on their usual intervals, and the scheduled batch
+deduplication of each province (registry/linkage/schedule.py, NHR_DEDUPE_INTERVAL_HOURS; only
+here, never in the API's process: it is minutes of CPU). In production the API's
 workers leave them to this process (`NHR_IN_PROCESS_WORKER`, off in production by default), so a
 request never shares its worker's CPU with a seal or a refresh; in development and tests the API
 runs them itself, so the demo seals with nothing else started.
 
 Invariants:
-- Both loops may run in several processes or hosts at once: the sealer's lock and the
-  refresher's advisory lock let one work at a time, so a second worker is harmless.
-- `run` returns once `stop` is set (SIGTERM or SIGINT in `nhr worker`), after both loops have
+- The loops may run in several processes or hosts at once: the sealer's lock, the
+  refresher's advisory lock and the dedupe run lock let one work at a time, so a second worker
+  is harmless.
+- `run` returns once `stop` is set (SIGTERM or SIGINT in `nhr worker`), after the loops have
   stopped and any seal or refresh in progress has finished its transaction: a stop never leaves
   half a seal, since each seal is one transaction.
 """
@@ -20,6 +23,7 @@ import asyncio
 import logging
 
 from registry.audit_log import sealing
+from registry.linkage import schedule as dedupe_schedule
 from registry.reports import background as report_refresher
 from registry.runtime import Runtime
 
@@ -30,11 +34,14 @@ async def run(rt: Runtime, stop: asyncio.Event) -> None:
     """Seal and refresh until `stop` is set."""
     sealer = sealing.start_background(rt)
     refresher = report_refresher.start_background(rt)
-    log.info("worker started (sealer every %s s, refresher every %s s)", rt.settings.audit.seal_interval_seconds,
-             rt.settings.reports.refresh_interval_seconds)
+    deduper = dedupe_schedule.start_background(rt)
+    log.info("worker started (sealer every %s s, refresher every %s s, dedupe every %s h)",
+             rt.settings.audit.seal_interval_seconds, rt.settings.reports.refresh_interval_seconds,
+             rt.settings.dedupe_interval_hours)
     try:
         await stop.wait()
     finally:
+        await dedupe_schedule.stop_background(deduper)
         await report_refresher.stop_background(refresher)
         await sealing.stop_background(sealer)
         log.info("worker stopped")

@@ -169,7 +169,7 @@ def test_dedupe_is_resumable_idempotent_audited(world, runtime):
     assert again.proposed == 0 and not again.resumed  # idempotent: nothing new
     events = audit_events(runtime, action="linkage.dedupe")
     assert [e.resource_id for e in events].count(str(part.run_id)) == 1  # one event per run, resumed or not
-    assert set(events[-1].detail) == {"province", "model_version", "records", "pairs_scored", "proposed", "resumed"}
+    assert set(events[-1].detail) == {"province", "model_version", "records", "pairs_scored", "proposed", "resumed", "trigger"}
 
 
 def test_not_same_is_never_proposed_again(world, runtime):
@@ -319,3 +319,50 @@ def test_propose_many_stores_as_propose_does(world, runtime):
     with runtime.sessions.begin() as s:  # again: nothing new, nothing changed
         assert repo.propose_many(s, [(a, b, sc), (a, d, sc)], model_version="m1", source="dedupe") == 0
     assert {r.version for r in _candidates(runtime, a) if frozenset((r.left_id, r.right_id)) != frozenset((a, c))} == {1, 2}
+
+
+def _match(world, who, patient: dict, *extra) -> dict:
+    params = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": patient}, *extra]}
+    r = world.client.post("/fhir/R4/Patient/$match", json=params,
+                          headers={**world.h(who), "Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.json()
+    return {e["resource"]["id"]: (e["search"]["extension"][0]["valueCode"], e["search"]["score"]) for e in r.json()["entry"]}
+
+
+def test_match_grades_a_pair_decided_not_same_as_certainly_not(world, runtime):
+    """FHIR match-grade `certainly-not` ("known not to be a match"): for the record the Patient's
+    id names, a candidate a steward decided is not the same child comes back graded certainly-not,
+    after the matches, score 0; the record itself is not returned; onlyCertainMatches leaves it
+    out, and count caps the list. Without an id (or with one out of reach) it is graded as usual."""
+    first = _post(world, "clinic_a", _child()).json()
+    body = _variant({**_child(), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother", "cnic": first["guardian"]["cnic"]}})
+    dup = _post(world, "clinic_a", {**body, "confirm_not_duplicate": True}).json()
+    [pair] = [c for c in _candidates(runtime, uuid.UUID(first["id"])) if {str(c.left_id), str(c.right_id)} == {first["id"], dup["id"]}]
+    h = world.h("steward_province")
+    etag = world.client.get(f"/api/v1/linkage/candidates/{pair.id}", headers=h).headers["ETag"]
+    r = world.client.post(f"/api/v1/linkage/candidates/{pair.id}/decision", json={"decision": "not_same"},
+                          headers=world.h("steward_province", **{"If-Match": etag}))
+    assert r.status_code == 200, r.json()
+
+    patient = {"resourceType": "Patient", "name": [{"given": ["Muhammad"], "family": first["family_name"]}], "gender": "male",
+               "birthDate": "2026-03-07", "contact": [{"name": {"text": first["guardian"]["name"]}}]}
+    anonymous = _match(world, "clinic_a", patient)
+    assert anonymous[first["id"]][0] in ("certain", "probable") and anonymous[dup["id"]][0] in ("certain", "probable", "possible")
+
+    named = _match(world, "clinic_a", {**patient, "id": first["id"]})
+    assert first["id"] not in named  # the record itself is not a candidate of itself
+    assert named[dup["id"]] == ("certainly-not", 0)
+    assert list(named)[-1] == dup["id"]  # after every real match
+
+    assert dup["id"] not in _match(world, "clinic_a", {**patient, "id": first["id"]},
+                                   {"name": "onlyCertainMatches", "valueBoolean": True})
+    assert len(_match(world, "clinic_a", {**patient, "id": first["id"]}, {"name": "count", "valueInteger": 1})) == 1
+
+    # an id of no record the caller can reach changes nothing
+    out_of_reach = _match(world, "clinic_a", {**patient, "id": str(uuid.uuid4())})
+    assert out_of_reach[dup["id"]][0] != "certainly-not" and first["id"] in out_of_reach
+    bad = world.client.post("/fhir/R4/Patient/$match", json={"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {**patient, "id": "not-a-uuid"}}]},
+        headers={**world.h("clinic_a"), "Content-Type": "application/fhir+json"})
+    assert bad.status_code == 400 and bad.json()["issue"][0]["expression"][0].startswith("Parameters.parameter")

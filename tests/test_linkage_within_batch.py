@@ -30,14 +30,14 @@ def _again(row: dict, **over) -> dict:
     return {**row, "id": str(uuid.uuid4()), "given_name": "Mohammad", "birth_date": "2026-07-03", **over}
 
 
-def _import(world, runtime, tmp_path, rows: list[dict]):
+def _import(world, runtime, tmp_path, rows: list[dict], chunk_size: int = 100):
     fields = list(dict.fromkeys(k for r in rows for k in r))
     f = tmp_path / f"children-{secrets.token_hex(3)}.csv"
     with open(f, "w", newline="") as out:
         w = csv.DictWriter(out, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=100)
+    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=chunk_size)
     report = tmp_path / f"errors-{secrets.token_hex(3)}.csv"
     importer.write_error_report(runtime, res.run_id, report)
     return res, [(x["row"], x["field"], x["reason"]) for x in csv.DictReader(open(report))]
@@ -126,3 +126,85 @@ def test_sync_batch_flags_the_second_registration_of_the_same_child(world, runti
                           headers=world.h("clinic_a"))
     assert r.json()["results"][0]["result"] == "created"
     assert _pairs(runtime, first["id"], again["id"])
+
+
+def test_import_flags_the_same_child_across_chunks_of_one_file(world, runtime, tmp_path):
+    """Rows in different chunks: the earlier chunk is committed, so the later copy meets it in the
+    registry check; it is `likely_duplicate_in_file` because this run imported the first (the
+    run's own import events say so), while a copy of a child registered before the file stays
+    `likely_duplicate`."""
+    before = _child()
+    r = world.client.post("/api/v1/patients", headers=world.h("clinic_a"), json={
+        **{k: v for k, v in before.items() if k not in ("id", "guardian_name", "guardian_relationship")},
+        "guardian": {"name": before["guardian_name"], "relationship": "mother"}})
+    assert r.status_code == 201, r.json()
+    first, other = _child(), _child()
+    res, report = _import(world, runtime, tmp_path, [first, other, _again(first), _again(before)], chunk_size=1)
+    assert res.imported == 2
+    assert report == [("3", "confirm_not_duplicate", "likely_duplicate_in_file"),
+                      ("4", "confirm_not_duplicate", "likely_duplicate")]
+
+
+def _fhir_patient(row: dict, full_url: str | None = None) -> dict:
+    res = {"resourceType": "Patient", "name": [{"given": [row["given_name"]], "family": row["family_name"]}], "gender": row["sex"],
+           "birthDate": row["birth_date"], "contact": [{"name": {"text": row["guardian_name"]}}]}
+    return {"fullUrl": full_url or f"urn:uuid:{uuid.uuid4()}", "resource": res, "request": {"method": "POST", "url": "Patient"}}
+
+
+def _bundle(world, kind: str, entries: list[dict]):
+    return world.client.post("/fhir/R4", json={"resourceType": "Bundle", "type": kind, "entry": entries},
+                             headers={**world.h("clinic_a"), "Content-Type": "application/fhir+json"})
+
+
+def _detail(outcome: dict) -> str:
+    return outcome["issue"][0]["details"]["coding"][0]["code"]
+
+
+def test_fhir_bundle_flags_the_same_child_twice_as_in_file(world, runtime):
+    """The same child twice in one transaction Bundle: 409, `likely_duplicate_in_file` (issue
+    details), pointing at the second entry, nothing written; in a batch Bundle the first entry is
+    created and the second refused so; a child registered before the Bundle stays `likely_duplicate`."""
+    first = _child()
+    r = _bundle(world, "transaction", [_fhir_patient(first), _fhir_patient(_again(first))])
+    assert r.status_code == 409, r.json()
+    issue = r.json()["issue"][0]
+    assert _detail(r.json()) == "likely_duplicate_in_file" and issue["expression"][0].startswith("Bundle.entry[1]")
+    assert "earlier entry of this upload" in issue["diagnostics"]
+
+    r = _bundle(world, "batch", [_fhir_patient(first), _fhir_patient(_again(first))])
+    assert r.status_code == 200, r.json()
+    one, two = r.json()["entry"]
+    assert one["response"]["status"].startswith("201")
+    assert two["response"]["status"].startswith("409") and _detail(two["response"]["outcome"]) == "likely_duplicate_in_file"
+
+    # the first is in the registry now: a later Bundle's copy of it is an ordinary likely duplicate
+    r = _bundle(world, "transaction", [_fhir_patient(_again(first))])
+    assert r.status_code == 409 and _detail(r.json()) == "likely_duplicate"
+
+
+def test_in_file_holds_after_an_interrupted_import_is_resumed(world, runtime, tmp_path):
+    """The first chunk committed, the import interrupted, then resumed: the copy in a later chunk
+    is still recognised as the same file's (the run's events, not the process's memory)."""
+    first, other = _child(), _child()
+    rows = [first, other, _again(first)]
+    f = tmp_path / f"children-{secrets.token_hex(3)}.csv"
+    with open(f, "w", newline="") as out:
+        w = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(progress):
+        raise Interrupted
+
+    try:
+        importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=1, on_chunk=stop_after_first)
+    except Interrupted:
+        pass
+    res = importer.run(runtime, f, username=world.users["clinic_a"], fmt="csv-patients", chunk_size=1)
+    assert res.resumed_from == 1 and res.imported == 2
+    report = tmp_path / f"errors-{secrets.token_hex(3)}.csv"
+    importer.write_error_report(runtime, res.run_id, report)
+    assert [(x["row"], x["reason"]) for x in csv.DictReader(open(report))] == [("3", "likely_duplicate_in_file")]

@@ -65,6 +65,7 @@ ENV = {
     "NHR_BULK_EXPORT_STEP_ROWS": ("bulk_export.step_rows", "1000", 1000),
     "NHR_BULK_EXPORT_FILE_ROWS": ("bulk_export.file_rows", "500", 500),
     "NHR_LINKAGE_CHECK": ("linkage_check", "false", False),
+    "NHR_DEDUPE_INTERVAL_HOURS": ("dedupe_interval_hours", "6", 6),
     "NHR_IN_PROCESS_WORKER": ("in_process_worker", "false", False),
     "NHR_CONSOLE_IDLE_MINUTES": ("console.idle_minutes", "10", 10),
     "NHR_CONSOLE_LIFETIME_MINUTES": ("console.lifetime_minutes", "480", 480),

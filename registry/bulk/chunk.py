@@ -17,7 +17,7 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from registry import identifiers
@@ -206,12 +206,25 @@ def _likely_duplicates(session, rt, actor: Actor, items: list, result: ChunkResu
             guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
             birth_date=data.birth_date, sex=data.sex, facility=actor.facility, district=node.code, province=node.province)
         cands = linkage.find(session, rt, actor.principal, rec)
-        if not data.confirm_not_duplicate and any(c.scored.grade in linkage.LIKELY for c in cands):
-            result.reject(row, "confirm_not_duplicate", "likely_duplicate")
+        likely = [c.row.id for c in cands if c.scored.grade in linkage.LIKELY]
+        if not data.confirm_not_duplicate and likely:
+            in_file = bool(_imported_by_run(session, actor, likely))
+            result.reject(row, "confirm_not_duplicate", "likely_duplicate_in_file" if in_file else "likely_duplicate")
             continue
         keep.append(item)
         found.append((rec, cands))
     return _likely_in_file(session, keep, found, result)
+
+
+def _imported_by_run(session, actor: Actor, patient_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of `patient_ids` this import run created, in an earlier chunk of the file (also one
+    committed before an interruption and resume): the subjects of the run's `patient.import`
+    events (the run's request id). Asked only for a row's likely duplicates, so rarely."""
+    ev, sub = AuditEventRow.__table__, AuditEventSubjectRow.__table__
+    q = (select(sub.c.patient_id).join(ev, ev.c.id == sub.c.event_id)
+         .where(sub.c.patient_id.in_(patient_ids), ev.c.action == "patient.import",
+                ev.c.request_id == actor.trail.context.request_id))
+    return set(session.scalars(q))
 
 
 def _likely_in_file(session, keep: list, found: list, result: ChunkResult):

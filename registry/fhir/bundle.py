@@ -34,6 +34,7 @@ from registry.context import ServiceContext
 from registry.errors import DomainError, Forbidden, audit_outcome
 from registry.fhir import mapping, outcome, service
 from registry.immunizations import batch as dose_batch
+from registry.linkage.service import LikelyDuplicate
 from registry.fhir.mapping import FhirInvalid
 from security.access.permissions import Permission
 from security.audit import trail as audit
@@ -92,6 +93,7 @@ class _Run:
         self.ctx = ctx
         self.base = base
         self.created: dict[str, uuid.UUID] = {}  # fullUrl urn:uuid -> patient id
+        self.created_ids: set[str] = set()  # every Patient this Bundle created (a later likely duplicate is "in file")
 
     def resolve(self, reference: str) -> uuid.UUID:
         if reference not in self.created:
@@ -104,7 +106,15 @@ class _Run:
         resource = entry["resource"]
         if rtype == "Patient":
             condition = (entry.get("request") or {}).get("ifNoneExist")
-            status, res = service.create_patient(ctx, resource, condition, expression=f"Bundle.entry[{i}].request.ifNoneExist")
+            try:
+                status, res = service.create_patient(ctx, resource, condition, expression=f"Bundle.entry[{i}].request.ifNoneExist")
+            except LikelyDuplicate as exc:  # the same child twice in this Bundle: say so (issue 13)
+                created = {str(pid) for pid in self.created.values()} | self.created_ids
+                if created & {c.get("id") for c in exc.candidates}:
+                    raise exc.in_file() from None
+                raise
+            if status == 201:
+                self.created_ids.add(res["id"])
             full_url = entry.get("fullUrl")
             if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
                 self.created[full_url] = uuid.UUID(res["id"])

@@ -3,12 +3,15 @@
 In: a Parameters resource with `resource` (a Patient), optional `onlyCertainMatches` (boolean)
 and `count` (integer). Out: a searchset Bundle, best first, each entry with `search.mode` match,
 `search.score` (the match probability) and the `match-grade` extension (certain, probable,
-possible). Candidates come from the matching engine (registry/linkage/service.match) within the
-caller's search scope: the full record in capture scope, identity confirmation only outside it,
+possible, and certainly-not for a record a steward decided is not the same child as the record
+the Patient resource's `id` names). Candidates come from the matching engine
+(registry/linkage/service.match) within the caller's search scope: the full record in capture scope, identity confirmation only outside it,
 exactly as identifier search answers. One `patient.search` audit event (`via: $match`).
 """
 
 from __future__ import annotations
+
+import uuid
 
 from registry.context import ServiceContext
 from registry.fhir import mapping
@@ -18,6 +21,17 @@ from registry.linkage import service as linkage
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 MAX_COUNT = 50
+
+
+def _subject(resource: dict) -> uuid.UUID | None:
+    """The id of an existing record the Patient resource names (to match it against the others)."""
+    rid = resource.get("id")
+    if rid is None:
+        return None
+    try:
+        return uuid.UUID(str(rid))
+    except ValueError:
+        raise FhirInvalid("Parameters.parameter.resource.id", "must be the id of a Patient of this registry", status=400) from None
 
 
 def _parameters(body: dict) -> tuple[dict, bool, int]:
@@ -59,8 +73,9 @@ def _record(resource: dict) -> dict:
 def match(ctx: ServiceContext, body: dict) -> list[tuple[dict, float, str]]:
     """(Patient resource, score, grade) of each candidate, best first."""
     resource, only_certain, count = _parameters(body)
+    subject = _subject(resource)
     rec = _record(resource)
-    found = linkage.match(ctx, rec, only_certain=only_certain, count=count)
+    found = linkage.match(ctx, rec, only_certain=only_certain, count=count, subject=subject)
     return [(mapping.patient_to_fhir(view), round(s.probability, 6), s.grade) for view, s in found]
 
 

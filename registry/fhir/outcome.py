@@ -37,6 +37,9 @@ FIELD_PATHS = {
 _CODE_BY_STATUS = {status: code for _, status, code in STATUS} | {400: "structure", 405: "not-supported", 500: "exception"}
 
 
+DETAIL_SYSTEM = "urn:nhr:problem"
+
+
 def status_of(exc: BaseException) -> tuple[int, str]:
     status = getattr(exc, "status", None)  # FhirInvalid: 400 (not valid FHIR), 406, 415 or 422
     for cls, default, code in STATUS:
@@ -46,8 +49,12 @@ def status_of(exc: BaseException) -> tuple[int, str]:
 
 
 def operation_outcome(status: int, diagnostics: str | None, expression: str | None = None, *,
-                      code: str | None = None, severity: str = "error") -> dict:
+                      code: str | None = None, severity: str = "error", detail: str | None = None) -> dict:
+    """`detail`: the registry's own code for the refusal (e.g. `likely_duplicate_in_file`), as
+    `issue.details.coding` in the system DETAIL_SYSTEM."""
     issue: dict = {"severity": severity, "code": code or _CODE_BY_STATUS.get(status, "processing")}
+    if detail:
+        issue["details"] = {"coding": [{"system": DETAIL_SYSTEM, "code": detail}]}
     if diagnostics:
         issue["diagnostics"] = diagnostics
     if expression:
@@ -65,7 +72,8 @@ def expression_of(field: str | None, resource_type: str | None) -> str | None:
 def from_error(exc: BaseException, resource_type: str | None = None) -> tuple[int, dict]:
     status, code = status_of(exc)
     if isinstance(exc, e.DomainError):
-        return status, operation_outcome(status, exc.message, expression_of(exc.field, resource_type), code=code)
+        return status, operation_outcome(status, exc.message, expression_of(exc.field, resource_type), code=code,
+                                         detail=getattr(exc, "detail_code", None))
     return status, operation_outcome(status, "the request failed; nothing was changed", code=code)
 
 

@@ -10,6 +10,9 @@ every pair graded at least `possible` is proposed to the review queue (source `d
 - Idempotent: `propose` inserts a pair once, refreshes an open pair, and never reopens a decided
   one, so running again proposes nothing new.
 - Audited as a system action: one `linkage.dedupe` event per run (counts and the run id only).
+- One runner per province at a time (registry/linkage/run_lock.py): a second `run` while one is
+  in progress raises RunInProgress at once and changes nothing; `run_if_due` (the schedule in
+  `nhr worker`) skips the province instead.
 - Blocking keys for the registration check (link_keys) are written for records that lack them
   (records loaded by the demo generator or before this feature).
 """
@@ -17,11 +20,14 @@ every pair graded at least `possible` is proposed to the review queue (source `d
 from __future__ import annotations
 
 import getpass
+import threading
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Callable
 
-from registry.linkage import blocking, records
+from registry.errors import Conflict
+from registry.linkage import blocking, records, run_lock
 from registry.linkage import repository as repo
 from registry.linkage.scoring import Model, score
 from registry.linkage.service import active_model
@@ -31,6 +37,12 @@ from security.audit.trail import AuditTrail
 
 ACTION = "linkage.dedupe"
 PAGE = 5000
+
+
+class RunInProgress(Conflict):
+    """Another process is deduplicating this province now."""
+
+    code = "dedupe_in_progress"
 
 
 @dataclass
@@ -82,12 +94,14 @@ def load(rt, province: str, on_progress: Callable[[Progress], None] | None = Non
     return recs, ids, written
 
 
-_STATE: tuple = ()  # (records, blocking index, model) of the run, inherited by forked workers
+_STATE: tuple = ()  # (records, blocking index, model) of a `--workers` run, inherited by forked workers
+_FORKING = threading.Lock()  # one forked run per process at a time (the state above is global)
 
 
-def score_unit(unit: str) -> tuple[str, int, list]:
-    """Score one blocking unit: (unit, pairs scored, [(i, j, Scored)] graded at least possible)."""
-    recs, idx, model = _STATE
+def score_unit(unit: str, state: tuple | None = None) -> tuple[str, int, list]:
+    """Score one blocking unit: (unit, pairs scored, [(i, j, Scored)] graded at least possible).
+    `state`: (records, blocking index, model); in a forked worker, the inherited `_STATE`."""
+    recs, idx, model = state or _STATE
     n, graded = 0, []
     for i, j in blocking.pairs(recs, idx, unit):
         n += 1
@@ -97,25 +111,66 @@ def score_unit(unit: str) -> tuple[str, int, list]:
     return unit, n, graded
 
 
-def _scored_units(todo: list[str], workers: int):
+def _scored_units(todo: list[str], workers: int, state: tuple):
     """Units scored in order, in this process or in `workers` forked processes (units are
     independent; the records and the index are shared copy-on-write, nothing is sent back but
-    indexes, scores and levels). Writing stays in this process."""
+    indexes, scores and levels). Writing stays in this process. In this process the state is
+    passed along, so runs of two provinces in two threads (the schedule, a test) never mix."""
+    global _STATE
     if workers <= 1 or len(todo) < 2:
-        yield from map(score_unit, todo)
+        yield from (score_unit(u, state) for u in todo)
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(score_unit, todo)
+    with _FORKING:
+        _STATE = state
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                yield from pool.imap(score_unit, todo)
+        finally:
+            _STATE = ()
 
 
 def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = None,
-        model: Model | None = None, stop_after_units: int | None = None, workers: int = 1) -> Summary:
+        model: Model | None = None, stop_after_units: int | None = None, workers: int = 1,
+        trigger: str = "cli") -> Summary:
     """Deduplicate `province`, resuming its unfinished run if there is one.
     `stop_after_units` interrupts the run (for tests of resumption); `workers` > 1 scores
-    blocking units in that many forked processes."""
-    global _STATE
+    blocking units in that many forked processes. Raises RunInProgress if another runner holds
+    the province (run_lock.py)."""
+    with run_lock.exclusive(rt, province) as held:
+        if not held:
+            raise RunInProgress(f"a deduplication of {province} is in progress elsewhere")
+        return _run(rt, province, on_progress=on_progress, model=model, stop_after_units=stop_after_units,
+                    workers=workers, trigger=trigger)
+
+
+def due(session, province: str, interval: timedelta, now: datetime | None = None) -> bool:
+    """Whether a scheduled run of `province` is due: an unfinished run waits to be resumed, or
+    no run finished within `interval`."""
+    if repo.open_run(session, province) is not None:
+        return True
+    finished = repo.last_finished(session, province)
+    return finished is None or finished + interval <= (now or datetime.now(UTC))
+
+
+def run_if_due(rt, province: str, interval: timedelta, should_stop: Callable[[], bool] | None = None) -> Summary | None:
+    """The scheduled run (`nhr worker`): under the province's lock, run (or resume) if `due`;
+    None if another runner holds the province or the last run is recent. Checking under the lock
+    means two workers never both run it: the second finds it busy, or finds it just done.
+    `should_stop` (the worker stopping) ends the run after the unit in progress, left to resume."""
+    with run_lock.exclusive(rt, province) as held:
+        if not held:
+            return None
+        with rt.sessions() as s:
+            if not due(s, province, interval):
+                return None
+        return _run(rt, province, trigger="schedule", should_stop=should_stop)
+
+
+def _run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = None,
+         model: Model | None = None, stop_after_units: int | None = None, workers: int = 1,
+         trigger: str = "cli", should_stop: Callable[[], bool] | None = None) -> Summary:
     with rt.sessions.begin() as s:
         model = model or active_model(s)
         existing = repo.open_run(s, province)
@@ -126,35 +181,34 @@ def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = N
         else:
             run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
     recs, ids, written = load(rt, province, on_progress)
-    _STATE = (recs, blocking.index(recs), model)
+    state = (recs, blocking.index(recs), model)
     todo = [u for u in units if u not in set(done)]
     if stop_after_units is not None:
         todo_now = todo[:stop_after_units]
     else:
         todo_now = todo
-    try:
-        for n, (unit, n_pairs, graded) in enumerate(_scored_units(todo_now, workers)):
-            with rt.sessions.begin() as s:
-                pairs += n_pairs
-                proposed += repo.propose_many(s, [(ids[i], ids[j], sc) for i, j, sc in graded],
-                                              model_version=model.version, source="dedupe")
-                done.append(unit)
-                last = len(done) == len(units)
-                repo.checkpoint(s, run_id, done, pairs, proposed, done=last)
-                if last:
-                    _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed)
-            if on_progress:
-                on_progress(Progress("scoring", len(done), len(units), pairs, proposed))
-    finally:
-        _STATE = ()
+    for n, (unit, n_pairs, graded) in enumerate(_scored_units(todo_now, workers, state)):
+        with rt.sessions.begin() as s:
+            pairs += n_pairs
+            proposed += repo.propose_many(s, [(ids[i], ids[j], sc) for i, j, sc in graded],
+                                          model_version=model.version, source="dedupe")
+            done.append(unit)
+            last = len(done) == len(units)
+            repo.checkpoint(s, run_id, done, pairs, proposed, done=last)
+            if last:
+                _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed, trigger)
+        if on_progress:
+            on_progress(Progress("scoring", len(done), len(units), pairs, proposed))
+        if should_stop is not None and should_stop():
+            break  # the unit's proposals and checkpoint are committed: the next run resumes here
     if not todo:  # nothing left: close the run
         with rt.sessions.begin() as s:
             repo.checkpoint(s, run_id, done, pairs, proposed, done=True)
-            _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed)
+            _audit(s, run_id, province, model, len(recs), pairs, proposed, resumed, trigger)
     return Summary(run_id, len(recs), pairs, proposed, resumed, written)
 
 
-def _audit(s, run_id, province, model, n_records, pairs, proposed, resumed) -> None:
+def _audit(s, run_id, province, model, n_records, pairs, proposed, resumed, trigger) -> None:
     _trail(run_id).record(s, ACTION, audit.SUCCESS, resource_type="LinkCandidate", resource_id=run_id,
                           detail={"province": province, "model_version": model.version, "records": n_records,
-                                  "pairs_scored": pairs, "proposed": proposed, "resumed": resumed})
+                                  "pairs_scored": pairs, "proposed": proposed, "resumed": resumed, "trigger": trigger})

@@ -188,6 +188,12 @@ def open_run(session: Session, province: str) -> Row | None:
                            .order_by(RUNS.c.started_at.desc())).first()
 
 
+def last_finished(session: Session, province: str) -> datetime | None:
+    """When the province's latest finished run ended (None: never)."""
+    return session.execute(select(RUNS.c.finished_at).where(RUNS.c.province == province, RUNS.c.status == "done")
+                           .order_by(RUNS.c.finished_at.desc()).limit(1)).scalar()
+
+
 def start_run(session: Session, province: str, model_version: str, blocks_total: int) -> uuid.UUID:
     run_id = uuid.uuid4()
     session.execute(insert(RUNS), [{"id": run_id, "province": province, "model_version": model_version,

@@ -39,8 +39,11 @@ DEFAULT_LEVELS: dict[str, dict[int, tuple[float, float]]] = {
 }
 DEFAULT_PRIOR = 1e-4
 # Match weights (log2 odds, prior included). certain = p >= 0.9999; probable p >= 0.99;
-# possible p >= 0.5. Tuned on the bench population (bench/matching.py, bench/RESULTS.md).
-DEFAULT_THRESHOLDS = {"certain": 13.3, "probable": 6.6, "possible": 0.0}
+# possible p >= 0.8 (weight 2; it was 0, p >= 0.5, until 2026-12-03: at 115k and 460k records of
+# the bench population, weight 2 leaves out 56% and 58% of the different children shown for
+# review for 5 and 20 more missed duplicates, 0.03% of them; bench/RESULTS.md). Tuned on the
+# bench population (bench/matching.py).
+DEFAULT_THRESHOLDS = {"certain": 13.3, "probable": 6.6, "possible": 2.0}
 
 
 @dataclass

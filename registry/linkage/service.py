@@ -24,28 +24,44 @@ from registry.linkage import repository as repo
 from registry.linkage.scoring import DEFAULT_THRESHOLDS, Model, Scored, default_parameters, score
 from registry.patients import codec
 from registry.patients.repository import Access, access_to
+from registry.patients.repository import get as get_patient
 from registry.patients.schemas import PatientMatch
 from security.audit import trail as audit
 from security.crypto.errors import DecryptionError
 from security.audit.trail import PatientRef
 
 log = logging.getLogger("nhr.linkage")
-CONFIGURED_VERSION = "configured-1"
+CONFIGURED_VERSION = "configured-2"  # configured-1: the same m and u, `possible` at weight 0
 LIKELY = ("certain", "probable")
 CONFIRM = ("register anyway with \"confirm_not_duplicate\": true (FHIR: header X-Confirm-Not-Duplicate: true; "
            "recorded in the audit log), or record the dose on the child found (FHIR: Patient/$match lists the candidates)")
 _CACHE_SECONDS = 30.0
+# A pair a steward decided is not the same child, as $match grades it: no score, no levels.
+CERTAINLY_NOT = Scored(levels={}, weight=float("-inf"), probability=0.0, grade="certainly-not")
 
 
 class LikelyDuplicate(Conflict):
-    """A registration that looks like a child already registered (grade certain or probable)."""
+    """A registration that looks like a child already registered (grade certain or probable).
+    `in_file`: the child it looks like was registered by an earlier entry of the same upload (a
+    FHIR Bundle, an import file, a sync batch): code `likely_duplicate_in_file`."""
 
     code = "likely_duplicate"
 
-    def __init__(self, candidates: list[dict]) -> None:
-        super().__init__("this child may already be registered: see `candidates`; " + CONFIRM, field="confirm_not_duplicate")
+    def __init__(self, candidates: list[dict], *, in_file: bool = False) -> None:
+        where = "by an earlier entry of this upload" if in_file else "already"
+        super().__init__(f"this child may {where} be registered: see `candidates`; " + CONFIRM, field="confirm_not_duplicate")
+        self.code = "likely_duplicate_in_file" if in_file else "likely_duplicate"
         self.candidates = candidates
         self.extensions = {"code": self.code, "candidates": candidates, "confirm": CONFIRM}
+
+    def in_file(self) -> LikelyDuplicate:
+        """The same refusal, as a duplicate of a record created earlier in the same upload."""
+        return LikelyDuplicate(self.candidates, in_file=True)
+
+    @property
+    def detail_code(self) -> str:
+        """For FHIR: OperationOutcome.issue.details (registry/fhir/outcome.py)."""
+        return self.code
 
 
 @dataclass
@@ -53,6 +69,7 @@ class Candidate:
     row: object
     access: Access
     scored: Scored
+    not_same: bool = False  # a steward decided this record is not the same child as `exclude`
 
 
 class _ModelCache:
@@ -92,8 +109,11 @@ def candidates(ctx: ServiceContext, rec: dict, *, exclude: uuid.UUID | None = No
     return find(ctx.session, ctx.runtime, ctx.principal, rec, exclude=exclude)
 
 
-def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None) -> list[Candidate]:
-    """`candidates` for callers without a ServiceContext (bulk import: one event per chunk)."""
+def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None,
+         keep_not_same: bool = False) -> list[Candidate]:
+    """`candidates` for callers without a ServiceContext (bulk import: one event per chunk).
+    `keep_not_same`: return the pairs decided `not_same` with `exclude` too, flagged (`$match`
+    grades them certainly-not) instead of leaving them out."""
     rows = repo.by_keys(session, principal, records.lookup_keys(rt.indexer, rec), exclude=exclude)
     if not rows:
         return []
@@ -101,7 +121,8 @@ def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None)
     not_same = repo.not_same_pairs(session, [exclude]) if exclude else set()
     out = []
     for row in rows:
-        if exclude and repo.ordered(exclude, row.id) in not_same:
+        decided_not_same = bool(exclude) and repo.ordered(exclude, row.id) in not_same
+        if decided_not_same and not keep_not_same:
             continue
         try:
             other = records.from_row(rt.cipher, row)
@@ -110,8 +131,8 @@ def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None)
             continue
         s = score(model, rec, other)
         if s.grade is not None:
-            out.append(Candidate(row, access_to(principal, row), s))
-    out.sort(key=lambda c: -c.scored.weight)
+            out.append(Candidate(row, access_to(principal, row), s, decided_not_same))
+    out.sort(key=lambda c: (c.not_same, -c.scored.weight))
     return out
 
 
@@ -160,16 +181,31 @@ def store_keys(ctx: ServiceContext, custodian: str, patient_id: uuid.UUID, rec: 
         repo.insert_keys(ctx.session, rows)
 
 
-def match(ctx: ServiceContext, rec: dict, *, only_certain: bool, count: int) -> list[tuple[PatientMatch, Scored]]:
+def match(ctx: ServiceContext, rec: dict, *, only_certain: bool, count: int,
+          subject: uuid.UUID | None = None) -> list[tuple[PatientMatch, Scored]]:
     """Patient/$match: candidates in search scope, identity confirmation only outside capture
-    scope (the full record inside it, as search returns it). One `patient.search` event."""
-    found = candidates(ctx, rec)
+    scope (the full record inside it, as search returns it). One `patient.search` event.
+
+    `subject`: the id the Patient resource carries, when it is a record the caller may reach
+    (capture or search scope; otherwise it is ignored, revealing nothing). That record itself is
+    not returned, and a candidate a steward decided is `not_same` as it is returned graded
+    `certainly-not` (FHIR match-grade: "known not to be a match"), after every match, with score
+    0, but only when the engine would have returned it anyway (at least `possible`): records
+    below the possible threshold are never returned. `onlyCertainMatches` returns `certain`
+    ones only; `count` caps the whole list."""
+    if subject is not None:
+        row, access = get_patient(ctx.session, ctx.principal, subject)
+        if row is None or access is Access.NONE:
+            subject = None
+    found = find(ctx.session, ctx.runtime, ctx.principal, rec, exclude=subject, keep_not_same=True)
     if only_certain:
-        found = [c for c in found if c.scored.grade == "certain"]
+        found = [c for c in found if c.scored.grade == "certain" and not c.not_same]
     found = found[:count]
-    out = [(codec.to_match(ctx.runtime.cipher, c.row, full=c.access is Access.CAPTURE), c.scored) for c in found]
+    out = [(codec.to_match(ctx.runtime.cipher, c.row, full=c.access is Access.CAPTURE),
+            CERTAINLY_NOT if c.not_same else c.scored) for c in found]
     ctx.trail.record(ctx.session, "patient.search", audit.SUCCESS,
                      patient=PatientRef(found[0].row.id, found[0].row.province, found[0].row.district) if len(found) == 1 else None,
                      subjects=[c.row.id for c in found], outside_capture_scope=any(c.access is Access.SEARCH for c in found),
-                     detail={"via": "$match", "matches": len(found), "only_certain": only_certain})
+                     detail={"via": "$match", "matches": len(found), "only_certain": only_certain,
+                             "certainly_not": sum(c.not_same for c in found)})
     return out
