@@ -326,10 +326,12 @@ def users_list():
 
 
 @keys_app.command("init")
-def keys_init():
+def keys_init(without_linkage_secret: bool = typer.Option(
+        False, "--without-linkage-secret",
+        help="a national-only deployment: do not create `linkage-secret` (only the provinces' encoders hold it)")):
     """Create every missing key: data keys per province, secrets, the audit signing key and the
     certificate issuers (with `nhr init`, the only way keys are created in production)."""
-    custodians = bootstrap.provision_keys(_runtime(provisioning=True))
+    custodians = bootstrap.provision_keys(_runtime(provisioning=True), linkage_secret=not without_linkage_secret)
     console.print(f"keys ready for: {', '.join(custodians)}")
 
 

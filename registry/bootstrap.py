@@ -77,17 +77,20 @@ def init(rt: Runtime, *, jurisdiction_file: Path | None = None, facility_file: P
 SECRETS = tuple(SECRET_NAMES)
 
 
-def provision_keys(rt: Runtime) -> list[str]:
+def provision_keys(rt: Runtime, *, linkage_secret: bool = True) -> list[str]:
     """Create every missing key: data keys per province, the named secrets, the audit log's
     signing key and the certificate issuers. Idempotent; the explicit provisioning step (the
-    API itself never creates keys in production)."""
+    API itself never creates keys in production). `linkage_secret=False` (a national-only
+    deployment, `nhr keys init --without-linkage-secret`) skips `linkage-secret`, which only the
+    provinces' encoders hold (registry/linkage/linkage_secret.py)."""
     from registry.audit_log import sealing
     from registry.certificates import service as certificates
 
     rt.keyring.create_missing = True
     rt.load_keys()
     for name in SECRETS:
-        rt.keyring.secret(name)
+        if linkage_secret or name != "linkage-secret":
+            rt.keyring.secret(name)
     sealing.public_key(rt)
     issuers = certificates.issuer_keys(rt)
     custodians = sorted(rt.keys.custodians())
