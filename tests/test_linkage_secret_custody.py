@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from conftest import drop_database, fresh_database_url, make_settings
+from conftest import drop_database, fresh_database_url, make_settings, unique_nadra
 from registry.linkage import cross_province, linkage_secret
 from registry.linkage.models import LinkCandidate
 from registry.runtime import Runtime
 from registry.settings import get_settings
 from security.crypto.errors import KeyUnavailable
-from test_linkage_registration import _child, _post, _variant, unique_nadra
+from test_linkage_registration import _child, _post, _variant  # the same registration helpers
 
 ENC = cross_province.ENC
 SECRET_FILE = "secrets/linkage-secret.key"
