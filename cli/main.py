@@ -97,7 +97,10 @@ def init(jurisdictions: Path = typer.Option(None, exists=True, dir_okay=False,
                                             help="CSV of the hierarchy (code,name,level,parent_code); default: the package's Pakistan file"),
          facilities: Path = typer.Option(None, exists=True, dir_okay=False,
                                          help="CSV of facilities (code,name,kind,jurisdiction_code); default: the invented demo "
-                                              "facilities outside production, none in production")):
+                                              "facilities outside production, none in production"),
+         without_linkage_secret: bool = typer.Option(
+             False, "--without-linkage-secret",
+             help="the national comparer's deployment: do not create `linkage-secret` (only the provinces' encoders hold it)")):
     """Create the database schema, the key directory and keys, and load the jurisdiction hierarchy
     and the facilities. Idempotent: run it again after an upgrade or with a newer file.
 
@@ -109,7 +112,8 @@ def init(jurisdictions: Path = typer.Option(None, exists=True, dir_okay=False,
 
     rt = _runtime(provisioning=True)
     try:
-        result = bootstrap.init(rt, jurisdiction_file=jurisdictions, facility_file=facilities)
+        result = bootstrap.init(rt, jurisdiction_file=jurisdictions, facility_file=facilities,
+                                linkage_secret=not without_linkage_secret)
     except InvalidInput as exc:
         console.print(f"[red]refused, nothing loaded[/]: {exc.message}", soft_wrap=True)
         raise typer.Exit(1)
@@ -326,10 +330,12 @@ def users_list():
 
 
 @keys_app.command("init")
-def keys_init():
+def keys_init(without_linkage_secret: bool = typer.Option(
+        False, "--without-linkage-secret",
+        help="the national comparer's deployment: do not create `linkage-secret` (only the provinces' encoders hold it)")):
     """Create every missing key: data keys per province, secrets, the audit signing key and the
     certificate issuers (with `nhr init`, the only way keys are created in production)."""
-    custodians = bootstrap.provision_keys(_runtime(provisioning=True))
+    custodians = bootstrap.provision_keys(_runtime(provisioning=True), linkage_secret=not without_linkage_secret)
     console.print(f"keys ready for: {', '.join(custodians)}")
 
 

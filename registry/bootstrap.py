@@ -63,31 +63,36 @@ def load_reference_data(rt: Runtime, *, jurisdiction_file: Path | None = None,
         return j, reference_data.apply_facilities(s, f_rows)
 
 
-def init(rt: Runtime, *, jurisdiction_file: Path | None = None, facility_file: Path | None = None) -> dict:
-    """Idempotent: migrate, load the hierarchy, facilities and default schedule, create missing keys."""
+def init(rt: Runtime, *, jurisdiction_file: Path | None = None, facility_file: Path | None = None,
+         linkage_secret: bool = True) -> dict:
+    """Idempotent: migrate, load the hierarchy, facilities and default schedule, create missing keys
+    (without `linkage-secret` when `linkage_secret=False`: see provision_keys)."""
     upgrade(rt.settings.database_url)
     j, f = load_reference_data(rt, jurisdiction_file=jurisdiction_file, facility_file=facility_file)
     with rt.sessions.begin() as s:
         schedules_added = load_default_schedule_if_none(s)
     return {"jurisdictions": j, "facilities": f, "jurisdictions_added": len(j.added),
             "facilities_added": len(f.added) if f else 0, "schedules_added": schedules_added,
-            "custodians": provision_keys(rt)}
+            "custodians": provision_keys(rt, linkage_secret=linkage_secret)}
 
 
 SECRETS = tuple(SECRET_NAMES)
 
 
-def provision_keys(rt: Runtime) -> list[str]:
+def provision_keys(rt: Runtime, *, linkage_secret: bool = True) -> list[str]:
     """Create every missing key: data keys per province, the named secrets, the audit log's
     signing key and the certificate issuers. Idempotent; the explicit provisioning step (the
-    API itself never creates keys in production)."""
+    API itself never creates keys in production). `linkage_secret=False` (a national-only
+    deployment, `nhr init` / `nhr keys init --without-linkage-secret`) skips `linkage-secret`, which only the
+    provinces' encoders hold (registry/linkage/linkage_secret.py)."""
     from registry.audit_log import sealing
     from registry.certificates import service as certificates
 
     rt.keyring.create_missing = True
     rt.load_keys()
     for name in SECRETS:
-        rt.keyring.secret(name)
+        if linkage_secret or name != "linkage-secret":
+            rt.keyring.secret(name)
     sealing.public_key(rt)
     issuers = certificates.issuer_keys(rt)
     custodians = sorted(rt.keys.custodians())

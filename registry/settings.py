@@ -268,6 +268,9 @@ class Settings(_Strict):
     pkcs11_token_label: str = "nhr"
     pkcs11_pin_file: Path | None = None
     pkcs11_pin: str | None = Field(None, repr=False)  # prefer the file; never in the repository
+    # A province encoder's copy of the national linkage secret (issue 13 item 7; registry/linkage/linkage_secret.py):
+    # a file from the provinces' shared custody (base64 of 32 bytes, first line); None: the keyring's `linkage-secret`
+    linkage_secret_file: Path | None = None
 
     @field_validator("key_backends")
     @classmethod

@@ -84,6 +84,7 @@ ENV = {
     "NHR_PKCS11_TOKEN_LABEL": ("pkcs11_token_label", "punjab", "punjab"),
     "NHR_PKCS11_PIN_FILE": ("pkcs11_pin_file", "/run/secrets/pin", Path("/run/secrets/pin")),
     "NHR_PKCS11_PIN": ("pkcs11_pin", "123456", "123456"),
+    "NHR_LINKAGE_SECRET_FILE": ("linkage_secret_file", "/run/secrets/linkage", Path("/run/secrets/linkage")),
     "NHR_NODE_PROVINCE": ("node.province", "PK-PB", "PK-PB"),
     "NHR_NODE_PEERS_FILE": ("node.peers_file", "/etc/nhr/peers.json", Path("/etc/nhr/peers.json")),
     "NHR_NODE_TLS_CERT": ("node.tls_cert", "/etc/nhr/node.pem", Path("/etc/nhr/node.pem")),

@@ -1,10 +1,11 @@
 """Linkage across provinces without plaintext (issue 13, item 7).
 
 1. Each custodian province, in its own process with its keys, decrypts its records in memory and
-   computes their Bloom-filter encodings (bloom.py, keyed by the national linkage secret):
+   computes their Bloom-filter encodings (bloom.py, keyed by the national linkage secret, which
+   only the provinces' encoders hold: linkage_secret.py):
    `nhr dedupe encode --province PK-SD`. Only the encodings (512-bit CLKs) and a coarse block
    (birth year and sex, already clear on the patient row) reach `link_encodings`.
-2. The national layer compares encodings of *different* custodians within a block that share
+2. The national layer, without the secret, compares encodings of *different* custodians within a block that share
    an LSH band (bloom.lsh_pairs: about 7% of the block's pairs on the bench population, the
    same pairs found at the thresholds), by Dice similarity, and proposes every pair at or above the `possible` similarity to the review queue
    with source `cross_province` (`nhr dedupe cross-province`): ids, the similarity and a level
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select
 
-from registry.linkage import bloom, dedupe, records
+from registry.linkage import bloom, dedupe, linkage_secret, records
 from registry.linkage import repository as repo
 from registry.linkage.match_models import LinkEncoding
 from security.audit import trail as audit
@@ -33,7 +34,8 @@ MODEL_VERSION = "clk-1"
 
 
 def _keys(rt) -> tuple[bytes, bytes]:
-    return bloom.derive_keys(rt.keyring.secret("linkage-secret"))
+    """The encoder's HMAC keys; only encode_province calls this (compare must not: see linkage_secret.py)."""
+    return bloom.derive_keys(linkage_secret.load(rt))
 
 
 def encode_province(rt, province: str) -> int:
@@ -64,7 +66,9 @@ def encode_province(rt, province: str) -> int:
 
 
 def compare(rt) -> tuple[int, int]:
-    """National layer: compare encodings across custodians; returns (pairs compared, new candidates)."""
+    """National layer: compare encodings across custodians; returns (pairs compared, new candidates).
+    Needs no linkage secret (Dice and LSH bands on the stored filters): the national layer runs
+    it with a keyring that has no `linkage-secret`."""
     with rt.sessions() as s:
         rows = s.execute(select(ENC.c.patient_id, ENC.c.custodian, ENC.c.block, ENC.c.clk)).all()
     blocks: dict[str, list] = defaultdict(list)

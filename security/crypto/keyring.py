@@ -42,7 +42,7 @@ SECRET_NAMES = {
     "sync-receipts": "MACs of applied batch-sync items (registry/sync/batch.py)",
     "idempotency-responses": "encryption of stored Idempotency-Key responses (registry/sync/idempotency.py)",
     "audit-events": "MACs of audit events as the registry writes them (security/audit/event_mac.py)",
-    "linkage-secret": "the national key of cross-province Bloom-filter linkage encodings (registry/linkage/bloom.py)",
+    "linkage-secret": "the national key of cross-province Bloom-filter linkage encodings (registry/linkage/bloom.py); provinces' encoders only",
 }
 
 _CUSTODIAN = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,8})*$")
