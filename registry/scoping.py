@@ -44,6 +44,12 @@ def capture_clause(principal: Principal, table: Table, facility_column: str = "h
     return _clause(principal.scope, table, facility_column)
 
 
+def scope_clause(scope: Scope, table: Table) -> ColumnElement[bool]:
+    """A scope's clause over patients (home facility), for a caller that caches statements per
+    scope (registry/linkage/repository.by_keys): capture_clause/search_clause take the scope."""
+    return _clause(scope, table, "home_facility")
+
+
 def search_clause(principal: Principal, table: Table) -> ColumnElement[bool]:
     return _clause(principal.search_scope, table, "home_facility")
 

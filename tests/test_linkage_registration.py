@@ -366,3 +366,34 @@ def test_match_grades_a_pair_decided_not_same_as_certainly_not(world, runtime):
         {"name": "resource", "resource": {**patient, "id": "not-a-uuid"}}]},
         headers={**world.h("clinic_a"), "Content-Type": "application/fhir+json"})
     assert bad.status_code == 400 and bad.json()["issue"][0]["expression"][0].startswith("Parameters.parameter")
+
+
+def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_scope(world, runtime):
+    """by_keys builds its statement once per pair of scopes (repository._by_keys_statement):
+    alternating callers of different scopes in one process each see their own scope only."""
+    from registry.linkage import records
+    from registry.linkage import repository as link_repo
+    from registry.patients.models import Patient
+    from security.access.permissions import Role
+    from security.access.principal import Principal, Scope
+
+    created = _post(world, "clinic_a", _child())
+    assert created.status_code == 201
+    pid = uuid.UUID(created.json()["id"])
+    with runtime.sessions() as s:
+        row = s.execute(select(Patient.__table__).where(Patient.__table__.c.id == pid)).one()
+        wanted = records.lookup_keys(runtime.indexer, records.from_row(runtime.cipher, row))
+
+        def official(scope: Scope) -> Principal:
+            return Principal.build(uuid.uuid4(), "official", Role.HEALTH_OFFICIAL, scope)
+
+        own = official(Scope("province", row.province, province=row.province))
+        other = official(Scope("province", "PK-XX", province="PK-XX"))
+        other_district = official(Scope("district", row.district + "-X", province=row.province, district=row.district + "-X"))
+        district = official(Scope("district", row.district, province=row.province, district=row.district))
+        for _ in range(2):
+            assert pid in {r.id for r in link_repo.by_keys(s, own, wanted)}
+            assert pid not in {r.id for r in link_repo.by_keys(s, other, wanted)}
+            assert pid not in {r.id for r in link_repo.by_keys(s, other_district, wanted)}
+            assert pid in {r.id for r in link_repo.by_keys(s, district, wanted)}
+            assert pid not in {r.id for r in link_repo.by_keys(s, own, wanted, exclude=pid)}

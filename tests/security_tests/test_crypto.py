@@ -210,6 +210,23 @@ def test_blind_index_values(keys):
     assert 2 <= c < math.sqrt(DESIGN_SIZE)
 
 
+def test_blind_index_is_the_documented_hmac(keys):
+    """The index is the first BITS bits of HMAC-SHA256(index key, system 0x00 value), however it
+    is computed (one value, or many values for every custodian): stored indexes stay findable."""
+    import hashlib
+    import hmac
+
+    _, store = keys
+    idx = BlindIndexer(store)
+    values = ["3520276543212", "khn|2024-01-31", "ژ"]
+    for custodian in ("PK-PB", "PK-SD"):
+        raw = store.active(custodian, "index").raw
+        expected = [int.from_bytes(hmac.new(raw, b"link-gbd\x00" + v.encode(), hashlib.sha256).digest()[:4], "big")
+                    >> (32 - BITS) for v in values]
+        assert [idx.compute(custodian, "link-gbd", v) for v in values] == expected
+        assert [b for c, _, b in idx.for_all_custodians_many("link-gbd", values) if c == custodian] == expected
+
+
 def test_search_confirms_candidates_by_decrypting(world, runtime):
     real, decoy, no_bform = world.register("clinic_a"), world.register("clinic_a"), world.register("clinic_a", bform=None)
     norm = identifiers.normalise("bform", real["bform"])
