@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from urllib.request import urlopen
 
 import pytest
 
+from live_server import serving
+
 CHROMIUM = os.environ.get("NHR_CHROMIUM", "/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "data" / "axe" / "axe.min.js"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -43,36 +33,9 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="package")
 def server(runtime, chromium_path, tmp_path_factory) -> str:
-    """uvicorn serving `api.main:app` on the suite's database and keyring; its base URL."""
-    port = _free_port()
-    s = runtime.settings
-    env = {**os.environ, "NHR_ENV": "test", "NHR_DATABASE_URL": s.database_url, "NHR_KEY_DIR": str(s.key_dir),
-           "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0",
-           "NHR_LOGIN_MAX_FAILURES_PER_CLIENT": "1000", "NHR_ARGON2_MEMORY_KIB": "1024", "NHR_ARGON2_TIME_COST": "1"}
-    log = (tmp_path_factory.mktemp("server") / "uvicorn.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-access-log"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://localhost:{port}"  # localhost: a secure context, so the __Host- Secure cookies work over http
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited ({proc.returncode}); see {log.name}")
-            try:
-                with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("the server did not come up")
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """uvicorn serving `api.main:app` on the suite's database and keyring (tests/live_server.py); its base URL."""
+    with serving(runtime, tmp_path_factory.mktemp("server") / "uvicorn.log") as base:
+        yield base.replace("127.0.0.1", "localhost")  # localhost: a secure context, so the __Host- Secure cookies work over http
 
 
 @pytest.fixture(scope="package")
