@@ -29,9 +29,39 @@ from bench.runner import DEFAULT_SERVER, RESULTS, _tokens
 from bench.workloads import spec
 
 
+def register_spec(pop, token: str, n: int = 20_000, seed: int = 1947) -> loadgen.RequestSpec:
+    """`register` with distinct children: the workload's fixed names, birth date (today) and phone
+    make every registration after the first a likely duplicate of the earlier ones (409 from
+    the duplicate check, registry/linkage), so it measures the refusal. Here each request takes
+    one of `n` random children (names from the demo generator, a birth date in the last three
+    years, a phone number); B-form and guardian CNIC stay unique per request as in `register`."""
+    import json as _json
+    import random
+    from datetime import date, timedelta
+
+    names = _json.loads((Path(__file__).resolve().parent.parent / "registry/demo/data/names.json").read_text())
+    rng, today, choices = random.Random(seed), date.today(), []
+    for _ in range(n):
+        sex = rng.choice(("female", "male"))
+        given = rng.choice(names["female_given" if sex == "female" else "male_given"])
+        family = rng.choice(names["family"])
+        mother = f"{rng.choice(names['female_given'])} {rng.choice(names['family'])}"
+        born = (today - timedelta(days=rng.randrange(1, 3 * 365))).isoformat()
+        choices.append(f'"name": "{mother}"}}, "given_name": "{given}", "family_name": "{family}", "sex": "{sex}", '
+                       f'"birth_date": "{born}", "phone": "03{rng.randrange(10**9):09d}", '
+                       f'"address": "House {rng.randrange(1, 400)}, {rng.choice(names["streets"])}"')
+    body = '{"bform": "{u}", "guardian": {"relationship": "mother", "cnic": "{g}", {x}}'
+    return loadgen.RequestSpec("POST", "/api/v1/patients", body, choices=choices,
+                               headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+
+
+def _spec(name, pop, token):
+    return register_spec(pop, token) if name == "register_distinct" else spec(name, pop, token)
+
+
 def _measure(generator, server, pop, token, name, duration, concurrency, nonce) -> dict:
     before = server.cpu_seconds()
-    r = loadgen.run(generator, server.base, spec(name, pop, token), duration=duration, concurrency=concurrency, nonce=nonce)
+    r = loadgen.run(generator, server.base, _spec(name, pop, token), duration=duration, concurrency=concurrency, nonce=nonce)
     served = r["rate"] * r.get("seconds", duration)
     r["cpu_us"] = (server.cpu_seconds() - before) / served * 1e6 if served else None
     return r
@@ -47,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--server-url", default=DEFAULT_SERVER)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--register", choices=("register", "register_distinct"), default="register_distinct",
+                   help="the registration workload: bench's `register`, or distinct children (default; see register_spec)")
     a = p.parse_args(argv)
     generator, _ = loadgen.choose()
     started = datetime.now(UTC)
@@ -63,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in running:
             s.wait_ready(120)
         token = _tokens(new, pop)["clinic"]
-        arms = [("trivial", triv, "trivial"), ("register", base, "base"), ("register", new, "new"),
+        reg = a.register
+        arms = [("trivial", triv, "trivial"), (reg, base, "base"), (reg, new, "new"),
                 ("dose", base, "base"), ("dose", new, "new")]
         nonce = int(time.time()) % 100_000 * 10
         for name, server, _ in arms:  # warm-up
             nonce += 1
-            loadgen.run(generator, server.base, spec(name, pop, token), duration=1.0, concurrency=a.concurrency, nonce=nonce)
+            loadgen.run(generator, server.base, _spec(name, pop, token), duration=1.0, concurrency=a.concurrency, nonce=nonce)
         rounds = []
         for k in range(a.runs):
             token = _tokens(new, pop)["clinic"]
@@ -82,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                       f" errors {r.get('errors', 0)} cpu {r['cpu_us'] or 0:.0f} us", flush=True)
             rounds.append(got)
         summary = {}
-        for key in ("register/base", "register/new", "dose/base", "dose/new"):
+        for key in (f"{reg}/base", f"{reg}/new", "dose/base", "dose/new"):
             ratios = [r[key]["rate"] / r["trivial/trivial"]["rate"] for r in rounds]
             cpu = [r[key]["cpu_us"] for r in rounds if r[key]["cpu_us"]]
             summary[key] = {"ratio_trivial": statistics.median(ratios), "ratios": [round(x, 4) for x in ratios],
@@ -93,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                               "cpu_us": statistics.median(r["trivial/trivial"]["cpu_us"] for r in rounds)}
         summary["load"] = [round(r["load"], 1) for r in rounds]
         if a.profile:
-            for name in ("register", "dose"):
+            for name in (reg, "dose"):
                 prof = Profile(new.worker_pids(), RESULTS / "profiles", f"write-paths-{name}")
                 nonce += 1
-                loadgen.run(generator, new.base, spec(name, pop, token), duration=max(a.duration, 8.0),
+                loadgen.run(generator, new.base, _spec(name, pop, token), duration=max(a.duration, 8.0),
                             concurrency=a.concurrency, nonce=nonce)
                 summary[f"profile/{name}"] = prof.stop()
         doc = {"started": started.isoformat(timespec="seconds"), "generator": generator, "scale": a.scale,
