@@ -232,6 +232,9 @@ class NodeSettings(_Strict):
     tls_ca: Path | None = None
     listen_port: int = Field(8443, ge=1, le=65535)
     timeout_seconds: float = Field(3, gt=0, le=60)
+    # the node whose certificate may pull this node's linkage encodings and push candidate pairs back
+    # (the national comparer, registry/linkage/node_exchange.py); unset: encodings go to nobody
+    comparer: str | None = Field(None, pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
 
 
 class Settings(_Strict):
