@@ -43,6 +43,7 @@ from api.client_address import client_address
 from registry import database
 from registry import errors as e
 from registry import rate_limit, text
+from registry.async_unit import AsyncUnit
 from registry.context import ServiceContext
 from registry.runtime import Runtime
 from registry.users import revocation
@@ -76,7 +77,8 @@ class UnitOfWork:
     trail: AuditTrail | None = None
     action: str | None = None
     subject: dict | None = None  # path ids of the record the request was about, for refusals at the gate
-    idempotency: idempotency.Pending | None = None  # a claimed Idempotency-Key (api/idempotency.py)
+    idempotency: idempotency.Pending | idempotency.AsyncPending | None = None  # a claimed Idempotency-Key (api/idempotency.py)
+    unit: AsyncUnit | None = None  # the transaction on the async connection (registry/async_unit.py), routes `on_loop`
 
 
 def _outcome(exc: BaseException) -> str:
@@ -105,27 +107,37 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     commit and the close run in a worker thread."""
     session = runtime(request).sessions()
     uow = UnitOfWork(session)
-    deferred = False
+    deferred = unit_deferred = False
     try:
         yield uow
         if uow.action and (uow.trail is None or uow.trail.recorded == 0):
             raise AuditMissing(f"route for {uow.action} wrote no audit event")
-        if uow.idempotency is not None:
+        if uow.idempotency is not None and uow.unit is not None:
+            uow.idempotency.defer(session)  # the unit commits with the stored response (api/idempotency.AsyncPending)
+            unit_deferred = True
+        elif uow.idempotency is not None:
             uow.idempotency.defer(session)  # committed with the stored response, before it is sent
             deferred = True
             return
+        elif uow.unit is not None:
+            await uow.unit.commit()  # DatabaseUnavailable / OutcomeUnknown
         if session.in_transaction():
             await run_in_threadpool(database.commit, session)  # DatabaseUnavailable / OutcomeUnknown
     except idempotency.IdempotentReplay:
-        await run_in_threadpool(database.commit, session)  # the replay's audit event
+        if uow.unit is None or session.in_transaction():
+            await run_in_threadpool(database.commit, session)  # the replay's audit event
         raise
     except BaseException as exc:
         failure = database.unavailable_error() if database.unavailable(exc) else exc
+        if uow.unit is not None:
+            await uow.unit.rollback()  # nothing of the request's writes stays; its refusals are written below
         await run_in_threadpool(_after_failure, session, uow, failure)
         if failure is exc:
             raise
         raise failure from None
     finally:
+        if uow.unit is not None and not unit_deferred:
+            await uow.unit.close()
         if not deferred:
             if session.in_transaction():
                 await run_in_threadpool(session.close)
@@ -151,11 +163,13 @@ def _after_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
 
 
-def require(permission: Permission, *, action: str | None = None):
+def require(permission: Permission, *, action: str | None = None, on_loop: bool = False):
     """Gate a route: a valid token, a role holding `permission`, an allowed purpose of use.
 
     Returns the `ServiceContext` the route passes to the service. `action` names the audit
-    action for refusals at the gate (defaults to the permission's audited action)."""
+    action for refusals at the gate (defaults to the permission's audited action). `on_loop`:
+    the route's service writes on the async unit of work (`ServiceContext.unit`, PostgreSQL;
+    registry/async_unit.py), with its Idempotency-Key claimed and stored there too."""
     audit_action = action or AUDITED.get(permission)
 
     async def gate(
@@ -165,7 +179,7 @@ def require(permission: Permission, *, action: str | None = None):
         purpose: Annotated[str | None, Header(alias="X-Purpose-Of-Use")] = None,
         break_glass: Annotated[str | None, Header(alias="X-Break-Glass-Reason")] = None,
     ) -> ServiceContext:
-        return await admit(request, uow, permission, audit_action, token, purpose, break_glass)
+        return await admit(request, uow, permission, audit_action, token, purpose, break_glass, on_loop=on_loop)
 
     gate.__nhr_permission__ = permission
     gate.__nhr_action__ = audit_action
@@ -173,7 +187,8 @@ def require(permission: Permission, *, action: str | None = None):
 
 
 async def admit(request: Request, uow: UnitOfWork, permission: Permission, audit_action: str | None,
-                token: str | None, purpose: str | None, break_glass: str | None) -> ServiceContext:
+                token: str | None, purpose: str | None, break_glass: str | None, *,
+                on_loop: bool = False) -> ServiceContext:
     """The gate itself, shared by the dependency above and the hot gate (api/hot_gate.py), which
     calls it without FastAPI's dependency resolution: authenticate (incl. the token generation),
     open the trail, check the role, the purpose of use and break-glass, rate-limit, claim an
@@ -217,8 +232,13 @@ async def admit(request: Request, uow: UnitOfWork, permission: Permission, audit
     if purpose_error is not None:
         raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
     await rate_limit.check(rt, principal, permission)  # 429 past the principal's window (registry/rate_limit.py)
+    aio = rt.aio
+    if on_loop and aio is not None:
+        uow.unit = AsyncUnit(aio)
     await idempotency.begin(request, uow, principal)
-    return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else rt.aio)
+    if uow.unit is not None:
+        return ServiceContext(uow.session, rt, uow.trail, aio=aio, unit=uow.unit)
+    return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else aio)
 
 
 async def _current_generation(rt: Runtime, user_id: uuid.UUID, claims: dict) -> bool:

@@ -14,7 +14,7 @@ from api.hot_gate import hot
 from api.responses import json_response
 from registry.context import ServiceContext
 from registry.nodes import service as nodes
-from registry.patients import service
+from registry.patients import async_register, service
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission as P
 
@@ -34,11 +34,10 @@ def _limit(request: Request, limit: int | None) -> int:
 
 @router.post("", status_code=201, response_model=PatientRegistered, summary="Register a patient",
              description="The response carries the patient's `access_code` for the citizen view, shown this once only.")
-def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))], response: Response):
-    view = service.register(ctx, body)
-    response.headers["ETag"] = service.etag(view.version)
-    response.headers["Location"] = f"/api/v1/patients/{view.id}"
-    return view
+async def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE, on_loop=True))]):
+    view = await async_register.register_async(ctx, body)  # on the event loop on PostgreSQL (issue 17)
+    return json_response(view, status_code=201, headers={"ETag": service.etag(view.version),
+                                                         "Location": f"/api/v1/patients/{view.id}"})
 
 
 @router.get("", response_model=PatientPage, summary="List patients in your capture scope")

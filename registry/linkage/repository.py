@@ -155,8 +155,14 @@ def by_keys(session: Session, principal: Principal, wanted: dict[str, list[tuple
     if not want:
         return []
     q = _by_keys_statement(principal.scope, principal.search_scope, session.get_bind().dialect.name)
+    return keyed_rows(session.execute(q, {"bidx": sorted({v for _, _, v in want})}), want, exclude)
+
+
+def keyed_rows(rows, want: set[tuple[str, str, int]], exclude: uuid.UUID | None = None) -> list[Row]:
+    """The rows of `by_keys`'s statement whose (kind, custodian, bidx) is wanted, once per patient
+    (shared with the registration on the event loop, which runs the same statement)."""
     out: dict[uuid.UUID, Row] = {}
-    for r in session.execute(q, {"bidx": sorted({v for _, _, v in want})}):
+    for r in rows:
         if (r.key_kind, r.key_custodian, r.key_bidx) in want and r.id != exclude:
             out.setdefault(r.id, r)
     return list(out.values())

@@ -150,6 +150,11 @@ def plaintext_columns(data: dict) -> dict:
 
 def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     node = ctx.runtime.jurisdictions.get(district, ctx.session) if district else None
+    return residence_of(ctx, node)
+
+
+def residence_of(ctx: ServiceContext, node) -> tuple[str, str]:
+    """(province, district) of a registration or a move into `node`, or InvalidInput (`district`)."""
     if node is None or node.level != "district":
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
     if not node.active:
