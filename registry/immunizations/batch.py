@@ -11,7 +11,8 @@ Invariants (the same as `service.record`, item by item):
   `trail.record`, so the unit of work replays it after a rollback); an accepted item writes the
   same success event. Nothing else of a refused item is written.
 - Writing: the accepted doses, their coverage-queue marks and their success events are written
-  by `write`, one multi-row insert per table (`COPY` on PostgreSQL), in the caller's
+  by `write`, one multi-row insert per table (on PostgreSQL all of them, and the caller's own
+  rows such as the sync receipts, one statement: `bulk.writer.insert_many`), in the caller's
   transaction; the caller then calls `written` (the trail's bookkeeping). Encryption is
   `service.record`'s (same cipher, table, column, row id and custodian), so a dose written here
   reads, corrects and voids like one written by the single route.
@@ -34,7 +35,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import select
 
-from registry.bulk.writer import driver_rows, insert_rows, rows_by_ids
+from registry.bulk.writer import insert_many, rows_by_ids
 from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -235,17 +236,21 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
     return Recorded(built.row, built.verdict, outside, built.rows[1:])
 
 
-def write(ctx: ServiceContext, p: Plan) -> None:
-    """Write the accepted doses, their queue marks and success events (raises the database's
-    integrity error if a concurrent writer took an id: the caller decides what to do)."""
+def write(ctx: ServiceContext, p: Plan, also: list[tuple] = ()) -> None:
+    """Write the accepted doses, their queue marks and success events, with the caller's own rows
+    `also` ((table, rows, columns): the sync receipts), in one statement on PostgreSQL (raises the
+    database's integrity error if a concurrent writer took an id: the caller decides what to do)."""
     accepted = p.accepted
     if not accepted:
         return
     session = ctx.session
-    insert_rows(session, D, [row for r in accepted for row in (r.row, *r.parts)])
-    # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
-    insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
-    insert_rows(session, AuditEventRow.__table__, event_mac.sign_rows(session, p.events))
+    insert_many(session, [
+        (D, [row for r in accepted for row in (r.row, *r.parts)], None),
+        # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
+        (DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",)),
+        (AuditEventRow.__table__, event_mac.sign_rows(session, p.events), None),
+        *also,
+    ])
     set_inferred_numbers(session, p.renumbered)
 
 
