@@ -33,6 +33,7 @@ from sqlalchemy import ARRAY, Integer, String, Uuid, any_, bindparam, cast, func
 from registry import identifiers
 from registry.async_database import Compiled
 from registry.async_unit import AsyncUnit
+from registry.audit_log import async_events
 from registry.citizens import codes as access_codes
 from registry.citizens.repository import CODES
 from registry.context import ServiceContext
@@ -47,12 +48,9 @@ from registry.patients.repository import INDEX, PATIENTS
 from registry.patients.schemas import PatientCreate, PatientRegistered
 from registry.reports.models import DirtyPatient
 from security.audit import trail as audit
-from security.audit.models import AuditEventRow, AuditEventSubjectRow
 from security.audit.trail import PatientRef
 
 ACTION = "patient.create"
-EVENTS = AuditEventRow.__table__
-SUBJECTS = AuditEventSubjectRow.__table__
 DIRTY = DirtyPatient.__table__
 FACILITIES = Facility.__table__
 _OWN = ("bform", "cnic")  # the identifiers that must be unique (not the guardian's)
@@ -64,10 +62,9 @@ async def register_async(ctx: ServiceContext, data: PatientCreate) -> PatientReg
     return await _register(ctx, ctx.unit, data)
 
 
-def _refuse(ctx: ServiceContext, exc: Exception, outcome: str, subjects=(), **event):
+def _refuse(ctx: ServiceContext, exc: Exception, outcome: str, **event):
     """Book the refusal's event (the unit of work writes it after its rollback) and raise."""
-    row = ctx.trail.build(ACTION, outcome, **event)
-    ctx.trail.written(row, [{"event_id": row["id"], "patient_id": s} for s in dict.fromkeys(subjects)])
+    async_events.book_refusal(ctx.trail, ACTION, outcome, **event)
     raise exc
 
 
@@ -143,12 +140,11 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
                 detail["confirmed_not_duplicate"] = True
     event = ctx.trail.build(ACTION, audit.SUCCESS, resource_id=patient_id,
                             patient=PatientRef(patient_id, province, district), detail=detail)
-    event["mac"] = unit.db.event_mac.tag(event, []) if unit.db.event_mac is not None else None
     index = codec.index_rows(rt.indexer, custodian, patient_id, plain)
     code = {"patient_id": patient_id, "code_hash": code_hash, "issued_at": now, "issued_by_user_id": p.user_id,
             "generation": 1}
     await unit.execute(_write(tuple(row), len(index), len(keys), len(pairs)),
-                       _write_values(row, index, code, keys, pairs, event))
+                       _write_values(row, index, code, keys, pairs, event, unit.db.event_mac))
     ctx.trail.written(event, [])
     view = codec.to_view(rt.cipher, SimpleNamespace(**row))
     return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
@@ -274,23 +270,14 @@ def _write(columns: tuple[str, ...], n_index: int, n_keys: int, n_pairs: int) ->
                                  (linkage_repo.CANDIDATES, "lc", _PAIR_COLS, n_pairs)):
         if n:
             ctes.append(_rows_cte(table, name, cols, n))
-    return Compiled.of(event_statement(ctes))
+    return Compiled.of(async_events.after(ctes))
 
 
-def event_statement(ctes: list):
-    """The audit event (`ev_*` parameters) and its `subjects`, after `ctes` (async_events' statement)."""
-    ev = insert(EVENTS).values({c.name: bindparam(f"ev_{c.name}", type_=c.type) for c in EVENTS.columns}) \
-        .returning(EVENTS.c.id).cte("ev")
-    subjects = func.unnest(bindparam("subjects", type_=ARRAY(Uuid())))
-    return insert(SUBJECTS).from_select(["event_id", "patient_id"], select(ev.c.id, subjects).select_from(ev)).add_cte(*ctes)
-
-
-def _write_values(row: dict, index: list, code: dict, keys: list, pairs: list, event: dict) -> dict:
+def _write_values(row: dict, index: list, code: dict, keys: list, pairs: list, event: dict, mac) -> dict:
     out = {f"p_{k}": v for k, v in row.items()}
     out.update({f"ac0_{k}": v for k, v in code.items()})
     for name, rows in (("ix", index), ("lk", keys), ("lc", pairs)):
         for i, r in enumerate(rows):
             out.update({f"{name}{i}_{k}": v for k, v in r.items()})
-    out.update({f"ev_{k}": v for k, v in event.items()})
-    out["subjects"] = []
+    out.update(async_events.after_values(event, [], mac))
     return out
