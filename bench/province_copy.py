@@ -55,7 +55,7 @@ def _copy_part(part: tuple[int, int]) -> int:
     rt, url, recs, province = _JOB
     now = datetime.now(UTC)
     cols = ", ".join(PATIENT_COLUMNS + tuple(f"{c}_ct" for c in codec.ENCRYPTED))
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:  # autocommit: each chunk's transaction is a real one
         conn.execute("SET synchronous_commit = off")
         for lo in range(part[0], part[1], CHUNK):
             p_rows, i_rows, k_rows = _rows(rt, province, recs[lo:min(lo + CHUNK, part[1])], now)
