@@ -252,6 +252,11 @@ def test_only_the_comparer_may_read_encodings_or_push_pairs(federation, comparer
     [enc] = r.json()["encodings"]
     assert set(enc) == {"id", "block", "clk"} and len(base64.b64decode(enc["clk"])) == 64
     assert not any(n in r.text for n in NAMES) and "35202" not in r.text
+    # bad input: problem+json naming the field, audited
+    r = _exchange(punjab, comparer_signer, as_comparer, ca, node_exchange.ENCODINGS_PATH, {"after": "yesterday|1"})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"][0]["field"] == "after"
+    assert punjab.cluster.events("linkage.encodings")[-1]["outcome"] == "invalid"
     # a pushed pair naming a record this node does not hold is counted, not stored
     r = _exchange(punjab, comparer_signer, as_comparer, ca, node_exchange.PAIRS_PATH,
                   {"pairs": [{**pair, "local_id": str(uuid.uuid4())}]})

@@ -42,7 +42,8 @@ async def review_queue(call: Annotated[ConsoleCall, Gate(P.LINKAGE_REVIEW)],
     ctx = call.context()
     page = await run_in_threadpool(queue.review_queue, ctx, (status,), cursor, PAGE)
     remote = None
-    if status == "open" and cursor is None:  # pairs with a record another node holds (national comparer)
+    if status == "open" and cursor is None and ctx.runtime.federation is not None:  # a provincial node: pairs with a
+        # record another node holds, from the national comparer (registry/linkage/remote_queue.py)
         remote = await run_in_threadpool(remote_queue.remote_queue, ctx, PAGE)
     return render(call.request, "linkage_queue.html", me=call.principal, csrf=call.csrf, page=page, status=status,
                   first_page=cursor is None, done=done if done in DONE else None, remote=remote)

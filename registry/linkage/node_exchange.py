@@ -75,7 +75,12 @@ def encodings_page(ctx: ServiceContext, claims: dict, province: str, after: str 
     q = (select(ENC.c.patient_id, ENC.c.block, ENC.c.clk, ENC.c.created_at).where(ENC.c.custodian == province)
          .order_by(ENC.c.created_at, ENC.c.patient_id).limit(min(limit, PAGE_MAX)))
     if after is not None:
-        at, pid = decode_cursor(after)
+        try:
+            at, pid = decode_cursor(after)
+        except InvalidInput:
+            ctx.trail.record(ctx.session, PULL, audit.INVALID, resource_type="LinkEncoding",
+                             detail={**remote.detail(claims), "field": "after"})
+            raise
         q = q.where(or_(ENC.c.created_at > at, and_(ENC.c.created_at == at, ENC.c.patient_id > pid)))
     rows = ctx.session.execute(q).all()
     ctx.trail.record(ctx.session, PULL, audit.SUCCESS, resource_type="LinkEncoding",
@@ -89,10 +94,12 @@ def store_pairs(ctx: ServiceContext, claims: dict, province: str, pairs: list[di
     """Keep each pushed pair as (local record, remote node + record, similarity, grade), once;
     returns counts: stored (new), already (kept before), unknown (not a record of this node)."""
     for n, p in enumerate(pairs):
-        if p["remote_node"] == province:
-            raise InvalidInput("a pair's remote record is held by another node than this one", field=f"pairs/{n}/remote_node")
-        if p["grade"] not in GRADES:
-            raise InvalidInput("unknown grade", field=f"pairs/{n}/grade")
+        bad = ("remote_node", "names this node") if p["remote_node"] == province else \
+              ("grade", "is not a grade") if p["grade"] not in GRADES else None
+        if bad:
+            ctx.trail.record(ctx.session, PUSH, audit.INVALID, resource_type="LinkCandidate",
+                             detail={**remote.detail(claims), "field": f"pairs/{n}/{bad[0]}"})
+            raise InvalidInput(f"a pair's {bad[0]} {bad[1]}", field=f"pairs/{n}/{bad[0]}")
     local_ids = {p["local_id"] for p in pairs}
     ours = set(ctx.session.execute(select(PATIENTS.c.id).where(PATIENTS.c.id.in_(local_ids),
                                                                PATIENTS.c.custodian == province)).scalars())
