@@ -15,6 +15,10 @@ Invariants:
   on the trail (`AuditTrail.refusal`) and written here, after the rollback, like every other.
   The unit of work is a coroutine: a request whose service never used the session costs no
   thread hand-off, and commit and close run in a worker thread only when the session connected.
+- Routes declared `require(..., on_loop=True)` (register, record a dose) get, on PostgreSQL, a
+  transaction on the async connection (`ServiceContext.unit`, registry/async_unit.py): committed
+  here (or with the stored response of an Idempotency-Key), rolled back before the refusals are
+  written, and its connection given back in every case. On SQLite they take the sync path.
 - A staff token is refused (401) once its account's token generation has moved on (logout,
   deactivation, password reset, "end all sessions"), seen within `NHR_TOKEN_REVOCATION_CHECK_SECONDS`
   by every worker (registry/users/revocation.py).
