@@ -145,8 +145,9 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
         if not deferred:
             if session.in_transaction():
                 await run_in_threadpool(session.close)
-            else:
-                session.close()  # never connected: nothing to give back
+            elif session.identity_map or session.new or session.deleted:
+                session.close()  # no connection held: nothing to give back but its objects
+            # else: never used (the async hot paths): holds nothing, closing it would only cost CPU
 
 
 def _after_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
