@@ -369,7 +369,7 @@ def test_match_grades_a_pair_decided_not_same_as_certainly_not(world, runtime):
 
 
 def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_scope(world, runtime):
-    """by_keys builds its statement once per pair of scopes (repository._by_keys_statement):
+    """by_keys builds its statement once per pair of scopes (lookup.statement):
     alternating callers of different scopes in one process each see their own scope only."""
     from registry.linkage import records
     from registry.linkage import repository as link_repo

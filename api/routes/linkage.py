@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from api.deps import require
 from registry.context import ServiceContext
-from registry.linkage import decisions, merge, queue, unmerge_choice
+from registry.linkage import decisions, merge, queue, remote_queue, unmerge_choice
+from registry.linkage.remote_queue import RemoteQueuePage
 from registry.linkage.steward_schemas import (Decision, DecisionResult, MergePage, MergeRequest, MergeView, PairView,
                                               QueuePage, UnmergeRequest)
 from security.access.permissions import Permission as P
@@ -34,6 +35,15 @@ def candidates(request: Request, ctx: Annotated[ServiceContext, Depends(require(
                status: Literal["open", "unsure", "all"] = "all", cursor: Cursor = None, limit: Limit = None):
     statuses = ("open", "unsure") if status == "all" else (status,)
     return queue.review_queue(ctx, statuses, cursor, _limit(request, limit))
+
+
+@router.get("/remote-candidates", response_model=RemoteQueuePage,
+            summary="Pairs with a record another provincial node holds, found by the national comparer",
+            description="Open pairs whose record on this node is in your scope, certain first, then by similarity of the "
+                        "two records' encodings. The other record is named by its node (`held_by`) and id only.")
+def remote_candidates(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.LINKAGE_REVIEW))],
+                      limit: Limit = None):
+    return remote_queue.remote_queue(ctx, _limit(request, limit))
 
 
 @router.get("/candidates/{candidate_id}", response_model=PairView, response_model_exclude_none=True,

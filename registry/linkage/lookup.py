@@ -81,7 +81,12 @@ def params(wanted: Wanted, keys: list[dict] | None = None) -> dict:
 def matching(rows, wanted: Wanted, exclude: uuid.UUID | None = None) -> list[Row]:
     """The distinct patients whose (kind, custodian, bidx) is one of `wanted` (the statement
     probes bidx values only), except `exclude`."""
-    want = {(kind, c, v) for kind, pairs in wanted.items() for c, v in pairs}
+    return matching_triples(rows, {(kind, c, v) for kind, pairs in wanted.items() for c, v in pairs}, exclude)
+
+
+def matching_triples(rows, want: set[tuple[str, str, int]], exclude: uuid.UUID | None = None) -> list[Row]:
+    """`matching` with the wanted keys as (kind, custodian, bidx) triples (the registration on the
+    event loop, registry/patients/async_register.py, runs this statement inside its own)."""
     out: dict[uuid.UUID, Row] = {}
     for r in rows:
         if (r.key_kind, r.key_custodian, r.key_bidx) in want and r.id != exclude:

@@ -77,4 +77,5 @@ class LinkEncoding(Base):
     clk: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index(None, "block", "custodian"),)
+    __table_args__ = (Index(None, "block", "custodian"),
+                      Index(None, "created_at", "patient_id"))  # a node's incremental pull (node_exchange.py)

@@ -164,6 +164,20 @@ def province_rows(session: Session, province: str, *, after: uuid.UUID | None = 
     return list(session.execute(q))
 
 
+def province_compared(session: Session, province: str, columns: tuple[str, ...], *, after: uuid.UUID | None = None,
+                      before: uuid.UUID | None = None, limit: int = 20000) -> list[Row]:
+    """`province_rows` for batch deduplication: only `columns` (the compared ones), and `keyed`
+    (whether the patient has blocking-key rows) in the same statement; ids in (after, before)."""
+    keyed_ = select(KEYS.c.patient_id).where(KEYS.c.patient_id == PATIENTS.c.id).exists().label("keyed")
+    q = select(*(PATIENTS.c[c] for c in columns), keyed_).where(PATIENTS.c.custodian == province) \
+        .order_by(PATIENTS.c.id).limit(limit)
+    if after is not None:
+        q = q.where(PATIENTS.c.id > after)
+    if before is not None:
+        q = q.where(PATIENTS.c.id < before)
+    return list(session.execute(q))
+
+
 def patients_by_ids(session: Session, ids: list[uuid.UUID]) -> list[Row]:
     return list(session.execute(select(PATIENTS).where(PATIENTS.c.id.in_(ids)))) if ids else []
 

@@ -90,6 +90,11 @@ class _ModelCache:
             self._model, self._until = model, now + _CACHE_SECONDS
         return model
 
+    def cached(self) -> Model | None:
+        """The model while it is fresh, else None (the event loop then loads it in a worker thread)."""
+        with self._lock:
+            return self._model if self._model is not None and time.monotonic() < self._until else None
+
     def clear(self) -> None:
         with self._lock:
             self._model, self._until = None, 0.0
@@ -120,6 +125,12 @@ def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None,
         return []
     model = active_model(session)
     not_same = repo.not_same_pairs(session, [exclude]) if exclude else set()
+    return scored(rt, principal, model, rec, rows, exclude=exclude, not_same=not_same, keep_not_same=keep_not_same)
+
+
+def scored(rt, principal, model: Model, rec: dict, rows, *, exclude: uuid.UUID | None = None, not_same=frozenset(),
+           keep_not_same: bool = False) -> list[Candidate]:
+    """`find`'s scoring of the candidate rows it read (shared with the registration on the event loop)."""
     out = []
     for row in rows:
         decided_not_same = bool(exclude) and repo.ordered(exclude, row.id) in not_same
@@ -157,13 +168,23 @@ def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed
     not `store_keys`; a refusal rolls them back with the rest."""
     keys = records.key_rows(ctx.runtime.indexer, store[0], store[1], rec) if store else None
     found = find(ctx.session, ctx.runtime, ctx.principal, rec, store=keys)
-    likely = [c for c in found if c.scored.grade in LIKELY]
-    if likely and not confirmed:
-        ctx.trail.record(ctx.session, action, audit.CONFLICT, subjects=[c.row.id for c in likely],
-                         outside_capture_scope=any(c.access is not Access.CAPTURE for c in likely),
-                         detail={"reason": "likely_duplicate", "candidates": len(likely)})
-        raise LikelyDuplicate([confirmation_view(ctx, c) for c in likely])
+    refused = likely_refusal(ctx, found, action=action, confirmed=confirmed)
+    if refused is not None:
+        event, exc = refused
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, **event)
+        raise exc
     return found
+
+
+def likely_refusal(ctx: ServiceContext, found: list[Candidate], *, action: str, confirmed: bool):
+    """None, or (the conflict event's fields, the LikelyDuplicate to raise) when a certain or
+    probable match exists and the caller has not confirmed (`check_registration`'s rule)."""
+    likely = [c for c in found if c.scored.grade in LIKELY]
+    if not likely or confirmed:
+        return None
+    event = dict(subjects=[c.row.id for c in likely], outside_capture_scope=any(c.access is not Access.CAPTURE for c in likely),
+                 detail={"reason": "likely_duplicate", "candidates": len(likely)})
+    return event, LikelyDuplicate([confirmation_view(ctx, c) for c in likely])
 
 
 def propose_for(ctx: ServiceContext, patient_id: uuid.UUID, found: list[Candidate], source: str = "registration") -> int:

@@ -82,17 +82,25 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
     if follow_merged and row is not None and row.merged_into is not None:
         row = repo.survivor_of(ctx.session, row)
         access = repo.access_to(ctx.principal, row)
+    return reach(ctx, row, access, patient_id, action, allow=allow, break_glass=break_glass,
+                 record=lambda *a, **k: ctx.trail.record(ctx.session, *a, **k))
+
+
+def reach(ctx: ServiceContext, row, access: Access, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...],
+          break_glass: bool, record):
+    """`reachable`'s decision on the row read: (row, outside_capture_scope), or the refusal,
+    recorded through `record(action, outcome, **event)` (the async paths book it instead)."""
     if row is None:
-        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_id=patient_id)
+        record(action, audit.NOT_FOUND, resource_id=patient_id)
         raise NotFound(NOT_FOUND)
     emergency = break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
     if access in allow or emergency:
         if row.merged_into is not None:
-            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
-                             outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
+            record(action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
+                   outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
             raise Merged(row.merged_into)
         return row, access is not Access.CAPTURE
-    ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
+    record(action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
     raise NotFound(NOT_FOUND)
 
 
@@ -150,6 +158,11 @@ def plaintext_columns(data: dict) -> dict:
 
 def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     node = ctx.runtime.jurisdictions.get(district, ctx.session) if district else None
+    return residence_of(ctx, node)
+
+
+def residence_of(ctx: ServiceContext, node) -> tuple[str, str]:
+    """(province, district) of a registration or a move into `node`, or InvalidInput (`district`)."""
     if node is None or node.level != "district":
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
     if not node.active:

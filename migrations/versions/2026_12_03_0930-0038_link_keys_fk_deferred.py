@@ -16,7 +16,7 @@ from alembic import op
 
 
 revision: str = '0038'
-down_revision: Union[str, None] = '0033'
+down_revision: Union[str, None] = '0034'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
