@@ -28,11 +28,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, health: str) -> None:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, health: str, cwd: Path = REPO) -> None:
         self.name, self.port, self.health = name, port, health
         self.base = f"http://127.0.0.1:{port}"
         self._tail: collections.deque[bytes] = collections.deque(maxlen=64)
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         threading.Thread(target=self._drain, daemon=True).start()
 

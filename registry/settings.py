@@ -202,6 +202,9 @@ class ServeSettings(_Strict):
     # Reverse proxies whose X-Forwarded-For is believed for the audited client address
     # (api/client_address.py): comma-separated addresses or CIDR ranges; none by default.
     trusted_proxies: str = ""
+    # The hot routes (audited read, search) served without FastAPI's dependency resolution
+    # (api/hot_gate.py); off: every route goes through it. Same answers and audit events either way.
+    hot_gate: bool = True
 
     @field_validator("trusted_proxies")
     @classmethod

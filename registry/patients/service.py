@@ -82,17 +82,25 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
     if follow_merged and row is not None and row.merged_into is not None:
         row = repo.survivor_of(ctx.session, row)
         access = repo.access_to(ctx.principal, row)
+    return reach(ctx, row, access, patient_id, action, allow=allow, break_glass=break_glass,
+                 record=lambda *a, **k: ctx.trail.record(ctx.session, *a, **k))
+
+
+def reach(ctx: ServiceContext, row, access: Access, patient_id: uuid.UUID, action: str, *, allow: tuple[Access, ...],
+          break_glass: bool, record):
+    """`reachable`'s decision on the row read: (row, outside_capture_scope), or the refusal,
+    recorded through `record(action, outcome, **event)` (the async paths book it instead)."""
     if row is None:
-        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_id=patient_id)
+        record(action, audit.NOT_FOUND, resource_id=patient_id)
         raise NotFound(NOT_FOUND)
     emergency = break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
     if access in allow or emergency:
         if row.merged_into is not None:
-            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
-                             outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
+            record(action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
+                   outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
             raise Merged(row.merged_into)
         return row, access is not Access.CAPTURE
-    ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
+    record(action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
     raise NotFound(NOT_FOUND)
 
 
@@ -150,6 +158,11 @@ def plaintext_columns(data: dict) -> dict:
 
 def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     node = ctx.runtime.jurisdictions.get(district, ctx.session) if district else None
+    return residence_of(ctx, node)
+
+
+def residence_of(ctx: ServiceContext, node) -> tuple[str, str]:
+    """(province, district) of a registration or a move into `node`, or InvalidInput (`district`)."""
     if node is None or node.level != "district":
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
     if not node.active:
@@ -160,17 +173,19 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     return node.province, node.code
 
 
-def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str):
+def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str,
+                     new: tuple[str, uuid.UUID]):
     """Probabilistic duplicate check (registry/linkage): raises LikelyDuplicate (409, audited)
     for a certain or probable match the caller has not confirmed; returns the prepared record
-    and the candidates to queue for review once the record exists."""
+    and the candidates to queue for review once the record exists. Writes the blocking keys of
+    `new` (custodian, id), the record this registration inserts, with its lookup."""
     if not ctx.runtime.settings.linkage_check:
         return None, []
     rec = linkage_records.from_input(
         given_name=data.given_name, family_name=data.family_name, guardian_name=plain.get("guardian_name"),
         guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
         birth_date=data.birth_date, sex=data.sex, facility=ctx.principal.facility, district=district, province=province)
-    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate)
+    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate, store=new)
 
 
 def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
@@ -199,7 +214,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
         raise Conflict("a patient with this id already exists", field="id")
-    rec, found = _duplicate_check(ctx, data, plain, action, province, district)
+    rec, found = _duplicate_check(ctx, data, plain, action, province, district, (custodian, patient_id))
     plain["health_id"] = _new_health_id(ctx)
     now = datetime.now(UTC)
     row = {
@@ -214,8 +229,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}
-    if rec is not None:
-        linkage.store_keys(ctx, custodian, patient_id, rec)
+    if rec is not None:  # its blocking keys were written by the check
         if found:
             linkage.propose_for(ctx, patient_id, found)
             detail["link_candidates"] = len(found)
