@@ -145,8 +145,9 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
         if not deferred:
             if session.in_transaction():
                 await run_in_threadpool(session.close)
-            else:
-                session.close()  # never connected: nothing to give back
+            elif session.identity_map or session.new or session.deleted:
+                session.close()  # no connection held: nothing to give back but its objects
+            # else: never used (the async hot paths): holds nothing, closing it would only cost CPU
 
 
 def _after_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
@@ -183,55 +184,66 @@ def require(permission: Permission, *, action: str | None = None, on_loop: bool 
         purpose: Annotated[str | None, Header(alias="X-Purpose-Of-Use")] = None,
         break_glass: Annotated[str | None, Header(alias="X-Break-Glass-Reason")] = None,
     ) -> ServiceContext:
-        # Headers are validated here, after the trail exists, so that a malformed one is an
-        # audited refusal rather than a 422 raised before anyone is watching.
-        rt = runtime(request)
-        rid, client = request.state.request_id, client_address(request)
-        uow.trail = AuditTrail(AccessContext(None, None, rid, client))
-        uow.action = audit_action
-        uow.subject = {k: v for k, v in request.path_params.items() if k in ("patient_id", "dose_id")}
-        if not token:
-            raise e.Unauthenticated("a bearer token is required")
-        try:
-            claims = rt.verified_tokens.verify(token)
-            principal = principal_from_claims(claims)
-        except (tokens.InvalidToken, KeyError, ValueError):
-            raise e.Unauthenticated("the token is invalid or expired") from None
-        if principal.role != CITIZEN_ROLE and not await _current_generation(rt, principal.user_id, claims):
-            raise e.Unauthenticated("the token is invalid or expired")  # revoked: logout, deactivation, reset
-        # Order matters: the purpose is resolved for the record (kept only if valid: an unchecked
-        # header could be anything), then the role decides (403 whatever the headers say), and only
-        # then are header errors reported (422).
-        reason = break_glass.strip()[:500] if break_glass is not None else None
-        unsafe = reason is not None and not text.is_safe(reason, newlines=False)
-        if unsafe:  # kept on record as an attempt, without the characters (registry/text.py)
-            reason = UNSAFE_REASON
-        try:
-            resolved, purpose_error = resolve_purpose(principal.role, purpose, reason), None
-        except PurposeRejected as exc:
-            resolved, purpose_error = None, exc
-        uow.trail.context = AccessContext(principal, resolved, rid, client, reason)
-        if not principal.can(permission):
-            raise e.Forbidden("your role does not allow this")
-        if reason and not principal.can(Permission.PATIENT_BREAK_GLASS):
-            raise e.Forbidden("your role cannot use break-glass access")
-        if reason is not None and len(reason) < 10:
-            raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
-        if unsafe:
-            raise e.InvalidInput(text.MESSAGE, field="X-Break-Glass-Reason")
-        if purpose_error is not None:
-            raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
-        await rate_limit.check(rt, principal, permission)  # 429 past the principal's window (registry/rate_limit.py)
-        aio = rt.aio
-        if on_loop and aio is not None:
-            uow.unit = AsyncUnit(aio)
-        await idempotency.begin(request, uow, principal)
-        if uow.unit is not None:
-            return ServiceContext(uow.session, rt, uow.trail, aio=aio, unit=uow.unit)
-        return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else aio)
+        return await admit(request, uow, permission, audit_action, token, purpose, break_glass, on_loop=on_loop)
 
     gate.__nhr_permission__ = permission
+    gate.__nhr_action__ = audit_action
     return gate
+
+
+async def admit(request: Request, uow: UnitOfWork, permission: Permission, audit_action: str | None,
+                token: str | None, purpose: str | None, break_glass: str | None, *,
+                on_loop: bool = False) -> ServiceContext:
+    """The gate itself, shared by the dependency above and the hot gate (api/hot_gate.py), which
+    calls it without FastAPI's dependency resolution: authenticate (incl. the token generation),
+    open the trail, check the role, the purpose of use and break-glass, rate-limit, claim an
+    Idempotency-Key. Raises the refusal; the unit of work audits it."""
+    # Headers are validated here, after the trail exists, so that a malformed one is an
+    # audited refusal rather than a 422 raised before anyone is watching.
+    rt = runtime(request)
+    rid, client = request.state.request_id, client_address(request)
+    uow.trail = AuditTrail(AccessContext(None, None, rid, client))
+    uow.action = audit_action
+    uow.subject = {k: v for k, v in request.path_params.items() if k in ("patient_id", "dose_id")}
+    if not token:
+        raise e.Unauthenticated("a bearer token is required")
+    try:
+        claims = rt.verified_tokens.verify(token)
+        principal = principal_from_claims(claims)
+    except (tokens.InvalidToken, KeyError, ValueError):
+        raise e.Unauthenticated("the token is invalid or expired") from None
+    if principal.role != CITIZEN_ROLE and not await _current_generation(rt, principal.user_id, claims):
+        raise e.Unauthenticated("the token is invalid or expired")  # revoked: logout, deactivation, reset
+    # Order matters: the purpose is resolved for the record (kept only if valid: an unchecked
+    # header could be anything), then the role decides (403 whatever the headers say), and only
+    # then are header errors reported (422).
+    reason = break_glass.strip()[:500] if break_glass is not None else None
+    unsafe = reason is not None and not text.is_safe(reason, newlines=False)
+    if unsafe:  # kept on record as an attempt, without the characters (registry/text.py)
+        reason = UNSAFE_REASON
+    try:
+        resolved, purpose_error = resolve_purpose(principal.role, purpose, reason), None
+    except PurposeRejected as exc:
+        resolved, purpose_error = None, exc
+    uow.trail.context = AccessContext(principal, resolved, rid, client, reason)
+    if not principal.can(permission):
+        raise e.Forbidden("your role does not allow this")
+    if reason and not principal.can(Permission.PATIENT_BREAK_GLASS):
+        raise e.Forbidden("your role cannot use break-glass access")
+    if reason is not None and len(reason) < 10:
+        raise e.InvalidInput("a break-glass reason must be 10 to 500 characters", field="X-Break-Glass-Reason")
+    if unsafe:
+        raise e.InvalidInput(text.MESSAGE, field="X-Break-Glass-Reason")
+    if purpose_error is not None:
+        raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
+    await rate_limit.check(rt, principal, permission)  # 429 past the principal's window (registry/rate_limit.py)
+    aio = rt.aio
+    if on_loop and aio is not None:
+        uow.unit = AsyncUnit(aio)
+    await idempotency.begin(request, uow, principal)
+    if uow.unit is not None:
+        return ServiceContext(uow.session, rt, uow.trail, aio=aio, unit=uow.unit)
+    return ServiceContext(uow.session, rt, uow.trail, aio=None if uow.idempotency is not None else aio)
 
 
 async def _current_generation(rt: Runtime, user_id: uuid.UUID, claims: dict) -> bool:

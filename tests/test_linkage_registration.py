@@ -369,7 +369,7 @@ def test_match_grades_a_pair_decided_not_same_as_certainly_not(world, runtime):
 
 
 def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_scope(world, runtime):
-    """by_keys builds its statement once per pair of scopes (repository._by_keys_statement):
+    """by_keys builds its statement once per pair of scopes (lookup.statement):
     alternating callers of different scopes in one process each see their own scope only."""
     from registry.linkage import records
     from registry.linkage import repository as link_repo
@@ -397,3 +397,97 @@ def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_sco
             assert pid not in {r.id for r in link_repo.by_keys(s, other_district, wanted)}
             assert pid in {r.id for r in link_repo.by_keys(s, district, wanted)}
             assert pid not in {r.id for r in link_repo.by_keys(s, own, wanted, exclude=pid)}
+
+
+def test_the_check_writes_the_new_records_blocking_keys_with_its_lookup_and_a_refusal_writes_none(world, runtime):
+    """registry/linkage/lookup.py: the new record's key rows (exactly records.key_rows of it) go
+    in the lookup's own statement on PostgreSQL (one round trip for both), after it on SQLite.
+    They precede the patient row (the foreign key is checked at commit, migration 0038), so a
+    refused registration must roll them back: no key row for its id, none anywhere."""
+    from sqlalchemy import event
+
+    from registry.linkage import records
+    from registry.linkage.match_models import LinkKey
+    from registry.patients.models import Patient
+
+    keys = LinkKey.__table__
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement, *args):
+        if "link_keys" in statement:
+            seen.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", listener)
+    try:
+        first = _post(world, "clinic_a", _child(id=str(uuid.uuid4())))
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", listener)
+    assert first.status_code == 201
+    pid = uuid.UUID(first.json()["id"])
+    with runtime.sessions() as s:
+        row = s.execute(select(Patient.__table__).where(Patient.__table__.c.id == pid)).one()
+    if runtime.engine.dialect.name == "postgresql":
+        # The API registered on the event loop (registry/patients/async_register.py, its own
+        # statements); the sync services' lookup (FHIR create, bulk import) is called here directly.
+        assert seen == []
+        _one_trip_lookup_on_the_sync_session(runtime, row, seen, listener)
+    else:
+        assert len(seen) == 2 and "JOIN link_keys" in seen[0] and seen[1].startswith("INSERT INTO link_keys")
+    with runtime.sessions() as s:
+        stored = {(r.kind, r.custodian, r.bidx) for r in s.execute(select(keys).where(keys.c.patient_id == pid))}
+        total = s.execute(text("SELECT count(*) FROM link_keys")).scalar_one()
+    expected = {(k["kind"], k["custodian"], k["bidx"])
+                for k in records.key_rows(runtime.indexer, row.custodian, pid, records.from_row(runtime.cipher, row))}
+    assert stored == expected and {k for k, _, _ in stored} == {"gbd", "fbd", "ubd", "ph"}
+
+    refused_id = uuid.uuid4()
+    f = first.json()
+    body = _variant({**_child(), "id": str(refused_id), "family_name": f["family_name"],
+                     "guardian": {"name": f["guardian"]["name"], "relationship": "mother", "cnic": f["guardian"]["cnic"]}})
+    r = _post(world, "clinic_a", body)
+    assert r.status_code == 409 and r.json()["code"] == "likely_duplicate"
+    with runtime.sessions() as s:
+        assert s.execute(select(keys).where(keys.c.patient_id == refused_id)).first() is None
+        assert s.execute(text("SELECT count(*) FROM link_keys")).scalar_one() == total
+        assert s.execute(text("SELECT count(*) FROM link_keys lk LEFT JOIN patients p ON p.id = lk.patient_id "
+                              "WHERE p.id IS NULL")).scalar_one() == 0
+
+
+def test_lookup_statement_writes_keys_on_postgresql_only():
+    """SQLite has no data-modifying CTE: asking it for the one-statement form is a programming error."""
+    import pytest
+
+    from registry.linkage import lookup
+    from security.access.principal import Scope
+
+    from sqlalchemy.dialects import postgresql
+
+    national = Scope("national", "PK")
+    with pytest.raises(ValueError):
+        lookup.statement(national, national, "sqlite", store=True)
+    sql = str(lookup.statement(national, national, "postgresql", store=True).compile(dialect=postgresql.dialect()))
+    assert "INSERT INTO link_keys" in sql and "unnest" in sql
+
+
+def _one_trip_lookup_on_the_sync_session(runtime, row, seen, listener):
+    """lookup.run on PostgreSQL: the lookup and the INSERT of a new record's keys in one statement;
+    the keys precede their patient (foreign key checked at commit), so the test rolls back."""
+    from sqlalchemy import event
+
+    from registry.linkage import lookup, records
+    from security.access.permissions import Role
+    from security.access.principal import Principal, Scope
+
+    rec = records.from_row(runtime.cipher, row)
+    own = Principal.build(uuid.uuid4(), "official", Role.HEALTH_OFFICIAL, Scope("province", row.province, province=row.province))
+    keys = records.key_rows(runtime.indexer, row.custodian, uuid.uuid4(), rec)
+    with runtime.sessions() as s:
+        event.listen(runtime.engine, "before_cursor_execute", listener)
+        try:
+            found = lookup.run(s, own, records.lookup_keys(runtime.indexer, rec), keys)
+        finally:
+            event.remove(runtime.engine, "before_cursor_execute", listener)
+        s.rollback()
+    assert row.id in {r.id for r in found}
+    [one] = seen
+    assert "INSERT INTO link_keys" in one and "JOIN link_keys" in one

@@ -19,7 +19,9 @@ from security.crypto.errors import DecryptionError
 
 log = logging.getLogger("nhr.linkage")
 
+COMPARED = ("id", "custodian", "birth_date", "sex", "home_facility", "district", "province", "unnamed")  # clear columns read
 _NAMES = ("given_name", "family_name", "guardian_name", "guardian_cnic", "bform", "phone")
+ENCRYPTED = tuple(f"{n}_ct" for n in _NAMES)  # the encrypted columns read
 # blocking key kind -> the prepared column paired with the birth date
 DATED_KEYS = {"gbd": "given_skel", "fbd": "family_skel", "ubd": "guardian_skel"}
 PHONE_KEY = "ph"
@@ -28,7 +30,7 @@ _NEAR_DAYS = (-3, -2, -1, 1, 2, 3)
 
 def from_row(cipher, row) -> dict:
     """Decrypt a patient row's compared fields and prepare them (with `unique_id`)."""
-    plain = {n: codec.decrypt_column(cipher, row, n) for n in _NAMES}
+    plain = codec.decrypt_columns(cipher, row, _NAMES)
     rec = comparisons.prepare(**plain, birth_date=row.birth_date, sex=row.sex, facility=row.home_facility,
                               district=row.district, province=row.province, unnamed=bool(getattr(row, "unnamed", False)))
     rec["unique_id"] = str(row.id)

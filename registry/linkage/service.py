@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from registry.context import ServiceContext
 from registry.errors import Conflict
-from registry.linkage import records
+from registry.linkage import lookup, records
 from registry.linkage import repository as repo
 from registry.linkage.scoring import DEFAULT_THRESHOLDS, Model, Scored, default_parameters, score
 from registry.patients import codec
@@ -115,11 +115,12 @@ def candidates(ctx: ServiceContext, rec: dict, *, exclude: uuid.UUID | None = No
 
 
 def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None,
-         keep_not_same: bool = False) -> list[Candidate]:
+         keep_not_same: bool = False, store: list[dict] | None = None) -> list[Candidate]:
     """`candidates` for callers without a ServiceContext (bulk import: one event per chunk).
     `keep_not_same`: return the pairs decided `not_same` with `exclude` too, flagged (`$match`
-    grades them certainly-not) instead of leaving them out."""
-    rows = repo.by_keys(session, principal, records.lookup_keys(rt.indexer, rec), exclude=exclude)
+    grades them certainly-not) instead of leaving them out. `store`: a new record's blocking-key
+    rows (records.key_rows), written by the lookup's own statement (lookup.py)."""
+    rows = lookup.run(session, principal, records.lookup_keys(rt.indexer, rec), store, exclude=exclude)
     if not rows:
         return []
     model = active_model(session)
@@ -157,11 +158,16 @@ def confirmation_view(ctx: ServiceContext, c: Candidate) -> dict:
             "reasons": explain(c.scored.levels)}
 
 
-def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool) -> list[Candidate]:
+def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool,
+                       store: tuple[str, uuid.UUID] | None = None) -> list[Candidate]:
     """Before a registration is written: refuse (LikelyDuplicate, audited as a conflict) when a
     certain or probable match exists and the caller has not confirmed; otherwise return the
-    candidates to propose once the new record exists (`propose_for`)."""
-    found = candidates(ctx, rec)
+    candidates to propose once the new record exists (`propose_for`).
+    `store`: (custodian, id) of the record about to be inserted in this transaction: its blocking
+    keys are written by the lookup's statement (one round trip on PostgreSQL), so the caller does
+    not `store_keys`; a refusal rolls them back with the rest."""
+    keys = records.key_rows(ctx.runtime.indexer, store[0], store[1], rec) if store else None
+    found = find(ctx.session, ctx.runtime, ctx.principal, rec, store=keys)
     refused = likely_refusal(ctx, found, action=action, confirmed=confirmed)
     if refused is not None:
         event, exc = refused

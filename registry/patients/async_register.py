@@ -41,6 +41,7 @@ from registry.citizens.repository import CODES
 from registry.context import ServiceContext
 from registry.errors import Conflict, Forbidden, InvalidInput
 from registry.facilities.models import Facility
+from registry.linkage import lookup as linkage_lookup
 from registry.linkage import records as linkage_records
 from registry.linkage import repository as linkage_repo
 from registry.linkage import service as linkage
@@ -212,7 +213,7 @@ async def _link_candidates(ctx: ServiceContext, rec: dict | None, rows: list, wa
     return the candidates to queue for the stewards."""
     if rec is None:
         return []
-    rows = linkage_repo.keyed_rows(rows, want)
+    rows = linkage_lookup.matching_triples(rows, want)
     if not rows:
         return []
     found = linkage.scored(ctx.runtime, ctx.principal, linkage.models.cached() or await _model(ctx.runtime), rec, rows)
@@ -252,7 +253,7 @@ def _reads(capture, search) -> Compiled:
     index values `id_bidx` of the systems `id_systems`; `key_kind` is "system:column"), `link`
     (registry/linkage's blocking-key statement for the caller's scopes, values `bidx`), `id`
     (the patient `pid`, if it exists)."""
-    link = linkage_repo._by_keys_statement(capture, search, "postgresql").subquery("lk")
+    link = linkage_lookup.statement(capture, search, "postgresql").subquery("lk")
     link_sel = select(literal("link").label("arm"), *link.c)  # its values: the array parameter `bidx`
     ident = (select(literal("ident").label("arm"), PATIENTS, (INDEX.c.system + literal(":") + INDEX.c.column).label("key_kind"),
                     INDEX.c.custodian.label("key_custodian"), INDEX.c.bidx.label("key_bidx"))

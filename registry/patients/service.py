@@ -173,17 +173,19 @@ def residence_of(ctx: ServiceContext, node) -> tuple[str, str]:
     return node.province, node.code
 
 
-def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str):
+def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str,
+                     new: tuple[str, uuid.UUID]):
     """Probabilistic duplicate check (registry/linkage): raises LikelyDuplicate (409, audited)
     for a certain or probable match the caller has not confirmed; returns the prepared record
-    and the candidates to queue for review once the record exists."""
+    and the candidates to queue for review once the record exists. Writes the blocking keys of
+    `new` (custodian, id), the record this registration inserts, with its lookup."""
     if not ctx.runtime.settings.linkage_check:
         return None, []
     rec = linkage_records.from_input(
         given_name=data.given_name, family_name=data.family_name, guardian_name=plain.get("guardian_name"),
         guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
         birth_date=data.birth_date, sex=data.sex, facility=ctx.principal.facility, district=district, province=province)
-    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate)
+    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate, store=new)
 
 
 def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
@@ -212,7 +214,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
         raise Conflict("a patient with this id already exists", field="id")
-    rec, found = _duplicate_check(ctx, data, plain, action, province, district)
+    rec, found = _duplicate_check(ctx, data, plain, action, province, district, (custodian, patient_id))
     plain["health_id"] = _new_health_id(ctx)
     now = datetime.now(UTC)
     row = {
@@ -227,8 +229,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}
-    if rec is not None:
-        linkage.store_keys(ctx, custodian, patient_id, rec)
+    if rec is not None:  # its blocking keys were written by the check
         if found:
             linkage.propose_for(ctx, patient_id, found)
             detail["link_candidates"] = len(found)
