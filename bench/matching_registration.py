@@ -6,6 +6,11 @@ over HTTP the ratio is closer to 1 than measured here (this is the conservative 
 
 Database: a fresh SQLite file by default; `--pg URL` (a server URL) creates a database on that
 PostgreSQL server and drops it afterwards.
+
+`--http` (with `--pg`): the same comparison over HTTP, POST /api/v1/patients to two `nhr serve`
+servers on one database, one with NHR_LINKAGE_CHECK=1 and one with 0 (on PostgreSQL the API
+registers on the event loop, registry/patients/async_register.py; the service calls above run
+the sync path, registry/patients/service.register). The service-level figure is the stricter.
 """
 
 from __future__ import annotations

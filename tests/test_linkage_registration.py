@@ -399,11 +399,33 @@ def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_sco
             assert pid not in {r.id for r in link_repo.by_keys(s, own, wanted, exclude=pid)}
 
 
+def _register_sync(runtime, world, who: str, body: dict):
+    """registry/patients/service.register itself (the sync path: SQLite's, FHIR's; the API on
+    PostgreSQL registers on the event loop, registry/patients/async_register.py): (status, view or problem)."""
+    from registry.context import ServiceContext
+    from registry.errors import Conflict
+    from registry.patients import service
+    from registry.patients.schemas import PatientCreate
+    from registry.users.models import User
+    from registry.users.service import principal_of
+    from security.access.principal import AccessContext
+    from security.audit.trail import AuditTrail
+
+    try:
+        with runtime.sessions.begin() as s:
+            user = s.execute(select(User).where(User.username == world.users[who])).scalar_one()
+            ctx = ServiceContext(s, runtime, AuditTrail(AccessContext(principal_of(user), "TREAT", uuid.uuid4().hex, None)))
+            return 201, service.register(ctx, PatientCreate(**body)).model_dump(mode="json")
+    except Conflict as exc:
+        return 409, exc
+
+
 def test_the_check_writes_the_new_records_blocking_keys_with_its_lookup_and_a_refusal_writes_none(world, runtime):
     """registry/linkage/lookup.py: the new record's key rows (exactly records.key_rows of it) go
-    in the lookup's own statement on PostgreSQL (one round trip for both), after it on SQLite.
-    They precede the patient row (the foreign key is checked at commit, migration 0038), so a
-    refused registration must roll them back: no key row for its id, none anywhere."""
+    in the lookup's own statement on PostgreSQL (one round trip for both, with the new health
+    ID's uniqueness probe), after it on SQLite. They precede the patient row (the foreign key is
+    checked at commit, migration 0038), so a refused registration must roll them back: no key
+    row for its id, none anywhere."""
     from sqlalchemy import event
 
     from registry.linkage import records
@@ -414,26 +436,27 @@ def test_the_check_writes_the_new_records_blocking_keys_with_its_lookup_and_a_re
     seen: list[str] = []
 
     def listener(conn, cursor, statement, *args):
-        if "link_keys" in statement:
+        if "link_keys" in statement or "patient_identifier_index" in statement:
             seen.append(statement)
 
     event.listen(runtime.engine, "before_cursor_execute", listener)
     try:
-        first = _post(world, "clinic_a", _child(id=str(uuid.uuid4())))
+        status, first = _register_sync(runtime, world, "clinic_a", _child(id=str(uuid.uuid4())))
     finally:
         event.remove(runtime.engine, "before_cursor_execute", listener)
-    assert first.status_code == 201
-    pid = uuid.UUID(first.json()["id"])
+    assert status == 201
+    pid = uuid.UUID(first["id"])
+    looked_up = [x for x in seen if "JOIN link_keys" in x]
+    probes = [x for x in seen if "JOIN patient_identifier_index" in x]
+    if runtime.engine.dialect.name == "postgresql":
+        [one] = looked_up
+        assert "INSERT INTO link_keys" in one and probes == [one]
+        assert [x for x in seen if "link_keys" in x] == [one]
+    else:
+        assert len(looked_up) == 1 and len(probes) == 1
+        assert [x for x in seen if x.startswith("INSERT INTO link_keys")]
     with runtime.sessions() as s:
         row = s.execute(select(Patient.__table__).where(Patient.__table__.c.id == pid)).one()
-    if runtime.engine.dialect.name == "postgresql":
-        # The API registered on the event loop (registry/patients/async_register.py, its own
-        # statements); the sync services' lookup (FHIR create, bulk import) is called here directly.
-        assert seen == []
-        _one_trip_lookup_on_the_sync_session(runtime, row, seen, listener)
-    else:
-        assert len(seen) == 2 and "JOIN link_keys" in seen[0] and seen[1].startswith("INSERT INTO link_keys")
-    with runtime.sessions() as s:
         stored = {(r.kind, r.custodian, r.bidx) for r in s.execute(select(keys).where(keys.c.patient_id == pid))}
         total = s.execute(text("SELECT count(*) FROM link_keys")).scalar_one()
     expected = {(k["kind"], k["custodian"], k["bidx"])
@@ -441,11 +464,11 @@ def test_the_check_writes_the_new_records_blocking_keys_with_its_lookup_and_a_re
     assert stored == expected and {k for k, _, _ in stored} == {"gbd", "fbd", "ubd", "ph"}
 
     refused_id = uuid.uuid4()
-    f = first.json()
-    body = _variant({**_child(), "id": str(refused_id), "family_name": f["family_name"],
-                     "guardian": {"name": f["guardian"]["name"], "relationship": "mother", "cnic": f["guardian"]["cnic"]}})
-    r = _post(world, "clinic_a", body)
-    assert r.status_code == 409 and r.json()["code"] == "likely_duplicate"
+    body = _variant({**_child(), "id": str(refused_id), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother",
+                                  "cnic": first["guardian"]["cnic"]}})
+    status, exc = _register_sync(runtime, world, "clinic_a", body)
+    assert status == 409 and exc.code == "likely_duplicate"
     with runtime.sessions() as s:
         assert s.execute(select(keys).where(keys.c.patient_id == refused_id)).first() is None
         assert s.execute(text("SELECT count(*) FROM link_keys")).scalar_one() == total
@@ -469,25 +492,15 @@ def test_lookup_statement_writes_keys_on_postgresql_only():
     assert "INSERT INTO link_keys" in sql and "unnest" in sql
 
 
-def _one_trip_lookup_on_the_sync_session(runtime, row, seen, listener):
-    """lookup.run on PostgreSQL: the lookup and the INSERT of a new record's keys in one statement;
-    the keys precede their patient (foreign key checked at commit), so the test rolls back."""
-    from sqlalchemy import event
+def test_a_health_id_already_taken_is_drawn_again_when_probed_with_the_check(world, runtime, monkeypatch):
+    """The check probes the new health ID's blind index with its lookup (lookup.registration_statement
+    on PostgreSQL): a value another child holds is confirmed by decryption and drawn again."""
+    from registry import identifiers
 
-    from registry.linkage import lookup, records
-    from security.access.permissions import Role
-    from security.access.principal import Principal, Scope
-
-    rec = records.from_row(runtime.cipher, row)
-    own = Principal.build(uuid.uuid4(), "official", Role.HEALTH_OFFICIAL, Scope("province", row.province, province=row.province))
-    keys = records.key_rows(runtime.indexer, row.custodian, uuid.uuid4(), rec)
-    with runtime.sessions() as s:
-        event.listen(runtime.engine, "before_cursor_execute", listener)
-        try:
-            found = lookup.run(s, own, records.lookup_keys(runtime.indexer, rec), keys)
-        finally:
-            event.remove(runtime.engine, "before_cursor_execute", listener)
-        s.rollback()
-    assert row.id in {r.id for r in found}
-    [one] = seen
-    assert "INSERT INTO link_keys" in one and "JOIN link_keys" in one
+    taken = _register_sync(runtime, world, "clinic_a", _child())[1]["health_id"]
+    draws = iter([identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, taken)])
+    real = identifiers.new_health_id
+    monkeypatch.setattr(identifiers, "new_health_id", lambda: next(draws, None) or real())
+    status, view = _register_sync(runtime, world, "clinic_a", _child())
+    assert status == 201
+    assert view["health_id"] != taken and next(draws, None) is None

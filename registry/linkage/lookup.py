@@ -22,17 +22,18 @@ from __future__ import annotations
 import functools
 import uuid
 
-from sqlalchemy import ARRAY, Integer, Select, any_, bindparam, func, insert, or_, select
+from sqlalchemy import ARRAY, Integer, Select, any_, bindparam, func, insert, literal, or_, select, union_all
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from registry import scoping
 from registry.linkage.match_models import LinkKey
-from registry.patients.models import Patient
+from registry.patients.models import Patient, PatientIdentifierIndex
 from security.access.principal import Principal, Scope
 
 PATIENTS = Patient.__table__
 KEYS = LinkKey.__table__
+INDEX = PatientIdentifierIndex.__table__
 
 Wanted = dict[str, list[tuple[str, int]]]  # kind -> [(custodian, bidx)] (records.lookup_keys)
 
@@ -57,6 +58,29 @@ def statement(capture: Scope, search: Scope, dialect: str, *, store: bool = Fals
     if store:
         q = q.add_cte(_insert_keys().cte("new_keys"))
     return q
+
+
+@functools.lru_cache(maxsize=512)
+def registration_statement(capture: Scope, search: Scope):
+    """PostgreSQL: `statement(..., store=True)` and, in the same round trip, the probe of an
+    exact identifier (the new health ID's uniqueness: registry/patients/service.register): rows
+    of patients holding one of the blind-index values `id_bidx` of the system `id_system`, told
+    apart by `key_kind` = "id:<column>" (never a blocking-key kind, so `matching` leaves them out;
+    `probed` picks them). Parameters: those of `statement` with store, and `id_system`, `id_bidx`."""
+    link = statement(capture, search, "postgresql")
+    ident = (select(PATIENTS, (literal("id:") + INDEX.c.column).label("key_kind"), INDEX.c.custodian.label("key_custodian"),
+                    INDEX.c.bidx.label("key_bidx"))
+             .join(INDEX, INDEX.c.patient_id == PATIENTS.c.id)
+             .where(INDEX.c.system == bindparam("id_system", type_=INDEX.c.system.type),
+                    INDEX.c.bidx == any_(bindparam("id_bidx", type_=ARRAY(Integer)))))
+    return union_all(link, ident).add_cte(_insert_keys().cte("new_keys"))
+
+
+def probed(rows, by_custodian: dict[str, int]) -> list[tuple[Row, str]]:
+    """The probe's rows whose value is their custodian's, with the matched column (unconfirmed:
+    a blind index value is shared by design; the caller decrypts and compares)."""
+    return [(r, r.key_kind[3:]) for r in rows
+            if r.key_kind.startswith("id:") and by_custodian.get(r.key_custodian) == r.key_bidx]
 
 
 def _insert_keys():
@@ -95,12 +119,23 @@ def matching_triples(rows, want: set[tuple[str, str, int]], exclude: uuid.UUID |
 
 
 def run(session: Session, principal: Principal, wanted: Wanted, keys: list[dict] | None = None,
-        exclude: uuid.UUID | None = None) -> list[Row]:
+        exclude: uuid.UUID | None = None, probe: tuple[str, dict[str, int]] | None = None):
     """Candidates in the principal's scope; `keys` (one patient's key rows) written on the way:
-    in the lookup's statement on PostgreSQL, after it on SQLite."""
+    in the lookup's statement on PostgreSQL, after it on SQLite. With `probe` (system, custodian
+    -> blind-index value): (candidates, `probed` rows), the probe in the same statement on
+    PostgreSQL (`registration_statement`), by patients/repository.candidates on SQLite."""
     if keys:
         assert len({(k["patient_id"], k["custodian"]) for k in keys}) == 1, "key rows of one patient"
     dialect = session.get_bind().dialect.name
+    if probe is not None:
+        if dialect == "postgresql" and keys and probe[1]:
+            rows = session.execute(registration_statement(principal.scope, principal.search_scope),
+                                   {**params(wanted, keys), "id_system": probe[0],
+                                    "id_bidx": sorted(set(probe[1].values()))}).all()
+            return matching(rows, wanted, exclude), probed(rows, probe[1])
+        from registry.patients import repository as patients_repo
+
+        return run(session, principal, wanted, keys, exclude), patients_repo.candidates(session, *probe)
     one_trip = dialect == "postgresql" and bool(keys)
     if not wanted or not any(wanted.values()):
         rows = []

@@ -166,14 +166,28 @@ def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed
     `store`: (custodian, id) of the record about to be inserted in this transaction: its blocking
     keys are written by the lookup's statement (one round trip on PostgreSQL), so the caller does
     not `store_keys`; a refusal rolls them back with the rest."""
+    return check_registration_probing(ctx, rec, action=action, confirmed=confirmed, store=store)[0]
+
+
+def check_registration_probing(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool,
+                               store: tuple[str, uuid.UUID] | None = None,
+                               probe: tuple[str, dict[str, int]] | None = None) -> tuple[list[Candidate], list]:
+    """`check_registration`, and with `probe` (system, custodian -> blind-index value of an exact
+    identifier, e.g. the new health ID) the rows holding that value, in the same round trip on
+    PostgreSQL (lookup.registration_statement): (candidates, [(row, column)] unconfirmed)."""
     keys = records.key_rows(ctx.runtime.indexer, store[0], store[1], rec) if store else None
-    found = find(ctx.session, ctx.runtime, ctx.principal, rec, store=keys)
+    wanted = records.lookup_keys(ctx.runtime.indexer, rec)
+    if probe is None:
+        rows, held = lookup.run(ctx.session, ctx.principal, wanted, keys), []
+    else:
+        rows, held = lookup.run(ctx.session, ctx.principal, wanted, keys, probe=probe)
+    found = scored(ctx.runtime, ctx.principal, active_model(ctx.session), rec, rows) if rows else []
     refused = likely_refusal(ctx, found, action=action, confirmed=confirmed)
     if refused is not None:
         event, exc = refused
         ctx.trail.record(ctx.session, action, audit.CONFLICT, **event)
         raise exc
-    return found
+    return found, held
 
 
 def likely_refusal(ctx: ServiceContext, found: list[Candidate], *, action: str, confirmed: bool):

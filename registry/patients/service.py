@@ -29,6 +29,11 @@ from registry.reports import queue as report_queue
 from registry.patients import audited_read, codec, newborns
 from registry.patients import repository as repo
 from registry.patients.repository import Access
+from registry.patients.uniqueness import LABEL as _LABEL  # noqa: F401 (async_register reads svc._LABEL)
+from registry.patients.uniqueness import check_unique as _check_unique
+from registry.patients.uniqueness import confirm as _confirm
+from registry.patients.uniqueness import confirmed as _confirmed
+from registry.patients.uniqueness import new_health_id as _new_health_id
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission
 from security.audit import trail as audit
@@ -36,7 +41,6 @@ from security.audit.trail import PatientRef
 
 NOT_FOUND = "patient not found"
 _LINKED = {"given_name", "family_name", "guardian", "phone", "birth_date"}
-_LABEL = {"bform": "B-form number", "cnic": "CNIC", "health_id": "health ID"}
 
 
 class Merged(Conflict):
@@ -104,48 +108,6 @@ def reach(ctx: ServiceContext, row, access: Access, patient_id: uuid.UUID, actio
     raise NotFound(NOT_FOUND)
 
 
-def _confirmed(ctx: ServiceContext, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
-    rt = ctx.runtime
-    rows = repo.candidates(ctx.session, system, rt.indexer.for_all_custodians(system, normalised))
-    return _confirm(ctx, rows, system, normalised, exclude)
-
-
-def _confirm(ctx: ServiceContext, candidates, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
-    """Candidates whose decrypted identifier really is `normalised` (a blind index value is shared)."""
-    found = {}
-    for row, column in candidates:
-        if row.id == exclude:
-            continue
-        value = codec.decrypt_column(ctx.runtime.cipher, row, column)
-        if value is not None and identifiers.normalise(system, value) == normalised:
-            found[row.id] = row
-    return list(found.values())
-
-
-def _check_unique(ctx: ServiceContext, plain: dict, action: str, exclude: uuid.UUID | None = None) -> None:
-    """The patient's own identifiers (not the guardian's) must not belong to another patient."""
-    for column in ("bform", "cnic"):
-        value = plain.get(column)
-        if not value:
-            continue
-        system = codec.INDEXED[column]
-        norm = identifiers.normalise(system, value)
-        repo.lock_identifier(ctx.session, ctx.runtime.keyring, system, norm)
-        if _confirmed(ctx, system, norm, exclude):
-            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=exclude,
-                             detail={"identifier_system": system, "reason": "duplicate"})
-            raise Conflict(f"a patient with this {_LABEL[column]} is already registered; find it by identifier search",
-                           field=column)
-
-
-def _new_health_id(ctx: ServiceContext) -> str:
-    for _ in range(8):
-        hid = identifiers.new_health_id()
-        if not _confirmed(ctx, identifiers.HEALTH_ID_SYSTEM, identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, hid)):
-            return hid
-    raise RuntimeError("could not allocate a unique health ID")  # pragma: no cover - 1e11 id space
-
-
 def plaintext_columns(data: dict) -> dict:
     """Input fields -> the plaintext of each encrypted column (guardian split into three)."""
     plain = {k: data[k] for k in ("given_name", "family_name", "phone", "address", "bform", "cnic") if k in data}
@@ -176,16 +138,24 @@ def residence_of(ctx: ServiceContext, node) -> tuple[str, str]:
 def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str,
                      new: tuple[str, uuid.UUID]):
     """Probabilistic duplicate check (registry/linkage): raises LikelyDuplicate (409, audited)
-    for a certain or probable match the caller has not confirmed; returns the prepared record
-    and the candidates to queue for review once the record exists. Writes the blocking keys of
-    `new` (custodian, id), the record this registration inserts, with its lookup."""
+    for a certain or probable match the caller has not confirmed; returns the prepared record,
+    the candidates to queue for review once the record exists, and the new record's health ID.
+    Writes the blocking keys of `new` (custodian, id), the record this registration inserts, and
+    probes the health ID's uniqueness, with its lookup (one round trip on PostgreSQL)."""
     if not ctx.runtime.settings.linkage_check:
-        return None, []
+        return None, [], _new_health_id(ctx)
     rec = linkage_records.from_input(
         given_name=data.given_name, family_name=data.family_name, guardian_name=plain.get("guardian_name"),
         guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
         birth_date=data.birth_date, sex=data.sex, facility=ctx.principal.facility, district=district, province=province)
-    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate, store=new)
+    hid = identifiers.new_health_id()
+    system, norm = identifiers.HEALTH_ID_SYSTEM, identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, hid)
+    by_custodian = ctx.runtime.indexer.for_all_custodians(system, norm)
+    found, held = linkage.check_registration_probing(ctx, rec, action=action, confirmed=data.confirm_not_duplicate,
+                                                     store=new, probe=(system, by_custodian))
+    if _confirm(ctx, held, system, norm):  # taken (one in 1e11): draw again, one probe each
+        hid = _new_health_id(ctx)
+    return rec, found, hid
 
 
 def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
@@ -214,8 +184,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
         raise Conflict("a patient with this id already exists", field="id")
-    rec, found = _duplicate_check(ctx, data, plain, action, province, district, (custodian, patient_id))
-    plain["health_id"] = _new_health_id(ctx)
+    rec, found, plain["health_id"] = _duplicate_check(ctx, data, plain, action, province, district, (custodian, patient_id))
     now = datetime.now(UTC)
     row = {
         "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
