@@ -116,12 +116,12 @@ def _load_range(rt, province: str, after: uuid.UUID | None, before: uuid.UUID | 
                 break
             new_keys = []
             for row in rows:
-                rec = records.prepared_or_none(rt.cipher, row)
+                rec = records.prepared_or_none(rt.cipher, row, records.from_compared)
                 if rec is None:  # a damaged record (integrity failure, logged by id) is left out
                     continue
                 recs.append(rec)
                 ids.append(row.id)
-                if not row.keyed:
+                if not row[-1]:  # keyed
                     new_keys += records.key_rows(rt.indexer, row.custodian, row.id, rec)
             repo.insert_keys(s, new_keys)
             written += len(new_keys)
