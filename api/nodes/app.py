@@ -11,6 +11,9 @@ Invariants:
   is how it stops being answered, whatever its certificate), and maps it to a Principal of this node's rules (registry/nodes/remote.py); a rejected assertion
   is answered 401 and audited (`node.assertion`, unauthenticated), a caller this node does not
   accept is 403 and audited (denied).
+- The two linkage routes (`/node/v1/linkage/encodings`, `/pairs`: registry/linkage/node_exchange.py)
+  also admit the node named by `NHR_NODE_COMPARER`, which is not a peer, and answer only it,
+  speaking as the linkage comparer; anyone else, a peer included, is 403 and audited (denied).
 - Each request is one transaction with its audit event; refusals are written again after the
   rollback (as in api/deps.py); a database that cannot be reached answers 503.
 """
