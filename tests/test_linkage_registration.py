@@ -268,7 +268,8 @@ def test_cross_province_linkage_compares_encodings_only(world, runtime):
     assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], dup["id"]}]
     # the engine's levels of the encoded fields only (no CNIC, phone, B-form or place), read as the engine's reasons
     assert set(cands[0].levels) == {"given_name", "family_name", "guardian_name", "birth_date", "sex"}
-    assert "same birth date" in explain(cands[0].levels) and cands[0].model_version == cross_province.MODEL_VERSION
+    assert "birth date with day and month swapped" in explain(cands[0].levels)  # _variant swaps them
+    assert cands[0].model_version == cross_province.MODEL_VERSION
     with runtime.sessions() as s:
         blob = "\n".join(json.dumps([str(v) for v in row], ensure_ascii=False).lower()
                          for row in s.execute(text("SELECT patient_id, custodian, block, created_at FROM link_encodings")))
