@@ -68,8 +68,10 @@ class PushedPair(BaseModel):
     local_id: uuid.UUID
     remote_node: str = Field(pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
     remote_id: uuid.UUID
-    similarity: float = Field(ge=0, le=1)
+    similarity: float = Field(ge=0, le=1)  # the match probability of the field-level encodings (bloom_fields.score)
     grade: Literal["certain", "probable", "possible"]
+    # the comparison levels of the encoded fields (registry/linkage/explain.py reads them as reasons)
+    levels: dict[Literal["given_name", "family_name", "guardian_name", "birth_date", "sex"], int] = Field(max_length=5)
 
 
 class PairsPush(BaseModel):
