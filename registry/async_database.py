@@ -45,6 +45,17 @@ from sqlalchemy.sql.expression import ClauseElement
 
 _DIALECT = postgresql.dialect(paramstyle="pyformat")
 
+# psycopg parses a query's text into its Postgres form once per distinct query, but caches that
+# only for queries of at most 50 parameters (psycopg/_queries.py); the writes of register and
+# record a dose (registry/async_unit.py) take 60-150, so each was parsed again on every request
+# (`_split_query`, 7% of a dose's CPU in py-spy). Their text is one of a few shapes per process.
+try:
+    import psycopg._queries as _pg_queries
+
+    _pg_queries.MAX_CACHED_STATEMENT_PARAMS = max(_pg_queries.MAX_CACHED_STATEMENT_PARAMS, 400)
+except (ImportError, AttributeError):  # pragma: no cover - another psycopg: parsed each time, still correct
+    pass
+
 
 @dataclass(frozen=True)
 class Compiled:

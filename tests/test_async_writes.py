@@ -273,3 +273,19 @@ def test_a_dose_waits_for_a_merge_and_is_refused_as_merged(world, runtime):
     r = worker.result
     assert r.status_code == 409 and r.json()["reason"] == "merged" and r.json()["merged_into"] == survivor
     assert _doses(runtime, merged) == 0 and is_postgres(runtime)
+
+
+def test_the_writes_query_text_is_parsed_once():
+    """psycopg caches a query's parsing only up to MAX_CACHED_STATEMENT_PARAMS parameters; the
+    async writes take more (registry/async_database.py raises the bound)."""
+    import psycopg._queries
+
+    import registry.async_database  # noqa: F401 - raises the bound on import
+    from registry.immunizations.async_record import _write as dose_write
+    from registry.patients.async_register import _write as register_write
+
+    from registry.immunizations.repository import DOSES
+    from registry.patients.repository import PATIENTS
+
+    widest = max(len(register_write(tuple(PATIENTS.c.keys()), 4, 8, 4).defaults), len(dose_write(tuple(DOSES.c.keys()), 3).defaults))
+    assert psycopg._queries.MAX_CACHED_STATEMENT_PARAMS >= widest > 50

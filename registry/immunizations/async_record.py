@@ -38,7 +38,7 @@ from registry.immunizations import intake, service, validation
 from registry.immunizations.repository import DOSES
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.patients import repository as patients
-from registry.patients import service as patient_service
+from registry.patients.reach import reach
 from registry.reports.models import DirtyPatient
 from registry.schedules import repository as schedules
 from security.audit import trail as audit
@@ -70,7 +70,7 @@ async def _record(ctx: ServiceContext, unit: AsyncUnit, patient_id: uuid.UUID, d
     prow_rows, existing = results[0], results[1]
     prow = prow_rows[0] if prow_rows else None
     access = patients.access_to(ctx.principal, prow) if prow is not None else patients.Access.NONE
-    prow, outside = patient_service.reach(ctx, prow, access, patient_id, ACTION, allow=service._REACH, break_glass=False,
+    prow, outside = reach(ctx, prow, access, patient_id, ACTION, allow=service._REACH, break_glass=False,
                                           record=_book(ctx))
     pref = PatientRef(prow.id, prow.province, prow.district)
     facility = ctx.principal.facility
