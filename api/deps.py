@@ -189,6 +189,7 @@ def require(permission: Permission, *, action: str | None = None, on_loop: bool 
 
     gate.__nhr_permission__ = permission
     gate.__nhr_action__ = audit_action
+    gate.__nhr_on_loop__ = on_loop  # api/hot_gate.py passes it on to `admit`
     return gate
 
 

@@ -79,6 +79,7 @@ class HotRoute:
     permission: Any
     action: str | None
     ctx_name: str
+    on_loop: bool  # `require(..., on_loop=True)`: the async unit of work (registry/async_unit.py)
     path_params: tuple[tuple[str, TypeAdapter], ...]
     body: tuple[str, type[BaseModel]] | None
     request_name: str | None
@@ -110,6 +111,7 @@ def plan(served) -> HotRoute:
         raise RuntimeError(f"hot route {where}: only plain {{name}} path parameters")
     return HotRoute(route=route, method=next(iter(served.methods)), pattern=regex, permission=gate.call.__nhr_permission__,
                     action=getattr(gate.call, "__nhr_action__", None), ctx_name=gate.name,
+                    on_loop=getattr(gate.call, "__nhr_on_loop__", False),
                     path_params=tuple((p.name, TypeAdapter(p.field_info.annotation)) for p in d.path_params),
                     body=body, request_name=d.request_param_name)
 
@@ -175,7 +177,7 @@ class HotGateMiddleware:
                 kwargs[h.ctx_name] = await admit(
                     request, uow, h.permission, h.action, token if scheme.lower() == "bearer" else None,
                     purpose.decode("latin-1") if purpose is not None else None,
-                    reason.decode("latin-1") if reason is not None else None)
+                    reason.decode("latin-1") if reason is not None else None, on_loop=h.on_loop)
                 response = await h.route.endpoint(**kwargs)
             if not isinstance(response, Response):
                 raise TypeError("a hot route returns a Response")

@@ -214,8 +214,11 @@ def test_the_openapi_document_is_the_same_with_and_without_the_hot_gate(client, 
 def test_the_hot_routes_are_still_covered_by_the_route_check(client):
     planned = hot_gate.hot_routes(client.app)
     assert {(h.method, h.route.path) for h in planned} == {("GET", "/api/v1/patients/{patient_id}"),
-                                                             ("POST", "/api/v1/patients/search")}
-    assert {h.permission for h in planned} == {P.PATIENT_READ, P.PATIENT_SEARCH}
+                                                             ("POST", "/api/v1/patients/search"),
+                                                             ("POST", "/api/v1/patients"),  # register, issue 17
+                                                             ("POST", "/api/v1/patients/{patient_id}/immunizations")}
+    assert {h.permission for h in planned} == {P.PATIENT_READ, P.PATIENT_SEARCH, P.PATIENT_CREATE, P.IMMUNIZATION_RECORD}
+    assert {h.route.path for h in planned if h.on_loop} == {"/api/v1/patients", "/api/v1/patients/{patient_id}/immunizations"}
 
 
 def test_a_hot_route_without_a_declared_permission_does_not_start():

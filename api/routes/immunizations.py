@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Response
 
 from api.deps import require
+from api.hot_gate import hot
 from api.responses import json_response
 from registry.context import ServiceContext
 from registry.immunizations import async_record, service
@@ -20,6 +21,7 @@ IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=64)]
 
 
 @router.post("/patients/{patient_id}/immunizations", status_code=201, response_model=DoseView, summary="Record a dose")
+@hot  # served without FastAPI's dependency resolution (api/hot_gate.py); an Idempotency-Key takes the normal path
 async def record(patient_id: uuid.UUID, body: DoseCreate,
                  ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_RECORD, on_loop=True))]):
     view = await async_record.record_async(ctx, patient_id, body)  # on the event loop on PostgreSQL (issue 17)

@@ -34,6 +34,7 @@ def _limit(request: Request, limit: int | None) -> int:
 
 @router.post("", status_code=201, response_model=PatientRegistered, summary="Register a patient",
              description="The response carries the patient's `access_code` for the citizen view, shown this once only.")
+@hot  # served without FastAPI's dependency resolution (api/hot_gate.py); an Idempotency-Key takes the normal path
 async def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE, on_loop=True))]):
     view = await async_register.register_async(ctx, body)  # on the event loop on PostgreSQL (issue 17)
     return json_response(view, status_code=201, headers={"ETag": service.etag(view.version),
