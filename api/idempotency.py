@@ -15,6 +15,11 @@ How it fits the unit of work (api/deps.py):
   stored answer (it was committed) or runs once (it was not).
 - Public POSTs (login, citizen token, certificate verification) have no principal to scope a key
   to; they ignore the header and store nothing (bearer tokens are not kept at rest to be replayed).
+- Routes on the async unit of work (`require(..., on_loop=True)`: register, record a dose; on
+  PostgreSQL) do the same on the unit's one connection (`AsyncPending`,
+  registry/sync/idempotency_async.py): the claim in autocommit before BEGIN, the stored response
+  in the data's transaction, COMMIT, all on the event loop. A failed request's claim is released
+  and its refusals written by the unit of work as for every route.
 """
 
 from __future__ import annotations

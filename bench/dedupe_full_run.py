@@ -7,7 +7,8 @@
    CPU (user + system, its forked workers included: `wait4`), peak RSS, pairs scored a second,
    candidates written; the queue against the injected truth (precision, recall, F1 per grade).
 3. `checks`: a rerun (idempotent: no new candidate, the queue unchanged) and, with the queue
-   emptied, a run killed (SIGKILL, its process group) once it has checkpointed 40% of the
+   emptied (unless `empty_before_kill` is False: cheaper, the resumed run then must propose
+   nothing), a run killed (SIGKILL, its process group) once it has checkpointed 40% of the
    blocking units, then rerun: it says it resumed, and the queue equals the uninterrupted one.
 
 PostgreSQL's own CPU is not in the figures (another process). Counts only: nothing decrypted
@@ -106,7 +107,7 @@ def _row(name: str, r: dict) -> str:
 
 
 def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: str | None = None,
-            keep: bool = False, reuse: Path | None = None) -> list[str]:
+            keep: bool = False, reuse: Path | None = None, empty_before_kill: bool = True) -> list[str]:
     from registry import bootstrap
     from registry.demo import linkage_population as population
     from registry.linkage import blocking
@@ -126,9 +127,14 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
     logs = key_dir.parent
     lines: list[str] = []
     try:
-        t, c = time.perf_counter(), time.process_time()
-        recs = population.generate(size, seed=SEED, province=PROVINCE)
-        truth = population.truth_pairs(recs)
+        t = time.perf_counter()
+        truth_file = key_dir.parent / f"truth-{size}.tsv"  # the injected pairs, kept for --reuse
+        if reuse is not None and truth_file.exists():
+            recs, truth = [], {tuple(line.split("\t")) for line in truth_file.read_text().splitlines()}
+        else:
+            recs = population.generate(size, seed=SEED, province=PROVINCE)
+            truth = population.truth_pairs(recs)
+            truth_file.write_text("".join(f"{a}\t{b}\n" for a, b in sorted(truth)))
         t_gen = time.perf_counter() - t
         if reuse is None:
             settings = Settings(env="development", database_url=url, key_dir=key_dir,
@@ -145,14 +151,13 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
             with engine.begin() as conn:
                 conn.execute(text("DELETE FROM link_candidates WHERE source = 'dedupe'"))
                 conn.execute(text("DELETE FROM dedupe_runs WHERE province = :p"), {"p": PROVINCE})
-            load_note = f"loaded earlier by COPY (`--reuse`; generating the truth again {t_gen:.0f} s)"
-        n_recs = len(recs)
+            load_note = f"loaded earlier by COPY (`--reuse`; the truth read or generated again in {t_gen:.0f} s)"
         del recs
         env = {**os.environ, "NHR_ENV": "development", "NHR_DATABASE_URL": url, "NHR_KEY_DIR": str(key_dir)}
         load1 = os.getloadavg()
         first = CliRun(env, workers, logs / "run-1.log").wait()
         found = queue(engine)
-        lines += [f"`nhr dedupe run --province {PROVINCE} --workers {workers}` on PostgreSQL, {n_recs:,} records "
+        lines += [f"`nhr dedupe run --province {PROVINCE} --workers {workers}` on PostgreSQL, {first['records']:,} records "
                   f"({len(truth):,} true duplicate pairs, seed {SEED}), {load_note}. Load average at the start "
                   f"{load1[0]:.1f} (1 min), at the end {os.getloadavg()[0]:.1f}: the machine is shared.", "",
                   "| run | wall | CPU (the CLI and its workers) | peak RSS | records | pairs scored | pairs/s (wall) "
@@ -164,8 +169,9 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
             again = CliRun(env, workers, logs / "run-2.log").wait()
             lines.append(_row("2: rerun (idempotent)", again))
             same = queue(engine) == found
-            with engine.begin() as conn:
-                conn.execute(text("DELETE FROM link_candidates WHERE source = 'dedupe'"))
+            if empty_before_kill:
+                with engine.begin() as conn:
+                    conn.execute(text("DELETE FROM link_candidates WHERE source = 'dedupe'"))
             victim = CliRun(env, workers, logs / "run-3.log")
             target = int(0.4 * len(blocking.units()))
             while victim.running() and _blocks_done(engine) < target:
@@ -173,14 +179,17 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
             at = _blocks_done(engine)
             victim.kill()
             killed = victim.wait()
-            lines.append(_row(f"3: emptied queue, killed at {at}/{len(blocking.units())} units", killed))
+            lines.append(_row(f"3: {'emptied queue, ' if empty_before_kill else ''}killed at "
+                              f"{at}/{len(blocking.units())} units", killed))
             resumed = CliRun(env, workers, logs / "run-4.log").wait()
             lines.append(_row("4: rerun after the kill", resumed))
             after = queue(engine)
             lines += ["", f"Rerun: {again['new']} new candidates, queue {'unchanged' if same else 'CHANGED'}. "
                       f"Killed run resumed: {'yes' if resumed['resumed'] else 'NO'}; the queue after the resume "
                       f"{'equals' if after == found else 'DIFFERS FROM'} the uninterrupted run's "
-                      f"({len(after):,} vs {len(found):,} pairs)."]
+                      f"({len(after):,} vs {len(found):,} pairs)"
+                      + ("." if empty_before_kill else " (the queue was not emptied before the kill: the resumed "
+                                                       "run must propose nothing new)." )]
         lines += ["", "| queue against the injected duplicates | pairs | precision | recall | F1 |", "|---|---|---|---|---|"]
         lines += [f"| {label} | {n:,} | {p:.4f} | {r:.4f} | {f:.4f} |" for label, n, p, r, f in quality(found, truth)]
         return lines

@@ -21,6 +21,7 @@ under .bench/).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
@@ -138,7 +139,7 @@ def measure(*, server_url: str = DEFAULT_SERVER, rounds: int = 6, duration: floa
     url = f"{base}/{name}"
     servers, per_round, prof, loads = [], [], None, []
     try:
-        with tempfile.TemporaryDirectory(prefix="nhr-bench-gate-") as key_dir:
+        with tempfile.TemporaryDirectory(prefix="nhr-bench-gate-", ignore_cleanup_errors=True) as key_dir:
             token, ids, bforms = _prepare(url, key_dir, patients)
             servers = _servers(url, key_dir, workers, before_src)
             for s in servers:
@@ -168,6 +169,8 @@ def measure(*, server_url: str = DEFAULT_SERVER, rounds: int = 6, duration: floa
                 p = Profile(hot.worker_pids(), REPO / ".bench" / "gate-profile", "hot-read")
                 loadgen.run(generator, hot.base, specs["read"], duration=max(duration, 8), concurrency=concurrency, nonce=99)
                 prof = p.stop()
+            for s in servers:  # before their key directory goes
+                s.stop()
     finally:
         for s in servers:
             s.stop()
@@ -218,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     r = measure(server_url=a.pg, rounds=a.rounds, duration=a.duration, concurrency=a.concurrency, workers=a.workers,
                 patients=a.patients, before_ref=a.before_ref, profile=a.profile)
+    out = REPO / ".bench" / f"gate-{started:%Y%m%dT%H%M}.json"
+    out.write_text(json.dumps(r, indent=1, default=str))
     s = summary(r)
     print(f"hot gate, {started:%Y-%m-%d %H:%M} UTC, {a.rounds} rounds x {a.duration:g} s, {a.concurrency} connections, "
           f"{a.workers} workers, {r['patients']} patients, generator {r['generator']}, "

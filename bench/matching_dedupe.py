@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=None, help="children before duplicates (default 50,000; --full-run 1,000,000)")
     ap.add_argument("--full-run", action="store_true", help="COPY-load the province, run the CLI as its own process, score the queue")
     ap.add_argument("--checks", action="store_true", help="with --full-run: also a rerun (idempotent) and a killed and resumed run")
+    ap.add_argument("--keep-queue", action="store_true",
+                    help="with --checks: do not empty the queue before the killed run (cheaper; the resume must add nothing)")
     ap.add_argument("--workers", type=int, default=1, help="with --full-run: nhr dedupe run --workers")
     ap.add_argument("--db", default=None, help="with --full-run: database name (default: a new one, dropped at the end)")
     ap.add_argument("--keep", action="store_true", help="with --full-run: keep the database and keyring (for --reuse)")
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import dedupe_full_run
 
         print("\n".join(dedupe_full_run.measure(args.pg, args.size or 1_000_000, workers=args.workers, checks=args.checks,
-                                                db=args.db, keep=args.keep, reuse=args.reuse)))
+                                                db=args.db, keep=args.keep, reuse=args.reuse,
+                                                empty_before_kill=not args.keep_queue)))
         return 0
     args.size = args.size or 50_000
     print("\n".join(measure(args.pg, args.size)))

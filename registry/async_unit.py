@@ -12,9 +12,10 @@ Invariants:
   concurrent request with the key sees it), the transaction, the stored response, the COMMIT.
 - The connection goes back to the pool idle: a unit closed inside its transaction rolls back
   first (nothing half-written), and a unit whose connection broke gives it back to be discarded.
-- `begin(first)` sends `BEGIN; <first>` as one simple-protocol message (one round trip instead
-  of two). `first` is SQL whose only values are literals this module renders itself from
-  integers and UUIDs (`literal_uuid`, `int`): never text from a request.
+- `begin(first, values)` sends `BEGIN; <first>` as one simple-protocol message (one round trip
+  instead of two): psycopg's client-side binding (`AsyncClientCursor`) renders the values as
+  escaped literals, since the simple protocol carries no parameters. Only these few statements
+  are bound client-side; every other statement is server-side bound and prepared.
 - COMMIT lost in flight raises `OutcomeUnknown` (the change may have been made), a connection
   lost before it `DatabaseUnavailable`, as `registry/database.commit` does for the sync unit.
 - SQLite has no such unit: the same services run their sync path in a worker thread.
@@ -22,18 +23,11 @@ Invariants:
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 
 from registry import database
 from registry import errors
 from registry.async_database import CHECKOUT_TIMEOUT, AsyncDatabase, Compiled, Lease
-
-
-def literal_uuid(value: uuid.UUID) -> str:
-    """A UUID as an SQL literal (its canonical form: hex digits and dashes only)."""
-    return f"'{uuid.UUID(str(value))}'::uuid"
 
 
 class AsyncUnit:
@@ -59,13 +53,17 @@ class AsyncUnit:
         cur = await self._run(self.db._read(lease, statement, values))
         return await cur.fetchall() if cur.description is not None else []
 
-    async def begin(self, first: str | None = None) -> list[list]:
-        """BEGIN, and `first` (literal SQL, see the module docstring) in the same message; the
-        rows of each of `first`'s statements."""
+    async def begin(self, first: Compiled | None = None, values: dict | None = None) -> list[list]:
+        """BEGIN, and the statements of `first` (`;`-separated, parameters bound client-side by
+        psycopg, see the module docstring) in the same message; the rows of each of them."""
         lease = await self._conn()
         lease.used = True
-        cur = lease.conn.cursor()
-        await self._run(cur.execute(f"BEGIN; {first}" if first else "BEGIN"))
+        if first is None:
+            cur = lease.conn.cursor()
+            await self._run(cur.execute("BEGIN"))
+        else:
+            cur = psycopg.AsyncClientCursor(lease.conn)
+            await self._run(cur.execute("BEGIN; " + first.sql, first.params(values or {})))
         self.in_transaction = True
         out = []
         while True:

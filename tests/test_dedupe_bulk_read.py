@@ -100,3 +100,21 @@ def test_bulk_read_skips_a_damaged_record(province):
     finally:
         with province.sessions.begin() as s:
             s.execute(update(p).where(p.c.id == a.id).values(given_name_ct=a.given_name_ct))
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(province):
+    """The run freezes its records and index out of the cyclic GC (dedupe._long_lived) and
+    restores it: enabled again, nothing left frozen, also when it stops early."""
+    import gc
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    dedupe.run(province, PROVINCE, stop_after_units=2)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    summary = dedupe.run(province, PROVINCE, workers=2)
+    assert summary.resumed and gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        dedupe.run(province, PROVINCE)
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()

@@ -246,3 +246,34 @@ def test_a_hot_route_with_parameters_it_cannot_pass_does_not_start():
     app.include_router(router)
     with pytest.raises(RuntimeError, match="only path parameters"):
         hot_gate.hot_routes(app)
+
+
+def test_requests_that_find_a_token_generation_stale_share_one_read():
+    """The gate's revocation check (api/deps.py `_load_once`): one read per account and process at a
+    time, the others wait for it; a read that fails fails its waiters (no token accepted unread)."""
+    import asyncio
+
+    from api import deps
+
+    class Counting:
+        def __init__(self, result):
+            self.calls, self.result = [], result
+
+        def load(self, user_id):
+            self.calls.append(user_id)
+            time.sleep(0.05)
+            if isinstance(self.result, Exception):
+                raise self.result
+            return self.result
+
+    uid = uuid.uuid4()
+
+    async def burst(cache, n=20):
+        return await asyncio.gather(*(deps._load_once(cache, uid) for _ in range(n)), return_exceptions=True)
+
+    ok = Counting(3)
+    assert asyncio.run(burst(ok)) == [3] * 20 and len(ok.calls) == 1
+    assert asyncio.run(burst(ok, 1)) == [3] and len(ok.calls) == 2  # once done, the next stale entry reads again
+    failing = Counting(RuntimeError("database down"))
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(burst(failing))) and len(failing.calls) == 1
+    assert not deps._LOADING

@@ -17,7 +17,7 @@ def test_matching_bench_prints_quality_phases_and_the_sweep(capsys):
     assert matching.main(["--size", "1500", "--bloom", "300"]) == 0
     out = capsys.readouterr().out
     for part in ("| | review (>= possible) |", "Phases at", "pairs per CPU second", "Review threshold sweep",
-                 "LSH banding"):
+                 "LSH bands", "after: field-level (fbf-1)"):
         assert part in out, part
 
 

@@ -266,7 +266,10 @@ def test_cross_province_linkage_compares_encodings_only(world, runtime):
     assert proposed >= 1
     cands = [c for c in _candidates(runtime, uuid.UUID(dup["id"])) if c.source == "cross_province"]
     assert [{str(c.left_id), str(c.right_id)} for c in cands] == [{first["id"], dup["id"]}]
-    assert list(cands[0].levels) == ["bloom_dice"] and explain(cands[0].levels)
+    # the engine's levels of the encoded fields only (no CNIC, phone, B-form or place), read as the engine's reasons
+    assert set(cands[0].levels) == {"given_name", "family_name", "guardian_name", "birth_date", "sex"}
+    assert "birth date with day and month swapped" in explain(cands[0].levels)  # _variant swaps them
+    assert cands[0].model_version == cross_province.MODEL_VERSION
     with runtime.sessions() as s:
         blob = "\n".join(json.dumps([str(v) for v in row], ensure_ascii=False).lower()
                          for row in s.execute(text("SELECT patient_id, custodian, block, created_at FROM link_encodings")))
@@ -274,6 +277,13 @@ def test_cross_province_linkage_compares_encodings_only(world, runtime):
         assert v.lower() not in blob
     assert cross_province.compare(runtime)[1] == 0  # idempotent
     assert len(audit_events(runtime, action="linkage.cross_province")) >= 2
+    # an encoding of the older model (a record-level CLK, clk-1) is never compared with the new ones
+    enc = cross_province.ENC
+    with runtime.sessions.begin() as s:
+        s.execute(t.delete().where(t.c.left_id.in_(pair_ids), t.c.right_id.in_(pair_ids)))
+        s.execute(enc.update().where(enc.c.patient_id == uuid.UUID(dup["id"])).values(clk=bytes(64)))
+    cross_province.compare(runtime)
+    assert not [c for c in _candidates(runtime, uuid.UUID(dup["id"])) if c.source == "cross_province"]
 
 
 def test_blocking_keys_follow_an_update(world, runtime):

@@ -103,3 +103,45 @@ def test_a_steward_sees_the_pairs_of_records_in_scope_held_by_another_node(world
     assert world.client.get("/api/v1/linkage/remote-candidates", headers=world.h("clinic_a")).status_code == 403
     text = str(district) + str(province)
     assert a["given_name"] not in text and a["family_name"] not in text
+
+
+def test_a_steward_decides_a_remote_pair_not_the_same_or_unsure_one_decision_wins(world, runtime):
+    a, b = world.register("clinic_a"), world.register("clinic_a")
+    _call(runtime, node_exchange.store_pairs, "PK-PB", [_pair(a["id"]), _pair(b["id"])])
+    items = {i["local_id"]: i for i in world.client.get("/api/v1/linkage/remote-candidates?limit=100",
+                                                        headers=world.h("steward_district")).json()["items"]}
+    first, second = items[a["id"]], items[b["id"]]
+    url = "/api/v1/linkage/remote-candidates/{}/decision"
+    decide = lambda cid, who, body, **h: world.client.post(url.format(cid), json=body, headers=world.h(who, **h))  # noqa: E731
+    assert decide(first["id"], "steward_district", {"decision": "not_same"}).status_code == 428  # If-Match needed
+    assert decide(first["id"], "steward_other_province", {"decision": "not_same"}, **{"If-Match": '"1"'}).status_code == 404
+    assert decide(first["id"], "steward_district", {"decision": "same"}, **{"If-Match": '"1"'}).status_code == 422
+    r = decide(first["id"], "steward_district", {"decision": "not_same"}, **{"If-Match": '"1"'})
+    assert r.status_code == 200 and r.json() == {"candidate_id": first["id"], "status": "not_same", "version": 2}
+    lost = decide(first["id"], "steward_province", {"decision": "unsure"}, **{"If-Match": '"1"'})
+    assert lost.status_code == 409 and lost.json()["reason"] == "already_decided"
+    assert decide(second["id"], "steward_province", {"decision": "unsure"}, **{"If-Match": '"1"'}).status_code == 200
+    after = {i["local_id"]: i for i in world.client.get("/api/v1/linkage/remote-candidates?limit=100",
+                                                        headers=world.h("steward_district")).json()["items"]}
+    assert a["id"] not in after and after[b["id"]]["status"] == "unsure" and after[b["id"]]["version"] == 2
+    from conftest import audit_events
+
+    events = [e for e in audit_events(runtime, action="linkage.decide") if str(e.resource_id) == first["id"]]
+    # no If-Match, outside scope, the decision, the one that lost (a body refused by its schema reaches no use case)
+    assert [e.outcome for e in events] == ["conflict", "not_found", "success", "conflict"]
+    assert all(e.detail.get("remote") is True for e in events)
+
+
+def test_the_console_decides_a_remote_pair_as_the_api_does(app, world, runtime):
+    from console_helpers import signed_in
+
+    a = world.register("clinic_a")
+    _call(runtime, node_exchange.store_pairs, "PK-PB", [_pair(a["id"])])
+    [item] = [i for i in world.client.get("/api/v1/linkage/remote-candidates?limit=100",
+                                          headers=world.h("steward_district")).json()["items"] if i["local_id"] == a["id"]]
+    c, csrf = signed_in(app, world.users["steward_district"])
+    form = {"csrf": csrf, "candidate_id": item["id"], "version": "1", "decision": "not_same"}
+    r = c.post("/console/linkage/remote-decision", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/linkage?done=not_same"
+    again = c.post("/console/linkage/remote-decision", data=form, follow_redirects=False)
+    assert again.status_code == 409

@@ -94,3 +94,14 @@ async def decide(call: Annotated[ConsoleCall, Gate(P.LINKAGE_DECIDE)], candidate
         raise e.InvalidInput("check the field: note", field="note") from None
     result = await run_in_threadpool(decisions.decide, ctx, candidate_id, f'"{version}"', body)
     return RedirectResponse(f"/console/linkage?done={result.status}", status_code=303)
+
+
+@router.post("/remote-decision")
+async def remote_decision(call: Annotated[ConsoleCall, Gate(P.LINKAGE_DECIDE)], candidate_id: Annotated[uuid.UUID, Form()],
+                          version: Annotated[int, Form(ge=1, le=2**31)],
+                          decision: Annotated[Literal["not_same", "unsure"], Form()]):
+    """A pair with another node's record (remote_queue.decide, as `POST /api/v1/linkage/remote-candidates/{id}/decision`)."""
+    ctx = call.context()
+    result = await run_in_threadpool(remote_queue.decide, ctx, candidate_id, f'"{version}"',
+                                     remote_queue.RemoteDecision(decision=decision))
+    return RedirectResponse(f"/console/linkage?done={result.status}", status_code=303)

@@ -11,6 +11,9 @@ Invariants:
   is how it stops being answered, whatever its certificate), and maps it to a Principal of this node's rules (registry/nodes/remote.py); a rejected assertion
   is answered 401 and audited (`node.assertion`, unauthenticated), a caller this node does not
   accept is 403 and audited (denied).
+- The two linkage routes (`/node/v1/linkage/encodings`, `/pairs`: registry/linkage/node_exchange.py)
+  also admit the node named by `NHR_NODE_COMPARER`, which is not a peer, and answer only it,
+  speaking as the linkage comparer; anyone else, a peer included, is 403 and audited (denied).
 - Each request is one transaction with its audit event; refusals are written again after the
   rollback (as in api/deps.py); a database that cannot be reached answers 503.
 """
@@ -65,8 +68,10 @@ class PushedPair(BaseModel):
     local_id: uuid.UUID
     remote_node: str = Field(pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
     remote_id: uuid.UUID
-    similarity: float = Field(ge=0, le=1)
+    similarity: float = Field(ge=0, le=1)  # the match probability of the field-level encodings (bloom_fields.score)
     grade: Literal["certain", "probable", "possible"]
+    # the comparison levels of the encoded fields (registry/linkage/explain.py reads them as reasons)
+    levels: dict[Literal["given_name", "family_name", "guardian_name", "birth_date", "sex"], int] = Field(max_length=5)
 
 
 class PairsPush(BaseModel):

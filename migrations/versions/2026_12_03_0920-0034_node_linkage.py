@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('right_id', sa.Uuid(), nullable=False),
     sa.Column('similarity', sa.Float(), nullable=False),
     sa.Column('grade', sa.String(length=16), nullable=False),
+    sa.Column('levels', sa.JSON(), nullable=False),
     sa.Column('left_stored', sa.Boolean(), nullable=False),
     sa.Column('right_stored', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

@@ -7,6 +7,8 @@ in the unit of work (the chunk's audit event and the import run's progress).
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import date, datetime
 from operator import itemgetter
 
 from sqlalchemy import JSON, insert
@@ -36,9 +38,11 @@ def insert_rows(session: Session, table: Table, rows: list[dict], columns: tuple
 
 def insert_many(session: Session, parts: list[tuple[Table, list[dict], tuple[str, ...] | None]]) -> None:
     """`insert_rows` for several tables at once, `(table, rows, columns)` each. On PostgreSQL one
-    statement, so one round trip: each table's rows go as one array per column, unnested, in a
-    data-modifying CTE (the statement's constraints are checked as a whole, at its end; a
-    duplicate key raises the driver's IntegrityError like `COPY`). Elsewhere `insert_rows` per table."""
+    statement, so one round trip: each table's rows travel as one JSON document, turned back into
+    rows of the table's own types by `json_populate_recordset` in a data-modifying CTE (the
+    statement's constraints are checked as a whole, at its end; a duplicate key raises the
+    driver's IntegrityError like `COPY`). Building the JSON is C code (the json module); psycopg
+    would dump typed arrays element by element in Python. Elsewhere `insert_rows` per table."""
     parts = [(t, rows, cols) for t, rows, cols in parts if rows]
     if not parts:
         return
@@ -47,42 +51,32 @@ def insert_many(session: Session, parts: list[tuple[Table, list[dict], tuple[str
         for table, rows, columns in parts:
             insert_rows(session, table, rows, columns)
         return
-    raw = conn.connection.driver_connection
     inserts, params = [], []
     for table, rows, columns in parts:
         columns = list(columns) if columns is not None else [c.name for c in table.columns]
-        types = _pg_types(raw, table.name)
-        json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
-        casts = []
-        for c in columns:
-            values = [r[c] for r in rows]
-            if c in json_cols:  # sent as text, cast per element
-                values = [json.dumps(v) if v is not None else None for v in values]
-                casts.append(f"%s::text[]::{types[c]}[]")
-            else:
-                casts.append(f"%s::{types[c]}[]")
-            params.append(values)
         names = ", ".join(f'"{c}"' for c in columns)
-        inserts.append(f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({', '.join(casts)})")
+        inserts.append(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table.name}, %s)")
+        get = itemgetter(*columns) if len(columns) > 1 else (lambda r, c=columns[0]: (r[c],))
+        params.append(_JSON.encode([dict(zip(columns, get(r))) for r in rows]))
     sql = inserts[-1] if len(inserts) == 1 else (
         "WITH " + ", ".join(f"w{i} AS ({q})" for i, q in enumerate(inserts[:-1])) + " " + inserts[-1])
-    with raw.cursor() as cur:
+    with conn.connection.driver_connection.cursor() as cur:
         cur.execute(sql, params)
 
 
-_PG_TYPES: dict[str, dict[str, str]] = {}
+def _as_json(value):
+    """What PostgreSQL's input functions read back: bytea as hex, dates and times in ISO 8601
+    (with their offset), UUIDs as text."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
-def _pg_types(raw, table: str) -> dict[str, str]:
-    """The table's column types as PostgreSQL names them (`uuid`, `character varying(40)`), read
-    once per process: the casts that let whole columns travel as typed arrays."""
-    found = _PG_TYPES.get(table)
-    if found is None:
-        with raw.cursor() as cur:
-            found = dict(cur.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-                                     " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", [table]).fetchall())
-        _PG_TYPES[table] = found
-    return found
+_JSON = json.JSONEncoder(default=_as_json, separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 def rows_by_ids(session: Session, table: Table, columns: tuple[str, ...], key: str, ids: list, where: dict | None = None) -> list:

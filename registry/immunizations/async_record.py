@@ -27,7 +27,6 @@ from types import SimpleNamespace
 
 from anyio import to_thread
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql
 
 from registry.async_database import Compiled
 from registry.async_unit import AsyncUnit
@@ -39,7 +38,7 @@ from registry.immunizations import intake, service, validation
 from registry.immunizations.repository import DOSES
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.patients import repository as patients
-from registry.patients import service as patient_service
+from registry.patients.reach import reach
 from registry.reports.models import DirtyPatient
 from registry.schedules import repository as schedules
 from security.audit import trail as audit
@@ -47,17 +46,12 @@ from security.audit.trail import PatientRef
 
 ACTION = "immunization.create"
 DIRTY = DirtyPatient.__table__
-_DIALECT = postgresql.dialect()
 
 
 async def record_async(ctx: ServiceContext, patient_id: uuid.UUID, data: DoseCreate) -> DoseView:
     if ctx.unit is None:
         return await to_thread.run_sync(service.record, ctx, patient_id, data)
     return await _record(ctx, ctx.unit, patient_id, data)
-
-
-def _literal(stmt) -> str:
-    return str(stmt.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
 
 
 def _book(ctx: ServiceContext):
@@ -72,21 +66,11 @@ async def _record(ctx: ServiceContext, unit: AsyncUnit, patient_id: uuid.UUID, d
     sc = rt.schedules
     countries = set(sc.known_countries().values())
     country = countries.pop() if len(countries) == 1 else None
-    patient_q = select(patients.PATIENTS).where(patients.PATIENTS.c.id == patient_id) \
-        .with_for_update(read=True, key_share=True)
-    doses_q = select(DOSES).where(DOSES.c.patient_id == patient_id) \
-        .order_by(DOSES.c.date_given, DOSES.c.vaccine, DOSES.c.dose_number)
-    parts = [_literal(patient_q), _literal(doses_q)]
-    if country is not None:
-        custodian = select(patients.PATIENTS.c.custodian).where(patients.PATIENTS.c.id == patient_id).scalar_subquery()
-        parts.append(_literal(schedules.in_force_statement(custodian, country, today)))
-    if data.id is not None:
-        parts.append(_literal(select(DOSES.c.id).where(DOSES.c.id == data.id)))
-    results = await unit.begin("; ".join(parts))
+    results = await unit.begin(_first(country, today, data.id is not None), {"pid": patient_id, "dose_id": data.id})
     prow_rows, existing = results[0], results[1]
     prow = prow_rows[0] if prow_rows else None
     access = patients.access_to(ctx.principal, prow) if prow is not None else patients.Access.NONE
-    prow, outside = patient_service.reach(ctx, prow, access, patient_id, ACTION, allow=service._REACH, break_glass=False,
+    prow, outside = reach(ctx, prow, access, patient_id, ACTION, allow=service._REACH, break_glass=False,
                                           record=_book(ctx))
     pref = PatientRef(prow.id, prow.province, prow.district)
     facility = ctx.principal.facility
@@ -143,6 +127,28 @@ async def _schedule(ctx: ServiceContext, unit: AsyncUnit, custodian: str, today,
         with ctx.runtime.sessions() as session:
             return sc.in_force(session, custodian, today)[1]
     return await to_thread.run_sync(load)
+
+
+@lru_cache(maxsize=16)
+def _first(country: str | None, today, with_id: bool) -> Compiled:
+    """The statements sent with BEGIN (parameters `pid`, `dose_id`): the patient FOR KEY SHARE,
+    its doses, the schedule row in force when `country` is known, whether the dose id is taken.
+    Built once per country and day (the schedule's date and country are in the statement)."""
+    pid = bindparam("pid", type_=patients.PATIENTS.c.id.type)
+    parts = [select(patients.PATIENTS).where(patients.PATIENTS.c.id == pid).with_for_update(read=True, key_share=True),
+             select(DOSES).where(DOSES.c.patient_id == pid).order_by(DOSES.c.date_given, DOSES.c.vaccine, DOSES.c.dose_number)]
+    if country is not None:
+        custodian = select(patients.PATIENTS.c.custodian).where(patients.PATIENTS.c.id == pid).scalar_subquery()
+        parts.append(schedules.in_force_statement(custodian, country, today))
+    if with_id:
+        parts.append(select(DOSES.c.id).where(DOSES.c.id == bindparam("dose_id", type_=DOSES.c.id.type)))
+    compiled = [Compiled.of(q) for q in parts]
+    defaults = {}
+    for c in compiled:
+        clash = set(defaults) & set(c.defaults)
+        assert all(defaults[k] == c.defaults[k] for k in clash), clash
+        defaults.update(c.defaults)
+    return Compiled("; ".join(c.sql for c in compiled), defaults, frozenset())
 
 
 _DOSES_OF = Compiled.of(select(DOSES).where(DOSES.c.patient_id == bindparam("patient_id", type_=DOSES.c.patient_id.type))

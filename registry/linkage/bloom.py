@@ -16,6 +16,12 @@ Encoding (Schnell, Bachteler and Reiher 2009; the CLK of Schnell 2011), as clkha
 - the L = 1024 bit filter is XOR-folded once to 512 bits (Schnell et al. 2016): each stored bit
   mixes two positions, which breaks the bit-to-bigram mapping that pattern-mining attacks use.
 
+Since model `fbf-1` (2026-12-03) `nhr dedupe encode` stores field-level encodings instead
+(bloom_fields.py: per-field filters and tokens scored with the engine's levels, review F1 0.98
+against 0.88 here); this record-level CLK stays for comparison (bench/matching.py --bloom) and as
+the more private, less accurate option (docs/linkage.md, "Field-level encodings"); derive_keys is
+shared by both.
+
 Why not clkhash/anonlink: clkhash 0.18 pins `cryptography<41` (the registry needs >= 43), and
 anonlink adds numpy and a Cython build for what is, here, a popcount; the Dice coefficient on
 Python integers (`int.bit_count`) does the same computation.

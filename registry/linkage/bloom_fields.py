@@ -47,9 +47,12 @@ _FMT = f">2sB{3 * FIELD_BYTES}s3H4H"
 SIZE = struct.calcsize(_FMT)
 
 # Name Dice (of the folded filters) for the engine's "one letter" and "two letters" levels: a
-# substitution in an n-letter key changes 2 of its n + 1 bigrams, so Dice (n - 1) / (n + 1)
-# (0.71 at n = 6) and (n - 3) / (n + 1) for two; the filters' collisions add a little.
-DICE_ONE, DICE_TWO = 0.75, 0.55
+# substitution in an n-letter key changes 2 of its n + 1 bigrams, so bigram Dice (n - 1) / (n + 1)
+# (0.71 at n = 6) and (n - 3) / (n + 1) for two; the filters' collisions add some. Chosen on the
+# bench population (bench/RESULTS.md, 2026-12-03 bloomq entry): 0.75 / 0.55 let two names
+# sharing a word ("fatima khan", "ayesha khan") count as "two letters" apart, too many false
+# pairs at 46k records; 0.8 / 0.65 keep review F1 >= 0.96 at 9k and 46k records.
+DICE_ONE, DICE_TWO = 0.8, 0.65
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,11 @@ def levels(a: FieldEncoding, b: FieldEncoding) -> dict[str, int]:
         out["family_name"] = -1
     else:
         lv = _name_level(fa, fb, a.skeletons[1], b.skeletons[1], 5)
-        if lv < 2:  # below "two letters": guardian's name as family name (level 1), else 0
-            lv = 1 if (fa and fa == ub) or (fb and fb == ua) else 0
-        out["family_name"] = lv
+        if lv < 4 and (fa == ub or fb == ua):
+            # the guardian's name as the family name, checked before the Dice levels: "qureshi" and
+            # "sana qureshi" have a bigram Dice of "two letters" though they are five apart
+            lv = 1
+        out["family_name"] = max(lv, 0)
     out["guardian_name"] = -1 if not (ua and ub) else max(0, _name_level(ua, ub, a.skeletons[2], b.skeletons[2], 4))
     if a.date is None or b.date is None:
         out["birth_date"] = -1

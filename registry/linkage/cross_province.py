@@ -3,13 +3,19 @@
 1. Each custodian province, in its own process with its keys, decrypts its records in memory and
    computes their Bloom-filter encodings (bloom.py, keyed by the national linkage secret, which
    only the provinces' encoders hold: linkage_secret.py):
-   `nhr dedupe encode --province PK-SD`. Only the encodings (512-bit CLKs) and a coarse block
-   (birth year and sex, already clear on the patient row) reach `link_encodings`.
+   `nhr dedupe encode --province PK-SD`. Only the encodings and a coarse block (birth year and
+   sex, already clear on the patient row) reach `link_encodings`. Since model `fbf-1` the
+   encoding is field-level (bloom_fields.py: a Bloom filter a name, birth-date tokens, salted
+   with the block), packed in one blob a record; `clk-1` blobs (record-level CLKs, bloom.encode)
+   are skipped by `compare` until the province re-encodes.
 2. The national layer, without the secret, compares encodings of *different* custodians within a block that share
-   an LSH band (bloom.lsh_pairs: about 7% of the block's pairs on the bench population, the
-   same pairs found at the thresholds), by Dice similarity, and proposes every pair at or above the `possible` similarity to the review queue
-   with source `cross_province` (`nhr dedupe cross-province`): ids, the similarity and a level
-   `{"bloom_dice": percent}` only. Both provinces' stewards see the pair in their queue; names
+   a candidate key (bloom_fields.candidate_pairs: a birth-date token or two exactly agreeing
+   name filters, about 3% of the block's pairs on the bench population, the same pairs found
+   at the thresholds), scores them as the engine does (per-field levels from the encodings,
+   Fellegi-Sunter weights and thresholds of the configured model: bloom_fields.score), and
+   proposes every pair at or above `possible` to the review queue with source `cross_province`
+   (`nhr dedupe cross-province`): ids, the weight and the engine's comparison levels of the
+   encoded fields only (so stewards read the engine's reasons). Both provinces' stewards see the pair in their queue; names
    are shown only to a steward with capture scope on a record, by the steward's views.
 
 Each step writes one audit event by the system actor (counts only).
@@ -17,20 +23,19 @@ Each step writes one audit event by the system actor (counts only).
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select
 
-from registry.linkage import bloom, dedupe, linkage_secret, records
+from registry.linkage import bloom, bloom_fields, dedupe, linkage_secret, records
 from registry.linkage import repository as repo
 from registry.linkage.match_models import LinkEncoding
 from security.audit import trail as audit
 
 ENC = LinkEncoding.__table__
-MODEL_VERSION = "clk-1"
+MODEL_VERSION = bloom_fields.MODEL.version  # "fbf-1"; was "clk-1" (record-level CLKs)
 
 
 def _keys(rt) -> tuple[bytes, bytes]:
@@ -57,8 +62,9 @@ def encode_province(rt, province: str) -> int:
                 if rec is None:
                     continue
                 valid.add(row.id)
-                enc = {"patient_id": row.id, "custodian": row.custodian, "block": f"{row.birth_date.year}:{row.sex}",
-                       "clk": bloom.to_bytes(bloom.encode(keys, rec)), "created_at": now}
+                block = f"{row.birth_date.year}:{row.sex}"
+                enc = {"patient_id": row.id, "custodian": row.custodian, "block": block,
+                       "clk": bloom_fields.pack(bloom_fields.encode(keys, rec, block)), "created_at": now}
                 if stored.get(row.id) != (enc["block"], enc["clk"]):  # an unchanged encoding keeps its time
                     out.append(enc)
             keep = (set(stored) & valid) - {o["patient_id"] for o in out}  # unchanged: left as they are
@@ -77,25 +83,26 @@ def encode_province(rt, province: str) -> int:
 
 def compare(rt) -> tuple[int, int]:
     """National layer: compare encodings across custodians; returns (pairs compared, new candidates).
-    Needs no linkage secret (Dice and LSH bands on the stored filters): the national layer runs
-    it with a keyring that has no `linkage-secret`."""
+    Needs no linkage secret (popcounts and token equality on the stored encodings): the national
+    layer runs it with a keyring that has no `linkage-secret`. Encodings of an older model (a
+    `clk-1` CLK) are not compared: `nhr dedupe encode` re-encodes them."""
     with rt.sessions() as s:
         rows = s.execute(select(ENC.c.patient_id, ENC.c.custodian, ENC.c.block, ENC.c.clk)).all()
     blocks: dict[str, list] = defaultdict(list)
     for r in rows:
-        blocks[r.block].append((r.patient_id, r.custodian, bloom.from_bytes(r.clk)))
+        enc = bloom_fields.unpack(r.clk)
+        if enc is not None:
+            blocks[r.block].append((r.patient_id, r.custodian, enc))
     compared, proposed = 0, 0
     with rt.sessions.begin() as s:
         for members in blocks.values():
-            for i, j in sorted(bloom.lsh_pairs(members)):  # pairs of different custodians sharing an LSH band
+            for i, j in sorted(bloom_fields.candidate_pairs(members)):  # different custodians sharing a candidate key
                 (a, _, xa), (b, _, xb) = members[i], members[j]
                 compared += 1
-                d = bloom.dice(xa, xb)
-                g = bloom.grade(d)
-                if g is None:
+                sc = bloom_fields.score(xa, xb)
+                if sc.grade is None:
                     continue
-                weight = math.log2(d / (1 - d)) if d < 1 else 60.0
-                if repo.propose(s, a, b, weight=weight, probability=d, grade=g, levels={"bloom_dice": round(d * 100)},
+                if repo.propose(s, a, b, weight=sc.weight, probability=sc.probability, grade=sc.grade, levels=sc.levels,
                                 model_version=MODEL_VERSION, source="cross_province") == "new":
                     proposed += 1
         dedupe._trail(uuid.uuid4()).record(s, "linkage.cross_province", audit.SUCCESS, resource_type="LinkCandidate",

@@ -19,9 +19,11 @@ every pair graded at least `possible` is proposed to the review queue (source `d
 
 from __future__ import annotations
 
+import gc
 import getpass
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Callable
@@ -116,12 +118,12 @@ def _load_range(rt, province: str, after: uuid.UUID | None, before: uuid.UUID | 
                 break
             new_keys = []
             for row in rows:
-                rec = records.prepared_or_none(rt.cipher, row)
+                rec = records.prepared_or_none(rt.cipher, row, records.from_compared)
                 if rec is None:  # a damaged record (integrity failure, logged by id) is left out
                     continue
                 recs.append(rec)
                 ids.append(row.id)
-                if not row.keyed:
+                if not row[-1]:  # keyed
                     new_keys += records.key_rows(rt.indexer, row.custodian, row.id, rec)
             repo.insert_keys(s, new_keys)
             written += len(new_keys)
@@ -217,8 +219,40 @@ def _run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = 
                 existing.proposed, True
         else:
             run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
-    recs, ids, written = load(rt, province, on_progress, workers)
-    state = (recs, blocking.index(recs), model)
+    with _long_lived() as built:
+        recs, ids, written = load(rt, province, on_progress, workers)
+        state = (recs, blocking.index(recs), model)
+        built()
+        return _score_and_propose(rt, province, run_id, units, done, pairs, proposed, resumed, model, state, ids, written,
+                                  on_progress=on_progress, stop_after_units=stop_after_units, workers=workers,
+                                  trigger=trigger, should_stop=should_stop)
+
+
+@contextmanager
+def _long_lived():
+    """A run's prepared records and blocking index (millions of objects for a large province)
+    live until it ends: the cyclic GC is off while they are built, then they are frozen out of
+    it (`gc.freeze`), so full collections stop rescanning them and forked scorers stop copying
+    their pages by touching GC headers. Restored at the end."""
+    enabled = gc.isenabled()
+
+    def built() -> None:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+    gc.disable()
+    try:
+        yield built
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def _score_and_propose(rt, province, run_id, units, done, pairs, proposed, resumed, model, state, ids, written, *,
+                       on_progress, stop_after_units, workers, trigger, should_stop) -> Summary:
+    recs = state[0]
     todo = [u for u in units if u not in set(done)]
     if stop_after_units is not None:
         todo_now = todo[:stop_after_units]

@@ -9,13 +9,14 @@ One run:
    last pull (node_exchange.encodings_page, pages of up to 1,000, the node's cursor kept here in
    the same transaction as the page), into `link_national_encodings`;
 2. compare: for each record pulled in this run, the encodings of *other* nodes in its block
-   (birth year and sex) sharing an LSH band (bloom.bands), by Dice similarity, as
-   cross_province.compare does in one database; pairs at >= the `possible` similarity are kept
-   in `link_national_pairs` once;
+   (birth year and sex) sharing a candidate key, scored from the field-level encodings
+   (bloom_fields.score: the engine's levels and Fellegi-Sunter weights), as
+   cross_province.compare does in one database; pairs with a grade are kept in
+   `link_national_pairs` once, their `similarity` being the match probability;
 3. push: sends each node the pairs it has not stored yet, as (its record, the other node and
    record, similarity, grade); a node that does not answer gets them on the next run.
 
-The secret is never loaded here: nothing in this module calls linkage_secret or bloom.encode.
+The secret is never loaded here: nothing in this module calls linkage_secret or bloom_fields.encode.
 A node that does not answer is reported unreachable and skipped; the others proceed. Each pull
 and each push writes one audit event here (counts only), and the province node writes its own.
 The transport (HTTPS with mutual TLS, api/nodes/transport.py) is injected: the domain knows
@@ -27,13 +28,12 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
 
-from registry.linkage import bloom
+from registry.linkage import bloom_fields
 from registry.linkage import node_exchange as exchange
 from registry.linkage.node_link_models import NationalCursor, NationalEncoding, NationalPair
 from registry.nodes.federation import PeerUnavailable, Transport, load_peers
@@ -47,7 +47,6 @@ ENCODINGS = NationalEncoding.__table__
 CURSORS = NationalCursor.__table__
 PAIRS = NationalPair.__table__
 RUN = "linkage.node_compare"
-CLK_BYTES = bloom.FOLDED // 8
 
 
 @dataclass
@@ -114,14 +113,17 @@ async def run(rt, comparer: Comparer) -> RunReport:
 
 
 def _page(answer: dict) -> tuple[list[dict], str | None, bool]:
-    """The encodings of one answer, checked: anything else is a peer that did not answer usefully."""
+    """The encodings of one answer, checked: anything else is a peer that did not answer usefully.
+    An encoding of another model (a node not yet re-encoded: `clk-1`) is skipped, never compared."""
     try:
         rows = []
         for e in answer["encodings"]:
             clk = base64.b64decode(e["clk"], validate=True)
-            if len(clk) != CLK_BYTES or not isinstance(e["block"], str) or len(e["block"]) > 24:
+            if not isinstance(e["block"], str) or len(e["block"]) > 24:
                 raise ValueError
-            rows.append({"record_id": uuid.UUID(e["id"]), "block": e["block"], "clk": clk})
+            record_id = uuid.UUID(e["id"])
+            if bloom_fields.unpack(clk) is not None:
+                rows.append({"record_id": record_id, "block": e["block"], "clk": clk})
         nxt, more = answer["next"], answer["more"]
         if (nxt is not None and not isinstance(nxt, str)) or not isinstance(more, bool):
             raise ValueError
@@ -165,34 +167,27 @@ async def _pull(rt, comparer: Comparer, province: str, run_id: uuid.UUID,
 
 
 def _compare(rt, changed: dict[tuple[str, uuid.UUID], str]) -> tuple[int, int]:
-    """Compare each changed record with the other nodes' records of its block sharing an LSH band."""
+    """Compare each changed record with the other nodes' records of its block sharing a candidate key."""
     blocks = set(changed.values())
     compared, found, now = 0, 0, datetime.now(UTC)
     for block in sorted(blocks):
         with rt.sessions() as s:
-            members = [(r.record_id, r.node, bloom.from_bytes(r.clk)) for r in s.execute(
-                select(ENCODINGS.c.record_id, ENCODINGS.c.node, ENCODINGS.c.clk).where(ENCODINGS.c.block == block))]
-        buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, (_, _, clk) in enumerate(members):
-            for key in bloom.bands(clk):
-                buckets[key].append(i)
-        pairs: set[tuple[int, int]] = set()
-        for ids in buckets.values():
-            fresh = [i for i in ids if (members[i][1], members[i][0]) in changed]
-            for a in fresh:
-                for b in ids:
-                    if members[a][1] != members[b][1]:
-                        pairs.add((min(a, b), max(a, b)))
+            members = [(r.record_id, r.node, enc) for r in s.execute(
+                select(ENCODINGS.c.record_id, ENCODINGS.c.node, ENCODINGS.c.clk).where(ENCODINGS.c.block == block))
+                if (enc := bloom_fields.unpack(r.clk)) is not None]
         rows = []
-        for a, b in pairs:
+        for a, b in sorted(bloom_fields.candidate_pairs(members)):  # different nodes sharing a candidate key
+            if (members[a][1], members[a][0]) not in changed and (members[b][1], members[b][0]) not in changed:
+                continue
             compared += 1
-            d = bloom.dice(members[a][2], members[b][2])
-            g = bloom.grade(d)
-            if g is None:
+            sc = bloom_fields.score(members[a][2], members[b][2])
+            if sc.grade is None:
                 continue
             (lid, lnode, _), (rid, rnode, _) = sorted((members[a], members[b]), key=lambda m: (m[1], str(m[0])))
-            rows.append({"left_node": lnode, "left_id": lid, "right_node": rnode, "right_id": rid, "similarity": d,
-                         "grade": g, "left_stored": False, "right_stored": False, "created_at": now})
+            rows.append({"left_node": lnode, "left_id": lid, "right_node": rnode, "right_id": rid,
+                         "similarity": sc.probability, "grade": sc.grade, "levels": {k: int(v) for k, v in sc.levels.items()},
+                         "left_stored": False, "right_stored": False,
+                         "created_at": now})
         with rt.sessions.begin() as s:
             for row in rows:
                 known = s.execute(select(PAIRS.c.left_id).where(
@@ -210,9 +205,9 @@ async def _push(rt, comparer: Comparer, province: str, run_id: uuid.UUID) -> int
         left = s.execute(select(PAIRS).where(PAIRS.c.left_node == province, PAIRS.c.left_stored.is_(False))).all()
         right = s.execute(select(PAIRS).where(PAIRS.c.right_node == province, PAIRS.c.right_stored.is_(False))).all()
     todo = [(r, "left", {"local_id": str(r.left_id), "remote_node": r.right_node, "remote_id": str(r.right_id),
-                         "similarity": r.similarity, "grade": r.grade}) for r in left]
+                         "similarity": r.similarity, "grade": r.grade, "levels": r.levels}) for r in left]
     todo += [(r, "right", {"local_id": str(r.right_id), "remote_node": r.left_node, "remote_id": str(r.left_id),
-                           "similarity": r.similarity, "grade": r.grade}) for r in right]
+                           "similarity": r.similarity, "grade": r.grade, "levels": r.levels}) for r in right]
     sent, counts = 0, {"stored": 0, "already": 0, "unknown": 0}
     try:
         for i in range(0, len(todo), exchange.PAGE_MAX):

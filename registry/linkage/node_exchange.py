@@ -11,7 +11,7 @@ Invariants:
   `linkage_comparer` (remote.py: anything else, a province node included, is refused 403 and
   audited as denied). A node with no comparer configured serves its encodings to nobody.
 - An encodings page carries record ids, the coarse block (birth year and sex) and the 512-bit
-  CLK; a pushed pair carries ids, the node holding the other record, the Dice similarity and a
+  encoding; a pushed pair carries ids, the node holding the other record, the match probability, the levels and a
   grade. No name, identifier or date in either, and nothing of a pair is taken on trust: a local
   id that is not one of this node's records is skipped and counted.
 - Every pull and push writes one audit event here (`linkage.encodings`, `linkage.pairs`),
@@ -116,7 +116,7 @@ def store_pairs(ctx: ServiceContext, claims: dict, province: str, pairs: list[di
             continue
         seen.add(key)
         new.append({"id": uuid.uuid4(), "local_id": key[0], "remote_node": key[1], "remote_id": key[2],
-                    "similarity": p["similarity"], "grade": p["grade"], "levels": {"bloom_dice": round(p["similarity"] * 100)},
+                    "similarity": p["similarity"], "grade": p["grade"], "levels": {k: int(v) for k, v in p["levels"].items()},
                     "status": "open", "version": 1, "created_at": now})
     if new:
         ctx.session.execute(insert(REMOTE), new)

@@ -35,7 +35,7 @@ class RemoteLinkCandidate(Base):
     remote_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     similarity: Mapped[float] = mapped_column(Float)  # Dice coefficient of the two encodings
     grade: Mapped[str] = mapped_column(String(16))
-    levels: Mapped[dict] = mapped_column(JSON)  # {"bloom_dice": percent}
+    levels: Mapped[dict] = mapped_column(JSON)  # the encoded fields' comparison levels, as the comparer found them
     status: Mapped[str] = mapped_column(String(16), default="open")
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -72,6 +72,7 @@ class NationalPair(Base):
     right_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     similarity: Mapped[float] = mapped_column(Float)
     grade: Mapped[str] = mapped_column(String(16))
+    levels: Mapped[dict] = mapped_column(JSON)  # the encoded fields' comparison levels (bloom_fields.levels)
     left_stored: Mapped[bool] = mapped_column(Boolean, default=False)
     right_stored: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

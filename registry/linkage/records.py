@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import date, timedelta
 
 from registry.linkage import comparisons
@@ -37,11 +38,26 @@ def from_row(cipher, row) -> dict:
     return rec
 
 
-def prepared_or_none(cipher, row) -> dict | None:
-    """`from_row`, or None for a record that fails its integrity check (logged by table, column
-    and row id only): a batch job skips a damaged record instead of stopping."""
+def from_compared(cipher, values) -> dict:
+    """`from_row` for a row read as COMPARED + ENCRYPTED, in that order (further columns are
+    ignored): by position, one `str` of the id, for bulk reads (batch deduplication)."""
+    rid, custodian, birth_date, sex, facility, district, province, unnamed = values[:8]
+    uid = str(rid)
+    p = cipher.decrypt_row(dict(zip(ENCRYPTED, values[8:8 + len(ENCRYPTED)])), table=codec.TABLE, row_id=uid,
+                           custodian=custodian)
+    rec = comparisons.prepare(given_name=p["given_name_ct"], family_name=p["family_name_ct"],
+                              guardian_name=p["guardian_name_ct"], guardian_cnic=p["guardian_cnic_ct"],
+                              bform=p["bform_ct"], phone=p["phone_ct"], birth_date=birth_date, sex=sex,
+                              facility=facility, district=district, province=province, unnamed=bool(unnamed))
+    rec["unique_id"] = uid
+    return rec
+
+
+def prepared_or_none(cipher, row, prepare: Callable = from_row) -> dict | None:
+    """`from_row` (or `prepare`), or None for a record that fails its integrity check (logged by
+    table, column and row id only): a batch job skips a damaged record instead of stopping."""
     try:
-        return from_row(cipher, row)
+        return prepare(cipher, row)
     except DecryptionError as exc:
         log.error("linkage: record skipped, integrity failure: %s", exc)
         return None

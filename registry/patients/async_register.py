@@ -20,15 +20,17 @@ for every refusal (api/deps.py). A birth facility costs one more read, a taken h
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import uuid
+import weakref
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import SimpleNamespace
 
 from anyio import to_thread
-from sqlalchemy import ARRAY, Integer, String, Uuid, any_, bindparam, cast, func, insert, literal, null, select, union_all
+from sqlalchemy import ARRAY, BigInteger, Integer, String, Uuid, any_, bindparam, cast, func, insert, literal, null, select, union_all
 
 from registry import identifiers
 from registry.async_database import Compiled
@@ -89,8 +91,8 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
         _refuse(ctx, refused, audit.INVALID, detail={"field": refused.field})
     plain = svc.plaintext_columns(raw)
     own = {c: identifiers.normalise(codec.INDEXED[c], plain[c]) for c in _OWN if plain.get(c)}
-    await unit.begin("; ".join(f"SELECT pg_advisory_xact_lock({_lock_key(rt.keyring, codec.INDEXED[c], n)})"
-                               for c, n in own.items()) or None)
+    locks = [_lock_key(rt.keyring, codec.INDEXED[c], n) for c, n in own.items()]
+    await unit.begin(_locks(len(locks)) if locks else None, {f"k{i}": k for i, k in enumerate(locks)})
     rec = _linkage_record(ctx, data, plain, province, district) if rt.settings.linkage_check else None
     want = _link_keys(rt, rec)
     hid = identifiers.new_health_id()
@@ -151,14 +153,29 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
     return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
 
 
+_REFRESHING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> its refresh lock
+
+
 async def _jurisdiction(rt, code: str | None):
+    """`JurisdictionCache.get` on the loop: a stale cache is refreshed in a worker thread (once a
+    minute, or for an unknown code), by one request at a time; the others wait for it."""
     if not code:
         return None
     ok, node = rt.jurisdictions.fresh(code)
     if ok:
         return node
-    await to_thread.run_sync(rt.jurisdictions.refresh)  # once a minute, or on an unknown code
+    lock = _REFRESHING.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        ok, node = rt.jurisdictions.fresh(code)
+        if ok:
+            return node
+        await to_thread.run_sync(rt.jurisdictions.refresh)
     return rt.jurisdictions.fresh(code)[1]
+
+
+@lru_cache(maxsize=4)
+def _locks(n: int) -> Compiled:
+    return Compiled.of(select(*(func.pg_advisory_xact_lock(bindparam(f"k{i}", type_=BigInteger())) for i in range(n))))
 
 
 def _lock_key(keyring, system: str, normalised: str) -> int:
