@@ -71,7 +71,7 @@ def test_only_the_configured_comparer_speaking_as_such_is_answered():
 
 def _pair(local: str, **extra) -> dict:
     return {"local_id": uuid.UUID(local), "remote_node": "PK-SD", "remote_id": uuid.uuid4(), "similarity": 0.93,
-            "grade": "certain", **extra}
+            "grade": "certain", "levels": {"given_name": 3, "birth_date": 3}, **extra}
 
 
 def test_pushed_pairs_are_kept_once_and_only_for_this_nodes_records(world, runtime):
