@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import idempotency, openapi, problems
+from api import hot_gate, idempotency, openapi, problems
 from api.admission import AdmissionMiddleware
 from api.body_limit import BodyLimitMiddleware
 from api import console, idempotency, problems
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     openapi.install(app)  # every error status, header and problem schema, derived from the routes' declarations
 
     idempotency.install(app)  # Idempotency-Key on every POST behind `require` (issue 5)
+    hot_gate.install(app, settings)  # the `@hot` routes without dependency resolution (api/hot_gate.py), inside admission
     app.add_middleware(AdmissionMiddleware)  # at most the sync pool's capacity in flight (api/admission.py)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes,
                        max_batch_bytes=settings.limits.max_batch_body_bytes)  # 413 before anything parses

@@ -15,6 +15,11 @@ How it fits the unit of work (api/deps.py):
   stored answer (it was committed) or runs once (it was not).
 - Public POSTs (login, citizen token, certificate verification) have no principal to scope a key
   to; they ignore the header and store nothing (bearer tokens are not kept at rest to be replayed).
+- Routes on the async unit of work (`require(..., on_loop=True)`: register, record a dose; on
+  PostgreSQL) do the same on the unit's one connection (`AsyncPending`,
+  registry/sync/idempotency_async.py): the claim in autocommit before BEGIN, the stored response
+  in the data's transaction, COMMIT, all on the event loop. A failed request's claim is released
+  and its refusals written by the unit of work as for every route.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from starlette.concurrency import run_in_threadpool
 
 from registry import database
 from registry import errors as e
+from registry.audit_log import async_events
 from registry.sync import idempotency as store
+from registry.sync import idempotency_async as store_async
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
@@ -113,6 +120,9 @@ async def begin(request: Request, uow, principal) -> None:
     target = path + ("?" + request.url.query if request.url.query else "")
     kh = store.key_hash(principal.user_id, request.method, path, key)
     fp = store.fingerprint(request.method, target, await request.body())
+    if getattr(uow, "unit", None) is not None:
+        await _begin_on_unit(request, uow, rt, kh, fp)
+        return
     if rt.engine.dialect.name == "postgresql" and not uow.session.in_transaction():
         # One connection for the claim and the work: the claim names its backend, so a claim whose
         # backend is gone (worker killed, connection dropped) is released at once (store.claim).
@@ -127,6 +137,70 @@ async def begin(request: Request, uow, principal) -> None:
         uow.trail.record, uow.session, REPLAY_ACTION, audit.SUCCESS, resource_type=_resource(uow.action),
         patient=PatientRef(subjects[0]) if len(subjects) == 1 else None, subjects=subjects,
         detail={"replayed_action": uow.action, "status": result.status})
+    raise IdempotentReplay(result)
+
+
+class AsyncPending:
+    """`Pending` for a route on the async unit of work (registry/async_unit.py, PostgreSQL): the
+    claim was made on the unit's connection, the data waits in its open transaction, and the
+    response is stored and committed there, without a thread hand-off."""
+
+    def __init__(self, runtime, claim: store.Claim, trail, unit) -> None:
+        self.runtime, self.claim, self.trail, self.unit = runtime, claim, trail, unit
+        self.session = None  # set (to the unit) once the route succeeded: the middleware holds the response
+        self.done = False
+
+    def defer(self, _session) -> None:
+        self.session = self.unit
+
+    async def finish_async(self, status: int, headers: dict, body: bytes) -> Exception | None:
+        unit, self.done = self.unit, True
+        try:
+            if 200 <= status < 300:
+                stored = store.Stored(status, body, headers, tuple(dict.fromkeys(self.trail.touched)))
+                if not await store_async.complete(unit, self.runtime.keyring, self.claim, stored):
+                    raise RuntimeError("the idempotency claim was lost (lock timeout) before the response was stored")
+            else:
+                await store_async.release(unit, self.claim)
+            await unit.commit()
+            return None
+        except Exception as exc:  # noqa: BLE001 - answered by the middleware
+            log.error("idempotent commit failed: %s", type(exc).__name__)
+            await unit.rollback()
+            await self._release_quietly()
+            if isinstance(exc, e.ServiceUnavailable):
+                return exc
+            return database.unavailable_error() if database.unavailable(exc) else exc
+        finally:
+            await unit.close()
+
+    async def abandon_async(self) -> None:
+        if self.session is not None and not self.done:
+            self.done = True
+            await self.unit.rollback()
+            await self._release_quietly()
+            await self.unit.close()
+
+    async def _release_quietly(self) -> None:
+        try:
+            await store_async.release(self.unit, self.claim)
+        except Exception:  # noqa: BLE001 - the claim then expires after its lock timeout
+            pass
+
+
+async def _begin_on_unit(request: Request, uow, rt, kh: bytes, fp: bytes) -> None:
+    """`begin` for a route on the async unit of work: the claim in autocommit on its connection."""
+    s = rt.settings
+    result = await store_async.claim(uow.unit, rt.keyring, kh, fp, lock_seconds=s.idempotency.lock_seconds,
+                                     ttl_seconds=s.idempotency.ttl_seconds)
+    if isinstance(result, store.Claim):
+        request.scope["state"][_PENDING] = uow.idempotency = AsyncPending(rt, result, uow.trail, uow.unit)
+        return
+    subjects = list(result.subjects)
+    lease = await uow.unit._conn()
+    await async_events.record(uow.unit.db, lease, uow.trail, REPLAY_ACTION, audit.SUCCESS, resource_type=_resource(uow.action),
+                              patient=PatientRef(subjects[0]) if len(subjects) == 1 else None, subjects=subjects,
+                              detail={"replayed_action": uow.action, "status": result.status})
     raise IdempotentReplay(result)
 
 
@@ -205,7 +279,10 @@ class IdempotencyMiddleware:
                 body = b"".join(m.get("body", b"") for m in held[1:])
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in start.get("headers", [])}
                 keep = {k: v for k, v in headers.items() if k in store.STORED_HEADERS}
-                failure = await run_in_threadpool(p.finish, start["status"], keep, body)
+                if isinstance(p, AsyncPending):
+                    failure = await p.finish_async(start["status"], keep, body)
+                else:
+                    failure = await run_in_threadpool(p.finish, start["status"], keep, body)
                 for m in held if failure is None else _failure_messages(failure, scope["state"].get("request_id")):
                     await send(m)
 
@@ -214,7 +291,10 @@ class IdempotencyMiddleware:
         finally:
             p = scope["state"].get(_PENDING)
             if p is not None and p.session is not None and not p.done:
-                await run_in_threadpool(p.abandon)
+                if isinstance(p, AsyncPending):
+                    await p.abandon_async()
+                else:
+                    await run_in_threadpool(p.abandon)
             conn = scope["state"].pop(_CONN, None)
             if conn is not None:  # the request's pinned connection (begin), after its session was closed
                 await run_in_threadpool(conn.close)

@@ -22,6 +22,19 @@ REQUESTS = Counter("nhr_http_requests_total", "HTTP requests", ["method", "route
 LATENCY = Histogram("nhr_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 
+_SERIES: dict[tuple, tuple] = {}
+
+
+def _series(method: str, template: str, status: int) -> tuple:
+    """The labelled children of the two metrics, looked up once per (method, route template, status):
+    `labels()` takes a lock and builds its key on every call. Bounded: templates are the app's routes."""
+    key = (method, template, status)
+    found = _SERIES.get(key)
+    if found is None:
+        found = _SERIES[key] = (REQUESTS.labels(method, template, status), LATENCY.labels(method, template))
+    return found
+
+
 class RequestContextMiddleware:
     def __init__(self, app) -> None:
         self.app = app
@@ -75,7 +88,8 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - start
-            REQUESTS.labels(scope["method"], template, status).inc()
-            LATENCY.labels(scope["method"], template).observe(elapsed)
+            counter, histogram = _series(scope["method"], template, status)
+            counter.inc()
+            histogram.observe(elapsed)
             if log.isEnabledFor(logging.INFO):
                 log.info("%s %s %s %.1fms rid=%s", scope["method"], template, status, elapsed * 1000, rid)

@@ -7,6 +7,14 @@ per record, and the 1M-children figure they imply, reading and writing being lin
 records and the proposals, and matching measured by `python -m bench.matching --size 1000000`.
 
     python -m bench.matching_dedupe --pg postgresql://postgres@127.0.0.1:5432/postgres --size 50000
+
+`--full-run` (bench/dedupe_full_run.py): the province (1,000,000 children by default) is loaded by
+COPY (bench/province_copy.py) and the real CLI, `nhr dedupe run --province PK-PB`, runs as its own
+process: wall time, CPU, peak RSS, pairs/s, candidates written, and the queue's precision, recall
+and F1 against the injected duplicates; `--checks` also reruns it (idempotent: nothing new) and
+kills a run midway and resumes it (the same queue).
+
+    python -m bench.matching_dedupe --pg postgresql://postgres@127.0.0.1:5432/postgres --full-run --checks
 """
 
 from __future__ import annotations
@@ -70,8 +78,25 @@ def measure(pg: str, size: int, seed: int = 41) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pg", required=True, help="a PostgreSQL server URL; a database is created on it and dropped")
-    ap.add_argument("--size", type=int, default=50_000, help="children before duplicates (default 50,000)")
+    ap.add_argument("--size", type=int, default=None, help="children before duplicates (default 50,000; --full-run 1,000,000)")
+    ap.add_argument("--full-run", action="store_true", help="COPY-load the province, run the CLI as its own process, score the queue")
+    ap.add_argument("--checks", action="store_true", help="with --full-run: also a rerun (idempotent) and a killed and resumed run")
+    ap.add_argument("--keep-queue", action="store_true",
+                    help="with --checks: do not empty the queue before the killed run (cheaper; the resume must add nothing)")
+    ap.add_argument("--workers", type=int, default=1, help="with --full-run: nhr dedupe run --workers")
+    ap.add_argument("--db", default=None, help="with --full-run: database name (default: a new one, dropped at the end)")
+    ap.add_argument("--keep", action="store_true", help="with --full-run: keep the database and keyring (for --reuse)")
+    ap.add_argument("--reuse", type=Path, default=None, metavar="KEY_DIR",
+                    help="with --full-run and --db: the database is loaded already, with this keyring; skip the load")
     args = ap.parse_args(argv)
+    if args.full_run:
+        from bench import dedupe_full_run
+
+        print("\n".join(dedupe_full_run.measure(args.pg, args.size or 1_000_000, workers=args.workers, checks=args.checks,
+                                                db=args.db, keep=args.keep, reuse=args.reuse,
+                                                empty_before_kill=not args.keep_queue)))
+        return 0
+    args.size = args.size or 50_000
     print("\n".join(measure(args.pg, args.size)))
     return 0
 

@@ -28,11 +28,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, health: str) -> None:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, health: str, cwd: Path = REPO) -> None:
         self.name, self.port, self.health = name, port, health
         self.base = f"http://127.0.0.1:{port}"
         self._tail: collections.deque[bytes] = collections.deque(maxlen=64)
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -120,7 +120,8 @@ def _uvicorn(app: str, port: int, workers: int) -> list[str]:
             "--no-access-log", "--no-proxy-headers", "--log-level", "warning", "--timeout-worker-healthcheck", "60"]
 
 
-def start_registry(url: str, key_dir: str, workers: int) -> Server:
+def start_registry(url: str, key_dir: str, workers: int, *, tree: Path | None = None, name: str = "registry") -> Server:
+    """`tree`: serve another checkout's code (bench/write_paths.py: main against this branch)."""
     port = free_port()
     env = {**os.environ, "NHR_ENV": "test", "NHR_DATABASE_URL": url, "NHR_KEY_DIR": key_dir,
            "NHR_TOKEN_TTL_SECONDS": "3600", "PYTHONUNBUFFERED": "1",
@@ -130,7 +131,10 @@ def start_registry(url: str, key_dir: str, workers: int) -> Server:
     for k in ("NHR_ARGON2_MEMORY_KIB", "NHR_ARGON2_TIME_COST"):
         env.pop(k, None)  # default (OWASP) argon2 parameters
     cmd = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    return Server("registry", cmd, env, port, "/readyz")
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        return Server(name, cmd, env, port, "/readyz", cwd=tree)
+    return Server(name, cmd, env, port, "/readyz")
 
 
 def start_trivial(workers: int) -> Server:

@@ -81,13 +81,37 @@ def encode(province: str = typer.Option(..., "--province", help="custodian provi
 
 
 @app.command("cross-province")
-def cross(_: bool = typer.Option(False, hidden=True)):
+def cross(nodes: bool = typer.Option(False, "--nodes", help="as the national comparer of provincial nodes: pull each "
+                                     "node's encodings over mutual TLS, compare, push the pairs back to both nodes")):
     """National layer: compare the provinces' encodings and queue cross-province candidate pairs."""
-    from registry.linkage import cross_province
-
     rt = Runtime.build(get_settings())
     try:
+        if nodes:
+            _cross_nodes(rt)
+            return
+        from registry.linkage import cross_province
+
         compared, proposed = cross_province.compare(rt)
     finally:
         rt.engine.dispose()
     console.print(f"{compared} pairs of encodings compared, {proposed} new cross-province candidates")
+
+
+def _cross_nodes(rt: Runtime) -> None:
+    import asyncio
+
+    from api.nodes.transport import MutualTlsTransport
+    from registry.linkage import node_comparer
+
+    try:
+        comparer = node_comparer.Comparer.from_settings(rt.settings, MutualTlsTransport(rt.settings))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    report = asyncio.run(node_comparer.run(rt, comparer))
+    for node, n in sorted(report.pulled.items()):
+        console.print(f"{node}: {n} encodings pulled, {report.pushed.get(node, 0)} pairs pushed")
+    console.print(f"{report.compared} pairs of encodings compared, {report.found} new cross-province pairs")
+    if report.unreachable:
+        console.print(f"[yellow]not reached: {', '.join(sorted(set(report.unreachable)))} (its pairs wait for the next run)[/yellow]")
+        raise typer.Exit(3)

@@ -13,9 +13,11 @@ Invariants:
 - Every connection is in autocommit, and the async paths are built so that their only write is
   their last statement (the audit event): a failure before it leaves nothing behind, exactly
   as the sync unit of work's rollback does, with two round trips fewer than BEGIN ... COMMIT.
-  A path that needs several writes belongs on the sync unit of work until this module grows a
-  transaction (psycopg's pipeline mode would save the BEGIN's round trip, but its async wait
-  polls the always-writable socket and cost more CPU than it saved: measured, not used).
+  A path that needs several writes uses the transaction of registry/async_unit.py (BEGIN ...
+  COMMIT on one connection of this pool; issue 17) or the sync unit of work (psycopg's pipeline
+  mode would save the BEGIN's round trip, but its async wait polls the always-writable socket
+  and cost more CPU than it saved: measured, not used; async_unit sends BEGIN with its first
+  statements in one simple-protocol message instead).
 - The pool is opened and closed by the application's lifespan, on the loop that serves the
   requests; connections are never shared between loops.
 - A connection broken while idle in the pool (a PostgreSQL restart, a terminated backend) costs
@@ -42,6 +44,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.expression import ClauseElement
 
 _DIALECT = postgresql.dialect(paramstyle="pyformat")
+
+# psycopg parses a query's text into its Postgres form once per distinct query, but caches that
+# only for queries of at most 50 parameters (psycopg/_queries.py); the writes of register and
+# record a dose (registry/async_unit.py) take 60-150, so each was parsed again on every request
+# (`_split_query`, 7% of a dose's CPU in py-spy). Their text is one of a few shapes per process.
+try:
+    import psycopg._queries as _pg_queries
+
+    _pg_queries.MAX_CACHED_STATEMENT_PARAMS = max(_pg_queries.MAX_CACHED_STATEMENT_PARAMS, 400)
+except (ImportError, AttributeError):  # pragma: no cover - another psycopg: parsed each time, still correct
+    pass
 
 
 @dataclass(frozen=True)

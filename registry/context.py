@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from registry.async_database import AsyncDatabase
+from registry.async_unit import AsyncUnit
 from registry.runtime import Runtime
 from security.access.principal import AccessContext, Principal
 from security.audit.trail import AuditTrail
@@ -25,6 +26,9 @@ class ServiceContext:
     # SQLite, in the CLI, and for a request whose response must commit in the same transaction
     # as its data (an Idempotency-Key claim), where everything goes through `session`.
     aio: AsyncDatabase | None = None
+    # The transaction on the async connection (registry/async_unit.py) for the routes that write
+    # on the event loop (register, record a dose) on PostgreSQL; None elsewhere (sync path).
+    unit: AsyncUnit | None = None
 
     @property
     def access(self) -> AccessContext:

@@ -51,6 +51,14 @@ class JurisdictionCache:
             node = self._nodes.get(code)
         return node
 
+    def fresh(self, code: str) -> tuple[bool, Jurisdiction | None]:
+        """(True, node) when `get` would answer without a query, else (False, None): the event
+        loop then refreshes in a worker thread (`refresh()`, its own session)."""
+        node = self._nodes.get(code)
+        if node is None or time.monotonic() - self._loaded_at > self.MAX_AGE:
+            return False, None
+        return True, node
+
     def refresh(self, session: Session | None = None) -> None:
         if session is None:
             with self.factory() as s:

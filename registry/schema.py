@@ -12,6 +12,7 @@ from registry.jurisdictions import models as _jurisdictions  # noqa: F401
 from registry.linkage import models as _linkage  # noqa: F401
 from registry.linkage import merge_models as _linkage_merges  # noqa: F401
 from registry.linkage import match_models as _linkage_match  # noqa: F401
+from registry.linkage import node_link_models as _linkage_nodes  # noqa: F401
 from registry.nodes import models as _nodes  # noqa: F401
 from registry.patients import models as _patients  # noqa: F401
 from registry import rate_limit as _rate_limit  # noqa: F401

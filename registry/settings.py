@@ -202,6 +202,9 @@ class ServeSettings(_Strict):
     # Reverse proxies whose X-Forwarded-For is believed for the audited client address
     # (api/client_address.py): comma-separated addresses or CIDR ranges; none by default.
     trusted_proxies: str = ""
+    # The hot routes (audited read, search) served without FastAPI's dependency resolution
+    # (api/hot_gate.py); off: every route goes through it. Same answers and audit events either way.
+    hot_gate: bool = True
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -229,6 +232,9 @@ class NodeSettings(_Strict):
     tls_ca: Path | None = None
     listen_port: int = Field(8443, ge=1, le=65535)
     timeout_seconds: float = Field(3, gt=0, le=60)
+    # the node whose certificate may pull this node's linkage encodings and push candidate pairs back
+    # (the national comparer, registry/linkage/node_exchange.py); unset: encodings go to nobody
+    comparer: str | None = Field(None, pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
 
 
 class Settings(_Strict):

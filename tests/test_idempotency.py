@@ -101,17 +101,19 @@ def test_another_users_key_never_replays(world, client):
 
 def test_a_replay_while_the_first_runs_is_409(world, client, runtime, monkeypatch):
     """Two threads: the first request is held inside the service after its claim committed."""
-    from registry.patients import service
+    import anyio
+
+    from registry.patients import async_register
 
     entered, go = threading.Event(), threading.Event()
-    original = service.register
+    original = async_register.register_async  # both drivers' path (the sync service in a thread on SQLite)
 
-    def slow_register(ctx, data):
+    async def slow_register(ctx, data):
         entered.set()
-        go.wait(10)
-        return original(ctx, data)
+        await anyio.to_thread.run_sync(go.wait, 10)
+        return await original(ctx, data)
 
-    monkeypatch.setattr(service, "register", slow_register)
+    monkeypatch.setattr(async_register, "register_async", slow_register)
     key, body, results = str(uuid.uuid4()), new_child(id=str(uuid.uuid4())), {}
     headers = _h(world, key=key)
     t = threading.Thread(target=lambda: results.setdefault("first", client.post("/api/v1/patients", json=body, headers=headers)))
@@ -301,7 +303,13 @@ def test_data_never_commits_without_its_stored_response(world, client, runtime, 
     rolled back too, the client gets a 500 (nothing acknowledged), and the key is free again."""
     body = new_child(id=str(uuid.uuid4()))
     before = _key_rows(runtime)
+    from registry.sync import idempotency_async
+
+    async def lost(*a, **k):
+        return False
+
     monkeypatch.setattr(store, "complete", lambda *a, **k: False)
+    monkeypatch.setattr(idempotency_async, "complete", lost)  # the async unit of work's (PostgreSQL) store
     r = client.post("/api/v1/patients", json=body, headers=_h(world, key="lost"))
     assert r.status_code == 500
     assert _patients_with(runtime, body["id"]) == 0 and _key_rows(runtime) == before

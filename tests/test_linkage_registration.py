@@ -379,7 +379,7 @@ def test_match_grades_a_pair_decided_not_same_as_certainly_not(world, runtime):
 
 
 def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_scope(world, runtime):
-    """by_keys builds its statement once per pair of scopes (repository._by_keys_statement):
+    """by_keys builds its statement once per pair of scopes (lookup.statement):
     alternating callers of different scopes in one process each see their own scope only."""
     from registry.linkage import records
     from registry.linkage import repository as link_repo
@@ -407,3 +407,110 @@ def test_blocking_lookup_keeps_each_callers_scope_with_statements_cached_per_sco
             assert pid not in {r.id for r in link_repo.by_keys(s, other_district, wanted)}
             assert pid in {r.id for r in link_repo.by_keys(s, district, wanted)}
             assert pid not in {r.id for r in link_repo.by_keys(s, own, wanted, exclude=pid)}
+
+
+def _register_sync(runtime, world, who: str, body: dict):
+    """registry/patients/service.register itself (the sync path: SQLite's, FHIR's; the API on
+    PostgreSQL registers on the event loop, registry/patients/async_register.py): (status, view or problem)."""
+    from registry.context import ServiceContext
+    from registry.errors import Conflict
+    from registry.patients import service
+    from registry.patients.schemas import PatientCreate
+    from registry.users.models import User
+    from registry.users.service import principal_of
+    from security.access.principal import AccessContext
+    from security.audit.trail import AuditTrail
+
+    try:
+        with runtime.sessions.begin() as s:
+            user = s.execute(select(User).where(User.username == world.users[who])).scalar_one()
+            ctx = ServiceContext(s, runtime, AuditTrail(AccessContext(principal_of(user), "TREAT", uuid.uuid4().hex, None)))
+            return 201, service.register(ctx, PatientCreate(**body)).model_dump(mode="json")
+    except Conflict as exc:
+        return 409, exc
+
+
+def test_the_check_writes_the_new_records_blocking_keys_with_its_lookup_and_a_refusal_writes_none(world, runtime):
+    """registry/linkage/lookup.py: the new record's key rows (exactly records.key_rows of it) go
+    in the lookup's own statement on PostgreSQL (one round trip for both, with the new health
+    ID's uniqueness probe), after it on SQLite. They precede the patient row (the foreign key is
+    checked at commit, migration 0038), so a refused registration must roll them back: no key
+    row for its id, none anywhere."""
+    from sqlalchemy import event
+
+    from registry.linkage import records
+    from registry.linkage.match_models import LinkKey
+    from registry.patients.models import Patient
+
+    keys = LinkKey.__table__
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement, *args):
+        if "link_keys" in statement or "patient_identifier_index" in statement:
+            seen.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", listener)
+    try:
+        status, first = _register_sync(runtime, world, "clinic_a", _child(id=str(uuid.uuid4())))
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", listener)
+    assert status == 201
+    pid = uuid.UUID(first["id"])
+    looked_up = [x for x in seen if "JOIN link_keys" in x]
+    probes = [x for x in seen if "JOIN patient_identifier_index" in x]
+    if runtime.engine.dialect.name == "postgresql":
+        [one] = looked_up
+        assert "INSERT INTO link_keys" in one and probes == [one]
+        assert [x for x in seen if "link_keys" in x] == [one]
+    else:
+        assert len(looked_up) == 1 and len(probes) == 1
+        assert [x for x in seen if x.startswith("INSERT INTO link_keys")]
+    with runtime.sessions() as s:
+        row = s.execute(select(Patient.__table__).where(Patient.__table__.c.id == pid)).one()
+        stored = {(r.kind, r.custodian, r.bidx) for r in s.execute(select(keys).where(keys.c.patient_id == pid))}
+        total = s.execute(text("SELECT count(*) FROM link_keys")).scalar_one()
+    expected = {(k["kind"], k["custodian"], k["bidx"])
+                for k in records.key_rows(runtime.indexer, row.custodian, pid, records.from_row(runtime.cipher, row))}
+    assert stored == expected and {k for k, _, _ in stored} == {"gbd", "fbd", "ubd", "ph"}
+
+    refused_id = uuid.uuid4()
+    body = _variant({**_child(), "id": str(refused_id), "family_name": first["family_name"],
+                     "guardian": {"name": first["guardian"]["name"], "relationship": "mother",
+                                  "cnic": first["guardian"]["cnic"]}})
+    status, exc = _register_sync(runtime, world, "clinic_a", body)
+    assert status == 409 and exc.code == "likely_duplicate"
+    with runtime.sessions() as s:
+        assert s.execute(select(keys).where(keys.c.patient_id == refused_id)).first() is None
+        assert s.execute(text("SELECT count(*) FROM link_keys")).scalar_one() == total
+        assert s.execute(text("SELECT count(*) FROM link_keys lk LEFT JOIN patients p ON p.id = lk.patient_id "
+                              "WHERE p.id IS NULL")).scalar_one() == 0
+
+
+def test_lookup_statement_writes_keys_on_postgresql_only():
+    """SQLite has no data-modifying CTE: asking it for the one-statement form is a programming error."""
+    import pytest
+
+    from registry.linkage import lookup
+    from security.access.principal import Scope
+
+    from sqlalchemy.dialects import postgresql
+
+    national = Scope("national", "PK")
+    with pytest.raises(ValueError):
+        lookup.statement(national, national, "sqlite", store=True)
+    sql = str(lookup.statement(national, national, "postgresql", store=True).compile(dialect=postgresql.dialect()))
+    assert "INSERT INTO link_keys" in sql and "unnest" in sql
+
+
+def test_a_health_id_already_taken_is_drawn_again_when_probed_with_the_check(world, runtime, monkeypatch):
+    """The check probes the new health ID's blind index with its lookup (lookup.registration_statement
+    on PostgreSQL): a value another child holds is confirmed by decryption and drawn again."""
+    from registry import identifiers
+
+    taken = _register_sync(runtime, world, "clinic_a", _child())[1]["health_id"]
+    draws = iter([identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, taken)])
+    real = identifiers.new_health_id
+    monkeypatch.setattr(identifiers, "new_health_id", lambda: next(draws, None) or real())
+    status, view = _register_sync(runtime, world, "clinic_a", _child())
+    assert status == 201
+    assert view["health_id"] != taken and next(draws, None) is None

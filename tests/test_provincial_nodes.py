@@ -51,6 +51,7 @@ from tests.live_server import free_port
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "provincial-node-test-password"
 BFORM = "35202-7654321-2"
+COMPARER = "PK"  # the node name of the national linkage comparer's certificate
 
 
 def _pg_bin() -> Path | None:
@@ -116,7 +117,8 @@ class Node:
                     "NHR_NODE_TLS_CA": str(ca_dir / "ca.pem"), "NHR_NODE_TIMEOUT_SECONDS": "30",
                     "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0",
                     "NHR_ARGON2_MEMORY_KIB": "1024", "NHR_ARGON2_TIME_COST": "1", "NHR_RATE_LIMIT_REQUESTS": "100000",
-                    "NHR_LINKAGE_CHECK": "false", "NHR_CONSOLE_SECURE_COOKIE": "false"}
+                    "NHR_LINKAGE_CHECK": "false", "NHR_CONSOLE_SECURE_COOKIE": "false",
+                    "NHR_NODE_COMPARER": COMPARER}  # the national linkage comparer (tests/test_node_linkage.py)
         settings = Settings(env="test", database_url=cluster.url(), key_dir=self.home / "keys", node={"province": province},
                             passwords={"argon2_memory_kib": 1024, "argon2_time_cost": 1})
         rt = Runtime.build(settings, provisioning=True)
@@ -183,8 +185,10 @@ def federation():
         ca = base / "ca"
         create_ca(ca)
         clusters = [Cluster(base, "pg-punjab"), Cluster(base, "pg-sindh")]
-        punjab = Node(base, "PK-PB", clusters[0], ca, [("clinic.lahore", Role.CLINIC_WORKER, "F-LAH-02")])
+        punjab = Node(base, "PK-PB", clusters[0], ca, [("clinic.lahore", Role.CLINIC_WORKER, "F-LAH-02"),
+                                                        ("steward.punjab", Role.DATA_STEWARD, "PK-PB")])
         sindh = Node(base, "PK-SD", clusters[1], ca, [("clinic.karachi", Role.CLINIC_WORKER, "F-KRC-02"),
+                                                       ("steward.sindh", Role.DATA_STEWARD, "PK-SD"),
                                                        ("official.national", Role.HEALTH_OFFICIAL, "PK"),
                                                        ("clinic.misplaced", Role.CLINIC_WORKER, "F-LAH-02"),
                                                        ("official.sindh", Role.HEALTH_OFFICIAL, "PK-SD")])

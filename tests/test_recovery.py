@@ -106,10 +106,28 @@ class _CutDuringCommit:
 
     def __enter__(self):
         event.listen(self.rt.engine, "commit", self)
+        # The routes on the async unit of work (registry/async_unit.py: register, record a dose)
+        # commit on the async pool's connection: cut the first such COMMIT too (their claim is
+        # made in autocommit, so `skip` counts the sync engine's commits only).
+        from registry.async_unit import AsyncUnit
+
+        self._original = original = AsyncUnit.commit
+        cutter = self
+
+        async def commit(unit):
+            if unit.in_transaction and not cutter.cut:
+                cutter.cut = unit.lease.conn.info.backend_pid
+                _terminate(cutter.rt, "pid = :pid", {"pid": cutter.cut})
+            return await original(unit)
+
+        AsyncUnit.commit = commit
         return self
 
     def __exit__(self, *exc):
+        from registry.async_unit import AsyncUnit
+
         event.remove(self.rt.engine, "commit", self)
+        AsyncUnit.commit = self._original
 
 
 @pg_only

@@ -92,6 +92,7 @@ ENV = {
     "NHR_NODE_TLS_CA": ("node.tls_ca", "/etc/nhr/ca.pem", Path("/etc/nhr/ca.pem")),
     "NHR_NODE_LISTEN_PORT": ("node.listen_port", "9443", 9443),
     "NHR_NODE_TIMEOUT_SECONDS": ("node.timeout_seconds", "5", 5),
+    "NHR_NODE_COMPARER": ("node.comparer", "PK", "PK"),
 }
 
 

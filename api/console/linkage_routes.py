@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
 from registry import errors as e
-from registry.linkage import decisions, queue
+from registry.linkage import decisions, queue, remote_queue
 from registry.linkage.steward_schemas import NOTE_MAX, Decision
 from security.access.permissions import Permission as P
 
@@ -41,8 +41,12 @@ async def review_queue(call: Annotated[ConsoleCall, Gate(P.LINKAGE_REVIEW)],
                        done: Annotated[str | None, Query(max_length=16)] = None):
     ctx = call.context()
     page = await run_in_threadpool(queue.review_queue, ctx, (status,), cursor, PAGE)
+    remote = None
+    if status == "open" and cursor is None and ctx.runtime.federation is not None:  # a provincial node: pairs with a
+        # record another node holds, from the national comparer (registry/linkage/remote_queue.py)
+        remote = await run_in_threadpool(remote_queue.remote_queue, ctx, PAGE)
     return render(call.request, "linkage_queue.html", me=call.principal, csrf=call.csrf, page=page, status=status,
-                  first_page=cursor is None, done=done if done in DONE else None)
+                  first_page=cursor is None, done=done if done in DONE else None, remote=remote)
 
 
 def _value(record, path: str):
@@ -89,4 +93,15 @@ async def decide(call: Annotated[ConsoleCall, Gate(P.LINKAGE_DECIDE)], candidate
     except ValidationError:
         raise e.InvalidInput("check the field: note", field="note") from None
     result = await run_in_threadpool(decisions.decide, ctx, candidate_id, f'"{version}"', body)
+    return RedirectResponse(f"/console/linkage?done={result.status}", status_code=303)
+
+
+@router.post("/remote-decision")
+async def remote_decision(call: Annotated[ConsoleCall, Gate(P.LINKAGE_DECIDE)], candidate_id: Annotated[uuid.UUID, Form()],
+                          version: Annotated[int, Form(ge=1, le=2**31)],
+                          decision: Annotated[Literal["not_same", "unsure"], Form()]):
+    """A pair with another node's record (remote_queue.decide, as `POST /api/v1/linkage/remote-candidates/{id}/decision`)."""
+    ctx = call.context()
+    result = await run_in_threadpool(remote_queue.decide, ctx, candidate_id, f'"{version}"',
+                                     remote_queue.RemoteDecision(decision=decision))
     return RedirectResponse(f"/console/linkage?done={result.status}", status_code=303)

@@ -11,6 +11,9 @@ Invariants:
   is how it stops being answered, whatever its certificate), and maps it to a Principal of this node's rules (registry/nodes/remote.py); a rejected assertion
   is answered 401 and audited (`node.assertion`, unauthenticated), a caller this node does not
   accept is 403 and audited (denied).
+- The two linkage routes (`/node/v1/linkage/encodings`, `/pairs`: registry/linkage/node_exchange.py)
+  also admit the node named by `NHR_NODE_COMPARER`, which is not a peer, and answer only it,
+  speaking as the linkage comparer; anyone else, a peer included, is 403 and audited (denied).
 - Each request is one transaction with its audit event; refusals are written again after the
   rollback (as in api/deps.py); a database that cannot be reached answers 503.
 """
@@ -28,6 +31,7 @@ from api import problems
 from registry import database
 from registry import errors as e
 from registry.context import ServiceContext
+from registry.linkage import node_exchange as nodes_linkage
 from registry.nodes import remote
 from registry.nodes import service as nodes
 from registry.runtime import Runtime
@@ -52,7 +56,43 @@ class RemoteCoverage(BaseModel):
     as_of: date | None = None
 
 
-def _serve(request: Request, assertion: dict, action: str, principal_of: Callable, use_case: Callable):
+class EncodingsPull(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assertion: dict
+    after: str | None = Field(None, max_length=120)
+    limit: int = Field(nodes_linkage.PAGE_MAX, ge=1, le=nodes_linkage.PAGE_MAX)
+
+
+class PushedPair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    local_id: uuid.UUID
+    remote_node: str = Field(pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
+    remote_id: uuid.UUID
+    similarity: float = Field(ge=0, le=1)  # the match probability of the field-level encodings (bloom_fields.score)
+    grade: Literal["certain", "probable", "possible"]
+    # the comparison levels of the encoded fields (registry/linkage/explain.py reads them as reasons)
+    levels: dict[Literal["given_name", "family_name", "guardian_name", "birth_date", "sex"], int] = Field(max_length=5)
+
+
+class PairsPush(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assertion: dict
+    pairs: list[PushedPair] = Field(max_length=nodes_linkage.PAGE_MAX)
+
+
+def _comparer(request: Request) -> Callable:
+    """The principal of a linkage exchange: none (a system exchange, audited as the calling node),
+    once the asking node is this node's comparer speaking as the linkage comparer."""
+    fed = request.app.state.runtime.federation
+
+    def check(claims: dict) -> None:
+        nodes_linkage.check_comparer(claims, fed.comparer)
+        return None
+    return check
+
+
+def _serve(request: Request, assertion: dict, action: str, principal_of: Callable, use_case: Callable,
+           *, comparer_route: bool = False):
     rt: Runtime = request.app.state.runtime
     rid = uuid.uuid4().hex
     session = rt.sessions()
@@ -60,7 +100,8 @@ def _serve(request: Request, assertion: dict, action: str, principal_of: Callabl
     try:
         try:
             claims = rt.federation.verifier.verify(assertion)
-            if claims["node"] not in rt.federation.peers:  # removed from the peers file: no longer answered
+            admitted = set(rt.federation.peers) | ({rt.federation.comparer} if comparer_route and rt.federation.comparer else set())
+            if claims["node"] not in admitted:  # removed from the peers file: no longer answered
                 raise AssertionRejected("the asking node is not a peer of this node")
         except AssertionRejected as exc:
             trail.record(session, action, audit.UNAUTHENTICATED, resource_type="Node", detail={"reason": str(exc)})
@@ -68,7 +109,7 @@ def _serve(request: Request, assertion: dict, action: str, principal_of: Callabl
         trail = AuditTrail(AccessContext(None, None, rid, f"node:{claims['node']}"))
         try:
             principal = principal_of(claims)
-            purpose = remote.purpose(claims, principal)
+            purpose = remote.purpose(claims, principal) if principal is not None else "HOPERAT"
         except e.Forbidden as exc:
             trail.record(session, action, audit.DENIED, resource_type="Node", detail={**remote.detail(claims), "reason": exc.message})
             raise
@@ -107,5 +148,20 @@ def create_node_app(runtime: Runtime) -> FastAPI:
     def coverage(body: RemoteCoverage, request: Request) -> dict:
         return _serve(request, body.assertion, "report.coverage", remote.report_reader,
                       lambda ctx, claims: nodes.answer_coverage(ctx, claims, body.cohort, body.denominator, body.as_of))
+
+    @app.post(nodes_linkage.ENCODINGS_PATH)
+    def encodings(body: EncodingsPull, request: Request) -> dict:
+        province = runtime.federation.province
+        return _serve(request, body.assertion, nodes_linkage.PULL, _comparer(request),
+                      lambda ctx, claims: nodes_linkage.encodings_page(ctx, claims, province, body.after, body.limit),
+                      comparer_route=True)
+
+    @app.post(nodes_linkage.PAIRS_PATH)
+    def pairs(body: PairsPush, request: Request) -> dict:
+        province = runtime.federation.province
+        return _serve(request, body.assertion, nodes_linkage.PUSH, _comparer(request),
+                      lambda ctx, claims: nodes_linkage.store_pairs(ctx, claims, province,
+                                                                    [p.model_dump() for p in body.pairs]),
+                      comparer_route=True)
 
     return app

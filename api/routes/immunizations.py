@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Response
 
 from api.deps import require
+from api.responses import json_response
 from registry.context import ServiceContext
-from registry.immunizations import service
+from registry.immunizations import async_record, service
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
 from registry.patients.service import etag
 from security.access.permissions import Permission as P
@@ -19,11 +20,10 @@ IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=64)]
 
 
 @router.post("/patients/{patient_id}/immunizations", status_code=201, response_model=DoseView, summary="Record a dose")
-def record(patient_id: uuid.UUID, body: DoseCreate, ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_RECORD))],
-           response: Response):
-    view = service.record(ctx, patient_id, body)
-    response.headers["ETag"] = etag(view.version)
-    return view
+async def record(patient_id: uuid.UUID, body: DoseCreate,
+                 ctx: Annotated[ServiceContext, Depends(require(P.IMMUNIZATION_RECORD, on_loop=True))]):
+    view = await async_record.record_async(ctx, patient_id, body)  # on the event loop on PostgreSQL (issue 17)
+    return json_response(view, status_code=201, headers={"ETag": etag(view.version)})
 
 
 @router.get("/patients/{patient_id}/immunizations", response_model=list[DoseView], summary="List a patient's doses")

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from api.deps import require
 from registry.context import ServiceContext
-from registry.linkage import decisions, merge, queue, unmerge_choice
+from registry.linkage import decisions, merge, queue, remote_queue, unmerge_choice
+from registry.linkage.remote_queue import RemoteDecision, RemoteDecisionResult, RemoteQueuePage
 from registry.linkage.steward_schemas import (Decision, DecisionResult, MergePage, MergeRequest, MergeView, PairView,
                                               QueuePage, UnmergeRequest)
 from security.access.permissions import Permission as P
@@ -34,6 +35,27 @@ def candidates(request: Request, ctx: Annotated[ServiceContext, Depends(require(
                status: Literal["open", "unsure", "all"] = "all", cursor: Cursor = None, limit: Limit = None):
     statuses = ("open", "unsure") if status == "all" else (status,)
     return queue.review_queue(ctx, statuses, cursor, _limit(request, limit))
+
+
+@router.get("/remote-candidates", response_model=RemoteQueuePage,
+            summary="Pairs with a record another provincial node holds, found by the national comparer",
+            description="Open pairs whose record on this node is in your scope, certain first, then by similarity of the "
+                        "two records' encodings. The other record is named by its node (`held_by`) and id only.")
+def remote_candidates(request: Request, ctx: Annotated[ServiceContext, Depends(require(P.LINKAGE_REVIEW))],
+                      limit: Limit = None):
+    return remote_queue.remote_queue(ctx, _limit(request, limit))
+
+
+@router.post("/remote-candidates/{candidate_id}/decision", response_model=RemoteDecisionResult,
+             summary="Decide a pair with another node's record: not the same, or unsure (needs If-Match)",
+             description="409 with `reason: already_decided` when another decision won. *Same child* is not offered: "
+                         "custody does not move between nodes.")
+def decide_remote(candidate_id: uuid.UUID, body: RemoteDecision,
+                  ctx: Annotated[ServiceContext, Depends(require(P.LINKAGE_DECIDE))], response: Response,
+                  if_match: Annotated[str | None, Header(alias="If-Match", max_length=64)] = None):
+    result = remote_queue.decide(ctx, candidate_id, if_match, body)
+    response.headers["ETag"] = _etag(result.version)
+    return result
 
 
 @router.get("/candidates/{candidate_id}", response_model=PairView, response_model_exclude_none=True,

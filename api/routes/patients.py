@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import problems
 from api.deps import require
+from api.hot_gate import hot
 from api.responses import json_response
 from registry.context import ServiceContext
 from registry.nodes import service as nodes
-from registry.patients import service
+from registry.patients import async_register, service
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission as P
 
@@ -33,11 +34,10 @@ def _limit(request: Request, limit: int | None) -> int:
 
 @router.post("", status_code=201, response_model=PatientRegistered, summary="Register a patient",
              description="The response carries the patient's `access_code` for the citizen view, shown this once only.")
-def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE))], response: Response):
-    view = service.register(ctx, body)
-    response.headers["ETag"] = service.etag(view.version)
-    response.headers["Location"] = f"/api/v1/patients/{view.id}"
-    return view
+async def register(body: PatientCreate, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_CREATE, on_loop=True))]):
+    view = await async_register.register_async(ctx, body)  # on the event loop on PostgreSQL (issue 17)
+    return json_response(view, status_code=201, headers={"ETag": service.etag(view.version),
+                                                         "Location": f"/api/v1/patients/{view.id}"})
 
 
 @router.get("", response_model=PatientPage, summary="List patients in your capture scope")
@@ -53,6 +53,7 @@ def list_patients(request: Request, ctx: Annotated[ServiceContext, Depends(requi
              description="POST so that the identifier never appears in a URL or an access log. Matches outside your "
                          "capture scope (`access: search`) carry identity confirmation only: no contact details or "
                          "national ID numbers.")
+@hot  # served without FastAPI's dependency resolution (api/hot_gate.py)
 async def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_SEARCH))]):
     fed = nodes.federation(ctx)  # a provincial node with peers also asks them (registry/nodes, docs/nodes.md)
     if fed is not None:
@@ -63,6 +64,7 @@ async def search(body: IdentifierSearch, ctx: Annotated[ServiceContext, Depends(
 @router.get("/{patient_id}", response_model=PatientView, summary="Read a patient (capture scope, or break-glass)",
             responses={301: {"description": "the record was merged into another by a data steward: `Location` and the "
                                             "problem's `merged_into` name the surviving record"}})
+@hot
 async def read(patient_id: uuid.UUID, ctx: Annotated[ServiceContext, Depends(require(P.PATIENT_READ))], request: Request):
     view = await service.read_async(ctx, patient_id)
     if view.merged_into is not None:  # issue 13: the id still resolves, to its survivor

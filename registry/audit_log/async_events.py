@@ -53,3 +53,25 @@ async def insert(db: AsyncDatabase, conn, trail: AuditTrail, row: dict, subjects
     row["mac"] = db.event_mac.tag(row, subject_ids) if db.event_mac is not None else None
     await db.execute(conn, _INSERT, {**row, "subjects": subject_ids})
     trail.written(row, [{"event_id": row["id"], "patient_id": s} for s in subject_ids])
+
+
+def book_refusal(trail: AuditTrail, action: str, outcome: str, *, subjects: Iterable[uuid.UUID] = (), **event) -> None:
+    """A refusal decided on the async unit of work: booked on the trail, not inserted; the unit of
+    work writes it after its rollback, with its subjects (`AuditTrail.replay_refusals`)."""
+    row = trail.build(action, outcome, **event)
+    trail.written(row, [{"event_id": row["id"], "patient_id": s} for s in dict.fromkeys(subjects)])
+
+
+def after(ctes: list):
+    """The audit event (parameters `ev_<column>`) and its `subjects` as the last statement of a
+    request's writes, which run first as the data-modifying CTEs `ctes`: one round trip."""
+    ev = sql_insert(EVENTS).values({c.name: bindparam(f"ev_{c.name}", type_=c.type) for c in EVENTS.columns}) \
+        .returning(EVENTS.c.id).cte("ev")
+    subjects = func.unnest(bindparam("subjects", type_=ARRAY(Uuid())))
+    return sql_insert(SUBJECTS).from_select(["event_id", "patient_id"], select(ev.c.id, subjects).select_from(ev)).add_cte(*ctes)
+
+
+def after_values(row: dict, subjects: list, event_mac) -> dict:
+    """`after`'s parameters for an event built by `trail.build`, MACed as written."""
+    row["mac"] = event_mac.tag(row, subjects) if event_mac is not None else None
+    return {**{f"ev_{k}": v for k, v in row.items()}, "subjects": subjects}

@@ -7,6 +7,8 @@ in the unit of work (the chunk's audit event and the import run's progress).
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import date, datetime
 from operator import itemgetter
 
 from sqlalchemy import JSON, insert
@@ -32,6 +34,49 @@ def insert_rows(session: Session, table: Table, rows: list[dict], columns: tuple
     with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as cp:
         for r in rows:
             cp.write_row(values(r))
+
+
+def insert_many(session: Session, parts: list[tuple[Table, list[dict], tuple[str, ...] | None]]) -> None:
+    """`insert_rows` for several tables at once, `(table, rows, columns)` each. On PostgreSQL one
+    statement, so one round trip: each table's rows travel as one JSON document, turned back into
+    rows of the table's own types by `json_populate_recordset` in a data-modifying CTE (the
+    statement's constraints are checked as a whole, at its end; a duplicate key raises the
+    driver's IntegrityError like `COPY`). Building the JSON is C code (the json module); psycopg
+    would dump typed arrays element by element in Python. Elsewhere `insert_rows` per table."""
+    parts = [(t, rows, cols) for t, rows, cols in parts if rows]
+    if not parts:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        for table, rows, columns in parts:
+            insert_rows(session, table, rows, columns)
+        return
+    inserts, params = [], []
+    for table, rows, columns in parts:
+        columns = list(columns) if columns is not None else [c.name for c in table.columns]
+        names = ", ".join(f'"{c}"' for c in columns)
+        inserts.append(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table.name}, %s)")
+        get = itemgetter(*columns) if len(columns) > 1 else (lambda r, c=columns[0]: (r[c],))
+        params.append(_JSON.encode([dict(zip(columns, get(r))) for r in rows]))
+    sql = inserts[-1] if len(inserts) == 1 else (
+        "WITH " + ", ".join(f"w{i} AS ({q})" for i, q in enumerate(inserts[:-1])) + " " + inserts[-1])
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(sql, params)
+
+
+def _as_json(value):
+    """What PostgreSQL's input functions read back: bytea as hex, dates and times in ISO 8601
+    (with their offset), UUIDs as text."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
+
+
+_JSON = json.JSONEncoder(default=_as_json, separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 def rows_by_ids(session: Session, table: Table, columns: tuple[str, ...], key: str, ids: list, where: dict | None = None) -> list:

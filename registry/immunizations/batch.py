@@ -11,12 +11,15 @@ Invariants (the same as `service.record`, item by item):
   `trail.record`, so the unit of work replays it after a rollback); an accepted item writes the
   same success event. Nothing else of a refused item is written.
 - Writing: the accepted doses, their coverage-queue marks and their success events are written
-  by `write`, one multi-row insert per table (`COPY` on PostgreSQL), in the caller's
+  by `write`, one multi-row insert per table (on PostgreSQL all of them, and the caller's own
+  rows such as the sync receipts, one statement: `bulk.writer.insert_many`), in the caller's
   transaction; the caller then calls `written` (the trail's bookkeeping). Encryption is
   `service.record`'s (same cipher, table, column, row id and custodian), so a dose written here
   reads, corrects and voids like one written by the single route.
-- Reading: one snapshot (`_snapshot`: the patients with their scope columns, their doses, and
-  which client ids are taken), one round trip on PostgreSQL; scope is decided by
+- Reading: one snapshot (`_snapshot`: the patients with their scope columns, the doses the
+  judgement reads (`_reads`: the series of the vaccines in the call; a child's whole history only
+  when one of its doses gets an inferred number), and which client ids are taken), one round trip
+  on PostgreSQL (the patients' locks pipelined with the read); scope is decided by
   `patients.repository.access_to` (registry/scoping.py), as `reachable` decides it.
 - Refusal events are written as the items are judged, success events only by `write`: a caller
   that falls back to the single path (a concurrent writer won a race) discards the plan.
@@ -32,7 +35,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import select
 
-from registry.bulk.writer import driver_rows, insert_rows, rows_by_ids
+from registry.bulk.writer import insert_many, rows_by_ids
 from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -42,7 +45,7 @@ from registry.immunizations.repository import set_inferred_numbers
 from registry.immunizations.schemas import DoseCreate, DoseView
 from registry.immunizations.service import not_done_detail, override_detail, to_view
 from registry.patients.models import Patient
-from registry.patients.repository import Access, access_to, lock_for_doses
+from registry.patients.repository import Access, access_to, lock_for_doses_sql
 from registry.patients.service import NOT_FOUND, Merged
 from registry.reports.models import DirtyPatient
 from security.audit import event_mac
@@ -86,8 +89,9 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
     """Judge every (patient id, dose) in order; refusals are audited now, nothing else is written.
     With `stop_on_error` the items after the first refusal are not judged (a FHIR transaction)."""
     session = ctx.session
+    vaccines, whole = _reads(items)
     patients, doses, taken = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)),
-                                       [d.id for _, d in items if d.id is not None])
+                                       [d.id for _, d in items if d.id is not None], vaccines, whole)
     today, schedules, now = local_today(), {}, datetime.now(UTC)
 
     def schedule_of(custodian: str):
@@ -119,20 +123,49 @@ def _renumber(out: Plan, patients, doses, schedule_of, today) -> None:
                 out.renumbered[dose_id] = number
 
 
-def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
-    """The patients (with their scope columns), their doses in `repository.for_patient`'s order,
-    and which of `client_ids` are taken; one round trip on PostgreSQL."""
+def _reads(items) -> tuple[set[str], set[uuid.UUID]]:
+    """What the judgement reads of the children's histories: the series of the vaccines the items
+    count for (a series is one vaccine's doses: `validation.judge`, the duplicate rule and the
+    fallback number look at nothing else), and the whole history of a child given a dose whose
+    number is inferred (a dose with no number, a combination product's components), because
+    `_renumber` then renumbers the child's inferred doses of every series, as `service.record` does."""
+    vaccines: set[str] = set()
+    whole: set[uuid.UUID] = set()
+    for pid, data in items:
+        try:
+            code = intake.resolve(data)
+        except InvalidInput:  # refused before any dose is read
+            continue
+        vaccines.add(code.vaccine)
+        vaccines.update(code.counts_for)
+        if code.dose_number is None or len(code.counts_for) > 1:
+            whole.add(pid)
+    return vaccines, whole
+
+
+def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID], vaccines: set[str], whole: set[uuid.UUID]):
+    """The patients (with their scope columns), their doses of `vaccines` (every dose of the
+    patients in `whole`) in `repository.for_patient`'s order, and which of `client_ids` are taken.
+    On PostgreSQL one round trip: the patients' `FOR KEY SHARE` locks and the read, pipelined."""
     n = len(_Patient._fields)
     if not pids and not client_ids:
         return {}, {}, set()
-    lock_for_doses(session, pids)  # a concurrent merge commits first (then `merged_into` is read) or waits (issue 13)
     if session.get_bind().dialect.name == "postgresql":
-        rows = driver_rows(session, _PG_SNAPSHOT, [pids, client_ids])
+        raw = session.connection().connection.driver_connection
+        with raw.cursor() as locks, raw.cursor() as cur:
+            with raw.pipeline():
+                # the locks first: a concurrent merge commits before the read (then `merged_into` is
+                # read) or waits for this transaction (issue 13); the read's snapshot is taken after them
+                for sql, params in lock_for_doses_sql(pids):
+                    locks.execute(sql, params)
+                cur.execute(_PG_SNAPSHOT, [sorted(vaccines), list(whole), pids, client_ids])
+            rows = cur.fetchall()
     else:
         rows = []
         for i in range(0, len(pids), 500):
+            join = (D.c.patient_id == P.c.id) & (D.c.vaccine.in_(sorted(vaccines)) | P.c.id.in_(list(whole)))
             q = (select(*(P.c[c] for c in _Patient._fields), *(D.c[c] for c in _Dose._fields))
-                 .select_from(P.outerjoin(D, D.c.patient_id == P.c.id)).where(P.c.id.in_(pids[i:i + 500])))
+                 .select_from(P.outerjoin(D, join)).where(P.c.id.in_(pids[i:i + 500])))
             rows += [tuple(r) for r in session.execute(q)]
         rows += [(None,) * n + (r[0],) for r in rows_by_ids(session, D, ("id",), "id", client_ids)]
     patients: dict[uuid.UUID, _Patient] = {}
@@ -154,9 +187,10 @@ def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID]):
 
 _PG_SNAPSHOT = (
     f"SELECT {', '.join('p.' + c for c in _Patient._fields)}, {', '.join('d.' + c for c in _Dose._fields)}"
-    f" FROM {P.name} p LEFT JOIN {D.name} d ON d.patient_id = p.id WHERE p.id = ANY(%s)"
+    f" FROM {P.name} p LEFT JOIN {D.name} d ON d.patient_id = p.id"
+    f" AND (d.vaccine = ANY(%s::text[]) OR p.id = ANY(%s::uuid[])) WHERE p.id = ANY(%s::uuid[])"
     f" UNION ALL SELECT {', '.join(['NULL'] * len(_Patient._fields))}, i.id, {', '.join(['NULL'] * (len(_Dose._fields) - 1))}"
-    f" FROM {D.name} i WHERE i.id = ANY(%s)"
+    f" FROM {D.name} i WHERE i.id = ANY(%s::uuid[])"
 )
 
 
@@ -202,17 +236,21 @@ def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today
     return Recorded(built.row, built.verdict, outside, built.rows[1:])
 
 
-def write(ctx: ServiceContext, p: Plan) -> None:
-    """Write the accepted doses, their queue marks and success events (raises the database's
-    integrity error if a concurrent writer took an id: the caller decides what to do)."""
+def write(ctx: ServiceContext, p: Plan, also: list[tuple] = ()) -> None:
+    """Write the accepted doses, their queue marks and success events, with the caller's own rows
+    `also` ((table, rows, columns): the sync receipts), in one statement on PostgreSQL (raises the
+    database's integrity error if a concurrent writer took an id: the caller decides what to do)."""
     accepted = p.accepted
     if not accepted:
         return
     session = ctx.session
-    insert_rows(session, D, [row for r in accepted for row in (r.row, *r.parts)])
-    # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
-    insert_rows(session, DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",))
-    insert_rows(session, AuditEventRow.__table__, event_mac.sign_rows(session, p.events))
+    insert_many(session, [
+        (D, [row for r in accepted for row in (r.row, *r.parts)], None),
+        # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
+        (DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",)),
+        (AuditEventRow.__table__, event_mac.sign_rows(session, p.events), None),
+        *also,
+    ])
     set_inferred_numbers(session, p.renumbered)
 
 

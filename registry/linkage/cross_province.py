@@ -44,30 +44,40 @@ def _keys(rt) -> tuple[bytes, bytes]:
 
 
 def encode_province(rt, province: str) -> int:
-    """(Re)compute the encodings of a custodian's records; returns how many."""
-    keys, after, n = _keys(rt), None, 0
+    """(Re)compute the encodings of a custodian's records; returns how many. An encoding that did not
+    change keeps its row and time, so a node's incremental pull (node_exchange.py) sees only changes."""
+    keys, after, n, changed = _keys(rt), None, 0, 0
     while True:
         with rt.sessions.begin() as s:
             rows = repo.province_rows(s, province, after=after, limit=dedupe.PAGE)
             if not rows:
                 break
             now = datetime.now(UTC)
-            out = []
+            ids = [r.id for r in rows]
+            stored = {r.patient_id: (r.block, r.clk) for r in s.execute(
+                select(ENC.c.patient_id, ENC.c.block, ENC.c.clk).where(ENC.c.patient_id.in_(ids)))}
+            out, valid = [], set()
             for row in rows:
                 rec = records.prepared_or_none(rt.cipher, row)
                 if rec is None:
                     continue
+                valid.add(row.id)
                 block = f"{row.birth_date.year}:{row.sex}"
-                out.append({"patient_id": row.id, "custodian": row.custodian, "block": block,
-                            "clk": bloom_fields.pack(bloom_fields.encode(keys, rec, block)), "created_at": now})
-            s.execute(delete(ENC).where(ENC.c.patient_id.in_([r.id for r in rows])))
+                enc = {"patient_id": row.id, "custodian": row.custodian, "block": block,
+                       "clk": bloom_fields.pack(bloom_fields.encode(keys, rec, block)), "created_at": now}
+                if stored.get(row.id) != (enc["block"], enc["clk"]):  # an unchanged encoding keeps its time
+                    out.append(enc)
+            keep = (set(stored) & valid) - {o["patient_id"] for o in out}  # unchanged: left as they are
+            gone = [i for i in ids if i not in keep]
+            if gone:
+                s.execute(delete(ENC).where(ENC.c.patient_id.in_(gone)))
             if out:
                 s.execute(insert(ENC), out)
-            n += len(out)
+            n, changed = n + len(valid), changed + len(out)
         after = rows[-1].id
     with rt.sessions.begin() as s:
         dedupe._trail(uuid.uuid4()).record(s, "linkage.encode", audit.SUCCESS, resource_type="LinkCandidate",
-                                           detail={"province": province, "encoded": n})
+                                           detail={"province": province, "encoded": n, "changed": changed})
     return n
 
 

@@ -19,9 +19,11 @@ every pair graded at least `possible` is proposed to the review queue (source `d
 
 from __future__ import annotations
 
+import gc
 import getpass
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Callable
@@ -37,6 +39,7 @@ from security.audit.trail import AuditTrail
 
 ACTION = "linkage.dedupe"
 PAGE = 5000
+READ_PAGE = 20000  # rows a page when reading the province (the compared columns only)
 
 
 class RunInProgress(Conflict):
@@ -68,23 +71,59 @@ def _trail(run_id: uuid.UUID) -> AuditTrail:
     return AuditTrail(AccessContext(None, "HOPERAT", f"dedupe-{run_id.hex[:12]}", f"system:{getpass.getuser()}"))
 
 
-def load(rt, province: str, on_progress: Callable[[Progress], None] | None = None) -> tuple[list[dict], list[uuid.UUID], int]:
-    """The province's records, prepared; their ids; blocking-key rows written for those lacking them."""
-    recs, ids, written, after = [], [], 0, None
+def load(rt, province: str, on_progress: Callable[[Progress], None] | None = None,
+         workers: int = 1) -> tuple[list[dict], list[uuid.UUID], int]:
+    """The province's records, prepared, in id order; their ids; blocking-key rows written for
+    those lacking them. `workers` > 1 reads, decrypts and prepares that many ranges of ids in
+    forked processes (decryption and preparing are CPU; each process has its own connections)."""
+    global _STATE
+    if workers <= 1:
+        return _load_range(rt, province, None, None, on_progress)
+    import multiprocessing
+
+    bounds = [None, *(uuid.UUID(int=k * 2**128 // workers) for k in range(1, workers)), None]
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    recs, ids, written = [], [], 0
+    rt.engine.dispose()  # no pooled connection crosses the fork
+    with _FORKING:
+        _STATE = (rt, province)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for part_recs, part_ids, part_written in pool.imap(_load_part, ranges):
+                    recs += part_recs
+                    ids += part_ids
+                    written += part_written
+                    if on_progress:
+                        on_progress(Progress("reading", len(recs), len(recs)))
+        finally:
+            _STATE = ()
+    return recs, ids, written
+
+
+def _load_part(bounds: tuple) -> tuple[list[dict], list[uuid.UUID], int]:
+    rt, province = _STATE
+    rt.engine.dispose(close=False)  # the parent's pool is not this process's
+    return _load_range(rt, province, *bounds)
+
+
+def _load_range(rt, province: str, after: uuid.UUID | None, before: uuid.UUID | None,
+                on_progress: Callable[[Progress], None] | None = None) -> tuple[list[dict], list[uuid.UUID], int]:
+    """`load` of the ids in (after, before) (None: unbounded), page by page."""
+    recs, ids, written = [], [], 0
     while True:
         with rt.sessions.begin() as s:
-            rows = repo.province_rows(s, province, after=after, limit=PAGE)
+            rows = repo.province_compared(s, province, records.COMPARED + records.ENCRYPTED, after=after,
+                                          before=before, limit=READ_PAGE)
             if not rows:
                 break
-            have = repo.keyed(s, [r.id for r in rows])
             new_keys = []
             for row in rows:
-                rec = records.prepared_or_none(rt.cipher, row)
+                rec = records.prepared_or_none(rt.cipher, row, records.from_compared)
                 if rec is None:  # a damaged record (integrity failure, logged by id) is left out
                     continue
                 recs.append(rec)
                 ids.append(row.id)
-                if row.id not in have:
+                if not row[-1]:  # keyed
                     new_keys += records.key_rows(rt.indexer, row.custodian, row.id, rec)
             repo.insert_keys(s, new_keys)
             written += len(new_keys)
@@ -94,7 +133,7 @@ def load(rt, province: str, on_progress: Callable[[Progress], None] | None = Non
     return recs, ids, written
 
 
-_STATE: tuple = ()  # (records, blocking index, model) of a `--workers` run, inherited by forked workers
+_STATE: tuple = ()  # what forked workers inherit: (runtime, province) to read, (records, blocking index, model) to score
 _FORKING = threading.Lock()  # one forked run per process at a time (the state above is global)
 
 
@@ -135,8 +174,8 @@ def run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = N
         model: Model | None = None, stop_after_units: int | None = None, workers: int = 1,
         trigger: str = "cli") -> Summary:
     """Deduplicate `province`, resuming its unfinished run if there is one.
-    `stop_after_units` interrupts the run (for tests of resumption); `workers` > 1 scores
-    blocking units in that many forked processes. Raises RunInProgress if another runner holds
+    `stop_after_units` interrupts the run (for tests of resumption); `workers` > 1 reads the
+    records and scores blocking units in that many forked processes. Raises RunInProgress if another runner holds
     the province (run_lock.py)."""
     with run_lock.exclusive(rt, province) as held:
         if not held:
@@ -180,8 +219,40 @@ def _run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = 
                 existing.proposed, True
         else:
             run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
-    recs, ids, written = load(rt, province, on_progress)
-    state = (recs, blocking.index(recs), model)
+    with _long_lived() as built:
+        recs, ids, written = load(rt, province, on_progress, workers)
+        state = (recs, blocking.index(recs), model)
+        built()
+        return _score_and_propose(rt, province, run_id, units, done, pairs, proposed, resumed, model, state, ids, written,
+                                  on_progress=on_progress, stop_after_units=stop_after_units, workers=workers,
+                                  trigger=trigger, should_stop=should_stop)
+
+
+@contextmanager
+def _long_lived():
+    """A run's prepared records and blocking index (millions of objects for a large province)
+    live until it ends: the cyclic GC is off while they are built, then they are frozen out of
+    it (`gc.freeze`), so full collections stop rescanning them and forked scorers stop copying
+    their pages by touching GC headers. Restored at the end."""
+    enabled = gc.isenabled()
+
+    def built() -> None:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+    gc.disable()
+    try:
+        yield built
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def _score_and_propose(rt, province, run_id, units, done, pairs, proposed, resumed, model, state, ids, written, *,
+                       on_progress, stop_after_units, workers, trigger, should_stop) -> Summary:
+    recs = state[0]
     todo = [u for u in units if u not in set(done)]
     if stop_after_units is not None:
         todo_now = todo[:stop_after_units]

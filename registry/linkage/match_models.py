@@ -40,7 +40,10 @@ class LinkModel(Base):
 class LinkKey(Base):
     __tablename__ = "link_keys"
 
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), primary_key=True)
+    # checked at commit: the registration check writes the keys with its lookup, before the
+    # patient row (registry/linkage/lookup.py; migration 0038)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", deferrable=True, initially="DEFERRED"),
+                                                  primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # given | guardian
     custodian: Mapped[str] = mapped_column(String(32))
     bidx: Mapped[int] = mapped_column(Integer)
@@ -74,4 +77,5 @@ class LinkEncoding(Base):
     clk: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index(None, "block", "custodian"),)
+    __table_args__ = (Index(None, "block", "custodian"),
+                      Index(None, "created_at", "patient_id"))  # a node's incremental pull (node_exchange.py)

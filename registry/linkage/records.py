@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import date, timedelta
 
 from registry.linkage import comparisons
@@ -19,7 +20,9 @@ from security.crypto.errors import DecryptionError
 
 log = logging.getLogger("nhr.linkage")
 
+COMPARED = ("id", "custodian", "birth_date", "sex", "home_facility", "district", "province", "unnamed")  # clear columns read
 _NAMES = ("given_name", "family_name", "guardian_name", "guardian_cnic", "bform", "phone")
+ENCRYPTED = tuple(f"{n}_ct" for n in _NAMES)  # the encrypted columns read
 # blocking key kind -> the prepared column paired with the birth date
 DATED_KEYS = {"gbd": "given_skel", "fbd": "family_skel", "ubd": "guardian_skel"}
 PHONE_KEY = "ph"
@@ -28,18 +31,33 @@ _NEAR_DAYS = (-3, -2, -1, 1, 2, 3)
 
 def from_row(cipher, row) -> dict:
     """Decrypt a patient row's compared fields and prepare them (with `unique_id`)."""
-    plain = {n: codec.decrypt_column(cipher, row, n) for n in _NAMES}
+    plain = codec.decrypt_columns(cipher, row, _NAMES)
     rec = comparisons.prepare(**plain, birth_date=row.birth_date, sex=row.sex, facility=row.home_facility,
                               district=row.district, province=row.province, unnamed=bool(getattr(row, "unnamed", False)))
     rec["unique_id"] = str(row.id)
     return rec
 
 
-def prepared_or_none(cipher, row) -> dict | None:
-    """`from_row`, or None for a record that fails its integrity check (logged by table, column
-    and row id only): a batch job skips a damaged record instead of stopping."""
+def from_compared(cipher, values) -> dict:
+    """`from_row` for a row read as COMPARED + ENCRYPTED, in that order (further columns are
+    ignored): by position, one `str` of the id, for bulk reads (batch deduplication)."""
+    rid, custodian, birth_date, sex, facility, district, province, unnamed = values[:8]
+    uid = str(rid)
+    p = cipher.decrypt_row(dict(zip(ENCRYPTED, values[8:8 + len(ENCRYPTED)])), table=codec.TABLE, row_id=uid,
+                           custodian=custodian)
+    rec = comparisons.prepare(given_name=p["given_name_ct"], family_name=p["family_name_ct"],
+                              guardian_name=p["guardian_name_ct"], guardian_cnic=p["guardian_cnic_ct"],
+                              bform=p["bform_ct"], phone=p["phone_ct"], birth_date=birth_date, sex=sex,
+                              facility=facility, district=district, province=province, unnamed=bool(unnamed))
+    rec["unique_id"] = uid
+    return rec
+
+
+def prepared_or_none(cipher, row, prepare: Callable = from_row) -> dict | None:
+    """`from_row` (or `prepare`), or None for a record that fails its integrity check (logged by
+    table, column and row id only): a batch job skips a damaged record instead of stopping."""
     try:
-        return from_row(cipher, row)
+        return prepare(cipher, row)
     except DecryptionError as exc:
         log.error("linkage: record skipped, integrity failure: %s", exc)
         return None

@@ -6,19 +6,17 @@ candidate and model rows hold ids, scores, levels and probabilities only.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import ARRAY, Integer, Select, any_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from registry import scoping
 from registry.linkage.match_models import DedupeRun, LinkKey, LinkModel
 from registry.linkage.models import LinkCandidate
 from registry.patients.models import Patient
-from security.access.principal import Principal, Scope
+from security.access.principal import Principal
 
 PATIENTS = Patient.__table__
 CANDIDATES = LinkCandidate.__table__
@@ -149,33 +147,12 @@ def by_keys(session: Session, principal: Principal, wanted: dict[str, list[tuple
             exclude: uuid.UUID | None = None) -> list[Row]:
     """Patients in the principal's capture or search scope whose blocking key matches one of
     `wanted` (kind -> [(custodian, bidx)]). Candidates only: the caller decrypts and scores.
-    One statement: bidx IN (...) on the bidx index (one probe per value), joined to the
-    patients in scope; the (kind, custodian, bidx) triple is checked here."""
-    want = {(kind, c, v) for kind, pairs in wanted.items() for c, v in pairs}
-    if not want:
-        return []
-    q = _by_keys_statement(principal.scope, principal.search_scope, session.get_bind().dialect.name)
-    out: dict[uuid.UUID, Row] = {}
-    for r in session.execute(q, {"bidx": sorted({v for _, _, v in want})}):
-        if (r.key_kind, r.key_custodian, r.key_bidx) in want and r.id != exclude:
-            out.setdefault(r.id, r)
-    return list(out.values())
+    One statement (registry/linkage/lookup.py, built once per pair of scopes): bidx IN (...) on
+    the bidx index (one probe per value), joined to the patients in scope; the (kind,
+    custodian, bidx) triple is checked here."""
+    from registry.linkage import lookup
 
-
-@functools.lru_cache(maxsize=512)
-def _by_keys_statement(capture: Scope, search: Scope, dialect: str) -> Select:
-    """`by_keys`'s statement for one pair of scopes (frozen, compared by every field; the scope
-    clauses depend on nothing else), built once per process instead of once per registration.
-    The bidx values are a parameter: PostgreSQL one array (no per-value bind, a cached plan),
-    SQLite an expanding IN."""
-    if dialect == "postgresql":
-        bidx = KEYS.c.bidx == any_(bindparam("bidx", type_=ARRAY(Integer)))
-    else:
-        bidx = KEYS.c.bidx.in_(bindparam("bidx", expanding=True))
-    scope = or_(scoping.scope_clause(capture, PATIENTS), scoping.scope_clause(search, PATIENTS))
-    return (select(PATIENTS, KEYS.c.kind.label("key_kind"), KEYS.c.custodian.label("key_custodian"),
-                   KEYS.c.bidx.label("key_bidx"))
-            .join(KEYS, KEYS.c.patient_id == PATIENTS.c.id).where(bidx, scope))
+    return lookup.run(session, principal, wanted, exclude=exclude)
 
 
 def province_rows(session: Session, province: str, *, after: uuid.UUID | None = None, limit: int = 5000) -> list[Row]:
@@ -184,6 +161,20 @@ def province_rows(session: Session, province: str, *, after: uuid.UUID | None = 
     q = select(PATIENTS).where(PATIENTS.c.custodian == province).order_by(PATIENTS.c.id).limit(limit)
     if after is not None:
         q = q.where(PATIENTS.c.id > after)
+    return list(session.execute(q))
+
+
+def province_compared(session: Session, province: str, columns: tuple[str, ...], *, after: uuid.UUID | None = None,
+                      before: uuid.UUID | None = None, limit: int = 20000) -> list[Row]:
+    """`province_rows` for batch deduplication: only `columns` (the compared ones), and `keyed`
+    (whether the patient has blocking-key rows) in the same statement; ids in (after, before)."""
+    keyed_ = select(KEYS.c.patient_id).where(KEYS.c.patient_id == PATIENTS.c.id).exists().label("keyed")
+    q = select(*(PATIENTS.c[c] for c in columns), keyed_).where(PATIENTS.c.custodian == province) \
+        .order_by(PATIENTS.c.id).limit(limit)
+    if after is not None:
+        q = q.where(PATIENTS.c.id > after)
+    if before is not None:
+        q = q.where(PATIENTS.c.id < before)
     return list(session.execute(q))
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from registry.context import ServiceContext
 from registry.errors import Conflict
-from registry.linkage import records
+from registry.linkage import lookup, records
 from registry.linkage import repository as repo
 from registry.linkage.scoring import DEFAULT_THRESHOLDS, Model, Scored, default_parameters, score
 from registry.patients import codec
@@ -90,6 +90,11 @@ class _ModelCache:
             self._model, self._until = model, now + _CACHE_SECONDS
         return model
 
+    def cached(self) -> Model | None:
+        """The model while it is fresh, else None (the event loop then loads it in a worker thread)."""
+        with self._lock:
+            return self._model if self._model is not None and time.monotonic() < self._until else None
+
     def clear(self) -> None:
         with self._lock:
             self._model, self._until = None, 0.0
@@ -110,15 +115,22 @@ def candidates(ctx: ServiceContext, rec: dict, *, exclude: uuid.UUID | None = No
 
 
 def find(session, rt, principal, rec: dict, *, exclude: uuid.UUID | None = None,
-         keep_not_same: bool = False) -> list[Candidate]:
+         keep_not_same: bool = False, store: list[dict] | None = None) -> list[Candidate]:
     """`candidates` for callers without a ServiceContext (bulk import: one event per chunk).
     `keep_not_same`: return the pairs decided `not_same` with `exclude` too, flagged (`$match`
-    grades them certainly-not) instead of leaving them out."""
-    rows = repo.by_keys(session, principal, records.lookup_keys(rt.indexer, rec), exclude=exclude)
+    grades them certainly-not) instead of leaving them out. `store`: a new record's blocking-key
+    rows (records.key_rows), written by the lookup's own statement (lookup.py)."""
+    rows = lookup.run(session, principal, records.lookup_keys(rt.indexer, rec), store, exclude=exclude)
     if not rows:
         return []
     model = active_model(session)
     not_same = repo.not_same_pairs(session, [exclude]) if exclude else set()
+    return scored(rt, principal, model, rec, rows, exclude=exclude, not_same=not_same, keep_not_same=keep_not_same)
+
+
+def scored(rt, principal, model: Model, rec: dict, rows, *, exclude: uuid.UUID | None = None, not_same=frozenset(),
+           keep_not_same: bool = False) -> list[Candidate]:
+    """`find`'s scoring of the candidate rows it read (shared with the registration on the event loop)."""
     out = []
     for row in rows:
         decided_not_same = bool(exclude) and repo.ordered(exclude, row.id) in not_same
@@ -146,18 +158,47 @@ def confirmation_view(ctx: ServiceContext, c: Candidate) -> dict:
             "reasons": explain(c.scored.levels)}
 
 
-def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool) -> list[Candidate]:
+def check_registration(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool,
+                       store: tuple[str, uuid.UUID] | None = None) -> list[Candidate]:
     """Before a registration is written: refuse (LikelyDuplicate, audited as a conflict) when a
     certain or probable match exists and the caller has not confirmed; otherwise return the
-    candidates to propose once the new record exists (`propose_for`)."""
-    found = candidates(ctx, rec)
+    candidates to propose once the new record exists (`propose_for`).
+    `store`: (custodian, id) of the record about to be inserted in this transaction: its blocking
+    keys are written by the lookup's statement (one round trip on PostgreSQL), so the caller does
+    not `store_keys`; a refusal rolls them back with the rest."""
+    return check_registration_probing(ctx, rec, action=action, confirmed=confirmed, store=store)[0]
+
+
+def check_registration_probing(ctx: ServiceContext, rec: dict, *, action: str, confirmed: bool,
+                               store: tuple[str, uuid.UUID] | None = None,
+                               probe: tuple[str, dict[str, int]] | None = None) -> tuple[list[Candidate], list]:
+    """`check_registration`, and with `probe` (system, custodian -> blind-index value of an exact
+    identifier, e.g. the new health ID) the rows holding that value, in the same round trip on
+    PostgreSQL (lookup.registration_statement): (candidates, [(row, column)] unconfirmed)."""
+    keys = records.key_rows(ctx.runtime.indexer, store[0], store[1], rec) if store else None
+    wanted = records.lookup_keys(ctx.runtime.indexer, rec)
+    if probe is None:
+        rows, held = lookup.run(ctx.session, ctx.principal, wanted, keys), []
+    else:
+        rows, held = lookup.run(ctx.session, ctx.principal, wanted, keys, probe=probe)
+    found = scored(ctx.runtime, ctx.principal, active_model(ctx.session), rec, rows) if rows else []
+    refused = likely_refusal(ctx, found, action=action, confirmed=confirmed)
+    if refused is not None:
+        event, exc = refused
+        ctx.trail.record(ctx.session, action, audit.CONFLICT, **event)
+        raise exc
+    return found, held
+
+
+def likely_refusal(ctx: ServiceContext, found: list[Candidate], *, action: str, confirmed: bool):
+    """None, or (the conflict event's fields, the LikelyDuplicate to raise) when a certain or
+    probable match exists and the caller has not confirmed (`check_registration`'s rule)."""
     likely = [c for c in found if c.scored.grade in LIKELY]
-    if likely and not confirmed:
-        ctx.trail.record(ctx.session, action, audit.CONFLICT, subjects=[c.row.id for c in likely],
-                         outside_capture_scope=any(c.access is not Access.CAPTURE for c in likely),
-                         detail={"reason": "likely_duplicate", "candidates": len(likely)})
-        raise LikelyDuplicate([confirmation_view(ctx, c) for c in likely])
-    return found
+    if not likely or confirmed:
+        return None
+    event = dict(subjects=[c.row.id for c in likely], outside_capture_scope=any(c.access is not Access.CAPTURE for c in likely),
+                 detail={"reason": "likely_duplicate", "candidates": len(likely)})
+    return event, LikelyDuplicate([confirmation_view(ctx, c) for c in likely])
 
 
 def propose_for(ctx: ServiceContext, patient_id: uuid.UUID, found: list[Candidate], source: str = "registration") -> int:

@@ -70,6 +70,7 @@ class Federation:
     verifier: AssertionVerifier | None
     timeout_seconds: float
     transport: Transport | None = None  # set by the API layer when it serves
+    comparer: str | None = None  # the node that may pull linkage encodings and push pairs (NHR_NODE_COMPARER)
     _down_until: dict[str, float] = field(default_factory=dict)  # province -> monotonic time to ask again
     RETRY_AFTER_SECONDS: ClassVar[float] = 15.0
 
@@ -90,7 +91,7 @@ class Federation:
         peers = load_peers(node.peers_file, node.province)
         if peers and signer is None:
             raise ValueError("peers need the node's TLS identity: set NHR_NODE_TLS_CERT, _KEY and _CA")
-        return cls(node.province, peers, signer, verifier, node.timeout_seconds)
+        return cls(node.province, peers, signer, verifier, node.timeout_seconds, comparer=node.comparer)
 
     @property
     def federated(self) -> bool:

@@ -58,13 +58,23 @@ def lock_for_doses(session: Session, patient_ids) -> None:
     which then sees `merged_into` (issue 13). `FOR KEY SHARE` is the lock the dose's foreign key
     takes anyway: concurrent doses and patient updates do not wait for each other. SQLite needs
     nothing: BEGIN IMMEDIATE serialises its writers."""
-    ids = sorted(set(patient_ids), key=str)
-    if not ids or session.get_bind().dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    statements = lock_for_doses_sql(patient_ids)
+    if not statements:
         return
     conn = session.connection()
     with conn.connection.driver_connection.cursor() as cur:
-        for i in range(0, len(ids), 20000):
-            cur.execute(f"SELECT id FROM {PATIENTS.name} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [ids[i:i + 20000]])
+        for sql, params in statements:
+            cur.execute(sql, params)
+
+
+def lock_for_doses_sql(patient_ids) -> list[tuple[str, list]]:
+    """PostgreSQL: `lock_for_doses`'s statements (sql, params), for a caller that sends them in
+    one pipeline with the read that must follow them (registry/immunizations/batch.py)."""
+    ids = sorted(set(patient_ids), key=str)
+    return [(f"SELECT id FROM {PATIENTS.name} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [ids[i:i + 20000]])
+            for i in range(0, len(ids), 20000)]
 
 
 def insert_patient(session: Session, row: dict, index_rows: list[dict]) -> None:

@@ -29,25 +29,18 @@ from registry.reports import queue as report_queue
 from registry.patients import audited_read, codec, newborns
 from registry.patients import repository as repo
 from registry.patients.repository import Access
+from registry.patients.uniqueness import LABEL as _LABEL  # noqa: F401 (async_register reads svc._LABEL)
+from registry.patients.uniqueness import check_unique as _check_unique
+from registry.patients.uniqueness import confirm as _confirm
+from registry.patients.uniqueness import confirmed as _confirmed
+from registry.patients.uniqueness import new_health_id as _new_health_id
+from registry.patients.reach import NOT_FOUND, Merged, reach  # noqa: F401 - Merged: raised for callers here
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission
 from security.audit import trail as audit
 from security.audit.trail import PatientRef
 
-NOT_FOUND = "patient not found"
 _LINKED = {"given_name", "family_name", "guardian", "phone", "birth_date"}
-_LABEL = {"bform": "B-form number", "cnic": "CNIC", "health_id": "health ID"}
-
-
-class Merged(Conflict):
-    """The record was merged into another by a data steward (issue 13): writes and reads of
-    doses go to the survivor, which the problem names (`merged_into`)."""
-
-    def __init__(self, survivor: uuid.UUID) -> None:
-        super().__init__("this record was merged into another; use the surviving record")
-        self.merged_into = survivor
-        self.code = "merged"  # a batch item's rejection code (registry/sync/batch.py)
-        self.extensions = {"reason": "merged", "merged_into": str(survivor)}
 
 
 def _ref(row) -> PatientRef:
@@ -82,60 +75,10 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
     if follow_merged and row is not None and row.merged_into is not None:
         row = repo.survivor_of(ctx.session, row)
         access = repo.access_to(ctx.principal, row)
-    if row is None:
-        ctx.trail.record(ctx.session, action, audit.NOT_FOUND, resource_id=patient_id)
-        raise NotFound(NOT_FOUND)
-    emergency = break_glass and ctx.access.break_glass and ctx.principal.can(Permission.PATIENT_BREAK_GLASS)
-    if access in allow or emergency:
-        if row.merged_into is not None:
-            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, patient=_ref(row),
-                             outside_capture_scope=access is not Access.CAPTURE, detail={"reason": "merged"})
-            raise Merged(row.merged_into)
-        return row, access is not Access.CAPTURE
-    ctx.trail.record(ctx.session, action, audit.DENIED, resource_id=patient_id, patient=_ref(row), outside_capture_scope=True)
-    raise NotFound(NOT_FOUND)
+    return reach(ctx, row, access, patient_id, action, allow=allow, break_glass=break_glass,
+                 record=lambda *a, **k: ctx.trail.record(ctx.session, *a, **k))
 
 
-def _confirmed(ctx: ServiceContext, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
-    rt = ctx.runtime
-    rows = repo.candidates(ctx.session, system, rt.indexer.for_all_custodians(system, normalised))
-    return _confirm(ctx, rows, system, normalised, exclude)
-
-
-def _confirm(ctx: ServiceContext, candidates, system: str, normalised: str, exclude: uuid.UUID | None = None) -> list:
-    """Candidates whose decrypted identifier really is `normalised` (a blind index value is shared)."""
-    found = {}
-    for row, column in candidates:
-        if row.id == exclude:
-            continue
-        value = codec.decrypt_column(ctx.runtime.cipher, row, column)
-        if value is not None and identifiers.normalise(system, value) == normalised:
-            found[row.id] = row
-    return list(found.values())
-
-
-def _check_unique(ctx: ServiceContext, plain: dict, action: str, exclude: uuid.UUID | None = None) -> None:
-    """The patient's own identifiers (not the guardian's) must not belong to another patient."""
-    for column in ("bform", "cnic"):
-        value = plain.get(column)
-        if not value:
-            continue
-        system = codec.INDEXED[column]
-        norm = identifiers.normalise(system, value)
-        repo.lock_identifier(ctx.session, ctx.runtime.keyring, system, norm)
-        if _confirmed(ctx, system, norm, exclude):
-            ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=exclude,
-                             detail={"identifier_system": system, "reason": "duplicate"})
-            raise Conflict(f"a patient with this {_LABEL[column]} is already registered; find it by identifier search",
-                           field=column)
-
-
-def _new_health_id(ctx: ServiceContext) -> str:
-    for _ in range(8):
-        hid = identifiers.new_health_id()
-        if not _confirmed(ctx, identifiers.HEALTH_ID_SYSTEM, identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, hid)):
-            return hid
-    raise RuntimeError("could not allocate a unique health ID")  # pragma: no cover - 1e11 id space
 
 
 def plaintext_columns(data: dict) -> dict:
@@ -150,6 +93,11 @@ def plaintext_columns(data: dict) -> dict:
 
 def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     node = ctx.runtime.jurisdictions.get(district, ctx.session) if district else None
+    return residence_of(ctx, node)
+
+
+def residence_of(ctx: ServiceContext, node) -> tuple[str, str]:
+    """(province, district) of a registration or a move into `node`, or InvalidInput (`district`)."""
     if node is None or node.level != "district":
         raise InvalidInput("must be the code of a district, e.g. PK-PB-LAH", field="district")
     if not node.active:
@@ -160,17 +108,27 @@ def _residence(ctx: ServiceContext, district: str | None) -> tuple[str, str]:
     return node.province, node.code
 
 
-def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str):
+def _duplicate_check(ctx: ServiceContext, data: PatientCreate, plain: dict, action: str, province: str, district: str,
+                     new: tuple[str, uuid.UUID]):
     """Probabilistic duplicate check (registry/linkage): raises LikelyDuplicate (409, audited)
-    for a certain or probable match the caller has not confirmed; returns the prepared record
-    and the candidates to queue for review once the record exists."""
+    for a certain or probable match the caller has not confirmed; returns the prepared record,
+    the candidates to queue for review once the record exists, and the new record's health ID.
+    Writes the blocking keys of `new` (custodian, id), the record this registration inserts, and
+    probes the health ID's uniqueness, with its lookup (one round trip on PostgreSQL)."""
     if not ctx.runtime.settings.linkage_check:
-        return None, []
+        return None, [], _new_health_id(ctx)
     rec = linkage_records.from_input(
         given_name=data.given_name, family_name=data.family_name, guardian_name=plain.get("guardian_name"),
         guardian_cnic=plain.get("guardian_cnic"), bform=plain.get("bform"), phone=plain.get("phone"),
         birth_date=data.birth_date, sex=data.sex, facility=ctx.principal.facility, district=district, province=province)
-    return rec, linkage.check_registration(ctx, rec, action=action, confirmed=data.confirm_not_duplicate)
+    hid = identifiers.new_health_id()
+    system, norm = identifiers.HEALTH_ID_SYSTEM, identifiers.normalise(identifiers.HEALTH_ID_SYSTEM, hid)
+    by_custodian = ctx.runtime.indexer.for_all_custodians(system, norm)
+    found, held = linkage.check_registration_probing(ctx, rec, action=action, confirmed=data.confirm_not_duplicate,
+                                                     store=new, probe=(system, by_custodian))
+    if _confirm(ctx, held, system, norm):  # taken (one in 1e11): draw again, one probe each
+        hid = _new_health_id(ctx)
+    return rec, found, hid
 
 
 def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
@@ -199,8 +157,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if data.id is not None and repo.get(ctx.session, p, patient_id)[0] is not None:
         ctx.trail.record(ctx.session, action, audit.CONFLICT, resource_id=patient_id, detail={"reason": "id exists"})
         raise Conflict("a patient with this id already exists", field="id")
-    rec, found = _duplicate_check(ctx, data, plain, action, province, district)
-    plain["health_id"] = _new_health_id(ctx)
+    rec, found, plain["health_id"] = _duplicate_check(ctx, data, plain, action, province, district, (custodian, patient_id))
     now = datetime.now(UTC)
     row = {
         "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
@@ -214,8 +171,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}
-    if rec is not None:
-        linkage.store_keys(ctx, custodian, patient_id, rec)
+    if rec is not None:  # its blocking keys were written by the check
         if found:
             linkage.propose_for(ctx, patient_id, found)
             detail["link_candidates"] = len(found)

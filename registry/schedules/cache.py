@@ -27,6 +27,15 @@ class ScheduleCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _countries: dict[str, str] = field(default_factory=dict)
 
+    def known_countries(self) -> dict[str, str]:
+        """custodian -> country, as remembered so far (the dose on the event loop reads the row in
+        force in its first round trip when these are known)."""
+        return dict(self._countries)
+
+    def parsed(self, schedule_id: uuid.UUID) -> engine.Schedule | None:
+        """The parsed schedule of a row already read once, or None."""
+        return self._parsed.get(schedule_id)
+
     def in_force(self, session: Session, custodian: str, as_of: date):
         """(row, parsed schedule) of the schedule in force for `custodian` (`repository.in_force`'s
         rule and row), or (None, None). The document is read only when its row is first in force."""

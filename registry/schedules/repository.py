@@ -30,12 +30,17 @@ def in_force(session: Session, custodian: str, as_of: date, *, country: str | No
     with id, code, version, jurisdiction_code and effective_from (not the document: `document`).
     `country` saves looking up the province's country (ScheduleCache remembers it)."""
     country = country or country_of(session, custodian)
+    return session.execute(in_force_statement(custodian, country, as_of)).first()
+
+
+def in_force_statement(custodian, country: str | None, as_of: date):
+    """`in_force`'s query; `custodian` a value or an SQL expression (the dose on the event loop
+    passes its patient's custodian as a subquery, registry/immunizations/async_record.py)."""
     t = ScheduleRow.__table__
-    return session.execute(
-        select(t.c.id, t.c.code, t.c.version, t.c.jurisdiction_code, t.c.effective_from)
-        .where(t.c.jurisdiction_code.in_([c for c in (custodian, country) if c is not None]), t.c.effective_from <= as_of)
-        .order_by((t.c.jurisdiction_code == custodian).desc(), t.c.effective_from.desc(), t.c.loaded_at.desc())
-        .limit(1)).first()
+    return (select(t.c.id, t.c.code, t.c.version, t.c.jurisdiction_code, t.c.effective_from)
+            .where(t.c.jurisdiction_code.in_([c for c in (custodian, country) if c is not None]), t.c.effective_from <= as_of)
+            .order_by((t.c.jurisdiction_code == custodian).desc(), t.c.effective_from.desc(), t.c.loaded_at.desc())
+            .limit(1))
 
 
 def document(session: Session, schedule_id: uuid.UUID) -> dict:

@@ -117,7 +117,8 @@ def _parse(index: int, raw: dict):
 def _doses(ctx: ServiceContext, run: list[tuple[int, DoseItem]]) -> list[tuple[ItemResult, uuid.UUID | None]]:
     """A run of consecutive `dose.record` items with distinct ids, set-based: one query for their
     receipts, one snapshot for their validation (registry/immunizations/batch.py), one insert per
-    table. Each item's result and events are those `_one` gives it. If a concurrent upload wrote
+    table (on PostgreSQL one statement, the receipts with the doses). Each item's result and
+    events are those `_one` gives it. If a concurrent upload wrote
     one of the ids first, the run's writes are rolled back and its accepted items take `_one`."""
     if not run:
         return []
@@ -146,8 +147,7 @@ def _doses(ctx: ServiceContext, run: list[tuple[int, DoseItem]]) -> list[tuple[I
     if receipts:
         savepoint = ctx.session.begin_nested()
         try:
-            dose_batch.write(ctx, plan)
-            repo.add_receipts(ctx.session, receipts)
+            dose_batch.write(ctx, plan, also=[(repo.RECEIPTS, receipts, None)])
             savepoint.commit()
             dose_batch.written(ctx, plan)
         except integrity_errors(ctx.session):
