@@ -27,3 +27,19 @@ def test_dedupe_bench_runs_on_postgresql():
 
     lines = matching_dedupe.measure(PG_URL, 400)
     assert any(line.startswith("| whole run |") for line in lines)
+
+
+@pytest.mark.skipif(not PG_URL.startswith(("postgresql", "postgres:")), reason="needs PostgreSQL (NHR_TEST_DATABASE_URL)")
+def test_dedupe_full_run_bench_loads_by_copy_and_runs_the_cli():
+    """`--full-run` on a tiny province: loaded by COPY, the CLI run as its own process finds the
+    injected duplicates (a queue with high recall); the database is dropped."""
+    import re
+
+    from bench import dedupe_full_run
+
+    lines = dedupe_full_run.measure(PG_URL, 300, workers=2)
+    [run] = [line for line in lines if line.startswith("| 1: full run")]
+    cells = [c.strip() for c in run.split("|")]
+    assert int(cells[5].replace(",", "")) > 300 and int(cells[8].replace(",", "")) > 0  # records, new candidates
+    [review] = [line for line in lines if line.startswith("| review queue")]
+    assert float(re.findall(r"\| ([0-9.]+) \|", review)[1]) > 0.9  # recall of the review queue
