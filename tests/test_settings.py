@@ -75,6 +75,7 @@ ENV = {
     "NHR_WORKERS": ("serve.workers", "2", 2),
     "NHR_THREADPOOL_SIZE": ("serve.threadpool_size", "8", 8),
     "NHR_TRUSTED_PROXIES": ("serve.trusted_proxies", "10.0.0.0/8", "10.0.0.0/8"),
+    "NHR_HOT_GATE": ("serve.hot_gate", "false", False),
     "NHR_WORKER_HEALTHCHECK_SECONDS": ("serve.worker_healthcheck_seconds", "90", 90),
     "NHR_ASYNC_POOL_SIZE": ("serve.async_pool_size", "7", 7),
     "NHR_DB_POOL_SIZE": ("serve.db_pool_size", "4", 4),
