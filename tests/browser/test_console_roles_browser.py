@@ -50,6 +50,10 @@ def test_main_page_first_load_is_under_150_kb_and_fits_360_px(browser, watched, 
         response = v.page.goto(f"{server}{MAIN_PAGES[who]}", wait_until="load")
         assert response.status == 200 and v.page.url == f"{server}{MAIN_PAGES[who]}", v.page.url
         v.page.wait_for_load_state("networkidle")
+        for _ in range(100):  # the icon is fetched after the load and may finish after network idle on a busy machine
+            if len(sizes) >= 3:
+                break
+            v.page.wait_for_timeout(100)
         assert len(sizes) >= 3  # the page, the stylesheet, the icon (at least)
         assert 0 < sum(sizes) < BUDGET, f"{who}: {sum(sizes)} bytes on first load"
         assert v.page.evaluate("() => document.documentElement.scrollWidth") <= 360, who
