@@ -112,9 +112,15 @@ def bands(clk: int) -> list[tuple[int, int]]:
 def lsh_pairs(members: list[tuple]) -> set[tuple[int, int]]:
     """Index pairs (i < j) of `members` ((id, custodian, clk), ...) of different custodians that
     share at least one band: the candidates of one block."""
-    buckets: dict[tuple[int, int], list[int]] = {}
-    for i, (_, _, clk) in enumerate(members):
-        for key in bands(clk):
+    return pairs_sharing_a_key(members, bands)
+
+
+def pairs_sharing_a_key(members: list[tuple], keys_of) -> set[tuple[int, int]]:
+    """Index pairs (i < j) of `members` ((id, custodian, encoding), ...) of different custodians
+    that share at least one of `keys_of(encoding)`."""
+    buckets: dict[tuple, list[int]] = {}
+    for i, (_, _, enc) in enumerate(members):
+        for key in keys_of(enc):
             buckets.setdefault(key, []).append(i)
     out: set[tuple[int, int]] = set()
     for ids in buckets.values():

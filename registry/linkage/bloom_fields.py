@@ -35,7 +35,7 @@ import struct
 from dataclasses import dataclass
 from datetime import date
 
-from registry.linkage import scoring
+from registry.linkage import bloom, scoring
 
 MAGIC = b"F1"
 FIELD_L = 256
@@ -203,17 +203,4 @@ def candidate_keys(enc: FieldEncoding) -> list[tuple]:
 def candidate_pairs(members: list[tuple]) -> set[tuple[int, int]]:
     """Index pairs (i < j) of `members` ((id, custodian, encoding), ...) of one block, of
     different custodians, that share a candidate key (as bloom.lsh_pairs does for CLKs)."""
-    buckets: dict[tuple, list[int]] = {}
-    for i, (_, _, enc) in enumerate(members):
-        for key in candidate_keys(enc):
-            buckets.setdefault(key, []).append(i)
-    out: set[tuple[int, int]] = set()
-    for ids in buckets.values():
-        if len(ids) < 2:
-            continue
-        for n, a in enumerate(ids):
-            ca = members[a][1]
-            for b in ids[n + 1:]:
-                if members[b][1] != ca:
-                    out.add((a, b))
-    return out
+    return bloom.pairs_sharing_a_key(members, candidate_keys)

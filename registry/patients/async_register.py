@@ -124,14 +124,7 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
         raise RuntimeError("could not allocate a unique health ID")
     plain["health_id"] = hid
     now = datetime.now(UTC)
-    row = {
-        "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
-        "home_facility": p.facility, "sex": data.sex, "birth_date": data.birth_date,
-        "unnamed": data.unnamed, "birth_facility": data.birth_facility,
-        "guardian_relationship": data.guardian.relationship if data.guardian else None,
-        "created_at": now, "updated_at": now, "created_by": p.user_id,
-        **codec.encrypt_fields(rt.cipher, custodian, patient_id, {c: plain.get(c) for c in codec.ENCRYPTED}),
-    }
+    row = svc.new_row(rt.cipher, p, data, patient_id, custodian, province, district, plain, now)
     detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}
     pairs, keys = [], []
     if rec is not None:

@@ -81,6 +81,19 @@ def reachable(ctx: ServiceContext, patient_id: uuid.UUID, action: str, *, allow:
 
 
 
+def new_row(cipher, p, data: PatientCreate, patient_id: uuid.UUID, custodian: str, province: str, district: str,
+            plain: dict, now: datetime) -> dict:
+    """A new patient's row, its fields encrypted (the sync and the event-loop registration)."""
+    return {
+        "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
+        "home_facility": p.facility, "sex": data.sex, "birth_date": data.birth_date,
+        "unnamed": data.unnamed, "birth_facility": data.birth_facility,
+        "guardian_relationship": data.guardian.relationship if data.guardian else None,
+        "created_at": now, "updated_at": now, "created_by": p.user_id,
+        **codec.encrypt_fields(cipher, custodian, patient_id, {c: plain.get(c) for c in codec.ENCRYPTED}),
+    }
+
+
 def plaintext_columns(data: dict) -> dict:
     """Input fields -> the plaintext of each encrypted column (guardian split into three)."""
     plain = {k: data[k] for k in ("given_name", "family_name", "phone", "address", "bform", "cnic") if k in data}
@@ -159,14 +172,7 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
         raise Conflict("a patient with this id already exists", field="id")
     rec, found, plain["health_id"] = _duplicate_check(ctx, data, plain, action, province, district, (custodian, patient_id))
     now = datetime.now(UTC)
-    row = {
-        "id": patient_id, "version": 1, "custodian": custodian, "province": province, "district": district,
-        "home_facility": p.facility, "sex": data.sex, "birth_date": data.birth_date,
-        "unnamed": data.unnamed, "birth_facility": data.birth_facility,
-        "guardian_relationship": data.guardian.relationship if data.guardian else None,
-        "created_at": now, "updated_at": now, "created_by": p.user_id,
-        **codec.encrypt_fields(ctx.runtime.cipher, custodian, patient_id, {c: plain.get(c) for c in codec.ENCRYPTED}),
-    }
+    row = new_row(ctx.runtime.cipher, p, data, patient_id, custodian, province, district, plain, now)
     repo.insert_patient(ctx.session, row, codec.index_rows(ctx.runtime.indexer, custodian, patient_id, plain))
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
