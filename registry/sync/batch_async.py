@@ -116,7 +116,7 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
     try:
         sets = await unit.begin(_first(country is not None), {
             "lock_ids": sorted(set(pids), key=str), **dose_batch.snapshot_params(pids, client_ids, vaccines, whole),
-            "record_ids": client_ids, "kind": "dose", "country": country, "today": today})
+            "record_ids": client_ids, "kind": "dose", "country": country, "today": today}, plain_rows=True)
         patients, doses, taken = dose_batch.snapshot_of(sets[1])
         seen = {r[0]: r for r in sets[2]
                 if r[3] == principal.user_id or (principal.facility and r[4] == principal.facility)}
