@@ -6,7 +6,9 @@ Both registries serve the same population with the same keys; each round measure
 of dose-shaped rows (bench/baselines.copy_floor), then `batch_sync` on each tree (A/B in even
 rounds, B/A in odd ones). Reported per tree: the median over rounds of doses/s as a ratio to
 the round's COPY rows/s, and the workers' CPU per stored dose. Results as JSON on stdout's last
-line and in bench/results/.
+line and in bench/results/. The servers run without their in-process sealer and refresher
+(`NHR_IN_PROCESS_WORKER=false`, as in production): on one shared database, either tree's workers
+would otherwise do the background work of both uploads' rows, and the CPU per dose would mix.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--floor-seconds", type=float, default=3.0)
     p.add_argument("--server-url", default=DEFAULT_SERVER)
+    p.add_argument("--in-process-worker", action="store_true",
+                   help="let the API workers run the audit sealer and coverage refresher (default off: both trees share "
+                        "one database, so one tree's workers would do the other's background work and its CPU)")
     a = p.parse_args(argv)
+    os.environ["NHR_IN_PROCESS_WORKER"] = "true" if a.in_process_worker else "false"
     started = datetime.now(UTC)
     db = f"nhr_bench_bp_{started:%Y%m%d_%H%M%S}"
     url = create_database(a.server_url, db)
