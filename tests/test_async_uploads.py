@@ -295,3 +295,24 @@ def test_a_batch_of_doses_takes_five_round_trips(world, runtime, monkeypatch):
         sync = [upload(1), upload(20)]
     assert loop == [5, 5], loop
     assert all(s >= 10 for s in sync), sync  # 15 and 16 when written (the snapshot's pipeline counted as 3 waits)
+
+
+@on_pg
+def test_a_batch_waits_for_a_merge_and_refuses_the_merged_record(world, runtime):
+    """The dose-vs-merge race on the event loop: the merge holds both records FOR UPDATE; the
+    batch's FOR KEY SHARE locks (sent before its snapshot) wait for it, then the snapshot sees
+    `merged_into`: that item `rejected: conflict, merged`, the other child's dose written."""
+    from test_linkage_dose_merge_race import _merge_open_then
+
+    survivor, merged = world.register("clinic_a")["id"], world.register("clinic_a")["id"]
+    other = world.register("clinic_a")
+    items = [_item(merged, _dose("2026-06-02")), _item(other["id"], _dose(other["birth_date"]))]
+    worker = _merge_open_then(runtime, world, survivor, merged, lambda: world.client.post(
+        URL, json={"items": items}, headers=world.h("clinic_a")), who=None)
+    assert worker.error is None
+    r = worker.result
+    assert r.status_code == 200
+    first, second = r.json()["results"]
+    assert (first["result"], first["reason"], first["code"]) == ("rejected", "conflict", "merged")
+    assert first["merged_into"] == survivor and second["result"] == "created"
+    assert _count(runtime, Immunization.__table__, "patient_id", [merged]) == 0
