@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.sync import batch, changes
 from registry.sync.schemas import BatchResult, BatchUpload, ChangesPage
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/sync", tags=["sync"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/sync", tags=["sync"])
 
 
 @router.post("/batch", response_model=BatchResult, response_model_exclude_none=True, summary="Upload a device's day of work",
