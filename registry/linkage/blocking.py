@@ -95,13 +95,18 @@ def _found_earlier(rule: str, a: dict, b: dict) -> bool:
 
 class Index(dict):
     """unit -> key -> (records whose key it is, records whose swapped-date key it is); and, for
-    `pairs`, each rule's keys of every record numbered (`own[rule][i]`, `swap[rule][i]`; None
-    where the record has no such key), so that "an earlier rule found this pair" is a few integer
-    comparisons instead of recomputing the earlier rules' keys of both records for every pair."""
+    `pairs`, each rule's keys of every record (`own[rule][i]`, `swap[rule][i]`: the key's entry,
+    the (members, swapped) pair of lists, one object a key; None where the record has no such
+    key), so that "an earlier rule found this pair" is a few identity comparisons instead of
+    recomputing the earlier rules' keys of both records for every pair."""
 
-    own: list[list[int | None]]
-    swap: list[list[int | None]]
-    first: list[list[int | None]]  # own, else swap: ka[0] of `_found_earlier`
+    own: list[list[tuple | None]]
+    swap: list[list[tuple | None]]
+    first: list[list[tuple | None]]  # own, else swap: ka[0] of `_found_earlier`
+
+
+def _none(n: int) -> list[None]:
+    return [None] * n
 
 
 def index(records: list[dict]) -> Index:
@@ -109,41 +114,58 @@ def index(records: list[dict]) -> Index:
     out = Index()
     out.own, out.swap, out.first = [], [], []
     for rule, own in RULES.items():
-        ids: dict[tuple, int] = {}  # this rule's keys, numbered
-        own_ids: list[int | None] = []
-        swap_ids: list[int | None] = []
-        for i, r in enumerate(records):
+        entries: dict[tuple, tuple[list[int], list[int]]] = {}  # this rule's keys, whatever their bucket
+        own_of: list[tuple | None] = []
+        with_date = _WITH_DATE.get(rule)
+        if with_date is None:  # no swapped-date keys (as _swapped_key)
+            for i, k in enumerate(map(own, records)):
+                if k is None:
+                    own_of.append(None)
+                    continue
+                entry = entries.get(k)
+                if entry is None:
+                    entries[k] = entry = ([], [])
+                    out.setdefault(f"{rule}:{_bucket(k)}", {})[k] = entry
+                entry[0].append(i)
+                own_of.append(entry)
+            out.own.append(own_of)
+            out.swap.append(_none(len(records)))
+            out.first.append(own_of)
+            continue
+        swap_of: list[tuple | None] = []
+        for i, r in enumerate(records):  # a record's own key, then its swapped one: the order of the units' keys
             k = own(r)
             if k is None:
-                own_ids.append(None)
+                own_of.append(None)
             else:
-                own_ids.append(ids.setdefault(k, len(ids)))
-                block = out.setdefault(f"{rule}:{_bucket(k)}", {})
-                entry = block.get(k)
+                entry = entries.get(k)
                 if entry is None:
-                    block[k] = entry = ([], [])
+                    entries[k] = entry = ([], [])
+                    out.setdefault(f"{rule}:{_bucket(k)}", {})[k] = entry
                 entry[0].append(i)
-            ks = _swapped_key(rule, r)
+                own_of.append(entry)
+            swap = r["bd_swap"]
+            ks = with_date(r, swap) if swap else None  # _swapped_key
             if ks is None:
-                swap_ids.append(None)
-            else:
-                swap_ids.append(ids.setdefault(ks, len(ids)))
-                block = out.setdefault(f"{rule}:{_bucket(ks)}", {})
-                entry = block.get(ks)
-                if entry is None:
-                    block[ks] = entry = ([], [])
-                entry[1].append(i)
-        out.own.append(own_ids)
-        out.swap.append(swap_ids)
-        swap_only = any(o is None and s is not None for o, s in zip(own_ids, swap_ids))
-        out.first.append([o if o is not None else s for o, s in zip(own_ids, swap_ids)] if swap_only else own_ids)
+                swap_of.append(None)
+                continue
+            entry = entries.get(ks)
+            if entry is None:
+                entries[ks] = entry = ([], [])
+                out.setdefault(f"{rule}:{_bucket(ks)}", {})[ks] = entry
+            entry[1].append(i)
+            swap_of.append(entry)
+        out.own.append(own_of)
+        out.swap.append(swap_of)
+        swap_only = any(o is None and s is not None for o, s in zip(own_of, swap_of))
+        out.first.append([o if o is not None else s for o, s in zip(own_of, swap_of)] if swap_only else own_of)
     return out
 
 
 def _earlier_test(idx: dict, rule: str, records: list[dict]) -> Callable[[int, int], bool]:
-    """`_found_earlier` for records i and j, from the index's numbered keys when it has them.
-    The same test: for an earlier rule, ka and kb (the records' keys, own then swapped) both
-    non-empty and ka[0] in kb or kb[0] in ka."""
+    """`_found_earlier` for records i and j, from the index's key entries when it has them. The
+    same test: for an earlier rule, ka and kb (the records' keys, own then swapped) both
+    non-empty and ka[0] in kb or kb[0] in ka (one entry a key: equal keys, the same entry)."""
     own_all, swap_all = getattr(idx, "own", None), getattr(idx, "swap", None)
     if own_all is None:
         return lambda i, j: _found_earlier(rule, records[i], records[j])
@@ -158,7 +180,7 @@ def _earlier_test(idx: dict, rule: str, records: list[dict]) -> Callable[[int, i
             fj = first[j]
             if fj is None:
                 continue
-            if fi == own[j] or fi == swap[j] or fj == own[i] or fj == swap[i]:
+            if fi is own[j] or fi is swap[j] or fj is own[i] or fj is swap[i]:
                 return True
         return False
 
