@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Callable
 
 from registry.errors import Conflict
-from registry.linkage import blocking, records, run_lock
+from registry.linkage import blocking, comparisons, records, run_lock
 from registry.linkage import repository as repo
-from registry.linkage.scoring import Model, score
+from registry.linkage.scoring import Model, scored_from_vector
 from registry.linkage.service import active_model
 from security.access.principal import AccessContext
 from security.audit import trail as audit
@@ -141,12 +141,17 @@ def score_unit(unit: str, state: tuple | None = None) -> tuple[str, int, list]:
     """Score one blocking unit: (unit, pairs scored, [(i, j, Scored)] graded at least possible).
     `state`: (records, blocking index, model); in a forked worker, the inherited `_STATE`."""
     recs, idx, model = state or _STATE
+    # the levels by one function, the weight by table lookups (scoring.score's result, the same
+    # floats); a Scored is built only for the few pairs graded (at or above the lowest threshold)
+    vector, weight = comparisons.level_vector, model.vector_weight()
+    floor = min(model.thresholds[g] for g in ("certain", "probable", "possible"))
     n, graded = 0, []
     for i, j in blocking.pairs(recs, idx, unit):
         n += 1
-        sc = score(model, recs[i], recs[j])
-        if sc.grade is not None:
-            graded.append((i, j, sc))
+        v = vector(recs[i], recs[j])
+        w = weight(v)
+        if w >= floor:
+            graded.append((i, j, scored_from_vector(model, v, w)))
     return unit, n, graded
 
 
