@@ -16,8 +16,14 @@ One run:
 3. push: sends each node the pairs it has not stored yet, as (its record, the other node and
    record, similarity, grade); a node that does not answer gets them on the next run.
 
+Tombstones and withdrawals: a record the node no longer encodes (merged, not encodable) comes
+as `{id, gone: true}`; its encoding is deleted here. Every pair found before that touches a
+record pulled or removed in this run is re-scored: a changed score is pushed again (both sides
+unstored), a pair no longer scoring a grade or missing a side is marked `withdrawn` and pushed
+to both nodes as a withdrawal (the node takes it out of the stewards' queue).
+
 The secret is never loaded here: nothing in this module calls linkage_secret or bloom_fields.encode.
-A node that does not answer is reported unreachable and skipped; the others proceed. Each pull
+A node that does not answer, or fails in any other way, is reported unreachable and skipped; the others proceed. Each pull
 and each push writes one audit event here (counts only), and the province node writes its own.
 The transport (HTTPS with mutual TLS, api/nodes/transport.py) is injected: the domain knows
 nothing of HTTP.
