@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from bench.loadgen import RequestSpec
 from bench.population import OFFICIALS, Population
-from bench.uploads import BATCH_DOSES, BUNDLE_ENTRIES
+from bench.uploads import BATCH_DOSES, BUNDLE_ENTRIES, KINDS as UPLOADS  # noqa: F401 - re-exported to bench.runner
 
 JSON = {"Content-Type": "application/json"}
 
