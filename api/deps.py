@@ -19,6 +19,8 @@ Invariants:
   transaction on the async connection (`ServiceContext.unit`, registry/async_unit.py): committed
   here (or with the stored response of an Idempotency-Key), rolled back before the refusals are
   written, and its connection given back in every case. On SQLite they take the sync path.
+  The batch upload decides per request (`on_loop` a predicate: a batch of doses only,
+  registry/sync/batch_async.py), before the Idempotency-Key is claimed.
 - A staff token is refused (401) once its account's token generation has moved on (logout,
   deactivation, password reset, "end all sessions"), seen within `NHR_TOKEN_REVOCATION_CHECK_SECONDS`
   by every worker (registry/users/revocation.py).

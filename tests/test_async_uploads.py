@@ -9,6 +9,7 @@ the results, the rows and the audit events must be the same. Values are compared
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 import uuid
 from datetime import timedelta
 
@@ -232,3 +233,64 @@ def test_a_duplicate_key_while_the_first_runs_is_409(world, runtime, monkeypatch
     assert results["first"].status_code == 200
     third = world.client.post(URL, json={"items": items}, headers=headers)
     assert third.status_code == 200 and third.headers["idempotent-replayed"] == "true" and third.content == results["first"].content
+
+
+def _at_the_gate() -> bool:
+    """The gate's own reads (rate limit, token generation): the same on both paths, not every time."""
+    import traceback
+
+    return any(f.name in ("check", "_hit_sync", "load", "_load_once") and ("rate_limit" in f.filename or "revocation" in f.filename)
+               for f in traceback.extract_stack())
+
+
+@contextmanager
+def round_trips(monkeypatch):
+    """Counts the waits for the server's answer on every psycopg connection of this process (a
+    pipeline's, or one statement's, or a multi-statement message's: one each), but the gate's."""
+    import psycopg
+    from psycopg.waiting import Wait
+
+    box = [0]
+
+    def counted(gen):
+        read, value = False, None
+        try:
+            w = gen.send(None)
+            while True:
+                read = read or w in (Wait.R, Wait.RW)
+                value = yield w
+                w = gen.send(value)
+        except StopIteration as stop:
+            box[0] += read and not _at_the_gate()
+            return stop.value
+
+    sync_wait, async_wait = psycopg.Connection.wait, psycopg.AsyncConnection.wait
+    with monkeypatch.context() as m:
+        m.setattr(psycopg.Connection, "wait", lambda self, gen, *a, **k: sync_wait(self, counted(gen), *a, **k))
+        m.setattr(psycopg.AsyncConnection, "wait", lambda self, gen, *a, **k: async_wait(self, counted(gen), *a, **k))
+        yield box
+
+
+@on_pg
+def test_a_batch_of_doses_takes_five_round_trips(world, runtime, monkeypatch):
+    """On the event loop: the key's claim, BEGIN with the locks and every read, the one write, the
+    stored response, COMMIT. The sync path (the same batch, the async pool hidden) takes more."""
+    from registry.sync import idempotency, idempotency_async
+
+    for module in (idempotency, idempotency_async):  # no random purge of expired keys in the count
+        monkeypatch.setattr(module, "PURGE_ONE_IN", 1 << 62)
+    def upload(n: int) -> int:
+        children = [world.register("clinic_a") for _ in range(n)]
+        items = [_item(c["id"], _dose(c["birth_date"])) for c in children]
+        headers = world.h("clinic_a", **{"Idempotency-Key": uuid.uuid4().hex})
+        world.client.post(URL, json={"items": items}, headers=headers)  # warm: the schedule read once per process
+        items = [_item(c["id"], _dose(c["birth_date"], vaccine="OPV", dose_number=0)) for c in children]
+        with round_trips(monkeypatch) as box:
+            r = world.client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"Idempotency-Key": uuid.uuid4().hex}))
+        assert r.status_code == 200 and r.json()["created"] == n
+        return box[0]
+    loop = [upload(1), upload(20)]
+    with sync_path(monkeypatch):
+        sync = [upload(1), upload(20)]
+    assert loop == [5, 5], loop
+    assert all(s >= 10 for s in sync), sync  # 15 and 16 when written (the snapshot's pipeline counted as 3 waits)

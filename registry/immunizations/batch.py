@@ -23,6 +23,9 @@ Invariants (the same as `service.record`, item by item):
   `patients.repository.access_to` (registry/scoping.py), as `reachable` decides it.
 - Refusal events are written as the items are judged, success events only by `write`: a caller
   that falls back to the single path (a concurrent writer won a race) discards the plan.
+- The judgement (`judge`) does no I/O of its own: it takes the snapshot, the schedules and a
+  `refuse` callback for the refusal events, so the batch upload on the event loop
+  (registry/sync/batch_async.py) reads and writes on its own connection and calls the same code.
 """
 
 from __future__ import annotations

@@ -1,0 +1,103 @@
+"""`python -m bench.batch_paths --base DIR`: the batch sync upload of doses (`batch_sync`,
+bench/uploads.py: 50 `dose.record` items with an Idempotency-Key), this checkout against another
+(DIR: e.g. `git archive main | tar -x -C DIR`), on one database, interleaved (issue 17).
+
+Both registries serve the same population with the same keys; each round measures raw `COPY`
+of dose-shaped rows (bench/baselines.copy_floor), then `batch_sync` on each tree (A/B in even
+rounds, B/A in odd ones). Reported per tree: the median over rounds of doses/s as a ratio to
+the round's COPY rows/s, and the workers' CPU per stored dose. Results as JSON on stdout's last
+line and in bench/results/. The servers run without their in-process sealer and refresher
+(`NHR_IN_PROCESS_WORKER=false`, as in production): on one shared database, either tree's workers
+would otherwise do the background work of both uploads' rows, and the CPU per dose would mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import servers, uploads
+from bench.baselines import copy_floor
+from bench.population import create_database, drop_database, prepare
+from bench.runner import DEFAULT_SERVER, RESULTS, _tokens
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.batch_paths")
+    p.add_argument("--base", required=True, help="the other checkout (served as 'base')")
+    p.add_argument("--scale", type=int, default=20_000)
+    p.add_argument("--runs", type=int, default=4)
+    p.add_argument("--duration", type=float, default=6.0)
+    p.add_argument("--threads", type=int, default=4, help="concurrent uploads (bench/uploads.py's default)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--floor-seconds", type=float, default=3.0)
+    p.add_argument("--server-url", default=DEFAULT_SERVER)
+    p.add_argument("--in-process-worker", action="store_true",
+                   help="let the API workers run the audit sealer and coverage refresher (default off: both trees share "
+                        "one database, so one tree's workers would do the other's background work and its CPU)")
+    a = p.parse_args(argv)
+    os.environ["NHR_IN_PROCESS_WORKER"] = "true" if a.in_process_worker else "false"
+    started = datetime.now(UTC)
+    db = f"nhr_bench_bp_{started:%Y%m%d_%H%M%S}"
+    url = create_database(a.server_url, db)
+    key_dir = tempfile.mkdtemp(prefix="nhr-bench-keys-")
+    running = []
+    try:
+        pop = prepare(url, key_dir, a.scale, log=lambda *x: print(*x, flush=True))
+        new = servers.start_registry(url, key_dir, a.workers, name="new")
+        base = servers.start_registry(url, key_dir, a.workers, tree=Path(a.base).resolve(), name="base")
+        running = [new, base]
+        for s in running:
+            s.wait_ready(120)
+        arms = [("base", base), ("new", new)]
+        token = _tokens(new, pop)["clinic"]
+        for _, server in arms:  # warm-up
+            uploads.measure("batch_sync", server.base, pop, token, duration=1.0, threads=a.threads)
+        rounds = []
+        for k in range(a.runs):
+            token = _tokens(new, pop)["clinic"]
+            got = {"load": os.getloadavg()[0], "copy": copy_floor(url, a.floor_seconds)}
+            for tree, server in (arms if k % 2 == 0 else list(reversed(arms))):
+                before = server.cpu_seconds()
+                r = uploads.measure("batch_sync", server.base, pop, token, duration=a.duration, threads=a.threads, seed=k)
+                stored = r["rate"] * r["seconds"]
+                r["cpu_us_per_dose"] = (server.cpu_seconds() - before) / stored * 1e6 if stored else None
+                got[tree] = r
+                print(f"round {k + 1} {tree}: {r['rate']:.0f} doses/s p50 {r['p50_ms']:.0f} ms non-2xx {r['non2xx']} "
+                      f"errors {r['errors']} cpu {r['cpu_us_per_dose'] or 0:.0f} us/dose; copy {got['copy']['rate']:.0f} rows/s",
+                      flush=True)
+            rounds.append(got)
+        summary = {}
+        for tree, _ in arms:
+            summary[tree] = {"x_copy": statistics.median(r[tree]["rate"] / r["copy"]["rate"] for r in rounds),
+                             "rate": statistics.median(r[tree]["rate"] for r in rounds),
+                             "cpu_us_per_dose": statistics.median(r[tree]["cpu_us_per_dose"] for r in rounds),
+                             "p50_ms": statistics.median(r[tree]["p50_ms"] for r in rounds),
+                             "non2xx": sum(r[tree]["non2xx"] for r in rounds)}
+        summary["new_over_base"] = {"rate": statistics.median(r["new"]["rate"] / r["base"]["rate"] for r in rounds),
+                                    "cpu": statistics.median(r["base"]["cpu_us_per_dose"] / r["new"]["cpu_us_per_dose"]
+                                                             for r in rounds)}
+        summary["copy_rate"] = statistics.median(r["copy"]["rate"] for r in rounds)
+        summary["load"] = [round(r["load"], 1) for r in rounds]
+        doc = {"started": started.isoformat(timespec="seconds"), "scale": a.scale, "workers": a.workers,
+               "threads": a.threads, "summary": summary, "rounds": rounds}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"batch-paths-{started:%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(doc, indent=1, default=str))
+        print(json.dumps(summary, default=str))
+    finally:
+        for s in running:
+            s.stop()
+        drop_database(a.server_url, db)
+        shutil.rmtree(key_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
