@@ -91,9 +91,10 @@ def _upload(world, client, runtime, pid: str, birth: date, upload: list[dict]) -
         # inferred number is compared by series and date only, apart from its row: doses of one series
         # on one day are numbered in the order of their ids (validation.inferred_numbers), and the ids
         # differ between the two children
-        stored = sorted((position.get(str(d.id)) or position.get(str(d.component_of)) or "history", d.vaccine, d.date_given,
+        stored = [(position.get(str(d.id)) or position.get(str(d.component_of)) or "history", d.vaccine, d.date_given,
                          None if d.dose_number_inferred else d.dose_number, d.dose_number_inferred, d.override_rule, d.status,
-                         d.component_of is not None) for d in by_id.values())
+                         d.component_of is not None) for d in by_id.values()]
+        stored.sort(key=repr)  # two rows may be equal up to a None and a number
         numbers = sorted((d.vaccine, d.date_given, d.dose_number) for d in by_id.values() if d.dose_number_inferred)
     events = sorted((e.action, e.outcome, position.get(str(e.resource_id), "-" if e.resource_id is None else "?"),
                      e.outside_capture_scope, sorted((e.detail or {}).items()) if e.action != "sync.batch" else None)
