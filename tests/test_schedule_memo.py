@@ -145,4 +145,22 @@ def test_a_new_schedule_row_starts_with_an_empty_memo_and_the_memo_is_bounded(mo
     for _ in range(500):
         memo.evaluate(schedule, *_random_case(rng, ("OPV", "PENTA"), (None, 1, 2, 3, 4), 120))
     m = memo.memo_of(schedule)
-    assert len(m._results) <= 50 and len(m._cuts) <= 40
+    assert len(m._results) <= 50 and all(len(r.by_start) <= 40 for r in m._rules.values())
+
+
+def _engine_last(schedule, birth, doses):
+    """What `validation.judge` read of the engine: the result of the last dose identical to the last one."""
+    mine = doses[-1]
+    r = [r for r in _engine(schedule, birth, None, doses, birth)
+         if (r.vaccine, r.dose_number, r.date_given) == (mine.vaccine, mine.dose_number, mine.date_given)][-1]
+    return r.status, r.reason, r.series, r.counted_as
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_history(("OPV", "IPV", "PENTA", "PCV"), (None, None, 0, 1, 2, 3, 4), 900), tight=st.booleans())
+def test_the_last_dose_judged_as_validation_judge_reads_the_engine(case, tight):
+    birth, _, doses = case
+    schedule = TIGHT_SCHEDULE if tight else SERVICE_SCHEDULE
+    mine = [d for d in doses if d.vaccine == "OPV" and d.status == "completed"]
+    if mine:
+        assert memo.memo_of(schedule).last("OPV", birth, mine) == _engine_last(schedule, birth, mine)

@@ -115,16 +115,17 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
     in_force = schedule() if judged else None
     if in_force is None:  # only the plain duplicate rule
         return Verdict(engine.INVALID, DUPLICATE, dose_number) if repeated else Verdict(None, None, fallback)
-    doses = [engine_dose(d) for d in existing if d.vaccine == vaccine]  # a series is made of one vaccine's doses
-    # the engine's judgement, remembered per history shape (exact: registry/schedules/memo.py)
-    recorded = memo.evaluate(in_force, patient.birth_date, [*doses, engine.Dose(vaccine, dose_number, date_given)])
-    # the new dose is the last of any identical ones (the engine's sorts are stable), as the
-    # list, which gives identical doses their results in recording order, will say
-    mine = [r for r in recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given)][-1]
-    if mine.status == engine.NOT_IN_SCHEDULE and repeated:  # outside the schedule, the plain rule
+    # a series is made of one vaccine's doses; the engine's judgement of them, remembered per
+    # history shape (exact: registry/schedules/memo.py). The new dose is the last of any identical
+    # ones (the engine's sorts are stable), as the list, which gives identical doses their results
+    # in recording order, will say
+    doses = [engine_dose(d) for d in existing if d.vaccine == vaccine and d.status == engine.COUNTED_STATUS]
+    status, reason, _, counted_as = memo.memo_of(in_force).last(
+        vaccine, patient.birth_date, [*doses, engine.Dose(vaccine, dose_number, date_given)])
+    if status == engine.NOT_IN_SCHEDULE and repeated:  # outside the schedule, the plain rule
         return Verdict(engine.INVALID, DUPLICATE, dose_number)
-    return Verdict(mine.status, mine.reason, dose_number if dose_number is not None else
-                   (mine.counted_as if mine.counted_as is not None else fallback))
+    return Verdict(status, reason, dose_number if dose_number is not None else
+                   (counted_as if counted_as is not None else fallback))
 
 
 def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:

@@ -26,7 +26,7 @@ the engine could tell apart is merged):
   when another schedule comes into force its judgements start from an empty memo, and the old
   memo goes when its parsed schedule does.
 - Bounded: at most `MAX_ENTRIES` shapes a schedule (least recently used dropped first), and the
-  cuts of at most `MAX_CUTS` (vaccine, start date) pairs (cleared when full).
+  cuts of at most `MAX_CUTS` start dates a vaccine (cleared when full).
 `tests/test_schedule_memo.py` checks the exactness against the engine on random histories, and
 that dropping any part of the key makes it wrong.
 """
@@ -62,6 +62,9 @@ class _Rules:
                     intervals.add(slot.min_interval)
         self.ages = tuple(sorted(ages))
         self.intervals = tuple(sorted(intervals))
+        # days and weeks span the same days from any date: then the gaps' cuts are computed once
+        self.fixed_gaps = all(engine.parse_duration(d)[1] in "dw" for d in self.intervals)
+        self.by_start: dict[tuple[str, date], tuple] = {}  # (kind, start) -> (sorted cuts, their order)
 
 
 class Memo:
@@ -70,7 +73,6 @@ class Memo:
     def __init__(self, schedule: engine.Schedule) -> None:
         self.schedule = schedule
         self._rules: dict[str, _Rules] = {}
-        self._cuts: dict[tuple, tuple] = {}
         self._results: OrderedDict[tuple, tuple] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -84,34 +86,70 @@ class Memo:
     def _bands(self, kind: str, rules: _Rules, start: date) -> tuple[list[int], tuple]:
         """(sorted cuts in days from `start`, their order): the ages (kind "age", from birth) or
         the intervals ("gap", from an earlier dose) the engine compares against."""
-        k = (kind, rules, start)
-        found = self._cuts.get(k)
+        found = rules.by_start.get((kind, start))
         if found is None:
             if kind == "age":
                 cuts = [((engine.add(start, d) - start).days + plus, n) for n, (d, plus) in enumerate(rules.ages)]
             else:
                 cuts = [((engine.add(start, d) - start).days, n) for n, d in enumerate(rules.intervals)]
             cuts.sort()
-            order = tuple(n for _, n in cuts)  # which durations a band's count of cuts stands for
-            found = ([c for c, _ in cuts], order)
-            if len(self._cuts) >= MAX_CUTS:
-                self._cuts.clear()
-            self._cuts[k] = found
+            found = ([c for c, _ in cuts], tuple(n for _, n in cuts))  # which durations a band's count stands for
+            if len(rules.by_start) >= MAX_CUTS:
+                rules.by_start.clear()
+            rules.by_start[(kind, start)] = found
         return found
 
     def key(self, vaccine: str, birth: date, doses: list[engine.Dose]) -> tuple:
         rules = self._rules_of(vaccine)
         cuts, order = self._bands("age", rules, birth)
+        if len(doses) == 1:
+            d = doses[0]
+            return vaccine, order, ((d.dose_number, bisect_right(cuts, (d.date_given - birth).days), 0),), ()
         days = sorted({d.date_given for d in doses})
         rank = {d: i for i, d in enumerate(days)}
         shape = tuple((d.dose_number, bisect_right(cuts, (d.date_given - birth).days), rank[d.date_given]) for d in doses)
-        gaps = []
+        gaps: list = []
         if rules.intervals:
-            for i, earlier in enumerate(days[:-1]):
-                icuts, iorder = self._bands("gap", rules, earlier)
-                gaps.append(iorder)
-                gaps.extend(bisect_right(icuts, (later - earlier).days) for later in days[i + 1:])
+            if rules.fixed_gaps:  # the same cuts from every date: their order need not be in the key
+                icuts = self._bands("gap", rules, birth)[0]
+                for i, earlier in enumerate(days[:-1]):
+                    gaps.extend(bisect_right(icuts, (later - earlier).days) for later in days[i + 1:])
+            else:
+                for i, earlier in enumerate(days[:-1]):
+                    icuts, iorder = self._bands("gap", rules, earlier)
+                    gaps.append(iorder)
+                    gaps.extend(bisect_right(icuts, (later - earlier).days) for later in days[i + 1:])
         return vaccine, order, shape, tuple(gaps)
+
+    def _told(self, vaccine: str, birth: date, doses: list[engine.Dose]) -> tuple:
+        k = self.key(vaccine, birth, doses)
+        with self._lock:
+            told = self._results.get(k)
+            if told is not None:
+                self._results.move_to_end(k)
+                self.hits += 1
+                return told
+        recorded = engine.evaluate(self.schedule, birth, None, doses, birth, forecast=False,
+                                   only=self._rules_of(vaccine).series).recorded
+        told = _told(doses, recorded)
+        with self._lock:
+            self.misses += 1
+            self._results[k] = told
+            if len(self._results) > MAX_ENTRIES:
+                self._results.popitem(last=False)
+        return told
+
+    def last(self, vaccine: str, birth: date, doses: list[engine.Dose]) -> tuple:
+        """(status, reason, series, slot) of the last of `doses` (all completed, of `vaccine`) as
+        `validation.judge` reads it: the result of the last dose identical to it in the engine's
+        order (its sorts are stable)."""
+        told = self._told(vaccine, birth, doses)
+        mine = doses[-1]
+        for i, status, reason, series, counted_as in reversed(told):
+            d = doses[i]
+            if d.dose_number == mine.dose_number and d.date_given == mine.date_given:
+                return status, reason, series, counted_as
+        raise AssertionError("the engine judged every dose it was given")
 
     def evaluate(self, vaccine: str, birth: date, doses: Iterable[engine.Dose]) -> list[engine.RecordedResult]:
         """`engine.evaluate(schedule, birth, sex, doses, as_of, forecast=False).recorded` for doses of
@@ -119,21 +157,7 @@ class Memo:
         doses = [d for d in doses if d.status == engine.COUNTED_STATUS]
         if not doses:
             return []
-        k = self.key(vaccine, birth, doses)
-        with self._lock:
-            told = self._results.get(k)
-            if told is not None:
-                self._results.move_to_end(k)
-                self.hits += 1
-        if told is None:
-            recorded = engine.evaluate(self.schedule, birth, None, doses, birth, forecast=False,
-                                       only=self._rules_of(vaccine).series).recorded
-            told = _told(doses, recorded)
-            with self._lock:
-                self.misses += 1
-                self._results[k] = told
-                if len(self._results) > MAX_ENTRIES:
-                    self._results.popitem(last=False)
+        told = self._told(vaccine, birth, doses)
         out = []
         for i, status, reason, series, counted_as in told:
             d = doses[i]
