@@ -169,13 +169,15 @@ def _after_failure(session, uow: UnitOfWork, exc: BaseException) -> None:
 UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
 
 
-def require(permission: Permission, *, action: str | None = None, on_loop: bool = False):
+def require(permission: Permission, *, action: str | None = None, on_loop=False):
     """Gate a route: a valid token, a role holding `permission`, an allowed purpose of use.
 
     Returns the `ServiceContext` the route passes to the service. `action` names the audit
     action for refusals at the gate (defaults to the permission's audited action). `on_loop`:
     the route's service writes on the async unit of work (`ServiceContext.unit`, PostgreSQL;
-    registry/async_unit.py), with its Idempotency-Key claimed and stored there too."""
+    registry/async_unit.py), with its Idempotency-Key claimed and stored there too; or a coroutine
+    function `(request, principal, runtime) -> bool` deciding it per request, once the caller is
+    admitted and before the key is claimed (the batch upload: api/routes/sync.py)."""
     audit_action = action or AUDITED.get(permission)
 
     async def gate(
@@ -195,7 +197,7 @@ def require(permission: Permission, *, action: str | None = None, on_loop: bool 
 
 async def admit(request: Request, uow: UnitOfWork, permission: Permission, audit_action: str | None,
                 token: str | None, purpose: str | None, break_glass: str | None, *,
-                on_loop: bool = False) -> ServiceContext:
+                on_loop=False) -> ServiceContext:
     """The gate itself, shared by the dependency above and the hot gate (api/hot_gate.py), which
     calls it without FastAPI's dependency resolution: authenticate (incl. the token generation),
     open the trail, check the role, the purpose of use and break-glass, rate-limit, claim an
@@ -240,7 +242,7 @@ async def admit(request: Request, uow: UnitOfWork, permission: Permission, audit
         raise e.InvalidInput(str(purpose_error), field="X-Purpose-Of-Use")
     await rate_limit.check(rt, principal, permission)  # 429 past the principal's window (registry/rate_limit.py)
     aio = rt.aio
-    if on_loop and aio is not None:
+    if on_loop and aio is not None and (on_loop is True or await on_loop(request, principal, rt)):
         uow.unit = AsyncUnit(aio)
     await idempotency.begin(request, uow, principal)
     if uow.unit is not None:

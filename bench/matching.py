@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", "--size", type=int, default=50_000, help="children before duplicates (default 50,000)")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--province", default=None, metavar="CODE",
+                    help="every child in this province's facilities (e.g. PK-PB: `nhr dedupe run --province`'s population)")
     ap.add_argument("--workers", type=int, default=1, help="processes scoring blocking units, as nhr dedupe run --workers (default 1)")
     ap.add_argument("--em", action="store_true", help="also estimate the parameters by EM (Splink) and evaluate them")
     ap.add_argument("--registration", action="store_true", help="also measure registration with vs without the check")
@@ -210,13 +212,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     with phase("generate"):
-        recs = population.generate(args.scale, seed=args.seed)
+        recs = population.generate(args.scale, seed=args.seed, province=args.province)
         truth = population.truth_pairs(recs)
     with phase("prepare"):
         prep = prepare_all(recs)
     t_prep = TIMES["prepare"][0]
     lines = [f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(recs):,} records ({len(truth):,} true duplicate pairs), "
-             f"seed {args.seed}", ""]
+             f"seed {args.seed}" + (f", all in {args.province}" if args.province else ""), ""]
     configured = scoring.Model.from_parameters("configured-1", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
     res = evaluate(configured, prep, truth, args.workers)
     configured_graded = list(GRADED)

@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from registry import database
 from registry import errors
@@ -53,16 +54,18 @@ class AsyncUnit:
         cur = await self._run(self.db._read(lease, statement, values))
         return await cur.fetchall() if cur.description is not None else []
 
-    async def begin(self, first: Compiled | None = None, values: dict | None = None) -> list[list]:
+    async def begin(self, first: Compiled | None = None, values: dict | None = None, *, plain_rows: bool = False) -> list[list]:
         """BEGIN, and the statements of `first` (`;`-separated, parameters bound client-side by
-        psycopg, see the module docstring) in the same message; the rows of each of them."""
+        psycopg, see the module docstring) in the same message; the rows of each of them (named
+        tuples, or plain tuples with `plain_rows`: for results whose column names repeat)."""
         lease = await self._conn()
         lease.used = True
         if first is None:
             cur = lease.conn.cursor()
             await self._run(cur.execute("BEGIN"))
         else:
-            cur = psycopg.AsyncClientCursor(lease.conn)
+            cur = psycopg.AsyncClientCursor(lease.conn, row_factory=tuple_row) if plain_rows else \
+                psycopg.AsyncClientCursor(lease.conn)
             await self._run(cur.execute("BEGIN; " + first.sql, first.params(values or {})))
         self.in_transaction = True
         out = []

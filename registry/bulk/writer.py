@@ -51,7 +51,18 @@ def insert_many(session: Session, parts: list[tuple[Table, list[dict], tuple[str
         for table, rows, columns in parts:
             insert_rows(session, table, rows, columns)
         return
-    inserts, params = [], []
+    sql, params = insert_many_sql(parts)
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(sql, params)
+
+
+def insert_many_sql(parts: list[tuple[Table, list[dict], tuple[str, ...] | None]],
+                    extra: list[tuple[str, list]] = ()) -> tuple[str, list]:
+    """PostgreSQL: `insert_many`'s one statement (SQL with `%s` placeholders, its parameters) for
+    non-empty `parts`, for a caller on another connection (the batch upload on the event loop,
+    registry/sync/batch_async.py). `extra`: more data-modifying statements, (sql, params) each,
+    run first as CTEs of the same statement."""
+    inserts, params = [q for q, _ in extra], [v for _, values in extra for v in values]
     for table, rows, columns in parts:
         columns = list(columns) if columns is not None else [c.name for c in table.columns]
         names = ", ".join(f'"{c}"' for c in columns)
@@ -60,8 +71,7 @@ def insert_many(session: Session, parts: list[tuple[Table, list[dict], tuple[str
         params.append(_JSON.encode([dict(zip(columns, get(r))) for r in rows]))
     sql = inserts[-1] if len(inserts) == 1 else (
         "WITH " + ", ".join(f"w{i} AS ({q})" for i, q in enumerate(inserts[:-1])) + " " + inserts[-1])
-    with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(sql, params)
+    return sql, params
 
 
 def _as_json(value):

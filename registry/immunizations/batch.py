@@ -92,17 +92,31 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
     vaccines, whole = _reads(items)
     patients, doses, taken = _snapshot(session, list(dict.fromkeys(pid for pid, _ in items)),
                                        [d.id for _, d in items if d.id is not None], vaccines, whole)
-    today, schedules, now = local_today(), {}, datetime.now(UTC)
+    today, schedules = local_today(), {}
 
     def schedule_of(custodian: str):
         if custodian not in schedules:
             schedules[custodian] = ctx.runtime.schedules.in_force(session, custodian, today)[1]
         return schedules[custodian]
 
+    def refuse(action: str, outcome: str, **event) -> None:
+        ctx.trail.record(session, action, outcome, **event)
+
+    return judge(ctx, items, patients, doses, taken, schedule_of, today, refuse, stop_on_error=stop_on_error)
+
+
+def judge(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], patients: dict, doses: dict, taken: set,
+          schedule_of, today, refuse, *, stop_on_error: bool = False) -> Plan:
+    """The judgement of `plan`, without I/O: each item against the snapshot (`_snapshot`'s
+    patients, doses, taken ids; `doses` and `taken` grow with the accepted items) and
+    `schedule_of(custodian)`. A refusal's event goes to `refuse(action, outcome, **event)` (the
+    sync path records it in the session; the event loop's path writes it with the others,
+    registry/sync/batch_async.py)."""
+    now = datetime.now(UTC)
     out = Plan()
     for pid, data in items:
         try:
-            out.outcomes.append(_one(ctx, patients.get(pid), pid, data, doses, taken, schedule_of, today, now, out))
+            out.outcomes.append(_one(ctx, patients.get(pid), pid, data, doses, taken, schedule_of, today, now, out, refuse))
         except DomainError as exc:
             out.outcomes.append(exc)
             if stop_on_error:
@@ -158,7 +172,7 @@ def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID], vacci
                 # read) or waits for this transaction (issue 13); the read's snapshot is taken after them
                 for sql, params in lock_for_doses_sql(pids):
                     locks.execute(sql, params)
-                cur.execute(_PG_SNAPSHOT, [sorted(vaccines), list(whole), pids, client_ids])
+                cur.execute(PG_SNAPSHOT, snapshot_params(pids, client_ids, vaccines, whole))
             rows = cur.fetchall()
     else:
         rows = []
@@ -168,6 +182,17 @@ def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID], vacci
                  .select_from(P.outerjoin(D, join)).where(P.c.id.in_(pids[i:i + 500])))
             rows += [tuple(r) for r in session.execute(q)]
         rows += [(None,) * n + (r[0],) for r in rows_by_ids(session, D, ("id",), "id", client_ids)]
+    return snapshot_of(rows)
+
+
+def snapshot_params(pids: list, client_ids: list, vaccines: set[str], whole: set[uuid.UUID]) -> dict:
+    """`PG_SNAPSHOT`'s parameters."""
+    return {"vaccines": sorted(vaccines), "whole": list(whole), "pids": pids, "client_ids": client_ids}
+
+
+def snapshot_of(rows) -> tuple[dict, dict, set]:
+    """`_snapshot`'s answer from the rows of `PG_SNAPSHOT` (or of its SQLite equivalent)."""
+    n = len(_Patient._fields)
     patients: dict[uuid.UUID, _Patient] = {}
     doses: dict[uuid.UUID, list[_Dose]] = {}
     taken: set[uuid.UUID] = set()
@@ -185,43 +210,45 @@ def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID], vacci
     return patients, doses, taken
 
 
-_PG_SNAPSHOT = (
+# PostgreSQL: the snapshot's read (parameters: `snapshot_params`); also sent by the batch upload on
+# the event loop in its first message (registry/sync/batch_async.py)
+PG_SNAPSHOT = (
     f"SELECT {', '.join('p.' + c for c in _Patient._fields)}, {', '.join('d.' + c for c in _Dose._fields)}"
     f" FROM {P.name} p LEFT JOIN {D.name} d ON d.patient_id = p.id"
-    f" AND (d.vaccine = ANY(%s::text[]) OR p.id = ANY(%s::uuid[])) WHERE p.id = ANY(%s::uuid[])"
+    f" AND (d.vaccine = ANY(%(vaccines)s::text[]) OR p.id = ANY(%(whole)s::uuid[])) WHERE p.id = ANY(%(pids)s::uuid[])"
     f" UNION ALL SELECT {', '.join(['NULL'] * len(_Patient._fields))}, i.id, {', '.join(['NULL'] * (len(_Dose._fields) - 1))}"
-    f" FROM {D.name} i WHERE i.id = ANY(%s::uuid[])"
+    f" FROM {D.name} i WHERE i.id = ANY(%(client_ids)s::uuid[])"
 )
 
 
-def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today, now, out: Plan) -> Recorded:
-    trail, session, principal = ctx.trail, ctx.session, ctx.principal
+def _one(ctx, prow, pid, data: DoseCreate, doses, taken: set, schedule_of, today, now, out: Plan, refuse) -> Recorded:
+    trail, principal = ctx.trail, ctx.principal
     if prow is None:
-        trail.record(session, ACTION, audit.NOT_FOUND, resource_id=pid)
+        refuse(ACTION, audit.NOT_FOUND, resource_id=pid)
         raise NotFound(NOT_FOUND)
     pref = PatientRef(prow.id, prow.province, prow.district)
     access = access_to(principal, prow)
     if access not in (Access.CAPTURE, Access.SEARCH):
-        trail.record(session, ACTION, audit.DENIED, resource_id=pid, patient=pref, outside_capture_scope=True)
+        refuse(ACTION, audit.DENIED, resource_id=pid, patient=pref, outside_capture_scope=True)
         raise NotFound(NOT_FOUND)
     if prow.merged_into is not None:  # as `reachable`: a merged record takes no dose (issue 13)
-        trail.record(session, ACTION, audit.CONFLICT, resource_id=pid, patient=pref, detail={"reason": "merged"})
+        refuse(ACTION, audit.CONFLICT, resource_id=pid, patient=pref, detail={"reason": "merged"})
         raise Merged(prow.merged_into)
     facility = principal.facility
     if facility is None:
-        trail.record(session, ACTION, audit.DENIED, resource_type="Immunization", patient=pref,
+        refuse(ACTION, audit.DENIED, resource_type="Immunization", patient=pref,
                      detail={"reason": "not bound to a facility"})
         raise Forbidden("only staff bound to a facility can record or amend doses")
     dose_id = data.id or uuid.uuid4()
     if data.id is not None and dose_id in taken:
-        trail.record(session, ACTION, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
+        refuse(ACTION, audit.CONFLICT, resource_type="Immunization", resource_id=dose_id, patient=pref)
         raise Conflict("a dose with this id already exists", field="id")
     try:
         built = intake.build(ctx.runtime.cipher, prow, data, dose_id, existing=lambda: doses[prow.id],
                              schedule=lambda: schedule_of(prow.custodian), today=today, now=now, facility=facility,
                              user_id=principal.user_id)
     except InvalidInput as exc:
-        trail.record(session, ACTION, audit.INVALID, resource_type="Immunization", patient=pref,
+        refuse(ACTION, audit.INVALID, resource_type="Immunization", patient=pref,
                      detail={"field": exc.field, "rule": getattr(exc, "code", None)})
         raise
     taken.add(dose_id)
@@ -244,14 +271,18 @@ def write(ctx: ServiceContext, p: Plan, also: list[tuple] = ()) -> None:
     if not accepted:
         return
     session = ctx.session
-    insert_many(session, [
+    insert_many(session, [*dose_parts(p), (AuditEventRow.__table__, event_mac.sign_rows(session, p.events), None), *also])
+    set_inferred_numbers(session, p.renumbered)
+
+
+def dose_parts(p: Plan) -> list[tuple]:
+    """`write`'s rows but the events, as `insert_many` parts: the accepted doses and their marks."""
+    accepted = p.accepted
+    return [
         (D, [row for r in accepted for row in (r.row, *r.parts)], None),
         # coverage aggregates: refreshed before the next report (one mark per dose, as `record`)
         (DirtyPatient.__table__, [{"patient_id": r.row["patient_id"]} for r in accepted], ("patient_id",)),
-        (AuditEventRow.__table__, event_mac.sign_rows(session, p.events), None),
-        *also,
-    ])
-    set_inferred_numbers(session, p.renumbered)
+    ]
 
 
 def written(ctx: ServiceContext, p: Plan) -> None:

@@ -34,7 +34,7 @@ from registry.context import ServiceContext
 from registry.errors import InvalidInput
 from registry.immunizations import repository as repo
 from registry.immunizations.vaccines import VACCINES, first_dose
-from registry.schedules import engine
+from registry.schedules import engine, memo
 
 OUT_OF_RANGE, BEFORE_BIRTH, IN_FUTURE, DUPLICATE = "dose_number_out_of_range", "before_birth", "in_future", "duplicate"
 _MESSAGES = {
@@ -116,11 +116,11 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
     if in_force is None:  # only the plain duplicate rule
         return Verdict(engine.INVALID, DUPLICATE, dose_number) if repeated else Verdict(None, None, fallback)
     doses = [engine_dose(d) for d in existing if d.vaccine == vaccine]  # a series is made of one vaccine's doses
-    result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)],
-                             today, forecast=False)
+    # the engine's judgement, remembered per history shape (exact: registry/schedules/memo.py)
+    recorded = memo.evaluate(in_force, patient.birth_date, [*doses, engine.Dose(vaccine, dose_number, date_given)])
     # the new dose is the last of any identical ones (the engine's sorts are stable), as the
     # list, which gives identical doses their results in recording order, will say
-    mine = [r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given)][-1]
+    mine = [r for r in recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given)][-1]
     if mine.status == engine.NOT_IN_SCHEDULE and repeated:  # outside the schedule, the plain rule
         return Verdict(engine.INVALID, DUPLICATE, dose_number)
     return Verdict(mine.status, mine.reason, dose_number if dose_number is not None else
@@ -171,7 +171,7 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
     if schedule is not None:
         view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
                             get(r, "date_given")) for r in counted]
-        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of, forecast=False).recorded:
+        for res in memo.evaluate(schedule, patient.birth_date, view):  # engine.evaluate(..., forecast=False), remembered
             pending.setdefault((res.vaccine, res.dose_number, res.date_given), []).append(res)
     position: dict[str, int] = {}
     out = {}

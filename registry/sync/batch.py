@@ -158,14 +158,18 @@ def _doses(ctx: ServiceContext, run: list[tuple[int, DoseItem]]) -> list[tuple[I
     return [out[index] for index, _ in run]
 
 
-def _seen(ctx: ServiceContext, index: int, item, seen, mac: bytes) -> tuple[ItemResult, uuid.UUID | None]:
-    """An item whose id already has a receipt: `duplicate` when the content matches, else a conflict."""
+def _seen(ctx: ServiceContext, index: int, item, seen, mac: bytes, refuse=None) -> tuple[ItemResult, uuid.UUID | None]:
+    """An item whose id already has a receipt: `duplicate` when the content matches, else a
+    conflict (its event recorded in the session, or given to `refuse(action, outcome, **event)`)."""
     kind, record_id, patient_id = _identity(item)
     base = {"index": index, "op": item.op, "id": record_id}
     if hmac.compare_digest(seen.content_mac, mac):
         return ItemResult(**base, result="duplicate", replacement_id=seen.result_id), patient_id
-    ctx.trail.record(ctx.session, _ACTION_OF[item.op], audit.CONFLICT, resource_type=_resource(item), resource_id=record_id,
-                     detail={"reason": "same id, different content"})
+    if refuse is None:
+        def refuse(action, outcome, **event):
+            ctx.trail.record(ctx.session, action, outcome, **event)
+    refuse(_ACTION_OF[item.op], audit.CONFLICT, resource_type=_resource(item), resource_id=record_id,
+           detail={"reason": "same id, different content"})
     return ItemResult(**base, result="rejected", reason="conflict", field=_id_field(item),
                       detail="this id was already uploaded with different content; it was not changed"), None
 

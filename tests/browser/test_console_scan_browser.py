@@ -45,6 +45,7 @@ def test_verifier_reads_the_qr_code_from_a_photo(watched, server, people, tmp_pa
     assert not any("jsQR.js" in u for u in seen), "the decoder must not load with the page"
     v.assert_clean()
     v.page.get_by_label("Or read the QR code from a photo").set_input_files(str(photo))
+    _wait_for_verdict(v)
     v.page.get_by_role("heading", name="Valid certificate").wait_for()
     assert child["_input"]["given_name"] in v.page.content()
     assert any("jsQR.js" in u for u in seen) and all(u.startswith(server) for u in seen)
@@ -106,10 +107,25 @@ def test_guardian_prints_the_certificate_card_and_its_qr_code_verifies(watched, 
     assert g.page.locator(".cert-card").is_visible()
     v = watched()
     v.page.goto(f"{server}/verify")
+    v.page.get_by_role("button", name="Scan the QR code with the camera").wait_for()  # verify.js has run
     v.page.get_by_label("Or read the QR code from a photo").set_input_files(str(photo))
+    _wait_for_verdict(v)
     v.page.get_by_role("heading", name="Valid certificate").wait_for()
     assert child["_input"]["given_name"] in v.page.content()
     v.assert_clean()
+
+
+def _wait_for_verdict(v: Watched, timeout_ms: int = 90_000) -> None:
+    """The photo is decoded in the page (jsQR) and posted; on a loaded CI machine that can take
+    longer than Playwright's 30 s default. A verifier that never answers fails with the scanner's
+    own status line (no patient data in it) instead of a bare timeout."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        v.page.locator("section.verdict").wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        status = v.page.locator("#scan-status").text_content() if v.page.locator("#scan-status").count() else None
+        raise AssertionError(f"no verdict from the verifier after {timeout_ms} ms; scanner status: {status!r}") from None
 
 
 def test_the_scanner_fits_a_small_phone_in_urdu(watched, server):

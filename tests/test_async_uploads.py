@@ -1,0 +1,234 @@
+"""The batch upload of doses on the async unit of work (registry/sync/batch_async.py, issue 17)
+answers, writes and audits exactly as the sync batch service does: one behaviour, two drivers.
+
+As tests/test_async_writes.py: each scenario runs twice on the same database, through the route
+as served (on PostgreSQL the event loop's transaction for a batch of doses; on SQLite the sync
+service in a worker thread) and with the async pool hidden (the sync service on PostgreSQL too);
+the results, the rows and the audit events must be the same. Values are compared, never printed."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from conftest import PG_URL, audit_events
+from registry.clock import local_today
+from registry.immunizations.models import Immunization
+from registry.patients.models import Patient
+from registry.sync.models import IdempotencyKey, SyncReceipt
+from test_async_writes import _events, _norm, sync_path
+
+on_pg = pytest.mark.skipif(not PG_URL, reason="the async unit of work exists on PostgreSQL only")
+URL = "/api/v1/sync/batch"
+
+
+def _post(world, items: list, who: str = "clinic_a", key: str | None = None) -> tuple:
+    rid = f"up-{uuid.uuid4().hex}"
+    extra = {"X-Request-ID": rid} | ({"Idempotency-Key": key} if key else {})
+    r = world.client.post(URL, json={"items": items}, headers=world.h(who, **extra))
+    return r.status_code, _norm(r.json()), sorted(_events(world.runtime, rid), key=repr)
+
+
+def _count(rt, table, column, ids) -> int:
+    with rt.sessions() as s:
+        return s.execute(select(func.count()).select_from(table).where(
+            table.c[column].in_([uuid.UUID(str(i)) for i in ids]))).scalar_one()
+
+
+def _dose(born: str, **kw) -> dict:
+    return {"id": str(uuid.uuid4()), "vaccine": "BCG", "dose_number": 1, "date_given": born, **kw}
+
+
+def _item(pid, data) -> dict:
+    return {"op": "dose.record", "patient_id": str(pid), "data": data}
+
+
+def _alike(monkeypatch, scenario):
+    fast = scenario()
+    with sync_path(monkeypatch):
+        slow = scenario()
+    assert fast == slow
+    return fast
+
+
+@on_pg
+def test_a_batch_of_doses_never_touches_the_sync_batch(world, monkeypatch):
+    from registry.sync import batch
+
+    def sync_called(*_a, **_k):
+        raise AssertionError("the sync batch ran on PostgreSQL")
+
+    monkeypatch.setattr(batch, "upload", sync_called)
+    child = world.register("clinic_a")
+    status, body, _ = _post(world, [_item(child["id"], _dose(child["birth_date"]))], key=uuid.uuid4().hex)
+    assert status == 200 and body["created"] == 1
+
+
+def test_a_batch_of_doses_answers_writes_and_audits_alike(world, runtime, monkeypatch):
+    today = local_today()
+
+    def scenario():
+        child = world.register("clinic_a", birth_date=(today - timedelta(days=20)).isoformat())
+        visiting = world.register("clinic_c")  # another province: reached by search scope, flagged
+        merged, survivor = world.register("clinic_a"), world.register("clinic_a")
+        with runtime.sessions.begin() as s:
+            s.execute(update(Patient.__table__).where(Patient.__table__.c.id == uuid.UUID(merged["id"]))
+                      .values(merged_into=uuid.UUID(survivor["id"])))
+        on_record = world.client.post(f"/api/v1/patients/{child['id']}/immunizations",
+                                      json={"vaccine": "OPV", "dose_number": 0, "date_given": child["birth_date"]},
+                                      headers=world.h("clinic_a")).json()["id"]
+        born, now = child["birth_date"], today.isoformat()
+        items = [
+            _item(child["id"], _dose(born)),
+            _item(child["id"], _dose(born, dose_number=2)),  # BCG has one dose: refused
+            _item(child["id"], _dose(born, vaccine="NOPE")),  # malformed: rejected, no event
+            _item(child["id"], {"vaccine": "PENTA", "dose_number": 1, "date_given": now}),  # no id: malformed
+            _item(child["id"], _dose(now, vaccine="PENTA")),  # too early: refused
+            _item(child["id"], _dose(now, vaccine="PENTA", override_reason="campaign day, schedule waived")),
+            _item(child["id"], {"id": str(uuid.uuid4()), "vaccine": "OPV", "provenance": "reported",
+                                "occurrence_text": "last week at the camp"}),  # reported, number inferred
+            _item(uuid.uuid4(), _dose(born)),  # unknown patient
+            _item(visiting["id"], _dose(visiting["birth_date"])),
+            _item(merged["id"], _dose(merged["birth_date"])),
+            _item(child["id"], _dose(born, vaccine="OPV", dose_number=0, id=on_record)),  # the id exists
+            _item(child["id"], _dose(now, vaccine="OPV", dose_number=1, status="not-done", not_done_reason="refusal-child-sick")),
+        ]
+        first = _post(world, items)
+        again = _post(world, items)  # a full resend: duplicates
+        changed = _post(world, [{**items[0], "data": {**items[0]["data"], "date_given": now}}])  # same id, other content
+        ids = [i["data"]["id"] for i in items if "id" in i["data"]]
+        rows = (_count(runtime, Immunization.__table__, "id", ids), _count(runtime, SyncReceipt.__table__, "record_id", ids))
+        listed = world.client.get(f"/api/v1/patients/{child['id']}/immunizations", headers=world.h("clinic_a")).json()
+        numbers = sorted((d["vaccine"], d["dose_number"], d["status"]) for d in listed)
+        return [first, again, changed, rows, numbers]
+    first, again, changed, rows, numbers = _alike(monkeypatch, scenario)
+    assert first[0] == 200, first[1]
+    assert [r["result"] for r in first[1]["results"]] == ["created", "rejected", "rejected", "rejected", "rejected", "created",
+                                                          "created", "rejected", "created", "rejected", "rejected", "created"]
+    assert first[1]["results"][9]["reason"] == "conflict" and first[1]["results"][9]["code"] == "merged"
+    actions = [e[:2] for e in first[2]]
+    assert actions.count(("immunization.create", "success")) == 5 and actions.count(("sync.batch", "success")) == 1
+    assert len(first[2]) == 5 + 5 + 1  # one per applied or refused item (not the malformed), one for the batch
+    assert [r["result"] for r in again[1]["results"]].count("duplicate") == 5
+    assert changed[1]["results"][0]["reason"] == "conflict" and changed[2][0][:2] == ("immunization.create", "conflict")
+    assert rows == (6, 5)
+
+
+def _key_rows(rt) -> int:
+    with rt.sessions() as s:
+        return s.execute(select(func.count()).select_from(IdempotencyKey)).scalar_one()
+
+
+def test_idempotent_replays_answer_alike(world, runtime, monkeypatch):
+    def scenario():
+        child = world.register("clinic_a")
+        key, items = uuid.uuid4().hex, [_item(child["id"], _dose(child["birth_date"]))]
+        h = world.h("clinic_a", **{"Idempotency-Key": key})
+        a = world.client.post(URL, json={"items": items}, headers=h)
+        b = world.client.post(URL, json={"items": items}, headers=h)
+        assert b.content == a.content and b.headers["idempotent-replayed"] == "true"
+        other = world.client.post(URL, json={"items": [_item(child["id"], _dose(child["birth_date"]))]}, headers=h)
+        return [a.status_code, b.status_code, other.status_code, _count(runtime, Immunization.__table__, "patient_id",
+                                                                          [child["id"]])]
+    assert _alike(monkeypatch, scenario) == [200, 200, 422, 1]
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_failure_after_the_writes_leaves_nothing_written(world, runtime, monkeypatch, keyed):
+    """The upload fails after its writes were sent: 500, no dose, no receipt, no success event
+    (the refusal only), no stored response, the key free; the retry runs."""
+    from registry.immunizations import batch as dose_batch
+
+    def scenario():
+        child = world.register("clinic_a")
+        items = [_item(child["id"], _dose(child["birth_date"])), _item(child["id"], _dose(child["birth_date"], dose_number=2))]
+        key, rid = uuid.uuid4().hex if keyed else None, f"up-{uuid.uuid4().hex}"
+        keys = _key_rows(runtime)
+        with monkeypatch.context() as m:
+            def broken(*_a, **_k):
+                raise RuntimeError("injected failure after the writes")
+            m.setattr(dose_batch, "written", broken)
+            headers = world.h("clinic_a", **{"X-Request-ID": rid, **({"Idempotency-Key": key} if key else {})})
+            r = world.client.post(URL, json={"items": items}, headers=headers)
+        outcomes = sorted((e.action, e.outcome) for e in audit_events(runtime, request_id=rid))
+        ids = [i["data"]["id"] for i in items]
+        written = (_count(runtime, Immunization.__table__, "id", ids), _count(runtime, SyncReceipt.__table__, "record_id", ids),
+                   _key_rows(runtime) - keys)
+        retried = world.client.post(URL, json={"items": items}, headers=world.h("clinic_a", **(
+            {"Idempotency-Key": key} if key else {})))
+        return [r.status_code, outcomes, written, retried.status_code, retried.json()["created"]]
+    # the refusal stays on record (written again after the rollback), nothing else
+    assert _alike(monkeypatch, scenario) == [500, [("immunization.create", "invalid")], (0, 0, 0), 200, 1]
+
+
+@on_pg
+def test_a_concurrent_writer_of_the_same_id_gives_the_same_answer(world, runtime, monkeypatch):
+    """Another transaction commits a dose with one of the batch's ids between the snapshot and the
+    write: the sync path falls back to the single route for the run, the event loop's path judges
+    the batch again; both answer `rejected: conflict` for that item and write the others."""
+    from registry.immunizations import batch as dose_batch
+
+    judge = dose_batch.judge
+
+    def scenario():
+        child = world.register("clinic_a")
+        src = world.client.post(f"/api/v1/patients/{child['id']}/immunizations",
+                                json={"vaccine": "OPV", "dose_number": 0, "date_given": child["birth_date"]},
+                                headers=world.h("clinic_a")).json()["id"]
+        items = [_item(child["id"], _dose(child["birth_date"])),
+                 _item(child["id"], _dose(child["birth_date"], vaccine="OPV", dose_number=1, date_given=local_today().isoformat(),
+                                          override_reason="campaign day, schedule waived"))]
+        raced = {"done": False}
+
+        def racing(*a, **k):
+            if not raced["done"]:
+                raced["done"] = True
+                with runtime.sessions.begin() as s:  # another writer, committed
+                    s.execute(text("INSERT INTO immunizations SELECT (jsonb_populate_record(i, jsonb_build_object('id', "
+                                   "CAST(:new AS text)))).* FROM immunizations i WHERE i.id = :src"),
+                              {"new": items[0]["data"]["id"], "src": uuid.UUID(src)})
+            return judge(*a, **k)
+        with monkeypatch.context() as m:
+            m.setattr(dose_batch, "judge", racing)
+            answer = _post(world, items)
+        return [answer, _count(runtime, Immunization.__table__, "patient_id", [child["id"]])]
+    (status, body, events), doses = _alike(monkeypatch, scenario)
+    assert status == 200 and [(r["result"], r.get("reason")) for r in body["results"]] == [("rejected", "conflict"),
+                                                                                            ("created", None)]
+    assert doses == 3 and sorted(e[:2] for e in events) == [("immunization.create", "conflict"),
+                                                            ("immunization.create", "success"), ("sync.batch", "success")]
+
+
+def test_a_duplicate_key_while_the_first_runs_is_409(world, runtime, monkeypatch):
+    import anyio
+
+    from registry.sync import batch_async
+
+    entered, go = threading.Event(), threading.Event()
+    original = batch_async.upload_async
+
+    async def slow(ctx, items):
+        entered.set()
+        await anyio.to_thread.run_sync(go.wait, 10)
+        return await original(ctx, items)
+
+    monkeypatch.setattr(batch_async, "upload_async", slow)
+    child = world.register("clinic_a")
+    items, results = [_item(child["id"], _dose(child["birth_date"]))], {}
+    headers = world.h("clinic_a", **{"Idempotency-Key": uuid.uuid4().hex})
+    t = threading.Thread(target=lambda: results.setdefault("first", world.client.post(URL, json={"items": items}, headers=headers)))
+    t.start()
+    try:
+        assert entered.wait(10)
+        second = world.client.post(URL, json={"items": items}, headers=headers)
+        assert second.status_code == 409 and second.json()["errors"][0]["field"] == "Idempotency-Key"
+    finally:
+        go.set()
+        t.join(20)
+    assert results["first"].status_code == 200
+    third = world.client.post(URL, json={"items": items}, headers=headers)
+    assert third.status_code == 200 and third.headers["idempotent-replayed"] == "true" and third.content == results["first"].content
