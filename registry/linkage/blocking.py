@@ -93,7 +93,7 @@ def _found_earlier(rule: str, a: dict, b: dict) -> bool:
     return False  # pragma: no cover
 
 
-class Index(dict):
+class Index(defaultdict):
     """unit -> key -> (records whose key it is, records whose swapped-date key it is); and, for
     `pairs`, each rule's keys of every record (`own[rule][i]`, `swap[rule][i]`: the key's entry,
     the (members, swapped) pair of lists, one object a key; None where the record has no such
@@ -105,56 +105,44 @@ class Index(dict):
     first: list[list[tuple | None]]  # own, else swap: ka[0] of `_found_earlier`
 
 
-def _none(n: int) -> list[None]:
-    return [None] * n
-
-
 def index(records: list[dict]) -> Index:
     """Once per run: unit -> key -> (records whose key it is, records whose swapped-date key it is)."""
-    out = Index()
+    out = Index(dict)
     out.own, out.swap, out.first = [], [], []
     for rule, own in RULES.items():
-        entries: dict[tuple, tuple[list[int], list[int]]] = {}  # this rule's keys, whatever their bucket
         own_of: list[tuple | None] = []
+        add_own = own_of.append
         with_date = _WITH_DATE.get(rule)
         if with_date is None:  # no swapped-date keys (as _swapped_key)
             for i, k in enumerate(map(own, records)):
                 if k is None:
-                    own_of.append(None)
-                    continue
-                entry = entries.get(k)
-                if entry is None:
-                    entries[k] = entry = ([], [])
-                    out.setdefault(f"{rule}:{_bucket(k)}", {})[k] = entry
-                entry[0].append(i)
-                own_of.append(entry)
+                    add_own(None)
+                else:
+                    entry = out[f"{rule}:{_bucket(k)}"].setdefault(k, ([], []))
+                    entry[0].append(i)
+                    add_own(entry)
             out.own.append(own_of)
-            out.swap.append(_none(len(records)))
+            out.swap.append([None] * len(records))
             out.first.append(own_of)
             continue
         swap_of: list[tuple | None] = []
+        add_swap = swap_of.append
         for i, r in enumerate(records):  # a record's own key, then its swapped one: the order of the units' keys
             k = own(r)
             if k is None:
-                own_of.append(None)
+                add_own(None)
             else:
-                entry = entries.get(k)
-                if entry is None:
-                    entries[k] = entry = ([], [])
-                    out.setdefault(f"{rule}:{_bucket(k)}", {})[k] = entry
+                entry = out[f"{rule}:{_bucket(k)}"].setdefault(k, ([], []))
                 entry[0].append(i)
-                own_of.append(entry)
+                add_own(entry)
             swap = r["bd_swap"]
             ks = with_date(r, swap) if swap else None  # _swapped_key
             if ks is None:
-                swap_of.append(None)
-                continue
-            entry = entries.get(ks)
-            if entry is None:
-                entries[ks] = entry = ([], [])
-                out.setdefault(f"{rule}:{_bucket(ks)}", {})[ks] = entry
-            entry[1].append(i)
-            swap_of.append(entry)
+                add_swap(None)
+            else:
+                entry = out[f"{rule}:{_bucket(ks)}"].setdefault(ks, ([], []))
+                entry[1].append(i)
+                add_swap(entry)
         out.own.append(own_of)
         out.swap.append(swap_of)
         swap_only = any(o is None and s is not None for o, s in zip(own_of, swap_of))
