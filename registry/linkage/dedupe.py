@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Callable
 
 from registry.errors import Conflict
-from registry.linkage import blocking, records, run_lock
+from registry.linkage import blocking, population_model, records, run_lock
 from registry.linkage import repository as repo
 from registry.linkage.scoring import Model, score
 from registry.linkage.service import active_model
@@ -221,6 +221,7 @@ def _run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = 
             run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
     with _long_lived() as built:
         recs, ids, written = load(rt, province, on_progress, workers)
+        model = population_model.for_records(model, recs)  # the province's size and names (provincef1)
         state = (recs, blocking.index(recs), model)
         built()
         return _score_and_propose(rt, province, run_id, units, done, pairs, proposed, resumed, model, state, ids, written,

@@ -53,6 +53,9 @@ class Model:
     weights: dict[str, dict[int, float]]       # field -> level -> log2(m/u)
     thresholds: dict[str, float]
     parameters: dict = field(default_factory=dict)
+    # A term-frequency table of the scored population (term_frequency.Table), attached per run by
+    # population_model.for_records; None: exact name agreement weighs log2(m/u) whatever the name.
+    term_frequencies: object | None = None
 
     @classmethod
     def from_parameters(cls, version: str, parameters: dict, thresholds: dict) -> Model:
@@ -103,6 +106,20 @@ def score(model: Model, a: dict, b: dict) -> Scored:
     """Levels, weight, probability and grade of two prepared records (comparisons.prepare)."""
     lv = comparisons.levels(a, b)
     w = model.weight(lv)
+    if model.term_frequencies is not None:
+        return _tf_adjusted(model, a, lv, w)
+    return Scored(lv, w, probability(w), model.grade(w))
+
+
+def _tf_adjusted(model: Model, a: dict, lv: dict[str, int], w: float) -> Scored:
+    """`score` with the term-frequency adjustment of exact name agreement (term_frequency.py):
+    the weight moves by the adjustment, the levels gain the frequency buckets stewards are shown."""
+    from registry.linkage import term_frequency
+
+    bits, shown = term_frequency.adjust(model.term_frequencies, a, lv)
+    if shown:
+        lv = {**lv, **shown}
+    w += bits
     return Scored(lv, w, probability(w), model.grade(w))
 
 
