@@ -8,10 +8,11 @@ frequency. Here the exact-agreement weight log2(m / u) becomes
 
     log2(m / u) + log2(u_table / f(v))        u_table = sum over values of f(v)^2
 
-so the adjustment averages to nothing over the pairs agreeing by chance (the model's u and its
-calibration are kept; only how the agreement is shared between common and rare names changes),
-is negative for a common name and positive for a rare one, and is bounded by MAX_BITS either
-way (a value seen twice in a province is not proof).
+so over the pairs agreeing by chance (value v with probability f(v)^2) its Bayes factor
+u_table / f(v) averages to sum f(v) = 1: the model's u and its calibration are kept, only how
+exact agreement is shared between common and rare names changes. It is negative for a common
+name and positive for a rare one, and bounded by MAX_BITS either way (a value seen twice in a
+province is not proof).
 
 The table is built in memory by the process that already holds the province's prepared records
 (`nhr dedupe run`), from those records only: counts keyed by a salted hash of the name key
