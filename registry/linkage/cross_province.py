@@ -96,10 +96,11 @@ def compare(rt) -> tuple[int, int]:
     compared, proposed = 0, 0
     with rt.sessions.begin() as s:
         for members in blocks.values():
+            model = bloom_fields.model_for_block(len(members))  # the block's prior: expected matches / pairs
             for i, j in sorted(bloom_fields.candidate_pairs(members)):  # different custodians sharing a candidate key
                 (a, _, xa), (b, _, xb) = members[i], members[j]
                 compared += 1
-                sc = bloom_fields.score(xa, xb)
+                sc = bloom_fields.score(xa, xb, model)
                 if sc.grade is None:
                     continue
                 if repo.propose(s, a, b, weight=sc.weight, probability=sc.probability, grade=sc.grade, levels=sc.levels,

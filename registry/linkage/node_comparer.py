@@ -235,11 +235,12 @@ def _compare(rt, changed: dict[tuple[str, uuid.UUID], str],
             members = [(r.record_id, r.node, enc) for r in s.execute(
                 select(ENCODINGS.c.record_id, ENCODINGS.c.node, ENCODINGS.c.clk).where(ENCODINGS.c.block == block))
                 if (enc := bloom_fields.unpack(r.clk)) is not None]
+        model = bloom_fields.model_for_block(len(members))  # the block's prior: expected matches / pairs
         for a, b in sorted(bloom_fields.candidate_pairs(members)):  # different nodes sharing a candidate key
             if (members[a][1], members[a][0]) not in changed and (members[b][1], members[b][0]) not in changed:
                 continue
             compared += 1
-            sc = bloom_fields.score(members[a][2], members[b][2])
+            sc = bloom_fields.score(members[a][2], members[b][2], model)
             if sc.grade is None:
                 continue
             (lid, lnode, _), (rid, rnode, _) = sorted((members[a], members[b]), key=lambda m: (m[1], str(m[0])))
