@@ -159,17 +159,18 @@ def _feed_since(runtime, province: str, cursor: str | None) -> tuple[dict[str, d
             return entries, after
 
 
-def test_a_merged_record_leaves_the_feed_as_a_tombstone_and_an_unmerge_brings_it_back(world, runtime):
+def test_a_merged_record_leaves_the_feed_at_once_as_a_tombstone_and_an_unmerge_brings_it_back(world, runtime):
     from test_linkage_merge_effects import merge, unmerge
 
     survivor, merged = world.register("clinic_a"), world.register("clinic_a")  # PK-PB, the district steward's
     cross_province.encode_province(runtime, "PK-PB")
     seen, cursor = _feed_since(runtime, "PK-PB", None)
     assert set(seen[merged["id"]]) == {"id", "block", "clk"}
-    merge(world, survivor["id"], merged["id"])
-    cross_province.encode_province(runtime, "PK-PB")
+    merge(world, survivor["id"], merged["id"])  # at once, before any re-encoding
     seen, cursor = _feed_since(runtime, "PK-PB", cursor)
     assert seen[merged["id"]] == {"id": merged["id"], "gone": True}  # no block, no encoding: only that it is gone
+    cross_province.encode_province(runtime, "PK-PB")  # the encoder leaves the merged record out
+    assert merged["id"] not in _feed_since(runtime, "PK-PB", cursor)[0]
     with runtime.sessions() as s:
         assert s.execute(select(ENC.c.patient_id).where(ENC.c.patient_id == uuid.UUID(merged["id"]))).first() is None
     unmerge(world, merged["id"])
