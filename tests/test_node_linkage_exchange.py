@@ -159,17 +159,18 @@ def _feed_since(runtime, province: str, cursor: str | None) -> tuple[dict[str, d
             return entries, after
 
 
-def test_a_merged_record_leaves_the_feed_as_a_tombstone_and_an_unmerge_brings_it_back(world, runtime):
+def test_a_merged_record_leaves_the_feed_at_once_as_a_tombstone_and_an_unmerge_brings_it_back(world, runtime):
     from test_linkage_merge_effects import merge, unmerge
 
     survivor, merged = world.register("clinic_a"), world.register("clinic_a")  # PK-PB, the district steward's
     cross_province.encode_province(runtime, "PK-PB")
     seen, cursor = _feed_since(runtime, "PK-PB", None)
     assert set(seen[merged["id"]]) == {"id", "block", "clk"}
-    merge(world, survivor["id"], merged["id"])
-    cross_province.encode_province(runtime, "PK-PB")
+    merge(world, survivor["id"], merged["id"])  # at once, before any re-encoding
     seen, cursor = _feed_since(runtime, "PK-PB", cursor)
     assert seen[merged["id"]] == {"id": merged["id"], "gone": True}  # no block, no encoding: only that it is gone
+    cross_province.encode_province(runtime, "PK-PB")  # the encoder leaves the merged record out
+    assert merged["id"] not in _feed_since(runtime, "PK-PB", cursor)[0]
     with runtime.sessions() as s:
         assert s.execute(select(ENC.c.patient_id).where(ENC.c.patient_id == uuid.UUID(merged["id"]))).first() is None
     unmerge(world, merged["id"])
@@ -250,3 +251,24 @@ def test_two_concurrent_encoders_cannot_commit_behind_a_pull(runtime):
     assert [(r.id, r.clk) for r in rows] == [(first, None), (second, None)] and rows[0].seq < rows[1].seq
     with runtime.sessions() as s:  # from a cursor after A's row, B's row still follows
         assert [r.id for r in node_feed.page(s, custodian, (rows[0].seq, rows[0].id), 10)] == [second]
+
+
+def test_the_scheduled_encoder_brings_an_unmerged_record_back_to_the_comparers_feed(world, runtime):
+    from test_linkage_merge_effects import merge, unmerge
+
+    from registry.linkage import encode_schedule
+    from registry.settings import Settings
+
+    assert not encode_schedule.configured(Settings(env="test", node={"encode_interval_seconds": 60}))  # no comparer: no feed
+    assert not encode_schedule.configured(Settings(env="test", node={"comparer": "PK"}))  # interval 0: the command only
+    assert encode_schedule.configured(Settings(env="test", node={"comparer": "PK", "encode_interval_seconds": 60}))
+    survivor, merged = world.register("clinic_a"), world.register("clinic_a")
+    assert encode_schedule.run_once(runtime)["PK-PB"] >= 2
+    _, cursor = _feed_since(runtime, "PK-PB", None)
+    merge(world, survivor["id"], merged["id"])
+    unmerge(world, merged["id"])
+    seen, cursor = _feed_since(runtime, "PK-PB", cursor)
+    assert seen[merged["id"]] == {"id": merged["id"], "gone": True}  # the unmerge alone cannot encode (no secret in use)
+    encode_schedule.run_once(runtime)
+    seen, _ = _feed_since(runtime, "PK-PB", cursor)
+    assert set(seen[merged["id"]]) == {"id", "block", "clk"}

@@ -68,6 +68,17 @@ def write(session: Session, custodian: str, encodings: list[dict], gone: list[uu
                                         for i, pid in enumerate(gone)])
 
 
+def forget(session: Session, patient_id: uuid.UUID, now: datetime) -> bool:
+    """A record merged into another: its encoding (if any) leaves the feed at once, as a
+    tombstone, so the comparer withdraws its pairs on its next pull without waiting for the
+    province's next `nhr dedupe encode`. Returns whether there was one."""
+    custodian = session.execute(select(ENC.c.custodian).where(ENC.c.patient_id == patient_id)).scalar()
+    if custodian is None:
+        return False
+    write(session, custodian, [], [patient_id], now)
+    return True
+
+
 def encode_cursor(seq: int, record_id: uuid.UUID) -> str:
     return f"s{seq}|{record_id}"
 
