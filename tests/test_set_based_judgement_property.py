@@ -120,8 +120,9 @@ def test_the_set_based_judgement_equals_the_judgement_one_by_one(world, client, 
 
 
 def test_an_upload_that_fails_while_writing_leaves_nothing_written(world, client, runtime, monkeypatch):
-    """A failure after the doses were judged (here: signing their events) answers 5xx and the
-    unit of work rolls the whole upload back: no dose, receipt, queue mark or success event."""
+    """A failure after the doses were judged and written (here: the trail's bookkeeping once the
+    rows are in, which the sync and the event loop's paths both reach) answers 5xx and the unit
+    of work rolls the whole upload back: no dose, receipt, queue mark or success event."""
     from registry.immunizations import batch as dose_batch
 
     p = world.register()
@@ -130,10 +131,10 @@ def test_an_upload_that_fails_while_writing_leaves_nothing_written(world, client
                                                                    "date_given": "2026-06-02", "override_reason": REASON}}
              for i, (v, n) in zip(ids, (("BCG", 1), ("OPV", 0), ("HEPB", 1)))]
 
-    def failing(holder, rows, subjects_of=None):
+    def failing(ctx, plan):
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(dose_batch.event_mac, "sign_rows", failing)
+    monkeypatch.setattr(dose_batch, "written", failing)
     rid = uuid.uuid4().hex
     r = client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"X-Request-ID": rid}))
     assert r.status_code >= 500
