@@ -26,8 +26,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.rows import tuple_row
 
-from registry import database
-from registry import errors
+from registry import database, errors
 from registry.async_database import CHECKOUT_TIMEOUT, AsyncDatabase, Compiled, Lease
 
 

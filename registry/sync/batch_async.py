@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 import psycopg
 from anyio import to_thread
@@ -56,6 +57,7 @@ from security.audit import trail as audit
 from security.audit.models import AuditEventRow, AuditEventSubjectRow
 
 ATTEMPTS = 3  # judged again after a concurrent upload took one of the ids; then 409, resend
+ON_LOOP_ITEMS = 8  # a batch of more doses is judged in a worker thread (`_decide`)
 _EVENTS, _SUBJECTS = AuditEventRow.__table__, AuditEventSubjectRow.__table__
 _SCHEDULES, _USERS = ScheduleRow.__table__, User.__table__
 
@@ -123,42 +125,13 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
         in_force = {r[0]: r[1] for r in sets[3]} if country is not None else {}
         schedules = await _schedules(ctx, {p.custodian for p in patients.values()}, today, country, in_force)
 
-        out: dict[int, tuple[ItemResult, uuid.UUID | None]] = {}
-        todo, macs = [], {}
-        for index, item in run:
-            macs[index] = mac = batch._mac(ctx, item)
-            if item.data.id in seen:
-                out[index] = batch._seen(ctx, index, item, repo._Receipt(*seen[item.data.id][:3]), mac, refuse)
-            else:
-                todo.append((index, item))
-        plan = dose_batch.judge(ctx, [(item.patient_id, item.data) for _, item in todo], patients, doses, taken,
-                                schedules.__getitem__, today, refuse)
-        now = datetime.now(UTC)
-        receipts = []
-        for (index, item), res in zip(todo, plan.outcomes):
-            base = {"index": index, "op": item.op, "id": item.data.id}
-            if isinstance(res, e.DomainError):
-                out[index] = ItemResult(**base, result="rejected", **batch._reason(res)), None
-                continue
-            out[index] = ItemResult(**base, result="created", version=res.row["version"]), res.row["patient_id"]
-            receipts.append({"kind": "dose", "record_id": item.data.id, "content_mac": macs[index],
-                             "result_id": item.data.id, "user_id": principal.user_id, "received_at": now})
-        answered = [out[index] if isinstance(item, DoseItem) else item for index, item in parsed]
-        results, patient_of = [r for r, _ in answered], [pid for _, pid in answered]
-        subjects = list(dict.fromkeys(pid for r, pid in zip(results, patient_of) if pid is not None and r.result != "rejected"))
-        counts = {k: sum(r.result == k for r in results) for k in ("created", "duplicate", "rejected")}
-        event = trail.build(batch.ACTION, audit.SUCCESS, resource_type="Bundle", detail={"items": len(items), **counts})
-        subject_rows = [{"event_id": event["id"], "patient_id": s} for s in subjects]
-        events = [*refusals, *plan.events, event]
-        mac = unit.db.event_mac
-        for row in events:
-            row["mac"] = mac.tag(row, subjects if row is event else ()) if mac is not None else None
-        extra = [(_RENUMBER, [now, _JSON.encode([{"id": k, "n": v} for k, v in plan.renumbered.items()])])] \
-            if plan.renumbered else []
-        parts = [(t, rows, cols) for t, rows, cols in [*dose_batch.dose_parts(plan), (_EVENTS, events, None),
-                                                         (_SUBJECTS, subject_rows, None), (repo.RECEIPTS, receipts, None)]
-                 if rows]
-        await _write(unit, *insert_many_sql(parts, extra))
+        decide = partial(_decide, ctx, unit.db.event_mac, items, parsed, run, seen, patients, doses, taken, schedules,
+                         today, refuse, refusals)
+        # the judgement is CPU (tens of ms for a batch of children with long histories): in a worker
+        # thread past a few items, so that the event loop goes on serving the other requests meanwhile
+        results, counts, plan, event, subject_rows, sql, params = (
+            decide() if len(run) <= ON_LOOP_ITEMS else await to_thread.run_sync(decide))
+        await _write(unit, sql, params)
     except _Raced:
         raise  # judged again: this attempt's refusals are not booked
     except BaseException:
@@ -170,6 +143,49 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
     dose_batch.written(ctx, plan)
     trail.written(event, subject_rows)
     return BatchResult(results=results, **counts)
+
+
+def _decide(ctx: ServiceContext, event_mac, items, parsed, run, seen, patients, doses, taken, schedules, today, refuse,
+            refusals: list[dict]):
+    """Everything of `_upload` between the reads and the write, without I/O: the receipts' answers,
+    the judgement (`dose_batch.judge`, its refusal events going to `refuse`, which appends them to
+    `refusals`), the results, the events (MACed) and the write's statement."""
+    principal, trail = ctx.principal, ctx.trail
+    out: dict[int, tuple[ItemResult, uuid.UUID | None]] = {}
+    todo, macs = [], {}
+    for index, item in run:
+        macs[index] = mac = batch._mac(ctx, item)
+        if item.data.id in seen:
+            out[index] = batch._seen(ctx, index, item, repo._Receipt(*seen[item.data.id][:3]), mac, refuse)
+        else:
+            todo.append((index, item))
+    plan = dose_batch.judge(ctx, [(item.patient_id, item.data) for _, item in todo], patients, doses, taken,
+                            schedules.__getitem__, today, refuse)
+    now = datetime.now(UTC)
+    receipts = []
+    for (index, item), res in zip(todo, plan.outcomes):
+        base = {"index": index, "op": item.op, "id": item.data.id}
+        if isinstance(res, e.DomainError):
+            out[index] = ItemResult(**base, result="rejected", **batch._reason(res)), None
+            continue
+        out[index] = ItemResult(**base, result="created", version=res.row["version"]), res.row["patient_id"]
+        receipts.append({"kind": "dose", "record_id": item.data.id, "content_mac": macs[index],
+                         "result_id": item.data.id, "user_id": principal.user_id, "received_at": now})
+    answered = [out[index] if isinstance(item, DoseItem) else item for index, item in parsed]
+    results, patient_of = [r for r, _ in answered], [pid for _, pid in answered]
+    subjects = list(dict.fromkeys(pid for r, pid in zip(results, patient_of) if pid is not None and r.result != "rejected"))
+    counts = {k: sum(r.result == k for r in results) for k in ("created", "duplicate", "rejected")}
+    event = trail.build(batch.ACTION, audit.SUCCESS, resource_type="Bundle", detail={"items": len(items), **counts})
+    subject_rows = [{"event_id": event["id"], "patient_id": s} for s in subjects]
+    events = [*refusals, *plan.events, event]
+    for row in events:
+        row["mac"] = event_mac.tag(row, subjects if row is event else ()) if event_mac is not None else None
+    extra = [(_RENUMBER, [now, _JSON.encode([{"id": k, "n": v} for k, v in plan.renumbered.items()])])] \
+        if plan.renumbered else []
+    parts = [(t, rows, cols) for t, rows, cols in [*dose_batch.dose_parts(plan), (_EVENTS, events, None),
+                                                     (_SUBJECTS, subject_rows, None), (repo.RECEIPTS, receipts, None)]
+             if rows]
+    return results, counts, plan, event, subject_rows, *insert_many_sql(parts, extra)
 
 
 async def _write(unit: AsyncUnit, sql: str, params: list) -> None:
