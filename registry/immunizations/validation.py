@@ -172,7 +172,10 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
     if schedule is not None:
         view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
                             get(r, "date_given")) for r in counted]
-        for res in memo.evaluate(schedule, patient.birth_date, view):  # engine.evaluate(..., forecast=False), remembered
+        # the engine itself, on the wanted vaccines' series only: a child's whole history has too many
+        # shapes for the memo to pay (bench/RESULTS.md 2026-12-03 13:20: renumbering through it cost more)
+        only = tuple(s for s in schedule.series if s.vaccine in wanted)
+        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of, forecast=False, only=only).recorded:
             pending.setdefault((res.vaccine, res.dose_number, res.date_given), []).append(res)
     position: dict[str, int] = {}
     out = {}
