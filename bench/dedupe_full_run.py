@@ -163,7 +163,7 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
             return [f"{PROVINCE} ({size:,} children, {len(truth):,} injected duplicate pairs, seed {SEED}) {load_note}; "
                     f"database {db}, keyring {key_dir}. Time the dedupe alone (it empties the queue and the runs "
                     f"first): python -m bench.matching_dedupe --pg {pg} --full-run --size {size} --db {db} "
-                    f"--reuse {key_dir} --workers 2"]
+                    f"--reuse {key_dir} --keep --workers 2 (without --keep the database is dropped at the end)"]
         env = {**os.environ, "NHR_ENV": "development", "NHR_DATABASE_URL": url, "NHR_KEY_DIR": str(key_dir)}
         load1 = os.getloadavg()
         first = CliRun(env, workers, logs / "run-1.log").wait()
