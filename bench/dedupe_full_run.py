@@ -107,7 +107,8 @@ def _row(name: str, r: dict) -> str:
 
 
 def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: str | None = None,
-            keep: bool = False, reuse: Path | None = None, empty_before_kill: bool = True) -> list[str]:
+            keep: bool = False, reuse: Path | None = None, empty_before_kill: bool = True,
+            load_only: bool = False, key_dir: Path | None = None) -> list[str]:
     from registry import bootstrap
     from registry.demo import linkage_population as population
     from registry.linkage import blocking
@@ -117,7 +118,12 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
     from bench import province_copy
 
     db = db or f"nhr_dedupe_full_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    key_dir = reuse or Path(tempfile.mkdtemp(prefix="nhr-dedupe-full-")) / "keyring"
+    if load_only and reuse is not None:
+        raise ValueError("--load-only loads a new database; --reuse runs on a loaded one")
+    keep = keep or load_only  # a load without a run is only worth keeping
+    if key_dir is not None and reuse is None:
+        key_dir.parent.mkdir(parents=True, exist_ok=True)  # the keyring itself is created by the runtime
+    key_dir = reuse or key_dir or Path(tempfile.mkdtemp(prefix="nhr-dedupe-full-")) / "keyring"
     url = pg.rsplit("/", 1)[0] + f"/{db}"
     admin = create_engine(pg, isolation_level="AUTOCOMMIT")
     if reuse is None:
@@ -153,6 +159,11 @@ def measure(pg: str, size: int, *, workers: int = 1, checks: bool = False, db: s
                 conn.execute(text("DELETE FROM dedupe_runs WHERE province = :p"), {"p": PROVINCE})
             load_note = f"loaded earlier by COPY (`--reuse`; the truth read or generated again in {t_gen:.0f} s)"
         del recs
+        if load_only:
+            return [f"{PROVINCE} ({size:,} children, {len(truth):,} injected duplicate pairs, seed {SEED}) {load_note}; "
+                    f"database {db}, keyring {key_dir}. Time the dedupe alone (it empties the queue and the runs "
+                    f"first): python -m bench.matching_dedupe --pg {pg} --full-run --size {size} --db {db} "
+                    f"--reuse {key_dir} --keep --workers 2 (without --keep the database is dropped at the end)"]
         env = {**os.environ, "NHR_ENV": "development", "NHR_DATABASE_URL": url, "NHR_KEY_DIR": str(key_dir)}
         load1 = os.getloadavg()
         first = CliRun(env, workers, logs / "run-1.log").wait()

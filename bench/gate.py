@@ -94,12 +94,16 @@ def export_ref(ref: str) -> Path:
 
 
 def _servers(url: str, key_dir: str, workers: int, before_src: Path):
-    from bench.servers import Server, _uvicorn, free_port
+    from bench.servers import Background, Server, _uvicorn, free_port, in_process_worker
 
     env = {**os.environ, "NHR_ENV": "test", "NHR_DATABASE_URL": url, "NHR_KEY_DIR": key_dir, "NHR_TOKEN_TTL_SECONDS": "3600",
-           "NHR_RATE_LIMIT_REQUESTS": "0", "PYTHONUNBUFFERED": "1"}
+           "NHR_RATE_LIMIT_REQUESTS": "0", "PYTHONUNBUFFERED": "1", "NHR_DEDUPE_INTERVAL_HOURS": "0"}
     for k in ("NHR_ARGON2_MEMORY_KIB", "NHR_ARGON2_TIME_COST", "NHR_HOT_GATE"):
         env.pop(k, None)
+    background = []
+    if not in_process_worker():  # as production runs: one `nhr worker` seals for all three (bench/servers.py)
+        env["NHR_IN_PROCESS_WORKER"] = "false"
+        background.append(Background(env))
 
     def serve(name, extra_env, cwd=REPO):
         port = free_port()
@@ -112,7 +116,7 @@ def _servers(url: str, key_dir: str, workers: int, before_src: Path):
     cold = serve("cold", {"NHR_HOT_GATE": "false"})
     port = free_port()
     trivial = Server("trivial", _uvicorn("bench.baselines:trivial_app", port, workers), dict(os.environ), port, "/healthz")
-    return [before, hot, cold, trivial]
+    return [before, hot, cold, trivial], background
 
 
 def _imports_from(src: Path) -> bool:
@@ -137,11 +141,11 @@ def measure(*, server_url: str = DEFAULT_SERVER, rounds: int = 6, duration: floa
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"{base}/{name}"
-    servers, per_round, prof, loads = [], [], None, []
+    servers, background, per_round, prof, loads = [], [], [], None, []
     try:
         with tempfile.TemporaryDirectory(prefix="nhr-bench-gate-", ignore_cleanup_errors=True) as key_dir:
             token, ids, bforms = _prepare(url, key_dir, patients)
-            servers = _servers(url, key_dir, workers, before_src)
+            servers, background = _servers(url, key_dir, workers, before_src)
             for s in servers:
                 s.wait_ready(180)
             generator, _ = loadgen.choose()
@@ -169,10 +173,10 @@ def measure(*, server_url: str = DEFAULT_SERVER, rounds: int = 6, duration: floa
                 p = Profile(hot.worker_pids(), REPO / ".bench" / "gate-profile", "hot-read")
                 loadgen.run(generator, hot.base, specs["read"], duration=max(duration, 8), concurrency=concurrency, nonce=99)
                 prof = p.stop()
-            for s in servers:  # before their key directory goes
+            for s in servers + background:  # before their key directory goes
                 s.stop()
     finally:
-        for s in servers:
+        for s in servers + background:
             s.stop()
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 
 from registry.demo import linkage_population as population
-from registry.linkage import blocking, comparisons, estimation, scoring
+from registry.linkage import blocking, comparisons, estimation, population_model, scoring
 
 
 def prepare_all(recs: list[dict]) -> list[dict]:
@@ -149,14 +149,16 @@ def bloom_quality(n: int, seed: int) -> list[str]:
                 lsh_scored.append((*sorted((members[a][0], members[b][0])), d))
     t_lsh, c_lsh = time.perf_counter() - t, time.process_time() - c
     # field-level encodings: candidate keys (bloom_fields.candidate_pairs), engine scoring
-    t, c, f_scored, f_compared = time.perf_counter(), time.process_time(), [], 0
+    t, c, f_scored, f_compared, f_block = time.perf_counter(), time.process_time(), [], 0, []
     for ids in blocks.values():
         members = [(uid[i], i, fencs[i]) for i in ids]
+        shift = bloom_fields.model_for_block(len(members)).prior_weight - bloom_fields.MODEL.prior_weight  # <= 0
         for a, b in bloom_fields.candidate_pairs(members):
             f_compared += 1
             sc = bloom_fields.score(members[a][2], members[b][2])
             if sc.grade:
                 f_scored.append((*sorted((members[a][0], members[b][0])), sc.weight))
+                f_block.append((*sorted((members[a][0], members[b][0])), sc.weight + shift))
     t_f, c_f = time.perf_counter(), time.process_time()
     t_f, c_f = t_f - t, c_f - c
     f_every = []
@@ -183,14 +185,19 @@ def bloom_quality(n: int, seed: int) -> list[str]:
     th = bloom_fields.MODEL.thresholds
     for g, label in (("certain", "certain (weight >= {})"), ("probable", "probable (>= {})"), ("possible", "review (>= {})")):
         every = cells(f_every, th[g]) if f_every else na
-        lines.append(f"| after: field-level (fbf-1), candidate keys | {label.format(th[g])} | {every} | {cells(f_scored, th[g])} |")
+        lines.append(f"| field-level (fbf-1), fixed prior, candidate keys | {label.format(th[g])} | {every} | {cells(f_scored, th[g])} |")
+    for g, label in (("certain", "certain (weight >= {})"), ("probable", "probable (>= {})"), ("possible", "review (>= {})")):
+        lines.append(f"| field-level (fbf-1), per-block prior, candidate keys | {label.format(th[g])} | n/a | {cells(f_block, th[g])} |")
     lines += ["", f"Encoding, CPU a record: record-level CLK {c_enc / len(recs) * 1e6:.0f} us, field-level "
               f"{c_fenc / len(recs) * 1e6:.0f} us (wall {t_enc / len(recs) * 1e6:.0f} / {t_fenc / len(recs) * 1e6:.0f} us); "
               f"blob {bloom.FOLDED // 8} / {bloom_fields.SIZE} bytes. Pairs in the blocks (birth year and sex): {compared:,}"
               + (f", every pair compared with the CLK in {t_cmp:.1f} s wall / {c_cmp:.1f} s CPU" if quadratic else " (not all compared)")
               + f". CLK LSH bands ({bloom.LSH_BANDS} of {bloom.LSH_ROWS} bits): {lsh_compared:,} pairs "
               f"({lsh_compared / compared:.1%}), {t_lsh:.1f} s wall / {c_lsh:.1f} s CPU; field-level candidate keys: "
-              f"{f_compared:,} pairs ({f_compared / compared:.1%}), {t_f:.1f} s wall / {c_f:.1f} s CPU, keys and scoring included."]
+              f"{f_compared:,} pairs ({f_compared / compared:.1%}), {t_f:.1f} s wall / {c_f:.1f} s CPU, keys and scoring included. "
+              f"Blocks: {len(blocks)}, {min(map(len, blocks.values())):,} to {max(map(len, blocks.values())):,} encodings; "
+              f"per-block prior {bloom_fields.MODEL.prior:.3g} at <= {bloom_fields.PRIOR_BLOCK_RECORDS:,} a block, "
+              f"{bloom_fields.model_for_block(max(map(len, blocks.values()))).prior:.3g} at the largest."]
     return lines
 
 
@@ -201,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", "--size", type=int, default=50_000, help="children before duplicates (default 50,000)")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--province", default=None, metavar="CODE",
+                    help="every child in this province's facilities (e.g. PK-PB: `nhr dedupe run --province`'s population)")
     ap.add_argument("--workers", type=int, default=1, help="processes scoring blocking units, as nhr dedupe run --workers (default 1)")
+    ap.add_argument("--fixed-prior", action="store_true",
+                    help="score with the model as stored only (no prior for the population size, no name term frequencies)")
     ap.add_argument("--em", action="store_true", help="also estimate the parameters by EM (Splink) and evaluate them")
     ap.add_argument("--registration", action="store_true", help="also measure registration with vs without the check")
     ap.add_argument("--bloom", type=int, default=0, metavar="N",
@@ -210,24 +221,29 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     with phase("generate"):
-        recs = population.generate(args.scale, seed=args.seed)
+        recs = population.generate(args.scale, seed=args.seed, province=args.province)
         truth = population.truth_pairs(recs)
     with phase("prepare"):
         prep = prepare_all(recs)
     t_prep = TIMES["prepare"][0]
     lines = [f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(recs):,} records ({len(truth):,} true duplicate pairs), "
-             f"seed {args.seed}", ""]
+             f"seed {args.seed}" + (f", all in {args.province}" if args.province else ""), ""]
     configured = scoring.Model.from_parameters("configured-1", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
-    res = evaluate(configured, prep, truth, args.workers)
+    fitted = population_model.for_records(configured, prep)
+    if not args.fixed_prior:  # before/after in the same run: the stored model as is, then as `nhr dedupe run` fits it
+        res_fixed = evaluate(configured, prep, truth, args.workers)
+        lines += _rows("configured model, fixed prior, no term frequencies (before)", res_fixed) + [""]
+    res = evaluate(configured if args.fixed_prior else fitted, prep, truth, args.workers)
     configured_graded = list(GRADED)
-    lines += _rows("configured model", res)
+    lines += _rows("configured model" if args.fixed_prior else
+                   f"configured model fitted to the {len(prep):,} records: prior {fitted.prior:.3g}, name term frequencies (after)", res)
     speed = res
     if args.em:
         t = time.perf_counter()
         params = estimation.estimate(prep)
         t_em = time.perf_counter() - t
         em = scoring.Model.from_parameters("em", params, scoring.DEFAULT_THRESHOLDS)
-        res_em = evaluate(em, prep, truth)
+        res_em = evaluate(em if args.fixed_prior else population_model.for_records(em, prep), prep, truth)
         lines += [""] + _rows(f"EM-estimated (Splink, {t_em:.0f} s)", res_em)
     per_rec = t_prep / len(recs)
     lines += ["", f"Phases at {len(prep):,} records, wall / CPU seconds of this process (the CPU time is the work; the "

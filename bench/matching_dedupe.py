@@ -88,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="with --full-run: keep the database and keyring (for --reuse)")
     ap.add_argument("--reuse", type=Path, default=None, metavar="KEY_DIR",
                     help="with --full-run and --db: the database is loaded already, with this keyring; skip the load")
+    ap.add_argument("--load-only", action="store_true",
+                    help="with --full-run: load the province into --db and keep it (and its keyring) without running "
+                         "the dedupe; prints the --reuse command that times the dedupe alone")
+    ap.add_argument("--key-dir", type=Path, default=None,
+                    help="with --full-run and a new database: where its keyring goes (default: a new temporary "
+                         "directory); the injected truth is written next to it")
     args = ap.parse_args(argv)
     if args.full_run:
         from bench import dedupe_full_run
 
         print("\n".join(dedupe_full_run.measure(args.pg, args.size or 1_000_000, workers=args.workers, checks=args.checks,
                                                 db=args.db, keep=args.keep, reuse=args.reuse,
-                                                empty_before_kill=not args.keep_queue)))
+                                                empty_before_kill=not args.keep_queue, load_only=args.load_only,
+                                                key_dir=args.key_dir)))
         return 0
     args.size = args.size or 50_000
     print("\n".join(measure(args.pg, args.size)))

@@ -88,7 +88,8 @@ def show(doc: dict, console: Console | None = None) -> None:
              if w["server"] == "registry" and "rss_mb_after_round1" in w]
     console.print("largest registry worker's RSS after each workload in round 1 (login runs last), MiB: " + ", ".join(after))
     console.print("[dim]CPU us: user + system CPU of the server's workers per request (per record for the uploads), "
-                  "background sealing and refreshing included; in brackets the trivial endpoint's CPU per request over "
+                  "background sealing and refreshing included (`nhr worker` beside the API, as in production; "
+                  "NHR_BENCH_IN_PROCESS_WORKER=1: inside the API's workers); in brackets the trivial endpoint's CPU per request over "
                   "it (what the rate ratio would be if the server had the cores to itself).[/]")
     console.print("[dim]ratios are medians of per-round ratios (A/B interleaved); spread = (max - min) / median of the rates; "
                   "x DB floor compares with raw PK selects; the copy row is rows/s, its latencies are per 10,000-row batch.[/]")

@@ -91,6 +91,8 @@ def run(opts: Options) -> dict:
         results = _rounds(opts, generator, pop, by_server, log)
         paths = _paths(reg)
         memory = {s.name: s.peak_rss_mb() for s in running}
+        if reg.background_peak_rss_mb() is not None:
+            memory["nhr worker"] = [reg.background_peak_rss_mb()]
         doc = _document(opts, generator, started, pop, results, paths, memory)
     finally:
         for s in running:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 from bench.loadgen import RequestSpec
 from bench.population import OFFICIALS, Population
-from bench.uploads import BATCH_DOSES, BUNDLE_ENTRIES, KINDS as UPLOADS
+from bench.uploads import BATCH_DOSES, BUNDLE_ENTRIES, KINDS as UPLOADS  # noqa: F401 - re-exported to bench.runner
 
 JSON = {"Content-Type": "application/json"}
 
@@ -90,6 +92,29 @@ def actor(name: str) -> str:
     return COVERAGE.get(name, "clinic")
 
 
+def register_spec(token: str, n: int = 200_000, seed: int = 1947) -> RequestSpec:
+    """`register` with distinct children: fixed names, birth date and phone would make every
+    registration after the first a likely duplicate of the earlier ones (409 from the duplicate
+    check, registry/linkage), so the workload would measure the refusal. Each request takes
+    one of `n` random children (names from the demo generator, a birth date in the last three
+    years, a phone number; picked with replacement, so `n` is large enough for few repeats in a run);
+    B-form and guardian CNIC are unique per request."""
+    names = json.loads((Path(__file__).resolve().parent.parent / "registry/demo/data/names.json").read_text())
+    rng, today, choices = random.Random(seed), date.today(), []
+    for _ in range(n):
+        sex = rng.choice(("female", "male"))
+        given = rng.choice(names["female_given" if sex == "female" else "male_given"])
+        family = rng.choice(names["family"])
+        mother = f"{rng.choice(names['female_given'])} {rng.choice(names['family'])}"
+        born = (today - timedelta(days=rng.randrange(1, 3 * 365))).isoformat()
+        choices.append(f'"name": "{mother}"}}, "given_name": "{given}", "family_name": "{family}", "sex": "{sex}", '
+                       f'"birth_date": "{born}", "phone": "03{rng.randrange(10**9):09d}", '
+                       f'"address": "House {rng.randrange(1, 400)}, {rng.choice(names["streets"])}"')
+    body = '{"bform": "{u}", "guardian": {"relationship": "mother", "cnic": "{g}", {x}}'
+    return RequestSpec("POST", "/api/v1/patients", body, choices=choices,
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+
+
 def spec(name: str, pop: Population, token: str | None) -> RequestSpec | None:
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     today = date.today().isoformat()
@@ -107,10 +132,7 @@ def spec(name: str, pop: Population, token: str | None) -> RequestSpec | None:
         return RequestSpec("POST", "/api/v1/patients/search", '{"system": "bform", "value": "{x}"}',
                            choices=pop.bforms, headers={**auth, **JSON})
     if name == "register":
-        body = {"given_name": "Benchmark", "family_name": "Child", "sex": "female", "birth_date": today,
-                "bform": "{u}", "guardian": {"name": "Benchmark Guardian", "relationship": "mother", "cnic": "{g}"},
-                "phone": "0300-1234567", "address": "House 1, Street 2, Shadman"}
-        return RequestSpec("POST", "/api/v1/patients", json.dumps(body), headers={**auth, **JSON})
+        return register_spec(token)
     if name == "dose":
         # The same dose recorded again and again for random children is mostly a duplicate or off
         # schedule, which validation refuses: the override keeps every request a recorded dose

@@ -23,40 +23,13 @@ from pathlib import Path
 
 from bench import loadgen, servers
 from bench.population import create_database, drop_database, prepare
-
 from bench.pyspy import Profile
 from bench.runner import DEFAULT_SERVER, RESULTS, _tokens
 from bench.workloads import spec
 
 
-def register_spec(pop, token: str, n: int = 20_000, seed: int = 1947) -> loadgen.RequestSpec:
-    """`register` with distinct children: the workload's fixed names, birth date (today) and phone
-    make every registration after the first a likely duplicate of the earlier ones (409 from
-    the duplicate check, registry/linkage), so it measures the refusal. Here each request takes
-    one of `n` random children (names from the demo generator, a birth date in the last three
-    years, a phone number); B-form and guardian CNIC stay unique per request as in `register`."""
-    import json as _json
-    import random
-    from datetime import date, timedelta
-
-    names = _json.loads((Path(__file__).resolve().parent.parent / "registry/demo/data/names.json").read_text())
-    rng, today, choices = random.Random(seed), date.today(), []
-    for _ in range(n):
-        sex = rng.choice(("female", "male"))
-        given = rng.choice(names["female_given" if sex == "female" else "male_given"])
-        family = rng.choice(names["family"])
-        mother = f"{rng.choice(names['female_given'])} {rng.choice(names['family'])}"
-        born = (today - timedelta(days=rng.randrange(1, 3 * 365))).isoformat()
-        choices.append(f'"name": "{mother}"}}, "given_name": "{given}", "family_name": "{family}", "sex": "{sex}", '
-                       f'"birth_date": "{born}", "phone": "03{rng.randrange(10**9):09d}", '
-                       f'"address": "House {rng.randrange(1, 400)}, {rng.choice(names["streets"])}"')
-    body = '{"bform": "{u}", "guardian": {"relationship": "mother", "cnic": "{g}", {x}}'
-    return loadgen.RequestSpec("POST", "/api/v1/patients", body, choices=choices,
-                               headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-
-
 def _spec(name, pop, token):
-    return register_spec(pop, token) if name == "register_distinct" else spec(name, pop, token)
+    return spec("register", pop, token) if name == "register_distinct" else spec(name, pop, token)
 
 
 def _measure(generator, server, pop, token, name, duration, concurrency, nonce) -> dict:
@@ -78,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-url", default=DEFAULT_SERVER)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--register", choices=("register", "register_distinct"), default="register_distinct",
-                   help="the registration workload: bench's `register`, or distinct children (default; see register_spec)")
+                   help="name of the registration workload in the results; both take distinct children (bench.workloads.register_spec)")
     a = p.parse_args(argv)
     generator, _ = loadgen.choose()
     started = datetime.now(UTC)

@@ -112,6 +112,9 @@ def _cross_nodes(rt: Runtime) -> None:
     for node, n in sorted(report.pulled.items()):
         console.print(f"{node}: {n} encodings pulled, {report.pushed.get(node, 0)} pairs pushed")
     console.print(f"{report.compared} pairs of encodings compared, {report.found} new cross-province pairs")
+    if report.rescored or report.withdrawn or any(report.gone.values()):
+        console.print(f"{sum(report.gone.values())} encodings removed on the nodes, {report.rescored} pairs re-scored, "
+                      f"{report.withdrawn} pairs withdrawn (pushed to both nodes)")
     if report.unreachable:
         console.print(f"[yellow]not reached: {', '.join(sorted(set(report.unreachable)))} (its pairs wait for the next run)[/yellow]")
         raise typer.Exit(3)

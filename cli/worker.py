@@ -24,13 +24,20 @@ def worker():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     rt = Runtime.build(get_settings())
     rt.load_keys()
+    transport = None
+    from registry.linkage import comparer_schedule
+
+    if comparer_schedule.configured(rt.settings):  # the national linkage comparer (docs/linkage.md)
+        from api.nodes.transport import MutualTlsTransport
+
+        transport = MutualTlsTransport(rt.settings)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await background.run(rt, stop)
+        await background.run(rt, stop, transport)
 
     try:
         asyncio.run(main())

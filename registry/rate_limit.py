@@ -106,3 +106,18 @@ def _hit_sync(engine, values: dict) -> int:
     stmt = _SQLITE if engine.dialect.name == "sqlite" else _PG
     with engine.begin() as conn:
         return conn.execute(stmt.values(**values)).scalar_one()
+
+
+def node_key(node: str) -> str:
+    """The window of a calling node on the node-to-node linkage routes (api/nodes/app.py)."""
+    return hashlib.sha256(f"rate:node-linkage:{node}".encode()).hexdigest()
+
+
+def check_sync(engine, key: str, requests: int, window_seconds: int) -> None:
+    """Count one request against `key`'s window (its own autocommit statement, as `check`);
+    TooManyAttempts (429, Retry-After: the seconds left) past `requests`. 0: no limit."""
+    if not requests:
+        return
+    period, left = _window(window_seconds)
+    if _hit_sync(engine, {"key": key, "period": period, "hits": 1}) > requests:
+        raise TooManyAttempts(f"more than {requests} requests in {window_seconds} s; slow down", retry_after=left)

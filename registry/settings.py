@@ -235,6 +235,14 @@ class NodeSettings(_Strict):
     # the node whose certificate may pull this node's linkage encodings and push candidate pairs back
     # (the national comparer, registry/linkage/node_exchange.py); unset: encodings go to nobody
     comparer: str | None = Field(None, pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
+    # on the comparer (no `province`): how often `nhr worker` pulls, compares and pushes (0: never; the command only)
+    compare_interval_seconds: int = Field(0, ge=0, le=7 * 86_400)
+    # on a province node serving a comparer: how often `nhr worker` re-encodes its records (0: never; the command
+    # only), so that an unmerge or a changed name or birth date reaches the comparer's next pull
+    encode_interval_seconds: int = Field(0, ge=0, le=7 * 86_400)
+    # on a province node: requests a calling node may make to /node/v1/linkage/* per window (0: no limit)
+    linkage_rate_limit_requests: int = Field(600, ge=0)
+    linkage_rate_limit_window_seconds: int = Field(60, ge=1, le=86_400)
 
 
 class Settings(_Strict):

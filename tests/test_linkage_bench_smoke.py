@@ -43,3 +43,35 @@ def test_dedupe_full_run_bench_loads_by_copy_and_runs_the_cli():
     assert int(cells[5].replace(",", "")) > 300 and int(cells[8].replace(",", "")) > 0  # records, new candidates
     [review] = [line for line in lines if line.startswith("| review queue")]
     assert float(re.findall(r"\| ([0-9.]+) \|", review)[1]) > 0.9  # recall of the review queue
+
+
+@pytest.mark.skipif(not PG_URL.startswith(("postgresql", "postgres:")), reason="needs PostgreSQL (NHR_TEST_DATABASE_URL)")
+def test_dedupe_full_run_load_only_then_reuse(tmp_path):
+    """`--load-only`: the province is loaded and kept without a dedupe run (an empty queue); the
+    printed `--reuse` run then times the dedupe alone on it. The database is dropped here."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    from bench import dedupe_full_run
+
+    db = f"nhr_loadonly_{secrets.token_hex(3)}"
+    key_dir = tmp_path / "kept" / "keyring"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    try:
+        [note] = dedupe_full_run.measure(PG_URL, 200, db=db, load_only=True, key_dir=key_dir)
+        assert f"--db {db} --reuse {key_dir}" in note and key_dir.is_dir()
+        url = PG_URL.rsplit("/", 1)[0] + f"/{db}"
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as c:
+            assert c.execute(text("SELECT count(*) FROM patients")).scalar() > 200
+            assert c.execute(text("SELECT count(*) FROM link_candidates")).scalar() == 0
+            assert c.execute(text("SELECT count(*) FROM dedupe_runs")).scalar() == 0
+        engine.dispose()
+        lines = dedupe_full_run.measure(PG_URL, 200, db=db, reuse=key_dir, keep=False)
+        [run] = [line for line in lines if line.startswith("| 1: full run")]
+        assert int([c.strip() for c in run.split("|")][8].replace(",", "")) > 0  # new candidates
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()

@@ -4,6 +4,7 @@ deduplication, and where matching runs: no value in candidate or model rows, not
 import json
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import select, text
 
@@ -329,6 +330,29 @@ def test_propose_many_stores_as_propose_does(world, runtime):
     with runtime.sessions.begin() as s:  # again: nothing new, nothing changed
         assert repo.propose_many(s, [(a, b, sc), (a, d, sc)], model_version="m1", source="dedupe") == 0
     assert {r.version for r in _candidates(runtime, a) if frozenset((r.left_id, r.right_id)) != frozenset((a, c))} == {1, 2}
+
+
+def test_propose_many_stores_exact_values(world, runtime):
+    """The bulk insert (one JSON document a statement on PostgreSQL) stores the weight and
+    probability floats exactly, the levels as given, the time given, in both orders of a pair."""
+    from registry.linkage import repository as repo
+    from registry.linkage.scoring import Scored
+
+    a, b, c = (uuid.UUID(world.register("clinic_a")["id"]) for _ in range(3))
+    levels = {"given_name": -1, "family_name": 5, "birth_date": 3, "place": 0}
+    sc = Scored(levels, 13.300000000000002, 0.99989871234567891, "certain")
+    sc2 = Scored({"given_name": 2}, -2.5e-7, 1 / 3, "possible")
+    now = datetime(2026, 12, 3, 13, 5, 7, 123456, tzinfo=UTC)
+    with runtime.sessions.begin() as s:
+        assert repo.propose_many(s, [(b, a, sc), (a, c, sc2)], model_version="m-exact", source="dedupe", now=now) == 2
+    rows = {frozenset((r.left_id, r.right_id)): r for r in _candidates(runtime, a)}
+    ab, ac = rows[frozenset((a, b))], rows[frozenset((a, c))]
+    assert (ab.left_id, ab.right_id) == repo.ordered(a, b)
+    assert (ab.match_weight, ab.match_probability, ab.levels, ab.grade) == (sc.weight, sc.probability, levels, "certain")
+    assert (ac.match_weight, ac.match_probability, ac.levels, ac.grade) == (sc2.weight, sc2.probability, {"given_name": 2},
+                                                                            "possible")
+    assert (ab.status, ab.version, ab.source, ab.model_version) == ("open", 1, "dedupe", "m-exact")
+    assert ab.created_at == now and ab.decided_at is None and ab.note_ct is None
 
 
 def _match(world, who, patient: dict, *extra) -> dict:

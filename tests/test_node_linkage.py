@@ -14,7 +14,12 @@ of the same federation CA named `PK`, with its own SQLite database and a key dir
   audited by the asked node, as is the comparer's certificate speaking as another role;
 - the comparer's process never loads the secret (its keyring may not create it, and has none);
 - encodings and pairs carry ids, block, CLK and scores only; every pull and push is audited on
-  both sides with counts only.
+  both sides with counts only;
+- a record merged on a node reaches the comparer as a tombstone, which withdraws its pairs on
+  both nodes (out of the stewards' queues); an unmerge brings the pair back;
+- the node routes are rate limited per calling node: 429 problem+json with Retry-After, audited;
+- `nhr worker` on the comparer runs it on its interval, a node that cannot be reached not
+  stopping the others.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import base64
 import json
 import os
 import secrets
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -185,8 +192,8 @@ def test_every_pull_and_push_is_audited_on_both_sides_with_counts_only(federatio
         text = json.dumps(pull["detail"], default=str) + json.dumps(push["detail"], default=str)
         assert not any(n in text for n in NAMES) and linked["punjab_id"] not in text and linked["sindh_id"] not in text
     pulls = {e["detail"]["node"]: e["detail"] for e in _comparer_events(comparer, "linkage.encodings")[:2]}
-    assert pulls == {"PK-PB": {"node": "PK-PB", "count": 1, "pages": 1, "incremental": False},
-                     "PK-SD": {"node": "PK-SD", "count": 1, "pages": 1, "incremental": False}}
+    assert pulls == {"PK-PB": {"node": "PK-PB", "count": 1, "gone": 0, "pages": 1, "incremental": False},
+                     "PK-SD": {"node": "PK-SD", "count": 1, "gone": 0, "pages": 1, "incremental": False}}
     pushes = {e["detail"]["node"]: e["detail"] for e in _comparer_events(comparer, "linkage.pairs")[:2]}
     assert pushes["PK-PB"]["sent"] == 1 and pushes["PK-SD"]["stored"] == 1
     [run] = _comparer_events(comparer, "linkage.node_compare")[:1]
@@ -269,3 +276,100 @@ def test_only_the_comparer_may_read_encodings_or_push_pairs(federation, comparer
     r = httpx.post(punjab.node_url + "/node/v1/patients/search", json=_search_body(NodeSigner.load(*comparer_signer), as_comparer),
                    verify=_tls(cert=(comparer["cert"], comparer["key"]), ca=ca), trust_env=False, timeout=30)
     assert r.status_code == 401 and "Ayesha" not in r.text
+
+
+def _steward(node, path: str, body: dict) -> dict:
+    steward = "steward.punjab" if node.province == "PK-PB" else "steward.sindh"
+    with node.client(steward) as c:
+        r = c.post(path, json=body)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def _queue_ids(node) -> set[str]:
+    steward = "steward.punjab" if node.province == "PK-PB" else "steward.sindh"
+    with node.client(steward) as c:
+        r = c.get("/api/v1/linkage/remote-candidates")
+    assert r.status_code == 200, r.text
+    return {i["local_id"] for i in r.json()["items"]}
+
+
+def test_a_merge_on_a_node_withdraws_the_pair_on_both_nodes_and_an_unmerge_brings_it_back(federation, comparer, secret_file,
+                                                                                          linked):
+    punjab, sindh = federation["punjab"], federation["sindh"]
+    with sindh.client("clinic.karachi") as c:
+        r = c.post("/api/v1/patients", json=_child(given_name="Mehwish", family_name="Qureshi",
+                                                   guardian={"name": "Rabia Qureshi", "relationship": "mother"}))
+        assert r.status_code == 201, r.text
+        survivor = r.json()
+    _steward(sindh, "/api/v1/linkage/merges", {"survivor_id": survivor["id"], "merged_id": linked["sindh_id"]})
+    report = _run(federation, comparer)  # the merge is in Sindh's feed at once: no re-encoding needed
+    assert report.gone["PK-SD"] == 1 and report.withdrawn == 1 and report.unreachable == []
+    for node in (punjab, sindh):
+        assert [r["status"] for r in _remote_rows(node)] == ["withdrawn"]
+    assert linked["punjab_id"] not in _queue_ids(punjab) and linked["sindh_id"] not in _queue_ids(sindh)
+    pushes = [e for e in punjab.cluster.events("linkage.pairs") if e["outcome"] == "success"]
+    assert pushes[-1]["detail"]["withdrawn"] == 1 and pushes[-1]["client_address"] == f"node:{COMPARER}"
+    # the unmerge: the record is encoded again, the pair found again, back in both queues
+    _steward(sindh, f"/api/v1/linkage/patients/{linked['sindh_id']}/unmerge", {})
+    _encode(sindh, secret_file)
+    again = _run(federation, comparer)
+    assert again.pulled["PK-SD"] >= 1 and again.rescored == 1 and again.found == 0
+    for node in (punjab, sindh):
+        assert [r["status"] for r in _remote_rows(node)] == ["open"]
+    assert linked["punjab_id"] in _queue_ids(punjab) and linked["sindh_id"] in _queue_ids(sindh)
+
+
+def test_the_linkage_routes_are_rate_limited_per_calling_node(federation, comparer, linked):
+    from registry.linkage import node_comparer, node_exchange
+
+    punjab, sindh, ca = federation["punjab"], federation["sindh"], federation["ca"] / "ca.pem"
+    as_comparer = node_comparer.Comparer(COMPARER, {}, NodeSigner.load(comparer["cert"], comparer["key"]), None).caller()
+    statuses = []
+    for _ in range(80):  # Sindh's node hammering Punjab's linkage route: refused 403, then 429 past 60 a window
+        r = _exchange(punjab, (sindh.cert, sindh.key), as_comparer, ca, node_exchange.ENCODINGS_PATH, {})
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {403} and len(statuses) <= 61
+    assert r.headers["content-type"].startswith("application/problem+json") and 0 < int(r.headers["retry-after"]) <= 600
+    assert "clk" not in r.text
+    [event] = punjab.cluster.events("linkage.encodings")[-1:]
+    assert event["outcome"] == "denied" and event["detail"]["reason"] == "rate_limited"
+    assert event["detail"]["remote_node"] == "PK-SD"
+    # the comparer's own window is another: it is still answered
+    r = _exchange(punjab, (comparer["cert"], comparer["key"]), as_comparer, ca, node_exchange.ENCODINGS_PATH, {"limit": 1})
+    assert r.status_code == 200, r.text
+
+
+def test_the_worker_runs_the_comparer_on_its_interval_a_dead_node_not_stopping_the_others(federation, comparer,
+                                                                                          secret_file, linked):
+    punjab, sindh = federation["punjab"], federation["sindh"]
+    with sindh.client("clinic.karachi") as c:  # a third spelling of the Punjab child, for the worker to find
+        r = c.post("/api/v1/patients", json=_child(given_name="Aysha"))
+        assert r.status_code == 201, r.text
+        aysha = r.json()
+    _encode(sindh, secret_file)
+    peers = federation["base"] / "peers-with-a-dead-node.json"
+    live = json.loads((federation["base"] / "peers.json").read_text())
+    peers.write_text(json.dumps({**live, "PK-KP": "https://127.0.0.1:9"}))  # nothing listens there
+    env = {**comparer["env"], "NHR_NODE_PEERS_FILE": str(peers), "NHR_NODE_COMPARE_INTERVAL_SECONDS": "2",
+           "NHR_NODE_TIMEOUT_SECONDS": "5", "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0"}
+    before = len(_comparer_events(comparer, "linkage.node_compare"))
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_comparer_events(comparer, "linkage.node_compare")) < before + 2 and time.monotonic() < deadline:
+            assert worker.poll() is None, worker.stderr.read()
+            time.sleep(0.5)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    runs = [e["detail"] for e in _comparer_events(comparer, "linkage.node_compare")[before:]]
+    assert len(runs) >= 2 and all(r["unreachable"] == ["PK-KP"] for r in runs)
+    assert runs[0]["pulled"]["PK-SD"] >= 1 and runs[0]["found"] >= 1 and runs[1]["found"] == 0
+    assert aysha["id"] in {str(r["local_id"]) for r in _remote_rows(sindh)}
+    assert aysha["id"] in {str(r["remote_id"]) for r in _remote_rows(punjab)}
+    assert "Aysha" not in err and "Ayesha" not in err

@@ -118,7 +118,9 @@ class Node:
                     "NHR_AUDIT_SEAL_INTERVAL_SECONDS": "0", "NHR_REPORT_REFRESH_INTERVAL_SECONDS": "0",
                     "NHR_ARGON2_MEMORY_KIB": "1024", "NHR_ARGON2_TIME_COST": "1", "NHR_RATE_LIMIT_REQUESTS": "100000",
                     "NHR_LINKAGE_CHECK": "false", "NHR_CONSOLE_SECURE_COOKIE": "false",
-                    "NHR_NODE_COMPARER": COMPARER}  # the national linkage comparer (tests/test_node_linkage.py)
+                    "NHR_NODE_COMPARER": COMPARER,  # the national linkage comparer (tests/test_node_linkage.py)
+                    # a calling node's requests to /node/v1/linkage/* (tests/test_node_linkage.py reaches it)
+                    "NHR_NODE_LINKAGE_RATE_LIMIT_REQUESTS": "60", "NHR_NODE_LINKAGE_RATE_LIMIT_WINDOW_SECONDS": "600"}
         settings = Settings(env="test", database_url=cluster.url(), key_dir=self.home / "keys", node={"province": province},
                             passwords={"argon2_memory_kib": 1024, "argon2_time_cost": 1})
         rt = Runtime.build(settings, provisioning=True)

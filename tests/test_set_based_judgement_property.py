@@ -61,9 +61,6 @@ def _scenario(draw):
     age = draw(st.integers(20, 700))
     history = draw(st.lists(_dose(age, history=True), max_size=8))
     upload = draw(st.lists(_dose(age, history=False), min_size=1, max_size=8))
-    # at most one combination product an upload (several: see the inferred numbers below)
-    combos = [n for n, d in enumerate(upload) if "code" in d]
-    upload = [d for n, d in enumerate(upload) if n not in combos[1:]]
     return age, history, upload
 
 
@@ -94,9 +91,10 @@ def _upload(world, client, runtime, pid: str, birth: date, upload: list[dict]) -
         # inferred number is compared by series and date only, apart from its row: doses of one series
         # on one day are numbered in the order of their ids (validation.inferred_numbers), and the ids
         # differ between the two children
-        stored = sorted((position.get(str(d.id)) or position.get(str(d.component_of)) or "history", d.vaccine, d.date_given,
+        stored = [(position.get(str(d.id)) or position.get(str(d.component_of)) or "history", d.vaccine, d.date_given,
                          None if d.dose_number_inferred else d.dose_number, d.dose_number_inferred, d.override_rule, d.status,
-                         d.component_of is not None) for d in by_id.values())
+                         d.component_of is not None) for d in by_id.values()]
+        stored.sort(key=repr)  # two rows may be equal up to a None and a number
         numbers = sorted((d.vaccine, d.date_given, d.dose_number) for d in by_id.values() if d.dose_number_inferred)
     events = sorted((e.action, e.outcome, position.get(str(e.resource_id), "-" if e.resource_id is None else "?"),
                      e.outside_capture_scope, sorted((e.detail or {}).items()) if e.action != "sync.batch" else None)
@@ -104,7 +102,7 @@ def _upload(world, client, runtime, pid: str, birth: date, upload: list[dict]) -
     return results, stored, numbers, events
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(scenario=_scenario())
 def test_the_set_based_judgement_equals_the_judgement_one_by_one(world, client, runtime, scenario):
     age, history, upload = scenario
@@ -114,17 +112,17 @@ def test_the_set_based_judgement_equals_the_judgement_one_by_one(world, client, 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(sync_batch, "_doses", _one_by_one)
         one_by_one = _upload(world, client, runtime, b, birth, upload)
-    # inferred numbers (set_based[2]) are left out: the set-based path renumbers once, after every
-    # item, while one by one a numbered dose recorded after an inferred one of its series leaves the
-    # inferred number stale (service.record renumbers only for an inferred dose). Found by this test,
-    # on main too; reported in bench/RESULTS.md 2026-12-03 10:55, not fixed here.
-    set_based, one_by_one = set_based[:2] + set_based[3:], one_by_one[:2] + one_by_one[3:]
+    # inferred numbers (set_based[2]) included: the set-based path renumbers a child at each item
+    # that has an inferred number, from the doses before it, as `service.record` does one by one
+    # (a numbered dose recorded after an inferred one of its series leaves the inferred number as
+    # it was; bench/RESULTS.md 2026-12-03 10:55 found the two paths disagreeing on this)
     assert set_based == one_by_one, [(x, y) for x, y in zip(set_based, one_by_one) if x != y]
 
 
 def test_an_upload_that_fails_while_writing_leaves_nothing_written(world, client, runtime, monkeypatch):
-    """A failure after the doses were judged (here: signing their events) answers 5xx and the
-    unit of work rolls the whole upload back: no dose, receipt, queue mark or success event."""
+    """A failure after the doses were judged and written (here: the trail's bookkeeping once the
+    rows are in, which the sync and the event loop's paths both reach) answers 5xx and the unit
+    of work rolls the whole upload back: no dose, receipt, queue mark or success event."""
     from registry.immunizations import batch as dose_batch
 
     p = world.register()
@@ -133,10 +131,10 @@ def test_an_upload_that_fails_while_writing_leaves_nothing_written(world, client
                                                                    "date_given": "2026-06-02", "override_reason": REASON}}
              for i, (v, n) in zip(ids, (("BCG", 1), ("OPV", 0), ("HEPB", 1)))]
 
-    def failing(holder, rows, subjects_of=None):
+    def failing(ctx, plan):
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(dose_batch.event_mac, "sign_rows", failing)
+    monkeypatch.setattr(dose_batch, "written", failing)
     rid = uuid.uuid4().hex
     r = client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"X-Request-ID": rid}))
     assert r.status_code >= 500
@@ -170,3 +168,20 @@ def test_a_dose_with_no_number_renumbers_the_other_series_as_one_by_one(world, c
         one_by_one = _upload(world, client, runtime, b, birth, upload)
     assert set_based == one_by_one
     assert stale == 1 and [n for vaccine, _, n in set_based[2] if vaccine == "PENTA"] == [2]
+
+
+def test_a_numbered_dose_after_an_inferred_one_leaves_its_number_as_one_by_one(world, client, runtime):
+    """Within one upload, a PENTA with no number and then a numbered PENTA 1 dated earlier: one by
+    one, the second dose does not renumber the first (`service.record` renumbers only for a dose
+    whose number is inferred), so the first keeps the number it got; the set-based path must
+    store the same numbers (it renumbered once after every item before)."""
+    birth = local_today() - timedelta(days=300)
+    upload = [{"vaccine": "PENTA", "date_given": 120, **REPORTED},
+              {"vaccine": "PENTA", "dose_number": 1, "date_given": 60, **REPORTED}]
+    a, b = _child(world, client, birth, []), _child(world, client, birth, [])
+    set_based = _upload(world, client, runtime, a, birth, upload)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sync_batch, "_doses", _one_by_one)
+        one_by_one = _upload(world, client, runtime, b, birth, upload)
+    assert set_based == one_by_one
+    assert [n for vaccine, _, n in set_based[2] if vaccine == "PENTA"] == [1]

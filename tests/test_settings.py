@@ -94,6 +94,10 @@ ENV = {
     "NHR_NODE_LISTEN_PORT": ("node.listen_port", "9443", 9443),
     "NHR_NODE_TIMEOUT_SECONDS": ("node.timeout_seconds", "5", 5),
     "NHR_NODE_COMPARER": ("node.comparer", "PK", "PK"),
+    "NHR_NODE_COMPARE_INTERVAL_SECONDS": ("node.compare_interval_seconds", "900", 900),
+    "NHR_NODE_ENCODE_INTERVAL_SECONDS": ("node.encode_interval_seconds", "21600", 21600),
+    "NHR_NODE_LINKAGE_RATE_LIMIT_REQUESTS": ("node.linkage_rate_limit_requests", "300", 300),
+    "NHR_NODE_LINKAGE_RATE_LIMIT_WINDOW_SECONDS": ("node.linkage_rate_limit_window_seconds", "120", 120),
 }
 
 

@@ -12,9 +12,10 @@ from api.console import (audit_routes, audit_status_routes, children_routes, cov
                          guardian_routes, i18n, review_routes, session_routes, staff_routes, templating, verify_routes)
 from api.console import linkage_routes, merges_routes
 from api.deps import Public
+from api.routing import GatedRoute
 
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
-static_router = APIRouter(include_in_schema=False, dependencies=[Public])
+static_router = APIRouter(route_class=GatedRoute, include_in_schema=False, dependencies=[Public])
 
 
 def _accepts_gzip(header: str) -> bool:
@@ -43,7 +44,7 @@ def static(request: Request, version: str, name: str) -> Response:
     return Response(templating.static_file(name), media_type=media, headers=_IMMUTABLE)
 
 
-router = APIRouter()
+router = APIRouter(route_class=GatedRoute)
 for _module in (session_routes, verify_routes, children_routes, coverage_routes, due_routes, review_routes, audit_routes,
                 audit_status_routes, staff_routes, guardian_routes, merges_routes, linkage_routes):
     router.include_router(_module.router)

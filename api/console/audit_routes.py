@@ -16,12 +16,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry.audit_log import exports, service
 from registry.audit_log.repository import EventFilter
 from security.access.permissions import Permission as P
 from security.audit.trail import OUTCOMES
 
-router = APIRouter(prefix="/console/audit", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/audit", include_in_schema=False)
 PAGE = 50
 
 Text = Annotated[str | None, Form(max_length=48)]

@@ -13,10 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry.audit_log import anomalies, log_status
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/audit", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/audit", include_in_schema=False)
 
 Day = Annotated[date | None, Form()]
 

@@ -17,13 +17,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry.immunizations import service as immunizations
 from registry.nodes import service as nodes
 from registry.patients import service as patients
 from registry.schedules import service as schedules
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/children", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/children", include_in_schema=False)
 
 Reason = Annotated[str | None, Form(max_length=500)]
 

@@ -21,12 +21,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry.reports import catalogue as cat
 from registry.reports import render as charts
 from registry.reports import service as reports
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/coverage", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/coverage", include_in_schema=False)
 
 Cohort = Annotated[str, Form(pattern=r"^\d{4}(-\d{2})?$")]
 Code = Annotated[str | None, Form(max_length=32)]

@@ -14,10 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
 from api.deps import runtime
+from api.routing import GatedRoute
 from registry.due_lists import service
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/due", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/due", include_in_schema=False)
 
 
 @router.get("")

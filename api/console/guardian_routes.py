@@ -20,6 +20,7 @@ from api.console.gate import ConsoleCall, Gate, check_anonymous_csrf, cookie_nam
 from api.console.session_routes import anonymous_form
 from api.console.templating import render
 from api.deps import Public, UoW, runtime
+from api.routing import GatedRoute
 from registry import errors as e
 from registry.certificates import card
 from registry.certificates.valuesets import DEFAULT_DISEASE, DISEASES
@@ -27,7 +28,7 @@ from registry.citizens import service as citizens
 from registry.console_sessions import service as sessions
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/my", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/my", include_in_schema=False)
 
 
 @router.get("/login", dependencies=[Public])

@@ -19,12 +19,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry import errors as e
 from registry.linkage import decisions, queue, remote_queue
 from registry.linkage.steward_schemas import NOTE_MAX, Decision
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/linkage", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/linkage", include_in_schema=False)
 PAGE = 20
 DONE = {"merged", "not_same", "unsure"}
 # the fields compared side by side, in the order a steward reads them: (label, attribute path)

@@ -16,11 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry.linkage import merge, unmerge_choice
 from registry.linkage.steward_schemas import UnmergeRequest
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/linkage/merges", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/linkage/merges", include_in_schema=False)
 PAGE = 20
 
 

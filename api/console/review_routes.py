@@ -14,10 +14,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
+from api.routing import GatedRoute
 from registry.audit_log import break_glass
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/console/audit/break-glass", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/audit/break-glass", include_in_schema=False)
 
 
 @router.get("")

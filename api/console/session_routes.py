@@ -13,12 +13,13 @@ from api.console import i18n
 from api.console.gate import ConsoleCall, Gate, anonymous_csrf, check_anonymous_csrf, cookie_name, secure, set_cookie
 from api.console.templating import render
 from api.deps import Public, UoW, runtime
+from api.routing import GatedRoute
 from registry.console_sessions import service as sessions
 from security.access.permissions import Permission as P
 from security.access.principal import AccessContext
 from security.audit.trail import AuditTrail
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, include_in_schema=False)
 
 LANDING = {"health_official": "/console/children", "clinic_worker": "/console/children"}
 

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.console.gate import ConsoleCall, Gate
 from api.console.templating import render
 from api.deps import runtime
+from api.routing import GatedRoute
 from registry import errors as e
 from registry.users import actions
 from registry.users import service as users
@@ -27,7 +28,7 @@ from security.access.permissions import ROLE_SCOPE_LEVELS, Role
 from security.access.permissions import Permission as P
 from security.audit import trail as audit
 
-router = APIRouter(prefix="/console/staff", include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, prefix="/console/staff", include_in_schema=False)
 
 
 def _list(call: ConsoleCall, **context):

@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from api.console.gate import check_anonymous_csrf
 from api.console.session_routes import anonymous_form
 from api.deps import Public, UoW, runtime
+from api.routing import GatedRoute
 from registry.certificates import service
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, include_in_schema=False)
 
 
 @router.get("/verify", dependencies=[Public])

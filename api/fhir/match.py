@@ -9,11 +9,12 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from api.deps import require
 from api.fhir.responses import PREFIX, fhir_response
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.fhir import match
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix=PREFIX, tags=["fhir"])
+router = APIRouter(route_class=GatedRoute, prefix=PREFIX, tags=["fhir"])
 
 
 @router.post("/Patient/$match", summary="Patient/$match: likely records of this child (search scope), graded and scored")

@@ -21,12 +21,13 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import Public, require
 from api.fhir import negotiation
 from api.fhir.responses import PREFIX, fhir_response
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.fhir import bundle, capability, params, service
 from registry.schedules.service import ACTION as SCHEDULE_ACTION
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix=PREFIX, tags=["fhir"])
+router = APIRouter(route_class=GatedRoute, prefix=PREFIX, tags=["fhir"])
 Resource = Annotated[dict, Body(description="a FHIR R4 resource (application/fhir+json)")]
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -14,6 +14,9 @@ Invariants:
 - The two linkage routes (`/node/v1/linkage/encodings`, `/pairs`: registry/linkage/node_exchange.py)
   also admit the node named by `NHR_NODE_COMPARER`, which is not a peer, and answer only it,
   speaking as the linkage comparer; anyone else, a peer included, is 403 and audited (denied).
+  Each calling node may make `NHR_NODE_LINKAGE_RATE_LIMIT_REQUESTS` requests to them per
+  `NHR_NODE_LINKAGE_RATE_LIMIT_WINDOW_SECONDS` (registry/rate_limit.py, counted in the database);
+  past that, 429 problem+json with Retry-After, audited as denied (`reason: rate_limited`).
 - Each request is one transaction with its audit event; refusals are written again after the
   rollback (as in api/deps.py); a database that cannot be reached answers 503.
 """
@@ -28,7 +31,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import problems
-from registry import database
+from registry import database, rate_limit
 from registry import errors as e
 from registry.context import ServiceContext
 from registry.linkage import node_exchange as nodes_linkage
@@ -74,10 +77,19 @@ class PushedPair(BaseModel):
     levels: dict[Literal["given_name", "family_name", "guardian_name", "birth_date", "sex"], int] = Field(max_length=5)
 
 
+class WithdrawnPair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    local_id: uuid.UUID
+    remote_node: str = Field(pattern=r"^[A-Z]{2}(-[A-Z]{2,3})?$")
+    remote_id: uuid.UUID
+
+
 class PairsPush(BaseModel):
     model_config = ConfigDict(extra="forbid")
     assertion: dict
     pairs: list[PushedPair] = Field(max_length=nodes_linkage.PAGE_MAX)
+    # pairs the comparer withdraws (a record merged, erased or changed): out of the stewards' queue
+    withdrawn: list[WithdrawnPair] = Field(default_factory=list, max_length=nodes_linkage.PAGE_MAX)
 
 
 def _comparer(request: Request) -> Callable:
@@ -107,6 +119,15 @@ def _serve(request: Request, assertion: dict, action: str, principal_of: Callabl
             trail.record(session, action, audit.UNAUTHENTICATED, resource_type="Node", detail={"reason": str(exc)})
             raise e.Unauthenticated(str(exc)) from None
         trail = AuditTrail(AccessContext(None, None, rid, f"node:{claims['node']}"))
+        if comparer_route:  # the linkage routes: a rate limit per calling node, before anything is read
+            limits = rt.settings.node
+            try:
+                rate_limit.check_sync(rt.engine, rate_limit.node_key(claims["node"]), limits.linkage_rate_limit_requests,
+                                      limits.linkage_rate_limit_window_seconds)
+            except e.TooManyAttempts:
+                trail.record(session, action, audit.DENIED, resource_type="Node",
+                             detail={**remote.detail(claims), "reason": "rate_limited"})
+                raise
         try:
             principal = principal_of(claims)
             purpose = remote.purpose(claims, principal) if principal is not None else "HOPERAT"
@@ -161,7 +182,8 @@ def create_node_app(runtime: Runtime) -> FastAPI:
         province = runtime.federation.province
         return _serve(request, body.assertion, nodes_linkage.PUSH, _comparer(request),
                       lambda ctx, claims: nodes_linkage.store_pairs(ctx, claims, province,
-                                                                    [p.model_dump() for p in body.pairs]),
+                                                                    [p.model_dump() for p in body.pairs],
+                                                                    [w.model_dump() for w in body.withdrawn]),
                       comparer_route=True)
 
     return app

@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.users import actions
 from registry.users.schemas import UserView
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/users", tags=["reference"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/users", tags=["reference"])
 
 
 class PasswordResetView(BaseModel):

@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.aefi import codes, service
 from registry.aefi.schemas import AdverseEventCounts, AdverseEventCreate, AdverseEventPage, AdverseEventView
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1", tags=["adverse events"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["adverse events"])
 Vaccine = Annotated[str | None, Query(max_length=16, pattern=r"^[A-Za-z0-9]+$")]
 Lot = Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9./ -]+$")]
 OnsetFrom = Annotated[date | None, Query(alias="onset_from")]

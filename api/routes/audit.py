@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.audit_log import service
 from registry.audit_log.repository import EventFilter
 from registry.audit_log.schemas import AuditEventPage
@@ -16,7 +17,7 @@ from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 from security.audit.trail import OUTCOMES
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/audit", tags=["audit"])
 
 
 @router.get("/events", response_model=AuditEventPage, summary="Search audit events in your jurisdiction")

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.audit_log import log_status, proofs
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/audit", tags=["audit"])
 Auditor = Annotated[ServiceContext, Depends(require(P.AUDIT_READ, action="audit.proof"))]
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.audit_log import anomalies, break_glass, exports
 from registry.audit_log.repository import EventFilter
 from registry.audit_log.schemas import EXAMPLE_BREAK_GLASS_READ, EXAMPLE_SEARCH, AuditEventView
@@ -19,7 +20,7 @@ from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 from security.audit.trail import OUTCOMES
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/audit", tags=["audit"])
 
 EXPORT_DOC = ("Streams every matching event in your jurisdiction, oldest first, up to a hard maximum of "
               "`NHR_AUDIT_EXPORT_MAX_ROWS` rows (100,000 by default). Response headers: `X-Export-Count` (rows sent), "

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import Public, UoW, client_address, require, runtime
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.users import service
 from registry.users.schemas import TokenResponse
@@ -15,7 +16,7 @@ from security.access.permissions import Permission as P
 from security.access.principal import AccessContext
 from security.audit.trail import AuditTrail
 
-router = APIRouter(prefix="/api/v1", tags=["auth"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["auth"])
 
 
 @router.post("/auth/token", response_model=TokenResponse, dependencies=[Public],

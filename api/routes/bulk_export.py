@@ -14,13 +14,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.bulk import export
 from registry.context import ServiceContext
 from registry.errors import InvalidInput
 from security.access.permissions import Permission as P
 from security.audit import trail as audit
 
-router = APIRouter(prefix="/fhir/R4", tags=["fhir-bulk"])
+router = APIRouter(route_class=GatedRoute, prefix="/fhir/R4", tags=["fhir-bulk"])
 NDJSON = "application/fhir+ndjson"
 _FORMATS = {NDJSON, "application/ndjson", "ndjson"}
 _KICKOFF_DOC = ("Starts an export of the Patient and Immunization resources in your jurisdiction. Needs "

@@ -21,13 +21,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import Public, require
+from api.routing import GatedRoute
 from registry.certificates import card, service
 from registry.certificates.models import REVOCATION_REASONS
 from registry.context import ServiceContext
 from security.access.permissions import Permission as P
 from security.certificates import hcert
 
-router = APIRouter(prefix="/api/v1", tags=["certificates"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["certificates"])
 
 
 class IssuedView(BaseModel):

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 
 from api.deps import Public, UoW, client_address, oauth2, require, runtime
+from api.routing import GatedRoute
 from registry import errors as e
 from registry.citizens import service
 from registry.citizens.schemas import (EXAMPLE_DOSES, AccessCodeIssued, AccessLogPage, CitizenCertificate, CitizenDose,
@@ -22,7 +23,7 @@ from registry.context import ServiceContext
 from security import tokens
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1")
 _LOGIN_BODY = {"requestBody": {"required": True, "content": {
     "application/x-www-form-urlencoded": {"schema": CitizenLogin.model_json_schema(),
                                           "example": {"health_id": "0302-1711-7681", "access_code": "K7Q4-M9PX-2RC"}},

@@ -16,8 +16,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
 from api.deps import Public
+from api.routing import GatedRoute
 
-router = APIRouter(dependencies=[Public], include_in_schema=False)
+router = APIRouter(route_class=GatedRoute, dependencies=[Public], include_in_schema=False)
 
 _FILES = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8",
           "favicon-32x32.png": "image/png"}

@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.due_lists import service
 from registry.due_lists.schemas import DueList
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1", tags=["field work"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["field work"])
 Code = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9-]+$")]
 From = Annotated[date | None, Query(alias="from", description="first day of the session(s) (default today, UTC+5)")]
 To = Annotated[date | None, Query(alias="to", description="last day (default `from`; at most 92 days after it)")]

@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse
 
 from api.deps import require
 from api.routes.reports import Cohort, Jurisdiction
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.reports import field_service
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/reports", tags=["reports"])
 
 
 @router.get("/refusals", summary="Refusals and missed opportunities per jurisdiction, birth cohort and reason group")

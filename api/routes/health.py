@@ -7,9 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import Public
+from api.routing import GatedRoute
 from registry.database import RETRY_AFTER_SECONDS
 
-router = APIRouter(tags=["operations"], dependencies=[Public])
+router = APIRouter(route_class=GatedRoute, tags=["operations"], dependencies=[Public])
 
 
 @router.get("/healthz", summary="The process is alive")

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Header, Response
 from api.deps import require
 from api.hot_gate import hot
 from api.responses import json_response
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.immunizations import async_record, service
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid
 from registry.patients.service import etag
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1", tags=["immunizations"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["immunizations"])
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=64)]
 
 

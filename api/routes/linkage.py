@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.linkage import decisions, merge, queue, remote_queue, unmerge_choice
 from registry.linkage.remote_queue import RemoteDecision, RemoteDecisionResult, RemoteQueuePage
@@ -15,7 +16,7 @@ from registry.linkage.steward_schemas import (Decision, DecisionResult, MergePag
                                               QueuePage, UnmergeRequest)
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/linkage", tags=["record linkage"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/linkage", tags=["record linkage"])
 Cursor = Annotated[str | None, Query(max_length=200)]
 Limit = Annotated[int | None, Query(ge=1, le=100)]
 

@@ -12,13 +12,14 @@ from api import problems
 from api.deps import require
 from api.hot_gate import hot
 from api.responses import json_response
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.nodes import service as nodes
 from registry.patients import async_register, service
 from registry.patients.schemas import PatientCreate, PatientMatch, PatientPage, PatientRegistered, PatientUpdate, PatientView
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/patients", tags=["patients"])
 
 
 class IdentifierSearch(BaseModel):

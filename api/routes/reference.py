@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.facilities import repository as facilities
 from registry.jurisdictions import repository as jurisdictions
@@ -15,7 +16,7 @@ from registry.users.schemas import UserCreate, UserView
 from security.access.permissions import Permission as P
 from security.audit import trail as audit
 
-router = APIRouter(prefix="/api/v1", tags=["reference"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["reference"])
 
 
 @router.get("/jurisdictions", summary="Children of a jurisdiction node (the provinces if no parent is given)")

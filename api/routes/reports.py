@@ -11,13 +11,14 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.nodes import service as nodes
 from registry.reports import catalogue as cat
 from registry.reports import service
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/reports", tags=["reports"])
 
 Jurisdiction = Annotated[str | None, Query(max_length=32, description="jurisdiction code at any level (default: your scope)",
                                            openapi_examples={"district": {"value": "PK-PB-LAH"}})]

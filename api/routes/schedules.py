@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.schedules import service
 from registry.schedules.schemas import PatientSchedule
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1", tags=["immunizations"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1", tags=["immunizations"])
 
 
 @router.get("/patients/{patient_id}/schedule", response_model=PatientSchedule,

@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import require
+from api.routing import GatedRoute
 from registry.context import ServiceContext
 from registry.sync import batch_async, changes
 from registry.sync.schemas import BatchResult, BatchUpload, ChangesPage
 from security.access.permissions import Permission as P
 
-router = APIRouter(prefix="/api/v1/sync", tags=["sync"])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/sync", tags=["sync"])
 
 
 async def _doses_only(request: Request, principal, rt) -> bool:

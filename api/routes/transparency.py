@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Public, runtime
+from api.routing import GatedRoute
 from registry.audit_log import sealing, transparency
 from registry.errors import InvalidInput
 from registry.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1/transparency", tags=["transparency"], dependencies=[Public])
+router = APIRouter(route_class=GatedRoute, prefix="/api/v1/transparency", tags=["transparency"], dependencies=[Public])
 Rt = Annotated[Runtime, Depends(runtime)]
 _NOTE = {"content": {"text/plain": {"example": "nhr/PK\n7\n/eC8JGQVLcE8epBMGed8zaK078zdsbcCmz3bB++R2cs=\n"
                                                "time 2026-11-22T05:14:02.131000Z\n\n\u2014 nhr/PK NXDSMM6myWkqESeVWl...\n"}}}

@@ -116,7 +116,7 @@ def judge(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], patien
     sync path records it in the session; the event loop's path writes it with the others,
     registry/sync/batch_async.py)."""
     now = datetime.now(UTC)
-    out = Plan()
+    out, renumbering = Plan(), []
     for pid, data in items:
         try:
             out.outcomes.append(_one(ctx, patients.get(pid), pid, data, doses, taken, schedule_of, today, now, out, refuse))
@@ -124,20 +124,32 @@ def judge(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], patien
             out.outcomes.append(exc)
             if stop_on_error:
                 break
-    _renumber(out, patients, doses, schedule_of, today)
+            continue
+        accepted = out.outcomes[-1]
+        if any(row["dose_number_inferred"] for row in (accepted.row, *accepted.parts)):
+            renumbering.append((pid, list(doses[pid])))  # the child's doses as `service.record` renumbers them
+    _renumber(out, patients, renumbering, schedule_of, today)
     return out
 
 
-def _renumber(out: Plan, patients, doses, schedule_of, today) -> None:
-    """Inferred dose numbers in the order of each child's series, once every item is judged."""
+def _renumber(out: Plan, patients, renumbering: list[tuple], schedule_of, today) -> None:
+    """Inferred dose numbers as recording the items one by one leaves them: `service.record`
+    renumbers a child's inferred doses after each dose whose number is inferred, from the doses
+    recorded so far (not after a numbered dose, which leaves them as they were); `renumbering`
+    is each such item's child with its doses then, in order."""
     new = {row["id"]: row for r in out.accepted for row in (r.row, *r.parts) if row["dose_number_inferred"]}
-    for pid in {row["patient_id"] for row in new.values()}:
+    numbers: dict[uuid.UUID, int] = {}  # dose id -> its number after the latest renumbering
+    for pid, rows in renumbering:
         prow = patients[pid]
-        for dose_id, number in validation.inferred_numbers(schedule_of(prow.custodian), prow, doses[pid], today).items():
-            if dose_id in new:
-                new[dose_id]["dose_number"] = number
-            else:
-                out.renumbered[dose_id] = number
+        view = [d._replace(dose_number=numbers[d.id]) if d.id in numbers else d for d in rows]
+        numbers.update(validation.inferred_numbers(schedule_of(prow.custodian), prow, view, today))
+    for dose_id, number in numbers.items():
+        if dose_id in new:
+            new[dose_id]["dose_number"] = number
+        else:
+            out.renumbered[dose_id] = number
+
+
 
 
 def _reads(items) -> tuple[set[str], set[uuid.UUID]]:

@@ -34,7 +34,7 @@ from registry.context import ServiceContext
 from registry.errors import InvalidInput
 from registry.immunizations import repository as repo
 from registry.immunizations.vaccines import VACCINES, first_dose
-from registry.schedules import engine
+from registry.schedules import engine, memo
 
 OUT_OF_RANGE, BEFORE_BIRTH, IN_FUTURE, DUPLICATE = "dose_number_out_of_range", "before_birth", "in_future", "duplicate"
 _MESSAGES = {
@@ -115,16 +115,17 @@ def judge(patient, vaccine: str, dose_number: int | None, date_given: date, exis
     in_force = schedule() if judged else None
     if in_force is None:  # only the plain duplicate rule
         return Verdict(engine.INVALID, DUPLICATE, dose_number) if repeated else Verdict(None, None, fallback)
-    doses = [engine_dose(d) for d in existing if d.vaccine == vaccine]  # a series is made of one vaccine's doses
-    result = engine.evaluate(in_force, patient.birth_date, patient.sex, [*doses, engine.Dose(vaccine, dose_number, date_given)],
-                             today, forecast=False)
-    # the new dose is the last of any identical ones (the engine's sorts are stable), as the
-    # list, which gives identical doses their results in recording order, will say
-    mine = [r for r in result.recorded if (r.vaccine, r.dose_number, r.date_given) == (vaccine, dose_number, date_given)][-1]
-    if mine.status == engine.NOT_IN_SCHEDULE and repeated:  # outside the schedule, the plain rule
+    # a series is made of one vaccine's doses; the engine's judgement of them, remembered per
+    # history shape (exact: registry/schedules/memo.py). The new dose is the last of any identical
+    # ones (the engine's sorts are stable), as the list, which gives identical doses their results
+    # in recording order, will say
+    doses = [engine_dose(d) for d in existing if d.vaccine == vaccine and d.status == engine.COUNTED_STATUS]
+    status, reason, _, counted_as = memo.memo_of(in_force).last(
+        vaccine, patient.birth_date, [*doses, engine.Dose(vaccine, dose_number, date_given)])
+    if status == engine.NOT_IN_SCHEDULE and repeated:  # outside the schedule, the plain rule
         return Verdict(engine.INVALID, DUPLICATE, dose_number)
-    return Verdict(mine.status, mine.reason, dose_number if dose_number is not None else
-                   (mine.counted_as if mine.counted_as is not None else fallback))
+    return Verdict(status, reason, dose_number if dose_number is not None else
+                   (counted_as if counted_as is not None else fallback))
 
 
 def validities(schedule: engine.Schedule | None, patient, rows, as_of: date) -> dict[uuid.UUID, tuple[str, str | None]]:
@@ -171,7 +172,10 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
     if schedule is not None:
         view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
                             get(r, "date_given")) for r in counted]
-        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of, forecast=False).recorded:
+        # the engine itself, on the wanted vaccines' series only: a child's whole history has too many
+        # shapes for the memo to pay (bench/RESULTS.md 2026-12-03 13:20: renumbering through it cost more)
+        only = tuple(s for s in schedule.series if s.vaccine in wanted)
+        for res in engine.evaluate(schedule, patient.birth_date, patient.sex, view, as_of, forecast=False, only=only).recorded:
             pending.setdefault((res.vaccine, res.dose_number, res.date_given), []).append(res)
     position: dict[str, int] = {}
     out = {}

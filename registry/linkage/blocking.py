@@ -93,32 +93,108 @@ def _found_earlier(rule: str, a: dict, b: dict) -> bool:
     return False  # pragma: no cover
 
 
-def index(records: list[dict]) -> dict[str, dict[tuple, tuple[list[int], list[int]]]]:
+class Index(defaultdict):
+    """unit -> key -> (records whose key it is, records whose swapped-date key it is); and, for
+    `pairs`, each rule's keys of every record (`own[rule][i]`, `swap[rule][i]`: the key's entry,
+    the (members, swapped) pair of lists, one object a key; None where the record has no such
+    key), so that "an earlier rule found this pair" is a few identity comparisons instead of
+    recomputing the earlier rules' keys of both records for every pair."""
+
+    own: list[list[tuple | None]]
+    swap: list[list[tuple | None]]
+    first: list[list[tuple | None]]  # own, else swap: ka[0] of `_found_earlier`
+
+
+def index(records: list[dict]) -> Index:
     """Once per run: unit -> key -> (records whose key it is, records whose swapped-date key it is)."""
-    out: dict[str, dict[tuple, tuple[list[int], list[int]]]] = defaultdict(dict)
+    out = Index(dict)
+    out.own, out.swap, out.first = [], [], []
     for rule, own in RULES.items():
-        for i, r in enumerate(records):
+        own_of: list[tuple | None] = []
+        add_own = own_of.append
+        with_date = _WITH_DATE.get(rule)
+        if with_date is None:  # no swapped-date keys (as _swapped_key)
+            for i, k in enumerate(map(own, records)):
+                if k is None:
+                    add_own(None)
+                else:
+                    entry = out[f"{rule}:{_bucket(k)}"].setdefault(k, ([], []))
+                    entry[0].append(i)
+                    add_own(entry)
+            out.own.append(own_of)
+            out.swap.append([None] * len(records))
+            out.first.append(own_of)
+            continue
+        swap_of: list[tuple | None] = []
+        add_swap = swap_of.append
+        for i, r in enumerate(records):  # a record's own key, then its swapped one: the order of the units' keys
             k = own(r)
-            if k is not None:
-                out[f"{rule}:{_bucket(k)}"].setdefault(k, ([], []))[0].append(i)
-            ks = _swapped_key(rule, r)
-            if ks is not None:
-                out[f"{rule}:{_bucket(ks)}"].setdefault(ks, ([], []))[1].append(i)
+            if k is None:
+                add_own(None)
+            else:
+                entry = out[f"{rule}:{_bucket(k)}"].setdefault(k, ([], []))
+                entry[0].append(i)
+                add_own(entry)
+            swap = r["bd_swap"]
+            ks = with_date(r, swap) if swap else None  # _swapped_key
+            if ks is None:
+                add_swap(None)
+            else:
+                entry = out[f"{rule}:{_bucket(ks)}"].setdefault(ks, ([], []))
+                entry[1].append(i)
+                add_swap(entry)
+        out.own.append(own_of)
+        out.swap.append(swap_of)
+        swap_only = any(o is None and s is not None for o, s in zip(own_of, swap_of))
+        out.first.append([o if o is not None else s for o, s in zip(own_of, swap_of)] if swap_only else own_of)
     return out
+
+
+def _earlier_test(idx: dict, rule: str, records: list[dict]) -> Callable[[int, int], bool]:
+    """`_found_earlier` for records i and j, from the index's key entries when it has them. The
+    same test: for an earlier rule, ka and kb (the records' keys, own then swapped) both
+    non-empty and ka[0] in kb or kb[0] in ka (one entry a key: equal keys, the same entry)."""
+    own_all, swap_all = getattr(idx, "own", None), getattr(idx, "swap", None)
+    if own_all is None:
+        return lambda i, j: _found_earlier(rule, records[i], records[j])
+    position = list(RULES).index(rule)
+    earlier = list(zip(idx.first[:position], own_all[:position], swap_all[:position]))
+
+    def found(i: int, j: int) -> bool:
+        for first, own, swap in earlier:
+            fi = first[i]
+            if fi is None:
+                continue
+            fj = first[j]
+            if fj is None:
+                continue
+            if fi is own[j] or fi is swap[j] or fj is own[i] or fj is swap[i]:
+                return True
+        return False
+
+    return found
 
 
 def pairs(records: list[dict], idx: dict, unit: str) -> Iterator[tuple[int, int]]:
     """Index pairs (i < j) of `records` that the unit "rule:bucket" scores."""
     rule = unit.rsplit(":", 1)[0]
+    found_earlier = _earlier_test(idx, rule, records)
     seen: set[tuple[int, int]] = set()
     for members, swapped in idx.get(unit, {}).values():
         if len(members) > MAX_BLOCK or not members:
             continue
-        candidates = [(a, b) for n, a in enumerate(members) for b in members[n + 1:]]
-        candidates += [(a, b) for a in members for b in swapped if a != b]
-        for a, b in candidates:
-            pair = (a, b) if a < b else (b, a)
-            if pair in seen or _found_earlier(rule, records[pair[0]], records[pair[1]]):
-                continue
-            seen.add(pair)
-            yield pair
+        # members are in index order, so (a, b) is ordered; a pair of members is met once (only a
+        # swapped-date key can meet the same pair again, under another key of the unit)
+        for n, a in enumerate(members):
+            for b in members[n + 1:]:
+                if not found_earlier(a, b):
+                    yield a, b
+        for a in members:
+            for b in swapped:
+                if a == b:
+                    continue
+                pair = (a, b) if a < b else (b, a)
+                if pair in seen or found_earlier(*pair):
+                    continue
+                seen.add(pair)
+                yield pair

@@ -177,6 +177,18 @@ def levels(a: FieldEncoding, b: FieldEncoding) -> dict[str, int]:
 
 
 MODEL = scoring.Model.from_parameters("fbf-1", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
+# Encodings in a block (birth year and sex, all custodians) for which MODEL's prior holds: the
+# bench's 9k population (about 770 a block) had review precision 0.99 with it, 46k (about 3,800 a
+# block) 0.96 (bench/RESULTS.md 2026-12-03 10:45). A larger block gets the prior of its size:
+# expected matching pairs / pairs in the block (priors.py), so precision holds as blocks grow.
+PRIOR_BLOCK_RECORDS = 1_000
+
+
+def model_for_block(n: int) -> scoring.Model:
+    """MODEL with the prior of a block of `n` encodings."""
+    from registry.linkage import priors
+
+    return priors.for_population(MODEL, n, PRIOR_BLOCK_RECORDS)
 
 
 def score(a: FieldEncoding, b: FieldEncoding, model: scoring.Model = MODEL) -> scoring.Scored:

@@ -27,9 +27,9 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 
-from registry.linkage import bloom, bloom_fields, dedupe, linkage_secret, records
+from registry.linkage import bloom, bloom_fields, dedupe, linkage_secret, node_feed, records
 from registry.linkage import repository as repo
 from registry.linkage.match_models import LinkEncoding
 from security.audit import trail as audit
@@ -45,7 +45,9 @@ def _keys(rt) -> tuple[bytes, bytes]:
 
 def encode_province(rt, province: str) -> int:
     """(Re)compute the encodings of a custodian's records; returns how many. An encoding that did not
-    change keeps its row and time, so a node's incremental pull (node_exchange.py) sees only changes."""
+    change keeps its row and time, so a node's incremental pull (node_exchange.py) sees only changes;
+    a record merged into another, or no longer encodable, loses its encoding and gets a tombstone in
+    the node's feed (node_feed.py), so the comparer withdraws its pairs."""
     keys, after, n, changed = _keys(rt), None, 0, 0
     while True:
         with rt.sessions.begin() as s:
@@ -58,6 +60,8 @@ def encode_province(rt, province: str) -> int:
                 select(ENC.c.patient_id, ENC.c.block, ENC.c.clk).where(ENC.c.patient_id.in_(ids)))}
             out, valid = [], set()
             for row in rows:
+                if row.merged_into is not None:  # merged into another record: no encoding (a tombstone in the feed)
+                    continue
                 rec = records.prepared_or_none(rt.cipher, row)
                 if rec is None:
                     continue
@@ -67,13 +71,9 @@ def encode_province(rt, province: str) -> int:
                        "clk": bloom_fields.pack(bloom_fields.encode(keys, rec, block)), "created_at": now}
                 if stored.get(row.id) != (enc["block"], enc["clk"]):  # an unchanged encoding keeps its time
                     out.append(enc)
-            keep = (set(stored) & valid) - {o["patient_id"] for o in out}  # unchanged: left as they are
-            gone = [i for i in ids if i not in keep]
-            if gone:
-                s.execute(delete(ENC).where(ENC.c.patient_id.in_(gone)))
-            if out:
-                s.execute(insert(ENC), out)
-            n, changed = n + len(valid), changed + len(out)
+            gone = [i for i in ids if i in stored and i not in valid]  # merged or no longer encodable
+            node_feed.write(s, province, out, gone, now)  # last: holds the feed lock until this commits
+            n, changed = n + len(valid), changed + len(out) + len(gone)
         after = rows[-1].id
     with rt.sessions.begin() as s:
         dedupe._trail(uuid.uuid4()).record(s, "linkage.encode", audit.SUCCESS, resource_type="LinkCandidate",
@@ -96,10 +96,11 @@ def compare(rt) -> tuple[int, int]:
     compared, proposed = 0, 0
     with rt.sessions.begin() as s:
         for members in blocks.values():
+            model = bloom_fields.model_for_block(len(members))  # the block's prior: expected matches / pairs
             for i, j in sorted(bloom_fields.candidate_pairs(members)):  # different custodians sharing a candidate key
                 (a, _, xa), (b, _, xb) = members[i], members[j]
                 compared += 1
-                sc = bloom_fields.score(xa, xb)
+                sc = bloom_fields.score(xa, xb, model)
                 if sc.grade is None:
                     continue
                 if repo.propose(s, a, b, weight=sc.weight, probability=sc.probability, grade=sc.grade, levels=sc.levels,

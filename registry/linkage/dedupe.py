@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Callable
 
 from registry.errors import Conflict
-from registry.linkage import blocking, records, run_lock
+from registry.linkage import blocking, comparisons, population_model, records, run_lock
 from registry.linkage import repository as repo
-from registry.linkage.scoring import Model, score
+from registry.linkage.scoring import Model, scored_from_vector, term_frequency_headroom
 from registry.linkage.service import active_model
 from security.access.principal import AccessContext
 from security.audit import trail as audit
@@ -141,12 +141,22 @@ def score_unit(unit: str, state: tuple | None = None) -> tuple[str, int, list]:
     """Score one blocking unit: (unit, pairs scored, [(i, j, Scored)] graded at least possible).
     `state`: (records, blocking index, model); in a forked worker, the inherited `_STATE`."""
     recs, idx, model = state or _STATE
+    # the levels by one function, the weight by table lookups (scoring.score's result, the same
+    # floats); a Scored is built only for the few pairs graded (at or above the lowest threshold)
+    # (with the province's term frequencies, population_model.py, a pair within their headroom of
+    # the lowest threshold is adjusted by its names before it is graded, as scoring.score does)
+    vector, weight = comparisons.level_vector, model.vector_weight()
+    floor = min(model.thresholds[g] for g in ("certain", "probable", "possible"))
+    reach = floor - term_frequency_headroom(model)
     n, graded = 0, []
     for i, j in blocking.pairs(recs, idx, unit):
         n += 1
-        sc = score(model, recs[i], recs[j])
-        if sc.grade is not None:
-            graded.append((i, j, sc))
+        v = vector(recs[i], recs[j])
+        w = weight(v)
+        if w >= reach:
+            sc = scored_from_vector(model, v, w, recs[i])
+            if sc.weight >= floor:
+                graded.append((i, j, sc))
     return unit, n, graded
 
 
@@ -221,6 +231,7 @@ def _run(rt, province: str, *, on_progress: Callable[[Progress], None] | None = 
             run_id, done, pairs, proposed, resumed = repo.start_run(s, province, model.version, len(units)), [], 0, 0, False
     with _long_lived() as built:
         recs, ids, written = load(rt, province, on_progress, workers)
+        model = population_model.for_records(model, recs)  # the province's size and names (provincef1)
         state = (recs, blocking.index(recs), model)
         built()
         return _score_and_propose(rt, province, run_id, units, done, pairs, proposed, resumed, model, state, ids, written,

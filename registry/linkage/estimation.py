@@ -89,7 +89,9 @@ def estimate(records: list[dict], *, seed: int = 13, max_pairs: float = 2e6) -> 
         model = lk.misc.save_model_to_json()
     finally:
         con.close()
-    return parameters_from_splink(model)
+    out = parameters_from_splink(model)
+    out["prior_records"] = len(records)  # the population the estimated prior holds for (priors.py)
+    return out
 
 
 def parameters_from_splink(model: dict) -> dict:

@@ -38,8 +38,19 @@ MESSAGES: dict[str, dict[int, str]] = {
                       2: _("guardian's name differs by one letter"), 1: _("guardian's name differs by two letters"),
                       0: _("guardians' names differ"), -1: _("guardian's name missing on one record")},
 }
-# The order stewards read: the strongest evidence first.
-ORDER = ("birth_date", "given_name", "family_name", "guardian_cnic", "guardian_name", "bform", "phone", "sex", "place")
+# Term-frequency buckets (registry/linkage/term_frequency.py): shown when an exact name agreement
+# weighs at least a bit more or less because the name is rare or common among the scored records.
+MESSAGES.update({
+    "given_name_frequency": {1: _("the given name is rare here, so the agreement weighs more"),
+                             -1: _("the given name is common here, so the agreement weighs less")},
+    "family_name_frequency": {1: _("the family name is rare here, so the agreement weighs more"),
+                              -1: _("the family name is common here, so the agreement weighs less")},
+    "guardian_name_frequency": {1: _("the guardian's name is rare here, so the agreement weighs more"),
+                                -1: _("the guardian's name is common here, so the agreement weighs less")},
+})
+# The order stewards read: the strongest evidence first (a name's frequency right after the name).
+ORDER = ("birth_date", "given_name", "given_name_frequency", "family_name", "family_name_frequency", "guardian_cnic",
+         "guardian_name", "guardian_name_frequency", "bform", "phone", "sex", "place")
 
 
 BLOOM = ((92, _("privacy-preserving encodings of names and birth date agree very closely")),

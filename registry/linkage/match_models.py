@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -76,6 +76,10 @@ class LinkEncoding(Base):
     block: Mapped[str] = mapped_column(String(24))
     clk: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the node's feed position (node_feed.py): assigned under the custodian's feed lock, so rows
+    # commit in feed order and a pull's cursor never passes a row still to commit (0: before 0043)
+    feed_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (Index(None, "block", "custodian"),
-                      Index(None, "created_at", "patient_id"))  # a node's incremental pull (node_exchange.py)
+                      Index(None, "created_at", "patient_id"),
+                      Index(None, "custodian", "feed_seq", "patient_id"))  # a node's incremental pull (node_feed.py)

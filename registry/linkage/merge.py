@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from registry import scoping
 from registry.context import ServiceContext
 from registry.errors import Conflict, DomainError, InvalidInput, NotFound, audit_outcome
+from registry.linkage import node_feed
 from registry.linkage import steward_repository as repo
 from registry.linkage.steward_schemas import MergeRequest, MergeView, UnmergeRequest
 from registry.reports import queue as report_queue
@@ -96,6 +97,7 @@ def apply_merge(ctx: ServiceContext, survivor, merged, candidate_id: uuid.UUID |
     repo.insert_merge(ctx.session, row)
     report_queue.mark(ctx.session, survivor.id)  # the survivor is re-judged with its new doses
     report_queue.mark(ctx.session, merged.id)  # the merged record stops counting
+    node_feed.forget(ctx.session, merged.id, now)  # its encoding leaves the node's feed (a tombstone for the comparer)
     return row
 
 

@@ -16,8 +16,13 @@ Invariants:
   id that is not one of this node's records is skipped and counted.
 - Every pull and push writes one audit event here (`linkage.encodings`, `linkage.pairs`),
   counts only, naming the calling node (the comparer writes its own).
-- Incremental: encodings are paged by (created_at, patient id), the time a record was last
-  (re)encoded; the comparer keeps the cursor and asks only for what changed since.
+- Incremental: the encodings feed (node_feed.py) is paged by its position, given under a lock
+  held to the commit, so concurrent encoders cannot commit behind a pull's cursor; records whose
+  encoding was removed appear there as tombstones. The comparer keeps the cursor and asks only
+  for what changed since.
+- Pairs are re-scored and withdrawn by the comparer: a pair pushed again with another score
+  updates the stored one (a withdrawn one reopens); a withdrawal sets it `withdrawn`, out of the
+  stewards' queue; the decisions taken on it stay in the audit trail.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import base64
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, insert, or_, select, tuple_
+from sqlalchemy import insert, select, tuple_, update
 
 from registry.context import ServiceContext
 from registry.errors import Forbidden, InvalidInput
+from registry.linkage import node_feed
 from registry.linkage.match_models import LinkEncoding
 from registry.linkage.models import GRADES
 from registry.linkage.node_link_models import RemoteLinkCandidate
@@ -55,44 +61,34 @@ def check_comparer(claims: dict, comparer: str | None) -> None:
         raise Forbidden("the comparer's caller must be the linkage comparer")
 
 
-def encode_cursor(created_at: datetime, patient_id: uuid.UUID) -> str:
-    return f"{created_at.astimezone(UTC).isoformat()}|{patient_id}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, pid = cursor.split("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError
-        return moment, uuid.UUID(pid)
-    except ValueError:
-        raise InvalidInput("the cursor is not one this node issued", field="after") from None
-
-
 def encodings_page(ctx: ServiceContext, claims: dict, province: str, after: str | None, limit: int) -> dict:
-    """This node's encodings (re)computed after `after`, oldest first: {encodings, next, more}."""
-    q = (select(ENC.c.patient_id, ENC.c.block, ENC.c.clk, ENC.c.created_at).where(ENC.c.custodian == province)
-         .order_by(ENC.c.created_at, ENC.c.patient_id).limit(min(limit, PAGE_MAX)))
+    """This node's feed after `after` (node_feed.py), in feed order: {encodings, next, more}; an
+    encoding is {id, block, clk}, a removed one (merged, no longer encodable) {id, gone: true}."""
+    position = None
     if after is not None:
         try:
-            at, pid = decode_cursor(after)
+            position = node_feed.decode_cursor(after)
         except InvalidInput:
             ctx.trail.record(ctx.session, PULL, audit.INVALID, resource_type="LinkEncoding",
                              detail={**remote.detail(claims), "field": "after"})
             raise
-        q = q.where(or_(ENC.c.created_at > at, and_(ENC.c.created_at == at, ENC.c.patient_id > pid)))
-    rows = ctx.session.execute(q).all()
+    rows = node_feed.page(ctx.session, province, position, min(limit, PAGE_MAX))
+    gone = sum(1 for r in rows if r.clk is None)
     ctx.trail.record(ctx.session, PULL, audit.SUCCESS, resource_type="LinkEncoding",
-                     detail={**remote.detail(claims), "count": len(rows), "incremental": after is not None})
-    return {"encodings": [{"id": str(r.patient_id), "block": r.block, "clk": base64.b64encode(r.clk).decode()} for r in rows],
-            "next": encode_cursor(rows[-1].created_at, rows[-1].patient_id) if rows else after,
+                     detail={**remote.detail(claims), "count": len(rows) - gone, "gone": gone, "incremental": after is not None})
+    return {"encodings": [{"id": str(r.id), "block": r.block, "clk": base64.b64encode(r.clk).decode()} if r.clk is not None
+                          else {"id": str(r.id), "gone": True} for r in rows],
+            "next": node_feed.encode_cursor(rows[-1].seq, rows[-1].id) if rows else after,
             "more": len(rows) == min(limit, PAGE_MAX)}
 
 
-def store_pairs(ctx: ServiceContext, claims: dict, province: str, pairs: list[dict]) -> dict:
-    """Keep each pushed pair as (local record, remote node + record, similarity, grade), once;
-    returns counts: stored (new), already (kept before), unknown (not a record of this node)."""
+def store_pairs(ctx: ServiceContext, claims: dict, province: str, pairs: list[dict],
+                withdrawn: list[dict] | None = None) -> dict:
+    """Keep each pushed pair as (local record, remote node + record, similarity, grade), once, and
+    withdraw the `withdrawn` ones (local_id, remote_node, remote_id); returns counts: stored (new),
+    updated (kept before, now re-scored; a withdrawn one reopened), already (kept, unchanged),
+    unknown (not a record of this node), withdrawn (set withdrawn here)."""
+    withdrawn = withdrawn or []
     for n, p in enumerate(pairs):
         bad = ("remote_node", "names this node") if p["remote_node"] == province else \
               ("grade", "is not a grade") if p["grade"] not in GRADES else None
@@ -100,27 +96,46 @@ def store_pairs(ctx: ServiceContext, claims: dict, province: str, pairs: list[di
             ctx.trail.record(ctx.session, PUSH, audit.INVALID, resource_type="LinkCandidate",
                              detail={**remote.detail(claims), "field": f"pairs/{n}/{bad[0]}"})
             raise InvalidInput(f"a pair's {bad[0]} {bad[1]}", field=f"pairs/{n}/{bad[0]}")
-    local_ids = {p["local_id"] for p in pairs}
+    local_ids = {p["local_id"] for p in pairs} | {w["local_id"] for w in withdrawn}
     ours = set(ctx.session.execute(select(PATIENTS.c.id).where(PATIENTS.c.id.in_(local_ids),
-                                                               PATIENTS.c.custodian == province)).scalars())
-    keys = {(p["local_id"], p["remote_node"], p["remote_id"]) for p in pairs if p["local_id"] in ours}
-    kept = set()
+                                                               PATIENTS.c.custodian == province)).scalars()) if local_ids else set()
+    key = lambda p: (p["local_id"], p["remote_node"], p["remote_id"])  # noqa: E731
+    keys = {key(p) for p in pairs if p["local_id"] in ours} | {key(w) for w in withdrawn if w["local_id"] in ours}
+    kept = {}
     if keys:
-        kept = {tuple(r) for r in ctx.session.execute(
-            select(REMOTE.c.local_id, REMOTE.c.remote_node, REMOTE.c.remote_id)
+        kept = {(r.local_id, r.remote_node, r.remote_id): r for r in ctx.session.execute(
+            select(REMOTE.c.id, REMOTE.c.local_id, REMOTE.c.remote_node, REMOTE.c.remote_id, REMOTE.c.similarity,
+                   REMOTE.c.grade, REMOTE.c.levels, REMOTE.c.status)
             .where(tuple_(REMOTE.c.local_id, REMOTE.c.remote_node, REMOTE.c.remote_id).in_(list(keys))))}
-    now, new, seen = datetime.now(UTC), [], set()
+    now, new, seen, updated, already, gone = datetime.now(UTC), [], set(), 0, 0, 0
     for p in pairs:
-        key = (p["local_id"], p["remote_node"], p["remote_id"])
-        if key not in keys or key in kept or key in seen:
+        k = key(p)
+        if p["local_id"] not in ours or k in seen:
             continue
-        seen.add(key)
-        new.append({"id": uuid.uuid4(), "local_id": key[0], "remote_node": key[1], "remote_id": key[2],
-                    "similarity": p["similarity"], "grade": p["grade"], "levels": {k: int(v) for k, v in p["levels"].items()},
-                    "status": "open", "version": 1, "created_at": now})
+        seen.add(k)
+        levels = {f: int(v) for f, v in p["levels"].items()}
+        row = kept.get(k)
+        if row is None:
+            new.append({"id": uuid.uuid4(), "local_id": k[0], "remote_node": k[1], "remote_id": k[2],
+                        "similarity": p["similarity"], "grade": p["grade"], "levels": levels,
+                        "status": "open", "version": 1, "created_at": now})
+        elif (row.similarity, row.grade, row.levels) != (p["similarity"], p["grade"], levels) or row.status == "withdrawn":  # re-scored (its decision, if any, stands), or found again
+            ctx.session.execute(update(REMOTE).where(REMOTE.c.id == row.id).values(
+                similarity=p["similarity"], grade=p["grade"], levels=levels, version=REMOTE.c.version + 1,
+                status="open" if row.status == "withdrawn" else row.status))
+            updated += 1
+        else:
+            already += 1
     if new:
         ctx.session.execute(insert(REMOTE), new)
-    counts = {"received": len(pairs), "stored": len(new), "already": len(keys) - len(new),
-              "unknown": sum(1 for p in pairs if p["local_id"] not in ours)}
+    for w in withdrawn:
+        row = kept.get(key(w))
+        if row is not None and row.status != "withdrawn" and key(w) not in seen:
+            seen.add(key(w))
+            ctx.session.execute(update(REMOTE).where(REMOTE.c.id == row.id).values(status="withdrawn",
+                                                                                   version=REMOTE.c.version + 1))
+            gone += 1
+    counts = {"received": len(pairs), "stored": len(new), "updated": updated, "already": already,
+              "unknown": sum(1 for p in pairs if p["local_id"] not in ours), "withdrawn": gone}
     ctx.trail.record(ctx.session, PUSH, audit.SUCCESS, resource_type="LinkCandidate", detail={**remote.detail(claims), **counts})
     return counts

@@ -5,6 +5,10 @@ On a province node:
 - `link_remote_candidates`: a candidate pair the national comparer found between one of this
   node's records and a record another node holds: (local record id, remote node, remote record
   id, Dice similarity, grade, levels). The remote record is known here by its id and node only.
+  Status `withdrawn`: the comparer withdrew it (a record merged, erased or changed), out of the queue.
+- `link_encoding_tombstones`: a record whose encoding was removed (merged, no longer encodable),
+  in the encodings feed at its feed position so the comparer learns it (node_feed.py).
+- `link_feed_counters`: per custodian, the last feed position given; its row is the feed lock.
 
 On the national comparer (which holds no linkage secret and no patient):
 - `link_national_encodings`: each province node's encodings as pulled (node, record id, block,
@@ -12,7 +16,8 @@ On the national comparer (which holds no linkage secret and no patient):
 - `link_national_cursors`: per node, where the last pull stopped (the node's own keyset cursor,
   opaque here), so the next pull asks only for encodings changed since.
 - `link_national_pairs`: every pair found (ordered by node, then id), with whether each side's
-  node has stored it, so a node that was down gets its pairs on the next run.
+  node has stored it, so a node that was down gets its pairs on the next run; `withdrawn` once a
+  side's record is gone or no longer scores a grade (pushed to both nodes as a withdrawal).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from security.orm import Base, UTCDateTime
 
@@ -41,6 +47,24 @@ class RemoteLinkCandidate(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("local_id", "remote_node", "remote_id"), Index(None, "status", "grade"))
+
+
+class EncodingTombstone(Base):
+    __tablename__ = "link_encoding_tombstones"
+
+    patient_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # no foreign key: an erased record's too
+    custodian: Mapped[str] = mapped_column(String(32))
+    feed_seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index(None, "custodian", "feed_seq", "patient_id"),)
+
+
+class FeedCounter(Base):
+    __tablename__ = "link_feed_counters"
+
+    custodian: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class NationalEncoding(Base):
@@ -75,4 +99,5 @@ class NationalPair(Base):
     levels: Mapped[dict] = mapped_column(JSON)  # the encoded fields' comparison levels (bloom_fields.levels)
     left_stored: Mapped[bool] = mapped_column(Boolean, default=False)
     right_stored: Mapped[bool] = mapped_column(Boolean, default=False)
+    withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -13,6 +13,9 @@ local pair: one of two concurrent decisions wins, the other gets 409 `already_de
 `linkage.decide` event, with `remote: true`. *Same child* is not offered: a merge would move
 custody between nodes, which is not built. The decision is this node's; the other node's steward
 decides their side of the pair.
+
+A pair the comparer withdraws (one record merged, erased or changed: node_exchange.store_pairs)
+has status `withdrawn` and leaves the queue; the decisions taken on it stay in the audit trail.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ candidate and model rows hold ids, scores, levels and probabilities only.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -59,20 +60,28 @@ def propose_many(session: Session, found: list[tuple[uuid.UUID, uuid.UUID, objec
                  source: str, now: datetime | None = None) -> int:
     """`propose` for many pairs (a dedupe unit): one SELECT of the pairs already stored per 500,
     one INSERT of the new ones, an UPDATE only for an open pair whose score changed. `found`
-    holds (a, b, Scored); returns how many pairs are new. Same outcome as `propose` pair by pair."""
+    holds (a, b, Scored); returns how many pairs are new. Same outcome as `propose` pair by pair.
+    On PostgreSQL the pairs and the new rows go as one JSON document a statement (per 5,000),
+    which costs the dedupe's process far less than binding every row's parameters."""
     from sqlalchemy import tuple_
 
     wanted: dict[tuple[uuid.UUID, uuid.UUID], object] = {}
     for a, b, sc in found:
         wanted.setdefault(ordered(a, b), sc)
     keys, now = list(wanted), now or datetime.now(UTC)
+    postgres = session.get_bind().dialect.name == "postgresql"
     stored = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i:i + 500]
-        q = select(CANDIDATES.c.id, CANDIDATES.c.left_id, CANDIDATES.c.right_id, CANDIDATES.c.status,
-                   CANDIDATES.c.match_weight, CANDIDATES.c.levels, CANDIDATES.c.model_version) \
-            .where(tuple_(CANDIDATES.c.left_id, CANDIDATES.c.right_id).in_(chunk))
-        stored.update({(r.left_id, r.right_id): r for r in session.execute(q)})
+    if postgres:  # a JSON document of the pairs, joined: no expanding IN of 1,000 parameters to compile
+        for i in range(0, len(keys), _PG_CHUNK):
+            doc = json.dumps([{"l": str(a), "r": str(b)} for a, b in keys[i:i + _PG_CHUNK]])
+            stored.update({(r.left_id, r.right_id): r for r in session.execute(_STORED_PG, {"doc": doc})})
+    else:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = select(CANDIDATES.c.id, CANDIDATES.c.left_id, CANDIDATES.c.right_id, CANDIDATES.c.status,
+                       CANDIDATES.c.match_weight, CANDIDATES.c.levels, CANDIDATES.c.model_version) \
+                .where(tuple_(CANDIDATES.c.left_id, CANDIDATES.c.right_id).in_(chunk))
+            stored.update({(r.left_id, r.right_id): r for r in session.execute(q)})
     new = []
     for key, sc in wanted.items():
         values = {"match_weight": sc.weight, "match_probability": sc.probability, "grade": sc.grade,
@@ -85,9 +94,27 @@ def propose_many(session: Session, found: list[tuple[uuid.UUID, uuid.UUID, objec
                                            and row.model_version == model_version):
             session.execute(update(CANDIDATES).where(CANDIDATES.c.id == row.id, CANDIDATES.c.status == "open")
                             .values(**values, version=CANDIDATES.c.version + 1))
-    if new:
+    if new and postgres:  # one statement a chunk, the rows as one JSON document (the json module's C encoder)
+        created = (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).isoformat()
+        for i in range(0, len(new), _PG_CHUNK):
+            doc = json.dumps([{**r, "id": str(r["id"]), "left_id": str(r["left_id"]), "right_id": str(r["right_id"]),
+                               "created_at": created} for r in new[i:i + _PG_CHUNK]])
+            session.execute(_INSERT_PG, {"doc": doc})
+    elif new:
         session.execute(insert(CANDIDATES), new)
     return len(new)
+
+
+_PG_CHUNK = 5000
+_STORED_PG = text(
+    "SELECT c.id, c.left_id, c.right_id, c.status, c.match_weight, c.levels, c.model_version "
+    "FROM link_candidates c JOIN json_to_recordset(CAST(:doc AS json)) AS p(l uuid, r uuid) "
+    "ON c.left_id = p.l AND c.right_id = p.r")
+_NEW_COLUMNS = ("id", "version", "left_id", "right_id", "source", "status", "created_at", "match_weight",
+                "match_probability", "grade", "levels", "model_version")
+_INSERT_PG = text(
+    f"INSERT INTO link_candidates ({', '.join(_NEW_COLUMNS)}) SELECT {', '.join(_NEW_COLUMNS)} "
+    "FROM json_populate_recordset(NULL::link_candidates, CAST(:doc AS json))")
 
 
 def not_same_pairs(session: Session, ids: list[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:

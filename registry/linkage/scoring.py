@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 from registry.linkage import comparisons
 
@@ -53,6 +54,9 @@ class Model:
     weights: dict[str, dict[int, float]]       # field -> level -> log2(m/u)
     thresholds: dict[str, float]
     parameters: dict = field(default_factory=dict)
+    # A term-frequency table of the scored population (term_frequency.Table), attached per run by
+    # population_model.for_records; None: exact name agreement weighs log2(m/u) whatever the name.
+    term_frequencies: object | None = None
 
     @classmethod
     def from_parameters(cls, version: str, parameters: dict, thresholds: dict) -> Model:
@@ -77,6 +81,24 @@ class Model:
             if weight >= self.thresholds[g]:
                 return g
         return None
+
+    def vector_weight(self) -> Callable[[tuple[int, ...]], float]:
+        """`weight` of a level vector (comparisons.level_vector, FIELDS order), for the batch
+        dedupe: a table lookup a field instead of a dict walk. The same sum in the same order,
+        so the same float: the prior weight, then each field's log2(m/u) in FIELDS order (the
+        null level, -1, adds 0.0, which leaves a float unchanged, as skipping it does)."""
+        tables = []
+        for name in comparisons.FIELDS:
+            w = self.weights[name]
+            top = max(w, default=0)
+            tables.append(tuple([*(w[k] for k in range(top + 1)), 0.0]))  # index -1: the null level
+        t0, t1, t2, t3, t4, t5, t6, t7, t8 = tables
+        pw = self.prior_weight
+
+        def weight(v: tuple[int, ...]) -> float:
+            return pw + t0[v[0]] + t1[v[1]] + t2[v[2]] + t3[v[3]] + t4[v[4]] + t5[v[5]] + t6[v[6]] + t7[v[7]] + t8[v[8]]
+
+        return weight
 
 
 def default_parameters() -> dict:
@@ -103,7 +125,40 @@ def score(model: Model, a: dict, b: dict) -> Scored:
     """Levels, weight, probability and grade of two prepared records (comparisons.prepare)."""
     lv = comparisons.levels(a, b)
     w = model.weight(lv)
+    if model.term_frequencies is not None:
+        return _tf_adjusted(model, a, lv, w)
     return Scored(lv, w, probability(w), model.grade(w))
+
+
+def _tf_adjusted(model: Model, a: dict, lv: dict[str, int], w: float) -> Scored:
+    """`score` with the term-frequency adjustment of exact name agreement (term_frequency.py):
+    the weight moves by the adjustment, the levels gain the frequency buckets stewards are shown."""
+    from registry.linkage import term_frequency
+
+    bits, shown = term_frequency.adjust(model.term_frequencies, a, lv)
+    if shown:
+        lv = {**lv, **shown}
+    w += bits
+    return Scored(lv, w, probability(w), model.grade(w))
+
+
+def scored_from_vector(model: Model, vector: tuple[int, ...], weight: float, a: dict | None = None) -> Scored:
+    """The Scored that `score` gives for the pair whose level vector and weight these are; `a`
+    (either record) for a model with term frequencies, whose adjustment depends on the names."""
+    lv = dict(zip(comparisons.FIELDS, vector))
+    if model.term_frequencies is not None and a is not None:
+        return _tf_adjusted(model, a, lv, weight)
+    return Scored(lv, weight, probability(weight), model.grade(weight))
+
+
+def term_frequency_headroom(model: Model) -> float:
+    """The most bits the term-frequency adjustment can add to a pair's weight (0 without a table):
+    a pair weighing less than the lowest threshold minus this cannot be graded."""
+    if model.term_frequencies is None:
+        return 0.0
+    from registry.linkage import term_frequency
+
+    return term_frequency.MAX_BITS * len(term_frequency.ADJUSTED)
 
 
 def check_complete(parameters: dict) -> None:

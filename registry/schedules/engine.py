@@ -253,15 +253,17 @@ def _forecast(slot: Slot, birth: date, previous: date | None, prev_recommended: 
 
 
 def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Iterable[Dose | tuple], as_of: date,
-             *, forecast: bool = True) -> Evaluation:
+             *, forecast: bool = True, only: tuple[Series, ...] | None = None) -> Evaluation:
     """Every recorded dose with its status and every future dose of the schedule with its dates.
 
     `doses` are Dose objects or (vaccine, dose_number, date_given, status) tuples; voided and
     superseded ones are ignored. Series restricted to a sex are skipped for the other sexes.
     `forecast=False` judges the recorded doses only (no future dates: what recording and the coverage
-    aggregates need)."""
+    aggregates need). `only`: the series of the vaccines of `doses` (all of them, in the schedule's
+    order), to evaluate those alone (registry/schedules/memo.py judges one vaccine at a time)."""
     index = _series_for(schedule)
-    by_series: dict[str, list[Dose]] = {s.id: [] for s in schedule.series}
+    chosen = schedule.series if only is None else only
+    by_series: dict[str, list[Dose]] = {s.id: [] for s in chosen}
     out = Evaluation()
     for raw in doses:
         d = raw if isinstance(raw, Dose) else Dose(*raw)
@@ -273,7 +275,7 @@ def evaluate(schedule: Schedule, birth_date: date, sex: str | None, doses: Itera
             out.recorded.append(RecordedResult(d.vaccine, d.dose_number, d.date_given, NOT_IN_SCHEDULE))
             continue
         by_series[s.id].append(d)
-    for s in schedule.series:
+    for s in chosen:
         if (s.sex is not None and s.sex != sex or not forecast) and not by_series[s.id]:
             continue
         _evaluate_series(s, birth_date, by_series[s.id], as_of, out, forecast)
