@@ -316,3 +316,22 @@ def test_a_batch_waits_for_a_merge_and_refuses_the_merged_record(world, runtime)
     assert (first["result"], first["reason"], first["code"]) == ("rejected", "conflict", "merged")
     assert first["merged_into"] == survivor and second["result"] == "created"
     assert _count(runtime, Immunization.__table__, "patient_id", [merged]) == 0
+
+
+@on_pg
+def test_the_switch_sends_every_batch_to_the_sync_path(world, runtime, monkeypatch):
+    """`NHR_SYNC_BATCH_ON_LOOP=false`: the sync batch service answers a batch of doses too."""
+    from registry.sync import batch
+
+    called = []
+    original = batch.upload
+
+    def spy(*a, **k):
+        called.append(True)
+        return original(*a, **k)
+
+    monkeypatch.setattr(batch, "upload", spy)
+    monkeypatch.setattr(runtime.settings.sync, "batch_on_loop", False)
+    child = world.register("clinic_a")
+    status, body, _ = _post(world, [_item(child["id"], _dose(child["birth_date"]))], key=uuid.uuid4().hex)
+    assert status == 200 and body["created"] == 1 and called == [True]
