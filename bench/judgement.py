@@ -132,17 +132,25 @@ def one(url: str, key_dir: str, batches: int, seed: int, profile: str | None) ->
 
     from registry.immunizations import batch as dose_batch
 
-    planned = [0.0]  # thread CPU inside `batch.plan`: judging the upload (its snapshot's waits are not CPU)
-    real_plan = dose_batch.plan
+    # thread CPU judging the upload: inside `batch.plan` (the sync path) or `batch.judge` (the event
+    # loop's, where it exists), the outermost call only; the snapshot's waits for the database are not CPU
+    planned, depth = [0.0], [0]
 
-    def plan(*args, **kwargs):
-        t0 = time.thread_time()
-        try:
-            return real_plan(*args, **kwargs)
-        finally:
-            planned[0] += time.thread_time() - t0
+    def timed(real):
+        def wrapper(*args, **kwargs):
+            depth[0] += 1
+            t0 = time.thread_time()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    planned[0] += time.thread_time() - t0
+        return wrapper
 
-    dose_batch.plan = plan
+    for name in ("plan", "judge"):
+        if hasattr(dose_batch, name):
+            setattr(dose_batch, name, timed(getattr(dose_batch, name)))
     kids = json.loads(Path(key_dir, "children.json").read_text())
     rng, today = random.Random(seed), date.today()
     rt = Runtime.build(_settings(url, key_dir))
@@ -253,7 +261,9 @@ def main() -> None:
                 print(f"round {r} {tag:6}: {res['cpu_ms_a_dose']:.3f} ms CPU a dose ({res['plan_ms_a_dose']:.3f} in batch.plan), batch p50 {res['batch_p50_ms']:.0f} ms,"
                       f" {res['created']}/{res['sent']} created, load {res['load']:.1f}", flush=True)
         for what in ("cpu_ms_a_dose", "plan_ms_a_dose"):
-            ratios = [a[what] / b[what] for a, b in zip(results["after"], results["before"])]
+            ratios = [a[what] / b[what] for a, b in zip(results["after"], results["before"]) if b[what]]
+            if not ratios:
+                continue
             print(f"{what} after/before: median {statistics.median(ratios):.3f} (rounds {', '.join(f'{x:.3f}' for x in ratios)})")
         if args.profile:
             for tag in ("before", "after"):

@@ -63,7 +63,7 @@ def _history(draw, vaccines, numbers, max_age):
     doses = draw(st.lists(st.builds(
         engine.Dose, st.sampled_from(vaccines), st.sampled_from(numbers),
         st.integers(0, max_age).map(lambda n: birth + timedelta(days=n)),
-        st.sampled_from(("completed", "completed", "completed", "superseded"))), max_size=7))
+        st.sampled_from(("completed", "completed", "completed", "superseded"))), max_size=12))  # > MAX_DATES too
     return birth, draw(st.sampled_from((None, "female", "male"))), doses
 
 

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from registry.linkage import comparisons
+from registry.linkage import comparisons, term_frequency
 
 # Configured starting parameters: {field: {level: (m, u)}}. m = P(level | same child),
 # u = P(level | different children). The u of an exact name agreement reflects how common the
@@ -133,8 +133,6 @@ def score(model: Model, a: dict, b: dict) -> Scored:
 def _tf_adjusted(model: Model, a: dict, lv: dict[str, int], w: float) -> Scored:
     """`score` with the term-frequency adjustment of exact name agreement (term_frequency.py):
     the weight moves by the adjustment, the levels gain the frequency buckets stewards are shown."""
-    from registry.linkage import term_frequency
-
     bits, shown = term_frequency.adjust(model.term_frequencies, a, lv)
     if shown:
         lv = {**lv, **shown}

@@ -29,7 +29,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 
 # Name comparisons adjusted: field -> (prepared key column, the level of exact agreement)
 ADJUSTED = {"given_name": ("given_key", 4), "family_name": ("family_key", 5), "guardian_name": ("guardian_key", 4)}
@@ -45,6 +45,9 @@ class Table:
     counts: dict[str, dict[int, int]]      # column -> salted hash of the value -> records
     totals: dict[str, int]                 # column -> records with a value
     expected: dict[str, float]             # column -> sum of f(v)^2
+    # field -> the process's hash() of a value -> its adjustment: scoring looks a value up once
+    # per run instead of hashing it per pair (Python caches a string's hash on the string)
+    memo: dict[str, dict[int, float]] = dc_field(default_factory=lambda: {f: {} for f in ADJUSTED}, compare=False)
 
     def adjustment(self, field: str, value: str) -> float:
         col = ADJUSTED[field][0]
@@ -79,7 +82,11 @@ def adjust(table: Table, a: dict, levels: dict[str, int]) -> tuple[float, dict[s
     bits, shown = 0.0, {}
     for field, (col, exact) in ADJUSTED.items():
         if levels.get(field) == exact:
-            d = table.adjustment(field, a[col])
+            v = a[col]
+            memo = table.memo[field]
+            d = memo.get(hash(v))
+            if d is None:
+                d = memo[hash(v)] = table.adjustment(field, v)
             bits += d
             if d <= -SHOWN_BITS:
                 shown[FREQUENCY_LEVELS[field]] = -1

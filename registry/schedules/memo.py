@@ -43,6 +43,9 @@ from registry.schedules import engine
 
 MAX_ENTRIES = 20_000
 MAX_CUTS = 50_000
+# a history of more dates than this goes to the engine directly: its key (every gap between two of
+# its dates) would cost more than the engine (bench/RESULTS.md 2026-12-03 13:40: campaign OPV)
+MAX_DATES = 8
 
 
 class _Rules:
@@ -122,6 +125,9 @@ class Memo:
         return vaccine, order, shape, tuple(gaps)
 
     def _told(self, vaccine: str, birth: date, doses: list[engine.Dose]) -> tuple:
+        if len(doses) > MAX_DATES and len({d.date_given for d in doses}) > MAX_DATES:
+            return _told(doses, engine.evaluate(self.schedule, birth, None, doses, birth, forecast=False,
+                                                only=self._rules_of(vaccine).series).recorded)
         k = self.key(vaccine, birth, doses)
         with self._lock:
             told = self._results.get(k)
