@@ -7,6 +7,7 @@ imported and the pair goes to the review queue. Real app and database; values co
 from __future__ import annotations
 
 import csv
+import itertools
 import secrets
 import uuid
 
@@ -18,11 +19,21 @@ from registry.linkage.models import LinkCandidate
 from registry.linkage.scoring import DEFAULT_THRESHOLDS, Model, default_parameters
 
 
+# Family and mothers' names that no two children share, nor resemble: a random tag after a common
+# stem ("Qizil<hex>") left two children's names alike often enough to be proposed as one child.
+_FAMILIES = itertools.cycle(["Qureshi", "Baloch", "Chaudhry", "Siddiqui", "Afridi", "Memon", "Bhatti", "Yousafzai",
+                             "Khattak", "Soomro", "Lashari", "Durrani"])
+_MOTHERS = itertools.cycle(["Mehrunnisa", "Zubaida", "Farkhanda", "Shagufta", "Nasreen", "Tahira", "Rukhsana",
+                            "Parveen", "Gulnaz", "Sakina", "Bushra", "Yasmin", "Kaneez"])
+
+
 def _child() -> dict:
-    """A child with no B-form, no phone and no guardian CNIC: only names, dates and place."""
+    """A child with no B-form, no phone and no guardian CNIC: only names, dates and place. Within a
+    test (at most 12 children) no two share or resemble a family or mother's name; across tests the
+    random tag keeps them apart from earlier tests' children."""
     tag = secrets.token_hex(3)
-    return {"id": str(uuid.uuid4()), "given_name": "Muhammad", "family_name": f"Qizil{tag}", "sex": "male",
-            "birth_date": "2026-03-07", "guardian_name": f"Mehrun{tag} Bibi", "guardian_relationship": "mother"}
+    return {"id": str(uuid.uuid4()), "given_name": "Muhammad", "family_name": f"{next(_FAMILIES)} {tag}", "sex": "male",
+            "birth_date": "2026-03-07", "guardian_name": f"{next(_MOTHERS)} {tag}", "guardian_relationship": "mother"}
 
 
 def _again(row: dict, **over) -> dict:
