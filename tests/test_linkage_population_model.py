@@ -6,8 +6,17 @@ import pickle
 from datetime import date
 
 from registry.demo import linkage_population as population
-from registry.linkage import (blocking, bloom_fields, comparisons, estimation, explain, population_model, priors, scoring,
-                              term_frequency)
+from registry.linkage import (
+    blocking,
+    bloom_fields,
+    comparisons,
+    estimation,
+    explain,
+    population_model,
+    priors,
+    scoring,
+    term_frequency,
+)
 
 CONFIGURED = scoring.Model.from_parameters("configured-2", scoring.default_parameters(), scoring.DEFAULT_THRESHOLDS)
 

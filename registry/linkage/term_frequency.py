@@ -29,7 +29,8 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 # Name comparisons adjusted: field -> (prepared key column, the level of exact agreement)
 ADJUSTED = {"given_name": ("given_key", 4), "family_name": ("family_key", 5), "guardian_name": ("guardian_key", 4)}
