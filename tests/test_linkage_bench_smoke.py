@@ -17,7 +17,8 @@ def test_matching_bench_prints_quality_phases_and_the_sweep(capsys):
     assert matching.main(["--size", "1500", "--bloom", "300"]) == 0
     out = capsys.readouterr().out
     for part in ("| | review (>= possible) |", "Phases at", "pairs per CPU second", "Review threshold sweep",
-                 "LSH bands", "after: field-level (fbf-1)"):
+                 "LSH bands", "field-level (fbf-1), fixed prior", "field-level (fbf-1), per-block prior",
+                 "(before)", "(after)"):
         assert part in out, part
 
 
