@@ -210,8 +210,9 @@ def test_a_bundle_of_immunizations_takes_five_round_trips(world, runtime, monkey
 @on_pg
 def test_the_switch_and_a_patient_entry_send_the_bundle_to_the_sync_path(world, runtime, monkeypatch):
     """`NHR_FHIR_BUNDLE_ON_LOOP=false`, or a Bundle with a Patient entry: the sync path answers."""
-    from registry.fhir import bundle
     from test_fhir_api import _patient
+
+    from registry.fhir import bundle
 
     called = []
     original = bundle.process
@@ -227,5 +228,5 @@ def test_the_switch_and_a_patient_entry_send_the_bundle_to_the_sync_path(world, 
         headers=world.h("clinic_a"))
     assert r.status_code == 200 and called == [True]
     monkeypatch.setattr(runtime.settings.fhir, "bundle_on_loop", False)
-    status, body, _, _ = _post(world, _bundle("transaction", _dose(ref, "BCG", 1, born)), key=uuid.uuid4().hex)
+    status, _body, _, _ = _post(world, _bundle("transaction", _dose(ref, "BCG", 1, born)), key=uuid.uuid4().hex)
     assert status == 200 and called == [True, True]
