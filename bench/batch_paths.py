@@ -32,7 +32,11 @@ from bench.runner import DEFAULT_SERVER, RESULTS, _tokens
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.batch_paths")
-    p.add_argument("--base", required=True, help="the other checkout (served as 'base')")
+    p.add_argument("--base", help="the other checkout (served as 'base')")
+    p.add_argument("--off", metavar="ENV", help="instead of --base: this checkout served as 'base' too, with ENV=false "
+                                                "(a switch's A/B, e.g. NHR_FHIR_BUNDLE_ON_LOOP)")
+    p.add_argument("--workload", default="batch_sync", choices=("batch_sync", "fhir_bundle"),
+                   help="bench/uploads.py's workload (fhir_bundle: transaction Bundles of 20 Immunizations)")
     p.add_argument("--scale", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=4)
     p.add_argument("--duration", type=float, default=6.0)
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="let the API workers run the audit sealer and coverage refresher (default off: both trees share "
                         "one database, so one tree's workers would do the other's background work and its CPU)")
     a = p.parse_args(argv)
+    if (a.base is None) == (a.off is None):
+        p.error("give --base DIR or --off ENV")
     os.environ["NHR_IN_PROCESS_WORKER"] = "true" if a.in_process_worker else "false"
     started = datetime.now(UTC)
     db = f"nhr_bench_bp_{started:%Y%m%d_%H%M%S}"
@@ -54,14 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pop = prepare(url, key_dir, a.scale, log=lambda *x: print(*x, flush=True))
         new = servers.start_registry(url, key_dir, a.workers, name="new")
-        base = servers.start_registry(url, key_dir, a.workers, tree=Path(a.base).resolve(), name="base")
+        if a.off:
+            os.environ[a.off] = "false"
+            try:
+                base = servers.start_registry(url, key_dir, a.workers, name="base")
+            finally:
+                os.environ.pop(a.off)
+        else:
+            base = servers.start_registry(url, key_dir, a.workers, tree=Path(a.base).resolve(), name="base")
         running = [new, base]
         for s in running:
             s.wait_ready(120)
         arms = [("base", base), ("new", new)]
         token = _tokens(new, pop)["clinic"]
         for _, server in arms:  # warm-up
-            uploads.measure("batch_sync", server.base, pop, token, duration=1.0, threads=a.threads)
+            uploads.measure(a.workload, server.base, pop, token, duration=1.0, threads=a.threads)
         rounds = []
         for k in range(a.runs):
             token = _tokens(new, pop)["clinic"]
@@ -70,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             for j in range(a.slices):  # short alternating slices: both trees see the same children's histories
                 for tree, server in (arms if (k + j) % 2 == 0 else list(reversed(arms))):
                     before = server.cpu_seconds()
-                    r = uploads.measure("batch_sync", server.base, pop, token, duration=a.duration / a.slices,
+                    r = uploads.measure(a.workload, server.base, pop, token, duration=a.duration / a.slices,
                                         threads=a.threads, seed=k * 1000 + j)
                     t = acc[tree]
                     t["cpu"] += server.cpu_seconds() - before
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              for r in rounds)}
         summary["copy_rate"] = statistics.median(r["copy"]["rate"] for r in rounds)
         summary["load"] = [round(r["load"], 1) for r in rounds]
-        doc = {"started": started.isoformat(timespec="seconds"), "scale": a.scale, "workers": a.workers,
+        doc = {"started": started.isoformat(timespec="seconds"), "workload": a.workload, "off": a.off, "scale": a.scale, "workers": a.workers,
                "threads": a.threads, "summary": summary, "rounds": rounds}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"batch-paths-{started:%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(doc, indent=1, default=str))

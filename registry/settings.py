@@ -162,6 +162,13 @@ class SyncSettings(_Strict):
     batch_on_loop: bool = True
 
 
+class FhirSettings(_Strict):
+    """FHIR R4 (issue 17): PostgreSQL: a transaction or batch Bundle of Immunization creates only on the event loop's
+    async unit of work (registry/fhir/bundle_async.py); false: every Bundle on the sync path."""
+    model_config = _env("NHR_FHIR_")
+    bundle_on_loop: bool = True
+
+
 class BulkExportSettings(_Strict):
     """FHIR Bulk Data $export (issue 5): job lifetime, snapshot rows taken per status poll, resources per file."""
     model_config = _env("NHR_BULK_EXPORT_")
@@ -266,6 +273,7 @@ class Settings(_Strict):
     reports: ReportSettings = Field(default_factory=ReportSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
     bulk_export: BulkExportSettings = Field(default_factory=BulkExportSettings)
     # Duplicate check at registration (issue 13, registry/linkage): off only to measure its cost
     linkage_check: bool = True

@@ -11,6 +11,7 @@ Every URL the server hands out is absolute (search links, `fullUrl`, `Location`,
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
@@ -23,7 +24,7 @@ from api.fhir import negotiation
 from api.fhir.responses import PREFIX, fhir_response
 from api.routing import GatedRoute
 from registry.context import ServiceContext
-from registry.fhir import bundle, capability, params, service
+from registry.fhir import bundle_async, capability, params, service
 from registry.schedules.service import ACTION as SCHEDULE_ACTION
 from security.access.permissions import Permission as P
 
@@ -32,9 +33,10 @@ Resource = Annotated[dict, Body(description="a FHIR R4 resource (application/fhi
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def gate(permission: P, *, action: str | None = None, body: str | None = None):
-    """`require(permission)`, then content negotiation; `body`: "resource", "form" or None."""
-    inner = require(permission, action=action)
+def gate(permission: P, *, action: str | None = None, body: str | None = None, on_loop=False):
+    """`require(permission)`, then content negotiation; `body`: "resource", "form" or None;
+    `on_loop` as `require`'s (api/deps.py)."""
+    inner = require(permission, action=action, on_loop=on_loop)
 
     # `ctx` is declared by its default: with postponed annotations, an annotation naming the local
     # `inner` could not be resolved by FastAPI
@@ -190,7 +192,20 @@ def search_recommendations(request: Request, ctx: ScheduleGate):
 
 # ---------------------------------------------------------------- transaction / batch
 
+async def _immunizations_only(request: Request, principal, rt) -> bool:
+    """A Bundle of Immunization creates only runs on the event loop (PostgreSQL;
+    registry/fhir/bundle_async.py), unless `NHR_FHIR_BUNDLE_ON_LOOP` is false."""
+    if not rt.settings.fhir.bundle_on_loop:
+        return False
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return False
+    return bundle_async.fits_on_loop(body, principal)
+
+
 @router.post("", summary="transaction (all or nothing) or batch (each entry on its own) Bundle of Patient and Immunization")
-def transaction(body: Resource, request: Request,
-                ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_CREATE, body="resource"))]):
-    return fhir_response(request, bundle.process(ctx, body, _base(request)))
+async def transaction(body: Resource, request: Request,
+                      ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_CREATE, body="resource",
+                                                                  on_loop=_immunizations_only))]):
+    return fhir_response(request, await bundle_async.process_async(ctx, body, _base(request)))
