@@ -88,9 +88,9 @@ def _upload(world, client, runtime, pid: str, birth: date, upload: list[dict]) -
         rows = s.execute(select(Immunization).where(Immunization.patient_id == uuid.UUID(pid))).scalars().all()
         by_id = {str(d.id): d for d in rows}
         # every stored dose of the child (history included), named by what it is rather than its id. An
-        # inferred number is compared by series and date only, apart from its row: doses of one series
-        # on one day are numbered in the order of their ids (validation.inferred_numbers), and the ids
-        # differ between the two children
+        # inferred number is compared by series and date only, apart from its row: on one day, the
+        # doses of a series whose number was given come first and the inferred ones follow in the order
+        # of their ids (validation.inferred_numbers), and the ids differ between the two children
         stored = [(position.get(str(d.id)) or position.get(str(d.component_of)) or "history", d.vaccine, d.date_given,
                          None if d.dose_number_inferred else d.dose_number, d.dose_number_inferred, d.override_rule, d.status,
                          d.component_of is not None) for d in by_id.values()]

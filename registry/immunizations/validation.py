@@ -166,8 +166,10 @@ def inferred_numbers(schedule: engine.Schedule | None, patient, rows, as_of: dat
     wanted = {get(r, "vaccine") for r in rows if get(r, "dose_number_inferred") and get(r, "status") == engine.COUNTED_STATUS}
     if not wanted:
         return {}
+    # on one day, a dose whose number was given takes its place before the inferred ones (then the
+    # id): the order no longer depends on which of two such doses drew the smaller random id
     counted = sorted((r for r in rows if get(r, "status") == engine.COUNTED_STATUS and get(r, "vaccine") in wanted),
-                     key=lambda r: (get(r, "date_given"), str(get(r, "id"))))
+                     key=lambda r: (get(r, "date_given"), bool(get(r, "dose_number_inferred")), str(get(r, "id"))))
     pending: dict[tuple, list] = {}
     if schedule is not None:
         view = [engine.Dose(get(r, "vaccine"), None if get(r, "dose_number_inferred") else get(r, "dose_number"),
