@@ -164,9 +164,11 @@ class SyncSettings(_Strict):
 
 class FhirSettings(_Strict):
     """FHIR R4 (issue 17): PostgreSQL: a transaction or batch Bundle of Immunization creates only on the event loop's
-    async unit of work (registry/fhir/bundle_async.py); false: every Bundle on the sync path."""
+    async unit of work (registry/fhir/bundle_async.py) when true. Off by default: on a quiet 2-core machine it
+    answered 0.87 of the sync path's resources/s at 1.03-1.17x its CPU a dose (bench/RESULTS.md 2026-12-03 14:02),
+    for 5 round trips instead of 10; turn it on where PostgreSQL is a network hop away and measure."""
     model_config = _env("NHR_FHIR_")
-    bundle_on_loop: bool = True
+    bundle_on_loop: bool = False
 
 
 class BulkExportSettings(_Strict):

@@ -31,6 +31,12 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _VARYING = {"lastUpdated", "recorded"}
 
 
+@pytest.fixture(autouse=True)
+def _bundles_on_the_loop(runtime, monkeypatch):
+    """The event loop's path is off by default (NHR_FHIR_BUNDLE_ON_LOOP, registry/settings.py): on here."""
+    monkeypatch.setattr(runtime.settings.fhir, "bundle_on_loop", True)
+
+
 def _norm(value, key=None):
     if isinstance(value, dict):
         return {k: _norm(v, k) for k, v in value.items()}

@@ -62,7 +62,7 @@ ENV = {
     "NHR_SYNC_BATCH_MAX_ITEMS": ("sync.batch_max_items", "200", 200),
     "NHR_SYNC_OVERLAP_SECONDS": ("sync.overlap_seconds", "60", 60),
     "NHR_SYNC_BATCH_ON_LOOP": ("sync.batch_on_loop", "false", False),
-    "NHR_FHIR_BUNDLE_ON_LOOP": ("fhir.bundle_on_loop", "false", False),
+    "NHR_FHIR_BUNDLE_ON_LOOP": ("fhir.bundle_on_loop", "true", True),
     "NHR_BULK_EXPORT_TTL_SECONDS": ("bulk_export.ttl_seconds", "7200", 7200),
     "NHR_BULK_EXPORT_STEP_ROWS": ("bulk_export.step_rows", "1000", 1000),
     "NHR_BULK_EXPORT_FILE_ROWS": ("bulk_export.file_rows", "500", 500),
