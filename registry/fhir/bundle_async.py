@@ -88,7 +88,7 @@ async def _process(ctx: ServiceContext, unit: AsyncUnit, kind: str, entries: lis
     def refuse(action: str, outcome: str, **event) -> None:
         refusals.append(trail.build(action, outcome, **event))
 
-    try:
+    with batch_async.refusals_booked(trail, refusals):
         todo, failure = [], None
         for i, entry in enumerate(entries):
             try:
@@ -136,14 +136,6 @@ async def _process(ctx: ServiceContext, unit: AsyncUnit, kind: str, entries: lis
         plan, (sql, params) = decide() if len(todo) <= ON_LOOP_ENTRIES else await to_thread.run_sync(decide)
         if sql is not None:
             await batch_async._write(unit, sql, params)
-    except batch_async._Raced:
-        raise  # judged again: this attempt's refusals are not booked
-    except BaseException:
-        for row in refusals:  # written again by the unit of work after its rollback
-            trail.written(row)
-        raise
-    for row in refusals:
-        trail.written(row)
     dose_batch.written(ctx, plan)
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": results}
 

@@ -32,6 +32,7 @@ rollback exactly once.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 
@@ -98,6 +99,24 @@ class _Raced(Exception):
     """A concurrent writer took one of the ids between the snapshot and the write."""
 
 
+@contextmanager
+def refusals_booked(trail, refusals: list[dict]):
+    """The trail's bookkeeping of the refusal events an upload built (`trail.build`) and writes
+    with its data: booked as written when the block ends, and also when it fails, since the unit
+    of work writes them again after its rollback; not when a concurrent writer raced the upload
+    (`_Raced`: it is judged again, and this attempt's refusals are not its answer)."""
+    try:
+        yield
+    except _Raced:
+        raise
+    except BaseException:
+        for row in refusals:
+            trail.written(row)
+        raise
+    for row in refusals:
+        trail.written(row)
+
+
 async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> BatchResult:
     principal, trail = ctx.principal, ctx.trail
     parsed = [(index, batch._parse(index, raw)) for index, raw in enumerate(items)]
@@ -115,7 +134,7 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
     def refuse(action: str, outcome: str, **event) -> None:
         refusals.append(trail.build(action, outcome, **event))
 
-    try:
+    with refusals_booked(trail, refusals):
         sets = await unit.begin(_first(country is not None), {
             "lock_ids": sorted(set(pids), key=str), **dose_batch.snapshot_params(pids, client_ids, vaccines, whole),
             "record_ids": client_ids, "kind": "dose", "country": country, "today": today}, plain_rows=True)
@@ -132,14 +151,6 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
         results, counts, plan, event, subject_rows, sql, params = (
             decide() if len(run) <= ON_LOOP_ITEMS else await to_thread.run_sync(decide))
         await _write(unit, sql, params)
-    except _Raced:
-        raise  # judged again: this attempt's refusals are not booked
-    except BaseException:
-        for row in refusals:  # written again by the unit of work after its rollback
-            trail.written(row)
-        raise
-    for row in refusals:
-        trail.written(row)
     dose_batch.written(ctx, plan)
     trail.written(event, subject_rows)
     return BatchResult(results=results, **counts)
