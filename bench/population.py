@@ -300,13 +300,16 @@ def _bare_table(url: str, rows: int) -> None:
         c.execute("VACUUM (ANALYZE) bench_bare_rows")
 
 
-def _sample(pop: Population, rt, n: int = 2000) -> None:
-    """Ids to read, and clear B-form numbers to search for (decrypted with the codec, kept in memory)."""
+def _sample(pop: Population, rt, n: int = 2000, clinic_children: int = 50_000) -> None:
+    """Ids to read, and clear B-form numbers to search for (decrypted with the codec, kept in memory).
+    `read_ids` holds up to `clinic_children` of the clinic's facility: the upload workloads give
+    each of them doses, and a short list would give the same children a dose in upload after
+    upload, judging ever longer histories (bench/RESULTS.md 2026-12-03 14:02)."""
     from registry.patients import codec
 
     with psycopg.connect(pop.url) as c:
         pop.read_ids = [str(r[0]) for r in c.execute(
-            "SELECT id FROM patients WHERE home_facility = %s ORDER BY random() LIMIT %s", [pop.facility, n])]
+            "SELECT id FROM patients WHERE home_facility = %s ORDER BY random() LIMIT %s", [pop.facility, clinic_children])]
         pop.any_ids = [str(r[0]) for r in c.execute("SELECT id FROM patients ORDER BY random() LIMIT %s", [n])]
         pop.bare_ids = [str(r[0]) for r in c.execute("SELECT id FROM bench_bare_rows ORDER BY random() LIMIT %s", [n])]
         rows = c.execute("SELECT id, custodian, bform_ct FROM patients WHERE bform_ct IS NOT NULL ORDER BY random() LIMIT %s",
