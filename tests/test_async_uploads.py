@@ -437,6 +437,10 @@ def test_a_mixed_batch_answers_writes_and_audits_alike(world, runtime, monkeypat
     assert actions.count(("patient.create", "conflict")) == 2 and actions.count(("sync.batch", "success")) == 1
     likely = [e for e in events if e[:2] == ("patient.create", "conflict") and e[6].get("reason") == "likely_duplicate"]
     assert len(likely) == 1 and likely[0][7] == 1  # its candidate (the first copy) as subject
+    from registry.audit_log import sealing
+
+    quarantined: list = []  # every event's MAC (over its row and subjects) verifies: none sealed as quarantined
+    assert sealing.seal_all(runtime, quarantined=quarantined) >= len(events) and quarantined == []
 
 
 @on_pg
@@ -449,19 +453,27 @@ def test_a_mixed_batch_never_touches_the_sync_batch_and_takes_five_round_trips(w
     def sync_called(*_a, **_k):
         raise AssertionError("the sync batch ran on PostgreSQL")
 
-    monkeypatch.setattr(batch, "upload", sync_called)
     known = world.register("clinic_a")
-    warm = [_reg(), _item(known["id"], _dose(known["birth_date"]))]  # the schedule and linkage model read once
-    assert world.client.post(URL, json={"items": warm}, headers=world.h("clinic_a")).status_code == 200
-    items = []
-    for _ in range(5):
-        child = _reg(birth_date=known["birth_date"])
-        items += [child, _item(child["data"]["id"], _dose(known["birth_date"])),
-                  _item(child["data"]["id"], _dose(known["birth_date"], vaccine="OPV", dose_number=0))]
-    with round_trips(monkeypatch) as box:
-        r = world.client.post(URL, json={"items": items}, headers=world.h("clinic_a", **{"Idempotency-Key": uuid.uuid4().hex}))
-    assert r.status_code == 200 and r.json()["created"] == 15, r.json()
-    assert box[0] == 5, box[0]
+
+    def upload() -> int:
+        warm = [_reg(), _item(known["id"], _dose(known["birth_date"]))]  # the schedule and linkage model read once
+        assert world.client.post(URL, json={"items": warm}, headers=world.h("clinic_a")).status_code == 200
+        items = []
+        for _ in range(5):
+            child = _reg(birth_date=known["birth_date"])
+            items += [child, _item(child["data"]["id"], _dose(known["birth_date"])),
+                      _item(child["data"]["id"], _dose(known["birth_date"], vaccine="OPV", dose_number=0))]
+        with round_trips(monkeypatch) as box:
+            r = world.client.post(URL, json={"items": items},
+                                  headers=world.h("clinic_a", **{"Idempotency-Key": uuid.uuid4().hex}))
+        assert r.status_code == 200 and r.json()["created"] == 15, r.json()
+        return box[0]
+    with monkeypatch.context() as m:
+        m.setattr(batch, "upload", sync_called)
+        assert upload() == 5
+    with sync_path(monkeypatch):
+        sync = upload()
+    assert sync >= 15, sync  # 5 registrations one by one, each dose run set-based
 
 
 @pytest.mark.parametrize("keyed", [False, True])

@@ -1,27 +1,38 @@
-"""The batch upload on the event loop (issue 17): `batch.upload` for a batch of `dose.record`
-items on the async unit of work (registry/async_unit.py), PostgreSQL only. Same results, refusals,
-rows and audit events as the sync path (registry/sync/batch.py, whose invariants hold here too);
-on SQLite, and for any other batch, `upload_async` runs `batch.upload` in a worker thread.
+"""The batch upload on the event loop (issue 17): `batch.upload` for a batch of `dose.record` and
+`patient.create` items on the async unit of work (registry/async_unit.py), PostgreSQL only. Same
+results, refusals, rows and audit events as the sync path (registry/sync/batch.py, whose
+invariants hold here too); on SQLite, and for any other batch, `upload_async` runs
+`batch.upload` in a worker thread.
 
 Which batches (`fits_on_loop`, decided at the gate before the Idempotency-Key is claimed, so that
 the key's stored response commits in the transaction of whichever path does the work): only
-`dose.record` items (malformed ones too: they are answered `rejected: invalid` without I/O), no
-dose id twice, at most `NHR_SYNC_BATCH_MAX_ITEMS`, and a caller allowed to record doses. Patients,
-corrections and voids take the sync path, one by one through the services, as before.
+`dose.record` and `patient.create` items (malformed ones too: they are answered `rejected:
+invalid` without I/O), no dose id and no patient id twice, at most `NHR_SYNC_BATCH_MAX_ITEMS`,
+and a caller allowed to record doses (and to register patients, when the batch has a
+registration). Corrections and voids take the sync path, one by one through the services.
 
-Round trips (the sync path makes 5 or more, each with a thread hand-off):
-1. one message: BEGIN, the patients' `FOR KEY SHARE` locks (the dose-vs-merge race, issue 13),
-   the snapshot the judgement reads (`dose_batch.PG_SNAPSHOT`, after the locks, so its statement
-   snapshot sees a merge that committed first), the items' receipts with their uploaders'
-   facility (`repository.receipts`' visibility rule, without its second query), and the
-   schedule in force per custodian when the node's country is known. Client-side bound, as
-   `AsyncUnit.begin` always is;
-2. one statement: the doses, their report-queue marks, every audit event of the request (each
-   item's refusal or success event and the `sync.batch` event, with its subjects), the receipts,
-   and the renumbering of inferred doses already on record (`bulk.writer.insert_many_sql`);
+Round trips (the sync path makes 5 or more for doses, about 15 for a campaign device's mix of
+newborns and doses, each with a thread hand-off):
+1. one message (`open_snapshot`, shared with the FHIR Bundle path): BEGIN, the registrations'
+   advisory locks on their own identifiers, the patients' `FOR KEY SHARE` locks (the
+   dose-vs-merge race, issue 13), the snapshot the judgement reads (`dose_batch.PG_SNAPSHOT`,
+   after the locks, so its statement snapshot sees a merge that committed first; it reads the
+   registrations' ids too: a taken client id), the items' receipts with their uploaders'
+   facility (`repository.receipts`' visibility rule, without its second query), the schedule in
+   force per custodian when the node's country is known, and the registrations' one read
+   (registry/sync/batch_patients.py: identifiers, blocking keys, birth facilities). Client-side
+   bound, as `AsyncUnit.begin` always is;
+2. one statement: the new patients with their blind-index rows, access codes, report-queue
+   marks, blocking keys and candidate pairs; the doses and their marks; every audit event of the
+   request (each item's refusal or success event and the `sync.batch` event, with their
+   subjects), the receipts, and the renumbering of inferred doses already on record
+   (`bulk.writer.insert_many_sql`);
 3. the stored response of an Idempotency-Key and COMMIT, by the unit of work.
 
-The judgement is one call, `dose_batch.judge`, on the snapshot. A concurrent upload that wrote
+The judgement, in the sync path's order: the registrations first (`batch_patients.judge`: each
+against the snapshot and the batch's earlier registrations, as the sync path sees them written),
+then the doses in one `dose_batch.judge` call on the snapshot plus the new patients, each new
+patient seen only by the doses after its registration (`born`). A concurrent upload that wrote
 one of the ids first makes the write fail on its unique key: the transaction is rolled back
 and the request is judged again on a new snapshot (where that id is now `duplicate` or taken),
 as the sync path falls back to the single-record route for the run. Refusal events are booked on
