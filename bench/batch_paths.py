@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--floor-seconds", type=float, default=3.0)
     p.add_argument("--server-url", default=DEFAULT_SERVER)
+    p.add_argument("--profile", action="store_true",
+                   help="after the rounds, one more slice per tree under py-spy (GIL samples, bench/pyspy.py)")
     p.add_argument("--in-process-worker", action="store_true",
                    help="let the API workers run the audit sealer and coverage refresher (default off: both trees share "
                         "one database, so one tree's workers would do the other's background work and its CPU)")
@@ -151,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"errors {r['errors']} cpu {r['cpu_us_per_dose'] or 0:.0f} us/dose; copy {got['copy']['rate']:.0f} rows/s",
                       flush=True)
             rounds.append(got)
+        profiles = {}
+        if a.profile:
+            from bench.pyspy import Profile
+
+            for tree, server in arms:
+                prof = Profile(server.worker_pids(), RESULTS, f"batch-paths-{tree}")
+                uploads.measure(a.workload, server.base, pop, token, duration=a.duration, threads=a.threads, seed=99)
+                profiles[tree] = prof.stop()
+                print(f"profile {tree}: {json.dumps({k: v for k, v in profiles[tree].items() if k != 'files'})}", flush=True)
         summary = {}
         for tree, _ in arms:
             summary[tree] = {"x_copy": statistics.median(r[tree]["rate"] / r["copy"]["rate"] for r in rounds),
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["copy_rate"] = statistics.median(r["copy"]["rate"] for r in rounds)
         summary["load"] = [round(r["load"], 1) for r in rounds]
         doc = {"started": started.isoformat(timespec="seconds"), "workload": a.workload, "off": a.off, "scale": a.scale, "workers": a.workers,
-               "threads": a.threads, "summary": summary, "rounds": rounds}
+               "threads": a.threads, "summary": summary, "rounds": rounds, "profiles": profiles}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"batch-paths-{started:%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(doc, indent=1, default=str))
         print(json.dumps(summary, default=str))
