@@ -212,3 +212,23 @@ def test_the_refill_is_bounded(runtime):
 def test_the_refill_job_is_off_without_a_pool(runtime):
     settings = runtime.settings.model_copy(update={"citizen": runtime.settings.citizen.model_copy(update={"code_pool_size": 0})})
     assert code_pool.start_background(SimpleNamespace(settings=settings)) is None
+
+
+def test_the_refill_hashes_at_the_lowest_priority(runtime, monkeypatch):
+    """The hashing runs in a thread of its own at nice 19 (Linux), so it yields the cores to requests;
+    the caller's thread keeps its priority."""
+    import os
+
+    seen = []
+    real = code_pool.made
+
+    def spy(rt, n):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(rt, n)
+    monkeypatch.setattr(code_pool, "made", spy)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    _empty(runtime)
+    assert code_pool.refill(runtime, target=2, batch=2) == 2
+    assert seen == [code_pool.REFILL_NICE]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    _empty(runtime)

@@ -17,6 +17,10 @@ Invariants:
 - An empty pool (no worker, a burst that drained it, `code_pool_size` 0), a row that does not
   open (the secret replaced), or a keyring without the secret: the registration hashes a new
   code itself, as before the pool; the row it took, if any, is consumed all the same.
+- The refill yields to requests: its hashing runs in a thread of its own at the lowest CPU
+  priority (nice 19, Linux; elsewhere as is), so on a node whose `nhr worker` shares cores with
+  the API it takes idle CPU, and a burst drains the pool (then falls back) rather than competing
+  with the refill for the cores.
 - Bounded: a refill never takes the pool above `code_pool_size` (PostgreSQL: refills serialised
   by an advisory lock, so two workers do not overshoot together), and makes at most
   `REFILL_BATCH` codes a tick, so a drained pool costs the worker about 0.6 s of CPU a tick.
@@ -25,7 +29,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import threading
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidTag
@@ -41,6 +47,7 @@ from security.crypto.errors import KeyUnavailable
 POOL = AccessCodePoolRow.__table__
 SECRET_NAME = "access-code-pool"
 REFILL_BATCH = 500
+REFILL_NICE = 19
 _AAD = b"nhr/code-pool1|"
 _LOCK_KEY = 7_070_707  # PostgreSQL advisory lock: one refill at a time
 
@@ -102,11 +109,7 @@ def refill(rt, *, target: int | None = None, batch: int = REFILL_BATCH) -> int:
         want = min(target - size(s), batch)
     if want <= 0:
         return 0
-    now = datetime.now(UTC)
-    rows = []
-    for _ in range(want):
-        code, code_hash = codes.issue(rt.code_hasher)
-        rows.append({"code_hash": code_hash, "code_ct": seal(rt.keyring, code_hash, code), "created_at": now})
+    rows = _made_at_low_priority(rt, want)
     with rt.sessions.begin() as s:
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
@@ -114,6 +117,37 @@ def refill(rt, *, target: int | None = None, batch: int = REFILL_BATCH) -> int:
         if room:
             s.execute(insert(POOL), rows[:room])
     return room
+
+
+def made(rt, n: int) -> list[dict]:
+    """`n` new pool rows (the argon2id hashing: about 1.2 ms each)."""
+    now, rows = datetime.now(UTC), []
+    for _ in range(n):
+        code, code_hash = codes.issue(rt.code_hasher)
+        rows.append({"code_hash": code_hash, "code_ct": seal(rt.keyring, code_hash, code), "created_at": now})
+    return rows
+
+
+def _made_at_low_priority(rt, n: int) -> list[dict]:
+    """`made` in a thread of its own at nice REFILL_NICE (a thread's own priority on Linux; a
+    thread cannot raise its priority back, hence a new thread each time)."""
+    out: list = []
+
+    def work():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFILL_NICE)
+        except (AttributeError, OSError):  # not Linux, or not permitted: hash at the usual priority
+            pass
+        try:
+            out.append(made(rt, n))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            out.append(exc)
+    t = threading.Thread(target=work, name="nhr-access-code-hashing", daemon=True)
+    t.start()
+    t.join()
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
 
 
 def start_background(rt):
