@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
                    help="run the pass with another checkout's code (e.g. main=/work/main; repeatable): each tree "
                         "gets its own copy of the loaded database (CREATE DATABASE ... TEMPLATE)")
+    p.add_argument("--dirty", type=int, default=0, metavar="N",
+                   help="queue N children for the refresher first (a backlog of changes, as after an outage)")
     p.add_argument("--trace", action="store_true", help="also each job's peak Python allocations (tracemalloc)")
     p.add_argument("--pass-only", nargs=2, metavar=("URL", "KEY_DIR"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         pop = population.prepare(url, key_dir, a.scale, log=lambda *x: print(*x, flush=True))
         print(f"population: {pop.patients} children, {pop.doses} doses in {time.perf_counter() - t0:.0f}s", flush=True)
+        if a.dirty:
+            with psycopg.connect(population.libpq(url), autocommit=True) as c:
+                c.execute("INSERT INTO report_dirty_patients (patient_id) SELECT id FROM patients ORDER BY id LIMIT %s",
+                          (a.dirty,))
         for label, tree in trees:
             copy = f"{name}_{label}"
             try:
