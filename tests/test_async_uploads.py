@@ -571,3 +571,29 @@ def test_a_concurrent_writer_in_a_mixed_batch_gives_the_same_answer(world, runti
     assert sorted(e[:2] for e in events) == [("immunization.create", "conflict"), ("immunization.create", "invalid"),
                                              ("immunization.create", "success"), ("patient.create", "success"),
                                              ("sync.batch", "success")]
+
+
+def test_which_batches_run_on_the_loop():
+    """`fits_on_loop`: doses and registrations (a caller allowed both), no id twice; corrections,
+    voids, a repeated id or a caller without the registration permission take the sync path."""
+    from registry.sync.batch_async import fits_on_loop
+    from security.access.permissions import Permission
+
+    class Caller:
+        def __init__(self, *allowed):
+            self.allowed = set(allowed)
+
+        def can(self, permission) -> bool:
+            return permission in self.allowed
+
+    both = Caller(Permission.IMMUNIZATION_RECORD, Permission.PATIENT_CREATE)
+    child = _reg()
+    dose = _item(child["data"]["id"], _dose("2026-06-01"))
+    assert fits_on_loop([child, dose], both, 500)
+    assert fits_on_loop([{"op": "patient.create", "data": {"given_name": "no id"}}, dose], both, 500)  # refused invalid
+    assert not fits_on_loop([child, dose], Caller(Permission.IMMUNIZATION_RECORD), 500)
+    assert fits_on_loop([dose], Caller(Permission.IMMUNIZATION_RECORD), 500)
+    assert not fits_on_loop([child, dose, child], both, 500)  # the same patient id twice
+    assert not fits_on_loop([child, dose, dose], both, 500)  # the same dose id twice
+    assert not fits_on_loop([child, {"op": "dose.void", "dose_id": str(uuid.uuid4()), "data": {}}], both, 500)
+    assert not fits_on_loop([child, dose], both, 1)
