@@ -123,6 +123,10 @@ class CitizenSettings(_Strict):
     model_config = _env("NHR_CITIZEN_")
     token_ttl_seconds: int = Field(600, ge=60, le=3600)
     show_staff_names: bool = False
+    # Access codes made ahead by `nhr worker` (issue 17, registry/citizens/code_pool.py): how many ready codes the
+    # node keeps (0: none, every registration hashes its own), and the seconds between refills
+    code_pool_size: int = Field(5_000, ge=0, le=1_000_000)
+    code_pool_refill_seconds: float = Field(1, ge=0)  # 0: no refill
 
 
 class CertificateSettings(_Strict):

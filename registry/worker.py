@@ -6,7 +6,8 @@ deduplication of each province (registry/linkage/schedule.py, NHR_DEDUPE_INTERVA
 here, never in the API's process: it is minutes of CPU), and on the national linkage comparer its
 runs (registry/linkage/comparer_schedule.py, NHR_NODE_COMPARE_INTERVAL_SECONDS); on a province node
 serving it, the re-encoding of its records (registry/linkage/encode_schedule.py,
-NHR_NODE_ENCODE_INTERVAL_SECONDS). In production the API's
+NHR_NODE_ENCODE_INTERVAL_SECONDS); and the refill of the node's pool of ready access codes
+(registry/citizens/code_pool.py, NHR_CITIZEN_CODE_POOL_SIZE). In production the API's
 workers leave them to this process (`NHR_IN_PROCESS_WORKER`, off in production by default), so a
 request never shares its worker's CPU with a seal or a refresh; in development and tests the API
 runs them itself, so the demo seals with nothing else started.
@@ -26,6 +27,7 @@ import asyncio
 import logging
 
 from registry.audit_log import sealing
+from registry.citizens import code_pool
 from registry.linkage import comparer_schedule, encode_schedule
 from registry.linkage import schedule as dedupe_schedule
 from registry.nodes.federation import Transport
@@ -43,6 +45,7 @@ async def run(rt: Runtime, stop: asyncio.Event, comparer_transport: Transport | 
     deduper = dedupe_schedule.start_background(rt)
     comparer = comparer_schedule.start_background(rt, comparer_transport)
     encoder = encode_schedule.start_background(rt)
+    code_refill = code_pool.start_background(rt)
     log.info("worker started (sealer every %s s, refresher every %s s, dedupe every %s h)",
              rt.settings.audit.seal_interval_seconds, rt.settings.reports.refresh_interval_seconds,
              rt.settings.dedupe_interval_hours)
@@ -51,6 +54,7 @@ async def run(rt: Runtime, stop: asyncio.Event, comparer_transport: Transport | 
     try:
         await stop.wait()
     finally:
+        await code_pool.stop_background(code_refill)
         await comparer_schedule.stop_background(comparer)
         await encode_schedule.stop_background(encoder)
         await dedupe_schedule.stop_background(deduper)

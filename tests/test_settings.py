@@ -52,6 +52,8 @@ ENV = {
     "NHR_AUDIT_WITNESSES_FILE": ("audit.witnesses_file", "/etc/nhr/witnesses", Path("/etc/nhr/witnesses")),
     "NHR_CITIZEN_TOKEN_TTL_SECONDS": ("citizen.token_ttl_seconds", "300", 300),
     "NHR_CITIZEN_SHOW_STAFF_NAMES": ("citizen.show_staff_names", "true", True),
+    "NHR_CITIZEN_CODE_POOL_SIZE": ("citizen.code_pool_size", "200", 200),
+    "NHR_CITIZEN_CODE_POOL_REFILL_SECONDS": ("citizen.code_pool_refill_seconds", "0.5", 0.5),
     "NHR_CERTIFICATE_VALIDITY_DAYS": ("certificates.validity_days", "180", 180),
     "NHR_CERTIFICATE_SIGNER_RENEW_DAYS": ("certificates.signer_renew_days", "60", 60),
     "NHR_REPORT_MIN_CELL": ("reports.min_cell", "10", 10),

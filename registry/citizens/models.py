@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.orm import Base, UTCDateTime
@@ -27,3 +27,17 @@ class PatientAccessCode(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     issued_by_user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     generation: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AccessCodePoolRow(Base):
+    """A ready access code (issue 17): made by `nhr worker` (registry/citizens/code_pool.py) so that
+    registration takes one instead of hashing one. The code is kept only sealed (AES-256-GCM under
+    the keyring's `access-code-pool` secret, its hash bound as associated data) beside its
+    argon2id hash; a registration deletes the row it takes in its own transaction."""
+
+    __tablename__ = "access_code_pool"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    code_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

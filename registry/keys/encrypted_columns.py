@@ -42,4 +42,6 @@ ENCRYPTED_TABLES: tuple[EncryptedTable, ...] = (
 OTHER_KEYS: dict[tuple[str, str], str] = {
     ("idempotency_keys", "response_ct"): "stored responses, under the named secret `idempotency-responses` "
                                          "(registry/sync/idempotency.py); they expire within a day",
+    ("access_code_pool", "code_ct"): "access codes made ahead of registration, under the named secret "
+                                      "`access-code-pool` (registry/citizens/code_pool.py); taken within the pool's turnover",
 }

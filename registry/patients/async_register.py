@@ -3,11 +3,13 @@
 a worker thread. Same checks in the same order, same refusals and events, same rows.
 
 Round trips (the sync path makes 8-9, each a thread hand-off):
-1. BEGIN and the advisory locks of the patient's own identifiers (`repository.lock_identifier`'s
-   keys), one message;
+1. BEGIN, the advisory locks of the patient's own identifiers (`repository.lock_identifier`'s
+   keys) and the taking of a ready access code from the pool (registry/citizens/code_pool.py: the
+   row is deleted in this transaction; a rollback puts it back), one message;
 2. one read (`_reads`): the patients holding the blind-index values of those identifiers and of
    the new health ID (the exact-identifier uniqueness check), the registration check's
    blocking-key candidates (registry/linkage's own statement), and a client-chosen id if taken;
+   (an empty pool: the code is hashed here, on the loop, as it was before the pool)
 3. one write (`_write`): the patient, its blind-index rows, its access code, the dirty-patient
    mark, its blocking keys, the candidate pairs for the stewards and the audit event with its
    subjects, as data-modifying CTEs;
@@ -36,6 +38,7 @@ from registry import identifiers
 from registry.async_database import Compiled
 from registry.async_unit import AsyncUnit
 from registry.audit_log import async_events
+from registry.citizens import code_pool
 from registry.citizens import codes as access_codes
 from registry.citizens.repository import CODES
 from registry.context import ServiceContext
@@ -76,7 +79,9 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
     if p.facility is None:
         _refuse(ctx, Forbidden("only staff bound to a facility can register patients"), audit.DENIED,
                 detail={"reason": "not bound to a facility"})
-    access_code, code_hash = access_codes.issue(rt.code_hasher)
+    pooled = rt.settings.citizen.code_pool_size > 0
+    if not pooled:
+        access_code, code_hash = access_codes.issue(rt.code_hasher)
     try:
         province, district = svc.residence_of(ctx, await _jurisdiction(rt, data.district or p.scope.district))
     except InvalidInput as exc:
@@ -92,7 +97,11 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
     plain = svc.plaintext_columns(raw)
     own = {c: identifiers.normalise(codec.INDEXED[c], plain[c]) for c in _OWN if plain.get(c)}
     locks = [_lock_key(rt.keyring, codec.INDEXED[c], n) for c, n in own.items()]
-    await unit.begin(_locks(len(locks)) if locks else None, {f"k{i}": k for i, k in enumerate(locks)})
+    first = await unit.begin(_first(len(locks), pooled), {f"k{i}": k for i, k in enumerate(locks)}) if locks or pooled \
+        else await unit.begin()
+    if pooled:  # the pool row is the last result; nothing taken: hash one now
+        taken = first[-1]
+        access_code, code_hash = code_pool.issued_from(rt.keyring, rt.code_hasher, taken[0] if taken else None)
     rec = _linkage_record(ctx, data, plain, province, district) if rt.settings.linkage_check else None
     want = _link_keys(rt, rec)
     hid = identifiers.new_health_id()
@@ -102,8 +111,8 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
         by_custodian = {c: rt.indexer.for_all_custodians(s, n) for c, (s, n) in wanted.items()}
         rows = await unit.all(_reads(p.scope, p.search_scope), {
             "id_systems": sorted({s for s, _ in wanted.values()}),
-            "id_bidx": sorted({b for m in by_custodian.values() for b in m.values()}),
-            "bidx": sorted({v for _, _, v in want}) if attempt == 0 else [], "pid": patient_id})
+            "id_bidx": _int_array({b for m in by_custodian.values() for b in m.values()}),
+            "bidx": _int_array({v for _, _, v in want} if attempt == 0 else ()), "pid": patient_id})
         ident = [r for r in rows if r.arm == "ident"]
         if attempt == 0:
             taken = _identifier_taken(ctx, own, wanted, by_custodian, ident)
@@ -194,9 +203,15 @@ async def _jurisdiction(rt, code: str | None):
     return rt.jurisdictions.fresh(code)[1]
 
 
-@lru_cache(maxsize=4)
-def _locks(n: int) -> Compiled:
-    return Compiled.of(select(*(func.pg_advisory_xact_lock(bindparam(f"k{i}", type_=BigInteger())) for i in range(n))))
+@lru_cache(maxsize=8)
+def _first(n: int, pooled: bool) -> Compiled:
+    """The statements sent with BEGIN: the advisory locks `k0`..`k<n-1>`, then, if `pooled`, the
+    taking of one pool row (its `code_hash`, `code_ct`; no row when the pool is empty)."""
+    parts = [Compiled.of(select(*(func.pg_advisory_xact_lock(bindparam(f"k{i}", type_=BigInteger())) for i in range(n))))] if n else []
+    if pooled:
+        parts.append(Compiled.of(code_pool.take_statement(postgresql=True)))
+    defaults = {k: v for c in parts for k, v in c.defaults.items()}
+    return Compiled("; ".join(c.sql for c in parts), defaults, frozenset())
 
 
 def _lock_key(keyring, system: str, normalised: str) -> int:
@@ -285,6 +300,13 @@ def _reads(capture, search) -> Compiled:
                    cast(null(), String).label("key_custodian"), cast(null(), Integer).label("key_bidx")) \
         .where(PATIENTS.c.id == bindparam("pid", type_=Uuid()))
     return Compiled.of(union_all(ident, link_sel, by_id))
+
+
+def _int_array(values) -> str:
+    """An `integer[]` parameter as PostgreSQL's array literal (`{1,-2}`), sent as text of unknown
+    type that the statement's cast parses: psycopg's list dumper spent about 0.2 ms a
+    registration on the ~100 blind-index values (a regular expression per element)."""
+    return "{" + ",".join(map(str, sorted(values))) + "}"
 
 
 def _rows_cte(table, name: str, columns: tuple[str, ...], n: int):

@@ -18,6 +18,7 @@ from anyio import to_thread
 from registry import identifiers
 from registry.async_database import Compiled
 from registry.audit_log import async_events
+from registry.citizens import code_pool
 from registry.citizens import codes as access_codes
 from registry.citizens import repository as access_code_repo
 from registry.context import ServiceContext
@@ -151,8 +152,10 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if p.facility is None:
         ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "not bound to a facility"})
         raise Forbidden("only staff bound to a facility can register patients")
-    # argon2id before the first statement: on SQLite that statement takes the write lock.
-    access_code, code_hash = access_codes.issue(ctx.runtime.code_hasher)
+    # Without the pool, argon2id before the first statement: on SQLite that statement takes the write lock.
+    pooled = ctx.runtime.settings.citizen.code_pool_size > 0
+    if not pooled:
+        access_code, code_hash = access_codes.issue(ctx.runtime.code_hasher)
     try:
         province, district = _residence(ctx, data.district or p.scope.district)
     except InvalidInput:
@@ -174,6 +177,8 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     now = datetime.now(UTC)
     row = new_row(ctx.runtime.cipher, p, data, patient_id, custodian, province, district, plain, now)
     repo.insert_patient(ctx.session, row, codec.index_rows(ctx.runtime.indexer, custodian, patient_id, plain))
+    if pooled:  # a ready code, taken in this transaction (registry/citizens/code_pool.py); else hashed now
+        access_code, code_hash = code_pool.issue(ctx.session, ctx.runtime.keyring, ctx.runtime.code_hasher)
     access_code_repo.insert_code(ctx.session, patient_id, code_hash, now, p.user_id)
     report_queue.mark(ctx.session, patient_id)  # coverage aggregates: refreshed before the next report
     detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}

@@ -137,7 +137,7 @@ def statements(ctx: ServiceContext, pending: list[Pending]) -> tuple[Compiled | 
     values = {"id_systems": sorted(systems), "id_bidx": sorted(bidx), "pid": None,
               "bidx": sorted({v for one in pending for _, _, v in one.want}),
               "birth_facilities": sorted({one.item.data.birth_facility for one in pending if one.item.data.birth_facility})}
-    first = reg._locks(len(locks)) if locks else None
+    first = reg._first(len(locks), False) if locks else None  # the batch hashes its codes (no pool row taken)
     return first, {f"k{i}": k for i, k in enumerate(locks)}, [reads, Compiled(_FACILITIES, {}, frozenset())], values
 
 

@@ -42,6 +42,7 @@ SECRET_NAMES = {
     "sync-receipts": "MACs of applied batch-sync items (registry/sync/batch.py)",
     "idempotency-responses": "encryption of stored Idempotency-Key responses (registry/sync/idempotency.py)",
     "audit-events": "MACs of audit events as the registry writes them (security/audit/event_mac.py)",
+    "access-code-pool": "sealing of the access codes made ahead of registration (registry/citizens/code_pool.py)",
     "linkage-secret": "the national key of cross-province Bloom-filter linkage encodings (registry/linkage/bloom.py); provinces' encoders only",
 }
 
