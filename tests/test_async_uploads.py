@@ -507,3 +507,93 @@ def test_a_failure_in_a_mixed_batch_leaves_nothing_written(world, runtime, monke
             {"Idempotency-Key": key} if key else {})))
         return [r.status_code, outcomes, written, retried.status_code, retried.json()["created"]]
     assert _alike(monkeypatch, scenario) == [500, [("immunization.create", "invalid")], (0, 0, 0, 0, 0), 200, 2]
+
+
+def test_a_health_id_already_held_is_drawn_again_in_a_batch(world, runtime, monkeypatch):
+    """The first health ID drawn for a batch's registration is a registered child's (one in 1e11,
+    forced here): the registration gets another, on both paths (the loop judges the batch again)."""
+    from registry import identifiers
+
+    known = world.register("clinic_a")
+    real = identifiers.new_health_id
+
+    def scenario():
+        calls = []
+
+        def drawn():
+            calls.append(1)
+            return known["health_id"] if len(calls) == 1 else real()
+        with monkeypatch.context() as m:
+            m.setattr(identifiers, "new_health_id", drawn)
+            r = world.client.post(URL, json={"items": [_reg()]}, headers=world.h("clinic_a"))
+        res = r.json()["results"][0]
+        return [r.status_code, res["result"], res["health_id"] != known["health_id"], len(calls) >= 2]
+    assert _alike(monkeypatch, scenario) == [200, "created", True, True]
+
+
+@on_pg
+def test_a_concurrent_writer_in_a_mixed_batch_gives_the_same_answer(world, runtime, monkeypatch):
+    """As the doses-only race above, in a batch that also registers a child with its doses: the
+    loop judges the whole batch again (the registration once, its events once), the sync path
+    falls back to the single route for the run; the same results, rows and events."""
+    from registry.immunizations import batch as dose_batch
+
+    judge = dose_batch.judge
+
+    def scenario():
+        known = world.register("clinic_a")
+        src = world.client.post(f"/api/v1/patients/{known['id']}/immunizations",
+                                json={"vaccine": "OPV", "dose_number": 0, "date_given": known["birth_date"]},
+                                headers=world.h("clinic_a")).json()["id"]
+        child = _reg()
+        born = child["data"]["birth_date"]
+        items = [child, _item(child["data"]["id"], _dose(born)), _item(known["id"], _dose(known["birth_date"])),
+                 _item(child["data"]["id"], _dose(born, dose_number=2))]
+        raced = {"done": False}
+
+        def racing(*a, **k):
+            if not raced["done"]:
+                raced["done"] = True
+                with runtime.sessions.begin() as s:  # another writer takes the known child's dose id, committed
+                    s.execute(text("INSERT INTO immunizations SELECT (jsonb_populate_record(i, jsonb_build_object('id', "
+                                   "CAST(:new AS text)))).* FROM immunizations i WHERE i.id = :src"),
+                              {"new": items[2]["data"]["id"], "src": uuid.UUID(src)})
+            return judge(*a, **k)
+        with monkeypatch.context() as m:
+            m.setattr(dose_batch, "judge", racing)
+            answer = _post(world, items)
+        return [answer, _count(runtime, Patient.__table__, "id", [child["data"]["id"]]),
+                _count(runtime, Immunization.__table__, "patient_id", [known["id"], child["data"]["id"]])]
+    (status, body, events), patients, doses = _alike(monkeypatch, scenario)
+    assert status == 200 and [(r["result"], r.get("reason")) for r in body["results"]] == [
+        ("created", None), ("created", None), ("rejected", "conflict"), ("rejected", "invalid")]
+    assert patients == 1 and doses == 3
+    assert sorted(e[:2] for e in events) == [("immunization.create", "conflict"), ("immunization.create", "invalid"),
+                                             ("immunization.create", "success"), ("patient.create", "success"),
+                                             ("sync.batch", "success")]
+
+
+def test_which_batches_run_on_the_loop():
+    """`fits_on_loop`: doses and registrations (a caller allowed both), no id twice; corrections,
+    voids, a repeated id or a caller without the registration permission take the sync path."""
+    from registry.sync.batch_async import fits_on_loop
+    from security.access.permissions import Permission
+
+    class Caller:
+        def __init__(self, *allowed):
+            self.allowed = set(allowed)
+
+        def can(self, permission) -> bool:
+            return permission in self.allowed
+
+    both = Caller(Permission.IMMUNIZATION_RECORD, Permission.PATIENT_CREATE)
+    child = _reg()
+    dose = _item(child["data"]["id"], _dose("2026-06-01"))
+    assert fits_on_loop([child, dose], both, 500)
+    assert fits_on_loop([{"op": "patient.create", "data": {"given_name": "no id"}}, dose], both, 500)  # refused invalid
+    assert not fits_on_loop([child, dose], Caller(Permission.IMMUNIZATION_RECORD), 500)
+    assert fits_on_loop([dose], Caller(Permission.IMMUNIZATION_RECORD), 500)
+    assert not fits_on_loop([child, dose, child], both, 500)  # the same patient id twice
+    assert not fits_on_loop([child, dose, dose], both, 500)  # the same dose id twice
+    assert not fits_on_loop([child, {"op": "dose.void", "dose_id": str(uuid.uuid4()), "data": {}}], both, 500)
+    assert not fits_on_loop([child, dose], both, 1)

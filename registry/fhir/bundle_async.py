@@ -12,8 +12,9 @@ denial per entry). A Bundle with a Patient (or a malformed entry) takes the sync
 
 Round trips (as registry/sync/batch_async.py): the key's claim; BEGIN with the patients'
 `FOR KEY SHARE` locks, the snapshot (`dose_batch.PG_SNAPSHOT`) and the schedule in force, in one
-message (`batch_async.open_snapshot`, shared with the batch upload); one statement writing the doses, their report-queue marks and every audit event (the
-refusals' and the successes'); the stored response and COMMIT. The judgement is
+message (`batch_async.open_snapshot`, shared with the batch upload); one statement writing the
+doses, their report-queue marks and every audit event (the refusals' and the successes'); the
+stored response and COMMIT. The judgement is
 `dose_batch.judge` on the snapshot, with `stop_on_error` for a transaction.
 
 - transaction: the first refusal (mapping or dose rule, in entry order) raises before anything
