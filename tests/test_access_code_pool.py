@@ -232,3 +232,23 @@ def test_the_refill_hashes_at_the_lowest_priority(runtime, monkeypatch):
     assert seen == [code_pool.REFILL_NICE]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
     _empty(runtime)
+
+
+def test_on_sqlite_an_empty_pool_hashes_before_the_write_lock(world, runtime, monkeypatch):
+    """The sync path on SQLite: with the pool empty the code is hashed before the registration's
+    first statement (which takes SQLite's write lock), not while holding it."""
+    from registry.patients import service
+
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    _empty(runtime)
+    states = []
+    real = service.access_codes.issue
+
+    def spy(hasher):
+        states.append(runtime.engine.pool.checkedout())
+        return real(hasher)
+    monkeypatch.setattr(service.access_codes, "issue", spy)
+    with sync_path(monkeypatch):
+        world.register("clinic_a")
+    assert states == [0]

@@ -97,6 +97,18 @@ def issue(session: Session, keyring, hasher, *, pooled: bool = True) -> tuple[st
     return issued_from(keyring, hasher, taken)
 
 
+def worth_taking(session: Session) -> bool:
+    """Whether the sync path should take from the pool: on PostgreSQL always (the take costs no
+    extra round trip worth saving); on SQLite only if the pool has a row, read outside any
+    transaction, so that an empty pool's code is hashed before the registration's first statement
+    takes SQLite's write lock (as before the pool) instead of while holding it."""
+    engine = session.get_bind()
+    if engine.dialect.name == "postgresql":
+        return True
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(select(POOL.c.id).limit(1)).first() is not None
+
+
 def size(session: Session) -> int:
     return session.execute(select(func.count()).select_from(POOL)).scalar_one()
 

@@ -9,7 +9,8 @@ Round trips (the sync path makes 8-9, each a thread hand-off):
 2. one read (`_reads`): the patients holding the blind-index values of those identifiers and of
    the new health ID (the exact-identifier uniqueness check), the registration check's
    blocking-key candidates (registry/linkage's own statement), and a client-chosen id if taken;
-   (an empty pool: the code is hashed here, on the loop, as it was before the pool)
+   (an empty pool: the code is hashed here, on the loop, inside the transaction; before the pool
+   it was hashed before BEGIN)
 3. one write (`_write`): the patient, its blind-index rows, its access code, the dirty-patient
    mark, its blocking keys, the candidate pairs for the stewards and the audit event with its
    subjects, as data-modifying CTEs;

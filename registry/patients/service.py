@@ -152,8 +152,8 @@ def register(ctx: ServiceContext, data: PatientCreate) -> PatientRegistered:
     if p.facility is None:
         ctx.trail.record(ctx.session, action, audit.DENIED, detail={"reason": "not bound to a facility"})
         raise Forbidden("only staff bound to a facility can register patients")
-    # Without the pool, argon2id before the first statement: on SQLite that statement takes the write lock.
-    pooled = ctx.runtime.settings.citizen.code_pool_size > 0
+    # Without a pooled code, argon2id before the first statement: on SQLite that statement takes the write lock.
+    pooled = ctx.runtime.settings.citizen.code_pool_size > 0 and code_pool.worth_taking(ctx.session)
     if not pooled:
         access_code, code_hash = access_codes.issue(ctx.runtime.code_hasher)
     try:
