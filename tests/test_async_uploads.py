@@ -597,3 +597,40 @@ def test_which_batches_run_on_the_loop():
     assert not fits_on_loop([child, dose, dose], both, 500)  # the same dose id twice
     assert not fits_on_loop([child, {"op": "dose.void", "dose_id": str(uuid.uuid4()), "data": {}}], both, 500)
     assert not fits_on_loop([child, dose], both, 1)
+
+
+def test_a_mixed_batch_takes_pooled_access_codes(world, runtime, monkeypatch):
+    """The access-code pool (registry/citizens/code_pool.py) in a batch: each accepted registration
+    takes the oldest row left, a refused one takes none (the loop puts back the row it took for
+    it), and each code shown opens its child's citizen login; the same on both paths."""
+    from sqlalchemy import delete
+
+    from registry.citizens import code_pool
+    from registry.citizens.repository import CODES
+
+    pool = code_pool.POOL
+
+    def rows() -> list:
+        with runtime.sessions() as s:
+            return s.execute(select(pool).order_by(pool.c.id)).all()
+
+    def scenario():
+        with runtime.sessions.begin() as s:
+            s.execute(delete(pool))
+        assert code_pool.refill(runtime, target=3, batch=3) == 3
+        before = rows()
+        first, second = _reg(), _reg()
+        items = [first, _reg(birth_facility="NO-SUCH-FACILITY"), _item(first["data"]["id"], _dose(first["data"]["birth_date"])), second]
+        r = world.client.post(URL, json={"items": items}, headers=world.h("clinic_a"))
+        results = r.json()["results"]
+        created = [res for res in results if res["op"] == "patient.create" and res["result"] == "created"]
+        with runtime.sessions() as s:
+            stored = [s.execute(select(CODES.c.code_hash).where(CODES.c.patient_id == uuid.UUID(res["id"]))).scalar_one()
+                      for res in created]
+        logins = [world.client.post("/api/v1/citizen/token", json={"health_id": res["health_id"],
+                                                                    "access_code": res["access_code"]}).status_code
+                  for res in created]
+        left = rows()
+        return [[res["result"] for res in results], stored == [b.code_hash for b in before[:2]],
+                [x.id for x in left] == [before[2].id], logins]
+    assert _alike(monkeypatch, scenario) == [["created", "rejected", "created", "created"], True, True, [200, 200]]

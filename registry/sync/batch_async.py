@@ -47,6 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from types import SimpleNamespace
 
 import psycopg
 from anyio import to_thread
@@ -244,12 +245,15 @@ def _decide(ctx: ServiceContext, event_mac, items, parsed, run, pending, seen, s
     principal, trail = ctx.principal, ctx.trail
     out: dict[int, tuple[ItemResult, uuid.UUID | None]] = {}
     patients, receipts = snap.patients, []
-    registered: list = []
+    registered, unused = [], []
     if pending:
         existing = set(patients)
         reg_seen = {k[1]: repo._Receipt(*v[:3]) for k, v in seen.items() if k[0] == "patient"}
+        pool = sorted(snap.more[2], key=lambda r: r[0]) if len(snap.more) > 2 else []
+        pool = [SimpleNamespace(**dict(zip(batch_patients.POOL_COLUMNS, r))) for r in pool]
         reg_out, registered, reg_receipts = batch_patients.judge(
-            ctx, pending, reg_seen, existing, snap.more[0], {r[0] for r in snap.more[1]}, model, refuse)
+            ctx, pending, reg_seen, existing, snap.more[0], {r[0] for r in snap.more[1]}, model, refuse, pool)
+        unused = [vars(r) for r in pool]  # put back unissued
         out.update(reg_out)
         receipts += reg_receipts.values()
         patients = dict(patients)
@@ -294,7 +298,8 @@ def _decide(ctx: ServiceContext, event_mac, items, parsed, run, pending, seen, s
     all_subjects = [*(s for rows in refusal_subjects.values() for s in rows), *subject_rows]
     parts = [(t, rows, cols) for t, rows, cols in [*_registration_parts(registered), *dose_batch.dose_parts(plan),
                                                      (_EVENTS, events, None), (_SUBJECTS, all_subjects, None),
-                                                     (repo.RECEIPTS, receipts, None)]
+                                                     (repo.RECEIPTS, receipts, None),
+                                                     (batch_patients.POOL, unused, batch_patients.POOL_COLUMNS)]
              if rows]
     return results, counts, plan, registered, event, subject_rows, *insert_many_sql(parts, extra)
 

@@ -20,7 +20,11 @@ ids too) and the birth facilities named. A newly drawn health ID already held (o
 the whole upload judged again with new draws (`Retry`), as a concurrent writer does.
 
 Refusals go to the upload's `refuse(action, outcome, subjects=(), **event)`, written with the
-rest; the access code is issued (argon2id) only for a registration that passed every check.
+rest. Access codes (registry/citizens/code_pool.py): the first message also takes up to one pool
+row per registration that may be accepted (`FOR UPDATE SKIP LOCKED`); a registration that passed
+every check takes the oldest left (`code_pool.issued_from`, as the sync path's `code_pool.issue`),
+and the rows no registration took are put back, unissued, by the upload's write (a rollback puts
+them all back).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from datetime import UTC, datetime
 
 from registry import identifiers
 from registry.async_database import Compiled
-from registry.citizens import codes as access_codes
+from registry.citizens import code_pool
 from registry.context import ServiceContext
 from registry.errors import DomainError, Forbidden, InvalidInput
 from registry.facilities.models import Facility
@@ -49,6 +53,11 @@ from security.audit import trail as audit
 ACTION = reg.ACTION
 Row = namedtuple("Row", ["arm", *PATIENTS.c.keys(), "key_kind", "key_custodian", "key_bidx"])  # `reg._reads`' columns
 _FACILITIES = f"SELECT code FROM {Facility.__table__.name} WHERE code = ANY(%(birth_facilities)s::text[])"
+# `code_pool.take_statement` for up to `pool_n` rows (the registrations that may be accepted)
+POOL = code_pool.POOL
+_TAKE = (f"DELETE FROM {POOL.name} WHERE id IN (SELECT id FROM {POOL.name} ORDER BY id LIMIT %(pool_n)s"
+         f" FOR UPDATE SKIP LOCKED) RETURNING id, code_hash, code_ct, created_at")
+POOL_COLUMNS = ("id", "code_hash", "code_ct", "created_at")
 
 
 class Retry(Exception):
@@ -137,8 +146,12 @@ def statements(ctx: ServiceContext, pending: list[Pending]) -> tuple[Compiled | 
     values = {"id_systems": sorted(systems), "id_bidx": sorted(bidx), "pid": None,
               "bidx": sorted({v for one in pending for _, _, v in one.want}),
               "birth_facilities": sorted({one.item.data.birth_facility for one in pending if one.item.data.birth_facility})}
-    first = reg._first(len(locks), False) if locks else None  # the batch hashes its codes (no pool row taken)
-    return first, {f"k{i}": k for i, k in enumerate(locks)}, [reads, Compiled(_FACILITIES, {}, frozenset())], values
+    first = reg._first(len(locks), False) if locks else None  # the pool rows are taken with the reads
+    after = [reads, Compiled(_FACILITIES, {}, frozenset())]
+    if rt.settings.citizen.code_pool_size > 0:
+        after.append(Compiled(_TAKE, {}, frozenset()))
+        values["pool_n"] = sum(one.where is not None for one in pending)
+    return first, {f"k{i}": k for i, k in enumerate(locks)}, after, values
 
 
 def _wanted(one: Pending) -> dict[str, tuple[str, str]]:
@@ -157,9 +170,12 @@ class _Seen:
 
 
 def judge(ctx: ServiceContext, pending: list[Pending], receipts: dict, existing: set, read_rows: list, facilities: set,
-          model, refuse) -> tuple[dict[int, tuple[ItemResult, uuid.UUID | None]], list[Registered], dict]:
+          model, refuse, pool: list) -> tuple[dict[int, tuple[ItemResult, uuid.UUID | None]], list[Registered], dict]:
     """Each registration in order (see the module docstring): (index -> (result, patient id for
-    the batch event's subjects), the accepted ones' rows, index -> receipt row)."""
+    the batch event's subjects), the accepted ones' rows, index -> receipt row). `pool`: the
+    access-code pool rows taken in the first message, oldest first; each accepted registration
+    takes the next (`code_pool.issued_from`: hashed now when none is left or it does not open),
+    and the rows left are the caller's to put back in its write."""
     p, rt = ctx.principal, ctx.runtime
     rows = [Row(*r) for r in read_rows]
     seen = _Seen([r for r in rows if r.arm == "ident"], [r for r in rows if r.arm == "link"])
@@ -171,7 +187,7 @@ def judge(ctx: ServiceContext, pending: list[Pending], receipts: dict, existing:
             out[one.index] = batch._seen(ctx, one.index, item, receipts[one.id], mac, refuse)
             continue
         try:
-            registered = _one(ctx, one, existing, seen, facilities, model, refuse)
+            registered = _one(ctx, one, existing, seen, facilities, model, refuse, pool)
         except DomainError as exc:
             out[one.index] = ItemResult(**base, result="rejected", **batch.refusal_reason(exc, seen.created)), None
             continue
@@ -184,7 +200,7 @@ def judge(ctx: ServiceContext, pending: list[Pending], receipts: dict, existing:
     return out, accepted, receipts_out
 
 
-def _one(ctx: ServiceContext, one: Pending, existing: set, seen: _Seen, facilities: set, model, refuse):
+def _one(ctx: ServiceContext, one: Pending, existing: set, seen: _Seen, facilities: set, model, refuse, pool: list):
     """One registration's checks after its receipt: (its rows, its access code), or raise the
     refusal after giving its event to `refuse`."""
     rt, data = ctx.runtime, one.item.data
@@ -218,7 +234,7 @@ def _one(ctx: ServiceContext, one: Pending, existing: set, seen: _Seen, faciliti
     if reg._confirmed(ctx, seen.ident, system, norm, by_custodian["health_id"]):
         raise Retry()
     one.plain["health_id"] = one.hid
-    access_code, code_hash = access_codes.issue(rt.code_hasher)
+    access_code, code_hash = code_pool.issued_from(rt.keyring, rt.code_hasher, pool.pop(0) if pool else None)
     rows = reg._new_rows(ctx, data, one.id, one.where, one.plain, one.rec, found, model, code_hash, datetime.now(UTC))
     return Registered(*rows), access_code
 
