@@ -33,9 +33,11 @@ Invariants:
   anew for a new cursor. `conn.execute` makes a new cursor every time; re-using one per
   (connection, statement) measured about 70 us less CPU a statement of the audited read's size
   in a micro-benchmark, and the audited read 1.15x less CPU in-process (`python -m
-  bench.readpath --cursor-ab`; bench/RESULTS.md, 2026-12-03 16:27). The cursors live and die with their connection (a broken
-  one is discarded by the pool with its cursors); every `one`/`all` fetches its rows before it
-  returns, so no caller holds a cursor another call re-uses.
+  bench.readpath --cursor-ab`; bench/RESULTS.md, 2026-12-03 16:27). The cursors live and die
+  with their connection (a broken one is discarded by the pool with its cursors); every
+  `one`/`all` fetches its rows before it returns, so no caller holds a cursor another call
+  re-uses. A cursor keeps its last result until its next execution: the hot paths' few rows,
+  at most one result per (pooled connection, statement).
 """
 
 from __future__ import annotations
