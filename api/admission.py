@@ -86,9 +86,10 @@ class AdmissionMiddleware:
         if gate is None:
             await self.app(scope, receive, send)
             return
-        timeout = scope["app"].state.runtime.settings.serve.db_admission_timeout_seconds
+        timeout = None
         try:
             if gate.locked():  # a place is taken at once when one is free: no timer to arm (the hot reads)
+                timeout = scope["app"].state.runtime.settings.serve.db_admission_timeout_seconds
                 async with asyncio.timeout(timeout):
                     await gate.acquire()
             else:

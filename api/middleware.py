@@ -53,25 +53,20 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         status = 500
 
-        async def send_with_headers(message):
-            nonlocal status
+        started = False
+
+        async def send_with_headers(message):  # one wrapper a message (it was two: tracking, then headers)
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 headers = security_headers.add(list(message.get("headers", [])))
                 headers.append((b"x-request-id", rid.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
-        started = False
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send_with_headers(message)
-
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, send_with_headers)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for invariant 8
             # Never re-raise: the server would log the traceback and the message, and a message
             # (a database error's parameters, a validation error's input) may carry patient data.

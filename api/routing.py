@@ -10,7 +10,7 @@ from the unit of work), and the refusal is then reported as the usual "the body 
 JSON" (api/problems.py, api/fhir/responses.py).
 
 Every router of the API, the FHIR routes, the console and the node app uses it
-(`APIRouter(route_class=GatedRoute, route_class=GatedRoute)`); tests/test_body_not_json_audited.py pins it.
+(`APIRouter(route_class=GatedRoute)`); tests/test_body_not_json_audited.py pins it.
 """
 
 from __future__ import annotations

@@ -31,8 +31,17 @@ HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+_OURS = frozenset(name for name, _ in HEADERS) | {b"cache-control"}
+_ALL = [*HEADERS, (b"cache-control", b"no-store")]  # what a response that set none of them gets
+
+
 def add(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The response's headers with the security headers and, unless it set one, no-store."""
+    for name, _ in headers:
+        if name.lower() in _OURS:
+            break
+    else:  # the common case (API answers): all of them, without building the set of names
+        return headers + _ALL
     names = {name.lower() for name, _ in headers}
     out = headers + [h for h in HEADERS if h[0] not in names]
     if b"cache-control" not in names:

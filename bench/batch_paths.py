@@ -1,5 +1,6 @@
 """`python -m bench.batch_paths --base DIR`: the batch sync upload of doses (`batch_sync`,
-bench/uploads.py: 50 `dose.record` items with an Idempotency-Key), this checkout against another
+bench/uploads.py: 50 `dose.record` items with an Idempotency-Key; `batch_mixed`: a campaign
+device's day, `mixed_body`), this checkout against another
 (DIR: e.g. `git archive main | tar -x -C DIR`), on one database, interleaved (issue 17).
 
 Both registries serve the same population with the same keys; each round measures raw `COPY`
@@ -18,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import tempfile
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from bench import servers, uploads
@@ -29,14 +32,61 @@ from bench.baselines import copy_floor
 from bench.population import create_database, drop_database, prepare
 from bench.runner import DEFAULT_SERVER, RESULTS, _tokens
 
+MIXED_NEWBORNS, MIXED_DOSES, MIXED_REFUSALS = 5, 30, 5  # 5 x 3 + 30 + 5 = 50 items, as `batch_sync`
+_GIVEN = ("Ayesha", "Fatima", "Zainab", "Maryam", "Hira", "Ali", "Hamza", "Bilal", "Usman", "Ahmed")
+_FAMILY = ("Qureshi", "Baloch", "Chaudhry", "Siddiqui", "Afridi", "Memon", "Bhatti", "Khattak", "Soomro", "Lashari")
+
+
+def mixed_body(pop, rng: random.Random) -> tuple[bytes, int]:
+    """A campaign device's upload (bench/campaign_burst.batch_for's shape): newborns registered
+    with a client id, each followed by its BCG and OPV 0 by that id; campaign OPV 1 doses for
+    children of the facility; refusals (not-done). Every item is meant to be `created`; names
+    carry a random tag, so no newborn is a likely duplicate of another."""
+    today = date.today().isoformat()
+    items: list[dict] = []
+    for _ in range(MIXED_NEWBORNS):
+        pid, tag = str(uuid.uuid4()), f"{rng.randrange(16 ** 6):06x}"
+        family = f"{rng.choice(_FAMILY)} {tag}"
+        items.append({"op": "patient.create", "data": {
+            "id": pid, "given_name": rng.choice(_GIVEN), "family_name": family, "sex": rng.choice(("female", "male")),
+            "birth_date": today, "guardian": {"name": f"{rng.choice(_GIVEN[:5])} {tag}", "relationship": "mother"},
+            "phone": f"0300-{rng.randrange(10 ** 7):07d}", "address": f"House {rng.randrange(1, 400)}, campaign area"}})
+        for vaccine, number in (("BCG", 1), ("OPV", 0)):
+            items.append({"op": "dose.record", "patient_id": pid, "data": {
+                "id": str(uuid.uuid4()), "vaccine": vaccine, "dose_number": number, "date_given": today,
+                "lot_number": "CAMP-2026-1"}})
+    children = rng.sample(pop.read_ids, min(MIXED_DOSES + MIXED_REFUSALS, len(pop.read_ids)))
+    for k, pid in enumerate(children):
+        data = {"id": str(uuid.uuid4()), "vaccine": "OPV", "dose_number": 1, "date_given": today, "lot_number": "CAMP-2026-1"}
+        data.update({"override_reason": uploads.REASON} if k < MIXED_DOSES else
+                    {"status": "not-done", "not_done_reason": "refusal-child-sick"})
+        items.append({"op": "dose.record", "patient_id": pid, "data": data})
+    return json.dumps({"items": items}).encode(), len(items)
+
+
+def _register_mixed() -> None:
+    """`batch_mixed` as one of bench/uploads.py's workloads (its records: the batch's `created`)."""
+    path, ctype, _, _, keyed = uploads.KINDS["batch_sync"]
+    uploads.KINDS.setdefault("batch_mixed", (path, ctype, mixed_body, "items", keyed))
+    accepted = uploads._accepted
+    if getattr(accepted, "mixed", False):
+        return
+
+    def counted(name: str, status: int, payload: bytes, sent: int) -> int:
+        return accepted("batch_sync" if name == "batch_mixed" else name, status, payload, sent)
+    counted.mixed = True
+    uploads._accepted = counted
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.batch_paths")
     p.add_argument("--base", help="the other checkout (served as 'base')")
     p.add_argument("--off", metavar="ENV", help="instead of --base: this checkout served as 'base' too, with ENV=false "
                                                 "(a switch's A/B, e.g. NHR_FHIR_BUNDLE_ON_LOOP)")
-    p.add_argument("--workload", default="batch_sync", choices=("batch_sync", "fhir_bundle"),
-                   help="bench/uploads.py's workload (fhir_bundle: transaction Bundles of 20 Immunizations)")
+    p.add_argument("--workload", default="batch_sync", choices=("batch_sync", "batch_mixed", "fhir_bundle"),
+                   help="bench/uploads.py's workload (fhir_bundle: transaction Bundles of 20 Immunizations; "
+                        "batch_mixed: a campaign device's day, newborns registered with their birth doses, "
+                        "campaign doses and refusals, 50 items: `mixed_body`)")
     p.add_argument("--scale", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=4)
     p.add_argument("--duration", type=float, default=6.0)
@@ -45,12 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--floor-seconds", type=float, default=3.0)
     p.add_argument("--server-url", default=DEFAULT_SERVER)
+    p.add_argument("--profile", action="store_true",
+                   help="after the rounds, one more slice per tree under py-spy (GIL samples, bench/pyspy.py)")
     p.add_argument("--in-process-worker", action="store_true",
                    help="let the API workers run the audit sealer and coverage refresher (default off: both trees share "
                         "one database, so one tree's workers would do the other's background work and its CPU)")
     a = p.parse_args(argv)
     if (a.base is None) == (a.off is None):
         p.error("give --base DIR or --off ENV")
+    _register_mixed()
     os.environ["NHR_IN_PROCESS_WORKER"] = "true" if a.in_process_worker else "false"
     started = datetime.now(UTC)
     db = f"nhr_bench_bp_{started:%Y%m%d_%H%M%S}"
@@ -100,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"errors {r['errors']} cpu {r['cpu_us_per_dose'] or 0:.0f} us/dose; copy {got['copy']['rate']:.0f} rows/s",
                       flush=True)
             rounds.append(got)
+        profiles = {}
+        if a.profile:
+            from bench.pyspy import Profile
+
+            for tree, server in arms:
+                prof = Profile(server.worker_pids(), RESULTS, f"batch-paths-{tree}")
+                uploads.measure(a.workload, server.base, pop, token, duration=a.duration, threads=a.threads, seed=99)
+                profiles[tree] = prof.stop()
+                print(f"profile {tree}: {json.dumps({k: v for k, v in profiles[tree].items() if k != 'files'})}", flush=True)
         summary = {}
         for tree, _ in arms:
             summary[tree] = {"x_copy": statistics.median(r[tree]["rate"] / r["copy"]["rate"] for r in rounds),
@@ -113,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["copy_rate"] = statistics.median(r["copy"]["rate"] for r in rounds)
         summary["load"] = [round(r["load"], 1) for r in rounds]
         doc = {"started": started.isoformat(timespec="seconds"), "workload": a.workload, "off": a.off, "scale": a.scale, "workers": a.workers,
-               "threads": a.threads, "summary": summary, "rounds": rounds}
+               "threads": a.threads, "summary": summary, "rounds": rounds, "profiles": profiles}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"batch-paths-{started:%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(doc, indent=1, default=str))
         print(json.dumps(summary, default=str))

@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="also the cross-province Bloom-filter linkage on N children (quadratic per birth year and sex)")
     args = ap.parse_args(argv)
 
-    t0 = time.perf_counter()
     with phase("generate"):
         recs = population.generate(args.scale, seed=args.seed, province=args.province)
         truth = population.truth_pairs(recs)

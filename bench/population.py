@@ -26,6 +26,11 @@ BENCH_FACILITY = "F-LAH-02"  # the clinic account's facility (EPI Centre Shadman
 # The health officials who read the coverage reports: the nation, the benchmark facility's
 # province and its district, each reading the report of their own jurisdiction.
 OFFICIALS = {"nation": "PK", "province": "PK-PB", "district": "PK-PB-LAH"}
+# The upload workloads (bench/uploads.py) dose the children of one more clinic each round, so
+# no round doses the children an earlier round dosed and every round judges the same kind of
+# histories (each child of the benchmark facility had doses from every round before: the CPU
+# a dose grew across rounds). Eight clinics: the warm-up and three rounds of the two workloads.
+UPLOAD_CLINICS = 8
 LOADER = "system:bench-loader"
 # NADRA numbers begin with a province digit; 1-7 are used by the population, 8 and 9 by the
 # registration workload, so a registration never collides with a loaded identifier.
@@ -49,6 +54,12 @@ class Population:
     officials: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # level -> (username, password)
     rebuild_seconds: float = 0.0  # full rebuild of the coverage aggregates over the loaded doses
     seal_seconds: float = 0.0     # sealing the loaded audit events while the servers start
+    # the upload workloads' clinics: (username, password, facility), their children, and (bench/uploads.py)
+    # a token per server and facility and the next clinic to use
+    upload_clinics: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
+    upload_ids: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    upload_tokens: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    upload_rounds: int = 0
 
 
 def libpq(url: str) -> str:
@@ -97,7 +108,12 @@ def prepare(url: str, key_dir: str, scale: int, *, procs: int = 2, seed: int = 1
             officials[level] = (f"bench.{level}.{secrets.token_hex(3)}", secrets.token_urlsafe(24))
             create_user(s, rt, UserCreate(username=officials[level][0], display_name=f"Benchmark {level} official",
                                           password=officials[level][1], role="health_official", scope_code=code))
-    pop = Population(libpq(url), key_dir, username, password, officials=officials)
+        clinics = []
+        for code in _upload_facilities(s):
+            clinics.append((f"bench.upload.{secrets.token_hex(3)}", secrets.token_urlsafe(24), code))
+            create_user(s, rt, UserCreate(username=clinics[-1][0], display_name="Benchmark upload vaccinator",
+                                          password=clinics[-1][1], role="clinic_worker", scope_code=code))
+    pop = Population(libpq(url), key_dir, username, password, officials=officials, upload_clinics=clinics)
     existing = bootstrap.patient_count(rt)
     t0 = time.perf_counter()
     if existing == 0:
@@ -300,6 +316,15 @@ def _bare_table(url: str, rows: int) -> None:
         c.execute("VACUUM (ANALYZE) bench_bare_rows")
 
 
+def _upload_facilities(session) -> list[str]:
+    """UPLOAD_CLINICS facilities other than the benchmark facility, those of its district first."""
+    from sqlalchemy import text
+
+    return list(session.execute(text(
+        "SELECT code FROM facilities WHERE code <> :bench ORDER BY district = :district DESC, code LIMIT :n"),
+        {"bench": BENCH_FACILITY, "district": OFFICIALS["district"], "n": UPLOAD_CLINICS}).scalars())
+
+
 def _sample(pop: Population, rt, n: int = 2000, clinic_children: int = 50_000) -> None:
     """Ids to read, and clear B-form numbers to search for (decrypted with the codec, kept in memory).
     `read_ids` holds up to `clinic_children` of the clinic's facility: the upload workloads give
@@ -310,6 +335,10 @@ def _sample(pop: Population, rt, n: int = 2000, clinic_children: int = 50_000) -
     with psycopg.connect(pop.url) as c:
         pop.read_ids = [str(r[0]) for r in c.execute(
             "SELECT id FROM patients WHERE home_facility = %s ORDER BY random() LIMIT %s", [pop.facility, clinic_children])]
+        for _, _, code in pop.upload_clinics:
+            pop.upload_ids[code] = [str(r[0]) for r in c.execute(
+                "SELECT id FROM patients WHERE home_facility = %s ORDER BY random() LIMIT %s", [code, clinic_children])]
+        pop.upload_clinics = [c_ for c_ in pop.upload_clinics if pop.upload_ids[c_[2]]]
         pop.any_ids = [str(r[0]) for r in c.execute("SELECT id FROM patients ORDER BY random() LIMIT %s", [n])]
         pop.bare_ids = [str(r[0]) for r in c.execute("SELECT id FROM bench_bare_rows ORDER BY random() LIMIT %s", [n])]
         rows = c.execute("SELECT id, custodian, bform_ct FROM patients WHERE bform_ct IS NOT NULL ORDER BY random() LIMIT %s",

@@ -3,10 +3,11 @@ Bundles. Each request carries many records, so these are reported in records per
 
 A load generator repeating one request cannot measure them: a resent batch is all `duplicate`
 (its items' receipts match) and a resent Bundle creates nothing new either way. Here every
-request is built fresh: K doses for K distinct children of the benchmark facility, each with a
+request is built fresh: K doses for K distinct children of one clinic's facility, each with a
 client-generated UUID (as an offline device makes them), OPV dose 1 given today with an
 `override_reason` (the same reason the `dose` workload has one: repeated on purpose, so every
-dose passes full validation against the schedule and is recorded).
+dose passes full validation against the schedule and is recorded). Each call (a round) doses
+the children of another clinic (`round_clinic`), children no earlier round dosed.
 
 `threads` clients (one keep-alive HTTP connection each, default 4: devices uploading at the same
 time, not 32 interactive users) post until the duration is over; the requests still in flight
@@ -24,7 +25,7 @@ import threading
 import time
 import uuid
 from datetime import date
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from bench.population import Population
 
@@ -35,25 +36,81 @@ OVERRIDE_EXT = "https://nhr.gov.pk/fhir/StructureDefinition/schedule-override-re
 REASON = "benchmark: repeated dose on purpose"
 
 
-def _children(pop: Population, rng: random.Random, k: int) -> list[str]:
-    return rng.sample(pop.read_ids, min(k, len(pop.read_ids)))
+def _children(pop: Population, rng: random.Random, k: int, children: list[str] | None) -> list[str]:
+    pool = pop.read_ids if children is None else children
+    return rng.sample(pool, min(k, len(pool)))
 
 
-def batch_body(pop: Population, rng: random.Random, k: int = BATCH_DOSES) -> tuple[bytes, int]:
+class _Draw:
+    """Children in a shuffled order shared by a call's client threads: each child is dosed once
+    before any child is dosed again (within a call; only a small clinic runs out)."""
+
+    def __init__(self, children: list[str], seed: int) -> None:
+        self._children, self._rng, self._lock = list(children), random.Random(seed), threading.Lock()
+        self._order: list[str] = []
+
+    def take(self, k: int) -> list[str]:
+        with self._lock:
+            out: list[str] = []
+            while len(out) < min(k, len(self._children)):
+                if not self._order:
+                    self._order = self._children[:]
+                    self._rng.shuffle(self._order)
+                pid = self._order.pop()
+                if pid not in out:
+                    out.append(pid)
+            return out
+
+
+def _login(base: str, username: str, password: str) -> str:
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("POST", "/api/v1/auth/token", urlencode({"username": username, "password": password}),
+                     {"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"the upload clinic's login answered {resp.status}")
+        return json.loads(payload)["access_token"]
+    finally:
+        conn.close()
+
+
+def round_clinic(pop: Population, base: str, token: str) -> tuple[list[str] | None, str]:
+    """The children this call (a round, or a warm-up) doses and the token to dose them with: those
+    of the next of the population's upload clinics (bench/population.py UPLOAD_CLINICS), so no
+    round doses children an earlier round dosed (the clinics are reused in turn only after all
+    of them); without upload clinics, the benchmark facility's children and `token`. The first
+    call for a server logs every upload clinic in, so no login's CPU falls in a measured round."""
+    if not pop.upload_clinics:
+        return None, token
+    tokens = pop.upload_tokens.setdefault(base, {})
+    if not tokens:
+        for username, password, facility in pop.upload_clinics:
+            tokens[facility] = _login(base, username, password)
+    facility = pop.upload_clinics[pop.upload_rounds % len(pop.upload_clinics)][2]
+    pop.upload_rounds += 1
+    return pop.upload_ids[facility], tokens[facility]
+
+
+def batch_body(pop: Population, rng: random.Random, k: int = BATCH_DOSES, *,
+               children: list[str] | None = None) -> tuple[bytes, int]:
     """A device's upload: one `dose.record` item per child, K distinct children."""
     today = date.today().isoformat()
     items = [{"op": "dose.record", "patient_id": pid,
               "data": {"id": str(uuid.uuid4()), "vaccine": "OPV", "dose_number": 1, "date_given": today,
                        "lot_number": "OP2026-001", "override_reason": REASON}}
-             for pid in _children(pop, rng, k)]
+             for pid in _children(pop, rng, k, children)]
     return json.dumps({"items": items}).encode(), len(items)
 
 
-def bundle_body(pop: Population, rng: random.Random, k: int = BUNDLE_ENTRIES) -> tuple[bytes, int]:
+def bundle_body(pop: Population, rng: random.Random, k: int = BUNDLE_ENTRIES, *,
+                children: list[str] | None = None) -> tuple[bytes, int]:
     """A FHIR transaction Bundle of K Immunizations for K distinct children."""
     today = date.today().isoformat()
     entries = []
-    for pid in _children(pop, rng, k):
+    for pid in _children(pop, rng, k, children):
         rid = str(uuid.uuid4())
         entries.append({"fullUrl": f"urn:uuid:{rid}", "request": {"method": "POST", "url": "Immunization"},
                         "resource": {"resourceType": "Immunization", "id": rid, "status": "completed",
@@ -85,6 +142,9 @@ def measure(name: str, base: str, pop: Population, token: str, *, duration: floa
             seed: int = 0) -> dict:
     path, ctype, build, unit, idempotent = KINDS[name]
     parts = urlsplit(base)
+    children, token = round_clinic(pop, base, token)
+    draw = _Draw(pop.read_ids if children is None else children, seed)
+    k = BATCH_DOSES if name == "batch_sync" else BUNDLE_ENTRIES
     lock = threading.Lock()
     latencies: list[float] = []
     totals = {"records": 0, "sent": 0, "non2xx": 0, "errors": 0}
@@ -93,7 +153,7 @@ def measure(name: str, base: str, pop: Population, token: str, *, duration: floa
         rng = random.Random(seed * 1009 + i)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
         while time.perf_counter() < stop_at:
-            body, sent = build(pop, rng)
+            body, sent = build(pop, rng, children=draw.take(k))
             headers = {"Authorization": f"Bearer {token}", "Content-Type": ctype}
             if idempotent:
                 headers["Idempotency-Key"] = str(uuid.uuid4())

@@ -161,7 +161,8 @@ class SyncSettings(_Strict):
     model_config = _env("NHR_SYNC_")
     batch_max_items: int = Field(500, ge=1, le=5000)
     overlap_seconds: int = Field(300, ge=0)
-    # PostgreSQL: a batch of doses on the event loop's async unit of work (registry/sync/batch_async.py);
+    # PostgreSQL: a batch of doses, registrations and refusals (no corrections or voids) on the event loop's async
+    # unit of work (registry/sync/batch_async.py, registry/sync/batch_patients.py);
     # false: every batch on the sync path
     batch_on_loop: bool = True
 

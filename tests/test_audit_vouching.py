@@ -144,8 +144,8 @@ def test_quarantine_mark_cannot_be_removed_or_added(rt):
     genuine = _genuine(rt)[0]
     sealing.seal_all(rt)
     pg = is_postgres(rt)
-    for sql in (f"UPDATE audit_log_leaves SET quarantine = NULL WHERE event_id = :f",
-                f"UPDATE audit_log_leaves SET quarantine = 'bad_mac' WHERE event_id = :g"):
+    for sql in ("UPDATE audit_log_leaves SET quarantine = NULL WHERE event_id = :f",
+                "UPDATE audit_log_leaves SET quarantine = 'bad_mac' WHERE event_id = :g"):
         with rt.engine.connect() as conn, conn.begin():
             if pg:
                 conn.execute(text("ALTER TABLE audit_log_leaves DISABLE TRIGGER USER"))

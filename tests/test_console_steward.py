@@ -92,7 +92,7 @@ def test_pair_page_shows_both_records_differences_and_doses_with_the_apis_events
     for child in (a, b):
         assert child["_input"]["given_name"] in r.text and child["health_id"] in r.text
     assert 'class="differs"' in r.text and "suggested survivor" in r.text and "BCG-1" in r.text
-    assert f'name="version" value="1"' in r.text and cid not in str(r.url)
+    assert 'name="version" value="1"' in r.text and cid not in str(r.url)
     console = _events(runtime, rid)
     rid = _rid()
     assert world.client.get(f"{L}/candidates/{cid}", headers=world.h("steward_district", **{"X-Request-ID": rid})).status_code == 200

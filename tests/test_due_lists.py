@@ -5,7 +5,6 @@ Values are compared, never printed."""
 
 from __future__ import annotations
 
-import secrets
 
 from sqlalchemy import select
 

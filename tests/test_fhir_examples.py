@@ -17,7 +17,7 @@ from registry.immunizations import intake
 
 from registry.fhir import codes
 from registry.fhir.mapping import (FhirInvalid, immunization_from_fhir, immunization_to_fhir, patient_from_fhir,
-                                   patient_to_fhir, validate)
+                                   validate)
 from registry.immunizations.schemas import DoseView
 from registry.immunizations.vaccines import VACCINES
 

@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert
 from api import hot_gate
 from api.app import create_app
 from api.deps import check_routes, require
-from conftest import PASSWORD, audit_events, build_world
+from conftest import audit_events, build_world
 from registry import rate_limit
 from security.access.permissions import Permission as P
 from security.access.principal import Principal

@@ -51,3 +51,24 @@ def test_docs_are_served_by_the_app_without_inline_script(client):
         assert asset.headers["content-security-policy"] == CSP
     assert client.get("/assets/0000000000000000/swagger-ui.css").status_code == 404
     assert client.get(re.sub(r"[^/]+$", "../../etc/passwd", ref)).status_code == 404
+
+
+@pytest.mark.parametrize("given", [
+    [],
+    [(b"content-type", b"application/json"), (b"content-length", b"2"), (b"etag", b'"1"')],
+    [(b"content-type", b"text/css"), (b"Cache-Control", b"public, max-age=31536000, immutable")],
+    [(b"x-frame-options", b"SAMEORIGIN"), (b"content-length", b"0")],
+])
+def test_headers_are_added_once_and_a_response_s_own_are_kept(given):
+    """`add` (and its shortcut for responses that set none of them): each security header exactly
+    once, a header the response set itself kept as set, no-store unless it set a cache policy."""
+    from api.security_headers import HEADERS, add
+
+    out = add(list(given))
+    assert out[:len(given)] == given
+    names = [n.lower() for n, _ in out]
+    for name, value in HEADERS:
+        assert names.count(name) == 1
+        assert (name, value) in out or name in {n.lower() for n, _ in given}
+    assert names.count(b"cache-control") == 1
+    assert ((b"cache-control", b"no-store") in out) == all(n.lower() != b"cache-control" for n, _ in given)

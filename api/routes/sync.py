@@ -18,8 +18,8 @@ router = APIRouter(route_class=GatedRoute, prefix="/api/v1/sync", tags=["sync"])
 
 
 async def _doses_only(request: Request, principal, rt) -> bool:
-    """A batch of doses runs on the event loop (PostgreSQL; registry/sync/batch_async.py), unless
-    `NHR_SYNC_BATCH_ON_LOOP` is false."""
+    """A batch of doses and registrations runs on the event loop (PostgreSQL;
+    registry/sync/batch_async.py `fits_on_loop`), unless `NHR_SYNC_BATCH_ON_LOOP` is false."""
     if not rt.settings.sync.batch_on_loop:
         return False
     try:

@@ -12,8 +12,9 @@ denial per entry). A Bundle with a Patient (or a malformed entry) takes the sync
 
 Round trips (as registry/sync/batch_async.py): the key's claim; BEGIN with the patients'
 `FOR KEY SHARE` locks, the snapshot (`dose_batch.PG_SNAPSHOT`) and the schedule in force, in one
-message; one statement writing the doses, their report-queue marks and every audit event (the
-refusals' and the successes'); the stored response and COMMIT. The judgement is
+message (`batch_async.open_snapshot`, shared with the batch upload); one statement writing the
+doses, their report-queue marks and every audit event (the refusals' and the successes'); the
+stored response and COMMIT. The judgement is
 `dose_batch.judge` on the snapshot, with `stop_on_error` for a transaction.
 
 - transaction: the first refusal (mapping or dose rule, in entry order) raises before anything
@@ -33,10 +34,8 @@ from datetime import UTC, datetime
 from anyio import to_thread
 
 from registry import errors as e
-from registry.async_database import Compiled
 from registry.async_unit import AsyncUnit
 from registry.bulk.writer import _JSON, insert_many_sql
-from registry.clock import local_today
 from registry.context import ServiceContext
 from registry.errors import DomainError, audit_outcome
 from registry.fhir import bundle, service
@@ -104,22 +103,11 @@ async def _process(ctx: ServiceContext, unit: AsyncUnit, kind: str, entries: lis
         if transaction and not todo:
             raise failure
         pairs = [pair for _, pair in todo]
-        pids = list(dict.fromkeys(pid for pid, _ in pairs))
-        client_ids = [d.id for _, d in pairs if d.id is not None]
-        vaccines, whole = dose_batch._reads(pairs)
-        today = local_today()
-        countries = set(ctx.runtime.schedules.known_countries().values())
-        country = countries.pop() if len(countries) == 1 else None
-        sets = await unit.begin(_first(country is not None), {
-            "lock_ids": sorted(set(pids), key=str), **dose_batch.snapshot_params(pids, client_ids, vaccines, whole),
-            "country": country, "today": today}, plain_rows=True)
-        patients, doses, taken = dose_batch.snapshot_of(sets[1])
-        in_force = {r[0]: r[1] for r in sets[2]} if country is not None else {}
-        schedules = await batch_async._schedules(ctx, {p.custodian for p in patients.values()}, today, country, in_force)
+        snap = await batch_async.open_snapshot(ctx, unit, pairs)
 
         def decide():
-            plan = dose_batch.judge(ctx, pairs, patients, doses, taken, schedules.__getitem__, today, refuse,
-                                    stop_on_error=transaction)
+            plan = dose_batch.judge(ctx, pairs, snap.patients, snap.doses, snap.taken, snap.schedules.__getitem__,
+                                    snap.today, refuse, stop_on_error=transaction)
             judged = [(i, res) for (i, _), res in zip(todo, plan.outcomes)]
             for i, res in judged:
                 if isinstance(res, DomainError):
@@ -152,8 +140,3 @@ def _statement(unit: AsyncUnit, plan: dose_batch.Plan, events: list[dict]) -> tu
     if not parts:
         return None, []
     return insert_many_sql(parts, extra)
-
-
-def _first(with_schedules: bool) -> Compiled:
-    parts = [batch_async._LOCKS, dose_batch.PG_SNAPSHOT] + ([batch_async._IN_FORCE] if with_schedules else [])
-    return Compiled("; ".join(parts), {}, frozenset())

@@ -109,17 +109,20 @@ def plan(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], *, stop
 
 
 def judge(ctx: ServiceContext, items: list[tuple[uuid.UUID, DoseCreate]], patients: dict, doses: dict, taken: set,
-          schedule_of, today, refuse, *, stop_on_error: bool = False) -> Plan:
+          schedule_of, today, refuse, *, stop_on_error: bool = False, born: dict | None = None) -> Plan:
     """The judgement of `plan`, without I/O: each item against the snapshot (`_snapshot`'s
     patients, doses, taken ids; `doses` and `taken` grow with the accepted items) and
     `schedule_of(custodian)`. A refusal's event goes to `refuse(action, outcome, **event)` (the
     sync path records it in the session; the event loop's path writes it with the others,
-    registry/sync/batch_async.py)."""
+    registry/sync/batch_async.py). `born`: patients the caller creates in the same write
+    (`new_patient`), id -> the position of the first item that sees them (the items before it
+    were judged, on the sync path, before the patient was written: not found)."""
     now = datetime.now(UTC)
     out, renumbering = Plan(), []
-    for pid, data in items:
+    for position, (pid, data) in enumerate(items):
+        prow = patients.get(pid) if born is None or born.get(pid, 0) <= position else None
         try:
-            out.outcomes.append(_one(ctx, patients.get(pid), pid, data, doses, taken, schedule_of, today, now, out, refuse))
+            out.outcomes.append(_one(ctx, prow, pid, data, doses, taken, schedule_of, today, now, out, refuse))
         except DomainError as exc:
             out.outcomes.append(exc)
             if stop_on_error:
@@ -198,6 +201,11 @@ def _snapshot(session, pids: list[uuid.UUID], client_ids: list[uuid.UUID], vacci
             rows += [tuple(r) for r in session.execute(q)]
         rows += [(None,) * n + (r[0],) for r in rows_by_ids(session, D, ("id",), "id", client_ids)]
     return snapshot_of(rows)
+
+
+def new_patient(row: dict) -> _Patient:
+    """A patient the caller is writing (a registration of the same batch) as the snapshot reads it."""
+    return _Patient(*(row.get(c) for c in _Patient._fields))
 
 
 def snapshot_params(pids: list, client_ids: list, vaccines: set[str], whole: set[uuid.UUID]) -> dict:

@@ -23,7 +23,6 @@ from registry.errors import Conflict, Forbidden, InvalidInput, NotFound, Precond
 from registry.immunizations import repository as repo
 from registry.immunizations import intake, not_done, validation
 from registry.immunizations.schemas import DoseCorrection, DoseCreate, DoseView, DoseVoid, VaccineCode
-from registry.immunizations.vocabulary import load as vocabulary
 from registry.patients.repository import Access
 from registry.patients.service import parse_if_match, reachable
 from registry.reports import queue as report_queue

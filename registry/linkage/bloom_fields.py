@@ -29,7 +29,6 @@ comparison levels (comparisons.py numbering) from two encodings; `score` weighs 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass

@@ -116,15 +116,12 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
             "bidx": _int_array({v for _, _, v in want} if attempt == 0 else ()), "pid": patient_id})
         ident = [r for r in rows if r.arm == "ident"]
         if attempt == 0:
-            for column in own:  # the uniqueness check, in the sync path's order
-                system, norm = wanted[column]
-                if _confirmed(ctx, ident, system, norm, by_custodian[column]):
-                    _refuse(ctx, Conflict(f"a patient with this {svc._LABEL[column]} is already registered; find it by "
-                                          "identifier search", field=column), audit.CONFLICT,
-                            detail={"identifier_system": system, "reason": "duplicate"})
+            taken = _identifier_taken(ctx, own, wanted, by_custodian, ident)
+            if taken is not None:
+                _refuse(ctx, taken[0], audit.CONFLICT, **taken[1])
             if data.id is not None and any(r.arm == "id" for r in rows):
-                _refuse(ctx, Conflict("a patient with this id already exists", field="id"), audit.CONFLICT,
-                        resource_id=patient_id, detail={"reason": "id exists"})
+                exc, event = _id_taken(patient_id)
+                _refuse(ctx, exc, audit.CONFLICT, **event)
             found = await _link_candidates(ctx, rec, [r for r in rows if r.arm == "link"], want, data.confirm_not_duplicate)
         system, norm = wanted["health_id"]
         if not _confirmed(ctx, ident, system, norm, by_custodian["health_id"]):
@@ -134,13 +131,48 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
         raise RuntimeError("could not allocate a unique health ID")
     plain["health_id"] = hid
     now = datetime.now(UTC)
+    model = (linkage.models.cached() or await _model(rt)) if rec is not None and found else None
+    row, index, code, keys, pairs, event = _new_rows(ctx, data, patient_id, (custodian, province, district), plain,
+                                                     rec, found, model, code_hash, now)
+    await unit.execute(_write(tuple(row), len(index), len(keys), len(pairs)),
+                       _write_values(row, index, code, keys, pairs, event, unit.db.event_mac))
+    ctx.trail.written(event, [])
+    view = codec.to_view(rt.cipher, SimpleNamespace(**row))
+    return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
+
+
+def _identifier_taken(ctx: ServiceContext, own: dict, wanted: dict, by_custodian: dict, ident: list):
+    """The uniqueness check of the patient's own identifiers, in the sync path's order, over the
+    `ident` rows read: None, or (the Conflict to raise, its event's fields) for the first taken."""
+    for column in own:
+        system, norm = wanted[column]
+        if _confirmed(ctx, ident, system, norm, by_custodian[column]):
+            return (Conflict(f"a patient with this {svc._LABEL[column]} is already registered; find it by "
+                             "identifier search", field=column),
+                    {"detail": {"identifier_system": system, "reason": "duplicate"}})
+    return None
+
+
+def _id_taken(patient_id: uuid.UUID) -> tuple[Conflict, dict]:
+    """A client-chosen id that exists: (the Conflict to raise, its event's fields)."""
+    return Conflict("a patient with this id already exists", field="id"), {"resource_id": patient_id,
+                                                                           "detail": {"reason": "id exists"}}
+
+
+def _new_rows(ctx: ServiceContext, data: PatientCreate, patient_id: uuid.UUID, where: tuple[str, str, str], plain: dict,
+              rec: dict | None, found: list, model, code_hash: str, now: datetime):
+    """A registration's rows, once every check passed: (patient row, blind-index rows, access
+    code row, blocking-key rows, candidate pairs, success event built by the trail). `where`:
+    (custodian, province, district); `model`: the linkage model when there are candidates."""
+    p, rt = ctx.principal, ctx.runtime
+    custodian, province, district = where
     row = svc.new_row(rt.cipher, p, data, patient_id, custodian, province, district, plain, now)
     detail = {"access_code_issued": True, **({"unnamed": True} if data.unnamed else {})}
     pairs, keys = [], []
     if rec is not None:
         keys = linkage_records.key_rows(rt.indexer, custodian, patient_id, rec)
         if found:
-            pairs = _pairs(patient_id, found, linkage.models.cached() or await _model(rt), now)
+            pairs = _pairs(patient_id, found, model, now)
             detail["link_candidates"] = len(found)
             if data.confirm_not_duplicate and any(c.scored.grade in linkage.LIKELY for c in found):
                 detail["confirmed_not_duplicate"] = True
@@ -149,11 +181,7 @@ async def _register(ctx: ServiceContext, unit: AsyncUnit, data: PatientCreate) -
     index = codec.index_rows(rt.indexer, custodian, patient_id, plain)
     code = {"patient_id": patient_id, "code_hash": code_hash, "issued_at": now, "issued_by_user_id": p.user_id,
             "generation": 1}
-    await unit.execute(_write(tuple(row), len(index), len(keys), len(pairs)),
-                       _write_values(row, index, code, keys, pairs, event, unit.db.event_mac))
-    ctx.trail.written(event, [])
-    view = codec.to_view(rt.cipher, SimpleNamespace(**row))
-    return PatientRegistered.model_construct(**view.__dict__, access_code=access_code)
+    return row, index, code, keys, pairs, event
 
 
 _REFRESHING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> its refresh lock

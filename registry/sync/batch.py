@@ -197,10 +197,7 @@ def _one(ctx: ServiceContext, index: int, item, created: set[str] = frozenset())
     except (e.DomainError, IntegrityError) as exc:
         savepoint.rollback()
         ctx.trail.rewrite_refusals_since(ctx.session, mark)
-        reason = _reason(exc)
-        if reason.get("code") == "likely_duplicate" and created & {c.get("id") for c in getattr(exc, "candidates", ())}:
-            reason["code"] = "likely_duplicate_in_file"
-        return ItemResult(**base, result="rejected", **reason), None
+        return ItemResult(**base, result="rejected", **refusal_reason(exc, created)), None
     return ItemResult(**base, result="created", **extra), patient_id
 
 
@@ -248,6 +245,15 @@ def _apply(ctx: ServiceContext, item) -> tuple[dict, uuid.UUID | None, uuid.UUID
     assert isinstance(item, VoidItem)
     view = doses.void(ctx, item.dose_id, item.if_match, item.data)
     return {"version": view.version}, None, view.patient_id
+
+
+def refusal_reason(exc: Exception, created: set[str]) -> dict:
+    """`_reason`, and a likely duplicate of a patient `created` earlier in the same batch (the
+    same child twice in one upload, issue 13) gets the code `likely_duplicate_in_file`."""
+    reason = _reason(exc)
+    if reason.get("code") == "likely_duplicate" and created & {c.get("id") for c in getattr(exc, "candidates", ())}:
+        reason["code"] = "likely_duplicate_in_file"
+    return reason
 
 
 def _reason(exc: Exception) -> dict:

@@ -25,6 +25,9 @@ Invariants:
   event older than the sealed range is sealed" keeps holding, so nothing needs a side list.
 - It never signs with a key that was handed over (security/audit/handover.py): if the latest
   hand-over names another key than the signer's, it refuses (KeyHandedOver) before writing.
+- A seal streams its batch (up to `limit` events): it holds one chunk of `_CHUNK` events, their
+  subjects and leaves at a time and writes the chunk's leaves before reading the next, so its
+  memory does not follow the backlog (issue 17); it is still one transaction and one checkpoint.
 - A pending row that cannot be read at all (rows.py: an impossible date, a malformed UUID,
   broken JSON, a wrong type) has no canonical bytes to seal: it is skipped and counted, never a
   reason to stall, and `verify` reports it as damaged.
@@ -33,6 +36,7 @@ Invariants:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -83,20 +87,28 @@ def _checkpoint(row) -> Checkpoint:
     return Checkpoint(row.tree_size, bytes(row.root_hash), row.signed_at, row.key_id, bytes(row.signature))
 
 
-def _pending(session: Session, limit: int, lookback: timedelta | None, since: datetime | None) -> tuple[list[dict], int]:
-    """Unsealed events (oldest first) and how many unsealed rows could not be read at all
-    (rows.py: skipped, never sealed, never a reason to stall; `verify` reports them as damaged)."""
+def _pending(session: Session, limit: int, lookback: timedelta | None, since: datetime | None,
+             unreadable: list[int]) -> Iterator[list[dict]]:
+    """Unsealed events (oldest first), `_CHUNK` at a time, streamed from the database (a
+    server-side cursor on PostgreSQL), so a seal holds one chunk of events, never the batch.
+    Rows that cannot be read at all (rows.py: skipped, never sealed, never a reason to stall;
+    `verify` reports them as damaged) are counted in unreadable[0]."""
     q = (rows.raw_select(EVENTS).select_from(EVENTS.outerjoin(LEAVES, LEAVES.c.event_id == EVENTS.c.id))
-         .where(LEAVES.c.event_id.is_(None)).order_by(rows.raw(EVENTS.c.occurred_at), rows.raw(EVENTS.c.id)).limit(limit))
+         .where(LEAVES.c.event_id.is_(None)).order_by(rows.raw(EVENTS.c.occurred_at), rows.raw(EVENTS.c.id)).limit(limit)
+         .execution_options(yield_per=_CHUNK))
     if lookback is not None and since is not None:
         q = q.where(EVENTS.c.occurred_at >= since - lookback)
-    events, unreadable = [], 0
-    for _, values, _, _ in rows.read(session, q, EVENTS):
+    chunk: list[dict] = []
+    for _, values, _, _ in rows.read(session, q, EVENTS, chunk=_CHUNK):
         if values is None or not isinstance(values["id"], uuid.UUID):
-            unreadable += 1
-        else:
-            events.append(values)
-    return events, unreadable
+            unreadable[0] += 1
+            continue
+        chunk.append(values)
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _subjects(session: Session, ids: list) -> tuple[dict, set]:
@@ -153,30 +165,37 @@ def seal(session: Session, signer: Signer, *, mac: EventMac, grace: timedelta, l
     if lookback is not None and top is not None:
         since = session.execute(select(EVENTS.c.occurred_at).join(LEAVES, LEAVES.c.event_id == EVENTS.c.id)
                                 .where(LEAVES.c.position == top)).scalar_one()
-    events, unreadable = _pending(session, limit, lookback, since)
-    subjects, damaged = _subjects(session, [e["id"] for e in events])
     not_before = last.signed_at - grace if last else None
-    leaves, quarantined = [], []
-    for e in events:
-        try:
-            data = leaf.encode(leaf.canonical_fields(e), leaf.canonical_subjects(subjects.get(e["id"], ())))
-            if e["id"] in damaged or not isinstance(e["detail"], dict):
-                raise ValueError
-        except (ValueError, TypeError):  # a value of the wrong type (rows.py): not sealed, reported
-            unreadable += 1
-            continue
-        position = size + len(leaves)
-        reason = _quarantine(mac, data, e["mac"], e["occurred_at"], not_before)
-        h = leaf.sealed_leaf_hash(leaf_hash(data), reason)
-        frontier.append(h)
-        leaves.append({"position": position, "event_id": e["id"], "leaf_hash": h, "quarantine": reason})
-        if reason is not None:
-            quarantined.append((position, reason))
-    if not leaves:
-        return SealResult(0, None, (), unreadable) if unreadable else None
-    session.execute(insert(LEAVES), leaves)
+    sealed, quarantined, unreadable = 0, [], [0]
+    # One chunk of events, subjects and leaves in memory at a time (issue 17: the whole batch
+    # took `nhr worker` to 528 MiB); its leaves are written before the next chunk is read. The
+    # leaves written are those of events the query has already returned, so they change none of
+    # the rows still to come (PostgreSQL's cursor reads its starting snapshot in any case).
+    for events in _pending(session, limit, lookback, since, unreadable):
+        subjects, damaged = _subjects(session, [e["id"] for e in events])
+        leaves = []
+        for e in events:
+            try:
+                data = leaf.encode(leaf.canonical_fields(e), leaf.canonical_subjects(subjects.get(e["id"], ())))
+                if e["id"] in damaged or not isinstance(e["detail"], dict):
+                    raise ValueError
+            except (ValueError, TypeError):  # a value of the wrong type (rows.py): not sealed, reported
+                unreadable[0] += 1
+                continue
+            position = size + sealed + len(leaves)
+            reason = _quarantine(mac, data, e["mac"], e["occurred_at"], not_before)
+            h = leaf.sealed_leaf_hash(leaf_hash(data), reason)
+            frontier.append(h)
+            leaves.append({"position": position, "event_id": e["id"], "leaf_hash": h, "quarantine": reason})
+            if reason is not None:
+                quarantined.append((position, reason))
+        if leaves:
+            session.execute(insert(LEAVES), leaves)
+            sealed += len(leaves)
+    if not sealed:
+        return SealResult(0, None, (), unreadable[0]) if unreadable[0] else None
     cp = signer.sign(frontier.size, frontier.root(), datetime.now(UTC))
     session.execute(insert(CHECKPOINTS).values(
         tree_size=cp.tree_size, root_hash=cp.root_hash, signed_at=cp.signed_at, key_id=cp.key_id,
         signature=cp.signature, compact_range=frontier.pack()))
-    return SealResult(len(leaves), cp, tuple(quarantined), unreadable)
+    return SealResult(sealed, cp, tuple(quarantined), unreadable[0])
