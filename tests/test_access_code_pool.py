@@ -214,6 +214,22 @@ def test_the_refill_job_is_off_without_a_pool(runtime):
     assert code_pool.start_background(SimpleNamespace(settings=settings)) is None
 
 
+def test_the_refill_job_is_off_and_says_so_once_when_the_keyring_lacks_the_secret(runtime, caplog):
+    """A production keyring provisioned before the pool (no `access-code-pool` secret, nothing
+    created on first use): the job does not start, rather than failing and logging every tick."""
+    from security.crypto.errors import KeyUnavailable
+
+    class Keyring:
+        def secret(self, name):
+            raise KeyUnavailable(f"{name} is missing from the keyring")
+
+    with caplog.at_level("WARNING", logger="nhr.citizens.code_pool"):
+        assert code_pool.start_background(SimpleNamespace(settings=runtime.settings, keyring=Keyring())) is None
+    assert [r.getMessage() for r in caplog.records].count(
+        "access code pool off: the keyring has no 'access-code-pool' secret (run `nhr keys init`); "
+        "registrations hash their own codes") == 1
+
+
 def test_the_refill_hashes_at_the_lowest_priority(runtime, monkeypatch):
     """The hashing runs in a thread of its own at nice 19 (Linux), so it yields the cores to requests;
     the caller's thread keeps its priority."""

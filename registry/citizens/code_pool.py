@@ -167,6 +167,12 @@ def start_background(rt):
     c = rt.settings.citizen
     if c.code_pool_size == 0:
         return None
+    try:
+        rt.keyring.secret(SECRET_NAME)
+    except KeyUnavailable:  # a keyring provisioned before the pool: `nhr keys init` adds the secret
+        log.warning("access code pool off: the keyring has no %r secret (run `nhr keys init`); "
+                    "registrations hash their own codes", SECRET_NAME)
+        return None
     return periodic.start("nhr-access-code-pool", c.code_pool_refill_seconds, lambda tick: refill(rt), log,
                           "access code pool refill")
 
