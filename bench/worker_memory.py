@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(res), flush=True)
     finally:
         population.drop_database(a.server_url, name)
+        shutil.rmtree(key_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
