@@ -407,3 +407,21 @@ def test_a_bundle_of_patients_and_doses_takes_five_round_trips(world, runtime, m
         sync = [post(1), post(5)]
     assert loop == [5, 5], loop
     assert all(s > 5 for s in sync), sync
+
+
+def test_an_idempotent_replay_of_patients_answers_alike(world, runtime, monkeypatch):
+    """The key's stored response (with the new Patient's access code) is replayed byte for byte;
+    nothing is written again; the same key with another Bundle is refused."""
+    from test_fhir_api import _patient
+
+    def scenario():
+        u = f"urn:uuid:{uuid.uuid4()}"
+        key, before = uuid.uuid4().hex, _counts(runtime)
+        body = _with_patients("transaction", _pentry(_patient(), u), _pentry(_dose(u, "BCG", 1, "2026-06-02")))
+        h = world.h("clinic_a", **{"Idempotency-Key": key})
+        a = world.client.post(URL, json=body, headers=h)
+        b = world.client.post(URL, json=body, headers=h)
+        assert b.content == a.content and b.headers["idempotent-replayed"] == "true"
+        other = world.client.post(URL, json=_with_patients("transaction", _pentry(_patient())), headers=h)
+        return [a.status_code, b.status_code, other.status_code, _delta(runtime, before)[:3]]
+    assert _alike(monkeypatch, scenario) == [200, 200, 422, (1, 1, 1)]
