@@ -192,9 +192,9 @@ def search_recommendations(request: Request, ctx: ScheduleGate):
 
 # ---------------------------------------------------------------- transaction / batch
 
-async def _immunizations_only(request: Request, principal, rt) -> bool:
-    """A Bundle of Immunization creates only runs on the event loop (PostgreSQL;
-    registry/fhir/bundle_async.py), unless `NHR_FHIR_BUNDLE_ON_LOOP` is false."""
+async def _on_the_loop(request: Request, principal, rt) -> bool:
+    """A Bundle of Patient (unconditional) and Immunization creates runs on the event loop
+    (PostgreSQL; registry/fhir/bundle_async.py `fits_on_loop`) when `NHR_FHIR_BUNDLE_ON_LOOP` is true."""
     if not rt.settings.fhir.bundle_on_loop:
         return False
     try:
@@ -207,5 +207,5 @@ async def _immunizations_only(request: Request, principal, rt) -> bool:
 @router.post("", summary="transaction (all or nothing) or batch (each entry on its own) Bundle of Patient and Immunization")
 async def transaction(body: Resource, request: Request,
                       ctx: Annotated[ServiceContext, Depends(gate(P.PATIENT_CREATE, body="resource",
-                                                                  on_loop=_immunizations_only))]):
+                                                                  on_loop=_on_the_loop))]):
     return fhir_response(request, await bundle_async.process_async(ctx, body, _base(request)))

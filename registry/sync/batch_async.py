@@ -249,17 +249,13 @@ def _decide(ctx: ServiceContext, event_mac, items, parsed, run, pending, seen, s
     if pending:
         existing = set(patients)
         reg_seen = {k[1]: repo._Receipt(*v[:3]) for k, v in seen.items() if k[0] == "patient"}
-        pool = sorted(snap.more[2], key=lambda r: r[0]) if len(snap.more) > 2 else []
-        pool = [SimpleNamespace(**dict(zip(batch_patients.POOL_COLUMNS, r))) for r in pool]
+        pool = pool_rows(snap)
         reg_out, registered, reg_receipts = batch_patients.judge(
             ctx, pending, reg_seen, existing, snap.more[0], {r[0] for r in snap.more[1]}, model, refuse, pool)
         unused = [vars(r) for r in pool]  # put back unissued
         out.update(reg_out)
         receipts += reg_receipts.values()
-        patients = dict(patients)
-        for r in registered:
-            patients[r.row["id"]] = dose_batch.new_patient(r.row)
-            snap.doses[r.row["id"]] = []
+        patients = with_registered(snap, registered)
     todo, macs = [], {}
     for index, item in run:
         macs[index] = mac = batch._mac(ctx, item)
@@ -296,7 +292,7 @@ def _decide(ctx: ServiceContext, event_mac, items, parsed, run, pending, seen, s
     extra = [(_RENUMBER, [now, _JSON.encode([{"id": k, "n": v} for k, v in plan.renumbered.items()])])] \
         if plan.renumbered else []
     all_subjects = [*(s for rows in refusal_subjects.values() for s in rows), *subject_rows]
-    parts = [(t, rows, cols) for t, rows, cols in [*_registration_parts(registered), *dose_batch.dose_parts(plan),
+    parts = [(t, rows, cols) for t, rows, cols in [*registration_parts(registered), *dose_batch.dose_parts(plan),
                                                      (_EVENTS, events, None), (_SUBJECTS, all_subjects, None),
                                                      (repo.RECEIPTS, receipts, None),
                                                      (batch_patients.POOL, unused, batch_patients.POOL_COLUMNS)]
@@ -304,7 +300,22 @@ def _decide(ctx: ServiceContext, event_mac, items, parsed, run, pending, seen, s
     return results, counts, plan, registered, event, subject_rows, *insert_many_sql(parts, extra)
 
 
-def _registration_parts(registered: list) -> list[tuple]:
+def pool_rows(snap: Snapshot) -> list:
+    """The access-code pool rows `batch_patients.statements` took, oldest first."""
+    rows = sorted(snap.more[2], key=lambda r: r[0]) if len(snap.more) > 2 else []
+    return [SimpleNamespace(**dict(zip(batch_patients.POOL_COLUMNS, r))) for r in rows]
+
+
+def with_registered(snap: Snapshot, registered: list) -> dict:
+    """The snapshot's patients plus the accepted registrations (no dose yet), for `dose_batch.judge`."""
+    patients = dict(snap.patients)
+    for r in registered:
+        patients[r.row["id"]] = dose_batch.new_patient(r.row)
+        snap.doses[r.row["id"]] = []
+    return patients
+
+
+def registration_parts(registered: list) -> list[tuple]:
     """The accepted registrations' rows as `insert_many` parts, the patients first (async_register's write)."""
     if not registered:
         return []

@@ -176,9 +176,8 @@ def judge(ctx: ServiceContext, pending: list[Pending], receipts: dict, existing:
     access-code pool rows taken in the first message, oldest first; each accepted registration
     takes the next (`code_pool.issued_from`: hashed now when none is left or it does not open),
     and the rows left are the caller's to put back in its write."""
-    p, rt = ctx.principal, ctx.runtime
-    rows = [Row(*r) for r in read_rows]
-    seen = _Seen([r for r in rows if r.arm == "ident"], [r for r in rows if r.arm == "link"])
+    p = ctx.principal
+    judgement = Judgement(ctx, existing, read_rows, facilities, model, refuse, pool)
     out, accepted, receipts_out = {}, [], {}
     for one in pending:
         item, mac = one.item, batch._mac(ctx, one.item)
@@ -187,17 +186,43 @@ def judge(ctx: ServiceContext, pending: list[Pending], receipts: dict, existing:
             out[one.index] = batch._seen(ctx, one.index, item, receipts[one.id], mac, refuse)
             continue
         try:
-            registered = _one(ctx, one, existing, seen, facilities, model, refuse, pool)
+            registered = judgement.register(one)
         except DomainError as exc:
-            out[one.index] = ItemResult(**base, result="rejected", **batch.refusal_reason(exc, seen.created)), None
+            out[one.index] = ItemResult(**base, result="rejected", **batch.refusal_reason(exc, judgement.created)), None
             continue
         accepted.append(registered[0])
         out[one.index] = ItemResult(**base, result="created", version=1, health_id=one.hid,
                                     access_code=registered[1]), one.id
         receipts_out[one.index] = {"kind": "patient", "record_id": one.id, "content_mac": mac, "result_id": one.id,
                                    "user_id": p.user_id}
-        _add(rt, p, seen, registered[0])
     return out, accepted, receipts_out
+
+
+class Judgement:
+    """The registrations of one request judged in order against its snapshot (the batch upload's,
+    the FHIR Bundle's: registry/fhir/bundle_async.py): `existing` (the ids read), `read_rows`
+    (`statements`' read), `facilities` (the birth facilities found), `pool` (the access-code pool
+    rows taken, oldest first; the rows left are the caller's to put back). Each accepted
+    registration is visible to the next (`_Seen`)."""
+
+    def __init__(self, ctx: ServiceContext, existing: set, read_rows: list, facilities: set, model, refuse,
+                 pool: list) -> None:
+        rows = [Row(*r) for r in read_rows]
+        self.ctx, self.existing, self.facilities, self.model, self.refuse, self.pool = (
+            ctx, existing, facilities, model, refuse, pool)
+        self.seen = _Seen([r for r in rows if r.arm == "ident"], [r for r in rows if r.arm == "link"])
+
+    @property
+    def created(self) -> set[str]:
+        """The ids (str) of the registrations accepted so far: a likely duplicate of one is "in file"."""
+        return self.seen.created
+
+    def register(self, one: Pending) -> tuple[Registered, str]:
+        """(its rows, its access code), or raise its refusal after giving its event to `refuse`;
+        `Retry` when its health ID is held already."""
+        registered = _one(self.ctx, one, self.existing, self.seen, self.facilities, self.model, self.refuse, self.pool)
+        _add(self.ctx.runtime, self.ctx.principal, self.seen, registered[0])
+        return registered
 
 
 def _one(ctx: ServiceContext, one: Pending, existing: set, seen: _Seen, facilities: set, model, refuse, pool: list):
