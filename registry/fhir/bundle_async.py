@@ -60,7 +60,7 @@ from registry.linkage import service as linkage
 from registry.linkage.service import LikelyDuplicate
 from registry.patients import async_register as reg
 from registry.patients import codec
-from registry.sync import batch_async, batch_patients
+from registry.sync import batch_async, batch_patients, upload_refusals
 from security.access.permissions import Permission
 
 ATTEMPTS = batch_async.ATTEMPTS
@@ -95,7 +95,7 @@ async def process_async(ctx: ServiceContext, body: dict, base: str) -> dict:
     for _ in range(ATTEMPTS):
         try:
             return await _process(ctx, ctx.unit, kind, entries, base)
-        except batch_async._Raced:
+        except upload_refusals.Raced:
             await ctx.unit.rollback()
     raise e.Conflict("concurrent writers wrote the same records; resend the Bundle to see their state", field="Bundle.entry")
 
@@ -105,19 +105,13 @@ async def _process(ctx: ServiceContext, unit: AsyncUnit, kind: str, entries: lis
     transaction = kind == "transaction"
     run = bundle._Run(ctx, base)  # `resolve`: a urn:uuid reference to a Patient entry accepted (`run.created`)
     results: list[dict | None] = [None] * len(entries)
-    refusals: list[dict] = []
-    refusal_subjects: dict[uuid.UUID, list[dict]] = {}
-
-    def refuse(action: str, outcome: str, *, subjects=(), **event) -> None:
-        row = trail.build(action, outcome, **event)
-        refusals.append(row)
-        if subjects:
-            refusal_subjects[row["id"]] = [{"event_id": row["id"], "patient_id": s} for s in dict.fromkeys(subjects)]
+    refuse = upload_refusals.Refusals(trail)
+    refusals, refusal_subjects = refuse.rows, refuse.subjects
 
     typed = [(i, entry, bundle._entry_kind(entry, i)) for i, entry in enumerate(entries)]
     patient_entries = [(i, entry) for i, entry, rtype in typed if rtype == "Patient"]
     dose_entries = [(i, entry) for i, entry, rtype in typed if rtype != "Patient"]
-    with batch_async.refusals_booked(trail, refusals, refusal_subjects):
+    with upload_refusals.refusals_booked(trail, refusals, refusal_subjects):
         mapped, unmapped = _patients(patient_entries)
         pending = await batch_patients.prepare(ctx, mapped)
         batch_patients.draw_health_ids(pending)
@@ -174,7 +168,7 @@ async def _process(ctx: ServiceContext, unit: AsyncUnit, kind: str, entries: lis
             plan, accepted, (sql, params) = (decide() if len(dose_entries) <= ON_LOOP_ENTRIES and not pending
                                              else await to_thread.run_sync(decide))
         except batch_patients.Retry as exc:
-            raise batch_async._Raced() from exc
+            raise upload_refusals.Raced() from exc
         if sql is not None:
             await batch_async._write(unit, sql, params)
     dose_batch.written(ctx, plan)

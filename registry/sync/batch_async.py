@@ -43,7 +43,6 @@ rollback exactly once.
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -69,6 +68,7 @@ from registry.schedules.models import ScheduleRow
 from registry.sync import batch, batch_patients
 from registry.sync import repository as repo
 from registry.sync.schemas import BatchResult, DoseItem, ItemResult, PatientItem
+from registry.sync.upload_refusals import Raced, Refusals, refusals_booked
 from registry.users.models import User
 from security.access.permissions import Permission
 from security.audit import trail as audit
@@ -111,33 +111,9 @@ async def upload_async(ctx: ServiceContext, items: list[dict]) -> BatchResult:
     for _ in range(ATTEMPTS):
         try:
             return await _upload(ctx, ctx.unit, items)
-        except _Raced:
+        except Raced:
             await ctx.unit.rollback()
     raise e.Conflict("concurrent uploads wrote the same records; resend the batch to see their state", field="items")
-
-
-class _Raced(Exception):
-    """A concurrent writer took one of the ids between the snapshot and the write (or a health ID
-    drawn for a registration is held already): judged again."""
-
-
-@contextmanager
-def refusals_booked(trail, refusals: list[dict], subjects: dict | None = None):
-    """The trail's bookkeeping of the refusal events an upload built (`trail.build`) and writes
-    with its data (`subjects`: event id -> its subject rows, for those that have some): booked as
-    written when the block ends, and also when it fails, since the unit of work writes them again
-    after its rollback; not when a concurrent writer raced the upload (`_Raced`: it is judged
-    again, and this attempt's refusals are not its answer)."""
-    try:
-        yield
-    except _Raced:
-        raise
-    except BaseException:
-        for row in refusals:
-            trail.written(row, (subjects or {}).get(row["id"]))
-        raise
-    for row in refusals:
-        trail.written(row, (subjects or {}).get(row["id"]))
 
 
 @dataclass
@@ -195,14 +171,8 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
     pending = await batch_patients.prepare(ctx, [(i, item) for i, item in parsed if isinstance(item, PatientItem)])
     batch_patients.draw_health_ids(pending)
     pairs = [(item.patient_id, item.data) for _, item in run]
-    refusals: list[dict] = []
-    refusal_subjects: dict[uuid.UUID, list[dict]] = {}
-
-    def refuse(action: str, outcome: str, *, subjects=(), **event) -> None:
-        row = trail.build(action, outcome, **event)
-        refusals.append(row)
-        if subjects:
-            refusal_subjects[row["id"]] = [{"event_id": row["id"], "patient_id": s} for s in dict.fromkeys(subjects)]
+    refuse = Refusals(trail)
+    refusals, refusal_subjects = refuse.rows, refuse.subjects
 
     with refusals_booked(trail, refusals, refusal_subjects):
         before, after = None, ((), {})
@@ -227,7 +197,7 @@ async def _upload(ctx: ServiceContext, unit: AsyncUnit, items: list[dict]) -> Ba
             results, counts, plan, registered, event, subject_rows, sql, params = (
                 decide() if len(run) <= ON_LOOP_ITEMS and not pending else await to_thread.run_sync(decide))
         except batch_patients.Retry as exc:
-            raise _Raced() from exc
+            raise Raced() from exc
         await _write(unit, sql, params)
     dose_batch.written(ctx, plan)
     for r in registered:
@@ -331,7 +301,7 @@ async def _write(unit: AsyncUnit, sql: str, params: list) -> None:
     try:
         await unit._run(unit.lease.conn.execute(sql, params))
     except psycopg.errors.UniqueViolation as exc:
-        raise _Raced() from exc
+        raise Raced() from exc
 
 
 async def _schedules(ctx: ServiceContext, custodians: set[str], today, country: str | None, in_force: dict) -> dict:
