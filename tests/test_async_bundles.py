@@ -167,18 +167,12 @@ def test_idempotent_replays_answer_alike(world, runtime, monkeypatch):
 def test_a_failure_after_the_writes_leaves_nothing_written(world, runtime, monkeypatch, kind):
     """The Bundle fails after its writes were sent: 500, no dose, no stored response, the key free,
     the refusal on record (written again after the rollback); the retry runs."""
-    from registry.immunizations import batch as dose_batch
-
     def scenario():
         child, ref, born = _child(world)
         body = _bundle(kind, _dose(ref, "BCG", 1, born), *([_dose(ref, "BCG", 2, born)] if kind == "batch" else []))
         key, rid = uuid.uuid4().hex, f"fb-{uuid.uuid4().hex}"
         keys = _keys(runtime)
-        with monkeypatch.context() as m:
-            def broken(*_a, **_k):
-                raise RuntimeError("injected failure after the writes")
-            m.setattr(dose_batch, "written", broken)
-            r = world.client.post(URL, json=body, headers=world.h("clinic_a", **{"X-Request-ID": rid, "Idempotency-Key": key}))
+        r = _post_failing_after_writes(world, monkeypatch, body, rid, key)
         outcomes = sorted((e.action, e.outcome) for e in audit_events(runtime, request_id=rid))
         written = (_doses(runtime, child["id"]), _keys(runtime) - keys)
         retried = world.client.post(URL, json=body, headers=world.h("clinic_a", **{"Idempotency-Key": key}))
@@ -361,18 +355,12 @@ def test_a_failure_after_writing_patients_leaves_nothing_written(world, runtime,
     no access code, the key free; the retry runs."""
     from test_fhir_api import _patient
 
-    from registry.immunizations import batch as dose_batch
-
     def scenario():
         u = f"urn:uuid:{uuid.uuid4()}"
         body = _with_patients(kind, _pentry(_patient(), u), _pentry(_dose(u, "BCG", 1, "2026-06-02")))
         key, rid = uuid.uuid4().hex, f"fb-{uuid.uuid4().hex}"
         keys, before = _keys(runtime), _counts(runtime)
-        with monkeypatch.context() as m:
-            def broken(*_a, **_k):
-                raise RuntimeError("injected failure after the writes")
-            m.setattr(dose_batch, "written", broken)
-            r = world.client.post(URL, json=body, headers=world.h("clinic_a", **{"X-Request-ID": rid, "Idempotency-Key": key}))
+        r = _post_failing_after_writes(world, monkeypatch, body, rid, key)
         outcomes = sorted((e.action, e.outcome) for e in audit_events(runtime, request_id=rid))
         written = (_delta(runtime, before), _keys(runtime) - keys)
         retried = world.client.post(URL, json=body, headers=world.h("clinic_a", **{"Idempotency-Key": key}))
@@ -425,3 +413,14 @@ def test_an_idempotent_replay_of_patients_answers_alike(world, runtime, monkeypa
         other = world.client.post(URL, json=_with_patients("transaction", _pentry(_patient())), headers=h)
         return [a.status_code, b.status_code, other.status_code, _delta(runtime, before)[:3]]
     assert _alike(monkeypatch, scenario) == [200, 200, 422, (1, 1, 1)]
+
+
+def _post_failing_after_writes(world, monkeypatch, body: dict, rid: str, key: str):
+    """POST the Bundle with a failure injected once its rows are written (`dose_batch.written`)."""
+    from registry.immunizations import batch as dose_batch
+
+    with monkeypatch.context() as m:
+        def broken(*_a, **_k):
+            raise RuntimeError("injected failure after the writes")
+        m.setattr(dose_batch, "written", broken)
+        return world.client.post(URL, json=body, headers=world.h("clinic_a", **{"X-Request-ID": rid, "Idempotency-Key": key}))

@@ -178,9 +178,7 @@ def test_a_concurrent_writer_of_the_same_id_gives_the_same_answer(world, runtime
 
     def scenario():
         child = world.register("clinic_a")
-        src = world.client.post(f"/api/v1/patients/{child['id']}/immunizations",
-                                json={"vaccine": "OPV", "dose_number": 0, "date_given": child["birth_date"]},
-                                headers=world.h("clinic_a")).json()["id"]
+        src = _opv0(world, child)
         items = [_item(child["id"], _dose(child["birth_date"])),
                  _item(child["id"], _dose(child["birth_date"], vaccine="OPV", dose_number=1, date_given=local_today().isoformat(),
                                           override_reason="campaign day, schedule waived"))]
@@ -542,9 +540,7 @@ def test_a_concurrent_writer_in_a_mixed_batch_gives_the_same_answer(world, runti
 
     def scenario():
         known = world.register("clinic_a")
-        src = world.client.post(f"/api/v1/patients/{known['id']}/immunizations",
-                                json={"vaccine": "OPV", "dose_number": 0, "date_given": known["birth_date"]},
-                                headers=world.h("clinic_a")).json()["id"]
+        src = _opv0(world, known)
         child = _reg()
         born = child["data"]["birth_date"]
         items = [child, _item(child["data"]["id"], _dose(born)), _item(known["id"], _dose(known["birth_date"])),
@@ -634,3 +630,10 @@ def test_a_mixed_batch_takes_pooled_access_codes(world, runtime, monkeypatch):
         return [[res["result"] for res in results], stored == [b.code_hash for b in before[:2]],
                 [x.id for x in left] == [before[2].id], logins]
     assert _alike(monkeypatch, scenario) == [["created", "rejected", "created", "created"], True, True, [200, 200]]
+
+
+def _opv0(world, child: dict) -> str:
+    """The id of an OPV 0 at birth recorded for `child` through the single route."""
+    return world.client.post(f"/api/v1/patients/{child['id']}/immunizations",
+                             json={"vaccine": "OPV", "dose_number": 0, "date_given": child["birth_date"]},
+                             headers=world.h("clinic_a")).json()["id"]
